@@ -1,0 +1,143 @@
+import path from 'node:path';
+import { z } from 'zod';
+
+/**
+ * Every setting of the server, read from the environment in this one place and validated at boot.
+ * A bad or missing setting stops the process with a message naming the setting.
+ * The README's configuration reference lists the same settings; keep both in step.
+ */
+export const PROFILES = ['development', 'sandbox', 'test', 'production'] as const;
+export type Profile = (typeof PROFILES)[number];
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+const port = z.coerce.number().int().min(0).max(65535);
+const positiveInt = z.coerce.number().int().positive();
+const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
+
+const encryptionKeys = z
+  .string()
+  .transform((value, ctx) => {
+    const keys = new Map<string, Buffer>();
+    for (const entry of value.split(',').map((e) => e.trim()).filter(Boolean)) {
+      const [kid, material, ...rest] = entry.split(':');
+      const key = material ? Buffer.from(material, 'base64') : Buffer.alloc(0);
+      if (!kid || !/^[A-Za-z0-9_-]{1,32}$/.test(kid) || rest.length > 0 || key.length !== 32) {
+        ctx.addIssue({
+          code: 'custom',
+          message: 'expected a comma-separated list of <key-id>:<base64 of 32 random bytes>, the first one used to encrypt',
+        });
+        return z.NEVER;
+      }
+      keys.set(kid, key);
+    }
+    if (keys.size === 0) {
+      ctx.addIssue({ code: 'custom', message: 'at least one key is needed' });
+      return z.NEVER;
+    }
+    return keys;
+  });
+
+const schema = z
+  .object({
+    DTR_PROFILE: z.enum(PROFILES).default('development'),
+    DTR_HOST: z.string().min(1).default('127.0.0.1'),
+    DTR_PORT: port.default(3000),
+    DTR_PUBLIC_URL: z.url({ protocol: /^https?$/ }).optional(),
+    DATABASE_URL: z
+      .string()
+      .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
+      .optional(),
+    DTR_DATA_DIR: z.string().min(1).default('.data'),
+    DTR_DB_POOL_MAX: positiveInt.max(200).default(10),
+    DTR_LOG_LEVEL: z.enum(LOG_LEVELS).default('info'),
+    DTR_BODY_LIMIT_BYTES: positiveInt.default(5 * 1024 * 1024),
+    DTR_JSON_MAX_DEPTH: positiveInt.max(1000).default(64),
+    DTR_SHUTDOWN_TIMEOUT_MS: positiveInt.default(10_000),
+    DTR_TRUST_PROXY: bool.default(false),
+    DTR_ENCRYPTION_KEYS: encryptionKeys.optional(),
+  })
+  .superRefine((env, ctx) => {
+    if (env.DTR_PROFILE !== 'production') return;
+    // Outside the development/sandbox/test profiles nothing secret or public-facing is defaulted.
+    if (!env.DTR_PUBLIC_URL) {
+      ctx.addIssue({ code: 'custom', path: ['DTR_PUBLIC_URL'], message: 'is required in the production profile' });
+    } else if (!env.DTR_PUBLIC_URL.startsWith('https://')) {
+      ctx.addIssue({ code: 'custom', path: ['DTR_PUBLIC_URL'], message: 'must be an https:// URL in the production profile' });
+    }
+    if (!env.DTR_ENCRYPTION_KEYS) {
+      ctx.addIssue({ code: 'custom', path: ['DTR_ENCRYPTION_KEYS'], message: 'is required in the production profile' });
+    }
+    if (!env.DATABASE_URL) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['DATABASE_URL'],
+        message: 'is required in the production profile (the embedded database is for development and tests)',
+      });
+    }
+  });
+
+export interface AppConfig {
+  profile: Profile;
+  host: string;
+  port: number;
+  /** Base URL under which browsers and peers reach us; derived from host and port outside production. */
+  publicUrl: string | undefined;
+  /** External database; when absent an embedded PostgreSQL is started in `dataDir`. */
+  databaseUrl: string | undefined;
+  dataDir: string;
+  dbPoolMax: number;
+  logLevel: LogLevel;
+  bodyLimitBytes: number;
+  jsonMaxDepth: number;
+  shutdownTimeoutMs: number;
+  trustProxy: boolean;
+  /** Key ring for encryption at rest: key id → 32-byte key; the first entry encrypts. */
+  encryptionKeys: ReadonlyMap<string, Buffer> | undefined;
+}
+
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+  }
+}
+
+export function loadAppConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
+  // Empty strings count as unset, as a shell `FOO=` usually means.
+  const input = Object.fromEntries(
+    Object.keys(schema.shape)
+      .map((key) => [key, env[key]] as const)
+      .filter(([, value]) => value !== undefined && value !== ''),
+  );
+  const parsed = schema.safeParse(input);
+  if (!parsed.success) {
+    throw new ConfigError(
+      parsed.error.issues.map((issue) => {
+        const setting = String(issue.path[0] ?? 'configuration');
+        return `${setting}: ${issue.message}`;
+      }),
+    );
+  }
+  const e = parsed.data;
+  return {
+    profile: e.DTR_PROFILE,
+    host: e.DTR_HOST,
+    port: e.DTR_PORT,
+    publicUrl: e.DTR_PUBLIC_URL?.replace(/\/+$/, ''),
+    databaseUrl: e.DATABASE_URL,
+    dataDir: path.resolve(e.DTR_DATA_DIR),
+    dbPoolMax: e.DTR_DB_POOL_MAX,
+    logLevel: e.DTR_LOG_LEVEL,
+    bodyLimitBytes: e.DTR_BODY_LIMIT_BYTES,
+    jsonMaxDepth: e.DTR_JSON_MAX_DEPTH,
+    shutdownTimeoutMs: e.DTR_SHUTDOWN_TIMEOUT_MS,
+    trustProxy: e.DTR_TRUST_PROXY,
+    encryptionKeys: e.DTR_ENCRYPTION_KEYS,
+  };
+}
+
+/** Injection token for the validated configuration. */
+export const APP_CONFIG = Symbol('APP_CONFIG');

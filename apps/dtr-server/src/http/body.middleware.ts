@@ -1,0 +1,102 @@
+import { AsyncResource } from 'node:async_hooks';
+import { DtrError, parseUntrustedJson } from '@dtr/kernel';
+import type { NextFunction, Request, Response } from 'express';
+import type { JsonLogger } from '../logging/json-logger.js';
+import { sendError } from './operation-outcome.js';
+
+export interface BodyLimits {
+  maxBytes: number;
+  maxDepth: number;
+}
+
+const JSON_TYPES = /^application\/(?:[\w.+-]+\+)?json$/;
+const FORM_TYPE = 'application/x-www-form-urlencoded';
+
+/**
+ * Reads request bodies at the edge, before any route sees them:
+ * JSON (`application/json`, `application/fhir+json`, any `+json`) and URL-encoded forms are accepted;
+ * anything larger than `maxBytes` is refused with 413 as soon as that is known (Content-Length first,
+ * counted bytes otherwise); JSON deeper than `maxDepth`, with `__proto__` keys or NUL characters, or not
+ * UTF-8, is refused with 400; other media types with 415. Errors are OperationOutcomes.
+ */
+export function bodyMiddleware(limits: BodyLimits, logger: JsonLogger) {
+  return (req: Request, res: Response, next: NextFunction): void => {
+    const length = req.headers['content-length'];
+    const chunked = req.headers['transfer-encoding'] !== undefined;
+    if (!chunked && (length === undefined || length === '0')) {
+      next();
+      return;
+    }
+    const mediaType = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+    const isJson = JSON_TYPES.test(mediaType);
+    const refuse = (error: DtrError) => {
+      // Let the rest of the upload drain so the client reads our answer, then drop the connection.
+      res.setHeader('Connection', 'close');
+      req.resume();
+      sendError(res, error, logger);
+    };
+    if (!isJson && mediaType !== FORM_TYPE) {
+      refuse(
+        new DtrError('UNSUPPORTED_MEDIA_TYPE', `request bodies must be application/json, application/fhir+json or ${FORM_TYPE}`),
+      );
+      return;
+    }
+    if (length !== undefined && Number(length) > limits.maxBytes) {
+      refuse(tooLarge(limits.maxBytes));
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let received = 0;
+    let done = false;
+    // Stream events fire outside the request's async context: bind them so logs and `next()` keep the request id.
+    const onData = AsyncResource.bind((chunk: Buffer) => {
+      received += chunk.length;
+      if (received > limits.maxBytes) {
+        done = true;
+        req.off('data', onData);
+        refuse(tooLarge(limits.maxBytes));
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('data', onData);
+    req.once('error', AsyncResource.bind((cause: Error) => {
+      if (done) return;
+      done = true;
+      refuse(new DtrError('INVALID_INPUT', 'the request body could not be read', { cause }));
+    }));
+    req.once('end', AsyncResource.bind(() => {
+      if (done) return;
+      done = true;
+      try {
+        const text = new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks));
+        req.body = isJson ? parseUntrustedJson(text, limits) : parseForm(text);
+      } catch (error) {
+        sendError(
+          res,
+          error instanceof DtrError ? error : new DtrError('INVALID_INPUT', 'the request body is not valid UTF-8', { cause: error }),
+          logger,
+        );
+        return;
+      }
+      next();
+    }));
+  };
+}
+
+function tooLarge(maxBytes: number): DtrError {
+  return new DtrError('PAYLOAD_TOO_LARGE', `the request body exceeds the limit of ${maxBytes} bytes`, {
+    details: { limitBytes: maxBytes },
+  });
+}
+
+function parseForm(text: string): Record<string, string> {
+  const form: Record<string, string> = Object.create(null) as Record<string, string>;
+  for (const [key, value] of new URLSearchParams(text)) {
+    if (key === '__proto__' || key.includes('\u0000') || value.includes('\u0000')) {
+      throw new DtrError('INVALID_INPUT', 'forbidden key or NUL character in form body');
+    }
+    form[key] = value;
+  }
+  return form;
+}

@@ -1,0 +1,104 @@
+import { HttpException } from '@nestjs/common';
+import { DtrError } from '@dtr/kernel';
+import type { Response } from 'express';
+import type { JsonLogger } from '../logging/json-logger.js';
+import { currentRequestId } from '../logging/request-context.js';
+
+export interface OperationOutcome {
+  resourceType: 'OperationOutcome';
+  issue: Array<{
+    severity: 'fatal' | 'error' | 'warning' | 'information';
+    code: string;
+    diagnostics?: string;
+    expression?: string[];
+  }>;
+}
+
+const ISSUE_BY_STATUS: Record<number, string> = {
+  400: 'invalid',
+  401: 'login',
+  403: 'forbidden',
+  404: 'not-found',
+  405: 'not-supported',
+  406: 'not-supported',
+  409: 'conflict',
+  410: 'deleted',
+  413: 'too-costly',
+  415: 'not-supported',
+  422: 'processing',
+  429: 'throttled',
+};
+
+/**
+ * Turns any error into an HTTP status and a FHIR OperationOutcome. The single place where errors become
+ * responses: the exception filter and the edge middleware both call it.
+ * @see https://hl7.org/fhir/R4/operationoutcome.html
+ */
+export function toOperationOutcome(error: unknown): { status: number; body: OperationOutcome; internal: boolean } {
+  if (error instanceof DtrError && error.httpStatus < 500) {
+    return {
+      status: error.httpStatus,
+      internal: false,
+      body: outcome(error.issueType, error.message, error.expression.length > 0 ? [...error.expression] : undefined),
+    };
+  }
+  if (error instanceof DtrError && error.code !== 'INTERNAL' && error.code !== 'CONFIGURATION') {
+    // Upstream and availability errors: the message is ours and safe; the cause stays in the log.
+    return { status: error.httpStatus, internal: true, body: outcome(error.issueType, error.message) };
+  }
+  if (error instanceof HttpException && error.getStatus() < 500) {
+    const status = error.getStatus();
+    return { status, internal: false, body: outcome(ISSUE_BY_STATUS[status] ?? 'processing', httpMessage(error)) };
+  }
+  const requestId = currentRequestId();
+  return {
+    status: 500,
+    internal: true,
+    body: outcome(
+      'exception',
+      `An internal error occurred${requestId ? `; quote request id ${requestId} when reporting it` : ''}.`,
+    ),
+  };
+}
+
+function outcome(code: string, diagnostics: string, expression?: string[]): OperationOutcome {
+  return {
+    resourceType: 'OperationOutcome',
+    issue: [{ severity: 'error', code, diagnostics, ...(expression ? { expression } : {}) }],
+  };
+}
+
+function httpMessage(error: HttpException): string {
+  const response = error.getResponse();
+  if (typeof response === 'string') return response;
+  const message = (response as { message?: unknown }).message;
+  if (Array.isArray(message)) return message.map(String).join('; ');
+  if (typeof message === 'string') return message;
+  return error.message;
+}
+
+/** Writes the error response and logs it: 5xx with the cause and stack, 4xx as a one-line warning. */
+export function sendError(res: Response, error: unknown, logger: JsonLogger): void {
+  const { status, body, internal } = toOperationOutcome(error);
+  if (internal) {
+    const cause = error instanceof Error && error.cause instanceof Error ? error.cause : undefined;
+    logger.entry('error', error instanceof Error ? error.message : 'non-error thrown', {
+      status,
+      error: error instanceof Error ? error.name : typeof error,
+      code: error instanceof DtrError ? error.code : undefined,
+      stack: error instanceof Error ? error.stack : undefined,
+      cause: cause ? `${cause.name}: ${cause.message}` : undefined,
+    });
+  } else {
+    logger.entry('warn', 'request refused', {
+      status,
+      code: error instanceof DtrError ? error.code : undefined,
+      issue: body.issue[0]?.code,
+    });
+  }
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  res.status(status).type('application/fhir+json').send(JSON.stringify(body));
+}

@@ -1,0 +1,55 @@
+import 'reflect-metadata';
+import { ConfigError, loadAppConfig } from './config/app.config.js';
+import { startServer } from './bootstrap.js';
+import { JsonLogger } from './logging/json-logger.js';
+
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = loadAppConfig(process.env);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`dtr-server: ${error.message}\n`);
+      process.exit(78); // EX_CONFIG
+    }
+    throw error;
+  }
+  const logger = new JsonLogger(config.logLevel);
+  const server = await startServer(config, logger);
+  logger.entry('info', 'dtr-server listening', {
+    url: server.url,
+    profile: config.profile,
+    database: server.embedded ? 'embedded' : 'external',
+  });
+  process.stderr.write(`\nDTR server ready: ${server.url}  (API docs: ${server.url}/docs)\n\n`);
+
+  let signalled = false;
+  const shutdown = (signal: NodeJS.Signals) => {
+    if (signalled) return;
+    signalled = true;
+    logger.entry('info', 'shutting down', { signal });
+    const watchdog = setTimeout(() => {
+      logger.entry('error', 'shutdown timed out; exiting', { timeoutMs: config.shutdownTimeoutMs });
+      void server.embedded?.stop(1000).finally(() => process.exit(1));
+    }, config.shutdownTimeoutMs);
+    watchdog.unref();
+    server.close().then(
+      () => {
+        logger.entry('info', 'stopped');
+        process.exit(0);
+      },
+      (error: unknown) => {
+        logger.entry('error', 'error during shutdown', { error: error instanceof Error ? error.message : String(error) });
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', shutdown);
+  process.on('SIGINT', shutdown);
+}
+
+main().catch((error: unknown) => {
+  const message = error instanceof Error ? `${error.message}${error.cause instanceof Error ? ` (${error.cause.message})` : ''}` : String(error);
+  process.stderr.write(`dtr-server: failed to start: ${message}\n`);
+  process.exit(1);
+});

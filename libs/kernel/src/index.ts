@@ -1,0 +1,5 @@
+export * from './assert.js';
+export * from './brand.js';
+export * from './clock.js';
+export * from './dtr-error.js';
+export * from './safe-json.js';

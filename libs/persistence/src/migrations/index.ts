@@ -1,0 +1,5 @@
+import type { MigrationInterface } from 'typeorm';
+import { InitialSchema1763800000000 } from './1763800000000-initial-schema.js';
+
+/** Every migration, in order. Explicit on purpose: no globs (see STACK.md). */
+export const MIGRATIONS: Array<new () => MigrationInterface> = [InitialSchema1763800000000];

@@ -1,0 +1,83 @@
+#!/usr/bin/env node
+// Transpiles apps/*/src and libs/*/src to dist/ (ESM), one file at a time, and rewrites the
+// `@dtr/<lib>` import aliases to relative paths so plain `node` can run the output.
+// Type checking is separate (`npm run typecheck`); this keeps `npm start` fast on a fresh clone.
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import ts from 'typescript';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const outRoot = path.join(root, 'dist');
+const TEST_FILE = /\.(spec|int-spec|e2e-spec)\.ts$/;
+
+const compilerOptions = {
+  target: ts.ScriptTarget.ES2023,
+  module: ts.ModuleKind.ESNext,
+  experimentalDecorators: true,
+  emitDecoratorMetadata: true,
+  useDefineForClassFields: false,
+  sourceMap: true,
+  esModuleInterop: true,
+};
+
+function* sourceFiles(dir) {
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const full = path.join(dir, entry.name);
+    if (entry.isDirectory()) yield* sourceFiles(full);
+    else if (entry.name.endsWith('.ts') && !entry.name.endsWith('.d.ts') && !TEST_FILE.test(entry.name)) yield full;
+  }
+}
+
+function roots() {
+  const result = [];
+  for (const group of ['apps', 'libs']) {
+    const groupDir = path.join(root, group);
+    for (const name of readdirSync(groupDir)) {
+      const src = path.join(groupDir, name, 'src');
+      try {
+        if (statSync(src).isDirectory()) result.push(src);
+      } catch {
+        // a folder without src/ is not a project
+      }
+    }
+  }
+  return result;
+}
+
+const libEntry = (name) => path.join(outRoot, 'libs', name, 'src', 'index.js');
+
+function rewriteAliases(code, outFile) {
+  return code.replace(/(from\s+|import\s*\(\s*|import\s+)(['"])@dtr\/([a-z0-9-]+)\2/g, (_m, lead, quote, lib) => {
+    let rel = path.relative(path.dirname(outFile), libEntry(lib)).split(path.sep).join('/');
+    if (!rel.startsWith('.')) rel = `./${rel}`;
+    return `${lead}${quote}${rel}${quote}`;
+  });
+}
+
+const started = Date.now();
+rmSync(outRoot, { recursive: true, force: true });
+let count = 0;
+const problems = [];
+for (const srcRoot of roots()) {
+  for (const file of sourceFiles(srcRoot)) {
+    const rel = path.relative(root, file);
+    const outFile = path.join(outRoot, rel.replace(/\.ts$/, '.js'));
+    const result = ts.transpileModule(readFileSync(file, 'utf8'), {
+      compilerOptions,
+      fileName: file,
+      reportDiagnostics: true,
+    });
+    for (const d of result.diagnostics ?? []) problems.push(`${rel}: ${ts.flattenDiagnosticMessageText(d.messageText, '\n')}`);
+    mkdirSync(path.dirname(outFile), { recursive: true });
+    writeFileSync(outFile, rewriteAliases(result.outputText, outFile));
+    if (result.sourceMapText) writeFileSync(`${outFile}.map`, result.sourceMapText);
+    count++;
+  }
+}
+if (problems.length > 0) {
+  console.error(problems.join('\n'));
+  process.exit(1);
+}
+// Non-TypeScript assets that ship with the apps (pages, fixtures) are read from their source folders.
+console.error(`build: ${count} files in ${Date.now() - started} ms -> dist/`);
