@@ -1,0 +1,89 @@
+import type { NextFunction, Request, Response } from 'express';
+
+/**
+ * Faults a test can switch on at run time for one peer (in-process through `FaultInjector.set`, or over
+ * HTTP through `PUT /_sandbox/faults`). Control endpoints under `/_sandbox/` are never faulted.
+ */
+export interface FaultSettings {
+  /** Added to every response, in milliseconds. */
+  latencyMs?: number;
+  /** Probability (0..1) that a request is answered with `errorStatus` instead of being handled. */
+  errorRate?: number;
+  /** Status used for injected errors: 500, 502, 503 or 429 (429 and 503 carry Retry-After: 1). */
+  errorStatus?: number;
+  /** Deterministic variant: the next N requests fail with `errorStatus`. */
+  failNext?: number;
+  /** Requests are accepted and never answered (the client must time out). */
+  hang?: boolean;
+  /** The request is fully handled (writes committed), then the connection is destroyed with no response. */
+  dropResponseAfterCommit?: boolean;
+  /** New connections are refused: the peer's listening socket is closed until this is switched off. */
+  refuseConnections?: boolean;
+  /** Only apply the faults to requests whose path starts with one of these (default: all). */
+  paths?: string[];
+}
+
+export class FaultInjector {
+  private settings: FaultSettings = {};
+  private readonly listeners = new Set<(settings: FaultSettings) => void>();
+
+  get current(): FaultSettings {
+    return { ...this.settings };
+  }
+
+  set(settings: FaultSettings): void {
+    this.settings = { ...settings };
+    for (const listener of this.listeners) listener(this.current);
+  }
+
+  clear(): void {
+    this.set({});
+  }
+
+  /** Called when settings change (the server uses it to close/reopen its listener for refuseConnections). */
+  onChange(listener: (settings: FaultSettings) => void): void {
+    this.listeners.add(listener);
+  }
+
+  middleware() {
+    return (req: Request, res: Response, next: NextFunction): void => {
+      const s = this.settings;
+      if (req.path.startsWith('/_sandbox/')) return next();
+      if (s.paths && !s.paths.some((p) => req.path.startsWith(p))) return next();
+      if (s.hang) return; // never answered
+      const proceed = () => {
+        let fail = false;
+        if (s.failNext && s.failNext > 0) {
+          s.failNext--;
+          fail = true;
+        } else if (s.errorRate && Math.random() < s.errorRate) {
+          fail = true;
+        }
+        if (fail) {
+          const status = s.errorStatus ?? 503;
+          if (status === 429 || status === 503) res.setHeader('Retry-After', '1');
+          res.status(status).type('application/fhir+json').send(
+            JSON.stringify({
+              resourceType: 'OperationOutcome',
+              issue: [{ severity: 'error', code: status === 429 ? 'throttled' : 'transient', diagnostics: 'injected fault' }],
+            }),
+          );
+          return;
+        }
+        if (s.dropResponseAfterCommit) {
+          // Let the handler run to completion, then drop the connection instead of answering.
+          const socket = res.socket;
+          const originalEnd = res.end.bind(res);
+          (res as unknown as { end: (...args: unknown[]) => Response }).end = () => {
+            socket?.destroy();
+            return res;
+          };
+          void originalEnd;
+        }
+        next();
+      };
+      if (s.latencyMs && s.latencyMs > 0) setTimeout(proceed, s.latencyMs);
+      else proceed();
+    };
+  }
+}

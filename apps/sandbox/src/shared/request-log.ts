@@ -1,0 +1,61 @@
+import { createHash } from 'node:crypto';
+
+/** Which sandbox peer saw the request. */
+export type PeerName = 'ehr' | 'payer';
+
+export interface RecordedRequest {
+  seq: number;
+  at: string;
+  peer: PeerName;
+  method: string;
+  /** Path without the query string. */
+  path: string;
+  /** Query parameters as received (the sandbox is test-only; tests assert on them). */
+  query: Record<string, string | string[]>;
+  /** OAuth client the request was made as (from the access token, or client authentication at /token). */
+  clientId?: string;
+  /** Scopes of the access token used, when there was one. */
+  scopes?: string[];
+  /** First 16 hex characters of SHA-256 of the bearer token presented, if any. Never the token itself. */
+  tokenFingerprint?: string;
+  /** Whether the presented bearer token was issued by this same peer. */
+  tokenIssuedHere?: boolean;
+  status?: number;
+  ms?: number;
+}
+
+export function fingerprint(token: string): string {
+  return createHash('sha256').update(token).digest('hex').slice(0, 16);
+}
+
+/** Everything a peer received, in order, so tests can assert what our server did and did not ask for. */
+export class RequestLog {
+  private readonly entries: RecordedRequest[] = [];
+  private seq = 0;
+
+  constructor(readonly peer: PeerName, private readonly capacity = 20_000) {}
+
+  start(entry: Omit<RecordedRequest, 'seq' | 'at' | 'peer'>): RecordedRequest {
+    const recorded: RecordedRequest = { seq: ++this.seq, at: new Date().toISOString(), peer: this.peer, ...entry };
+    this.entries.push(recorded);
+    if (this.entries.length > this.capacity) this.entries.shift();
+    return recorded;
+  }
+
+  all(): RecordedRequest[] {
+    return [...this.entries];
+  }
+
+  /** Entries after the given sequence number (use `mark()` before an action, then `since(mark)`). */
+  since(seq: number): RecordedRequest[] {
+    return this.entries.filter((e) => e.seq > seq);
+  }
+
+  mark(): number {
+    return this.seq;
+  }
+
+  clear(): void {
+    this.entries.length = 0;
+  }
+}
