@@ -2,13 +2,15 @@
 // Transpiles apps/*/src and libs/*/src to dist/ (ESM), one file at a time, and rewrites the
 // `@dtr/<lib>` import aliases to relative paths so plain `node` can run the output.
 // Type checking is separate (`npm run typecheck`); this keeps `npm start` fast on a fresh clone.
-import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const outRoot = path.join(root, 'dist');
+const finalRoot = path.join(root, 'dist');
+// Built beside dist/ and swapped in at the end, so a running process never sees a half-written tree.
+const outRoot = path.join(root, `.dist-building-${process.pid}`);
 const TEST_FILE = /\.(spec|int-spec|e2e-spec)\.ts$/;
 
 const compilerOptions = {
@@ -47,6 +49,7 @@ function roots() {
 
 const libEntry = (name) => path.join(outRoot, 'libs', name, 'src', 'index.js');
 
+
 function rewriteAliases(code, outFile) {
   return code.replace(/(from\s+|import\s*\(\s*|import\s+)(['"])@dtr\/([a-z0-9-]+)\2/g, (_m, lead, quote, lib) => {
     let rel = path.relative(path.dirname(outFile), libEntry(lib)).split(path.sep).join('/');
@@ -76,8 +79,17 @@ for (const srcRoot of roots()) {
   }
 }
 if (problems.length > 0) {
+  rmSync(outRoot, { recursive: true, force: true });
   console.error(problems.join('\n'));
   process.exit(1);
 }
+const old = `${finalRoot}.old-${process.pid}`;
+try {
+  renameSync(finalRoot, old);
+} catch {
+  // no previous build
+}
+renameSync(outRoot, finalRoot);
+rmSync(old, { recursive: true, force: true });
 // Non-TypeScript assets that ship with the apps (pages, fixtures) are read from their source folders.
 console.error(`build: ${count} files in ${Date.now() - started} ms -> dist/`);
