@@ -21,7 +21,10 @@ export default defineConfig({
     // One database for the whole run, migrated once (test/global-setup.ts); used by the int and e2e tiers.
     globalSetup: ['test/global-setup.ts'],
     isolate: true,
-    reporters: ['default'],
+    // CI (.ci/run) asks for a machine-readable summary beside the usual output.
+    reporters: process.env['DTR_TEST_RESULTS']
+      ? ['default', ['json', { outputFile: process.env['DTR_TEST_RESULTS'] }]]
+      : ['default'],
     projects: [
       {
         extends: true,

@@ -12,9 +12,13 @@ export type Profile = (typeof PROFILES)[number];
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
-const port = z.coerce.number().int().min(0).max(65535);
-const positiveInt = z.coerce.number().int().positive();
-const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
+const port = z.coerce
+  .number({ error: 'must be a port number (0-65535; 0 picks a free port)' })
+  .int({ error: 'must be a port number (0-65535; 0 picks a free port)' })
+  .min(0, { error: 'must be a port number (0-65535; 0 picks a free port)' })
+  .max(65535, { error: 'must be a port number (0-65535; 0 picks a free port)' });
+const positiveInt = z.coerce.number({ error: 'must be a positive integer' }).int({ error: 'must be a positive integer' }).positive({ error: 'must be a positive integer' });
+const bool = z.enum(['true', 'false', '1', '0'], { error: 'must be true or false' }).transform((v) => v === 'true' || v === '1');
 
 const encryptionKeys = z
   .string()
