@@ -105,3 +105,37 @@ function configureHttp(app: NestExpressApplication, config: AppConfig, logger: J
   );
   SwaggerModule.setup('docs', app, document, { jsonDocumentUrl: 'docs-json' });
 }
+
+/**
+ * On SIGTERM or SIGINT: run `close` once, then exit 0 (1 if it failed). If closing takes longer than
+ * `timeoutMs`, run `onTimeout` (e.g. a quick stop of the embedded database) and exit 1.
+ */
+export function stopOnSignals(
+  close: () => Promise<void>,
+  logger: JsonLogger,
+  timeoutMs: number,
+  onTimeout: () => Promise<void> | undefined = () => undefined,
+): void {
+  let signalled = false;
+  const shutdown = (signal: NodeJS.Signals) => {
+    if (signalled) return;
+    signalled = true;
+    logger.entry('info', 'shutting down', { signal });
+    setTimeout(() => {
+      logger.entry('error', 'shutdown timed out; exiting', { timeoutMs });
+      void Promise.resolve(onTimeout()).finally(() => process.exit(1));
+    }, timeoutMs).unref();
+    close().then(
+      () => {
+        logger.entry('info', 'stopped');
+        process.exit(0);
+      },
+      (error: unknown) => {
+        logger.entry('error', 'error during shutdown', { error: error instanceof Error ? error.message : String(error) });
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', shutdown);
+  process.on('SIGINT', shutdown);
+}

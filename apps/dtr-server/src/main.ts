@@ -1,6 +1,6 @@
 import 'reflect-metadata';
 import { ConfigError, loadAppConfig } from './config/app.config.js';
-import { startServer } from './bootstrap.js';
+import { startServer, stopOnSignals } from './bootstrap.js';
 import { JsonLogger } from './logging/json-logger.js';
 
 async function main(): Promise<void> {
@@ -23,29 +23,7 @@ async function main(): Promise<void> {
   });
   process.stderr.write(`\nDTR server ready: ${server.url}  (API docs: ${server.url}/docs)\n\n`);
 
-  let signalled = false;
-  const shutdown = (signal: NodeJS.Signals) => {
-    if (signalled) return;
-    signalled = true;
-    logger.entry('info', 'shutting down', { signal });
-    const watchdog = setTimeout(() => {
-      logger.entry('error', 'shutdown timed out; exiting', { timeoutMs: config.shutdownTimeoutMs });
-      void server.embedded?.stop(1000).finally(() => process.exit(1));
-    }, config.shutdownTimeoutMs);
-    watchdog.unref();
-    server.close().then(
-      () => {
-        logger.entry('info', 'stopped');
-        process.exit(0);
-      },
-      (error: unknown) => {
-        logger.entry('error', 'error during shutdown', { error: error instanceof Error ? error.message : String(error) });
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', shutdown);
-  process.on('SIGINT', shutdown);
+  stopOnSignals(() => server.close(), logger, config.shutdownTimeoutMs, () => server.embedded?.stop(1000));
 }
 
 main().catch((error: unknown) => {
