@@ -1,0 +1,3 @@
+export * from './launch-context.js';
+export * from './outbound-policy.js';
+export * from './smart-configuration.js';
