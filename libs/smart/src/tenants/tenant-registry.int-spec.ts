@@ -1,0 +1,127 @@
+import { createDataSource } from '@dtr/persistence';
+import pg from 'pg';
+import type { DataSource } from 'typeorm';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { TestSecretBox } from '../testing/in-memory-secret-box.js';
+import { EhrRegistrationEntity } from './ehr-registration.entity.js';
+import { EhrTenantEntity } from './ehr-tenant.entity.js';
+import { isWriteScope, TenantRegistry, type TenantInput } from './tenant-registry.service.js';
+
+const SECRET = 'tenant-secret-value-7f3a9';
+
+function tenant(id: string, overrides: Partial<TenantInput> = {}): TenantInput {
+  return {
+    id,
+    name: `EHR ${id}`,
+    fhirBase: `https://${id}.ehr.example.org/fhir/`,
+    discloseMode: 'user-delegated',
+    supplement: {
+      clientId: `dtr-supplement-${id}`,
+      authMethod: 'client_secret_basic',
+      clientSecret: SECRET,
+      scopes: ['launch', 'openid', 'fhirUser', 'patient/*.rs'],
+      redirectUri: 'https://dtr.example.org/callback',
+    },
+    disclose: {
+      clientId: `dtr-disclose-${id}`,
+      authMethod: 'private_key_jwt',
+      signingAlg: 'ES384',
+      scopes: ['openid', 'fhirUser', 'user/QuestionnaireResponse.cru', 'patient/*.rs'],
+      redirectUri: 'https://dtr.example.org/callback',
+    },
+    ...overrides,
+  };
+}
+
+describe('TenantRegistry (real PostgreSQL)', () => {
+  let dataSource: DataSource;
+  let registry: TenantRegistry;
+  const suffix = Math.random().toString(36).slice(2, 8);
+
+  beforeAll(async () => {
+    dataSource = createDataSource({ url: inject('databaseUrl'), entities: [EhrTenantEntity, EhrRegistrationEntity] });
+    await dataSource.initialize();
+    registry = new TenantRegistry(dataSource, new TestSecretBox(), { allowInsecureLoopback: false });
+  });
+  afterAll(async () => {
+    await dataSource?.destroy();
+  });
+
+  it('registers a tenant with two identities and finds it by its iss', async () => {
+    const view = await registry.upsert(tenant(`a-${suffix}`));
+    expect(view.fhirBase).toBe(`https://a-${suffix}.ehr.example.org/fhir`);
+    expect(view.registrations.map((r) => [r.purpose, r.clientId, r.hasSecret])).toEqual([
+      ['disclose', `dtr-disclose-a-${suffix}`, false],
+      ['supplement', `dtr-supplement-a-${suffix}`, true],
+    ]);
+    expect(JSON.stringify(view)).not.toContain(SECRET);
+    expect(await registry.findByFhirBase(`https://a-${suffix}.ehr.example.org/fhir`)).toMatchObject({ id: `a-${suffix}` });
+    expect(await registry.findByFhirBase(`https://evil.example.org/fhir`)).toBeUndefined();
+    expect(await registry.findByFhirBase('not a url')).toBeUndefined();
+  });
+
+  it('stores the client secret only encrypted, and gives it back for the token endpoint', async () => {
+    await registry.upsert(tenant(`b-${suffix}`));
+    const client = new pg.Client({ connectionString: inject('databaseUrl') });
+    await client.connect();
+    try {
+      const rows = await client.query(`SELECT * FROM ehr_registration WHERE tenant_id = $1`, [`b-${suffix}`]);
+      expect(JSON.stringify(rows.rows)).not.toContain(SECRET);
+    } finally {
+      await client.end();
+    }
+    const credentials = await registry.credentialsFor(`b-${suffix}`, 'supplement');
+    expect(credentials).toMatchObject({ clientSecret: SECRET, authMethod: 'client_secret_basic' });
+    expect(await registry.credentialsFor(`b-${suffix}`, 'disclose')).toMatchObject({ signingAlg: 'ES384' });
+  });
+
+  it('enforces the two-identity rules with errors naming the field', async () => {
+    const expectInvalid = async (input: unknown, field: string) =>
+      expect(registry.upsert(input)).rejects.toMatchObject({ code: 'INVALID_INPUT', message: expect.stringContaining(field) });
+    const base = tenant(`c-${suffix}`);
+    await expectInvalid({ ...base, disclose: undefined }, 'disclose');
+    await expectInvalid({ ...base, supplement: { ...base.supplement, scopes: ['patient/*.cruds'] } }, 'supplement.scopes');
+    await expectInvalid({ ...base, disclose: { ...base.disclose!, clientId: base.supplement.clientId } }, 'disclose.clientId');
+    await expectInvalid({ ...base, disclose: { ...base.disclose!, scopes: ['patient/*.rs'] } }, 'disclose.scopes');
+    await expectInvalid({ ...base, discloseMode: 'system' }, 'disclose.scopes');
+    await expectInvalid({ ...base, supplement: { ...base.supplement, clientSecret: undefined } }, 'supplement.clientSecret');
+    await expectInvalid({ ...base, fhirBase: 'http://ehr.example.org/fhir' }, 'fhirBase');
+    await expectInvalid({ ...base, id: 'Bad Id' }, 'id');
+    await expectInvalid({ ...base, extra: true }, 'tenant');
+  });
+
+  it('allows one client for both purposes only with the explicit flag', async () => {
+    const base = tenant(`d-${suffix}`);
+    const single = await registry.upsert({
+      ...base,
+      singleClient: true,
+      disclose: undefined,
+      supplement: { ...base.supplement, scopes: ['launch', 'patient/*.rs', 'user/QuestionnaireResponse.cu'] },
+    });
+    expect(single.singleClient).toBe(true);
+    expect((await registry.credentialsFor(`d-${suffix}`, 'disclose')).purpose).toBe('supplement');
+  });
+
+  it('refuses a second tenant on the same FHIR base, and replaces registrations on update', async () => {
+    await registry.upsert(tenant(`e-${suffix}`));
+    await expect(registry.upsert({ ...tenant(`f-${suffix}`), fhirBase: `https://e-${suffix}.ehr.example.org/fhir` })).rejects.toMatchObject({
+      code: 'CONFLICT',
+    });
+    const updated = await registry.upsert({ ...tenant(`e-${suffix}`), name: 'Renamed' });
+    expect(updated.name).toBe('Renamed');
+    expect(updated.registrations).toHaveLength(2);
+    expect(await registry.remove(`e-${suffix}`)).toBe(true);
+    expect(await registry.get(`e-${suffix}`)).toBeUndefined();
+  });
+});
+
+describe('isWriteScope', () => {
+  it('knows v1 and v2 write scopes', () => {
+    for (const s of ['patient/*.write', 'user/Observation.*', 'system/QuestionnaireResponse.cu', 'user/*.cruds', 'patient/X.d']) {
+      expect(isWriteScope(s)).toBe(true);
+    }
+    for (const s of ['patient/*.read', 'user/*.rs', 'launch', 'openid', 'patient/Observation.rs?category=vital-signs']) {
+      expect(isWriteScope(s)).toBe(false);
+    }
+  });
+});

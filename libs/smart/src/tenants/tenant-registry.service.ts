@@ -1,0 +1,256 @@
+import { DtrError } from '@dtr/kernel';
+import type { DataSource, Repository } from 'typeorm';
+import { z } from 'zod';
+import { assertOutboundUrl, normaliseBaseUrl, type OutboundPolicy } from '../outbound-policy.js';
+import { SecretBox } from '../secret-box.js';
+import {
+  type ClientAuthMethod,
+  EhrRegistrationEntity,
+  type RegistrationPurpose,
+  type SigningAlg,
+} from './ehr-registration.entity.js';
+import { type DiscloseMode, EhrTenantEntity } from './ehr-tenant.entity.js';
+
+const registrationSchema = z
+  .object({
+    clientId: z.string().min(1).max(255),
+    authMethod: z.enum(['client_secret_basic', 'private_key_jwt']),
+    clientSecret: z.string().min(8).max(1024).optional(),
+    signingAlg: z.enum(['RS384', 'ES384']).optional(),
+    scopes: z.array(z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'scopes are space-free tokens')).min(1),
+    redirectUri: z.url(),
+  })
+  .strict()
+  .superRefine((r, ctx) => {
+    if (r.authMethod === 'client_secret_basic' && !r.clientSecret) {
+      ctx.addIssue({ code: 'custom', path: ['clientSecret'], message: 'is required for client_secret_basic' });
+    }
+    if (r.authMethod === 'private_key_jwt' && r.clientSecret) {
+      ctx.addIssue({ code: 'custom', path: ['clientSecret'], message: 'must not be given for private_key_jwt' });
+    }
+    if (r.authMethod === 'private_key_jwt' && !r.signingAlg) {
+      ctx.addIssue({ code: 'custom', path: ['signingAlg'], message: 'is required for private_key_jwt (RS384 or ES384)' });
+    }
+  });
+
+export const tenantInputSchema = z
+  .object({
+    id: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'lower-case letters, digits and dashes'),
+    name: z.string().min(1).max(200),
+    fhirBase: z.url(),
+    discloseMode: z.enum(['user-delegated', 'system']),
+    singleClient: z.boolean().default(false),
+    supplement: registrationSchema,
+    disclose: registrationSchema.optional(),
+  })
+  .strict();
+
+export type TenantInput = z.input<typeof tenantInputSchema>;
+export type RegistrationInput = z.infer<typeof registrationSchema>;
+
+export interface RegistrationView {
+  purpose: RegistrationPurpose;
+  clientId: string;
+  authMethod: ClientAuthMethod;
+  hasSecret: boolean;
+  signingAlg: SigningAlg | null;
+  scopes: string[];
+  redirectUri: string;
+}
+
+export interface TenantView {
+  id: string;
+  name: string;
+  fhirBase: string;
+  discloseMode: DiscloseMode;
+  singleClient: boolean;
+  registrations: RegistrationView[];
+}
+
+/** Decrypted credentials of one registration, for the token endpoint only. */
+export interface RegistrationCredentials {
+  tenantId: string;
+  purpose: RegistrationPurpose;
+  clientId: string;
+  authMethod: ClientAuthMethod;
+  clientSecret?: string;
+  signingAlg?: SigningAlg;
+  scopes: string[];
+  redirectUri: string;
+}
+
+/** SMART v1 `.write`/`.*` and v2 scopes with c, u or d. */
+export function isWriteScope(scope: string): boolean {
+  const match = /^(patient|user|system)\/[A-Za-z*]+\.(.+)$/.exec(scope);
+  if (!match) return false;
+  const permissions = match[2]!.split('?')[0]!;
+  if (permissions === 'write' || permissions === '*') return true;
+  return /^c?r?u?d?s?$/.test(permissions) && /[cud]/.test(permissions);
+}
+
+const secretAad = (tenantId: string, purpose: RegistrationPurpose) => `ehr_registration:${tenantId}:${purpose}`;
+
+/**
+ * The EHRs allowed to launch us. Registered by an administrator (admin API or CLI); an `iss` that is not here is
+ * refused before any request is made to it.
+ */
+export class TenantRegistry {
+  private readonly tenants: Repository<EhrTenantEntity>;
+
+  constructor(
+    dataSource: DataSource,
+    private readonly secrets: SecretBox,
+    private readonly policy: OutboundPolicy,
+  ) {
+    this.tenants = dataSource.getRepository(EhrTenantEntity);
+  }
+
+  /** Checks the input and the rules of the two client identities; throws INVALID_INPUT naming the field. */
+  validate(input: unknown): z.infer<typeof tenantInputSchema> {
+    const parsed = tenantInputSchema.safeParse(input);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      const where = issue.path.join('.') || 'tenant';
+      throw new DtrError('INVALID_INPUT', `${where}: ${issue.message}`, {
+        expression: parsed.error.issues.map((i) => i.path.join('.') || 'tenant'),
+      });
+    }
+    const t = parsed.data;
+    const fail = (field: string, message: string): never => {
+      throw new DtrError('INVALID_INPUT', `${field}: ${message}`, { expression: [field] });
+    };
+    try {
+      assertOutboundUrl(t.fhirBase, this.policy, 'fhirBase');
+    } catch (error) {
+      fail('fhirBase', error instanceof Error ? error.message.replace(/^fhirBase /, '') : 'is not allowed');
+    }
+    if (t.singleClient) {
+      if (t.disclose) fail('disclose', 'must be absent when singleClient is set (the one client does both)');
+    } else {
+      if (!t.disclose) fail('disclose', 'is required unless singleClient is set (two client identities)');
+      const write = t.supplement.scopes.filter(isWriteScope);
+      if (write.length > 0) fail('supplement.scopes', `must be read-only; remove ${write.join(' ')}`);
+      if (t.disclose!.clientId === t.supplement.clientId) {
+        fail('disclose.clientId', 'must differ from the supplement client id so the EHR can tell the two apart');
+      }
+    }
+    const disclosing = t.disclose ?? t.supplement;
+    const prefix = disclosing === t.supplement ? 'supplement' : 'disclose';
+    if (!disclosing.scopes.some(isWriteScope)) {
+      fail(`${prefix}.scopes`, 'needs a write scope for QuestionnaireResponse (e.g. user/QuestionnaireResponse.cu)');
+    }
+    if (t.discloseMode === 'system' && !t.singleClient) {
+      if (disclosing.authMethod !== 'private_key_jwt') {
+        fail('disclose.authMethod', 'system-level disclosure uses SMART Backend Services: private_key_jwt');
+      }
+      const nonSystem = disclosing.scopes.filter((s) => !s.startsWith('system/'));
+      if (nonSystem.length > 0) fail('disclose.scopes', `system-level disclosure takes system/ scopes only; not ${nonSystem.join(' ')}`);
+    }
+    return t;
+  }
+
+  async upsert(input: unknown): Promise<TenantView> {
+    const t = this.validate(input);
+    const fhirBase = normaliseBaseUrl(t.fhirBase);
+    const clash = await this.tenants.findOne({ where: { fhirBase } });
+    if (clash && clash.id !== t.id) {
+      throw new DtrError('CONFLICT', `fhirBase is already registered as tenant ${clash.id}`);
+    }
+    const registrations: Array<[RegistrationPurpose, RegistrationInput]> = [['supplement', t.supplement]];
+    if (t.disclose) registrations.push(['disclose', t.disclose]);
+    await this.tenants.manager.transaction(async (manager) => {
+      await manager.delete(EhrRegistrationEntity, { tenantId: t.id });
+      await manager.save(
+        manager.create(EhrTenantEntity, {
+          id: t.id,
+          name: t.name,
+          fhirBase,
+          discloseMode: t.discloseMode,
+          singleClient: t.singleClient,
+          registrations: registrations.map(([purpose, r]) =>
+            manager.create(EhrRegistrationEntity, {
+              tenantId: t.id,
+              purpose,
+              clientId: r.clientId,
+              authMethod: r.authMethod,
+              clientSecretEnc: r.clientSecret ? this.secrets.seal(r.clientSecret, secretAad(t.id, purpose)) : null,
+              signingAlg: r.signingAlg ?? null,
+              scopes: r.scopes.join(' '),
+              redirectUri: r.redirectUri,
+            }),
+          ),
+        }),
+      );
+    });
+    return (await this.get(t.id))!;
+  }
+
+  async list(): Promise<TenantView[]> {
+    return (await this.tenants.find({ order: { id: 'ASC' } })).map(toView);
+  }
+
+  async get(id: string): Promise<TenantView | undefined> {
+    const tenant = await this.tenants.findOne({ where: { id } });
+    return tenant ? toView(tenant) : undefined;
+  }
+
+  /** The tenant whose FHIR base is exactly this `iss` (after normalisation), or undefined. */
+  async findByFhirBase(iss: string): Promise<TenantView | undefined> {
+    let fhirBase: string;
+    try {
+      fhirBase = normaliseBaseUrl(iss);
+    } catch {
+      return undefined;
+    }
+    const tenant = await this.tenants.findOne({ where: { fhirBase } });
+    return tenant ? toView(tenant) : undefined;
+  }
+
+  async remove(id: string): Promise<boolean> {
+    const result = await this.tenants.delete({ id });
+    return (result.affected ?? 0) > 0;
+  }
+
+  /** The registration used for a purpose: `disclose` falls back to `supplement` for single-client tenants. */
+  async credentialsFor(tenantId: string, purpose: RegistrationPurpose): Promise<RegistrationCredentials> {
+    const tenant = await this.tenants.findOne({ where: { id: tenantId } });
+    if (!tenant) throw new DtrError('NOT_FOUND', `no tenant ${tenantId}`);
+    const registration =
+      tenant.registrations.find((r) => r.purpose === purpose) ??
+      (tenant.singleClient ? tenant.registrations.find((r) => r.purpose === 'supplement') : undefined);
+    if (!registration) throw new DtrError('CONFIGURATION', `tenant ${tenantId} has no ${purpose} registration`);
+    return {
+      tenantId,
+      purpose: registration.purpose,
+      clientId: registration.clientId,
+      authMethod: registration.authMethod,
+      ...(registration.clientSecretEnc
+        ? { clientSecret: this.secrets.open(registration.clientSecretEnc, secretAad(tenantId, registration.purpose)) }
+        : {}),
+      ...(registration.signingAlg ? { signingAlg: registration.signingAlg } : {}),
+      scopes: registration.scopes.split(' ').filter(Boolean),
+      redirectUri: registration.redirectUri,
+    };
+  }
+}
+
+function toView(tenant: EhrTenantEntity): TenantView {
+  return {
+    id: tenant.id,
+    name: tenant.name,
+    fhirBase: tenant.fhirBase,
+    discloseMode: tenant.discloseMode,
+    singleClient: tenant.singleClient,
+    registrations: [...tenant.registrations]
+      .sort((a, b) => a.purpose.localeCompare(b.purpose))
+      .map((r) => ({
+        purpose: r.purpose,
+        clientId: r.clientId,
+        authMethod: r.authMethod,
+        hasSecret: r.clientSecretEnc !== null,
+        signingAlg: r.signingAlg,
+        scopes: r.scopes.split(' ').filter(Boolean),
+        redirectUri: r.redirectUri,
+      })),
+  };
+}
