@@ -1,0 +1,102 @@
+import * as oidc from 'openid-client';
+import { DtrError } from '@dtr/kernel';
+import type { SigningAlg } from './tenants/ehr-registration.entity.js';
+import type { RegistrationCredentials } from './tenants/tenant-registry.service.js';
+import { isLoopback, type OutboundPolicy } from './outbound-policy.js';
+import { supportsOpenId, type SmartConfiguration } from './smart-configuration.js';
+
+/** The private-key type openid-client signs with (a WebCrypto CryptoKey). */
+export type SigningCryptoKey = Extract<Parameters<typeof oidc.PrivateKeyJwt>[0], { key: unknown }>['key'];
+
+/** Our private signing keys as a port (libs/keys provides them); a key never leaves the process. */
+export abstract class ClientKeyProvider {
+  abstract privateKey(alg: SigningAlg): Promise<{ key: SigningCryptoKey; kid: string }>;
+}
+
+/**
+ * HTTP Basic client authentication with the credentials encoded as RFC 6749 §2.3.1 describes, but leaving
+ * unreserved characters alone. openid-client also percent-encodes `-`, `.`, `_`, `~` (and `!*'()`), which
+ * servers that do not decode the Basic credentials reject; ids like `dtr-supplement` must work everywhere.
+ * @see https://www.rfc-editor.org/rfc/rfc6749#section-2.3.1
+ */
+export function clientSecretBasic(clientId: string, clientSecret: string): oidc.ClientAuth {
+  const encode = (value: string) => encodeURIComponent(value).replace(/%20/g, '+');
+  const credentials = Buffer.from(`${encode(clientId)}:${encode(clientSecret)}`).toString('base64');
+  return (_as, _client, _body, headers) => {
+    headers.set('authorization', `Basic ${credentials}`);
+  };
+}
+
+/**
+ * private_key_jwt the way SMART wants it: header `typ: JWT` and `kid`; `aud` = the token endpoint URL;
+ * `exp` at most 5 minutes ahead; unique `jti` (openid-client adds `jti`, `iat`, `exp` = iat + 60 s).
+ * @see https://hl7.org/fhir/smart-app-launch/client-confidential-asymmetric.html#authenticating-to-the-token-endpoint
+ */
+export function privateKeyJwt(key: SigningCryptoKey, kid: string, tokenEndpoint: string): oidc.ClientAuth {
+  return oidc.PrivateKeyJwt(
+    { key, kid },
+    {
+      [oidc.modifyAssertion]: (header, payload) => {
+        header['typ'] = 'JWT';
+        header['kid'] = kid;
+        payload['aud'] = tokenEndpoint;
+        const now = Math.floor(Date.now() / 1000);
+        if (typeof payload['exp'] !== 'number' || payload['exp'] > now + 300) payload['exp'] = now + 240;
+      },
+    },
+  );
+}
+
+export interface SmartClientOptions {
+  policy: OutboundPolicy;
+  keys: ClientKeyProvider;
+  /** Injectable for tests and for outbound request policy. */
+  fetch?: typeof fetch;
+  timeoutMs?: number;
+}
+
+/**
+ * An openid-client Configuration for one EHR registration, built from the SMART document (which may lack
+ * `issuer`, so OIDC discovery is not used). id_token signatures are checked against the EHR's JWKS
+ * (non-repudiation checks on) whenever OpenID Connect is in play.
+ */
+export async function smartClientConfiguration(
+  smart: SmartConfiguration,
+  credentials: Pick<RegistrationCredentials, 'clientId' | 'authMethod' | 'clientSecret' | 'signingAlg'>,
+  options: SmartClientOptions,
+): Promise<oidc.Configuration> {
+  let auth: oidc.ClientAuth;
+  if (credentials.authMethod === 'client_secret_basic') {
+    if (!credentials.clientSecret) throw new DtrError('CONFIGURATION', 'client_secret_basic registration without a secret');
+    auth = clientSecretBasic(credentials.clientId, credentials.clientSecret);
+  } else {
+    if (!credentials.signingAlg) throw new DtrError('CONFIGURATION', 'private_key_jwt registration without an algorithm');
+    const { key, kid } = await options.keys.privateKey(credentials.signingAlg);
+    auth = privateKeyJwt(key, kid, smart.token_endpoint);
+  }
+  const server: oidc.ServerMetadata = {
+    // Without OpenID Connect the issuer identifier only labels the configuration.
+    issuer: smart.issuer ?? new URL(smart.authorization_endpoint).origin,
+    authorization_endpoint: smart.authorization_endpoint,
+    token_endpoint: smart.token_endpoint,
+    ...(smart.jwks_uri ? { jwks_uri: smart.jwks_uri } : {}),
+    ...(smart.revocation_endpoint ? { revocation_endpoint: smart.revocation_endpoint } : {}),
+    ...(smart.authorization_response_iss_parameter_supported !== undefined
+      ? { authorization_response_iss_parameter_supported: smart.authorization_response_iss_parameter_supported }
+      : {}),
+  };
+  const client: Partial<oidc.ClientMetadata> = {
+    ...(credentials.signingAlg ? { token_endpoint_auth_signing_alg: credentials.signingAlg } : {}),
+    id_token_signed_response_alg: 'RS256',
+  };
+  const config = new oidc.Configuration(server, credentials.clientId, client, auth);
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  const baseFetch = options.fetch ?? fetch;
+  config[oidc.customFetch] = (url, init) =>
+    baseFetch(url, { ...init, signal: init.signal ?? AbortSignal.timeout(timeoutMs) } as RequestInit);
+  if (options.policy.allowInsecureLoopback && [smart.token_endpoint, smart.authorization_endpoint].every((u) => isLoopback(new URL(u)))) {
+    oidc.allowInsecureRequests(config);
+  }
+  if (supportsOpenId(smart)) oidc.enableNonRepudiationChecks(config);
+  return config;
+}
