@@ -6,3 +6,6 @@ export * from './smart-configuration.js';
 export * from './tenants/ehr-registration.entity.js';
 export * from './tenants/ehr-tenant.entity.js';
 export * from './tenants/tenant-registry.service.js';
+export * from './hashing.js';
+export * from './sessions/session-store.js';
+export * from './sessions/token-access.js';

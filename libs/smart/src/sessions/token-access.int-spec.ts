@@ -1,0 +1,137 @@
+import { FixedClock } from '@dtr/kernel';
+import { createDataSource } from '@dtr/persistence';
+import pg from 'pg';
+import type { DataSource } from 'typeorm';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { TestSecretBox } from '../testing/in-memory-secret-box.js';
+import { EhrRegistrationEntity } from '../tenants/ehr-registration.entity.js';
+import { EhrTenantEntity } from '../tenants/ehr-tenant.entity.js';
+import { TenantRegistry } from '../tenants/tenant-registry.service.js';
+import { SessionStore, type StoredToken } from './session-store.js';
+import { TokenAccess } from './token-access.js';
+
+describe('SessionStore and TokenAccess (real PostgreSQL)', () => {
+  let dataSource: DataSource;
+  const clock = new FixedClock(new Date('2026-11-22T10:00:00Z'));
+  const secrets = new TestSecretBox();
+  let store: SessionStore;
+  const tenantId = `vault-${Math.random().toString(36).slice(2, 8)}`;
+
+  beforeAll(async () => {
+    dataSource = createDataSource({ url: inject('databaseUrl'), entities: [EhrTenantEntity, EhrRegistrationEntity], poolMax: 20 });
+    await dataSource.initialize();
+    await new TenantRegistry(dataSource, secrets, { allowInsecureLoopback: false }).upsert({
+      id: tenantId,
+      name: 'Vault test EHR',
+      fhirBase: `https://${tenantId}.example.org/fhir`,
+      discloseMode: 'user-delegated',
+      singleClient: true,
+      supplement: {
+        clientId: 'c',
+        authMethod: 'client_secret_basic',
+        clientSecret: 'secret-secret',
+        scopes: ['launch', 'user/QuestionnaireResponse.cu'],
+        redirectUri: 'https://dtr.example.org/callback',
+      },
+    });
+    store = new SessionStore(dataSource, secrets, clock);
+  });
+  afterAll(async () => {
+    await dataSource?.destroy();
+  });
+
+  async function newSession(accessToken: string, expiresInMs: number, refreshToken?: string) {
+    return store.create(
+      {
+        tenantId,
+        fhirBase: `https://${tenantId}.example.org/fhir`,
+        patient: 'pat-1',
+        encounter: null,
+        fhirUser: 'Practitioner/pr-1',
+        context: { patient: 'pat-1', fhirContext: [] },
+        ttlMs: 3_600_000,
+      },
+      {
+        purpose: 'supplement',
+        tokenEndpoint: 'https://ehr.example.org/token',
+        clientId: 'c',
+        accessToken,
+        ...(refreshToken ? { refreshToken } : {}),
+        idToken: 'id.token.value',
+        scope: 'launch patient/*.rs',
+        expiresAt: new Date(clock.now().getTime() + expiresInMs),
+      },
+    );
+  }
+
+  it('keeps tokens only as ciphertext in the database', async () => {
+    const { sessionId } = await newSession('AT-plaintext-1234567890', 600_000, 'RT-plaintext-0987654321');
+    const client = new pg.Client({ connectionString: inject('databaseUrl') });
+    await client.connect();
+    try {
+      const dump = JSON.stringify((await client.query('SELECT * FROM session_token')).rows) +
+        JSON.stringify((await client.query('SELECT * FROM app_session')).rows);
+      expect(dump).not.toContain('AT-plaintext');
+      expect(dump).not.toContain('RT-plaintext');
+      expect(dump).not.toContain('id.token.value');
+      expect(dump).not.toContain(sessionId);
+    } finally {
+      await client.end();
+    }
+  });
+
+  it('finds a live session by its cookie value only, and not after revocation or expiry', async () => {
+    const { sessionId, record } = await newSession('AT-2', 600_000);
+    expect((await store.find(sessionId))?.patient).toBe('pat-1');
+    expect(await store.find(`${sessionId}x`)).toBeUndefined();
+    await store.revoke(record.idHash);
+    expect(await store.find(sessionId)).toBeUndefined();
+    const other = await newSession('AT-3', 600_000);
+    clock.advance(3_600_001);
+    expect(await store.find(other.sessionId)).toBeUndefined();
+    clock.advance(-3_600_001);
+  });
+
+  it('refreshes once for 50 concurrent callers of an expired token, and stores the newest refresh token', async () => {
+    const { record } = await newSession('AT-old', -1000, 'RT-1');
+    let calls = 0;
+    const refresher = async (token: StoredToken) => {
+      calls++;
+      expect(token.refreshToken).toBe('RT-1');
+      await new Promise((r) => setTimeout(r, 50));
+      return { accessToken: 'AT-new', refreshToken: 'RT-2', scope: token.scope, expiresAt: new Date(clock.now().getTime() + 300_000) };
+    };
+    const access = new TokenAccess(store, refresher, clock);
+    const results = await Promise.all(Array.from({ length: 50 }, () => access.get(record.idHash, 'supplement')));
+    expect(calls).toBe(1);
+    expect(new Set(results.map((r) => r.accessToken))).toEqual(new Set(['AT-new']));
+    const stored = await store.getToken(record.idHash, 'supplement');
+    expect(stored).toMatchObject({ refreshToken: 'RT-2', refreshedCount: 1 });
+
+    // A second process (another TokenAccess) finds the row fresh after waiting on the lock: no second refresh.
+    const another = new TokenAccess(store, refresher, clock);
+    await another.get(record.idHash, 'supplement');
+    expect(calls).toBe(1);
+  });
+
+  it('keeps the old refresh token when the server does not rotate it, and refuses when none is left', async () => {
+    const { record } = await newSession('AT-a', -1000, 'RT-keep');
+    const access = new TokenAccess(store, async () => ({ accessToken: 'AT-b', scope: 's', expiresAt: new Date(clock.now().getTime() + 1000) }), clock, 0);
+    await access.get(record.idHash, 'supplement');
+    expect((await store.getToken(record.idHash, 'supplement'))?.refreshToken).toBe('RT-keep');
+
+    const noRefresh = await newSession('AT-c', -1000);
+    await expect(access.get(noRefresh.record.idHash, 'supplement')).rejects.toMatchObject({ code: 'UNAUTHENTICATED' });
+    await expect(access.get(noRefresh.record.idHash, 'disclose')).rejects.toMatchObject({ code: 'UNAUTHENTICATED' });
+  });
+
+  it('refuses a ciphertext moved to another session row (AAD binds it)', async () => {
+    const a = await newSession('AT-row-a', 600_000);
+    const b = await newSession('AT-row-b', 600_000);
+    await dataSource.query(
+      `UPDATE session_token SET access_token_enc = (SELECT access_token_enc FROM session_token WHERE session_id_hash = $1) WHERE session_id_hash = $2`,
+      [a.record.idHash, b.record.idHash],
+    );
+    await expect(store.getToken(b.record.idHash, 'supplement')).rejects.toThrow();
+  });
+});
