@@ -9,3 +9,5 @@ export * from './tenants/tenant-registry.service.js';
 export * from './hashing.js';
 export * from './sessions/session-store.js';
 export * from './sessions/token-access.js';
+export * from './launch/launch.service.js';
+export * from './sessions/smart-sessions.service.js';

@@ -25,6 +25,8 @@ export class TokenAccess {
     private readonly refresher: Refresher,
     private readonly clock: Clock,
     private readonly skewMs = 30_000,
+    /** Whether an expired token can be renewed: by default only with a refresh token (system tokens are re-issued). */
+    private readonly renewable: (token: StoredToken) => boolean = (token) => Boolean(token.refreshToken),
   ) {}
 
   async get(sessionIdHash: string, purpose: RegistrationPurpose): Promise<UsableToken> {
@@ -47,7 +49,7 @@ export class TokenAccess {
   private refresh(sessionIdHash: string, purpose: RegistrationPurpose): Promise<UsableToken> {
     return this.store.withLockedToken(sessionIdHash, purpose, async (token, save) => {
       if (this.fresh(token)) return usable(token);
-      if (!token.refreshToken) {
+      if (!this.renewable(token)) {
         throw new DtrError('UNAUTHENTICATED', 'the EHR authorization has expired; launch the app again');
       }
       const next = await this.refresher(token);

@@ -1,0 +1,305 @@
+import * as oidc from 'openid-client';
+import { Clock, DtrError } from '@dtr/kernel';
+import type { DataSource } from 'typeorm';
+import { sameHash, sha256 } from '../hashing.js';
+import { dtrContextOf, type LaunchContext, parseLaunchContext } from '../launch-context.js';
+import { SecretBox } from '../secret-box.js';
+import type { SessionRecord, SessionStore, TokenSet } from '../sessions/session-store.js';
+import { smartClientConfiguration, type SmartClientOptions } from '../smart-client.js';
+import { type SmartConfiguration, type SmartDiscovery, supportsOpenId } from '../smart-configuration.js';
+import type { RegistrationPurpose } from '../tenants/ehr-registration.entity.js';
+import type { RegistrationCredentials, TenantRegistry, TenantView } from '../tenants/tenant-registry.service.js';
+
+export type LaunchKind = 'ehr' | 'standalone' | 'disclose';
+
+export interface LaunchServiceOptions extends SmartClientOptions {
+  /** How long a started authorization may take to come back. */
+  attemptTtlMs?: number;
+  sessionTtlMs?: number;
+}
+
+export interface StartedAuthorization {
+  /** Where to send the browser. */
+  authorizationUrl: string;
+}
+
+export interface CompletedLaunch {
+  /** New opaque session id for the cookie (the pre-login binding is discarded: the id rotates). */
+  sessionId: string;
+  session: SessionRecord;
+}
+
+interface AttemptRow {
+  tenant_id: string;
+  purpose: RegistrationPurpose;
+  kind: LaunchKind;
+  fhir_base: string;
+  issuer: string | null;
+  token_endpoint: string;
+  code_verifier_enc: string;
+  nonce_hash: string | null;
+  browser_binding_hash: string;
+  session_id_hash: string | null;
+}
+
+const stateAad = (stateHash: string) => `launch_attempt:${stateHash}`;
+
+/**
+ * The SMART App Launch flows of a confidential client:
+ * - EHR launch (`launch` + `iss`) and standalone launch (`launch/patient`) with the `supplement` registration;
+ * - the user-delegated `disclose` authorization (a second code flow with the `disclose` registration, refused
+ *   when it comes back for a different patient or user).
+ * PKCE S256 always; `state` (256 bits) stored hashed, single use, bound to the browser and to the issuer and token
+ * endpoint it was created for (mix-up defense); `nonce` checked in the id_token; RFC 9207 `iss` checked when the
+ * server advertises it.
+ * @see https://hl7.org/fhir/smart-app-launch/app-launch.html
+ */
+export class LaunchService {
+  private readonly attemptTtlMs: number;
+  private readonly sessionTtlMs: number;
+
+  constructor(
+    private readonly dataSource: DataSource,
+    private readonly tenants: TenantRegistry,
+    private readonly discovery: SmartDiscovery,
+    private readonly sessions: SessionStore,
+    private readonly secrets: SecretBox,
+    private readonly clock: Clock,
+    private readonly options: LaunchServiceOptions,
+  ) {
+    this.attemptTtlMs = options.attemptTtlMs ?? 10 * 60 * 1000;
+    this.sessionTtlMs = options.sessionTtlMs ?? 8 * 60 * 60 * 1000;
+  }
+
+  /** EHR launch: `iss` must be a registered tenant; nothing is fetched from an unknown one. */
+  async startEhrLaunch(iss: string, launch: string, browserBinding: string): Promise<StartedAuthorization> {
+    if (!launch || launch.length > 1024) throw new DtrError('INVALID_INPUT', 'launch is missing or too long');
+    const tenant = await this.tenants.findByFhirBase(iss);
+    if (!tenant) throw new DtrError('FORBIDDEN', 'this EHR (iss) is not registered with this DTR service');
+    return this.start(tenant, 'ehr', 'supplement', browserBinding, { launch });
+  }
+
+  /** Standalone launch for a registered tenant: the EHR asks the user to pick a patient. */
+  async startStandaloneLaunch(tenantId: string, browserBinding: string): Promise<StartedAuthorization> {
+    const tenant = await this.tenants.get(tenantId);
+    if (!tenant) throw new DtrError('NOT_FOUND', 'no such EHR tenant');
+    return this.start(tenant, 'standalone', 'supplement', browserBinding, {});
+  }
+
+  /** Second authorization with the `disclose` registration, for a signed-in session (user-delegated mode). */
+  async startDisclose(session: SessionRecord, browserBinding: string): Promise<StartedAuthorization> {
+    const tenant = await this.tenants.get(session.tenantId);
+    if (!tenant) throw new DtrError('NOT_FOUND', 'the session tenant no longer exists');
+    if (tenant.discloseMode !== 'user-delegated') {
+      throw new DtrError('CONFLICT', 'this EHR uses system-level disclosure; no second authorization is needed');
+    }
+    return this.start(tenant, 'disclose', 'disclose', browserBinding, { sessionIdHash: session.idHash });
+  }
+
+  private async start(
+    tenant: TenantView,
+    kind: LaunchKind,
+    purpose: RegistrationPurpose,
+    browserBinding: string,
+    extra: { launch?: string; sessionIdHash?: string },
+  ): Promise<StartedAuthorization> {
+    const smart = await this.discovery.get(tenant.fhirBase);
+    const credentials = await this.tenants.credentialsFor(tenant.id, purpose);
+    const config = await smartClientConfiguration(smart, credentials, this.options);
+    const openId = supportsOpenId(smart);
+    const verifier = oidc.randomPKCECodeVerifier();
+    const state = oidc.randomState();
+    const nonce = openId ? oidc.randomNonce() : undefined;
+    const stateHash = sha256(state);
+    await this.dataSource.query(
+      `INSERT INTO launch_attempt (state_hash, tenant_id, purpose, kind, fhir_base, issuer, token_endpoint,
+                                   code_verifier_enc, nonce_hash, browser_binding_hash, session_id_hash, expires_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+      [
+        stateHash,
+        tenant.id,
+        credentials.purpose,
+        kind,
+        tenant.fhirBase,
+        smart.issuer ?? null,
+        smart.token_endpoint,
+        this.secrets.seal(JSON.stringify({ verifier, nonce }), stateAad(stateHash)),
+        nonce ? sha256(nonce) : null,
+        sha256(browserBinding),
+        extra.sessionIdHash ?? null,
+        new Date(this.clock.now().getTime() + this.attemptTtlMs),
+      ],
+    );
+    const params: Record<string, string> = {
+      response_type: 'code',
+      redirect_uri: credentials.redirectUri,
+      scope: scopesFor(kind, credentials, openId),
+      state,
+      aud: tenant.fhirBase,
+      code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
+      code_challenge_method: 'S256',
+      ...(extra.launch ? { launch: extra.launch } : {}),
+      ...(nonce ? { nonce } : {}),
+    };
+    return { authorizationUrl: oidc.buildAuthorizationUrl(config, params).toString() };
+  }
+
+  /**
+   * Completes an authorization from the callback URL. Returns a new session for launches, or the same session
+   * with its `disclose` token stored for the disclose flow.
+   */
+  async complete(callbackUrl: URL, browserBinding: string): Promise<CompletedLaunch | { disclosed: SessionRecord }> {
+    const state = callbackUrl.searchParams.get('state');
+    if (!state) throw new DtrError('INVALID_INPUT', 'the callback carries no state');
+    const stateHash = sha256(state);
+    const attempt = await this.consumeAttempt(stateHash);
+    if (!attempt) throw new DtrError('UNAUTHENTICATED', 'this sign-in link is unknown, expired or already used; launch again');
+    if (!sameHash(attempt.browser_binding_hash, sha256(browserBinding))) {
+      throw new DtrError('FORBIDDEN', 'this sign-in was started in another browser');
+    }
+    const error = callbackUrl.searchParams.get('error');
+    if (error) {
+      const description = callbackUrl.searchParams.get('error_description');
+      throw new DtrError('FORBIDDEN', `the EHR did not authorize the app: ${error}${description ? ` (${description})` : ''}`, {
+        details: { oauthError: error },
+      });
+    }
+    const returnedIss = callbackUrl.searchParams.get('iss');
+    if (returnedIss !== null && attempt.issuer !== null && returnedIss !== attempt.issuer) {
+      throw new DtrError('FORBIDDEN', 'the authorization response came from a different issuer than the one asked (mix-up)');
+    }
+    const { verifier, nonce } = JSON.parse(this.secrets.open(attempt.code_verifier_enc, stateAad(stateHash))) as {
+      verifier: string;
+      nonce?: string;
+    };
+    const discovered = await this.discovery.get(attempt.fhir_base);
+    // The code goes only to the token endpoint stored with the state (mix-up defense), whatever discovery says now.
+    const smart: SmartConfiguration = { ...discovered, token_endpoint: attempt.token_endpoint };
+    if (attempt.issuer !== null && discovered.issuer !== attempt.issuer) {
+      throw new DtrError('FORBIDDEN', 'the EHR issuer changed during sign-in');
+    }
+    const credentials = await this.tenants.credentialsFor(attempt.tenant_id, attempt.purpose);
+    const config = await smartClientConfiguration(smart, credentials, this.options);
+
+    let tokens: Awaited<ReturnType<typeof oidc.authorizationCodeGrant>>;
+    try {
+      tokens = await oidc.authorizationCodeGrant(config, callbackUrl, {
+        pkceCodeVerifier: verifier,
+        expectedState: state,
+        ...(nonce ? { expectedNonce: nonce } : {}),
+      });
+    } catch (cause) {
+      this.discovery.invalidate(attempt.fhir_base);
+      throw translateOAuthError(cause);
+    }
+    if (tokens.token_type.toLowerCase() !== 'bearer') {
+      throw new DtrError('UPSTREAM_ERROR', `unsupported token_type ${tokens.token_type}`);
+    }
+    const claims = tokens.claims();
+    const fhirUser = typeof claims?.['fhirUser'] === 'string' ? claims['fhirUser'] : null;
+    const context = parseLaunchContext(tokens as unknown as Record<string, unknown>);
+    const tokenSet: TokenSet = {
+      accessToken: tokens.access_token,
+      ...(tokens.refresh_token ? { refreshToken: tokens.refresh_token } : {}),
+      ...(tokens.id_token ? { idToken: tokens.id_token } : {}),
+      scope: tokens.scope ?? credentials.scopes.join(' '),
+      expiresAt: new Date(this.clock.now().getTime() + (tokens.expiresIn() ?? 300) * 1000),
+    };
+    const meta = { purpose: credentials.purpose, tokenEndpoint: attempt.token_endpoint, clientId: credentials.clientId };
+
+    if (attempt.kind === 'disclose') {
+      const session = attempt.session_id_hash ? await this.sessionByHash(attempt.session_id_hash) : undefined;
+      if (!session) throw new DtrError('UNAUTHENTICATED', 'the session that asked for disclosure has ended');
+      if (!context.patient || context.patient !== session.patient) {
+        throw new DtrError('FORBIDDEN', 'the disclosure authorization is for a different patient than the session');
+      }
+      if (session.fhirUser && fhirUser !== session.fhirUser) {
+        throw new DtrError('FORBIDDEN', 'the disclosure authorization is for a different user than the session');
+      }
+      await this.sessions.storeToken(session.idHash, session.fhirBase, { ...tokenSet, ...meta });
+      return { disclosed: session };
+    }
+
+    if (!context.patient) throw new DtrError('FORBIDDEN', 'the EHR gave no patient in context; DTR needs one');
+    const tenant = (await this.tenants.get(attempt.tenant_id))!;
+    const { sessionId, record } = await this.sessions.create(
+      {
+        tenantId: attempt.tenant_id,
+        fhirBase: attempt.fhir_base,
+        patient: context.patient,
+        encounter: context.encounter ?? null,
+        fhirUser,
+        context: { ...context, ...(tenant.singleClient ? { singleClient: true } : {}) } as LaunchContext,
+        ttlMs: this.sessionTtlMs,
+      },
+      { ...tokenSet, ...meta },
+    );
+    return { sessionId, session: record };
+  }
+
+  /** DTR's reading of the context (orders, coverage, in-progress response). */
+  dtrContext(session: SessionRecord) {
+    return dtrContextOf(session.context);
+  }
+
+  private async consumeAttempt(stateHash: string): Promise<AttemptRow | undefined> {
+    const result: unknown = await this.dataSource.query(
+      `UPDATE launch_attempt SET used_at = now()
+       WHERE state_hash = $1 AND used_at IS NULL AND expires_at > $2
+       RETURNING tenant_id, purpose, kind, fhir_base, issuer, token_endpoint, code_verifier_enc, nonce_hash,
+                 browser_binding_hash, session_id_hash`,
+      [stateHash, this.clock.now()],
+    );
+    const rows = Array.isArray(result) && Array.isArray(result[0]) ? (result[0] as AttemptRow[]) : (result as AttemptRow[]);
+    return rows[0];
+  }
+
+  private async sessionByHash(idHash: string): Promise<SessionRecord | undefined> {
+    const rows = (await this.dataSource.query(
+      `SELECT id_hash, tenant_id, fhir_base, patient, encounter, fhir_user, context, created_at, expires_at
+       FROM app_session WHERE id_hash = $1 AND revoked_at IS NULL AND expires_at > $2`,
+      [idHash, this.clock.now()],
+    )) as Array<Record<string, unknown>>;
+    const row = rows[0];
+    if (!row) return undefined;
+    return {
+      idHash: row['id_hash'] as string,
+      tenantId: row['tenant_id'] as string,
+      fhirBase: row['fhir_base'] as string,
+      patient: row['patient'] as string | null,
+      encounter: row['encounter'] as string | null,
+      fhirUser: row['fhir_user'] as string | null,
+      context: row['context'] as SessionRecord['context'],
+      createdAt: row['created_at'] as Date,
+      expiresAt: row['expires_at'] as Date,
+    };
+  }
+}
+
+/** Scopes for the request: `launch` for EHR launch, `launch/patient` for standalone, OpenID only when supported. */
+export function scopesFor(kind: LaunchKind, credentials: RegistrationCredentials, openId: boolean): string {
+  const scopes = new Set(credentials.scopes.filter((s) => s !== 'launch' && s !== 'launch/patient'));
+  if (kind === 'ehr') scopes.add('launch');
+  if (kind === 'standalone') scopes.add('launch/patient');
+  if (openId) {
+    scopes.add('openid');
+    scopes.add('fhirUser');
+  } else {
+    scopes.delete('openid');
+    scopes.delete('fhirUser');
+  }
+  return [...scopes].join(' ');
+}
+
+/** openid-client's errors become DtrErrors once, here; the OAuth error code is kept, nothing else leaks. */
+export function translateOAuthError(cause: unknown): DtrError {
+  if (cause instanceof DtrError) return cause;
+  const error = cause as { name?: string; code?: string; error?: string; message?: string };
+  if (error?.name === 'TimeoutError' || error?.name === 'AbortError') {
+    return new DtrError('UPSTREAM_TIMEOUT', 'the EHR token endpoint did not answer in time', { cause });
+  }
+  if (typeof error?.error === 'string') {
+    return new DtrError('FORBIDDEN', `the EHR refused the token request: ${error.error}`, { cause, details: { oauthError: error.error } });
+  }
+  return new DtrError('UPSTREAM_ERROR', `the EHR token exchange failed: ${error?.message ?? 'unknown error'}`, { cause });
+}

@@ -1,0 +1,117 @@
+import * as oidc from 'openid-client';
+import { Clock, DtrError } from '@dtr/kernel';
+import { translateOAuthError } from '../launch/launch.service.js';
+import { smartClientConfiguration, type SmartClientOptions } from '../smart-client.js';
+import type { SmartDiscovery } from '../smart-configuration.js';
+import type { TenantRegistry } from '../tenants/tenant-registry.service.js';
+import type { SessionRecord, SessionStore, StoredToken, TokenSet } from './session-store.js';
+import { TokenAccess, type UsableToken } from './token-access.js';
+
+/**
+ * What the rest of the server asks of a signed-in session: a usable token per purpose, and logout.
+ * - `supplement`: the launch token, refreshed with its refresh token;
+ * - `disclose`: for user-delegated tenants the token of the second authorization; for system-level tenants a
+ *   SMART Backend Services token (client_credentials + private_key_jwt, `system/` scopes), re-issued on expiry.
+ * Tokens go only to the FHIR base they were issued for: callers get the base together with the token.
+ */
+export class SmartSessions {
+  readonly access: TokenAccess;
+
+  constructor(
+    private readonly store: SessionStore,
+    private readonly tenants: TenantRegistry,
+    private readonly discovery: SmartDiscovery,
+    private readonly clock: Clock,
+    private readonly options: SmartClientOptions,
+  ) {
+    this.access = new TokenAccess(
+      store,
+      (token) => this.renew(token),
+      clock,
+      30_000,
+      (token) => Boolean(token.refreshToken) || (token.purpose === 'disclose' && token.scope.split(' ').every((s) => s.startsWith('system/'))),
+    );
+  }
+
+  async token(session: SessionRecord, purpose: 'supplement' | 'disclose'): Promise<UsableToken> {
+    if (purpose === 'disclose') {
+      const tenant = await this.tenants.get(session.tenantId);
+      if (!tenant) throw new DtrError('UNAUTHENTICATED', 'the session tenant no longer exists');
+      if (tenant.singleClient) return this.access.get(session.idHash, 'supplement');
+      if (tenant.discloseMode === 'system' && !(await this.store.getToken(session.idHash, 'disclose'))) {
+        await this.store.storeToken(session.idHash, session.fhirBase, await this.systemToken(session.tenantId));
+      }
+    }
+    return this.access.get(session.idHash, purpose);
+  }
+
+  /** Revokes at the EHR when it advertises a revocation endpoint, then ends the session here either way. */
+  async logout(session: SessionRecord): Promise<{ revokedAtEhr: boolean }> {
+    let revokedAtEhr = false;
+    try {
+      const smart = await this.discovery.get(session.fhirBase);
+      if (smart.revocation_endpoint) {
+        for (const purpose of ['supplement', 'disclose'] as const) {
+          const token = await this.store.getToken(session.idHash, purpose);
+          if (!token) continue;
+          const credentials = await this.tenants.credentialsFor(session.tenantId, purpose);
+          const config = await smartClientConfiguration(smart, credentials, this.options);
+          await oidc.tokenRevocation(config, token.refreshToken ?? token.accessToken);
+          revokedAtEhr = true;
+        }
+      }
+    } catch {
+      // Logging out must not fail because the EHR is unreachable; the session ends here regardless.
+      revokedAtEhr = false;
+    }
+    await this.store.revoke(session.idHash);
+    return { revokedAtEhr };
+  }
+
+  private async renew(token: StoredToken): Promise<TokenSet> {
+    const tenantId = await this.tenantOf(token);
+    if (!token.refreshToken) return this.systemToken(tenantId);
+    const smart = { ...(await this.discovery.get(token.fhirBase)), token_endpoint: token.tokenEndpoint };
+    const credentials = await this.tenants.credentialsFor(tenantId, token.purpose);
+    const config = await smartClientConfiguration(smart, credentials, this.options);
+    try {
+      const next = await oidc.refreshTokenGrant(config, token.refreshToken);
+      return {
+        accessToken: next.access_token,
+        ...(next.refresh_token ? { refreshToken: next.refresh_token } : {}),
+        ...(next.id_token ? { idToken: next.id_token } : {}),
+        scope: next.scope ?? token.scope,
+        expiresAt: new Date(this.clock.now().getTime() + (next.expiresIn() ?? 300) * 1000),
+      };
+    } catch (cause) {
+      throw translateOAuthError(cause);
+    }
+  }
+
+  private async systemToken(tenantId: string): Promise<TokenSet & { purpose: 'disclose'; tokenEndpoint: string; clientId: string }> {
+    const tenant = await this.tenants.get(tenantId);
+    if (!tenant) throw new DtrError('UNAUTHENTICATED', 'the session tenant no longer exists');
+    const smart = await this.discovery.get(tenant.fhirBase);
+    const credentials = await this.tenants.credentialsFor(tenantId, 'disclose');
+    const config = await smartClientConfiguration(smart, credentials, this.options);
+    try {
+      const granted = await oidc.clientCredentialsGrant(config, { scope: credentials.scopes.join(' ') });
+      return {
+        purpose: 'disclose',
+        tokenEndpoint: smart.token_endpoint,
+        clientId: credentials.clientId,
+        accessToken: granted.access_token,
+        scope: granted.scope ?? credentials.scopes.join(' '),
+        expiresAt: new Date(this.clock.now().getTime() + (granted.expiresIn() ?? 300) * 1000),
+      };
+    } catch (cause) {
+      throw translateOAuthError(cause);
+    }
+  }
+
+  private async tenantOf(token: StoredToken): Promise<string> {
+    const tenant = await this.tenants.findByFhirBase(token.fhirBase);
+    if (!tenant) throw new DtrError('UNAUTHENTICATED', 'the EHR is no longer registered');
+    return tenant.id;
+  }
+}
