@@ -19,6 +19,7 @@ program
       ...config,
       databaseUrl: config.databaseUrl ? config.databaseUrl.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@') : '(embedded)',
       encryptionKeys: config.encryptionKeys ? [...config.encryptionKeys.keys()].map((kid) => `${kid}:***`) : '(none)',
+      adminToken: config.adminToken ? '***' : '(admin API off)',
     };
     process.stdout.write(`${JSON.stringify(shown, null, 2)}\n`);
   });

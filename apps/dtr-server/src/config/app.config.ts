@@ -61,6 +61,8 @@ const schema = z
     DTR_SHUTDOWN_TIMEOUT_MS: positiveInt.default(10_000),
     DTR_TRUST_PROXY: bool.default(false),
     DTR_ENCRYPTION_KEYS: encryptionKeys.optional(),
+    DTR_ADMIN_TOKEN: z.string().regex(/^[\x21-\x7e]{32,512}$/, 'must be 32 or more printable characters (e.g. openssl rand -hex 32)').optional(),
+    DTR_SESSION_TTL_MINUTES: positiveInt.max(24 * 60).default(480),
   })
   .superRefine((env, ctx) => {
     if (env.DTR_PROFILE !== 'production') return;
@@ -99,6 +101,9 @@ export interface AppConfig {
   trustProxy: boolean;
   /** Key ring for encryption at rest: key id → 32-byte key; the first entry encrypts. */
   encryptionKeys: ReadonlyMap<string, Buffer> | undefined;
+  /** Bearer token of the admin API; the admin API is off without one. */
+  adminToken: string | undefined;
+  sessionTtlMs: number;
 }
 
 
@@ -140,6 +145,8 @@ export function loadAppConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     shutdownTimeoutMs: e.DTR_SHUTDOWN_TIMEOUT_MS,
     trustProxy: e.DTR_TRUST_PROXY,
     encryptionKeys: e.DTR_ENCRYPTION_KEYS,
+    adminToken: e.DTR_ADMIN_TOKEN,
+    sessionTtlMs: e.DTR_SESSION_TTL_MINUTES * 60_000,
   };
 }
 

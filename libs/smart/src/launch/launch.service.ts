@@ -180,10 +180,13 @@ export class LaunchService {
     }
     const credentials = await this.tenants.credentialsFor(attempt.tenant_id, attempt.purpose);
     const config = await smartClientConfiguration(smart, credentials, this.options);
+    // The redirect_uri sent with the code must be the registered one, whatever host or proxy the request came through.
+    const current = new URL(credentials.redirectUri);
+    current.search = callbackUrl.search;
 
     let tokens: Awaited<ReturnType<typeof oidc.authorizationCodeGrant>>;
     try {
-      tokens = await oidc.authorizationCodeGrant(config, callbackUrl, {
+      tokens = await oidc.authorizationCodeGrant(config, current, {
         pkceCodeVerifier: verifier,
         expectedState: state,
         ...(nonce ? { expectedNonce: nonce } : {}),

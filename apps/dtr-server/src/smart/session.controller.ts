@@ -1,0 +1,95 @@
+import { Controller, Get, HttpCode, Post, Req, Res } from '@nestjs/common';
+import { ApiOkResponse, ApiOperation, ApiTags, ApiUnauthorizedResponse } from '@nestjs/swagger';
+import { dtrContextOf, type SessionRecord, SmartSessions, TenantRegistry } from '@dtr/smart';
+import type { Request, Response } from 'express';
+import { BrowserCookies } from '../auth/cookies.js';
+
+type SessionRequest = Request & { user: SessionRecord };
+
+export interface SessionView {
+  tenant: { id: string; name: string };
+  user: { fhirUser: string | null; display: string | null };
+  patient: { id: string | null; display: string | null };
+  encounter: string | null;
+  orders: string[];
+  coverages: string[];
+  questionnaireResponses: string[];
+  questionnaires: string[];
+  needPatientBanner: boolean;
+  disclosure: { mode: 'user-delegated' | 'system'; singleClient: boolean; authorized: boolean };
+  expiresAt: string;
+}
+
+/** What the page needs to know about the signed-in session. Never a token. */
+@ApiTags('session')
+@Controller('api/session')
+export class SessionController {
+  constructor(
+    private readonly smart: SmartSessions,
+    private readonly tenants: TenantRegistry,
+    private readonly cookies: BrowserCookies,
+  ) {}
+
+  @Get()
+  @ApiOperation({ summary: 'The signed-in user, patient, encounter, orders and coverage in context' })
+  @ApiOkResponse({ description: 'Session context' })
+  @ApiUnauthorizedResponse({ description: 'No live session' })
+  async get(@Req() req: SessionRequest): Promise<SessionView> {
+    const session = req.user;
+    const tenant = await this.tenants.get(session.tenantId);
+    const dtr = dtrContextOf(session.context);
+    const [user, patient, disclosed] = await Promise.all([
+      session.fhirUser ? this.display(session, session.fhirUser) : Promise.resolve(null),
+      session.patient ? this.display(session, `Patient/${session.patient}`) : Promise.resolve(null),
+      this.smart.access.get(session.idHash, 'disclose').then(
+        () => true,
+        () => false,
+      ),
+    ]);
+    return {
+      tenant: { id: session.tenantId, name: tenant?.name ?? session.tenantId },
+      user: { fhirUser: session.fhirUser, display: user },
+      patient: { id: session.patient, display: patient },
+      encounter: session.encounter,
+      ...dtr,
+      needPatientBanner: session.context.needPatientBanner ?? true,
+      disclosure: {
+        mode: tenant?.discloseMode ?? 'user-delegated',
+        singleClient: tenant?.singleClient ?? false,
+        authorized: disclosed || tenant?.discloseMode === 'system' || Boolean(tenant?.singleClient),
+      },
+      expiresAt: session.expiresAt.toISOString(),
+    };
+  }
+
+  @Post('logout')
+  @HttpCode(200)
+  @ApiOperation({ summary: 'Ends the session and revokes its tokens at the EHR when it has a revocation endpoint' })
+  async logout(@Req() req: SessionRequest, @Res({ passthrough: true }) res: Response): Promise<{ loggedOut: true; revokedAtEhr: boolean }> {
+    const { revokedAtEhr } = await this.smart.logout(req.user);
+    this.cookies.clear(res, this.cookies.session);
+    return { loggedOut: true, revokedAtEhr };
+  }
+
+  /** A human-readable name for a Practitioner/Patient reference, read from the EHR with the session's token. */
+  private async display(session: SessionRecord, given: string): Promise<string | null> {
+    // An absolute fhirUser is followed only on the session's own FHIR base: tokens go nowhere else.
+    const reference = given.startsWith(`${session.fhirBase}/`) ? given.slice(session.fhirBase.length + 1) : given;
+    if (!/^[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}$/.test(reference)) return null;
+    try {
+      const token = await this.smart.token(session, 'supplement');
+      const response = await fetch(`${token.fhirBase}/${reference}`, {
+        headers: { authorization: `Bearer ${token.accessToken}`, accept: 'application/fhir+json' },
+        redirect: 'error',
+        signal: AbortSignal.timeout(5000),
+      });
+      if (!response.ok) return null;
+      const resource = (await response.json()) as { name?: Array<{ text?: string; given?: string[]; family?: string }> };
+      const name = resource.name?.[0];
+      if (!name) return null;
+      return name.text ?? [...(name.given ?? []), name.family].filter(Boolean).join(' ') ?? null;
+    } catch {
+      return null;
+    }
+  }
+}
