@@ -1,10 +1,10 @@
-import { Controller, Get, HttpCode, Post, Req, Res } from '@nestjs/common';
+import { Controller, Get, HttpCode, Injectable, Post, Req, Res } from '@nestjs/common';
 import { ApiOkResponse, ApiOperation, ApiTags, ApiUnauthorizedResponse } from '@nestjs/swagger';
 import { dtrContextOf, type SessionRecord, SmartSessions, TenantRegistry } from '@dtr/smart';
 import type { Request, Response } from 'express';
 import { BrowserCookies } from '../auth/cookies.js';
 
-type SessionRequest = Request & { user: SessionRecord };
+export type SessionRequest = Request & { user: SessionRecord };
 
 export interface SessionView {
   tenant: { id: string; name: string };
@@ -20,22 +20,15 @@ export interface SessionView {
   expiresAt: string;
 }
 
-/** What the page needs to know about the signed-in session. Never a token. */
-@ApiTags('session')
-@Controller('api/session')
-export class SessionController {
+/** Builds what the page needs to know about a signed-in session. Never a token. */
+@Injectable()
+export class SessionViewService {
   constructor(
     private readonly smart: SmartSessions,
     private readonly tenants: TenantRegistry,
-    private readonly cookies: BrowserCookies,
   ) {}
 
-  @Get()
-  @ApiOperation({ summary: 'The signed-in user, patient, encounter, orders and coverage in context' })
-  @ApiOkResponse({ description: 'Session context' })
-  @ApiUnauthorizedResponse({ description: 'No live session' })
-  async get(@Req() req: SessionRequest): Promise<SessionView> {
-    const session = req.user;
+  async view(session: SessionRecord): Promise<SessionView> {
     const tenant = await this.tenants.get(session.tenantId);
     const dtr = dtrContextOf(session.context);
     const [user, patient, disclosed] = await Promise.all([
@@ -62,15 +55,6 @@ export class SessionController {
     };
   }
 
-  @Post('logout')
-  @HttpCode(200)
-  @ApiOperation({ summary: 'Ends the session and revokes its tokens at the EHR when it has a revocation endpoint' })
-  async logout(@Req() req: SessionRequest, @Res({ passthrough: true }) res: Response): Promise<{ loggedOut: true; revokedAtEhr: boolean }> {
-    const { revokedAtEhr } = await this.smart.logout(req.user);
-    this.cookies.clear(res, this.cookies.session);
-    return { loggedOut: true, revokedAtEhr };
-  }
-
   /** A human-readable name for a Practitioner/Patient reference, read from the EHR with the session's token. */
   private async display(session: SessionRecord, given: string): Promise<string | null> {
     // An absolute fhirUser is followed only on the session's own FHIR base: tokens go nowhere else.
@@ -91,5 +75,33 @@ export class SessionController {
     } catch {
       return null;
     }
+  }
+}
+
+/** The session API of the page. */
+@ApiTags('session')
+@Controller('api/session')
+export class SessionController {
+  constructor(
+    private readonly views: SessionViewService,
+    private readonly smart: SmartSessions,
+    private readonly cookies: BrowserCookies,
+  ) {}
+
+  @Get()
+  @ApiOperation({ summary: 'The signed-in user, patient, encounter, orders and coverage in context' })
+  @ApiOkResponse({ description: 'Session context' })
+  @ApiUnauthorizedResponse({ description: 'No live session' })
+  get(@Req() req: SessionRequest): Promise<SessionView> {
+    return this.views.view(req.user);
+  }
+
+  @Post('logout')
+  @HttpCode(200)
+  @ApiOperation({ summary: 'Ends the session and revokes its tokens at the EHR when it has a revocation endpoint' })
+  async logout(@Req() req: SessionRequest, @Res({ passthrough: true }) res: Response): Promise<{ loggedOut: true; revokedAtEhr: boolean }> {
+    const { revokedAtEhr } = await this.smart.logout(req.user);
+    this.cookies.clear(res, this.cookies.session);
+    return { loggedOut: true, revokedAtEhr };
   }
 }

@@ -1,0 +1,99 @@
+import { Module } from '@nestjs/common';
+import { APP_GUARD } from '@nestjs/core';
+import { PassportModule } from '@nestjs/passport';
+import { getDataSourceToken } from '@nestjs/typeorm';
+import { Clock, SystemClock } from '@dtr/kernel';
+import {
+  ClientKeyProvider,
+  LaunchService,
+  type OutboundPolicy,
+  SecretBox,
+  SessionStore,
+  SmartDiscovery,
+  SmartSessions,
+  TenantRegistry,
+} from '@dtr/smart';
+import type { DataSource } from 'typeorm';
+import { AdminGuard } from '../admin/admin.guard.js';
+import { TenantsController } from '../admin/tenants.controller.js';
+import { BrowserCookies } from '../auth/cookies.js';
+import { SessionCookieStrategy } from '../auth/session-cookie.strategy.js';
+import { SessionGuard } from '../auth/session.guard.js';
+import { APP_CONFIG, type AppConfig } from '../config/app.config.js';
+import { AppPageController } from './app-page.controller.js';
+import { LaunchController } from './launch.controller.js';
+import { SessionController, SessionViewService } from './session.controller.js';
+
+export const OUTBOUND_POLICY = Symbol('OUTBOUND_POLICY');
+
+/**
+ * SMART confidential launch: tenants, discovery, launch/callback, sessions and the token vault, the global
+ * session guard. SecretBox and ClientKeyProvider come from the keys module (encryption at rest, our signing keys).
+ */
+@Module({
+  imports: [PassportModule],
+  controllers: [LaunchController, SessionController, AppPageController, TenantsController],
+  providers: [
+    { provide: Clock, useClass: SystemClock },
+    {
+      provide: OUTBOUND_POLICY,
+      inject: [APP_CONFIG],
+      // Plain http only to loopback, and never in production.
+      useFactory: (config: AppConfig): OutboundPolicy => ({ allowInsecureLoopback: config.profile !== 'production' }),
+    },
+    {
+      provide: BrowserCookies,
+      inject: [APP_CONFIG],
+      useFactory: (config: AppConfig) =>
+        new BrowserCookies(config.profile === 'production' || (config.publicUrl ?? '').startsWith('https://')),
+    },
+    {
+      provide: TenantRegistry,
+      inject: [getDataSourceToken(), SecretBox, OUTBOUND_POLICY],
+      useFactory: (ds: DataSource, box: SecretBox, policy: OutboundPolicy) => new TenantRegistry(ds, box, policy),
+    },
+    {
+      provide: SmartDiscovery,
+      inject: [OUTBOUND_POLICY, Clock],
+      useFactory: (policy: OutboundPolicy, clock: Clock) => new SmartDiscovery(policy, clock),
+    },
+    {
+      provide: SessionStore,
+      inject: [getDataSourceToken(), SecretBox, Clock],
+      useFactory: (ds: DataSource, box: SecretBox, clock: Clock) => new SessionStore(ds, box, clock),
+    },
+    {
+      provide: LaunchService,
+      inject: [getDataSourceToken(), TenantRegistry, SmartDiscovery, SessionStore, SecretBox, Clock, OUTBOUND_POLICY, ClientKeyProvider, APP_CONFIG],
+      useFactory: (
+        ds: DataSource,
+        tenants: TenantRegistry,
+        discovery: SmartDiscovery,
+        sessions: SessionStore,
+        box: SecretBox,
+        clock: Clock,
+        policy: OutboundPolicy,
+        keys: ClientKeyProvider,
+        config: AppConfig,
+      ) => new LaunchService(ds, tenants, discovery, sessions, box, clock, { policy, keys, sessionTtlMs: config.sessionTtlMs }),
+    },
+    {
+      provide: SmartSessions,
+      inject: [SessionStore, TenantRegistry, SmartDiscovery, Clock, OUTBOUND_POLICY, ClientKeyProvider],
+      useFactory: (
+        store: SessionStore,
+        tenants: TenantRegistry,
+        discovery: SmartDiscovery,
+        clock: Clock,
+        policy: OutboundPolicy,
+        keys: ClientKeyProvider,
+      ) => new SmartSessions(store, tenants, discovery, clock, { policy, keys }),
+    },
+    SessionViewService,
+    SessionCookieStrategy,
+    AdminGuard,
+    { provide: APP_GUARD, useClass: SessionGuard },
+  ],
+  exports: [TenantRegistry, SmartSessions, SessionStore],
+})
+export class SmartModule {}
