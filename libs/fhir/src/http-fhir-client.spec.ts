@@ -1,0 +1,108 @@
+import { describe, expect, it } from 'vitest';
+import { HttpFhirClient } from './http-fhir-client.js';
+
+const BASE = 'https://ehr.example.org/fhir';
+
+interface Call {
+  method: string;
+  url: string;
+  authorization: string | null;
+}
+
+function server(handler: (call: Call, n: number) => Response | Promise<Response>) {
+  const calls: Call[] = [];
+  const fn = (async (input: string | URL | Request, init?: RequestInit) => {
+    const headers = new Headers(init?.headers);
+    const call = { method: init?.method ?? 'GET', url: String(input), authorization: headers.get('authorization') };
+    calls.push(call);
+    return handler(call, calls.length);
+  }) as typeof fetch;
+  return { fn, calls };
+}
+
+const json = (body: unknown, status = 200, headers: Record<string, string> = {}) =>
+  new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/fhir+json', ...headers } });
+
+const page = (ids: string[], next?: string) => ({
+  resourceType: 'Bundle',
+  type: 'searchset',
+  entry: ids.map((id) => ({ resource: { resourceType: 'Observation', id }, search: { mode: 'match' } })),
+  ...(next ? { link: [{ relation: 'next', url: next }] } : {}),
+});
+
+describe('HttpFhirClient', () => {
+  it('follows next links on its own base and sends the current token each time', async () => {
+    let token = 0;
+    const { fn, calls } = server((call) =>
+      call.url.includes('page=2') ? json(page(['c'])) : json(page(['a', 'b'], `${BASE}/Observation?page=2`)),
+    );
+    const client = new HttpFhirClient({ baseUrl: `${BASE}/`, fetch: fn, accessToken: async () => `t${++token}` });
+    const result = await client.search('Observation', { patient: 'p1', code: ['http://loinc.org|2708-6', 'x'] });
+    expect(result.resources.map((r) => r.id)).toEqual(['a', 'b', 'c']);
+    expect(result.pages).toBe(2);
+    expect(calls[0]!.url).toBe(`${BASE}/Observation?patient=p1&code=http%3A%2F%2Floinc.org%7C2708-6&code=x`);
+    expect(calls.map((c) => c.authorization)).toEqual(['Bearer t1', 'Bearer t2']);
+  });
+
+  it('never follows a next link to another server (the token would go there)', async () => {
+    const { fn, calls } = server(() => json(page(['a'], 'https://evil.example.org/fhir/Observation?page=2')));
+    const client = new HttpFhirClient({ baseUrl: BASE, fetch: fn, accessToken: async () => 't' });
+    const result = await client.search('Observation');
+    expect(result.resources).toHaveLength(1);
+    expect(calls).toHaveLength(1);
+  });
+
+  it('stops at maxPages and says so', async () => {
+    const { fn } = server((_c, n) => json(page([`r${n}`], `${BASE}/Observation?page=${n + 1}`)));
+    const result = await new HttpFhirClient({ baseUrl: BASE, fetch: fn }).search('Observation', {}, { maxPages: 3 });
+    expect(result.resources).toHaveLength(3);
+    expect(result.truncated).toBe(true);
+  });
+
+  it('retries idempotent reads on 503 and 429 (honouring Retry-After), then succeeds', async () => {
+    const { fn, calls } = server((_c, n) =>
+      n === 1 ? json({}, 503) : n === 2 ? json({}, 429, { 'retry-after': '0' }) : json({ resourceType: 'Patient', id: 'p1' }),
+    );
+    const client = new HttpFhirClient({ baseUrl: BASE, fetch: fn, backoffMs: 1 });
+    expect(await client.read('Patient', 'p1')).toMatchObject({ id: 'p1' });
+    expect(calls).toHaveLength(3);
+  });
+
+  it('does not retry a plain create, and reports the OperationOutcome text', async () => {
+    const outcome = { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'transient', diagnostics: 'database busy' }] };
+    const { fn, calls } = server(() => json(outcome, 503));
+    const client = new HttpFhirClient({ baseUrl: BASE, fetch: fn, backoffMs: 1 });
+    await expect(client.create({ resourceType: 'QuestionnaireResponse' })).rejects.toMatchObject({
+      code: 'UPSTREAM_ERROR',
+      message: expect.stringContaining('database busy'),
+    });
+    expect(calls).toHaveLength(1);
+  });
+
+  it('reads a missing resource as undefined and refuses malformed ids before any request', async () => {
+    const { fn, calls } = server(() => json({ resourceType: 'OperationOutcome', issue: [] }, 404));
+    const client = new HttpFhirClient({ baseUrl: BASE, fetch: fn });
+    expect(await client.read('Patient', 'nope')).toBeUndefined();
+    await expect(client.read('Patient', '../admin')).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    await expect(client.search('patient?x=')).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    expect(calls).toHaveLength(1);
+  });
+
+  it('gives up after the retries with UPSTREAM_TIMEOUT when the server hangs', async () => {
+    const hang = ((_i: unknown, init?: RequestInit) =>
+      new Promise<Response>((_r, reject) => init?.signal?.addEventListener('abort', () => reject(init.signal!.reason)))) as typeof fetch;
+    const client = new HttpFhirClient({ baseUrl: BASE, fetch: hang, timeoutMs: 30, retries: 1, backoffMs: 1 });
+    await expect(client.read('Patient', 'p')).rejects.toMatchObject({ code: 'UPSTREAM_TIMEOUT' });
+  });
+
+  it('reports each exchange without query string or token', async () => {
+    const exchanges: unknown[] = [];
+    const { fn } = server(() => json(page([])));
+    await new HttpFhirClient({ baseUrl: BASE, fetch: fn, accessToken: async () => 'secret-token', onExchange: (e) => exchanges.push(e) }).search(
+      'Condition',
+      { patient: 'p9' },
+    );
+    expect(exchanges).toEqual([{ method: 'GET', url: `${BASE}/Condition`, status: 200, ms: expect.any(Number) }]);
+    expect(JSON.stringify(exchanges)).not.toContain('secret-token');
+  });
+});

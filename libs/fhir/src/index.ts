@@ -1,0 +1,2 @@
+export * from './fhir-client.js';
+export * from './http-fhir-client.js';
