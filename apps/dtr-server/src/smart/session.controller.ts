@@ -1,5 +1,6 @@
 import { Controller, Get, HttpCode, Injectable, Post, Req, Res } from '@nestjs/common';
 import { ApiOkResponse, ApiOperation, ApiTags, ApiUnauthorizedResponse } from '@nestjs/swagger';
+import type { FhirResource } from '@dtr/fhir';
 import { dtrContextOf, type SessionRecord, SmartSessions, TenantRegistry } from '@dtr/smart';
 import type { Request, Response } from 'express';
 import { BrowserCookies } from '../auth/cookies.js';
@@ -60,18 +61,13 @@ export class SessionViewService {
     // An absolute fhirUser is followed only on the session's own FHIR base: tokens go nowhere else.
     const reference = given.startsWith(`${session.fhirBase}/`) ? given.slice(session.fhirBase.length + 1) : given;
     if (!/^[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}$/.test(reference)) return null;
+    const [type, id] = reference.split('/') as [string, string];
     try {
-      const token = await this.smart.token(session, 'supplement');
-      const response = await fetch(`${token.fhirBase}/${reference}`, {
-        headers: { authorization: `Bearer ${token.accessToken}`, accept: 'application/fhir+json' },
-        redirect: 'error',
-        signal: AbortSignal.timeout(5000),
-      });
-      if (!response.ok) return null;
-      const resource = (await response.json()) as { name?: Array<{ text?: string; given?: string[]; family?: string }> };
-      const name = resource.name?.[0];
+      const client = this.smart.fhirClient(session, 'supplement', { timeoutMs: 5000, retries: 0 });
+      const resource = await client.read<FhirResource & { name?: Array<{ text?: string; given?: string[]; family?: string }> }>(type, id);
+      const name = resource?.name?.[0];
       if (!name) return null;
-      return name.text ?? [...(name.given ?? []), name.family].filter(Boolean).join(' ') ?? null;
+      return name.text ?? ([...(name.given ?? []), name.family].filter(Boolean).join(' ') || null);
     } catch {
       return null;
     }

@@ -1,4 +1,5 @@
 import * as oidc from 'openid-client';
+import { HttpFhirClient } from '@dtr/fhir';
 import { Clock, DtrError } from '@dtr/kernel';
 import { translateOAuthError } from '../launch/launch.service.js';
 import { smartClientConfiguration, type SmartClientOptions } from '../smart-client.js';
@@ -43,6 +44,22 @@ export class SmartSessions {
       }
     }
     return this.access.get(session.idHash, purpose);
+  }
+
+  /**
+   * A FHIR client for the session's EHR with the token of a purpose. The base URL is the one the token was issued
+   * for; the client never sends it anywhere else (paging links on other hosts are not followed).
+   */
+  fhirClient(session: SessionRecord, purpose: 'supplement' | 'disclose', options: { timeoutMs?: number; retries?: number } = {}): HttpFhirClient {
+    return new HttpFhirClient({
+      baseUrl: session.fhirBase,
+      accessToken: async () => {
+        const token = await this.token(session, purpose);
+        if (token.fhirBase !== session.fhirBase) throw new DtrError('FORBIDDEN', 'token issued for another FHIR server');
+        return token.accessToken;
+      },
+      ...options,
+    });
   }
 
   /** Revokes at the EHR when it advertises a revocation endpoint, then ends the session here either way. */
