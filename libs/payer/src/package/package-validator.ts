@@ -1,0 +1,267 @@
+import type { FhirResource } from '@dtr/fhir';
+import {
+  CQF_EXPRESSION,
+  CQF_LIBRARY,
+  normaliseExtensionUrl,
+  type PackageIssue,
+  type PackageLibrary,
+  type QuestionnairePackage,
+  SDC,
+} from './questionnaire-package.js';
+
+/** Extensions whose value is an Expression, by (normalised) URL. */
+const EXPRESSION_EXTENSIONS = new Map<string, string>([
+  [`${SDC}sdc-questionnaire-initialExpression`, 'initialExpression'],
+  [`${SDC}sdc-questionnaire-candidateExpression`, 'candidateExpression'],
+  [`${SDC}sdc-questionnaire-calculatedExpression`, 'calculatedExpression'],
+  [`${SDC}sdc-questionnaire-enableWhenExpression`, 'enableWhenExpression'],
+  [`${SDC}sdc-questionnaire-contextExpression`, 'contextExpression'],
+  [`${SDC}sdc-questionnaire-itemPopulationContext`, 'itemPopulationContext'],
+  [`${SDC}sdc-questionnaire-answerExpression`, 'answerExpression'],
+  ['http://hl7.org/fhir/StructureDefinition/variable', 'variable'],
+  [CQF_EXPRESSION, 'cqf-expression'],
+]);
+
+const SUPPORTED_FHIR_MODELS = new Set(['4.0.0', '4.0.1']);
+
+export interface ExpressionRef {
+  kind: string;
+  language: string;
+  expression: string;
+  linkId?: string;
+}
+
+interface Extension {
+  url?: string;
+  valueCanonical?: string;
+  valueExpression?: { language?: string; expression?: string };
+  extension?: Extension[];
+}
+
+interface Item {
+  linkId?: string;
+  extension?: Extension[];
+  item?: Item[];
+}
+
+/** `"Lib".Define`, `Lib.Define`, `Lib."Define name"`; or just a define name. */
+export function parseCqlReference(expression: string): { library?: string; define: string } | undefined {
+  const text = expression.trim();
+  const qualified = /^"?([A-Za-z_][A-Za-z0-9_\-]*)"?\s*\.\s*(?:"([^"]+)"|([A-Za-z_][A-Za-z0-9_]*))$/.exec(text);
+  if (qualified) return { library: qualified[1]!, define: qualified[2] ?? qualified[3]! };
+  const bare = /^(?:"([^"]+)"|([A-Za-z_][A-Za-z0-9_]*))$/.exec(text);
+  // `true`, `false` and `null` are CQL literals, not defines.
+  if (bare?.[2] && /^(true|false|null)$/i.test(bare[2])) return undefined;
+  if (bare) return { define: bare[1] ?? bare[2]! };
+  return undefined;
+}
+
+/** Every cqf-library canonical and Expression of a Questionnaire (root and items, recursively). */
+export function questionnaireReferences(questionnaire: FhirResource): {
+  libraries: string[];
+  expressions: ExpressionRef[];
+  misspelled: string[];
+} {
+  const libraries: string[] = [];
+  const expressions: ExpressionRef[] = [];
+  const misspelled: string[] = [];
+  const visit = (extensions: Extension[] | undefined, linkId: string | undefined) => {
+    for (const extension of extensions ?? []) {
+      if (!extension.url) continue;
+      const { url, misspelled: wrong } = normaliseExtensionUrl(extension.url);
+      if (wrong) misspelled.push(extension.url);
+      if (url === CQF_LIBRARY && extension.valueCanonical) libraries.push(extension.valueCanonical);
+      const kind = EXPRESSION_EXTENSIONS.get(url);
+      if (kind && extension.valueExpression?.expression) {
+        expressions.push({
+          kind,
+          language: extension.valueExpression.language ?? '',
+          expression: extension.valueExpression.expression,
+          ...(linkId ? { linkId } : {}),
+        });
+      }
+      // `variable` and complex extensions can nest.
+      if (extension.extension) visit(extension.extension, linkId);
+    }
+  };
+  const walk = (items: Item[] | undefined) => {
+    for (const item of items ?? []) {
+      visit(item.extension, item.linkId);
+      walk(item.item);
+    }
+  };
+  visit(questionnaire['extension'] as Extension[] | undefined, undefined);
+  walk(questionnaire['item'] as Item[] | undefined);
+  return { libraries, expressions, misspelled };
+}
+
+function libraryLabel(library: PackageLibrary): string {
+  const id = library.elm?.library.identifier;
+  return id ? `${id.id}${id.version ? `|${id.version}` : ''}` : `${library.url ?? library.name ?? 'Library'}${library.version ? `|${library.version}` : ''}`;
+}
+
+/**
+ * Checks that a package can be used: libraries resolvable (canonical → Library → ELM identifier, includes by
+ * identifier + version), ELM present (or CQL that can be compiled), every `"Lib".Define` an existing define,
+ * ValueSets present or expandable. Returns issues; never throws on bad content.
+ */
+export function validatePackage(pkg: QuestionnairePackage): PackageIssue[] {
+  const issues: PackageIssue[] = [];
+  if (pkg.questionnaires.length === 0) {
+    issues.push({ severity: 'error', code: 'no-questionnaire', message: 'the package contains no Questionnaire' });
+  }
+  const used = new Set<PackageLibrary>();
+
+  for (const questionnaire of pkg.questionnaires) {
+    const q = pkg.questionnaireKey(questionnaire);
+    const refs = questionnaireReferences(questionnaire);
+    for (const url of new Set(refs.misspelled)) {
+      issues.push({ severity: 'warning', code: 'misspelled-extension-url', message: `extension URL ${url} is misspelled; read as http://…`, questionnaire: q });
+    }
+    const declared: PackageLibrary[] = [];
+    for (const canonical of refs.libraries) {
+      const library = pkg.libraryByCanonical(canonical);
+      if (!library) {
+        issues.push({ severity: 'error', code: 'missing-library', message: `cqf-library ${canonical} is not in the package`, questionnaire: q, library: canonical });
+      } else {
+        declared.push(library);
+      }
+    }
+    const cqlExpressions = refs.expressions.filter((e) => e.language.startsWith('text/cql'));
+    if (cqlExpressions.length > 0 && refs.libraries.length === 0) {
+      issues.push({
+        severity: 'error',
+        code: 'missing-cqf-library',
+        message: `${cqlExpressions.length} CQL expression(s) but no cqf-library extension naming their libraries`,
+        questionnaire: q,
+      });
+    }
+    for (const ref of refs.expressions) {
+      const where = { questionnaire: q, ...(ref.linkId ? { linkId: ref.linkId } : {}) };
+      if (ref.language === 'application/elm+json') {
+        try {
+          const parsed = JSON.parse(ref.expression) as { library?: { identifier?: unknown } };
+          if (!parsed.library) throw new Error('no library');
+        } catch {
+          issues.push({ severity: 'error', code: 'unreadable-inline-elm', message: `inline ELM of ${ref.kind} is not an ELM library`, ...where });
+        }
+        continue;
+      }
+      if (ref.language !== 'text/cql' && ref.language !== 'text/cql-identifier') continue;
+      const parsed = parseCqlReference(ref.expression);
+      if (!parsed) {
+        if (ref.language === 'text/cql-identifier') {
+          issues.push({ severity: 'error', code: 'bad-expression', message: `${ref.kind} "${ref.expression}" is not a CQL identifier`, ...where });
+        }
+        continue; // arbitrary CQL is evaluated as text/cql-expression by the engine
+      }
+      let library: PackageLibrary | undefined;
+      if (parsed.library) {
+        library = pkg.libraryByIdentifier(parsed.library);
+        if (!library) {
+          issues.push({
+            severity: 'error',
+            code: 'unknown-library',
+            message: `${ref.kind} names library ${parsed.library}, which is not in the package`,
+            library: parsed.library,
+            define: parsed.define,
+            ...where,
+          });
+          continue;
+        }
+        if (!declared.includes(library) && refs.libraries.length > 0) {
+          issues.push({
+            severity: 'warning',
+            code: 'library-not-declared',
+            message: `${ref.kind} uses ${parsed.library}, which the Questionnaire does not list in cqf-library`,
+            library: parsed.library,
+            ...where,
+          });
+        }
+      } else {
+        library = declared.find((l) => l.elm?.library.statements?.def?.some((s) => s.name === parsed.define)) ?? declared[0];
+        if (!library) continue;
+      }
+      used.add(library);
+      const statements = library.elm?.library.statements?.def;
+      if (statements && !statements.some((s) => s.name === parsed.define)) {
+        issues.push({
+          severity: 'error',
+          code: 'unknown-define',
+          message: `${ref.kind} refers to ${parsed.define}, which ${libraryLabel(library)} does not define`,
+          library: libraryLabel(library),
+          define: parsed.define,
+          ...where,
+        });
+      }
+    }
+    for (const library of declared) used.add(library);
+  }
+
+  // Libraries in use and everything they include.
+  const queue = [...used];
+  const checked = new Set<PackageLibrary>();
+  while (queue.length > 0) {
+    const library = queue.shift()!;
+    if (checked.has(library)) continue;
+    checked.add(library);
+    const label = libraryLabel(library);
+    const hasElmContent = ((library.resource['content'] as Array<{ contentType?: string }> | undefined) ?? []).some(
+      (c) => c.contentType === 'application/elm+json',
+    );
+    if (!library.elm) {
+      if (hasElmContent) {
+        issues.push({ severity: 'error', code: 'unreadable-elm', message: `${label}: its ELM content cannot be read`, library: label });
+      } else if (library.cql) {
+        issues.push({ severity: 'warning', code: 'cql-only', message: `${label} ships CQL only; it is compiled to ELM here`, library: label });
+      } else {
+        issues.push({ severity: 'error', code: 'library-without-content', message: `${label} has neither ELM nor CQL`, library: label });
+      }
+      continue;
+    }
+    const elm = library.elm.library;
+    if (library.version && elm.identifier.version && library.version !== elm.identifier.version) {
+      issues.push({
+        severity: 'information',
+        code: 'version-mismatch',
+        message: `Library.version ${library.version} differs from its ELM identifier version ${elm.identifier.version}; the ELM identifier is used`,
+        library: label,
+      });
+    }
+    for (const using of elm.usings?.def ?? []) {
+      if (using.localIdentifier === 'FHIR' && using.version && !SUPPORTED_FHIR_MODELS.has(using.version)) {
+        issues.push({ severity: 'warning', code: 'unsupported-model-version', message: `${label} uses FHIR ${using.version}`, library: label });
+      }
+    }
+    for (const include of elm.includes?.def ?? []) {
+      const target = pkg.libraryByIdentifier(include.path, include.version);
+      if (!target) {
+        issues.push({
+          severity: 'error',
+          code: 'missing-include',
+          message: `${label} includes ${include.path}${include.version ? `|${include.version}` : ''}, which is not in the package`,
+          library: label,
+        });
+      } else {
+        queue.push(target);
+      }
+    }
+    for (const valueSet of elm.valueSets?.def ?? []) {
+      if (!pkg.valueSetByUrl(valueSet.id)) {
+        issues.push({
+          severity: 'warning',
+          code: 'valueset-not-in-package',
+          message: `${label} uses value set ${valueSet.name} (${valueSet.id}), not in the package: it must be expanded at the payer`,
+          library: label,
+          valueSet: valueSet.id,
+        });
+      }
+    }
+  }
+  return issues;
+}
+
+/** Whether the package can be used at all (no error-level issue). */
+export function isUsable(issues: PackageIssue[]): boolean {
+  return !issues.some((i) => i.severity === 'error');
+}
