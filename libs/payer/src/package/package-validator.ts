@@ -185,8 +185,9 @@ export function validatePackage(pkg: QuestionnairePackage): PackageIssue[] {
       used.add(library);
       const statements = library.elm?.library.statements?.def;
       if (statements && !statements.some((s) => s.name === parsed.define)) {
+        // One item cannot be prefilled (the clinician answers it by hand): a content bug, not an unusable package.
         issues.push({
-          severity: 'error',
+          severity: 'warning',
           code: 'unknown-define',
           message: `${ref.kind} refers to ${parsed.define}, which ${libraryLabel(library)} does not define`,
           library: libraryLabel(library),
