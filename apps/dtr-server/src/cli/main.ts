@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { EmbeddedPostgresSupervisor, migrate } from '@dtr/persistence';
 import path from 'node:path';
 import { ConfigError, loadAppConfig } from '../config/app.config.js';
+import { registerPackageCommands } from './package.commands.js';
 
 /**
  * The `dtr` command line. Each command reads the same configuration as the server (environment),
@@ -44,6 +45,8 @@ program
       await embedded?.stop();
     }
   });
+
+registerPackageCommands(program);
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   if (error instanceof ConfigError) {
