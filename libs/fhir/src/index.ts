@@ -1,2 +1,3 @@
 export * from './fhir-client.js';
 export * from './http-fhir-client.js';
+export * from './questionnaire-package.js';

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
-import { isUsable, loadPackageFromPath, QuestionnairePackage, resourcesOf, validatePackage } from '@dtr/payer';
+import { QuestionnairePackage } from '@dtr/fhir';
+import { isUsable, loadPackageFromPath, resourcesOf, validatePackage } from '@dtr/payer';
 
 /**
  * `dtr package check <bundle-or-folder>`: loads a questionnaire package in any shape and prints every problem

@@ -4,7 +4,7 @@ import type { FhirResource } from '@dtr/fhir';
 import { describe, expect, it } from 'vitest';
 import { loadPackageFromPath, parsePackageResponse, resourcesOf } from './package-response.js';
 import { isUsable, parseCqlReference, validatePackage } from './package-validator.js';
-import { QuestionnairePackage } from './questionnaire-package.js';
+import { QuestionnairePackage } from '@dtr/fhir';
 
 const b64 = (value: unknown) => Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64');
 

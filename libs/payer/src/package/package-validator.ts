@@ -7,7 +7,7 @@ import {
   type PackageLibrary,
   type QuestionnairePackage,
   SDC,
-} from './questionnaire-package.js';
+} from '@dtr/fhir';
 
 /** Extensions whose value is an Expression, by (normalised) URL. */
 const EXPRESSION_EXTENSIONS = new Map<string, string>([

@@ -1,4 +1,4 @@
-import type { FhirResource } from '@dtr/fhir';
+import type { FhirResource } from './fhir-client.js';
 
 /** A problem found in a payer's package: shown to the user, reported to the payer (no PHI ever goes in here). */
 export interface PackageIssue {
