@@ -1,3 +1,4 @@
 export * from './fhir-client.js';
 export * from './http-fhir-client.js';
 export * from './questionnaire-package.js';
+export * from './questionnaire-expressions.js';

@@ -3,7 +3,8 @@ import path from 'node:path';
 import type { FhirResource } from '@dtr/fhir';
 import { describe, expect, it } from 'vitest';
 import { loadPackageFromPath, parsePackageResponse, resourcesOf } from './package-response.js';
-import { isUsable, parseCqlReference, validatePackage } from './package-validator.js';
+import { parseCqlReference } from '@dtr/fhir';
+import { isUsable, validatePackage } from './package-validator.js';
 import { QuestionnairePackage } from '@dtr/fhir';
 
 const b64 = (value: unknown) => Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64');
