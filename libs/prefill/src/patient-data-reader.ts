@@ -1,0 +1,85 @@
+import type { FhirResource } from '@dtr/fhir';
+
+/**
+ * Where the engine gets patient data: the EHR (through the session's FHIR client) or, offline, a bundle.
+ * The engine says exactly what it needs; implementations must not widen it.
+ */
+export abstract class PatientDataReader {
+  abstract search(resourceType: string, params: Record<string, string>): Promise<FhirResource[]>;
+  abstract read(resourceType: string, id: string): Promise<FhirResource | undefined>;
+}
+
+const CODE_PATHS: Record<string, string[]> = {
+  MedicationRequest: ['medicationCodeableConcept'],
+  MedicationStatement: ['medicationCodeableConcept'],
+  DeviceRequest: ['codeCodeableConcept'],
+  Procedure: ['code'],
+};
+
+function codingsOf(resource: FhirResource): Array<{ system?: string; code?: string }> {
+  const paths = CODE_PATHS[resource.resourceType] ?? ['code'];
+  return paths.flatMap((p) => ((resource[p] as { coding?: Array<{ system?: string; code?: string }> } | undefined)?.coding ?? []));
+}
+
+function subjectOf(resource: FhirResource): string | undefined {
+  for (const key of ['subject', 'patient', 'beneficiary']) {
+    const ref = (resource[key] as { reference?: string } | undefined)?.reference;
+    if (ref) return ref.replace(/^.*\/(Patient\/[^/]+)$/, '$1');
+  }
+  return undefined;
+}
+
+/**
+ * A reader over the resources of a patient bundle (the `dtr prefill` CLI, tests, benchmarks). It implements the
+ * search parameters the engine uses: `patient`, `code` (`system|code` lists) and `_id`.
+ */
+export class BundleReader extends PatientDataReader {
+  readonly searches: Array<{ resourceType: string; params: Record<string, string> }> = [];
+  readonly reads: string[] = [];
+  private readonly byType = new Map<string, FhirResource[]>();
+
+  constructor(resources: FhirResource[]) {
+    super();
+    for (const resource of resources) {
+      const list = this.byType.get(resource.resourceType) ?? [];
+      list.push(resource);
+      this.byType.set(resource.resourceType, list);
+    }
+  }
+
+  static fromBundle(bundle: { entry?: Array<{ resource?: FhirResource }> }): BundleReader {
+    return new BundleReader((bundle.entry ?? []).map((e) => e.resource).filter((r): r is FhirResource => Boolean(r)));
+  }
+
+  resourcesOfType(resourceType: string): FhirResource[] {
+    return this.byType.get(resourceType) ?? [];
+  }
+
+  async search(resourceType: string, params: Record<string, string>): Promise<FhirResource[]> {
+    this.searches.push({ resourceType, params });
+    let result = this.resourcesOfType(resourceType);
+    if (params['patient']) {
+      const patient = `Patient/${params['patient'].replace(/^Patient\//, '')}`;
+      result = result.filter((r) => (resourceType === 'Patient' ? `Patient/${r.id}` === patient : subjectOf(r) === patient));
+    }
+    if (params['_id']) {
+      const ids = new Set(params['_id'].split(','));
+      result = result.filter((r) => r.id && ids.has(r.id));
+    }
+    if (params['code']) {
+      const wanted = params['code'].split(',').map((token) => {
+        const bar = token.indexOf('|');
+        return bar >= 0 ? { system: token.slice(0, bar), code: token.slice(bar + 1) } : { system: undefined, code: token };
+      });
+      result = result.filter((r) =>
+        codingsOf(r).some((c) => wanted.some((w) => w.code === c.code && (w.system === undefined || w.system === c.system))),
+      );
+    }
+    return result;
+  }
+
+  async read(resourceType: string, id: string): Promise<FhirResource | undefined> {
+    this.reads.push(`${resourceType}/${id}`);
+    return this.resourcesOfType(resourceType).find((r) => r.id === id);
+  }
+}

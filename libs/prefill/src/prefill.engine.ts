@@ -1,0 +1,338 @@
+import {
+  type ElmLibrary,
+  type FhirResource,
+  parseCqlReference,
+  type QuestionnairePackage,
+  questionnaireReferences,
+} from '@dtr/fhir';
+import { type Answer, type ItemShape, toAnswers } from './answers.js';
+import { codeService, cql, expansionOf, type FhirModelVersion, patientFor, wrap } from './cql-runtime.js';
+import { dataRequirements, indexLibraries, NON_COMPARTMENT_TYPES, planSearches, referencedNonCompartment } from './elm-requirements.js';
+import { PatientDataReader } from './patient-data-reader.js';
+
+export type DtrVersion = '2.0.1' | '2.1' | '2.2';
+
+export interface PrefillRequest {
+  pkg: QuestionnairePackage;
+  questionnaire: FhirResource;
+  patientId: string;
+  /** References from the launch context (`DeviceRequest/1`, `Coverage/2`, `Encounter/3`, `Practitioner/4`). */
+  order?: string;
+  coverage?: string;
+  encounter?: string;
+  /** The signed-in user (fhirUser), recorded as author of the answers. */
+  user?: string;
+  igVersion: DtrVersion;
+  now?: Date;
+  /** Reads at most this many searches at once (default 4). */
+  concurrency?: number;
+}
+
+export interface PrefillIssue {
+  severity: 'error' | 'warning' | 'information';
+  code: string;
+  message: string;
+  linkId?: string;
+  library?: string;
+  define?: string;
+}
+
+export interface PrefillResult {
+  questionnaireResponse: FhirResource;
+  issues: PrefillIssue[];
+  stats: {
+    searches: number;
+    reads: number;
+    resourcesRead: number;
+    definesEvaluated: number;
+    ms: { resolve: number; fetch: number; evaluate: number; assemble: number; total: number };
+  };
+}
+
+export const INFORMATION_ORIGIN = 'http://hl7.org/fhir/us/davinci-dtr/StructureDefinition/information-origin';
+
+const ORDER_PARAMETER: Record<string, string> = {
+  DeviceRequest: 'device_request',
+  ServiceRequest: 'service_request',
+  MedicationRequest: 'medication_request',
+  NutritionOrder: 'nutrition_order',
+  CommunicationRequest: 'communication_request',
+  Appointment: 'appointment',
+  Encounter: 'encounter',
+};
+
+interface QItem extends ItemShape {
+  linkId: string;
+  text?: string;
+  item?: QItem[];
+  extension?: Array<{ url?: string; valueExpression?: { language?: string; expression?: string } }>;
+}
+
+const POPULATING = new Set(['initialExpression', 'cqf-expression', 'calculatedExpression']);
+
+function splitRef(reference: string | undefined): [string, string] | undefined {
+  const match = reference ? /(?:^|\/)([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})$/.exec(reference) : null;
+  return match ? [match[1]!, match[2]!] : undefined;
+}
+
+async function mapBounded<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await fn(items[i]!);
+    }
+  });
+  await Promise.all(workers);
+  return results;
+}
+
+/**
+ * The prefill engine: a questionnaire package and a patient's data in, a prefilled QuestionnaireResponse and a list
+ * of issues out. Pure (no framework, no HTTP): data comes through the injected reader, which is asked only for what
+ * the referenced defines can reach. One failing define never aborts the others.
+ */
+export class PrefillEngine {
+  constructor(private readonly reader: PatientDataReader) {}
+
+  async run(request: PrefillRequest): Promise<PrefillResult> {
+    const started = performance.now();
+    const issues: PrefillIssue[] = [];
+    const { pkg, questionnaire } = request;
+    const now = request.now ?? new Date();
+
+    // 1. What the questionnaire asks for: `"Lib".Define` per item.
+    const refs = questionnaireReferences(questionnaire);
+    const declared = refs.libraries.map((canonical) => ({ canonical, library: pkg.libraryByCanonical(canonical) }));
+    for (const d of declared) {
+      if (!d.library) issues.push({ severity: 'error', code: 'missing-library', message: `cqf-library ${d.canonical} is not in the package`, library: d.canonical });
+    }
+    const byItem = new Map<string, { library: string; define: string }>();
+    const requested: Array<{ library: string; define: string }> = [];
+    for (const ref of refs.expressions) {
+      if (!ref.linkId || !POPULATING.has(ref.kind) || byItem.has(ref.linkId)) continue;
+      if (ref.language !== 'text/cql' && ref.language !== 'text/cql-identifier') {
+        if (ref.language !== 'text/fhirpath') {
+          issues.push({ severity: 'information', code: 'expression-not-evaluated', message: `${ref.kind} in ${ref.language} is not evaluated yet; answer by hand`, linkId: ref.linkId });
+        }
+        continue;
+      }
+      const parsed = parseCqlReference(ref.expression);
+      if (!parsed) {
+        issues.push({ severity: 'information', code: 'expression-not-evaluated', message: `CQL expression "${ref.expression.slice(0, 60)}" is not a define reference`, linkId: ref.linkId });
+        continue;
+      }
+      const library = parsed.library
+        ? pkg.libraryByIdentifier(parsed.library)
+        : declared.map((d) => d.library).find((l) => l?.elm?.library.statements?.def?.some((s) => s.name === parsed.define));
+      const elm = library?.elm;
+      if (!elm) {
+        issues.push({
+          severity: 'warning',
+          code: library ? 'library-without-elm' : 'unknown-library',
+          message: library ? `${parsed.library ?? 'the library'} ships no ELM; item left for the clinician` : `library ${parsed.library ?? '(unnamed)'} is not in the package`,
+          linkId: ref.linkId,
+          ...(parsed.library ? { library: parsed.library } : {}),
+          define: parsed.define,
+        });
+        continue;
+      }
+      const id = elm.library.identifier.id;
+      if (!elm.library.statements?.def?.some((s) => s.name === parsed.define)) {
+        issues.push({ severity: 'warning', code: 'unknown-define', message: `${id} does not define ${parsed.define}`, linkId: ref.linkId, library: id, define: parsed.define });
+        continue;
+      }
+      byItem.set(ref.linkId, { library: id, define: parsed.define });
+      if (!requested.some((r) => r.library === id && r.define === parsed.define)) requested.push({ library: id, define: parsed.define });
+    }
+
+    const elms = pkg.libraries.map((l) => l.elm).filter((e): e is ElmLibrary => Boolean(e));
+    const index = indexLibraries(elms);
+    const requirements = dataRequirements(index, requested, (url) => {
+      const vs = pkg.valueSetByUrl(url);
+      return vs ? expansionOf(vs) : undefined;
+    });
+    for (const url of new Set(requirements.retrieves.map((r) => r.unresolvedValueSet).filter(Boolean))) {
+      issues.push({ severity: 'warning', code: 'valueset-not-expanded', message: `value set ${url} is not expanded in the package: its retrieve reads the whole type` });
+    }
+    const resolved = performance.now();
+
+    // 2. Minimum data: the patient, the context resources, the planned searches, referenced non-compartment resources.
+    let searches = 0;
+    let reads = 0;
+    const resources = new Map<string, FhirResource>();
+    const add = (r: FhirResource | undefined) => {
+      if (r?.id) resources.set(`${r.resourceType}/${r.id}`, r);
+    };
+    const read = async (reference: string | undefined) => {
+      const parts = splitRef(reference);
+      if (!parts) return undefined;
+      reads++;
+      try {
+        const found = await this.reader.read(parts[0], parts[1]);
+        if (!found) issues.push({ severity: 'warning', code: 'not-found', message: `${parts[0]}/${parts[1]} could not be read` });
+        return found;
+      } catch (error) {
+        issues.push({ severity: 'warning', code: 'read-failed', message: `${parts[0]}/${parts[1]}: ${error instanceof Error ? error.message : 'read failed'}` });
+        return undefined;
+      }
+    };
+    const patient = await read(`Patient/${request.patientId}`);
+    if (!patient) {
+      issues.push({ severity: 'error', code: 'no-patient', message: `Patient/${request.patientId} could not be read; nothing was prefilled` });
+    }
+    add(patient);
+    const contextResources = (await Promise.all([request.order, request.coverage, request.encounter].map(read))).filter(
+      (r): r is FhirResource => Boolean(r),
+    );
+    contextResources.forEach(add);
+    const planned = patient ? planSearches(requirements.retrieves, request.patientId) : [];
+    await mapBounded(planned, request.concurrency ?? 4, async (search) => {
+      searches++;
+      try {
+        for (const r of await this.reader.search(search.resourceType, search.params)) add(r);
+      } catch (error) {
+        issues.push({ severity: 'warning', code: 'search-failed', message: `${search.resourceType} search failed: ${error instanceof Error ? error.message : 'error'}` });
+      }
+    });
+    const wantedTypes = new Set(requirements.retrieves.map((r) => r.resourceType).filter((t) => NON_COMPARTMENT_TYPES.has(t)));
+    const referenced = referencedNonCompartment([...resources.values()]).filter((ref) => wantedTypes.has(ref.split('/')[0]!));
+    if (request.user && wantedTypes.has(splitRef(request.user)?.[0] ?? '')) referenced.push(request.user);
+    for (const r of await Promise.all([...new Set(referenced)].filter((ref) => !resources.has(ref)).map(read))) add(r);
+    const fetched = performance.now();
+
+    // 3. Evaluate only the requested defines, each isolated.
+    const values = new Map<string, unknown>();
+    let definesEvaluated = 0;
+    if (patient && requested.length > 0) {
+      const version: FhirModelVersion =
+        elms.find((e) => e.library.identifier.id === requested[0]!.library)?.library.usings?.def?.find((u) => u.localIdentifier === 'FHIR')?.version === '4.0.0'
+          ? '4.0.0'
+          : '4.0.1';
+      const all = [...resources.values()];
+      const cqlPatient = patientFor(version, all);
+      const repository = new cql.Repository(Object.fromEntries(elms.map((e) => [e.library.identifier.id, e])));
+      const codes = codeService(pkg.valueSets);
+      const order = request.order ? resources.get(request.order.replace(/^.*\/([A-Z][A-Za-z]+\/[^/]+)$/, '$1')) : undefined;
+      const coverage = request.coverage ? resources.get(request.coverage.replace(/^.*\/([A-Z][A-Za-z]+\/[^/]+)$/, '$1')) : undefined;
+      const executionTime = cql.DateTime.fromJSDate(now, 0);
+      for (const library of new Set(requested.map((r) => r.library))) {
+        const elm = index.get(library)!;
+        let compiled: ReturnType<typeof repository.resolve> | undefined;
+        try {
+          compiled = repository.resolve(library, elm.library.identifier.version);
+        } catch {
+          compiled = undefined;
+        }
+        if (!compiled) {
+          issues.push({ severity: 'warning', code: 'library-unresolved', message: `${library} could not be loaded`, library });
+          continue;
+        }
+        const declaredParams = new Set((elm.library.parameters?.def ?? []).map((p) => p.name));
+        const parameters: Record<string, unknown> = {};
+        if (order) {
+          const name = ORDER_PARAMETER[order.resourceType];
+          if (name && declaredParams.has(name)) parameters[name] = wrap(version, order);
+        }
+        for (const name of ['Coverage', 'coverage']) if (coverage && declaredParams.has(name)) parameters[name] = wrap(version, coverage);
+        const context = new cql.PatientContext(compiled, cqlPatient, codes, parameters, executionTime);
+        for (const { define } of requested.filter((r) => r.library === library)) {
+          definesEvaluated++;
+          try {
+            values.set(`${library}.${define}`, await compiled.expressions[define]!.execute(context));
+          } catch (error) {
+            issues.push({
+              severity: 'warning',
+              code: 'define-failed',
+              message: `${library}.${define} could not be evaluated: ${error instanceof Error ? error.message.slice(0, 200) : 'error'}`,
+              library,
+              define,
+            });
+          }
+        }
+      }
+    }
+    const evaluated = performance.now();
+
+    // 4. The QuestionnaireResponse, every answer tagged with its origin.
+    const source = request.igVersion === '2.2' ? 'auto-client' : 'auto';
+    const origin = {
+      url: INFORMATION_ORIGIN,
+      extension: [
+        { url: 'source', valueCode: source },
+        ...(request.user ? [{ url: 'author', extension: [{ url: 'practitioner', valueReference: { reference: request.user } }] }] : []),
+      ],
+    };
+    // Choice items bound to a value set (contained `#id` or a package canonical): its codes act as the options.
+    const contained = (questionnaire['contained'] as FhirResource[] | undefined) ?? [];
+    const optionsFor = (item: QItem & { answerValueSet?: string }): ItemShape => {
+      if (item.answerOption || !item.answerValueSet) return item;
+      const vs = item.answerValueSet.startsWith('#')
+        ? contained.find((r) => r.resourceType === 'ValueSet' && r.id === item.answerValueSet!.slice(1))
+        : pkg.valueSetByUrl(item.answerValueSet);
+      const codes = vs ? expansionOf(vs) : undefined;
+      if (!codes) return item;
+      return { ...item, answerOption: codes.map((c) => ({ valueCoding: { ...(c.system ? { system: c.system } : {}), code: c.code } })) };
+    };
+    const build = (items: QItem[] | undefined): Array<Record<string, unknown>> => {
+      const out: Array<Record<string, unknown>> = [];
+      for (const item of items ?? []) {
+        if (item.type === 'display') continue;
+        const children = build(item.item);
+        const target = byItem.get(item.linkId);
+        let answers: Answer[] = [];
+        if (target && values.has(`${target.library}.${target.define}`)) {
+          const value = values.get(`${target.library}.${target.define}`);
+          answers = toAnswers(value, optionsFor(item));
+          if (answers.length === 0 && value !== null && value !== undefined && !(Array.isArray(value) && value.length === 0)) {
+            issues.push({ severity: 'information', code: 'answer-type-mismatch', message: `the value of ${target.define} does not fit a ${item.type} item`, linkId: item.linkId });
+          }
+        }
+        if (answers.length === 0 && children.length === 0) continue;
+        out.push({
+          linkId: item.linkId,
+          ...(item.text ? { text: item.text } : {}),
+          ...(answers.length > 0 ? { answer: answers.map((a) => ({ ...a, extension: [origin] })) } : {}),
+          ...(children.length > 0 ? { item: children } : {}),
+        });
+      }
+      return out;
+    };
+    const url = typeof questionnaire['url'] === 'string' ? questionnaire['url'] : `Questionnaire/${questionnaire.id}`;
+    const version = typeof questionnaire['version'] === 'string' ? `|${questionnaire['version']}` : '';
+    const contextUrl =
+      request.igVersion === '2.2' ? 'http://hl7.org/fhir/us/davinci-dtr/StructureDefinition/qr-context' : 'http://hl7.org/fhir/us/davinci-dtr/StructureDefinition/context';
+    const questionnaireResponse: FhirResource = {
+      resourceType: 'QuestionnaireResponse',
+      meta: { profile: ['http://hl7.org/fhir/us/davinci-dtr/StructureDefinition/dtr-questionnaireresponse'] } as FhirResource['meta'],
+      ...(request.order || request.coverage
+        ? { extension: [request.order, request.coverage].filter(Boolean).map((reference) => ({ url: contextUrl, valueReference: { reference } })) }
+        : {}),
+      questionnaire: `${url}${version}`,
+      status: 'in-progress',
+      subject: { reference: `Patient/${request.patientId}` },
+      authored: now.toISOString(),
+      ...(request.user ? { author: { reference: request.user } } : {}),
+      item: build(questionnaire['item'] as QItem[] | undefined),
+    };
+    const done = performance.now();
+    return {
+      questionnaireResponse,
+      issues,
+      stats: {
+        searches,
+        reads,
+        resourcesRead: resources.size,
+        definesEvaluated,
+        ms: {
+          resolve: resolved - started,
+          fetch: fetched - resolved,
+          evaluate: evaluated - fetched,
+          assemble: done - evaluated,
+          total: done - started,
+        },
+      },
+    };
+  }
+}
