@@ -4,6 +4,7 @@ import { EmbeddedPostgresSupervisor, migrate } from '@dtr/persistence';
 import path from 'node:path';
 import { ConfigError, loadAppConfig } from '../config/app.config.js';
 import { registerPackageCommands } from './package.commands.js';
+import { registerPrefillCommand } from './prefill.commands.js';
 
 /**
  * The `dtr` command line. Each command reads the same configuration as the server (environment),
@@ -47,6 +48,7 @@ program
   });
 
 registerPackageCommands(program);
+registerPrefillCommand(program);
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   if (error instanceof ConfigError) {

@@ -1,0 +1,100 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import type { Command } from 'commander';
+import { parseUntrustedJson } from '@dtr/kernel';
+import { type FhirResource, QuestionnairePackage } from '@dtr/fhir';
+import { loadPackageFromPath, resourcesOf } from '@dtr/payer';
+import { BundleReader, type DtrVersion, PrefillEngine } from '@dtr/prefill';
+
+interface PrefillOptions {
+  package: string;
+  patient: string;
+  order?: string;
+  coverage?: string;
+  questionnaire?: string;
+  user?: string;
+  ig: string;
+  out?: string;
+  timing?: boolean;
+}
+
+/**
+ * `dtr prefill`: runs the prefill engine offline on a package and a patient bundle, prints the QuestionnaireResponse
+ * (or writes it with --out) and the issues. Payers can test their packages without an EHR.
+ */
+export function registerPrefillCommand(program: Command): void {
+  program
+    .command('prefill')
+    .description('prefill a questionnaire from a package and a patient bundle, offline')
+    .requiredOption('--package <path>', 'package: $questionnaire-package answer, Bundle, or folder of FHIR JSON')
+    .requiredOption('--patient <bundle>', 'a FHIR Bundle with one patient and their resources')
+    .option('--order <ref>', 'the order in context, e.g. DeviceRequest/123 (default: the first order in the bundle)')
+    .option('--coverage <ref>', 'the coverage in context (default: the first Coverage in the bundle)')
+    .option('--questionnaire <canonical-or-id>', 'which questionnaire (default: every questionnaire of the package)')
+    .option('--user <ref>', 'the clinician, e.g. Practitioner/1 (author of the answers)')
+    .option('--ig <version>', 'DTR IG version: 2.0.1, 2.1 or 2.2', '2.2')
+    .option('--out <file>', 'write the QuestionnaireResponse(s) here instead of standard output')
+    .option('--timing', 'print where the time went')
+    .action(async (options: PrefillOptions) => {
+      if (!['2.0.1', '2.1', '2.2'].includes(options.ig)) throw new Error(`--ig must be 2.0.1, 2.1 or 2.2 (got ${options.ig})`);
+      const started = performance.now();
+      const pkg = QuestionnairePackage.fromResources(resourcesOf(loadPackageFromPath(options.package)));
+      const bundle = parseUntrustedJson(readFileSync(options.patient, 'utf8'), { maxDepth: 128, maxBytes: 256 * 1024 * 1024 }) as {
+        resourceType?: string;
+        entry?: Array<{ resource?: FhirResource }>;
+      };
+      if (bundle.resourceType !== 'Bundle') throw new Error(`${options.patient} is not a FHIR Bundle`);
+      const reader = BundleReader.fromBundle(bundle);
+      const patient = reader.resourcesOfType('Patient')[0];
+      if (!patient?.id) throw new Error(`${options.patient} has no Patient with an id`);
+      const firstOf = (...types: string[]) => {
+        for (const t of types) {
+          const found = reader.resourcesOfType(t).find((r) => r.id);
+          if (found) return `${t}/${found.id}`;
+        }
+        return undefined;
+      };
+      const order = options.order ?? firstOf('DeviceRequest', 'ServiceRequest', 'MedicationRequest', 'NutritionOrder');
+      const coverage = options.coverage ?? firstOf('Coverage');
+      const selected = options.questionnaire
+        ? pkg.questionnaires.filter((q) => q.id === options.questionnaire || pkg.questionnaireKey(q).startsWith(options.questionnaire!))
+        : pkg.questionnaires;
+      if (selected.length === 0) throw new Error('no questionnaire matches');
+      const loaded = performance.now();
+      const engine = new PrefillEngine(reader);
+      const results = [];
+      for (const questionnaire of selected) {
+        results.push(
+          await engine.run({
+            pkg,
+            questionnaire,
+            patientId: patient.id,
+            ...(order ? { order } : {}),
+            ...(coverage ? { coverage } : {}),
+            ...(options.user ? { user: options.user } : {}),
+            igVersion: options.ig as DtrVersion,
+          }),
+        );
+      }
+      const responses = results.map((r) => r.questionnaireResponse);
+      const output = JSON.stringify(responses.length === 1 ? responses[0] : { resourceType: 'Bundle', type: 'collection', entry: responses.map((resource) => ({ resource })) }, null, 2);
+      if (options.out) writeFileSync(options.out, `${output}\n`);
+      else process.stdout.write(`${output}\n`);
+      const report: string[] = [];
+      results.forEach((result, i) => {
+        const key = pkg.questionnaireKey(selected[i]!);
+        report.push(`${key}: ${result.issues.length} issue(s)`);
+        for (const issue of result.issues) {
+          report.push(`  ${issue.severity.toUpperCase().padEnd(11)} ${issue.code}: ${issue.message}${issue.linkId ? ` [item ${issue.linkId}]` : ''}`);
+        }
+        if (options.timing) {
+          const { ms, searches, reads, resourcesRead, definesEvaluated } = result.stats;
+          report.push(
+            `  timing: resolve ${ms.resolve.toFixed(1)} ms, fetch ${ms.fetch.toFixed(1)} ms, evaluate ${ms.evaluate.toFixed(1)} ms, assemble ${ms.assemble.toFixed(1)} ms, total ${ms.total.toFixed(1)} ms`,
+          );
+          report.push(`  data: ${searches} search(es), ${reads} read(s), ${resourcesRead} resource(s); ${definesEvaluated} define(s) evaluated`);
+        }
+      });
+      if (options.timing) report.push(`load ${(loaded - started).toFixed(1)} ms; whole command ${(performance.now() - started).toFixed(1)} ms`);
+      process.stderr.write(`${report.join('\n')}\n`);
+    });
+}
