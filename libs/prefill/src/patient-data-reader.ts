@@ -47,8 +47,33 @@ export class BundleReader extends PatientDataReader {
     }
   }
 
-  static fromBundle(bundle: { entry?: Array<{ resource?: FhirResource }> }): BundleReader {
-    return new BundleReader((bundle.entry ?? []).map((e) => e.resource).filter((r): r is FhirResource => Boolean(r)));
+  /**
+   * Resources of a bundle, with `urn:uuid:` (and other fullUrl) references rewritten to `Type/id`, as a FHIR server
+   * would have stored them (Synthea bundles reference by fullUrl).
+   */
+  static fromBundle(bundle: { entry?: Array<{ fullUrl?: string; resource?: FhirResource }> }): BundleReader {
+    const entries = (bundle.entry ?? []).filter((e): e is { fullUrl?: string; resource: FhirResource } => Boolean(e.resource));
+    const byFullUrl = new Map<string, string>();
+    for (const e of entries) if (e.fullUrl && e.resource.id) byFullUrl.set(e.fullUrl, `${e.resource.resourceType}/${e.resource.id}`);
+    // A one-patient bundle whose subjects point at a urn:uuid that no entry carries: they mean its patient.
+    const patients = entries.filter((e) => e.resource.resourceType === 'Patient' && e.resource.id);
+    const onlyPatient = patients.length === 1 ? `Patient/${patients[0]!.resource.id}` : undefined;
+    const rewrite = (value: unknown, parentKey?: string): unknown => {
+      if (Array.isArray(value)) return value.map((v) => rewrite(v, parentKey));
+      if (value && typeof value === 'object') {
+        const out: Record<string, unknown> = {};
+        for (const [k, v] of Object.entries(value)) {
+          if (k === 'reference' && typeof v === 'string' && (byFullUrl.has(v) || v.startsWith('urn:uuid:'))) {
+            out[k] = byFullUrl.get(v) ?? (onlyPatient && ['subject', 'patient', 'beneficiary'].includes(parentKey ?? '') ? onlyPatient : v);
+          } else {
+            out[k] = rewrite(v, k);
+          }
+        }
+        return out;
+      }
+      return value;
+    };
+    return new BundleReader(entries.map((e) => rewrite(e.resource) as FhirResource));
   }
 
   resourcesOfType(resourceType: string): FhirResource[] {

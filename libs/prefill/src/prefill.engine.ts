@@ -26,6 +26,11 @@ export interface PrefillRequest {
   now?: Date;
   /** Reads at most this many searches at once (default 4). */
   concurrency?: number;
+  /**
+   * Baseline mode, for benchmarks only: evaluate every define of every library over every resource of the retrieved
+   * types (how a reference DTR app works), instead of the referenced defines over minimum data.
+   */
+  baseline?: boolean;
 }
 
 export interface PrefillIssue {
@@ -149,11 +154,23 @@ export class PrefillEngine {
 
     const elms = pkg.libraries.map((l) => l.elm).filter((e): e is ElmLibrary => Boolean(e));
     const index = indexLibraries(elms);
+    if (request.baseline) {
+      for (const d of declared) {
+        const elm = d.library?.elm;
+        for (const statement of elm?.library.statements?.def ?? []) {
+          const id = elm!.library.identifier.id;
+          if ((statement as { type?: string }).type !== 'FunctionDef' && statement.name !== 'Patient' && !requested.some((r) => r.library === id && r.define === statement.name)) {
+            requested.push({ library: id, define: statement.name });
+          }
+        }
+      }
+    }
     const requirements = dataRequirements(index, requested, (url) => {
+      if (request.baseline) return undefined;
       const vs = pkg.valueSetByUrl(url);
       return vs ? expansionOf(vs) : undefined;
     });
-    for (const url of new Set(requirements.retrieves.map((r) => r.unresolvedValueSet).filter(Boolean))) {
+    for (const url of request.baseline ? [] : new Set(requirements.retrieves.map((r) => r.unresolvedValueSet).filter(Boolean))) {
       issues.push({ severity: 'warning', code: 'valueset-not-expanded', message: `value set ${url} is not expanded in the package: its retrieve reads the whole type` });
     }
     const resolved = performance.now();
