@@ -2,10 +2,12 @@ import { type DynamicModule, Module } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { buildDataSourceOptions } from '@dtr/persistence';
+import { EhrRegistrationEntity, EhrTenantEntity } from '@dtr/smart';
 import { APP_CONFIG, type AppConfig } from './config/app.config.js';
 import { HealthModule } from './health/health.module.js';
 import { DtrExceptionFilter } from './http/dtr-exception.filter.js';
 import { JsonLogger } from './logging/json-logger.js';
+import { SmartModule } from './smart/smart.module.js';
 
 export interface AppModuleOptions {
   config: AppConfig;
@@ -13,6 +15,9 @@ export interface AppModuleOptions {
   databaseUrl: string;
   logger: JsonLogger;
 }
+
+/** Every TypeORM entity of the application, listed explicitly (no globs). */
+export const ENTITIES = [EhrTenantEntity, EhrRegistrationEntity];
 
 /** Composition root: the one place that lists modules, entities and global providers. */
 @Module({})
@@ -23,11 +28,12 @@ export class AppModule {
       global: true,
       imports: [
         TypeOrmModule.forRoot({
-          ...buildDataSourceOptions({ url: options.databaseUrl, poolMax: options.config.dbPoolMax, entities: [] }),
+          ...buildDataSourceOptions({ url: options.databaseUrl, poolMax: options.config.dbPoolMax, entities: ENTITIES }),
           retryAttempts: 3,
           retryDelay: 500,
         }),
         HealthModule,
+        SmartModule,
       ],
       providers: [
         { provide: APP_CONFIG, useValue: options.config },

@@ -3,6 +3,7 @@ import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import { EmbeddedPostgresSupervisor, migrate } from '@dtr/persistence';
+import cookieParser from 'cookie-parser';
 import helmet from 'helmet';
 import path from 'node:path';
 import { AppModule } from './app.module.js';
@@ -93,6 +94,7 @@ function configureHttp(app: NestExpressApplication, config: AppConfig, logger: J
       strictTransportSecurity: config.profile === 'production',
     }),
   );
+  app.use(cookieParser());
   app.use(bodyMiddleware({ maxBytes: config.bodyLimitBytes, maxDepth: config.jsonMaxDepth }, logger));
 
   const document = SwaggerModule.createDocument(

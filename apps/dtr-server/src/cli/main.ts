@@ -1,10 +1,13 @@
 import 'reflect-metadata';
 import { Command } from 'commander';
-import { EmbeddedPostgresSupervisor, migrate } from '@dtr/persistence';
+import { createDataSource, EmbeddedPostgresSupervisor, migrate } from '@dtr/persistence';
+import { EhrRegistrationEntity, EhrTenantEntity, TenantRegistry } from '@dtr/smart';
 import path from 'node:path';
 import { ConfigError, loadAppConfig } from '../config/app.config.js';
 import { registerPackageCommands } from './package.commands.js';
 import { registerPrefillCommand } from './prefill.commands.js';
+import { registerTenantCommands } from './tenant.commands.js';
+import { secretBoxFromConfig } from '../smart/key-ring-secret-box.js';
 
 /**
  * The `dtr` command line. Each command reads the same configuration as the server (environment),
@@ -48,6 +51,27 @@ program
   });
 
 registerPackageCommands(program);
+registerTenantCommands(program, async (fn) => {
+  const config = loadAppConfig(process.env);
+  let embedded: EmbeddedPostgresSupervisor | undefined;
+  try {
+    let url = config.databaseUrl;
+    if (!url) {
+      embedded = await EmbeddedPostgresSupervisor.start({ dataDir: path.join(config.dataDir, 'postgres'), database: 'dtr' });
+      url = embedded.url;
+    }
+    await migrate(url);
+    const dataSource = createDataSource({ url, entities: [EhrTenantEntity, EhrRegistrationEntity], poolMax: 2, applicationName: 'dtr-cli' });
+    await dataSource.initialize();
+    try {
+      return await fn(new TenantRegistry(dataSource, secretBoxFromConfig(config), { allowInsecureLoopback: config.profile !== 'production' }));
+    } finally {
+      await dataSource.destroy();
+    }
+  } finally {
+    await embedded?.stop();
+  }
+});
 registerPrefillCommand(program);
 
 program.parseAsync(process.argv).catch((error: unknown) => {

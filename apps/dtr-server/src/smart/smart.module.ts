@@ -20,7 +20,10 @@ import { BrowserCookies } from '../auth/cookies.js';
 import { SessionCookieStrategy } from '../auth/session-cookie.strategy.js';
 import { SessionGuard } from '../auth/session.guard.js';
 import { APP_CONFIG, type AppConfig } from '../config/app.config.js';
+import { JsonLogger } from '../logging/json-logger.js';
 import { AppPageController } from './app-page.controller.js';
+import { secretBoxFromConfig } from './key-ring-secret-box.js';
+import { UnconfiguredClientKeys } from './unconfigured-client-keys.js';
 import { LaunchController } from './launch.controller.js';
 import { SessionController, SessionViewService } from './session.controller.js';
 
@@ -35,6 +38,8 @@ export const OUTBOUND_POLICY = Symbol('OUTBOUND_POLICY');
   controllers: [LaunchController, SessionController, AppPageController, TenantsController],
   providers: [
     { provide: Clock, useClass: SystemClock },
+    { provide: SecretBox, inject: [APP_CONFIG, JsonLogger], useFactory: (config: AppConfig, logger: JsonLogger) => secretBoxFromConfig(config, logger) },
+    { provide: ClientKeyProvider, useClass: UnconfiguredClientKeys },
     {
       provide: OUTBOUND_POLICY,
       inject: [APP_CONFIG],
@@ -94,6 +99,6 @@ export const OUTBOUND_POLICY = Symbol('OUTBOUND_POLICY');
     AdminGuard,
     { provide: APP_GUARD, useClass: SessionGuard },
   ],
-  exports: [TenantRegistry, SmartSessions, SessionStore],
+  exports: [TenantRegistry, SmartSessions, SessionStore, SecretBox],
 })
 export class SmartModule {}

@@ -1,0 +1,202 @@
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
+import { TestBrowser } from './support/browser.js';
+import { repoRoot, spawnServer, type SpawnedServer } from './support/processes.js';
+
+const ADMIN = randomBytes(24).toString('hex');
+const SECRET = `supplement-secret-${randomBytes(6).toString('hex')}`;
+const KEYS = `k1:${randomBytes(32).toString('base64')}`;
+
+/** A stand-in EHR that only answers smart-configuration and counts every request it gets. */
+async function fakeEhr(): Promise<{ server: Server; base: string; requests: string[] }> {
+  const requests: string[] = [];
+  const server = createServer((req, res) => {
+    requests.push(`${req.method} ${req.url}`);
+    const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    if (req.url === '/fhir/.well-known/smart-configuration') {
+      res.setHeader('content-type', 'application/json');
+      res.end(
+        JSON.stringify({
+          authorization_endpoint: `${origin}/auth/authorize`,
+          token_endpoint: `${origin}/auth/token`,
+          capabilities: ['launch-ehr', 'client-confidential-symmetric'],
+          code_challenge_methods_supported: ['S256'],
+        }),
+      );
+      return;
+    }
+    res.statusCode = 404;
+    res.end();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, base: `http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`, requests };
+}
+
+describe('SMART launch edge (no EHR needed)', () => {
+  let db: ScratchDatabase;
+  let server: SpawnedServer;
+  let url: string;
+  let ehr: Awaited<ReturnType<typeof fakeEhr>>;
+  let stranger: Awaited<ReturnType<typeof fakeEhr>>;
+
+  const tenant = () => ({
+    name: 'Fake EHR',
+    fhirBase: ehr.base,
+    discloseMode: 'user-delegated',
+    supplement: {
+      clientId: 'dtr-supplement',
+      authMethod: 'client_secret_basic',
+      clientSecret: SECRET,
+      scopes: ['launch', 'patient/*.rs'],
+      redirectUri: `${url}/callback`,
+    },
+    disclose: {
+      clientId: 'dtr-disclose',
+      authMethod: 'private_key_jwt',
+      signingAlg: 'ES384',
+      scopes: ['user/QuestionnaireResponse.cu'],
+      redirectUri: `${url}/callback`,
+    },
+  });
+
+  beforeAll(async () => {
+    db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_launch');
+    ehr = await fakeEhr();
+    stranger = await fakeEhr();
+    server = spawnServer({ DATABASE_URL: db.url, DTR_PORT: '0', DTR_ADMIN_TOKEN: ADMIN, DTR_ENCRYPTION_KEYS: KEYS });
+    url = await server.ready;
+  });
+
+  afterAll(async () => {
+    server?.child.kill('SIGTERM');
+    await server?.exited;
+    ehr?.server.close();
+    stranger?.server.close();
+    await db?.drop();
+  });
+
+  const admin = (method: string, pathname: string, body?: unknown, token: string | null = ADMIN) =>
+    fetch(`${url}${pathname}`, {
+      method,
+      headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body ? { 'content-type': 'application/json' } : {}) },
+      ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+
+  it('admin API: refuses without or with a wrong token, registers with a right one, never returns the secret', async () => {
+    expect((await admin('GET', '/admin/tenants', undefined, null)).status).toBe(401);
+    expect((await admin('GET', '/admin/tenants', undefined, 'x'.repeat(40))).status).toBe(401);
+    const put = await admin('PUT', '/admin/tenants/fake-ehr', tenant());
+    expect(put.status).toBe(200);
+    const text = await put.text();
+    expect(text).not.toContain(SECRET);
+    expect(JSON.parse(text)).toMatchObject({ id: 'fake-ehr', fhirBase: ehr.base, registrations: [{ purpose: 'disclose' }, { purpose: 'supplement', hasSecret: true }] });
+    const list = (await (await admin('GET', '/admin/tenants')).json()) as Array<{ id: string }>;
+    expect(list.map((t) => t.id)).toContain('fake-ehr');
+  });
+
+  it('admin API: an invalid registration is a 400 OperationOutcome naming the field', async () => {
+    const bad = await admin('PUT', '/admin/tenants/bad-one', { ...tenant(), fhirBase: stranger.base, disclose: undefined });
+    expect(bad.status).toBe(400);
+    expect(await bad.json()).toMatchObject({ resourceType: 'OperationOutcome', issue: [{ diagnostics: expect.stringMatching(/^disclose: /) }] });
+  });
+
+  it('the CLI sees the same tenants (same database and key ring)', () => {
+    const out = execFileSync(process.execPath, [path.join(repoRoot, 'bin/dtr.mjs'), 'tenant', 'list'], {
+      cwd: repoRoot,
+      env: { PATH: process.env['PATH'] ?? '', DATABASE_URL: db.url, DTR_ENCRYPTION_KEYS: KEYS },
+      encoding: 'utf8',
+    });
+    expect(JSON.parse(out).map((t: { id: string }) => t.id)).toContain('fake-ehr');
+    expect(out).not.toContain(SECRET);
+  });
+
+  it('refuses an unknown iss with a readable page, without any request to it', async () => {
+    const browser = new TestBrowser();
+    const page = await browser.request(`${url}/launch?iss=${encodeURIComponent(stranger.base)}&launch=abc`);
+    expect(page.status).toBe(403);
+    expect(page.headers['content-type']).toMatch(/text\/html/);
+    expect(page.body).toContain('not registered');
+    expect(stranger.requests).toEqual([]);
+  });
+
+  it('starts an EHR launch for a registered iss: PKCE S256, state, aud, launch, scopes, and a browser binding cookie', async () => {
+    const browser = new TestBrowser();
+    const response = await browser.request(`${url}/launch?iss=${encodeURIComponent(ehr.base)}&launch=launch-123`);
+    expect(response.status).toBe(302);
+    const target = new URL(response.headers['location']!);
+    expect(`${target.origin}${target.pathname}`).toBe(ehr.base.replace('/fhir', '/auth/authorize'));
+    const q = target.searchParams;
+    expect(q.get('response_type')).toBe('code');
+    expect(q.get('client_id')).toBe('dtr-supplement');
+    expect(q.get('redirect_uri')).toBe(`${url}/callback`);
+    expect(q.get('aud')).toBe(ehr.base);
+    expect(q.get('launch')).toBe('launch-123');
+    expect(q.get('code_challenge_method')).toBe('S256');
+    expect(q.get('code_challenge')).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(q.get('state')!.length).toBeGreaterThanOrEqual(22); // ≥128 bits, base64url
+    expect(q.get('scope')!.split(' ')).toEqual(expect.arrayContaining(['launch', 'patient/*.rs']));
+    expect(q.get('scope')).not.toContain('openid'); // this EHR does not support OpenID Connect
+    expect(response.setCookies.join(';')).toMatch(/dtr_launch=[A-Za-z0-9_-]+.*HttpOnly.*SameSite=Lax/i);
+    expect(ehr.requests).toEqual(['GET /fhir/.well-known/smart-configuration']);
+
+    // The state is stored only as a hash.
+    const client = new pg.Client({ connectionString: db.url });
+    await client.connect();
+    const dump = JSON.stringify((await client.query('SELECT * FROM launch_attempt')).rows) + JSON.stringify((await client.query('SELECT * FROM ehr_registration')).rows);
+    await client.end();
+    expect(dump).not.toContain(q.get('state')!);
+    expect(dump).not.toContain(SECRET);
+  });
+
+  it('refuses a callback from another browser, an unknown state, and escapes what the EHR sent', async () => {
+    const noBinding = await new TestBrowser().request(`${url}/callback?code=c&state=s`);
+    expect(noBinding.status).toBe(401);
+    expect(noBinding.body).toContain('did not start the sign-in');
+
+    const browser = new TestBrowser();
+    const start = await browser.request(`${url}/launch?iss=${encodeURIComponent(ehr.base)}&launch=l2`);
+    const state = new URL(start.headers['location']!).searchParams.get('state')!;
+    const unknown = await browser.request(`${url}/callback?code=c&state=${state}x`);
+    expect(unknown.status).toBe(401);
+    expect(unknown.body).toContain('unknown, expired or already used');
+
+    const other = new TestBrowser();
+    other.setCookie(new URL(url).host, 'dtr_launch', randomBytes(32).toString('base64url'));
+    const stolen = await other.request(`${url}/callback?code=c&state=${state}`);
+    expect(stolen.status).toBe(403);
+    expect(stolen.body).toContain('another browser');
+
+    // The state was consumed by that attempt: single use even for the right browser.
+    const replay = await browser.request(`${url}/callback?code=c&state=${state}`);
+    expect(replay.status).toBe(401);
+
+    const start2 = await browser.request(`${url}/launch?iss=${encodeURIComponent(ehr.base)}&launch=l3`);
+    const state2 = new URL(start2.headers['location']!).searchParams.get('state')!;
+    const evil = '<script>alert(1)</script>';
+    const refused = await browser.request(`${url}/callback?state=${state2}&error=access_denied&error_description=${encodeURIComponent(evil)}`);
+    expect(refused.status).toBe(403);
+    expect(refused.body).toContain('access_denied');
+    expect(refused.body).not.toContain(evil);
+    expect(refused.body).toContain('&#60;script&#62;');
+  });
+
+  it('keeps the API behind the session: no cookie, no session', async () => {
+    const response = await fetch(`${url}/api/session`);
+    expect(response.status).toBe(401);
+    expect(await response.json()).toMatchObject({ resourceType: 'OperationOutcome', issue: [{ code: 'login' }] });
+    const forged = await fetch(`${url}/api/session`, { headers: { cookie: `dtr_session=${randomBytes(32).toString('base64url')}` } });
+    expect(forged.status).toBe(401);
+  });
+
+  it('never wrote a secret, state or admin token to its log', () => {
+    expect(server.output()).not.toContain(SECRET);
+    expect(server.output()).not.toContain(ADMIN);
+    expect(server.output()).not.toMatch(/state=/);
+  });
+});
