@@ -194,6 +194,30 @@ describe('SMART launch edge (no EHR needed)', () => {
     expect(forged.status).toBe(401);
   });
 
+  it('publishes its signing keys (generated at boot outside production) with a cache header, public parts only', async () => {
+    const response = await fetch(`${url}/.well-known/jwks.json`);
+    expect(response.status).toBe(200);
+    expect(response.headers.get('cache-control')).toBe('public, max-age=300');
+    const jwks = (await response.json()) as { keys: Array<Record<string, unknown>> };
+    expect(jwks.keys.map((k) => k['alg']).sort()).toEqual(['ES384', 'RS384']);
+    for (const key of jwks.keys) expect(Object.keys(key).filter((m) => ['d', 'p', 'q', 'dp', 'dq', 'qi'].includes(m))).toEqual([]);
+
+    // `dtr keys rotate` makes a new ES384 key; the old one stays published while it retires.
+    execFileSync(process.execPath, [path.join(repoRoot, 'bin/dtr.mjs'), 'keys', 'rotate', '--alg', 'ES384'], {
+      cwd: repoRoot,
+      env: { PATH: process.env['PATH'] ?? '', DATABASE_URL: db.url, DTR_ENCRYPTION_KEYS: KEYS },
+    });
+    const after = (await (await fetch(`${url}/.well-known/jwks.json`)).json()) as { keys: Array<Record<string, unknown>> };
+    expect(after.keys.filter((k) => k['alg'] === 'ES384')).toHaveLength(2);
+    expect(after.keys.map((k) => k['kid'])).toEqual(expect.arrayContaining(jwks.keys.map((k) => k['kid'])));
+
+    const client = new pg.Client({ connectionString: db.url });
+    await client.connect();
+    const dump = JSON.stringify((await client.query('SELECT * FROM client_signing_key')).rows);
+    await client.end();
+    expect(dump).not.toMatch(/"d":/);
+  });
+
   it('never wrote a secret, state or admin token to its log', () => {
     expect(server.output()).not.toContain(SECRET);
     expect(server.output()).not.toContain(ADMIN);

@@ -1,7 +1,9 @@
 import 'reflect-metadata';
 import { Command } from 'commander';
 import { createDataSource, EmbeddedPostgresSupervisor, migrate } from '@dtr/persistence';
-import { EhrRegistrationEntity, EhrTenantEntity, TenantRegistry } from '@dtr/smart';
+import { SystemClock } from '@dtr/kernel';
+import { EhrRegistrationEntity, EhrTenantEntity, SigningKeyStore, TenantRegistry } from '@dtr/smart';
+import type { DataSource } from 'typeorm';
 import path from 'node:path';
 import { ConfigError, loadAppConfig } from '../config/app.config.js';
 import { registerPackageCommands } from './package.commands.js';
@@ -51,7 +53,8 @@ program
   });
 
 registerPackageCommands(program);
-registerTenantCommands(program, async (fn) => {
+/** Runs `fn` on the configured database (migrated), then releases it (and the embedded server, if started). */
+async function withDatabase<T>(fn: (dataSource: DataSource, config: ReturnType<typeof loadAppConfig>) => Promise<T>): Promise<T> {
   const config = loadAppConfig(process.env);
   let embedded: EmbeddedPostgresSupervisor | undefined;
   try {
@@ -64,14 +67,48 @@ registerTenantCommands(program, async (fn) => {
     const dataSource = createDataSource({ url, entities: [EhrTenantEntity, EhrRegistrationEntity], poolMax: 2, applicationName: 'dtr-cli' });
     await dataSource.initialize();
     try {
-      return await fn(new TenantRegistry(dataSource, secretBoxFromConfig(config), { allowInsecureLoopback: config.profile !== 'production' }));
+      return await fn(dataSource, config);
     } finally {
       await dataSource.destroy();
     }
   } finally {
     await embedded?.stop();
   }
-});
+}
+
+registerTenantCommands(program, (fn) =>
+  withDatabase((dataSource, config) =>
+    fn(new TenantRegistry(dataSource, secretBoxFromConfig(config), { allowInsecureLoopback: config.profile !== 'production' })),
+  ),
+);
+
+const keys = program.command('keys').description('our private_key_jwt signing keys (public parts at /.well-known/jwks.json)');
+const algOption = (value: string) => {
+  if (value !== 'RS384' && value !== 'ES384') throw new Error('--alg must be RS384 or ES384');
+  return value as 'RS384' | 'ES384';
+};
+for (const [name, description] of [
+  ['generate', 'create a new active key (the previous one of that algorithm keeps being published while it retires)'],
+  ['rotate', 'same as generate: a new active key, the old one retiring for 24 h'],
+] as const) {
+  keys
+    .command(name)
+    .description(description)
+    .requiredOption('--alg <alg>', 'RS384 or ES384', algOption)
+    .action(async (options: { alg: 'RS384' | 'ES384' }) => {
+      const key = await withDatabase((dataSource, config) =>
+        new SigningKeyStore(dataSource, secretBoxFromConfig(config), new SystemClock()).generate(options.alg),
+      );
+      process.stdout.write(`${JSON.stringify(key)}\n`);
+    });
+}
+keys
+  .command('list')
+  .description('kid, algorithm, status and dates of every key (never private parts)')
+  .action(async () => {
+    const list = await withDatabase((dataSource, config) => new SigningKeyStore(dataSource, secretBoxFromConfig(config), new SystemClock()).list());
+    process.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
+  });
 registerPrefillCommand(program);
 
 program.parseAsync(process.argv).catch((error: unknown) => {

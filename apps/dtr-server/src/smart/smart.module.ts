@@ -1,4 +1,4 @@
-import { Module } from '@nestjs/common';
+import { Inject, Module, type OnApplicationBootstrap } from '@nestjs/common';
 import { APP_GUARD } from '@nestjs/core';
 import { PassportModule } from '@nestjs/passport';
 import { getDataSourceToken } from '@nestjs/typeorm';
@@ -9,6 +9,7 @@ import {
   type OutboundPolicy,
   SecretBox,
   SessionStore,
+  SigningKeyStore,
   SmartDiscovery,
   SmartSessions,
   TenantRegistry,
@@ -23,7 +24,7 @@ import { APP_CONFIG, type AppConfig } from '../config/app.config.js';
 import { JsonLogger } from '../logging/json-logger.js';
 import { AppPageController } from './app-page.controller.js';
 import { secretBoxFromConfig } from './key-ring-secret-box.js';
-import { UnconfiguredClientKeys } from './unconfigured-client-keys.js';
+import { JwksController } from './jwks.controller.js';
 import { LaunchController } from './launch.controller.js';
 import { SessionController, SessionViewService } from './session.controller.js';
 
@@ -35,11 +36,16 @@ export const OUTBOUND_POLICY = Symbol('OUTBOUND_POLICY');
  */
 @Module({
   imports: [PassportModule],
-  controllers: [LaunchController, SessionController, AppPageController, TenantsController],
+  controllers: [LaunchController, SessionController, AppPageController, TenantsController, JwksController],
   providers: [
     { provide: Clock, useClass: SystemClock },
     { provide: SecretBox, inject: [APP_CONFIG, JsonLogger], useFactory: (config: AppConfig, logger: JsonLogger) => secretBoxFromConfig(config, logger) },
-    { provide: ClientKeyProvider, useClass: UnconfiguredClientKeys },
+    {
+      provide: SigningKeyStore,
+      inject: [getDataSourceToken(), SecretBox, Clock],
+      useFactory: (ds: DataSource, box: SecretBox, clock: Clock) => new SigningKeyStore(ds, box, clock),
+    },
+    { provide: ClientKeyProvider, useExisting: SigningKeyStore },
     {
       provide: OUTBOUND_POLICY,
       inject: [APP_CONFIG],
@@ -99,6 +105,19 @@ export const OUTBOUND_POLICY = Symbol('OUTBOUND_POLICY');
     AdminGuard,
     { provide: APP_GUARD, useClass: SessionGuard },
   ],
-  exports: [TenantRegistry, SmartSessions, SessionStore, SecretBox],
+  exports: [TenantRegistry, SmartSessions, SessionStore, SecretBox, SigningKeyStore],
 })
-export class SmartModule {}
+export class SmartModule implements OnApplicationBootstrap {
+  constructor(
+    private readonly keys: SigningKeyStore,
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+    private readonly logger: JsonLogger,
+  ) {}
+
+  /** Outside production, make sure RS384 and ES384 keys exist so private_key_jwt works out of the box. */
+  async onApplicationBootstrap(): Promise<void> {
+    if (this.config.profile === 'production') return;
+    const created = await this.keys.ensureKeys();
+    for (const key of created) this.logger.entry('info', 'generated a development signing key', { kid: key.kid, alg: key.alg });
+  }
+}
