@@ -1,0 +1,214 @@
+import express, { type NextFunction, type Request, type Response } from 'express';
+import { PAYER_PATHS, type SandboxClientConfig } from '../shared/clients.js';
+import type { PeerServer } from '../shared/peer-server.js';
+import { fingerprint, type RecordedRequest } from '../shared/request-log.js';
+import { type FhirResource, PayerHttpError, operationOutcome } from './fhir.types.js';
+import { nextQuestion, readNextQuestionInput } from './next-question.usecase.js';
+import { PackageStore } from './package-store.service.js';
+import { type Interaction, type OidcContext, createPayerAuthorizationServer, scopeAllows } from './payer-auth.service.js';
+import {
+  type DtrIgVersion,
+  isDtrIgVersion,
+  parseQuestionnairePackageInput,
+  questionnairePackage,
+} from './questionnaire-package.usecase.js';
+import { type ReceivedSubmission, SUBMISSION_ROUTES, SubmissionLedger } from './submission.service.js';
+
+export type { DtrIgVersion } from './questionnaire-package.usecase.js';
+export type { ReceivedSubmission } from './submission.service.js';
+export { FIXTURE_PACKAGES_DIR, PackageStore, sandboxPackageDirs, type PackageRules } from './package-store.service.js';
+
+/**
+ * Per-request override of the DTR version shaping `$questionnaire-package` responses
+ * (`2.0.1`, `2.1` or `2.2`); takes precedence over `setIgVersion` and `defaultIgVersion`.
+ */
+export const DTR_VERSION_HEADER = 'x-sandbox-dtr-version';
+
+export interface PayerOptions {
+  peer: PeerServer;
+  /** Backend Services clients (private_key_jwt; jwksUri or jwks). */
+  clients: SandboxClientConfig[];
+  /** Folders of FHIR JSON making questionnaire packages (with an optional rules.json each). */
+  packageDirs: string[];
+  /** Shape of $questionnaire-package responses; default '2.2'. */
+  defaultIgVersion?: DtrIgVersion;
+  /** Default 300. */
+  accessTokenTtlSeconds?: number;
+}
+
+export interface PayerServer {
+  fhirBase: string;
+  tokenEndpoint: string;
+  setIgVersion(v: DtrIgVersion): void;
+  /** Exactly what was received, in order. */
+  submissions(): ReceivedSubmission[];
+  /** Bodies received by $log-questionnaire-errors. */
+  loggedErrors(): unknown[];
+  issuedTokenFingerprints(): Set<string>;
+  close(): Promise<void>;
+}
+
+interface Caller {
+  clientId: string;
+  scopes: string[];
+}
+
+const FHIR_JSON = 'application/fhir+json';
+
+/**
+ * The sandbox payer (dev/test only) on a peer server: Backend Services token endpoint, DTR operations,
+ * a submission endpoint, all recorded in `peer.log`.
+ */
+export async function createPayerServer(options: PayerOptions): Promise<PayerServer> {
+  const { peer } = options;
+  const issuer = `${peer.origin}${PAYER_PATHS.auth}`;
+  const fhirBase = `${peer.origin}${PAYER_PATHS.fhir}`;
+  const store = await PackageStore.load(options.packageDirs);
+  const auth = await createPayerAuthorizationServer(issuer, options.clients, options.accessTokenTtlSeconds ?? 300);
+  let igVersion: DtrIgVersion = options.defaultIgVersion ?? '2.2';
+  const ledger = new SubmissionLedger();
+  const loggedErrors: unknown[] = [];
+  const issued = new Set<string>();
+
+  // Token endpoint: the provider parses its own body, so no JSON/urlencoded parser is mounted before it.
+  const tokenRequests = new WeakMap<object, RecordedRequest>();
+  const clientOf = (ctx: OidcContext) => {
+    const entry = tokenRequests.get(ctx.req);
+    const clientId = ctx.oidc?.client?.clientId;
+    if (entry && clientId) entry.clientId = clientId;
+  };
+  auth.provider.on('grant.success', (ctx) => {
+    clientOf(ctx);
+    const token = (ctx.body as { access_token?: unknown } | undefined)?.access_token;
+    if (typeof token === 'string') {
+      issued.add(fingerprint(token));
+      const entry = tokenRequests.get(ctx.req);
+      if (entry) entry.tokenFingerprint = fingerprint(token);
+    }
+  });
+  auth.provider.on('grant.error', (ctx) => clientOf(ctx));
+  const callback = auth.provider.callback();
+  peer.app.use(PAYER_PATHS.auth, (req: Request, res: Response) => {
+    tokenRequests.set(req, record(peer, req, res));
+    callback(req, res);
+  });
+
+  const fhir = express.Router();
+  fhir.use(express.json({ type: ['application/json', FHIR_JSON], limit: '10mb' }));
+  fhir.use((req, res, next) => {
+    res.locals['entry'] = record(peer, req, res);
+    next();
+  });
+
+  /** Bearer token required (401); the scope must allow the interaction (403). */
+  const guard =
+    (resourceType: string | undefined, interaction: Interaction) =>
+    (req: Request, res: Response, next: NextFunction): void => {
+      void (async () => {
+        const entry = res.locals['entry'] as RecordedRequest;
+        const m = /^Bearer\s+(\S+)$/i.exec(req.get('authorization') ?? '');
+        if (!m?.[1]) throw new PayerHttpError(401, 'login', 'a Bearer access token is required');
+        entry.tokenFingerprint = fingerprint(m[1]);
+        const info = await auth.introspect(m[1]);
+        entry.tokenIssuedHere = info !== undefined;
+        if (!info) throw new PayerHttpError(401, 'login', 'the access token is unknown or expired');
+        entry.clientId = info.clientId;
+        entry.scopes = info.scopes;
+        if (resourceType && !scopeAllows(info.scopes, resourceType, interaction)) {
+          throw new PayerHttpError(403, 'forbidden', `scope does not allow ${interaction} on ${resourceType}`);
+        }
+        res.locals['caller'] = { clientId: info.clientId, scopes: info.scopes } satisfies Caller;
+      })().then(() => next(), next);
+    };
+
+  const send = (res: Response, status: number, body: FhirResource) => res.status(status).type(FHIR_JSON).send(JSON.stringify(body));
+
+  // @see https://hl7.org/fhir/us/davinci-dtr/STU2.2/OperationDefinition-questionnaire-package.html
+  fhir.post('/Questionnaire/$questionnaire-package', guard('Questionnaire', 'r'), (req, res) => {
+    const override = req.get(DTR_VERSION_HEADER);
+    if (override !== undefined && !isDtrIgVersion(override)) {
+      throw new PayerHttpError(400, 'invalid', `${DTR_VERSION_HEADER} must be 2.0.1, 2.1 or 2.2`);
+    }
+    const version = override ?? igVersion;
+    const input = parseQuestionnairePackageInput(req.body, version);
+    send(res, 200, questionnairePackage(store, input, version));
+  });
+
+  // @see https://hl7.org/fhir/us/davinci-dtr/STU2.2/specification.html#adaptive-form-considerations
+  fhir.post('/Questionnaire/$next-question', guard('Questionnaire', 'r'), (req, res) => {
+    send(res, 200, nextQuestion(store, readNextQuestionInput(req.body)));
+  });
+
+  // @see https://hl7.org/fhir/us/davinci-dtr/STU2.2/OperationDefinition-log-questionnaire-errors.html
+  fhir.post('/$log-questionnaire-errors', guard(undefined, 'c'), (req, res) => {
+    loggedErrors.push(req.body);
+    send(res, 200, operationOutcome('information', 'informational', 'errors recorded'));
+  });
+
+  const expand = (req: Request, res: Response) => {
+    const fromBody = ((req.body as { parameter?: Array<{ name?: string; valueUri?: string }> } | undefined)?.parameter ?? []).find(
+      (p) => p.name === 'url',
+    )?.valueUri;
+    const url = typeof req.query['url'] === 'string' ? req.query['url'] : fromBody;
+    if (!url) throw new PayerHttpError(400, 'required', 'url is required');
+    const vs = store.expand(url);
+    if (!vs) throw new PayerHttpError(404, 'not-found', `ValueSet ${url} is not known to this payer`);
+    send(res, 200, vs);
+  };
+  fhir.get('/ValueSet/$expand', guard('ValueSet', 'r'), expand);
+  fhir.post('/ValueSet/$expand', guard('ValueSet', 'r'), expand);
+
+  // Submission routes from the table: a route is required to say what the QR submission scope is.
+  for (const route of SUBMISSION_ROUTES) {
+    fhir.post(route.path, guard('QuestionnaireResponse', 'c'), (req, res) => {
+      const result = ledger.submit(route, req.body, req.get('idempotency-key') ?? undefined);
+      send(res, result.status, result.body);
+    });
+  }
+
+  fhir.use((_req, _res, next) => next(new PayerHttpError(404, 'not-found', 'no such endpoint on the sandbox payer')));
+  // One place maps errors to an OperationOutcome; unknown errors are a generic 500.
+  fhir.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    if (err instanceof PayerHttpError) {
+      if (err.status === 401) res.setHeader('WWW-Authenticate', 'Bearer');
+      return send(res, err.status, operationOutcome('error', err.code, err.message));
+    }
+    const status = (err as { status?: unknown }).status;
+    if (status === 400 || status === 413) return send(res, status, operationOutcome('error', 'invalid', 'the body is not valid JSON'));
+    return send(res, 500, operationOutcome('error', 'exception', 'internal error'));
+  });
+  peer.app.use(PAYER_PATHS.fhir, fhir);
+
+  peer.app.get(PAYER_PATHS.submissions, (_req, res) => {
+    res.json(ledger.all());
+  });
+
+  return {
+    fhirBase,
+    tokenEndpoint: auth.tokenEndpoint,
+    setIgVersion(v) {
+      igVersion = v;
+    },
+    submissions: () => ledger.all(),
+    loggedErrors: () => [...loggedErrors],
+    issuedTokenFingerprints: () => new Set(issued),
+    close: () => peer.close(),
+  };
+}
+
+/** Starts a request-log entry; status and duration are filled in when the response finishes. */
+function record(peer: PeerServer, req: Request, res: Response): RecordedRequest {
+  const started = performance.now();
+  const url = new URL(req.originalUrl, 'http://sandbox');
+  const query: Record<string, string | string[]> = {};
+  for (const key of new Set(url.searchParams.keys())) {
+    const all = url.searchParams.getAll(key);
+    query[key] = all.length === 1 ? (all[0] ?? '') : all;
+  }
+  const entry = peer.log.start({ method: req.method, path: url.pathname, query });
+  res.once('finish', () => {
+    entry.status = res.statusCode;
+    entry.ms = Math.round(performance.now() - started);
+  });
+  return entry;
+}

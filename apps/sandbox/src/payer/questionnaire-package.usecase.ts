@@ -1,0 +1,155 @@
+import { randomUUID } from 'node:crypto';
+import {
+  type Bundle,
+  type Coding,
+  type FhirResource,
+  type Parameters,
+  type ParametersParameter,
+  PayerHttpError,
+  isResource,
+} from './fhir.types.js';
+import type { PackageStore } from './package-store.service.js';
+
+export type DtrIgVersion = '2.0.1' | '2.1' | '2.2';
+export const DTR_IG_VERSIONS: readonly DtrIgVersion[] = ['2.0.1', '2.1', '2.2'];
+
+export function isDtrIgVersion(v: unknown): v is DtrIgVersion {
+  return typeof v === 'string' && (DTR_IG_VERSIONS as readonly string[]).includes(v);
+}
+
+/** Name of the output parameter carrying each package bundle, per DTR version. */
+const BUNDLE_PARAMETER: Record<DtrIgVersion, string> = {
+  // @see https://hl7.org/fhir/us/davinci-dtr/STU2.2/OperationDefinition-questionnaire-package.html
+  '2.2': 'packagebundle',
+  // @see https://hl7.org/fhir/us/davinci-dtr/STU2.1/OperationDefinition-questionnaire-package.html
+  '2.1': 'PackageBundle',
+  // @see https://hl7.org/fhir/us/davinci-dtr/STU2.0.1/OperationDefinition-questionnaire-package.html
+  '2.0.1': 'return',
+};
+
+export interface QuestionnairePackageRequest {
+  coverage: FhirResource[];
+  order: FhirResource[];
+  questionnaire: string[];
+  context?: string;
+  changedsince?: string;
+}
+
+/**
+ * Reads the operation's input Parameters; a missing or malformed input is a 400.
+ * `coverage` is 1..1 in DTR 2.2 and 1..* before.
+ */
+export function parseQuestionnairePackageInput(body: unknown, version: DtrIgVersion): QuestionnairePackageRequest {
+  if (!isResource(body) || body.resourceType !== 'Parameters') {
+    throw new PayerHttpError(400, 'invalid', 'the body must be a Parameters resource');
+  }
+  const params = (body as Parameters).parameter ?? [];
+  if (!Array.isArray(params)) throw new PayerHttpError(400, 'invalid', 'Parameters.parameter must be an array');
+  const named = (name: string) => params.filter((p): p is ParametersParameter => typeof p === 'object' && p !== null && p.name === name);
+
+  const coverage = named('coverage').map((p) => p.resource);
+  if (coverage.length === 0) throw new PayerHttpError(400, 'required', 'coverage is required');
+  if (version === '2.2' && coverage.length > 1) throw new PayerHttpError(400, 'invalid', 'coverage is 1..1 in DTR 2.2');
+  if (!coverage.every((c) => isResource(c) && c.resourceType === 'Coverage')) {
+    throw new PayerHttpError(400, 'invalid', 'coverage must carry a Coverage resource');
+  }
+  const order = named('order').map((p) => p.resource);
+  if (!order.every(isResource)) throw new PayerHttpError(400, 'invalid', 'order must carry a resource');
+  const questionnaire = named('questionnaire').map((p) => p.valueCanonical ?? p.valueUri ?? p.valueString);
+  if (!questionnaire.every((q): q is string => typeof q === 'string' && q.length > 0)) {
+    throw new PayerHttpError(400, 'invalid', 'questionnaire must be a canonical');
+  }
+  const changed = named('changedsince')[0];
+  const changedsince = changed?.valueDateTime ?? changed?.valueInstant ?? changed?.valueString;
+  if (changed && (typeof changedsince !== 'string' || Number.isNaN(Date.parse(changedsince)))) {
+    throw new PayerHttpError(400, 'invalid', 'changedsince must be a dateTime');
+  }
+  const ctx = named('context')[0];
+  const context = ctx?.valueString ?? (ctx?.valueIdentifier as { value?: string } | undefined)?.value;
+  return {
+    coverage: coverage as FhirResource[],
+    order: order as FhirResource[],
+    questionnaire: questionnaire as string[],
+    ...(context ? { context } : {}),
+    ...(changedsince ? { changedsince } : {}),
+  };
+}
+
+/** Codes of an order, wherever its resource type keeps them. */
+export function orderCodings(order: FhirResource): Coding[] {
+  const concepts = ['code', 'codeCodeableConcept', 'medicationCodeableConcept', 'productOrService']
+    .map((k) => order[k] as { coding?: Coding[] } | undefined)
+    .filter((c): c is { coding?: Coding[] } => typeof c === 'object' && c !== null);
+  return concepts.flatMap((c) => (Array.isArray(c.coding) ? c.coding : []));
+}
+
+/** Adaptive questionnaires are handed out without items: `$next-question` supplies them one at a time. */
+function forPackage(r: FhirResource): FhirResource {
+  if (r.resourceType !== 'Questionnaire' || !isAdaptive(r)) return r;
+  const { item: _items, ...rest } = r;
+  return rest as FhirResource;
+}
+
+export function isAdaptive(q: FhirResource): boolean {
+  const exts = (q['extension'] as Array<{ url?: string; valueBoolean?: boolean }> | undefined) ?? [];
+  return exts.some((e) => e.url === 'http://hl7.org/fhir/StructureDefinition/sdc-questionnaire-questionnaireAdaptive' && e.valueBoolean === true);
+}
+
+/**
+ * Picks questionnaires by the canonicals asked for, else by the orders' codes through `rules.json`,
+ * and answers one collection Bundle per questionnaire (one merged Bundle for 2.0.1, whose `return` is 1..1).
+ * With `changedsince`, only resources whose meta.lastUpdated is later are included.
+ */
+export function questionnairePackage(store: PackageStore, input: QuestionnairePackageRequest, version: DtrIgVersion): Parameters {
+  const canonicals =
+    input.questionnaire.length > 0 ? input.questionnaire : store.questionnairesForCodes(input.order.flatMap(orderCodings));
+  const warnings: string[] = [];
+  const packages: FhirResource[][] = [];
+  for (const canonical of canonicals) {
+    const q = store.resolve('Questionnaire', canonical);
+    if (!q) {
+      warnings.push(`questionnaire ${canonical} is not known to this payer`);
+      continue;
+    }
+    packages.push(store.packageFor(q));
+  }
+  if (canonicals.length === 0) warnings.push('no documentation is required for the orders given');
+
+  const since = input.changedsince ? Date.parse(input.changedsince) : undefined;
+  const changed = (r: FhirResource) => since === undefined || Date.parse(r.meta?.lastUpdated ?? '') > since;
+  const toBundle = (resources: FhirResource[]): Bundle => ({
+    resourceType: 'Bundle',
+    id: randomUUID(),
+    meta: { lastUpdated: new Date().toISOString() },
+    type: 'collection',
+    timestamp: new Date().toISOString(),
+    entry: resources.filter(changed).map((r) => ({ fullUrl: fullUrl(r), resource: forPackage(r) })),
+  });
+
+  const name = BUNDLE_PARAMETER[version];
+  const parameter: ParametersParameter[] =
+    version === '2.0.1'
+      ? [{ name, resource: toBundle(dedupe(packages.flat())) }]
+      : packages.map((resources) => ({ name, resource: toBundle(resources) }));
+  if (warnings.length > 0 && version !== '2.0.1') {
+    parameter.push({
+      name: 'outcome',
+      resource: { resourceType: 'OperationOutcome', issue: warnings.map((w) => ({ severity: 'warning', code: 'informational', diagnostics: w })) },
+    });
+  }
+  return { resourceType: 'Parameters', parameter };
+}
+
+function fullUrl(r: FhirResource): string {
+  return r.url ? `${r.url}${r.version ? `|${r.version}` : ''}` : `urn:uuid:${randomUUID()}`;
+}
+
+function dedupe(resources: FhirResource[]): FhirResource[] {
+  const seen = new Set<string>();
+  return resources.filter((r) => {
+    const k = `${r.resourceType}|${r.url}|${r.version}`;
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
+}
