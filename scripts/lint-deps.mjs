@@ -19,7 +19,7 @@ export const ALLOWED = {
   persistence: ['kernel'],
   audit: ['kernel', 'fhir', 'persistence'],
   smart: ['kernel', 'fhir', 'persistence', 'audit'],
-  payer: ['kernel', 'fhir', 'persistence', 'audit'],
+  payer: ['kernel', 'fhir', 'persistence', 'audit', 'smart'],
   prefill: ['kernel', 'fhir'],
   forms: ['kernel', 'fhir', 'persistence', 'prefill', 'audit'],
   disclosure: ['kernel', 'fhir', 'persistence', 'audit', 'forms'],

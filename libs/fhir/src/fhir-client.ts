@@ -47,7 +47,7 @@ export abstract class FhirClient {
   abstract create<T extends FhirResource>(resource: T, options?: { ifNoneExist?: string }): Promise<T>;
   abstract update<T extends FhirResource>(resource: T, options?: { ifMatch?: string }): Promise<T>;
   /** POST `[base]/<path>` (an operation such as `Questionnaire/$questionnaire-package`). */
-  abstract operation<T = unknown>(path: string, body: unknown): Promise<T>;
+  abstract operation<T = unknown>(path: string, body: unknown, options?: { idempotent?: boolean }): Promise<T>;
 }
 
 /** A FHIR `id` (R4: [A-Za-z0-9\-\.]{1,64}). */

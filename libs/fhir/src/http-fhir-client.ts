@@ -101,11 +101,12 @@ export class HttpFhirClient extends FhirClient {
     return (await this.json(response)) as T;
   }
 
-  async operation<T>(path: string, body: unknown): Promise<T> {
+  /** POST an operation; `idempotent` (a read-only operation such as $questionnaire-package) allows retries. */
+  async operation<T>(path: string, body: unknown, options: { idempotent?: boolean } = {}): Promise<T> {
     if (!/^[A-Za-z]*\/?\$[a-z][a-z-]*$|^[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}\/\$[a-z][a-z-]*$/.test(path)) {
       throw new DtrError('INVALID_INPUT', `${path} is not an operation path`);
     }
-    const response = await this.exchange('POST', `${this.baseUrl}/${path}`, body, false);
+    const response = await this.exchange('POST', `${this.baseUrl}/${path}`, body, options.idempotent ?? false);
     return (await this.json(response)) as T;
   }
 

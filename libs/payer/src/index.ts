@@ -1,2 +1,4 @@
 export * from './package/package-response.js';
 export * from './package/package-validator.js';
+export * from './payer-client.js';
+export * from './payer-registry.service.js';

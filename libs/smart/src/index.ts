@@ -12,3 +12,4 @@ export * from './sessions/token-access.js';
 export * from './launch/launch.service.js';
 export * from './sessions/smart-sessions.service.js';
 export * from './keys/signing-key-store.js';
+export * from './backend-services.js';

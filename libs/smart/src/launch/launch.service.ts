@@ -299,10 +299,10 @@ export function translateOAuthError(cause: unknown): DtrError {
   if (cause instanceof DtrError) return cause;
   const error = cause as { name?: string; code?: string; error?: string; message?: string };
   if (error?.name === 'TimeoutError' || error?.name === 'AbortError') {
-    return new DtrError('UPSTREAM_TIMEOUT', 'the EHR token endpoint did not answer in time', { cause });
+    return new DtrError('UPSTREAM_TIMEOUT', 'the token endpoint did not answer in time', { cause });
   }
   if (typeof error?.error === 'string') {
-    return new DtrError('FORBIDDEN', `the EHR refused the token request: ${error.error}`, { cause, details: { oauthError: error.error } });
+    return new DtrError('FORBIDDEN', `the token endpoint refused the request: ${error.error}`, { cause, details: { oauthError: error.error } });
   }
-  return new DtrError('UPSTREAM_ERROR', `the EHR token exchange failed: ${error?.message ?? 'unknown error'}`, { cause });
+  return new DtrError('UPSTREAM_ERROR', `the token request failed: ${error?.message ?? 'unknown error'}`, { cause });
 }

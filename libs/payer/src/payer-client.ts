@@ -1,0 +1,65 @@
+import { Clock, DtrError } from '@dtr/kernel';
+import { type FhirResource, HttpFhirClient } from '@dtr/fhir';
+import { assertOutboundUrl, type BackendServicesClient, type OutboundPolicy } from '@dtr/smart';
+import { type PackageResponse, parsePackageResponse } from './package/package-response.js';
+import type { Payer } from './payer-registry.service.js';
+
+export interface PackageRequest {
+  /** The coverage in context; DTR 2.2 takes exactly one, older versions all of them. */
+  coverages: FhirResource[];
+  orders: FhirResource[];
+  /** Questionnaire canonicals already known (from CRD or the launch). */
+  questionnaires?: string[];
+  /** CRD coverage-assertion id or PAS TRN. */
+  context?: string;
+  /** On resume: only what changed since. */
+  changedSince?: Date;
+}
+
+/**
+ * Talks to one registered payer: SMART Backend Services token (ours, never the EHR's), then DTR operations on the
+ * payer's own FHIR base only. Read-only operations are retried with backoff; failures are clear DtrErrors.
+ * @see https://hl7.org/fhir/us/davinci-dtr/OperationDefinition-questionnaire-package.html
+ */
+export class PayerClient {
+  private readonly fhir: HttpFhirClient;
+
+  constructor(
+    readonly payer: Payer,
+    private readonly tokens: BackendServicesClient,
+    policy: OutboundPolicy,
+    private readonly clock: Clock,
+    options: { fetch?: typeof fetch; timeoutMs?: number; retries?: number } = {},
+  ) {
+    assertOutboundUrl(payer.fhirBase, policy, `payer ${payer.id} fhirBase`);
+    this.fhir = new HttpFhirClient({
+      baseUrl: payer.fhirBase,
+      accessToken: () =>
+        this.tokens.token({ tokenEndpoint: payer.tokenEndpoint, clientId: payer.clientId, signingAlg: payer.signingAlg, scopes: payer.scopes }),
+      ...(options.fetch ? { fetch: options.fetch } : {}),
+      timeoutMs: options.timeoutMs ?? 20_000,
+      retries: options.retries ?? 2,
+    });
+  }
+
+  /** Builds the input Parameters in the shape of the payer's DTR version. */
+  packageParameters(request: PackageRequest): FhirResource {
+    if (request.coverages.length === 0) throw new DtrError('INVALID_INPUT', 'a coverage is required to ask for a questionnaire package');
+    const coverages = this.payer.igVersion === '2.2' ? request.coverages.slice(0, 1) : request.coverages;
+    return {
+      resourceType: 'Parameters',
+      parameter: [
+        ...coverages.map((resource) => ({ name: 'coverage', resource })),
+        ...request.orders.map((resource) => ({ name: 'order', resource })),
+        ...(request.questionnaires ?? []).map((valueCanonical) => ({ name: 'questionnaire', valueCanonical })),
+        ...(request.context ? [{ name: 'context', valueString: request.context }] : []),
+        ...(request.changedSince ? [{ name: 'changedsince', valueDateTime: request.changedSince.toISOString() }] : []),
+      ],
+    };
+  }
+
+  async questionnairePackage(request: PackageRequest): Promise<PackageResponse & { retrievedAt: Date }> {
+    const body = await this.fhir.operation('Questionnaire/$questionnaire-package', this.packageParameters(request), { idempotent: true });
+    return { ...parsePackageResponse(body), retrievedAt: this.clock.now() };
+  }
+}

@@ -1,0 +1,156 @@
+import { DtrError } from '@dtr/kernel';
+import type { FhirResource } from '@dtr/fhir';
+import { assertOutboundUrl, normaliseBaseUrl, type OutboundPolicy } from '@dtr/smart';
+import type { DataSource } from 'typeorm';
+import { z } from 'zod';
+
+export type DtrIgVersion = '2.0.1' | '2.1' | '2.2';
+export type SubmissionRoute = 'bundle' | 'pas-claim-submit' | 'cdex-submit-attachment';
+
+export const payerInputSchema = z
+  .object({
+    id: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'lower-case letters, digits and dashes'),
+    name: z.string().min(1).max(200),
+    fhirBase: z.url(),
+    tokenEndpoint: z.url(),
+    clientId: z.string().min(1).max(255),
+    signingAlg: z.enum(['RS384', 'ES384']),
+    scopes: z.array(z.string().regex(/^system\/[A-Za-z*]+\.[a-z*]+$/, 'Backend Services scopes are system/<Type>.<permissions>')).min(1),
+    igVersion: z.enum(['2.0.1', '2.1', '2.2']).default('2.2'),
+    submissionRoute: z.enum(['bundle', 'pas-claim-submit', 'cdex-submit-attachment']).default('bundle'),
+    /** `system|value` (or bare `value`) identifiers of the payer as Coverage.payor carries them. */
+    coverageIdentifiers: z.array(z.string().min(1).max(500)).default([]),
+    /** Reference to a client certificate for mutual TLS (kept outside the database). */
+    clientCertificateRef: z.string().min(1).max(500).optional(),
+  })
+  .strict();
+
+export type PayerInput = z.input<typeof payerInputSchema>;
+
+export interface Payer {
+  id: string;
+  name: string;
+  fhirBase: string;
+  tokenEndpoint: string;
+  clientId: string;
+  signingAlg: 'RS384' | 'ES384';
+  scopes: string[];
+  igVersion: DtrIgVersion;
+  submissionRoute: SubmissionRoute;
+  coverageIdentifiers: string[];
+  clientCertificateRef: string | null;
+}
+
+interface PayerRow {
+  id: string;
+  name: string;
+  fhir_base: string;
+  token_endpoint: string;
+  client_id: string;
+  signing_alg: 'RS384' | 'ES384';
+  scopes: string;
+  ig_version: DtrIgVersion;
+  submission_route: SubmissionRoute;
+  coverage_identifiers: string[];
+  client_certificate_ref: string | null;
+}
+
+function toPayer(row: PayerRow): Payer {
+  return {
+    id: row.id,
+    name: row.name,
+    fhirBase: row.fhir_base,
+    tokenEndpoint: row.token_endpoint,
+    clientId: row.client_id,
+    signingAlg: row.signing_alg,
+    scopes: row.scopes.split(' ').filter(Boolean),
+    igVersion: row.ig_version,
+    submissionRoute: row.submission_route,
+    coverageIdentifiers: row.coverage_identifiers,
+    clientCertificateRef: row.client_certificate_ref,
+  };
+}
+
+/**
+ * The payers we may call. Outbound requests go only to a registered payer's own endpoints: no URL from a package,
+ * a launch or a Coverage is ever called unless it is one of these.
+ */
+export class PayerRegistry {
+  constructor(
+    private readonly dataSource: DataSource,
+    private readonly policy: OutboundPolicy,
+  ) {}
+
+  async upsert(input: unknown): Promise<Payer> {
+    const parsed = payerInputSchema.safeParse(input);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      throw new DtrError('INVALID_INPUT', `${issue.path.join('.') || 'payer'}: ${issue.message}`, {
+        expression: parsed.error.issues.map((i) => i.path.join('.') || 'payer'),
+      });
+    }
+    const p = parsed.data;
+    for (const [field, value] of [['fhirBase', p.fhirBase], ['tokenEndpoint', p.tokenEndpoint]] as const) {
+      try {
+        assertOutboundUrl(value, this.policy, field);
+      } catch (error) {
+        throw new DtrError('INVALID_INPUT', `${field}: ${error instanceof Error ? error.message.replace(`${field} `, '') : 'not allowed'}`, { expression: [field] });
+      }
+    }
+    const fhirBase = normaliseBaseUrl(p.fhirBase);
+    await this.dataSource.query(
+      `INSERT INTO payer (id, name, fhir_base, token_endpoint, client_id, signing_alg, scopes, ig_version, submission_route,
+                          coverage_identifiers, client_certificate_ref)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+       ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, fhir_base = EXCLUDED.fhir_base, token_endpoint = EXCLUDED.token_endpoint,
+         client_id = EXCLUDED.client_id, signing_alg = EXCLUDED.signing_alg, scopes = EXCLUDED.scopes, ig_version = EXCLUDED.ig_version,
+         submission_route = EXCLUDED.submission_route, coverage_identifiers = EXCLUDED.coverage_identifiers,
+         client_certificate_ref = EXCLUDED.client_certificate_ref, updated_at = now()`,
+      [p.id, p.name, fhirBase, p.tokenEndpoint, p.clientId, p.signingAlg, p.scopes.join(' '), p.igVersion, p.submissionRoute, p.coverageIdentifiers, p.clientCertificateRef ?? null],
+    ).catch((error: { driverError?: { code?: string }; code?: string }) => {
+      if ((error.driverError?.code ?? error.code) === '23505') throw new DtrError('CONFLICT', 'another payer is registered with this fhirBase');
+      throw error;
+    });
+    return (await this.get(p.id))!;
+  }
+
+  async list(): Promise<Payer[]> {
+    return ((await this.dataSource.query('SELECT * FROM payer ORDER BY id')) as PayerRow[]).map(toPayer);
+  }
+
+  async get(id: string): Promise<Payer | undefined> {
+    const rows = (await this.dataSource.query('SELECT * FROM payer WHERE id = $1', [id])) as PayerRow[];
+    return rows[0] ? toPayer(rows[0]) : undefined;
+  }
+
+  async remove(id: string): Promise<boolean> {
+    const result = (await this.dataSource.query('DELETE FROM payer WHERE id = $1 RETURNING id', [id])) as unknown;
+    const rows = Array.isArray(result) && Array.isArray(result[0]) ? result[0] : result;
+    return Array.isArray(rows) && rows.length > 0;
+  }
+
+  /**
+   * The payer of a Coverage: by `Coverage.payor` identifiers (on the reference, or on the contained/referenced
+   * Organization given) matching a registered payer's coverage identifiers.
+   */
+  async forCoverage(coverage: FhirResource, organizations: FhirResource[] = []): Promise<Payer | undefined> {
+    const tokens = new Set<string>();
+    const addIdentifier = (identifier: { system?: string; value?: string } | undefined) => {
+      if (!identifier?.value) return;
+      tokens.add(identifier.value);
+      if (identifier.system) tokens.add(`${identifier.system}|${identifier.value}`);
+    };
+    const payors = (coverage['payor'] as Array<{ reference?: string; identifier?: { system?: string; value?: string } }> | undefined) ?? [];
+    const contained = (coverage['contained'] as FhirResource[] | undefined) ?? [];
+    for (const payor of payors) {
+      addIdentifier(payor.identifier);
+      const ref = payor.reference;
+      const org = ref?.startsWith('#')
+        ? contained.find((c) => c.id === ref.slice(1))
+        : organizations.find((o) => ref && (ref === `Organization/${o.id}` || ref.endsWith(`/Organization/${o.id}`)));
+      for (const identifier of (org?.['identifier'] as Array<{ system?: string; value?: string }> | undefined) ?? []) addIdentifier(identifier);
+    }
+    const payers = await this.list();
+    return payers.find((p) => p.coverageIdentifiers.some((id) => tokens.has(id)));
+  }
+}

@@ -1,0 +1,79 @@
+import * as oidc from 'openid-client';
+import { Clock, DtrError } from '@dtr/kernel';
+import { translateOAuthError } from './launch/launch.service.js';
+import { assertOutboundUrl, isLoopback, type OutboundPolicy } from './outbound-policy.js';
+import { type ClientKeyProvider, privateKeyJwt } from './smart-client.js';
+import type { SigningAlg } from './tenants/ehr-registration.entity.js';
+
+export interface BackendServicesRegistration {
+  tokenEndpoint: string;
+  clientId: string;
+  signingAlg: SigningAlg;
+  scopes: string[];
+}
+
+interface Cached {
+  accessToken: string;
+  expiresAt: number;
+}
+
+/**
+ * SMART Backend Services (client_credentials + private_key_jwt) for system-to-system calls: payers, and system-level
+ * disclosure to an EHR. Tokens are cached per registration until shortly before they expire; concurrent callers
+ * share one request. A token is handed out only with the registration it belongs to, so it goes nowhere else.
+ * @see https://hl7.org/fhir/smart-app-launch/backend-services.html
+ */
+export class BackendServicesClient {
+  private readonly cache = new Map<string, Cached>();
+  private readonly inflight = new Map<string, Promise<Cached>>();
+
+  constructor(
+    private readonly keys: ClientKeyProvider,
+    private readonly policy: OutboundPolicy,
+    private readonly clock: Clock,
+    private readonly fetchFn: typeof fetch = fetch,
+    private readonly refreshBeforeMs = 60_000,
+  ) {}
+
+  async token(registration: BackendServicesRegistration): Promise<string> {
+    const key = `${registration.tokenEndpoint}|${registration.clientId}|${[...registration.scopes].sort().join(' ')}`;
+    const cached = this.cache.get(key);
+    if (cached && cached.expiresAt - this.clock.now().getTime() > this.refreshBeforeMs) return cached.accessToken;
+    let pending = this.inflight.get(key);
+    if (!pending) {
+      pending = this.request(registration)
+        .then((fresh) => {
+          this.cache.set(key, fresh);
+          return fresh;
+        })
+        .finally(() => this.inflight.delete(key));
+      this.inflight.set(key, pending);
+    }
+    return (await pending).accessToken;
+  }
+
+  /** Forget a cached token (after the resource server refused it). */
+  invalidate(registration: BackendServicesRegistration): void {
+    for (const key of this.cache.keys()) if (key.startsWith(`${registration.tokenEndpoint}|${registration.clientId}|`)) this.cache.delete(key);
+  }
+
+  private async request(registration: BackendServicesRegistration): Promise<Cached> {
+    const endpoint = assertOutboundUrl(registration.tokenEndpoint, this.policy, 'token endpoint');
+    const { key, kid } = await this.keys.privateKey(registration.signingAlg);
+    const config = new oidc.Configuration(
+      { issuer: endpoint.origin, token_endpoint: endpoint.toString() },
+      registration.clientId,
+      { token_endpoint_auth_signing_alg: registration.signingAlg },
+      privateKeyJwt(key, kid, endpoint.toString()),
+    );
+    config[oidc.customFetch] = (url, init) => this.fetchFn(url, { ...init, signal: AbortSignal.timeout(10_000) } as RequestInit);
+    if (this.policy.allowInsecureLoopback && isLoopback(endpoint)) oidc.allowInsecureRequests(config);
+    try {
+      const granted = await oidc.clientCredentialsGrant(config, { scope: registration.scopes.join(' ') });
+      if (granted.token_type.toLowerCase() !== 'bearer') throw new DtrError('UPSTREAM_ERROR', `unsupported token_type ${granted.token_type}`);
+      return { accessToken: granted.access_token, expiresAt: this.clock.now().getTime() + (granted.expiresIn() ?? 300) * 1000 };
+    } catch (cause) {
+      throw translateOAuthError(cause);
+    }
+  }
+}
