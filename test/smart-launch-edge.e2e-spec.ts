@@ -218,6 +218,32 @@ describe('SMART launch edge (no EHR needed)', () => {
     expect(dump).not.toMatch(/"d":/);
   });
 
+  it('registers a payer through the admin API and lists it publicly (JSON and the supported-payers List)', async () => {
+    const payer = {
+      name: 'Example payer',
+      fhirBase: 'https://payer.example.org/fhir',
+      tokenEndpoint: 'https://payer.example.org/auth/token',
+      clientId: 'dtr-backend',
+      signingAlg: 'ES384',
+      scopes: ['system/Questionnaire.rs', 'system/Library.rs', 'system/ValueSet.rs'],
+      igVersion: '2.1',
+      coverageIdentifiers: ['http://example.org/payer-id|EX'],
+    };
+    expect((await admin('PUT', '/admin/payers/example-payer', payer, null)).status).toBe(401);
+    const put = await admin('PUT', '/admin/payers/example-payer', payer);
+    expect(put.status).toBe(200);
+    expect(await put.json()).toMatchObject({ id: 'example-payer', igVersion: '2.1', submissionRoute: 'bundle' });
+    const bad = await admin('PUT', '/admin/payers/bad', { ...payer, fhirBase: 'https://payer.example.org/fhir2', scopes: ['patient/*.rs'] });
+    expect(bad.status).toBe(400);
+    expect(await bad.json()).toMatchObject({ issue: [{ diagnostics: expect.stringMatching(/^scopes\.0: /) }] });
+
+    const publicList = (await (await fetch(`${url}/api/payers`)).json()) as unknown[];
+    expect(publicList).toEqual([{ id: 'example-payer', name: 'Example payer', dtrVersion: '2.1' }]);
+    const fhirList = (await (await fetch(`${url}/api/payers?_format=list`)).json()) as Record<string, unknown>;
+    expect(fhirList).toMatchObject({ resourceType: 'List', entry: [{ item: { identifier: { value: 'example-payer' }, display: 'Example payer' } }] });
+    expect((await fetch(`${url}/api/payers?_format=xml`)).status).toBe(400);
+  });
+
   it('never wrote a secret, state or admin token to its log', () => {
     expect(server.output()).not.toContain(SECRET);
     expect(server.output()).not.toContain(ADMIN);

@@ -7,6 +7,7 @@ import { APP_CONFIG, type AppConfig } from './config/app.config.js';
 import { HealthModule } from './health/health.module.js';
 import { DtrExceptionFilter } from './http/dtr-exception.filter.js';
 import { JsonLogger } from './logging/json-logger.js';
+import { PayersModule } from './payers/payers.module.js';
 import { SmartModule } from './smart/smart.module.js';
 
 export interface AppModuleOptions {
@@ -34,6 +35,7 @@ export class AppModule {
         }),
         HealthModule,
         SmartModule,
+        PayersModule,
       ],
       providers: [
         { provide: APP_CONFIG, useValue: options.config },

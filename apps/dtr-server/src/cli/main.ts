@@ -3,6 +3,9 @@ import { Command } from 'commander';
 import { createDataSource, EmbeddedPostgresSupervisor, migrate } from '@dtr/persistence';
 import { SystemClock } from '@dtr/kernel';
 import { EhrRegistrationEntity, EhrTenantEntity, SigningKeyStore, TenantRegistry } from '@dtr/smart';
+import { PayerRegistry } from '@dtr/payer';
+import { readFileSync } from 'node:fs';
+import { parseUntrustedJson } from '@dtr/kernel';
 import type { DataSource } from 'typeorm';
 import path from 'node:path';
 import { ConfigError, loadAppConfig } from '../config/app.config.js';
@@ -81,6 +84,26 @@ registerTenantCommands(program, (fn) =>
     fn(new TenantRegistry(dataSource, secretBoxFromConfig(config), { allowInsecureLoopback: config.profile !== 'production' })),
   ),
 );
+
+const payer = program.command('payer').description('payers we call with SMART Backend Services');
+payer
+  .command('put')
+  .description('register or replace a payer from a JSON file (see README: Registering a payer)')
+  .requiredOption('--file <path>', 'payer JSON; "-" reads standard input')
+  .action(async (options: { file: string }) => {
+    const input = parseUntrustedJson(readFileSync(options.file === '-' ? 0 : options.file, 'utf8'), { maxDepth: 16, maxBytes: 64 * 1024 });
+    const view = await withDatabase((dataSource, config) =>
+      new PayerRegistry(dataSource, { allowInsecureLoopback: config.profile !== 'production' }).upsert(input),
+    );
+    process.stdout.write(`${JSON.stringify(view, null, 2)}\n`);
+  });
+payer
+  .command('list')
+  .description('list registered payers')
+  .action(async () => {
+    const list = await withDatabase((dataSource, config) => new PayerRegistry(dataSource, { allowInsecureLoopback: config.profile !== 'production' }).list());
+    process.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
+  });
 
 const keys = program.command('keys').description('our private_key_jwt signing keys (public parts at /.well-known/jwks.json)');
 const algOption = (value: string) => {

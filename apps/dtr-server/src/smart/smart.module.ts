@@ -105,7 +105,7 @@ export const OUTBOUND_POLICY = Symbol('OUTBOUND_POLICY');
     AdminGuard,
     { provide: APP_GUARD, useClass: SessionGuard },
   ],
-  exports: [TenantRegistry, SmartSessions, SessionStore, SecretBox, SigningKeyStore],
+  exports: [TenantRegistry, SmartSessions, SessionStore, SecretBox, SigningKeyStore, ClientKeyProvider, OUTBOUND_POLICY, Clock],
 })
 export class SmartModule implements OnApplicationBootstrap {
   constructor(

@@ -1,0 +1,75 @@
+import { Body, Controller, Delete, Get, HttpCode, Param, Put, Query, UseGuards } from '@nestjs/common';
+import { ApiBearerAuth, ApiOkResponse, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
+import { DtrError } from '@dtr/kernel';
+import { type Payer, PayerRegistry } from '@dtr/payer';
+import { AdminGuard } from '../admin/admin.guard.js';
+import { Public } from '../auth/public.decorator.js';
+
+/** What anyone may know about a payer we support: no client ids, no endpoints beyond the name and id. */
+export interface SupportedPayer {
+  id: string;
+  name: string;
+  dtrVersion: string;
+}
+
+/**
+ * Supported payers, as JSON or as the DTR 2.2 supported-payers List (`?_format=list`).
+ * @see https://hl7.org/fhir/us/davinci-dtr/ (supported payers)
+ */
+@ApiTags('payers')
+@Controller('api/payers')
+export class SupportedPayersController {
+  constructor(private readonly payers: PayerRegistry) {}
+
+  @Public()
+  @Get()
+  @ApiOperation({ summary: 'Payers this DTR service can talk to' })
+  @ApiQuery({ name: '_format', required: false, description: '`list` for a FHIR List resource' })
+  @ApiOkResponse({ description: 'Supported payers' })
+  async list(@Query('_format') format: unknown): Promise<SupportedPayer[] | Record<string, unknown>> {
+    const payers = await this.payers.list();
+    if (format === 'list') {
+      return {
+        resourceType: 'List',
+        status: 'current',
+        mode: 'snapshot',
+        title: 'Supported payers',
+        entry: payers.map((p) => ({ item: { identifier: { value: p.id }, display: p.name } })),
+      };
+    }
+    if (format !== undefined && format !== 'json') throw new DtrError('INVALID_INPUT', '_format must be json or list');
+    return payers.map((p) => ({ id: p.id, name: p.name, dtrVersion: p.igVersion }));
+  }
+}
+
+/** Registering payers: operators only (bearer token). */
+@ApiTags('admin')
+@ApiBearerAuth()
+@Public()
+@UseGuards(AdminGuard)
+@Controller('admin/payers')
+export class PayersAdminController {
+  constructor(private readonly payers: PayerRegistry) {}
+
+  @Get()
+  @ApiOperation({ summary: 'List registered payers' })
+  list(): Promise<Payer[]> {
+    return this.payers.list();
+  }
+
+  @Put(':id')
+  @ApiOperation({ summary: 'Register or replace a payer (endpoints, our client id there, key algorithm, scopes, DTR version, coverage mapping)' })
+  put(@Param('id') id: string, @Body() body: unknown): Promise<Payer> {
+    if (!body || typeof body !== 'object' || Array.isArray(body)) throw new DtrError('INVALID_INPUT', 'a JSON object is required');
+    const input = body as Record<string, unknown>;
+    if (input['id'] !== undefined && input['id'] !== id) throw new DtrError('INVALID_INPUT', 'id in the body differs from the URL');
+    return this.payers.upsert({ ...input, id });
+  }
+
+  @Delete(':id')
+  @HttpCode(204)
+  @ApiOperation({ summary: 'Remove a payer' })
+  async remove(@Param('id') id: string): Promise<void> {
+    if (!(await this.payers.remove(id))) throw new DtrError('NOT_FOUND', `no payer ${id}`);
+  }
+}
