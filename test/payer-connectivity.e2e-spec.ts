@@ -3,7 +3,10 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { FixedClock, SystemClock } from '@dtr/kernel';
 import { createDataSource, migrate } from '@dtr/persistence';
-import { PayerClient, PayerRegistry, resourcesOf } from '@dtr/payer';
+import { PackageCache, PackageRetrieval, PayerClient, PayerRegistry, resourcesOf } from '@dtr/payer';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { BackendServicesClient, SigningKeyStore } from '@dtr/smart';
 import type { DataSource } from 'typeorm';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -42,6 +45,36 @@ describe('payer connectivity (sandbox payer)', () => {
   let registry: PayerRegistry;
   let tokens: BackendServicesClient;
   const policy = { allowInsecureLoopback: true };
+  // Our own broken package: its questionnaire names a library that is not there.
+  const broken = mkdtempSync(path.join(os.tmpdir(), 'dtr-broken-package-'));
+  writeFileSync(
+    path.join(broken, 'Questionnaire-broken.json'),
+    JSON.stringify({
+      resourceType: 'Questionnaire',
+      id: 'broken',
+      url: 'http://example.org/dtr/Questionnaire/broken',
+      version: '1',
+      status: 'active',
+      extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/cqf-library', valueCanonical: 'http://example.org/dtr/Library/Missing|1' }],
+      item: [
+        {
+          linkId: 'q1',
+          type: 'string',
+          text: 'Anything',
+          extension: [
+            {
+              url: 'http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-initialExpression',
+              valueExpression: { language: 'text/cql', expression: '"Missing".Anything' },
+            },
+          ],
+        },
+      ],
+    }),
+  );
+  writeFileSync(
+    path.join(broken, 'rules.json'),
+    JSON.stringify({ rules: [{ codes: [{ code: 'E9999' }], questionnaires: ['http://example.org/dtr/Questionnaire/broken|1'] }] }),
+  );
 
   beforeAll(async () => {
     db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_payer');
@@ -62,7 +95,7 @@ describe('payer connectivity (sandbox payer)', () => {
     payerServer = await createPayerServer({
       peer,
       clients: [{ clientId: 'dtr-backend', auth: 'private_key_jwt', jwksUri, grantTypes: ['client_credentials'] }],
-      packageDirs: await sandboxPackageDirs(),
+      packageDirs: [...(await sandboxPackageDirs()), broken],
     });
     registry = new PayerRegistry(dataSource, policy);
     tokens = new BackendServicesClient(keys, policy, new SystemClock());
@@ -72,6 +105,7 @@ describe('payer connectivity (sandbox payer)', () => {
     await payerServer?.close();
     await peer?.close();
     jwksServer?.close();
+    rmSync(broken, { recursive: true, force: true });
     await dataSource?.destroy();
     await db?.drop();
   });
@@ -133,6 +167,47 @@ describe('payer connectivity (sandbox payer)', () => {
     await expect(client.questionnairePackage({ coverages: [COVERAGE], orders: [ORDER] })).rejects.toMatchObject({ code: 'UPSTREAM_TIMEOUT' });
     expect(Date.now() - started).toBeLessThan(5000);
     peer.faults.clear();
+  });
+
+  it('caches the package: a second session asks with changedsince and reuses the cache', async () => {
+    payerServer.setIgVersion('2.2');
+    const payer = await register('ES384');
+    const client = new PayerClient(payer, tokens, policy, new FixedClock(new Date()));
+    const retrieval = new PackageRetrieval(new PackageCache(dataSource));
+    const first = await retrieval.retrieve(client, { coverages: [COVERAGE], orders: [ORDER] });
+    expect(first.fromCache).toBe(false);
+    expect(first.questionnaires.map((q) => q['url'])).toEqual(['http://example.org/dtr/Questionnaire/home-oxygen']);
+    expect(first.issues.filter((i) => i.severity === 'error')).toEqual([]);
+
+    const mark = peer.log.mark();
+    const second = await retrieval.retrieve(client, {
+      coverages: [COVERAGE],
+      orders: [ORDER],
+      questionnaires: ['http://example.org/dtr/Questionnaire/home-oxygen|1.0.0'],
+    });
+    expect(second.fromCache).toBe(true);
+    expect(second.questionnaires).toHaveLength(1);
+    expect(second.pkg.libraries.length).toBeGreaterThan(0);
+    const call = peer.log.since(mark).find((e) => e.path.endsWith('$questionnaire-package'));
+    expect(call).toBeDefined();
+  });
+
+  it('names the problems of a broken package and reports them to the payer without patient data', async () => {
+    const payer = await register('ES384');
+    const client = new PayerClient(payer, tokens, policy, new FixedClock(new Date()));
+    const retrieval = new PackageRetrieval(new PackageCache(dataSource));
+    const before = payerServer.loggedErrors().length;
+    const order = { ...ORDER, id: 'dr-broken', codeCodeableConcept: { coding: [{ code: 'E9999' }] } };
+    const result = await retrieval.retrieve(client, { coverages: [COVERAGE], orders: [order] });
+    expect(result.issues.map((i) => i.code)).toEqual(expect.arrayContaining(['missing-library']));
+    expect(result.reported).toBe(true);
+    const reports = payerServer.loggedErrors().slice(before);
+    expect(reports).toHaveLength(1);
+    const text = JSON.stringify(reports[0]);
+    expect(text).toContain('missing-library');
+    expect(text).toContain('http://example.org/dtr/Questionnaire/broken|1');
+    expect(text).not.toContain('Patient/p1');
+    expect(text).not.toContain('cov-1');
   });
 
   it('refuses to register a payer over plain http outside loopback, naming the field', async () => {

@@ -2,3 +2,5 @@ export * from './package/package-response.js';
 export * from './package/package-validator.js';
 export * from './payer-client.js';
 export * from './payer-registry.service.js';
+export * from './package/package-cache.js';
+export * from './package/package-retrieval.js';

@@ -2,6 +2,7 @@ import { Clock, DtrError } from '@dtr/kernel';
 import { type FhirResource, HttpFhirClient } from '@dtr/fhir';
 import { assertOutboundUrl, type BackendServicesClient, type OutboundPolicy } from '@dtr/smart';
 import { type PackageResponse, parsePackageResponse } from './package/package-response.js';
+import type { PackageIssue } from '@dtr/fhir';
 import type { Payer } from './payer-registry.service.js';
 
 export interface PackageRequest {
@@ -61,5 +62,28 @@ export class PayerClient {
   async questionnairePackage(request: PackageRequest): Promise<PackageResponse & { retrievedAt: Date }> {
     const body = await this.fhir.operation('Questionnaire/$questionnaire-package', this.packageParameters(request), { idempotent: true });
     return { ...parsePackageResponse(body), retrievedAt: this.clock.now() };
+  }
+
+  /**
+   * Reports package problems to the payer. Only content facts travel (codes, library and define names, item
+   * linkIds): never patient data.
+   */
+  async logQuestionnaireErrors(questionnaire: string, issues: PackageIssue[]): Promise<void> {
+    const outcome = {
+      resourceType: 'OperationOutcome',
+      issue: issues.map((i) => ({
+        severity: i.severity,
+        code: 'processing',
+        details: { coding: [{ system: 'urn:dtr-backend:package-issue', code: i.code }], text: i.message },
+        expression: [i.linkId ? `Questionnaire.item.where(linkId='${i.linkId}')` : 'Questionnaire'],
+      })),
+    };
+    await this.fhir.operation('$log-questionnaire-errors', {
+      resourceType: 'Parameters',
+      parameter: [
+        { name: 'questionnaire', valueCanonical: questionnaire },
+        { name: 'outcome', resource: outcome },
+      ],
+    });
   }
 }

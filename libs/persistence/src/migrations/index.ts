@@ -3,6 +3,7 @@ import { InitialSchema1763800000000 } from './1763800000000-initial-schema.js';
 import { SmartLaunch1763900000000 } from './1763900000000-smart-launch.js';
 import { ClientSigningKeys1764000000000 } from './1764000000000-client-signing-keys.js';
 import { Payers1764100000000 } from './1764100000000-payers.js';
+import { PackageCache1764200000000 } from './1764200000000-package-cache.js';
 
 /** Every migration, in order. Explicit on purpose: no globs (see STACK.md). */
 export const MIGRATIONS: Array<new () => MigrationInterface> = [
@@ -10,4 +11,5 @@ export const MIGRATIONS: Array<new () => MigrationInterface> = [
   SmartLaunch1763900000000,
   ClientSigningKeys1764000000000,
   Payers1764100000000,
+  PackageCache1764200000000,
 ];

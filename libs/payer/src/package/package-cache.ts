@@ -1,0 +1,54 @@
+import type { FhirResource } from '@dtr/fhir';
+import type { DataSource } from 'typeorm';
+
+const CACHED = new Set(['Questionnaire', 'Library', 'ValueSet']);
+
+/** Identity of cached content: its canonical (or, for a Library without url such as FHIRHelpers, its name). */
+function canonicalOf(resource: FhirResource): string | undefined {
+  if (typeof resource['url'] === 'string') return resource['url'] as string;
+  if (resource.resourceType === 'Library' && typeof resource['name'] === 'string') return `name:${resource['name'] as string}`;
+  return resource.id ? `id:${resource.resourceType}/${resource.id}` : undefined;
+}
+
+/**
+ * Payer content by canonical|version, per payer. A second session for the same order reuses it; `changedsince`
+ * (the oldest retrieval of what the session needs) lets the payer send only what changed.
+ */
+export class PackageCache {
+  constructor(private readonly dataSource: DataSource) {}
+
+  async store(payerId: string, resources: FhirResource[], retrievedAt: Date): Promise<number> {
+    let stored = 0;
+    for (const resource of resources) {
+      if (!CACHED.has(resource.resourceType)) continue;
+      const canonical = canonicalOf(resource);
+      if (!canonical) continue;
+      await this.dataSource.query(
+        `INSERT INTO package_resource (payer_id, resource_type, canonical, version, resource, retrieved_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (payer_id, resource_type, canonical, version) DO UPDATE SET resource = EXCLUDED.resource, retrieved_at = EXCLUDED.retrieved_at`,
+        [payerId, resource.resourceType, canonical, typeof resource['version'] === 'string' ? resource['version'] : '', JSON.stringify(resource), retrievedAt],
+      );
+      stored++;
+    }
+    return stored;
+  }
+
+  /** Every cached resource of a payer (the package content the engine resolves canonicals against). */
+  async all(payerId: string): Promise<FhirResource[]> {
+    const rows = (await this.dataSource.query(`SELECT resource FROM package_resource WHERE payer_id = $1`, [payerId])) as Array<{ resource: FhirResource }>;
+    return rows.map((r) => r.resource);
+  }
+
+  /** A cached Questionnaire by canonical (`url` or `url|version`), with when it was retrieved. */
+  async questionnaire(payerId: string, canonical: string): Promise<{ resource: FhirResource; retrievedAt: Date } | undefined> {
+    const [url, version] = canonical.split('|');
+    const rows = (await this.dataSource.query(
+      `SELECT resource, retrieved_at FROM package_resource
+       WHERE payer_id = $1 AND resource_type = 'Questionnaire' AND canonical = $2 AND ($3::text IS NULL OR version = $3)
+       ORDER BY retrieved_at DESC LIMIT 1`,
+      [payerId, url, version ?? null],
+    )) as Array<{ resource: FhirResource; retrieved_at: Date }>;
+    return rows[0] ? { resource: rows[0].resource, retrievedAt: rows[0].retrieved_at } : undefined;
+  }
+}
