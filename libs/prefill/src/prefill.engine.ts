@@ -7,6 +7,7 @@ import {
 } from '@dtr/fhir';
 import { type Answer, type ItemShape, toAnswers } from './answers.js';
 import { codeService, cql, expansionOf, type FhirModelVersion, patientFor, wrap } from './cql-runtime.js';
+import { compileFhirPath, launchContextNames, rootVariables } from './fhirpath-expressions.js';
 import { dataRequirements, indexLibraries, NON_COMPARTMENT_TYPES, planSearches, referencedNonCompartment } from './elm-requirements.js';
 import { PatientDataReader } from './patient-data-reader.js';
 
@@ -114,13 +115,16 @@ export class PrefillEngine {
       if (!d.library) issues.push({ severity: 'error', code: 'missing-library', message: `cqf-library ${d.canonical} is not in the package`, library: d.canonical });
     }
     const byItem = new Map<string, { library: string; define: string }>();
+    const fhirpathByItem = new Map<string, string>();
     const requested: Array<{ library: string; define: string }> = [];
     for (const ref of refs.expressions) {
       if (!ref.linkId || !POPULATING.has(ref.kind) || byItem.has(ref.linkId)) continue;
+      if (ref.language === 'text/fhirpath') {
+        fhirpathByItem.set(ref.linkId, ref.expression);
+        continue;
+      }
       if (ref.language !== 'text/cql' && ref.language !== 'text/cql-identifier') {
-        if (ref.language !== 'text/fhirpath') {
-          issues.push({ severity: 'information', code: 'expression-not-evaluated', message: `${ref.kind} in ${ref.language} is not evaluated yet; answer by hand`, linkId: ref.linkId });
-        }
+        issues.push({ severity: 'information', code: 'expression-not-evaluated', message: `${ref.kind} in ${ref.language} is not evaluated yet; answer by hand`, linkId: ref.linkId });
         continue;
       }
       const parsed = parseCqlReference(ref.expression);
@@ -217,6 +221,39 @@ export class PrefillEngine {
     const referenced = referencedNonCompartment([...resources.values()]).filter((ref) => wantedTypes.has(ref.split('/')[0]!));
     if (request.user && wantedTypes.has(splitRef(request.user)?.[0] ?? '')) referenced.push(request.user);
     for (const r of await Promise.all([...new Set(referenced)].filter((ref) => !resources.has(ref)).map(read))) add(r);
+
+    // FHIRPath expressions (SDC): launch context and root variables, then each item's expression.
+    const fhirpathValues = new Map<string, unknown[]>();
+    if (fhirpathByItem.size > 0 && patient) {
+      const byRef = (ref: string | undefined) => (ref ? resources.get(ref.replace(/^.*\/([A-Z][A-Za-z]+\/[^/]+)$/, '$1')) : undefined);
+      const allText = [...fhirpathByItem.values(), ...rootVariables(questionnaire).map((v) => v.expression)].join(' ');
+      const user = request.user && allText.includes('%user') ? (byRef(request.user) ?? (await read(request.user))) : undefined;
+      const env: Record<string, unknown> = {
+        patient,
+        questionnaire,
+        ...(byRef(request.encounter) ? { encounter: byRef(request.encounter) } : {}),
+        ...(byRef(request.order) ? { order: byRef(request.order) } : {}),
+        ...(byRef(request.coverage) ? { coverage: byRef(request.coverage) } : {}),
+        ...(user ? { user } : {}),
+      };
+      for (const name of launchContextNames(questionnaire)) {
+        if (!(name in env)) issues.push({ severity: 'information', code: 'launch-context-missing', message: `launchContext ${name} is not available` });
+      }
+      for (const variable of rootVariables(questionnaire)) {
+        try {
+          env[variable.name] = compileFhirPath(variable.expression)({}, env);
+        } catch (error) {
+          issues.push({ severity: 'warning', code: 'expression-failed', message: `variable ${variable.name}: ${error instanceof Error ? error.message.slice(0, 160) : 'error'}` });
+        }
+      }
+      for (const [linkId, expression] of fhirpathByItem) {
+        try {
+          fhirpathValues.set(linkId, compileFhirPath(expression)({}, env));
+        } catch (error) {
+          issues.push({ severity: 'warning', code: 'expression-failed', message: `FHIRPath "${expression.slice(0, 60)}": ${error instanceof Error ? error.message.slice(0, 160) : 'error'}`, linkId });
+        }
+      }
+    }
     const fetched = performance.now();
 
     // 3. Evaluate only the requested defines, each isolated.
@@ -299,7 +336,9 @@ export class PrefillEngine {
         const children = build(item.item);
         const target = byItem.get(item.linkId);
         let answers: Answer[] = [];
-        if (target && values.has(`${target.library}.${target.define}`)) {
+        if (!target && fhirpathValues.has(item.linkId)) {
+          answers = toAnswers(fhirpathValues.get(item.linkId), optionsFor(item));
+        } else if (target && values.has(`${target.library}.${target.define}`)) {
           const value = values.get(`${target.library}.${target.define}`);
           answers = toAnswers(value, optionsFor(item));
           if (answers.length === 0 && value !== null && value !== undefined && !(Array.isArray(value) && value.length === 0)) {

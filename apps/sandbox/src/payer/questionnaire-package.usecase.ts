@@ -92,7 +92,7 @@ function forPackage(r: FhirResource): FhirResource {
 
 export function isAdaptive(q: FhirResource): boolean {
   const exts = (q['extension'] as Array<{ url?: string; valueBoolean?: boolean }> | undefined) ?? [];
-  return exts.some((e) => e.url === 'http://hl7.org/fhir/StructureDefinition/sdc-questionnaire-questionnaireAdaptive' && e.valueBoolean === true);
+  return exts.some((e) => e.url === 'http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-questionnaireAdaptive' && e.valueBoolean === true);
 }
 
 /**
