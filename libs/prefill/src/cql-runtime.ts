@@ -23,8 +23,63 @@ function runtime(version: FhirModelVersion): Runtime {
         ? { source: cqlfhir.PatientSource.FHIRv400(), wrapper: cqlfhir.FHIRWrapper.FHIRv400() }
         : { source: cqlfhir.PatientSource.FHIRv401(), wrapper: cqlfhir.FHIRWrapper.FHIRv401() };
     runtimes.set(version, found);
+    installWrapperCaches(found.wrapper.wrap({ resourceType: 'Patient' }));
   }
   return found;
+}
+
+let fastPaths = true;
+
+/** Turns the engine fast paths off (to compare answers with the plain engine) or back on. */
+export function setEngineFastPaths(enabled: boolean): void {
+  fastPaths = enabled;
+}
+
+type AnyFn = (...args: unknown[]) => unknown;
+let wrapperCachesInstalled = false;
+
+/**
+ * Caches in cql-exec-fhir's data wrapper, installed around its methods (the package itself is unchanged):
+ * - `FHIRObject.get(field)`: each access built a new wrapper tree for the child; the data never changes during a
+ *   run, so the child is built once per object and field;
+ * - `FHIRObject._typeHierarchy()`: recomputed on every type test; it depends only on the type info;
+ * - `ModelInfo.findClass(name)`: string rewriting and map look-ups on every wrap; cached by name.
+ * Each cache is consulted only while fast paths are on; answers are compared with and without them in tests.
+ */
+function installWrapperCaches(sample: object): void {
+  if (wrapperCachesInstalled) return;
+  wrapperCachesInstalled = true;
+  const fhirObject = Object.getPrototypeOf(sample) as Record<string, AnyFn>;
+  const originalGet = fhirObject['get']!;
+  const values = new WeakMap<object, Map<string, unknown>>();
+  fhirObject['get'] = function (this: object, ...args: unknown[]) {
+    if (!fastPaths || typeof args[0] !== 'string') return originalGet.apply(this, args);
+    let cache = values.get(this);
+    if (!cache) values.set(this, (cache = new Map()));
+    const field = args[0];
+    if (cache.has(field)) return cache.get(field);
+    const value = originalGet.apply(this, args);
+    cache.set(field, value);
+    return value;
+  };
+  const originalHierarchy = fhirObject['_typeHierarchy']!;
+  const hierarchies = new WeakMap<object, unknown>();
+  fhirObject['_typeHierarchy'] = function (this: { getTypeInfo(): object | null }, ...args: unknown[]) {
+    const info = this.getTypeInfo();
+    if (!fastPaths || !info) return originalHierarchy.apply(this, args);
+    if (!hierarchies.has(info)) hierarchies.set(info, originalHierarchy.apply(this, args));
+    return hierarchies.get(info);
+  };
+  const modelInfo = Object.getPrototypeOf((sample as { _modelInfo: object })._modelInfo) as Record<string, AnyFn>;
+  const originalFindClass = modelInfo['findClass']!;
+  const classes = new WeakMap<object, Map<string, unknown>>();
+  modelInfo['findClass'] = function (this: object, ...args: unknown[]) {
+    if (!fastPaths || typeof args[0] !== 'string') return originalFindClass.apply(this, args);
+    let cache = classes.get(this);
+    if (!cache) classes.set(this, (cache = new Map()));
+    if (!cache.has(args[0])) cache.set(args[0], originalFindClass.apply(this, args));
+    return cache.get(args[0]);
+  };
 }
 
 /** Loads the model definitions now (start-up of a worker or the CLI), so the first prefill is not the slow one. */
@@ -32,13 +87,30 @@ export function warmUp(versions: FhirModelVersion[] = ['4.0.0', '4.0.1']): void 
   for (const version of versions) runtime(version);
 }
 
-/** The cql-execution patient for a bundle of one patient's resources. Synchronous: no interleaving. */
-export function patientFor(version: FhirModelVersion, resources: FhirResource[]) {
+/**
+ * The cql-execution patient for a bundle of one patient's resources. Synchronous: no interleaving.
+ * With `fast`, retrieves are indexed: cql-exec-fhir scans the whole bundle and wraps every match anew on each
+ * retrieve, though the result depends only on the resource type (profile tagging is off), so it is computed once.
+ */
+export function patientFor(version: FhirModelVersion, resources: FhirResource[], fast = fastPaths) {
   const { source } = runtime(version);
   source.reset();
   source.loadBundles([{ resourceType: 'Bundle', type: 'collection', entry: resources.map((resource) => ({ resource })) }]);
   const patient = source.currentPatient();
   source.reset();
+  if (patient && fast) {
+    const original = patient.findRecords.bind(patient);
+    const byType = new Map<string, ReturnType<typeof original>>();
+    patient.findRecords = (profile: string, details?: { datatype?: string }) => {
+      const key = details?.datatype ?? profile;
+      let records = byType.get(key);
+      if (!records) {
+        records = original(profile, details as never);
+        byType.set(key, records);
+      }
+      return records.slice();
+    };
+  }
   return patient;
 }
 
@@ -46,7 +118,47 @@ export function wrap(version: FhirModelVersion, resource: FhirResource) {
   return runtime(version).wrapper.wrap(resource);
 }
 
-export function codeService(valueSets: FhirResource[]) {
+interface CodeLike {
+  code?: string;
+  system?: string;
+  codes?: unknown[];
+}
+
+/**
+ * A value set whose membership test is a hash look-up on `system|code` instead of a scan of every code (VSAC
+ * expansions run to hundreds of codes, tested once per resource). Same rule as cql-execution's codesMatch: code and
+ * system equal, version ignored. The string overload keeps the library's own behaviour.
+ */
+class HashedValueSet extends cql.ValueSet {
+  private readonly keys: Set<string>;
+
+  constructor(oid: string, version: string | undefined, codes: InstanceType<typeof cql.Code>[]) {
+    super(oid, version, codes);
+    this.keys = new Set(codes.map((c) => `${c.system}|${c.code}`));
+  }
+
+  override hasMatch(code: unknown): boolean {
+    if (code === null || code === undefined) return false;
+    if (typeof code === 'string') return super.hasMatch(code);
+    if (Array.isArray(code)) return code.some((c) => this.hasMatch(c));
+    const c = code as CodeLike;
+    if (Array.isArray(c.codes)) return c.codes.some((inner) => this.hasMatch(inner));
+    return this.keys.has(`${c.system}|${c.code}`);
+  }
+}
+
+export function codeService(valueSets: FhirResource[], fast = fastPaths) {
+  const service = plainCodeService(valueSets);
+  if (fast) {
+    const byOid = service.valueSets as Record<string, Record<string, InstanceType<typeof cql.ValueSet>>>;
+    for (const versions of Object.values(byOid)) {
+      for (const [version, vs] of Object.entries(versions)) versions[version] = new HashedValueSet(vs.oid, vs.version, vs.codes);
+    }
+  }
+  return service;
+}
+
+function plainCodeService(valueSets: FhirResource[]) {
   const map: Record<string, Record<string, Array<{ code: string; system: string; version?: string }>>> = {};
   for (const valueSet of valueSets) {
     const url = valueSet['url'];

@@ -4,6 +4,7 @@ import { type FhirResource, QuestionnairePackage } from '@dtr/fhir';
 import { describe, expect, it } from 'vitest';
 import { BundleReader } from './patient-data-reader.js';
 import { PrefillEngine } from './prefill.engine.js';
+import { setEngineFastPaths } from './cql-runtime.js';
 
 const shared = path.resolve(import.meta.dirname, '../../../../shared/corpus');
 const haveCorpus = existsSync(path.join(shared, 'packages'));
@@ -104,6 +105,43 @@ describe.skipIf(!haveCorpus)(`prefill on the corpus (${shared})`, () => {
     }
     expect(compared).toBeGreaterThanOrEqual(2);
   });
+});
+
+describe.skipIf(!haveCorpus)('engine fast paths give the same answers as the plain engine', () => {
+  const pkg = () => QuestionnairePackage.fromResources(loadFolderResources(path.join(shared, 'packages', 'HomeOxygenTherapy')));
+  for (const [file, patientId] of [
+    ['dtr-pat015-inferno.json', 'pat015'],
+    ['synthea-uscore-pat85.json', '85'],
+    ['synthea-johnnie679.json', 'ea877536-55b1-4ec8-a12b-e95594214c01'],
+  ] as const) {
+    it(`HomeOxygenTherapy (all questionnaires) on ${file}`, async () => {
+      const p = pkg();
+      const bundle = JSON.parse(readFileSync(path.join(shared, 'patients', file), 'utf8'));
+      const run = async (fast: boolean) => {
+        setEngineFastPaths(fast);
+        try {
+          const out = [];
+          for (const questionnaire of p.questionnaires) {
+            const result = await new PrefillEngine(BundleReader.fromBundle(bundle)).run({
+              pkg: p,
+              questionnaire,
+              patientId,
+              igVersion: '2.2',
+              now: new Date('2026-11-22T12:00:00Z'),
+            });
+            out.push({ qr: result.questionnaireResponse, issues: result.issues });
+          }
+          return out;
+        } finally {
+          setEngineFastPaths(true);
+        }
+      };
+      const plain = await run(false);
+      const fast = await run(true);
+      expect(fast).toEqual(plain);
+      expect(JSON.stringify(fast)).toContain('"answer"');
+    });
+  }
 });
 
 if (!haveCorpus) {

@@ -4,6 +4,7 @@ import { type FhirResource, QuestionnairePackage } from '@dtr/fhir';
 import { describe, expect, it } from 'vitest';
 import { BundleReader } from './patient-data-reader.js';
 import { INFORMATION_ORIGIN, PrefillEngine } from './prefill.engine.js';
+import { setEngineFastPaths } from './cql-runtime.js';
 
 // Our own fixture package (CQL compiled to ELM by scripts/compile-cql.mjs).
 const FIXTURE = path.resolve(import.meta.dirname, '../../../apps/sandbox/fixtures/packages/home-oxygen-example');
@@ -84,6 +85,22 @@ describe('PrefillEngine on our own fixture package', () => {
     expect(reader.reads.sort()).toEqual(['DeviceRequest/o1', 'Patient/p1']);
     expect(result.stats).toMatchObject({ searches: 1, resourcesRead: 3 });
     expect(value(answers(result.questionnaireResponse).get('qualifying-condition')?.[0])).toEqual({ valueBoolean: true });
+  });
+
+  it('gives the same answers with and without the engine fast paths', async () => {
+    const run = async (fast: boolean) => {
+      setEngineFastPaths(fast);
+      try {
+        const reader = new BundleReader([patient, condition('c1', '13645005'), condition('c2', '38341003'), order]);
+        return await new PrefillEngine(reader).run({ pkg, questionnaire, patientId: 'p1', order: 'DeviceRequest/o1', igVersion: '2.2', now: new Date('2026-01-01T00:00:00Z') });
+      } finally {
+        setEngineFastPaths(true);
+      }
+    };
+    const plain = await run(false);
+    const fast = await run(true);
+    expect(fast.questionnaireResponse).toEqual(plain.questionnaireResponse);
+    expect(fast.issues).toEqual(plain.issues);
   });
 
   it('reports a missing patient as an issue and still returns a QuestionnaireResponse', async () => {
