@@ -2,10 +2,10 @@ import { type DynamicModule, Module } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { buildDataSourceOptions } from '@dtr/persistence';
-import { EhrRegistrationEntity, EhrTenantEntity } from '@dtr/smart';
 import { APP_CONFIG, type AppConfig } from './config/app.config.js';
 import { HealthModule } from './health/health.module.js';
 import { DtrExceptionFilter } from './http/dtr-exception.filter.js';
+import { ENTITIES } from './entities.js';
 import { JsonLogger } from './logging/json-logger.js';
 import { PayersModule } from './payers/payers.module.js';
 import { SmartModule } from './smart/smart.module.js';
@@ -16,9 +16,6 @@ export interface AppModuleOptions {
   databaseUrl: string;
   logger: JsonLogger;
 }
-
-/** Every TypeORM entity of the application, listed explicitly (no globs). */
-export const ENTITIES = [EhrTenantEntity, EhrRegistrationEntity];
 
 /** Composition root: the one place that lists modules, entities and global providers. */
 @Module({})

@@ -2,7 +2,8 @@ import 'reflect-metadata';
 import { Command } from 'commander';
 import { createDataSource, EmbeddedPostgresSupervisor, migrate } from '@dtr/persistence';
 import { SystemClock } from '@dtr/kernel';
-import { EhrRegistrationEntity, EhrTenantEntity, SigningKeyStore, TenantRegistry } from '@dtr/smart';
+import { SigningKeyStore, TenantRegistry } from '@dtr/smart';
+import { ENTITIES } from '../entities.js';
 import { PayerRegistry } from '@dtr/payer';
 import { readFileSync } from 'node:fs';
 import { parseUntrustedJson } from '@dtr/kernel';
@@ -38,45 +39,35 @@ program
   .command('migrate')
   .description('apply pending database migrations (under the same advisory lock the server uses)')
   .action(async () => {
-    const config = loadAppConfig(process.env);
-    let embedded: EmbeddedPostgresSupervisor | undefined;
-    try {
-      let url = config.databaseUrl;
-      if (!url) {
-        embedded = await EmbeddedPostgresSupervisor.start({ dataDir: path.join(config.dataDir, 'postgres'), database: 'dtr' });
-        url = embedded.url;
-      }
-      const result = await migrate(url);
-      process.stdout.write(
-        result.applied.length > 0 ? `applied: ${result.applied.join(', ')}\n` : 'the database is up to date\n',
-      );
-    } finally {
-      await embedded?.stop();
-    }
+    const result = await withDatabaseUrl((url) => migrate(url));
+    process.stdout.write(result.applied.length > 0 ? `applied: ${result.applied.join(', ')}\n` : 'the database is up to date\n');
   });
 
 registerPackageCommands(program);
-/** Runs `fn` on the configured database (migrated), then releases it (and the embedded server, if started). */
-async function withDatabase<T>(fn: (dataSource: DataSource, config: ReturnType<typeof loadAppConfig>) => Promise<T>): Promise<T> {
+/** Runs `fn` with the configured database's URL: DATABASE_URL, or the embedded server started for the command. */
+async function withDatabaseUrl<T>(fn: (url: string, config: ReturnType<typeof loadAppConfig>) => Promise<T>): Promise<T> {
   const config = loadAppConfig(process.env);
-  let embedded: EmbeddedPostgresSupervisor | undefined;
+  if (config.databaseUrl) return fn(config.databaseUrl, config);
+  const embedded = await EmbeddedPostgresSupervisor.start({ dataDir: path.join(config.dataDir, 'postgres'), database: 'dtr' });
   try {
-    let url = config.databaseUrl;
-    if (!url) {
-      embedded = await EmbeddedPostgresSupervisor.start({ dataDir: path.join(config.dataDir, 'postgres'), database: 'dtr' });
-      url = embedded.url;
-    }
+    return await fn(embedded.url, config);
+  } finally {
+    await embedded.stop();
+  }
+}
+
+/** Runs `fn` on the configured database (migrated), then releases it. */
+function withDatabase<T>(fn: (dataSource: DataSource, config: ReturnType<typeof loadAppConfig>) => Promise<T>): Promise<T> {
+  return withDatabaseUrl(async (url, config) => {
     await migrate(url);
-    const dataSource = createDataSource({ url, entities: [EhrTenantEntity, EhrRegistrationEntity], poolMax: 2, applicationName: 'dtr-cli' });
+    const dataSource = createDataSource({ url, entities: ENTITIES, poolMax: 2, applicationName: 'dtr-cli' });
     await dataSource.initialize();
     try {
       return await fn(dataSource, config);
     } finally {
       await dataSource.destroy();
     }
-  } finally {
-    await embedded?.stop();
-  }
+  });
 }
 
 registerTenantCommands(program, (fn) =>
