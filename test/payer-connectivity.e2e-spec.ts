@@ -10,7 +10,7 @@ import path from 'node:path';
 import { BackendServicesClient, SigningKeyStore } from '@dtr/smart';
 import type { DataSource } from 'typeorm';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { KeyRingSecretBox } from '../apps/dtr-server/src/smart/key-ring-secret-box.js';
+import { KeyRingSecretBox } from '@dtr/smart';
 import { createPayerServer, type PayerServer, sandboxPackageDirs } from '../apps/sandbox/src/payer/index.js';
 import { type PeerServer, startPeerServer } from '../apps/sandbox/src/shared/peer-server.js';
 import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';

@@ -13,7 +13,7 @@ import { ConfigError, loadAppConfig } from '../config/app.config.js';
 import { registerPackageCommands } from './package.commands.js';
 import { registerPrefillCommand } from './prefill.commands.js';
 import { registerTenantCommands } from './tenant.commands.js';
-import { secretBoxFromConfig } from '../smart/key-ring-secret-box.js';
+import { secretBoxFromConfig } from '../smart/secret-box-from-config.js';
 
 /**
  * The `dtr` command line. Each command reads the same configuration as the server (environment),

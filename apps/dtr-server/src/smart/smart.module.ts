@@ -23,7 +23,7 @@ import { SessionGuard } from '../auth/session.guard.js';
 import { APP_CONFIG, type AppConfig } from '../config/app.config.js';
 import { JsonLogger } from '../logging/json-logger.js';
 import { AppPageController } from './app-page.controller.js';
-import { secretBoxFromConfig } from './key-ring-secret-box.js';
+import { secretBoxFromConfig } from './secret-box-from-config.js';
 import { JwksController } from './jwks.controller.js';
 import { LaunchController } from './launch.controller.js';
 import { SessionController, SessionViewService } from './session.controller.js';

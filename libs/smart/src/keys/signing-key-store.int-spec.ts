@@ -6,7 +6,8 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createScratchDatabase, type ScratchDatabase } from '../../../../test/support/databases.js';
 import { migrate } from '@dtr/persistence';
 import { privateKeyJwt } from '../smart-client.js';
-import { TestSecretBox } from '../testing/in-memory-secret-box.js';
+import { randomBytes } from 'node:crypto';
+import { KeyRingSecretBox } from '../key-ring-secret-box.js';
 import { SigningKeyStore } from './signing-key-store.js';
 
 describe('SigningKeyStore (real PostgreSQL)', () => {
@@ -20,7 +21,7 @@ describe('SigningKeyStore (real PostgreSQL)', () => {
     await migrate(db.url);
     dataSource = createDataSource({ url: db.url });
     await dataSource.initialize();
-    store = new SigningKeyStore(dataSource, new TestSecretBox(), clock, 60_000);
+    store = new SigningKeyStore(dataSource, new KeyRingSecretBox(new Map([['test', randomBytes(32)]])), clock, 60_000);
   });
   afterAll(async () => {
     await dataSource?.destroy();
@@ -67,6 +68,6 @@ describe('SigningKeyStore (real PostgreSQL)', () => {
 
   it('says how to fix a missing key', async () => {
     await dataSource.query(`DELETE FROM client_signing_key WHERE alg = 'RS384'`);
-    await expect(new SigningKeyStore(dataSource, new TestSecretBox(), clock).privateKey('RS384')).rejects.toThrow(/dtr keys generate --alg RS384/);
+    await expect(new SigningKeyStore(dataSource, new KeyRingSecretBox(new Map([['test', randomBytes(32)]])), clock).privateKey('RS384')).rejects.toThrow(/dtr keys generate --alg RS384/);
   });
 });

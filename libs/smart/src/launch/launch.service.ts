@@ -2,7 +2,7 @@ import * as oidc from 'openid-client';
 import { Clock, DtrError } from '@dtr/kernel';
 import type { DataSource } from 'typeorm';
 import { sameHash, sha256 } from '../hashing.js';
-import { dtrContextOf, type LaunchContext, parseLaunchContext } from '../launch-context.js';
+import { type LaunchContext, parseLaunchContext } from '../launch-context.js';
 import { SecretBox } from '../secret-box.js';
 import type { SessionRecord, SessionStore, TokenSet } from '../sessions/session-store.js';
 import { smartClientConfiguration, type SmartClientOptions } from '../smart-client.js';
@@ -238,11 +238,6 @@ export class LaunchService {
       { ...tokenSet, ...meta },
     );
     return { sessionId, session: record };
-  }
-
-  /** DTR's reading of the context (orders, coverage, in-progress response). */
-  dtrContext(session: SessionRecord) {
-    return dtrContextOf(session.context);
   }
 
   private async consumeAttempt(stateHash: string): Promise<AttemptRow | undefined> {

@@ -3,7 +3,8 @@ import { createDataSource } from '@dtr/persistence';
 import pg from 'pg';
 import type { DataSource } from 'typeorm';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { TestSecretBox } from '../testing/in-memory-secret-box.js';
+import { randomBytes } from 'node:crypto';
+import { KeyRingSecretBox } from '../key-ring-secret-box.js';
 import { EhrRegistrationEntity } from '../tenants/ehr-registration.entity.js';
 import { EhrTenantEntity } from '../tenants/ehr-tenant.entity.js';
 import { TenantRegistry } from '../tenants/tenant-registry.service.js';
@@ -13,7 +14,7 @@ import { TokenAccess } from './token-access.js';
 describe('SessionStore and TokenAccess (real PostgreSQL)', () => {
   let dataSource: DataSource;
   const clock = new FixedClock(new Date('2026-11-22T10:00:00Z'));
-  const secrets = new TestSecretBox();
+  const secrets = new KeyRingSecretBox(new Map([['test', randomBytes(32)]]));
   let store: SessionStore;
   const tenantId = `vault-${Math.random().toString(36).slice(2, 8)}`;
 

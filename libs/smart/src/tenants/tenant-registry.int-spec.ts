@@ -2,7 +2,8 @@ import { createDataSource } from '@dtr/persistence';
 import pg from 'pg';
 import type { DataSource } from 'typeorm';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { TestSecretBox } from '../testing/in-memory-secret-box.js';
+import { randomBytes } from 'node:crypto';
+import { KeyRingSecretBox } from '../key-ring-secret-box.js';
 import { EhrRegistrationEntity } from './ehr-registration.entity.js';
 import { EhrTenantEntity } from './ehr-tenant.entity.js';
 import { isWriteScope, TenantRegistry, type TenantInput } from './tenant-registry.service.js';
@@ -41,7 +42,7 @@ describe('TenantRegistry (real PostgreSQL)', () => {
   beforeAll(async () => {
     dataSource = createDataSource({ url: inject('databaseUrl'), entities: [EhrTenantEntity, EhrRegistrationEntity] });
     await dataSource.initialize();
-    registry = new TenantRegistry(dataSource, new TestSecretBox(), { allowInsecureLoopback: false });
+    registry = new TenantRegistry(dataSource, new KeyRingSecretBox(new Map([['test', randomBytes(32)]])), { allowInsecureLoopback: false });
   });
   afterAll(async () => {
     await dataSource?.destroy();
