@@ -7,6 +7,7 @@ import { HealthModule } from './health/health.module.js';
 import { DtrExceptionFilter } from './http/dtr-exception.filter.js';
 import { ENTITIES } from './entities.js';
 import { JsonLogger } from './logging/json-logger.js';
+import { DtrModule } from './dtr/dtr.module.js';
 import { PayersModule } from './payers/payers.module.js';
 import { SmartModule } from './smart/smart.module.js';
 
@@ -33,6 +34,7 @@ export class AppModule {
         HealthModule,
         SmartModule,
         PayersModule,
+        DtrModule,
       ],
       providers: [
         { provide: APP_CONFIG, useValue: options.config },

@@ -3,3 +3,4 @@ export * from './elm-requirements.js';
 export * from './patient-data-reader.js';
 export * from './answers.js';
 export * from './prefill.engine.js';
+export * from './fhir-client-reader.js';

@@ -25,6 +25,8 @@ export interface PrefillRequest {
   user?: string;
   igVersion: DtrVersion;
   now?: Date;
+  /** Resources the caller already read (the order, the coverage): not read again. */
+  known?: FhirResource[];
   /** Reads at most this many searches at once (default 4). */
   concurrency?: number;
   /**
@@ -186,9 +188,12 @@ export class PrefillEngine {
     const add = (r: FhirResource | undefined) => {
       if (r?.id) resources.set(`${r.resourceType}/${r.id}`, r);
     };
+    const known = new Map((request.known ?? []).filter((r) => r.id).map((r) => [`${r.resourceType}/${r.id}`, r]));
     const read = async (reference: string | undefined) => {
       const parts = splitRef(reference);
       if (!parts) return undefined;
+      const already = known.get(`${parts[0]}/${parts[1]}`);
+      if (already) return already;
       reads++;
       try {
         const found = await this.reader.read(parts[0], parts[1]);

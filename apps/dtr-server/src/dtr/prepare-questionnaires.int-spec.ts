@@ -1,0 +1,173 @@
+import { randomBytes } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { SystemClock } from '@dtr/kernel';
+import { createDataSource, migrate } from '@dtr/persistence';
+import { PackageCache, PayerRegistry } from '@dtr/payer';
+import {
+  BackendServicesClient,
+  KeyRingSecretBox,
+  SessionStore,
+  SigningKeyStore,
+  SmartDiscovery,
+  SmartSessions,
+  TenantRegistry,
+} from '@dtr/smart';
+import type { DataSource } from 'typeorm';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createPayerServer, type PayerServer, sandboxPackageDirs } from '../../../sandbox/src/payer/index.js';
+import { type PeerServer, startPeerServer } from '../../../sandbox/src/shared/peer-server.js';
+import { fingerprint } from '../../../sandbox/src/shared/request-log.js';
+import { createScratchDatabase, type ScratchDatabase } from '../../../../test/support/databases.js';
+import { ENTITIES } from '../entities.js';
+import { PrepareQuestionnairesUseCase } from './prepare-questionnaires.usecase.js';
+
+const EHR_TOKEN = `ehr-${randomBytes(12).toString('hex')}`;
+const RESOURCES = [
+  { resourceType: 'Patient', id: 'p1', birthDate: '1948-07-09', name: [{ family: 'Okafor', given: ['Grace'] }] },
+  {
+    resourceType: 'Coverage',
+    id: 'cov-1',
+    status: 'active',
+    beneficiary: { reference: 'Patient/p1' },
+    payor: [{ identifier: { system: 'http://example.org/payer-id', value: 'SANDBOX-PAYER' } }],
+  },
+  {
+    resourceType: 'DeviceRequest',
+    id: 'o1',
+    status: 'active',
+    intent: 'order',
+    subject: { reference: 'Patient/p1' },
+    codeCodeableConcept: { coding: [{ system: 'https://bluebutton.cms.gov/resources/codesystem/hcpcs', code: 'E0424' }] },
+  },
+  { resourceType: 'Condition', id: 'c1', subject: { reference: 'Patient/p1' }, code: { coding: [{ system: 'http://snomed.info/sct', code: '389087006' }] } },
+  { resourceType: 'Condition', id: 'c-other', subject: { reference: 'Patient/p2' }, code: { coding: [{ system: 'http://snomed.info/sct', code: '389087006' }] } },
+  { resourceType: 'Observation', id: 'obs-1', subject: { reference: 'Patient/p1' }, status: 'final', code: { coding: [{ system: 'http://loinc.org', code: '2708-6' }] } },
+] as const;
+
+/**
+ * A minimal EHR FHIR endpoint for this integration test of the use-case (reads and patient searches over a fixed list,
+ * bearer token required). The sandbox EHR replaces it in the e2e tier.
+ */
+async function minimalEhr(): Promise<{ server: Server; base: string; requests: Array<{ url: string; token: string | undefined }> }> {
+  const requests: Array<{ url: string; token: string | undefined }> = [];
+  const server = createServer((req, res) => {
+    const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
+    requests.push({ url: req.url ?? '', token });
+    res.setHeader('content-type', 'application/fhir+json');
+    if (token !== EHR_TOKEN) {
+      res.statusCode = 401;
+      res.end(JSON.stringify({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'login' }] }));
+      return;
+    }
+    const url = new URL(req.url ?? '/', 'http://x');
+    const [, , type, id] = url.pathname.split('/');
+    const matches = RESOURCES.filter((r) => r.resourceType === type);
+    if (id) {
+      const found = matches.find((r) => r.id === id);
+      res.statusCode = found ? 200 : 404;
+      res.end(JSON.stringify(found ?? { resourceType: 'OperationOutcome', issue: [] }));
+      return;
+    }
+    const patient = url.searchParams.get('patient');
+    const hits = matches.filter((r) => !patient || JSON.stringify(r).includes(`"Patient/${patient}"`));
+    res.end(JSON.stringify({ resourceType: 'Bundle', type: 'searchset', entry: hits.map((resource) => ({ resource, search: { mode: 'match' } })) }));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, base: `http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`, requests };
+}
+
+describe('PrepareQuestionnairesUseCase: session → payer package → prefill (real PostgreSQL, real HTTP)', () => {
+  let db: ScratchDatabase;
+  let dataSource: DataSource;
+  let ehr: Awaited<ReturnType<typeof minimalEhr>>;
+  let jwks: Server;
+  let payerPeer: PeerServer;
+  let payer: PayerServer;
+  let useCase: PrepareQuestionnairesUseCase;
+  let store: SessionStore;
+  const policy = { allowInsecureLoopback: true };
+  const clock = new SystemClock();
+
+  beforeAll(async () => {
+    db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_prepare');
+    await migrate(db.url);
+    dataSource = createDataSource({ url: db.url, entities: ENTITIES });
+    await dataSource.initialize();
+    const box = new KeyRingSecretBox(new Map([['k', randomBytes(32)]]));
+    const keys = new SigningKeyStore(dataSource, box, clock);
+    await keys.ensureKeys();
+    jwks = createServer((_req, res) => void keys.publicJwks().then((body) => res.end(JSON.stringify(body))));
+    await new Promise<void>((resolve) => jwks.listen(0, '127.0.0.1', resolve));
+    payerPeer = await startPeerServer('payer', '127.0.0.1', 0);
+    payer = await createPayerServer({
+      peer: payerPeer,
+      clients: [{ clientId: 'dtr-backend', auth: 'private_key_jwt', jwksUri: `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/`, grantTypes: ['client_credentials'] }],
+      packageDirs: await sandboxPackageDirs(),
+    });
+    ehr = await minimalEhr();
+    const tenants = new TenantRegistry(dataSource, box, policy);
+    await tenants.upsert({
+      id: 'ehr',
+      name: 'EHR',
+      fhirBase: ehr.base,
+      discloseMode: 'user-delegated',
+      singleClient: true,
+      supplement: { clientId: 'c', authMethod: 'client_secret_basic', clientSecret: 'secret-secret', scopes: ['launch', 'patient/*.rs', 'user/QuestionnaireResponse.cu'], redirectUri: 'http://127.0.0.1/callback' },
+    });
+    const payers = new PayerRegistry(dataSource, policy);
+    await payers.upsert({
+      id: 'sandbox-payer',
+      name: 'Sandbox payer',
+      fhirBase: payer.fhirBase,
+      tokenEndpoint: payer.tokenEndpoint,
+      clientId: 'dtr-backend',
+      signingAlg: 'ES384',
+      scopes: ['system/Questionnaire.rs', 'system/Library.rs', 'system/ValueSet.rs'],
+      coverageIdentifiers: ['http://example.org/payer-id|SANDBOX-PAYER'],
+    });
+    store = new SessionStore(dataSource, box, clock);
+    const smart = new SmartSessions(store, tenants, new SmartDiscovery(policy, clock), clock, { policy, keys });
+    useCase = new PrepareQuestionnairesUseCase(smart, payers, new BackendServicesClient(keys, policy, clock), new PackageCache(dataSource), policy, clock);
+  });
+
+  afterAll(async () => {
+    await payer?.close();
+    await payerPeer?.close();
+    ehr?.server.close();
+    jwks?.close();
+    await dataSource?.destroy();
+    await db?.drop();
+  });
+
+  it('prefills the payer questionnaire from minimum EHR data; EHR and payer tokens never cross', async () => {
+    const { record } = await store.create(
+      {
+        tenantId: 'ehr',
+        fhirBase: ehr.base,
+        patient: 'p1',
+        encounter: null,
+        fhirUser: 'Practitioner/pr1',
+        context: { patient: 'p1', fhirContext: [{ reference: 'DeviceRequest/o1', type: 'DeviceRequest' }, { reference: 'Coverage/cov-1', type: 'Coverage' }] },
+        ttlMs: 600_000,
+      },
+      { purpose: 'supplement', tokenEndpoint: 'http://127.0.0.1/token', clientId: 'c', accessToken: EHR_TOKEN, scope: 'launch patient/*.rs', expiresAt: new Date(Date.now() + 600_000) },
+    );
+    const result = await useCase.run(record);
+    expect(result.payer.id).toBe('sandbox-payer');
+    expect(result.questionnaires.map((q) => q.questionnaire)).toEqual(['http://example.org/dtr/Questionnaire/home-oxygen|1.0.0']);
+    const qr = JSON.stringify(result.questionnaires[0]!.questionnaireResponse);
+    expect(qr).toContain('"valueDate":"1948-07-09"');
+    expect(qr).toContain('"valueBoolean":true');
+    expect(qr).toContain('auto-client');
+
+    // Minimum necessary: the context resources by id, one patient-scoped Condition search; nothing else.
+    expect(ehr.requests.map((r) => r.url).sort()).toEqual(['/fhir/Condition?patient=p1', '/fhir/Coverage/cov-1', '/fhir/DeviceRequest/o1', '/fhir/Patient/p1']);
+    // The EHR only ever saw its own token; the payer never saw it.
+    expect(new Set(ehr.requests.map((r) => r.token))).toEqual(new Set([EHR_TOKEN]));
+    const payerTokens = payerPeer.log.all().map((e) => e.tokenFingerprint).filter(Boolean);
+    expect(payerTokens.length).toBeGreaterThan(0);
+    expect(payerTokens).not.toContain(fingerprint(EHR_TOKEN));
+    expect(payerPeer.log.all().filter((e) => e.path.endsWith('$questionnaire-package')).every((e) => e.tokenIssuedHere)).toBe(true);
+  });
+});

@@ -1,0 +1,104 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { Clock, DtrError } from '@dtr/kernel';
+import type { FhirResource, PackageIssue } from '@dtr/fhir';
+import { PackageCache, PackageRetrieval, PayerClient, PayerRegistry } from '@dtr/payer';
+import { FhirClientReader, PrefillEngine, type PrefillIssue } from '@dtr/prefill';
+import { BackendServicesClient, dtrContextOf, type OutboundPolicy, type SessionRecord, SmartSessions } from '@dtr/smart';
+import { OUTBOUND_POLICY } from '../smart/smart.module.js';
+
+export interface PreparedQuestionnaire {
+  questionnaire: string;
+  questionnaireResponse: FhirResource;
+  issues: PrefillIssue[];
+}
+
+export interface PreparedQuestionnaires {
+  payer: { id: string; name: string };
+  questionnaires: PreparedQuestionnaire[];
+  /** Problems in the payer's package (also reported to the payer when they block use). */
+  packageIssues: PackageIssue[];
+  /** Warnings the payer sent with the package. */
+  payerOutcomes: FhirResource[];
+  dataRead: { searches: number; reads: number };
+}
+
+const splitRef = (ref: string): [string, string] => {
+  const [type, id] = ref.replace(/^.*\/([A-Z][A-Za-z]+\/[^/]+)$/, '$1').split('/') as [string, string];
+  return [type, id];
+};
+
+/**
+ * For a signed-in session: the order(s) and coverage from the EHR, the payer of that coverage, its questionnaire
+ * package (cached, validated), and a prefilled QuestionnaireResponse per questionnaire, computed from
+ * minimum-necessary EHR data read with the session's `supplement` token.
+ */
+@Injectable()
+export class PrepareQuestionnairesUseCase {
+  private readonly retrieval: PackageRetrieval;
+
+  constructor(
+    private readonly smart: SmartSessions,
+    private readonly payers: PayerRegistry,
+    private readonly tokens: BackendServicesClient,
+    cache: PackageCache,
+    @Inject(OUTBOUND_POLICY) private readonly policy: OutboundPolicy,
+    private readonly clock: Clock,
+  ) {
+    this.retrieval = new PackageRetrieval(cache);
+  }
+
+  async run(session: SessionRecord): Promise<PreparedQuestionnaires> {
+    if (!session.patient) throw new DtrError('CONFLICT', 'the session has no patient in context');
+    const ehr = this.smart.fhirClient(session, 'supplement');
+    const reader = new FhirClientReader(ehr);
+    const context = dtrContextOf(session.context);
+    if (context.orders.length === 0) throw new DtrError('CONFLICT', 'the launch named no order: DTR needs the order that needs documentation');
+    const orders = (await Promise.all(context.orders.map((ref) => reader.read(...splitRef(ref))))).filter((r): r is FhirResource => Boolean(r));
+    if (orders.length === 0) throw new DtrError('NOT_FOUND', 'the order in context could not be read from the EHR');
+    let coverages = (await Promise.all(context.coverages.map((ref) => reader.read(...splitRef(ref))))).filter((r): r is FhirResource => Boolean(r));
+    if (coverages.length === 0) coverages = await reader.search('Coverage', { patient: session.patient, status: 'active' });
+    if (coverages.length === 0) throw new DtrError('NOT_FOUND', 'no active coverage for this patient in the EHR');
+
+    let payer;
+    let coverage: FhirResource | undefined;
+    for (const candidate of coverages) {
+      payer = await this.payers.forCoverage(candidate);
+      if (payer) {
+        coverage = candidate;
+        break;
+      }
+    }
+    if (!payer || !coverage) throw new DtrError('NOT_FOUND', "the patient's coverage is with a payer this service is not registered with");
+
+    const client = new PayerClient(payer, this.tokens, this.policy, this.clock);
+    const retrieved = await this.retrieval.retrieve(client, {
+      coverages: [coverage, ...coverages.filter((c) => c !== coverage)],
+      orders,
+      questionnaires: context.questionnaires,
+      ...(context.coverageAssertion ? { context: context.coverageAssertion } : {}),
+    });
+    const engine = new PrefillEngine(reader);
+    const questionnaires: PreparedQuestionnaire[] = [];
+    for (const questionnaire of retrieved.questionnaires) {
+      const result = await engine.run({
+        pkg: retrieved.pkg,
+        questionnaire,
+        patientId: session.patient,
+        order: `${orders[0]!.resourceType}/${orders[0]!.id}`,
+        coverage: `Coverage/${coverage.id}`,
+        ...(session.encounter ? { encounter: `Encounter/${session.encounter}` } : {}),
+        ...(session.fhirUser ? { user: session.fhirUser.replace(`${session.fhirBase}/`, '') } : {}),
+        igVersion: payer.igVersion,
+        known: [...orders, ...coverages],
+      });
+      questionnaires.push({ questionnaire: retrieved.pkg.questionnaireKey(questionnaire), questionnaireResponse: result.questionnaireResponse, issues: result.issues });
+    }
+    return {
+      payer: { id: payer.id, name: payer.name },
+      questionnaires,
+      packageIssues: retrieved.issues,
+      payerOutcomes: retrieved.outcomes,
+      dataRead: { searches: reader.searches.length, reads: reader.reads.length },
+    };
+  }
+}
