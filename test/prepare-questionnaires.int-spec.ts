@@ -15,12 +15,12 @@ import {
 } from '@dtr/smart';
 import type { DataSource } from 'typeorm';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { createPayerServer, type PayerServer, sandboxPackageDirs } from '../../../sandbox/src/payer/index.js';
-import { type PeerServer, startPeerServer } from '../../../sandbox/src/shared/peer-server.js';
-import { fingerprint } from '../../../sandbox/src/shared/request-log.js';
-import { createScratchDatabase, type ScratchDatabase } from '../../../../test/support/databases.js';
-import { ENTITIES } from '../entities.js';
-import { PrepareQuestionnairesUseCase } from './prepare-questionnaires.usecase.js';
+import { createPayerServer, type PayerServer, sandboxPackageDirs } from '../apps/sandbox/src/payer/index.js';
+import { type PeerServer, startPeerServer } from '../apps/sandbox/src/shared/peer-server.js';
+import { fingerprint } from '../apps/sandbox/src/shared/request-log.js';
+import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
+import { ENTITIES } from '../apps/dtr-server/src/entities.js';
+import { PrepareQuestionnairesUseCase } from '../apps/dtr-server/src/dtr/prepare-questionnaires.usecase.js';
 
 const EHR_TOKEN = `ehr-${randomBytes(12).toString('hex')}`;
 const RESOURCES = [
