@@ -1,0 +1,324 @@
+import { randomBytes } from 'node:crypto';
+import express, { type Request, type Response } from 'express';
+import { exportJWK, generateKeyPair } from 'jose';
+import { EHR_PATHS, type SandboxClientConfig } from '../../shared/clients.js';
+import type { PeerServer } from '../../shared/peer-server.js';
+import { fingerprint } from '../../shared/request-log.js';
+import type { AccessTokenInfo } from '../../shared/tokens.js';
+
+/**
+ * The sandbox EHR's SMART App Launch 2.2 authorization server, on oidc-provider: EHR launch (`launch` + `iss`),
+ * standalone launch (`launch/patient` with a patient picker), confidential clients (client_secret_basic and
+ * private_key_jwt RS384/ES384 from a JWKS URL), PKCE S256 required, `aud` checked against the FHIR base, RFC 9207
+ * `iss` in the callback, `openid fhirUser` id_tokens (RS256), refresh tokens, launch context in the token response.
+ * Dev/test only.
+ * @see https://hl7.org/fhir/smart-app-launch/app-launch.html
+ */
+export interface EhrAuthOptions {
+  peer: PeerServer;
+  clients: SandboxClientConfig[];
+  users: Array<{ id: string; fhirUser: string; display: string }>;
+  patients: Array<{ id: string; display: string }>;
+  omitIssuerInSmartConfiguration?: boolean;
+  accessTokenTtlSeconds?: number;
+}
+
+export interface LaunchContextInput {
+  patient: string;
+  encounter?: string;
+  user?: string;
+  fhirContext?: Array<string | { reference?: string; canonical?: string; identifier?: unknown; type?: string; role?: string }>;
+  fhirContextStyle?: '2.0-strings' | '2.1-objects';
+  appContext?: string;
+  needPatientBanner?: boolean;
+  intent?: string;
+  tenant?: string;
+}
+
+export interface EhrAuthServer {
+  issuer: string;
+  fhirBase: string;
+  introspect(token: string): Promise<AccessTokenInfo | undefined>;
+  createLaunch(ctx: LaunchContextInput): string;
+  issuedTokenFingerprints(): Set<string>;
+  close(): Promise<void>;
+}
+
+interface Provider {
+  callback(): (req: unknown, res: unknown) => void;
+  use(middleware: (ctx: KoaContext, next: () => Promise<void>) => Promise<void>): void;
+  interactionDetails(req: unknown, res: unknown): Promise<{
+    uid: string;
+    prompt: { name: string; details: Record<string, unknown> };
+    params: Record<string, unknown>;
+    session?: { accountId?: string };
+    grantId?: string;
+  }>;
+  interactionFinished(req: unknown, res: unknown, result: Record<string, unknown>, options?: Record<string, unknown>): Promise<void>;
+  Grant: new (init: { accountId: string; clientId: string }) => {
+    addOIDCScope(scope: string): void;
+    addResourceScope(resource: string, scope: string): void;
+    save(): Promise<string>;
+  };
+  AccessToken: { find(token: string): Promise<{ clientId?: string; scope?: string; exp?: number; accountId?: string; grantId?: string; aud?: string | string[] } | undefined> };
+  on(event: string, listener: (...args: unknown[]) => void): void;
+}
+
+interface KoaContext {
+  path: string;
+  method: string;
+  body?: unknown;
+  status?: number;
+  oidc?: { params?: Record<string, unknown> };
+}
+
+/** SMART scopes: v1 and v2, patient/user/system, with optional v2 query suffixes. */
+const SMART_SCOPE = /^(patient|user|system)\/([A-Za-z]+|\*)\.(read|write|\*|c?r?u?d?s?)(\?.*)?$/;
+
+export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrAuthServer> {
+  const { peer } = options;
+  const issuer = `${peer.origin}${EHR_PATHS.auth}`;
+  const fhirBase = `${peer.origin}${EHR_PATHS.fhir}`;
+  const launches = new Map<string, LaunchContextInput>();
+  const contexts = new Map<string, LaunchContextInput & { fhirUser?: string }>();
+  const issued = new Set<string>();
+
+  const { privateKey } = await generateKeyPair('RS256', { extractable: true });
+  const signingKey = { ...(await exportJWK(privateKey)), alg: 'RS256', use: 'sig', kid: 'sandbox-ehr' };
+  const { default: ProviderClass, errors } = (await import('oidc-provider' as string)) as {
+    default: new (issuer: string, configuration: Record<string, unknown>) => Provider;
+    errors: { InvalidClientAuth: new (detail: string) => Error; InvalidRequest: new (detail: string) => Error };
+  };
+  const tokenEndpoint = `${issuer}/token`;
+  const userById = new Map(options.users.map((u) => [u.id, u]));
+
+  const provider = new ProviderClass(issuer, {
+    clients: options.clients.map((c) => ({
+      client_id: c.clientId,
+      token_endpoint_auth_method: c.auth,
+      ...(c.clientSecret ? { client_secret: c.clientSecret } : {}),
+      ...(c.jwksUri ? { jwks_uri: c.jwksUri } : {}),
+      ...(c.jwks ? { jwks: c.jwks } : {}),
+      grant_types: c.grantTypes ?? ['authorization_code', 'refresh_token'],
+      response_types: (c.grantTypes ?? ['authorization_code']).includes('authorization_code') ? ['code'] : [],
+      redirect_uris: c.redirectUris ?? [],
+    })),
+    clientAuthMethods: ['private_key_jwt', 'client_secret_basic'],
+    enabledJWA: { clientAuthSigningAlgValues: ['RS384', 'ES384', 'RS256', 'ES256'] },
+    jwks: { keys: [signingKey] },
+    pkce: { required: () => true, methods: ['S256'] },
+    extraParams: ['launch', 'aud', 'sandbox_patient'],
+    scopes: ['openid', 'fhirUser', 'launch', 'launch/patient', 'launch/encounter', 'offline_access', 'online_access'],
+    dynamicScopes: [SMART_SCOPE],
+    claims: { fhirUser: ['fhirUser'], openid: ['sub'] },
+    conformIdTokenClaims: false,
+    findAccount: async (_ctx: unknown, id: string) => ({
+      accountId: id,
+      claims: async () => ({ sub: id, fhirUser: `${fhirBase}/${userById.get(id)?.fhirUser ?? `Practitioner/${id}`}` }),
+    }),
+    features: {
+      devInteractions: { enabled: false },
+      revocation: { enabled: true },
+      clientCredentials: { enabled: true },
+      resourceIndicators: { enabled: false },
+    },
+    issueRefreshToken: async (_ctx: unknown, client: { grantTypeAllowed(g: string): boolean }) => client.grantTypeAllowed('refresh_token'),
+    ttl: { AccessToken: options.accessTokenTtlSeconds ?? 300, AuthorizationCode: 60, RefreshToken: 86_400, IdToken: 300, Interaction: 600, Session: 3600, Grant: 3600, ClientCredentials: options.accessTokenTtlSeconds ?? 300 },
+    interactions: { url: (_ctx: unknown, interaction: { uid: string }) => `${EHR_PATHS.auth}/interaction/${interaction.uid}` },
+    cookies: { keys: [randomBytes(32).toString('hex')] },
+    fetch: (url: string, init: RequestInit) => {
+      // The SSRF guard refuses loopback jwks_uri; sandbox clients serve their keys on loopback.
+      const { dispatcher: _d, ...rest } = init as RequestInit & { dispatcher?: unknown };
+      return globalThis.fetch(url, rest);
+    },
+    assertJwtClientAuthClaimsAndHeader: (_ctx: unknown, claims: Record<string, unknown>, header: Record<string, unknown>) => {
+      const aud = claims['aud'];
+      const ok = Array.isArray(aud) ? aud.length === 1 && aud[0] === tokenEndpoint : aud === tokenEndpoint;
+      if (!ok) throw new errors.InvalidClientAuth('client assertion aud must be the token endpoint');
+      if (header['typ'] !== undefined && header['typ'] !== 'JWT') throw new errors.InvalidClientAuth('client assertion typ must be JWT');
+    },
+  });
+
+  // SMART: `aud` must name this FHIR server; refused before anything else.
+  provider.use(async (ctx, next) => {
+    if (ctx.path === '/auth' || ctx.path.endsWith('/auth')) {
+      const url = new URL(`http://x${(ctx as unknown as { url: string }).url}`);
+      const aud = url.searchParams.get('aud');
+      if (url.pathname.endsWith('/auth') && aud !== null && aud.replace(/\/+$/, '') !== fhirBase) {
+        ctx.status = 400;
+        ctx.body = { error: 'invalid_request', error_description: 'aud must be the FHIR base URL of this server' };
+        return;
+      }
+    }
+    await next();
+    // Launch context and SMART fields in the token response.
+    if (ctx.path.endsWith('/token') && ctx.method === 'POST' && ctx.body && typeof ctx.body === 'object') {
+      const body = ctx.body as Record<string, unknown>;
+      const token = body['access_token'];
+      if (typeof token === 'string') {
+        issued.add(fingerprint(token));
+        const found = await provider.AccessToken.find(token);
+        const launch = found?.grantId ? contexts.get(found.grantId) : undefined;
+        if (launch) {
+          body['patient'] = launch.patient;
+          if (launch.encounter) body['encounter'] = launch.encounter;
+          if (launch.fhirContext) {
+            body['fhirContext'] =
+              launch.fhirContextStyle === '2.0-strings'
+                ? launch.fhirContext.map((c) => (typeof c === 'string' ? c : (c.reference ?? c.canonical ?? '')))
+                : launch.fhirContext.map((c) => (typeof c === 'string' ? { reference: c } : c));
+          }
+          body['need_patient_banner'] = launch.needPatientBanner ?? true;
+          if (launch.intent) body['intent'] = launch.intent;
+          if (launch.tenant) body['tenant'] = launch.tenant;
+          if (launch.appContext) body['appContext'] = launch.appContext;
+        }
+      }
+    }
+  });
+
+  // Interactions: automatic login (the launch's user, else the first user), the standalone patient picker, consent.
+  const interaction = express.Router();
+  interaction.get('/interaction/:uid', async (req: Request, res: Response) => {
+    try {
+      const details = await provider.interactionDetails(req, res);
+      const params = details.params;
+      const scopes = String(params['scope'] ?? '').split(' ');
+      const launchId = typeof params['launch'] === 'string' ? params['launch'] : undefined;
+      const launch = launchId ? launches.get(launchId) : undefined;
+      if (details.prompt.name === 'login') {
+        if (scopes.includes('launch') && !launch) {
+          res.status(400).type('text/plain').send('unknown launch');
+          return;
+        }
+        const userId = launch?.user ?? options.users[0]?.id ?? 'sandbox-user';
+        await provider.interactionFinished(req, res, { login: { accountId: userId } }, { mergeWithLastSubmission: false });
+        return;
+      }
+      let context = launch;
+      if (!context && scopes.includes('launch/patient')) {
+        const preselected = typeof params['sandbox_patient'] === 'string' ? params['sandbox_patient'] : undefined;
+        if (!preselected) {
+          const items = options.patients
+            .map((p) => `<li><form method="post" action="${EHR_PATHS.auth}/interaction/${details.uid}/patient"><input type="hidden" name="patient" value="${escape(p.id)}"><button type="submit">${escape(p.display)}</button></form></li>`)
+            .join('');
+          res.type('text/html').send(`<!doctype html><html><head><title>Select a patient</title></head><body><h1>Select a patient</h1><ul>${items}</ul></body></html>`);
+          return;
+        }
+        context = { patient: preselected };
+      }
+      await finishConsent(req, res, details, context);
+    } catch (error) {
+      res.status(400).type('text/plain').send(error instanceof Error ? error.message : 'interaction failed');
+    }
+  });
+  interaction.post('/interaction/:uid/patient', express.urlencoded({ extended: false }), async (req: Request, res: Response) => {
+    try {
+      const details = await provider.interactionDetails(req, res);
+      const patient = String((req.body as Record<string, unknown>)['patient'] ?? '');
+      if (!options.patients.some((p) => p.id === patient)) {
+        res.status(400).type('text/plain').send('unknown patient');
+        return;
+      }
+      await finishConsent(req, res, details, { patient });
+    } catch (error) {
+      res.status(400).type('text/plain').send(error instanceof Error ? error.message : 'interaction failed');
+    }
+  });
+
+  async function finishConsent(
+    req: Request,
+    res: Response,
+    details: Awaited<ReturnType<Provider['interactionDetails']>>,
+    context: LaunchContextInput | undefined,
+  ): Promise<void> {
+    const accountId = details.session?.accountId ?? options.users[0]?.id ?? 'sandbox-user';
+    const grant = new provider.Grant({ accountId, clientId: String(details.params['client_id']) });
+    for (const scope of String(details.params['scope'] ?? '').split(' ').filter(Boolean)) grant.addOIDCScope(scope);
+    const grantId = await grant.save();
+    if (context) contexts.set(grantId, { ...context, fhirUser: userById.get(accountId)?.fhirUser });
+    await provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+  }
+
+  // smart-configuration at the FHIR base.
+  peer.app.get(EHR_PATHS.smartConfiguration, (_req: Request, res: Response) => {
+    res.json({
+      ...(options.omitIssuerInSmartConfiguration ? {} : { issuer, jwks_uri: `${issuer}/jwks` }),
+      authorization_endpoint: `${issuer}/auth`,
+      token_endpoint: tokenEndpoint,
+      revocation_endpoint: `${issuer}/token/revocation`,
+      grant_types_supported: ['authorization_code', 'refresh_token', 'client_credentials'],
+      token_endpoint_auth_methods_supported: ['client_secret_basic', 'private_key_jwt'],
+      token_endpoint_auth_signing_alg_values_supported: ['RS384', 'ES384'],
+      scopes_supported: ['openid', 'fhirUser', 'launch', 'launch/patient', 'offline_access', 'patient/*.rs', 'user/*.rs', 'user/*.cruds', 'system/*.rs'],
+      response_types_supported: ['code'],
+      code_challenge_methods_supported: ['S256'],
+      authorization_response_iss_parameter_supported: true,
+      capabilities: [
+        'launch-ehr',
+        'launch-standalone',
+        'client-confidential-symmetric',
+        'client-confidential-asymmetric',
+        'context-ehr-patient',
+        'context-standalone-patient',
+        'permission-offline',
+        'permission-patient',
+        'permission-user',
+        'permission-v1',
+        'permission-v2',
+        ...(options.omitIssuerInSmartConfiguration ? [] : ['sso-openid-connect']),
+        'authorize-post',
+      ],
+    });
+  });
+  peer.app.post(EHR_PATHS.launches, express.json(), (req: Request, res: Response) => {
+    const body = (req.body ?? {}) as LaunchContextInput;
+    if (typeof body.patient !== 'string' || !options.patients.some((p) => p.id === body.patient)) {
+      res.status(400).json({ error: 'patient must be a known patient id' });
+      return;
+    }
+    res.json({ launch: createLaunch(body) });
+  });
+  peer.app.use(EHR_PATHS.auth, interaction);
+  const callback = provider.callback();
+  peer.app.use(EHR_PATHS.auth, (req: Request, res: Response) => {
+    const entry = peer.log.start({ method: req.method, path: `${EHR_PATHS.auth}${req.path}`, query: req.query as Record<string, string> });
+    res.once('finish', () => (entry.status = res.statusCode));
+    callback(req, res);
+  });
+
+  function createLaunch(ctx: LaunchContextInput): string {
+    const id = randomBytes(16).toString('base64url');
+    launches.set(id, ctx);
+    return id;
+  }
+
+  return {
+    issuer,
+    fhirBase,
+    createLaunch,
+    issuedTokenFingerprints: () => new Set(issued),
+    async introspect(token) {
+      const found = await provider.AccessToken.find(token);
+      if (!found?.clientId || !found.exp || found.exp * 1000 < Date.now()) return undefined;
+      const context = found.grantId ? contexts.get(found.grantId) : undefined;
+      return {
+        clientId: found.clientId,
+        scopes: (found.scope ?? '').split(' ').filter(Boolean),
+        ...(context?.patient ? { patient: context.patient } : {}),
+        ...(context?.encounter ? { encounter: context.encounter } : {}),
+        ...(context?.fhirUser ? { fhirUser: context.fhirUser } : {}),
+        audience: fhirBase,
+        expiresAt: found.exp,
+      };
+    },
+    async close() {
+      launches.clear();
+      contexts.clear();
+    },
+  };
+}
+
+function escape(value: string): string {
+  return value.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}

@@ -1,0 +1,99 @@
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createEhrAuthServer, type EhrAuthServer } from '../apps/sandbox/src/ehr/auth/index.js';
+import { type PeerServer, startPeerServer } from '../apps/sandbox/src/shared/peer-server.js';
+import { fingerprint } from '../apps/sandbox/src/shared/request-log.js';
+import { TestBrowser } from './support/browser.js';
+import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
+import { spawnServer, type SpawnedServer } from './support/processes.js';
+
+const ADMIN = randomBytes(24).toString('hex');
+const SECRET = `s-${randomBytes(12).toString('hex')}`;
+
+/**
+ * Our server (a separate process) launched by the sandbox EHR's SMART authorization server over real HTTP: the
+ * confidential client with a secret (EHR launch) and with private_key_jwt (standalone launch, RS384 and ES384).
+ */
+describe('SMART launch against the sandbox EHR', () => {
+  let db: ScratchDatabase;
+  let server: SpawnedServer;
+  let url: string;
+  let peer: PeerServer;
+  let auth: EhrAuthServer;
+
+  beforeAll(async () => {
+    db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_smart');
+    server = spawnServer({ DATABASE_URL: db.url, DTR_PORT: '0', DTR_ADMIN_TOKEN: ADMIN, DTR_ENCRYPTION_KEYS: `k:${randomBytes(32).toString('base64')}` });
+    url = await server.ready;
+    peer = await startPeerServer('ehr', '127.0.0.1', 0);
+    auth = await createEhrAuthServer({
+      peer,
+      clients: [
+        { clientId: 'dtr-supplement', auth: 'client_secret_basic', clientSecret: SECRET, redirectUris: [`${url}/callback`] },
+        { clientId: 'dtr-standalone-rs', auth: 'private_key_jwt', jwksUri: `${url}/.well-known/jwks.json`, redirectUris: [`${url}/callback`] },
+      ],
+      users: [{ id: 'pr1', fhirUser: 'Practitioner/pr1', display: 'Dr. One' }],
+      patients: [{ id: 'p1', display: 'Pat One' }, { id: 'p2', display: 'Pat Two' }],
+    });
+  });
+
+  afterAll(async () => {
+    server?.child.kill('SIGTERM');
+    await server?.exited;
+    await peer?.close();
+    await db?.drop();
+  });
+
+  const registerTenant = async (supplement: Record<string, unknown>) => {
+    const response = await fetch(`${url}/admin/tenants/sandbox-ehr`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        name: 'Sandbox EHR',
+        fhirBase: auth.fhirBase,
+        discloseMode: 'user-delegated',
+        singleClient: true,
+        supplement: { redirectUri: `${url}/callback`, ...supplement },
+      }),
+    });
+    expect(response.status).toBe(200);
+  };
+
+  it('EHR launch with a client secret (id with "-") reaches a session with the launch context; no token reaches the browser', async () => {
+    await registerTenant({
+      clientId: 'dtr-supplement',
+      authMethod: 'client_secret_basic',
+      clientSecret: SECRET,
+      scopes: ['launch', 'openid', 'fhirUser', 'offline_access', 'patient/*.rs', 'user/QuestionnaireResponse.cu'],
+    });
+    const launch = auth.createLaunch({
+      patient: 'p1',
+      user: 'pr1',
+      fhirContext: [{ reference: 'DeviceRequest/dr1' }, { reference: 'Coverage/cov1' }],
+      fhirContextStyle: '2.1-objects',
+      needPatientBanner: false,
+    });
+    const browser = new TestBrowser();
+    const hops = await browser.navigate(`${url}/launch?iss=${encodeURIComponent(auth.fhirBase)}&launch=${launch}`);
+    const last = hops[hops.length - 1]!;
+    expect(last.url).toBe(`${url}/app`);
+    expect(last.status).toBe(200);
+    const session = await browser.request(`${url}/api/session`);
+    expect(session.status).toBe(200);
+    expect(JSON.parse(session.body)).toMatchObject({
+      patient: { id: 'p1' },
+      orders: ['DeviceRequest/dr1'],
+      coverages: ['Coverage/cov1'],
+      needPatientBanner: false,
+      user: { fhirUser: `${auth.fhirBase}/Practitioner/pr1` },
+    });
+    // Every response the browser got: no token issued by the EHR appears anywhere.
+    const tokens = auth.issuedTokenFingerprints();
+    expect(tokens.size).toBeGreaterThan(0);
+    for (const seen of browser.seen) {
+      const text = `${JSON.stringify(seen.headers)} ${seen.setCookies.join(' ')} ${seen.body}`;
+      for (const candidate of text.match(/[A-Za-z0-9_\-.~+/]{20,}/g) ?? []) expect(tokens.has(fingerprint(candidate))).toBe(false);
+    }
+    expect(browser.cookie(new URL(url).host, 'dtr_session')).toMatch(/^[A-Za-z0-9_-]{43}$/);
+  });
+});
