@@ -96,4 +96,79 @@ describe('SMART launch against the sandbox EHR', () => {
     }
     expect(browser.cookie(new URL(url).host, 'dtr_session')).toMatch(/^[A-Za-z0-9_-]{43}$/);
   });
+
+  for (const alg of ['RS384', 'ES384'] as const) {
+    it(`standalone launch with private_key_jwt ${alg}: the user picks a patient at the EHR`, async () => {
+      await registerTenant({
+        clientId: 'dtr-standalone-rs',
+        authMethod: 'private_key_jwt',
+        signingAlg: alg,
+        scopes: ['launch/patient', 'openid', 'fhirUser', 'patient/*.rs', 'user/QuestionnaireResponse.cu'],
+      });
+      const browser = new TestBrowser();
+      const hops = await browser.navigate(`${url}/launch/standalone?tenant=sandbox-ehr`);
+      const picker = hops[hops.length - 1]!;
+      expect(picker.body).toContain('Select a patient');
+      const action = /<form method="post" action="([^"]+)"><input type="hidden" name="patient" value="p2">/.exec(picker.body)?.[1];
+      expect(action).toBeDefined();
+      const mark = peer.log.mark();
+      const after = await browser.navigate(new URL(action!, picker.url).toString(), {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: 'patient=p2',
+      });
+      expect(after[after.length - 1]!.url).toBe(`${url}/app`);
+      const session = JSON.parse((await browser.request(`${url}/api/session`)).body);
+      expect(session.patient.id).toBe('p2');
+      // The token request authenticated with a private_key_jwt assertion (no client secret exists for this client).
+      expect(peer.log.since(mark).some((e) => e.path.endsWith('/token') && e.status === 200)).toBe(true);
+    });
+  }
+
+  it('refuses a replayed state and a code used twice, with a readable page', async () => {
+    await registerTenant({
+      clientId: 'dtr-supplement',
+      authMethod: 'client_secret_basic',
+      clientSecret: SECRET,
+      scopes: ['launch', 'openid', 'fhirUser', 'patient/*.rs', 'user/QuestionnaireResponse.cu'],
+    });
+    const launch = auth.createLaunch({ patient: 'p1', user: 'pr1' });
+    const browser = new TestBrowser();
+    const hops = await browser.navigate(`${url}/launch?iss=${encodeURIComponent(auth.fhirBase)}&launch=${launch}`);
+    const callback = hops.find((h) => h.url.startsWith(`${url}/callback`))!;
+    expect(callback.status).toBe(303);
+    // Replaying the same callback (same state and code) in the same browser is refused.
+    browser.setCookie(new URL(url).host, 'dtr_launch', 'x'.repeat(43));
+    const replay = await browser.request(callback.url);
+    expect(replay.status).toBe(401);
+    expect(replay.body).toContain('already used');
+  });
+
+  it('refuses a wrong client secret at the EHR: the page says the EHR refused, nothing is kept', async () => {
+    await registerTenant({
+      clientId: 'dtr-supplement',
+      authMethod: 'client_secret_basic',
+      clientSecret: 'not-the-right-secret',
+      scopes: ['launch', 'patient/*.rs', 'user/QuestionnaireResponse.cu'],
+    });
+    const launch = auth.createLaunch({ patient: 'p1', user: 'pr1' });
+    const browser = new TestBrowser();
+    const hops = await browser.navigate(`${url}/launch?iss=${encodeURIComponent(auth.fhirBase)}&launch=${launch}`);
+    const last = hops[hops.length - 1]!;
+    expect(last.status).toBe(403);
+    expect(last.body).toContain('invalid_client');
+    expect(browser.cookie(new URL(url).host, 'dtr_session')).toBeUndefined();
+  });
+
+  it('the EHR refuses an aud that is not its FHIR base', async () => {
+    const response = await fetch(`${auth.issuer}/auth?response_type=code&client_id=dtr-supplement&aud=${encodeURIComponent('https://elsewhere.example.org/fhir')}`, { redirect: 'manual' });
+    expect(response.status).toBe(400);
+  });
+
+  it('never wrote a token, secret, code or state to its log', () => {
+    const log = server.output();
+    expect(log).not.toContain(SECRET);
+    expect(log).not.toMatch(/code=|state=/);
+    for (const candidate of log.match(/[A-Za-z0-9_\-.~+/]{20,}/g) ?? []) expect(auth.issuedTokenFingerprints().has(fingerprint(candidate))).toBe(false);
+  });
 });

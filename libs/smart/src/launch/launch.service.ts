@@ -292,7 +292,20 @@ export function scopesFor(kind: LaunchKind, credentials: RegistrationCredentials
 /** openid-client's errors become DtrErrors once, here; the OAuth error code is kept, nothing else leaks. */
 export function translateOAuthError(cause: unknown): DtrError {
   if (cause instanceof DtrError) return cause;
-  const error = cause as { name?: string; code?: string; error?: string; message?: string };
+  const error = cause as {
+    name?: string;
+    code?: string;
+    error?: string;
+    message?: string;
+    status?: number;
+    cause?: Array<{ parameters?: { error?: string } }> | unknown;
+  };
+  // A 401 with WWW-Authenticate (openid-client's WWWAuthenticateChallengeError): our client authentication was refused.
+  if (error?.code === 'OAUTH_WWW_AUTHENTICATE_CHALLENGE' || error?.name === 'WWWAuthenticateChallengeError') {
+    const challenge = Array.isArray(error.cause) ? (error.cause[0] as { parameters?: { error?: string } } | undefined)?.parameters?.error : undefined;
+    const oauthError = challenge ?? 'invalid_client';
+    return new DtrError('FORBIDDEN', `the token endpoint refused the request: ${oauthError}`, { cause, details: { oauthError } });
+  }
   if (error?.name === 'TimeoutError' || error?.name === 'AbortError') {
     return new DtrError('UPSTREAM_TIMEOUT', 'the token endpoint did not answer in time', { cause });
   }
