@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createEhrAuthServer, type EhrAuthServer } from '../apps/sandbox/src/ehr/auth/index.js';
 import { type PeerServer, startPeerServer } from '../apps/sandbox/src/shared/peer-server.js';
@@ -34,6 +35,8 @@ describe('SMART launch against the sandbox EHR', () => {
       ],
       users: [{ id: 'pr1', fhirUser: 'Practitioner/pr1', display: 'Dr. One' }],
       patients: [{ id: 'p1', display: 'Pat One' }, { id: 'p2', display: 'Pat Two' }],
+      // Just over our 30 s refresh margin: a token becomes due for refresh about a second after it is issued.
+      accessTokenTtlSeconds: 31,
     });
   });
 
@@ -163,6 +166,41 @@ describe('SMART launch against the sandbox EHR', () => {
   it('the EHR refuses an aud that is not its FHIR base', async () => {
     const response = await fetch(`${auth.issuer}/auth?response_type=code&client_id=dtr-supplement&aud=${encodeURIComponent('https://elsewhere.example.org/fhir')}`, { redirect: 'manual' });
     expect(response.status).toBe(400);
+  });
+
+  it('50 concurrent API calls on a token due for refresh cause exactly one refresh, and the newest refresh token is kept', async () => {
+    await registerTenant({
+      clientId: 'dtr-supplement',
+      authMethod: 'client_secret_basic',
+      clientSecret: SECRET,
+      scopes: ['launch', 'openid', 'fhirUser', 'offline_access', 'patient/*.rs', 'user/QuestionnaireResponse.cu'],
+    });
+    const browser = new TestBrowser();
+    await browser.navigate(`${url}/launch?iss=${encodeURIComponent(auth.fhirBase)}&launch=${auth.createLaunch({ patient: 'p1', user: 'pr1' })}`);
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const mark = peer.log.mark();
+    const responses = await Promise.all(Array.from({ length: 50 }, () => browser.request(`${url}/api/session`)));
+    expect(responses.every((r) => r.status === 200)).toBe(true);
+    const tokenCalls = peer.log.since(mark).filter((e) => e.path.endsWith('/token'));
+    expect(tokenCalls).toHaveLength(1);
+    expect(tokenCalls[0]!.status).toBe(200);
+  });
+
+  it('a dump of the database holds no plaintext token, secret or private key', async () => {
+    const client = new pg.Client({ connectionString: db.url });
+    await client.connect();
+    let dump = '';
+    try {
+      const tables = await client.query<{ tablename: string }>(`SELECT tablename FROM pg_tables WHERE schemaname = 'public'`);
+      for (const { tablename } of tables.rows) dump += JSON.stringify((await client.query(`SELECT * FROM "${tablename}"`)).rows);
+    } finally {
+      await client.end();
+    }
+    expect(dump).not.toContain(SECRET);
+    expect(dump).not.toMatch(/"d":"/);
+    expect(dump).not.toContain('PRIVATE KEY');
+    const issued = auth.issuedTokenFingerprints();
+    for (const candidate of dump.match(/[A-Za-z0-9_\-.~+/]{20,}/g) ?? []) expect(issued.has(fingerprint(candidate))).toBe(false);
   });
 
   it('never wrote a token, secret, code or state to its log', () => {
