@@ -32,6 +32,7 @@ describe('SMART launch against the sandbox EHR', () => {
       clients: [
         { clientId: 'dtr-supplement', auth: 'client_secret_basic', clientSecret: SECRET, redirectUris: [`${url}/callback`] },
         { clientId: 'dtr-standalone-rs', auth: 'private_key_jwt', jwksUri: `${url}/.well-known/jwks.json`, redirectUris: [`${url}/callback`] },
+        { clientId: 'dtr-disclose', auth: 'private_key_jwt', jwksUri: `${url}/.well-known/jwks.json`, redirectUris: [`${url}/callback`] },
       ],
       users: [{ id: 'pr1', fhirUser: 'Practitioner/pr1', display: 'Dr. One' }],
       patients: [{ id: 'p1', display: 'Pat One' }, { id: 'p2', display: 'Pat Two' }],
@@ -47,7 +48,7 @@ describe('SMART launch against the sandbox EHR', () => {
     await db?.drop();
   });
 
-  const registerTenant = async (supplement: Record<string, unknown>) => {
+  const registerTenant = async (supplement: Record<string, unknown>, disclose?: Record<string, unknown>) => {
     const response = await fetch(`${url}/admin/tenants/sandbox-ehr`, {
       method: 'PUT',
       headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
@@ -55,8 +56,9 @@ describe('SMART launch against the sandbox EHR', () => {
         name: 'Sandbox EHR',
         fhirBase: auth.fhirBase,
         discloseMode: 'user-delegated',
-        singleClient: true,
+        singleClient: !disclose,
         supplement: { redirectUri: `${url}/callback`, ...supplement },
+        ...(disclose ? { disclose: { redirectUri: `${url}/callback`, ...disclose } } : {}),
       }),
     });
     expect(response.status).toBe(200);
@@ -168,7 +170,7 @@ describe('SMART launch against the sandbox EHR', () => {
     expect(response.status).toBe(400);
   });
 
-  it('50 concurrent API calls on a token due for refresh cause exactly one refresh, and the newest refresh token is kept', async () => {
+  it('50 concurrent API calls on a token due for refresh cause exactly one refresh at the EHR', async () => {
     await registerTenant({
       clientId: 'dtr-supplement',
       authMethod: 'client_secret_basic',
@@ -201,6 +203,40 @@ describe('SMART launch against the sandbox EHR', () => {
     expect(dump).not.toContain('PRIVATE KEY');
     const issued = auth.issuedTokenFingerprints();
     for (const candidate of dump.match(/[A-Za-z0-9_\-.~+/]{20,}/g) ?? []) expect(issued.has(fingerprint(candidate))).toBe(false);
+  });
+
+  it('user-delegated disclosure: a second authorization with the disclose client, seamless for the same user and patient', async () => {
+    await registerTenant(
+      { clientId: 'dtr-supplement', authMethod: 'client_secret_basic', clientSecret: SECRET, scopes: ['launch', 'openid', 'fhirUser', 'patient/*.rs'] },
+      { clientId: 'dtr-disclose', authMethod: 'private_key_jwt', signingAlg: 'ES384', scopes: ['openid', 'fhirUser', 'patient/*.rs', 'user/QuestionnaireResponse.cu'] },
+    );
+    const browser = new TestBrowser();
+    await browser.navigate(`${url}/launch?iss=${encodeURIComponent(auth.fhirBase)}&launch=${auth.createLaunch({ patient: 'p1', user: 'pr1' })}`);
+    const before = JSON.parse((await browser.request(`${url}/api/session`)).body);
+    expect(before.disclosure).toMatchObject({ mode: 'user-delegated', authorized: false });
+    const mark = peer.log.mark();
+    const hops = await browser.navigate(`${url}/disclose/authorize`);
+    expect(hops[hops.length - 1]!.url).toBe(`${url}/app?disclose=authorized`);
+    const after = JSON.parse((await browser.request(`${url}/api/session`)).body);
+    expect(after.disclosure.authorized).toBe(true);
+    // The EHR saw the disclose client id for this authorization, not the supplement one.
+    const authorize = peer.log.since(mark).find((e) => e.path.endsWith('/auth'));
+    expect(authorize?.query['client_id']).toBe('dtr-disclose');
+  });
+
+  it('user-delegated disclosure is refused when it comes back for another patient than the session', async () => {
+    const browser = new TestBrowser();
+    await browser.navigate(`${url}/launch?iss=${encodeURIComponent(auth.fhirBase)}&launch=${auth.createLaunch({ patient: 'p1', user: 'pr1' })}`);
+    // Make the session be about another patient than the EHR's open chart.
+    const client = new pg.Client({ connectionString: db.url });
+    await client.connect();
+    await client.query(`UPDATE app_session SET patient = 'p2', context = jsonb_set(context, '{patient}', '"p2"') WHERE id_hash = (SELECT id_hash FROM app_session ORDER BY created_at DESC LIMIT 1)`);
+    await client.end();
+    const hops = await browser.navigate(`${url}/disclose/authorize`);
+    const last = hops[hops.length - 1]!;
+    expect(last.status).toBe(403);
+    expect(last.body).toContain('different patient');
+    expect(JSON.parse((await browser.request(`${url}/api/session`)).body).disclosure.authorized).toBe(false);
   });
 
   it('never wrote a token, secret, code or state to its log', () => {

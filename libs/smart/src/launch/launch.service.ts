@@ -278,7 +278,8 @@ export class LaunchService {
 export function scopesFor(kind: LaunchKind, credentials: RegistrationCredentials, openId: boolean): string {
   const scopes = new Set(credentials.scopes.filter((s) => s !== 'launch' && s !== 'launch/patient'));
   if (kind === 'ehr') scopes.add('launch');
-  if (kind === 'standalone') scopes.add('launch/patient');
+  // The disclose authorization asks for the patient again, so the answer can be checked against the session's.
+  if (kind === 'standalone' || kind === 'disclose') scopes.add('launch/patient');
   if (openId) {
     scopes.add('openid');
     scopes.add('fhirUser');

@@ -51,7 +51,7 @@ interface Provider {
     uid: string;
     prompt: { name: string; details: Record<string, unknown> };
     params: Record<string, unknown>;
-    session?: { accountId?: string };
+    session?: { accountId?: string; uid?: string };
     grantId?: string;
   }>;
   interactionFinished(req: unknown, res: unknown, result: Record<string, unknown>, options?: Record<string, unknown>): Promise<void>;
@@ -81,6 +81,9 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
   const fhirBase = `${peer.origin}${EHR_PATHS.fhir}`;
   const launches = new Map<string, LaunchContextInput>();
   const contexts = new Map<string, LaunchContextInput & { fhirUser?: string }>();
+  // The patient open in each browser session (like an EHR's chart): a later `launch/patient` request from the same
+  // signed-in browser gets it without a picker (single sign-on).
+  const currentPatient = new Map<string, string>();
   const issued = new Set<string>();
 
   const { privateKey } = await generateKeyPair('RS256', { extractable: true });
@@ -197,7 +200,8 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
       }
       let context = launch;
       if (!context && scopes.includes('launch/patient')) {
-        const preselected = typeof params['sandbox_patient'] === 'string' ? params['sandbox_patient'] : undefined;
+        const open = details.session?.uid ? currentPatient.get(details.session.uid) : undefined;
+        const preselected = typeof params['sandbox_patient'] === 'string' ? params['sandbox_patient'] : open;
         if (!preselected) {
           const items = options.patients
             .map((p) => `<li><form method="post" action="${EHR_PATHS.auth}/interaction/${details.uid}/patient"><input type="hidden" name="patient" value="${escape(p.id)}"><button type="submit">${escape(p.display)}</button></form></li>`)
@@ -237,6 +241,7 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
     for (const scope of String(details.params['scope'] ?? '').split(' ').filter(Boolean)) grant.addOIDCScope(scope);
     const grantId = await grant.save();
     if (context) contexts.set(grantId, { ...context, fhirUser: userById.get(accountId)?.fhirUser });
+    if (context?.patient && details.session?.uid) currentPatient.set(details.session.uid, context.patient);
     await provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
   }
 
