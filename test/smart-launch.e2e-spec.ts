@@ -239,6 +239,20 @@ describe('SMART launch against the sandbox EHR', () => {
     expect(JSON.parse((await browser.request(`${url}/api/session`)).body).disclosure.authorized).toBe(false);
   });
 
+  it('logout revokes at the EHR (it advertises revocation) and ends the session', async () => {
+    await registerTenant({ clientId: 'dtr-supplement', authMethod: 'client_secret_basic', clientSecret: SECRET, scopes: ['launch', 'offline_access', 'patient/*.rs', 'user/QuestionnaireResponse.cu'] });
+    const browser = new TestBrowser();
+    await browser.navigate(`${url}/launch?iss=${encodeURIComponent(auth.fhirBase)}&launch=${auth.createLaunch({ patient: 'p1', user: 'pr1' })}`);
+    const cookie = browser.cookie(new URL(url).host, 'dtr_session')!;
+    const mark = peer.log.mark();
+    const out = await browser.request(`${url}/api/session/logout`, { method: 'POST' });
+    expect(out.status).toBe(200);
+    expect(JSON.parse(out.body)).toEqual({ loggedOut: true, revokedAtEhr: true });
+    expect(peer.log.since(mark).some((e) => e.path.endsWith('/token/revocation') && e.status === 200)).toBe(true);
+    const again = await fetch(`${url}/api/session`, { headers: { cookie: `dtr_session=${cookie}` } });
+    expect(again.status).toBe(401);
+  });
+
   it('never wrote a token, secret, code or state to its log', () => {
     const log = server.output();
     expect(log).not.toContain(SECRET);
