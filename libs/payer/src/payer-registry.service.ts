@@ -1,4 +1,5 @@
 import { DtrError } from '@dtr/kernel';
+import { rowsOf } from '@dtr/persistence';
 import type { FhirResource } from '@dtr/fhir';
 import { assertOutboundUrl, normaliseBaseUrl, type OutboundPolicy } from '@dtr/smart';
 import type { DataSource } from 'typeorm';
@@ -124,9 +125,7 @@ export class PayerRegistry {
   }
 
   async remove(id: string): Promise<boolean> {
-    const result = (await this.dataSource.query('DELETE FROM payer WHERE id = $1 RETURNING id', [id])) as unknown;
-    const rows = Array.isArray(result) && Array.isArray(result[0]) ? result[0] : result;
-    return Array.isArray(rows) && rows.length > 0;
+    return rowsOf(await this.dataSource.query('DELETE FROM payer WHERE id = $1 RETURNING id', [id])).length > 0;
   }
 
   /**

@@ -1,5 +1,6 @@
 import * as oidc from 'openid-client';
 import { Clock, DtrError } from '@dtr/kernel';
+import { rowsOf } from '@dtr/persistence';
 import type { DataSource } from 'typeorm';
 import { sameHash, sha256 } from '../hashing.js';
 import { type LaunchContext, parseLaunchContext } from '../launch-context.js';
@@ -211,7 +212,7 @@ export class LaunchService {
     const meta = { purpose: credentials.purpose, tokenEndpoint: attempt.token_endpoint, clientId: credentials.clientId };
 
     if (attempt.kind === 'disclose') {
-      const session = attempt.session_id_hash ? await this.sessionByHash(attempt.session_id_hash) : undefined;
+      const session = attempt.session_id_hash ? await this.sessions.findByHash(attempt.session_id_hash) : undefined;
       if (!session) throw new DtrError('UNAUTHENTICATED', 'the session that asked for disclosure has ended');
       if (!context.patient || context.patient !== session.patient) {
         throw new DtrError('FORBIDDEN', 'the disclosure authorization is for a different patient than the session');
@@ -248,29 +249,7 @@ export class LaunchService {
                  browser_binding_hash, session_id_hash`,
       [stateHash, this.clock.now()],
     );
-    const rows = Array.isArray(result) && Array.isArray(result[0]) ? (result[0] as AttemptRow[]) : (result as AttemptRow[]);
-    return rows[0];
-  }
-
-  private async sessionByHash(idHash: string): Promise<SessionRecord | undefined> {
-    const rows = (await this.dataSource.query(
-      `SELECT id_hash, tenant_id, fhir_base, patient, encounter, fhir_user, context, created_at, expires_at
-       FROM app_session WHERE id_hash = $1 AND revoked_at IS NULL AND expires_at > $2`,
-      [idHash, this.clock.now()],
-    )) as Array<Record<string, unknown>>;
-    const row = rows[0];
-    if (!row) return undefined;
-    return {
-      idHash: row['id_hash'] as string,
-      tenantId: row['tenant_id'] as string,
-      fhirBase: row['fhir_base'] as string,
-      patient: row['patient'] as string | null,
-      encounter: row['encounter'] as string | null,
-      fhirUser: row['fhir_user'] as string | null,
-      context: row['context'] as SessionRecord['context'],
-      createdAt: row['created_at'] as Date,
-      expiresAt: row['expires_at'] as Date,
-    };
+    return rowsOf<AttemptRow>(result)[0];
   }
 }
 

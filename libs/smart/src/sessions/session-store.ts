@@ -1,4 +1,5 @@
 import { Clock, DtrError } from '@dtr/kernel';
+import { rowsOf } from '@dtr/persistence';
 import type { DataSource, EntityManager } from 'typeorm';
 import { opaqueId, sha256 } from '../hashing.js';
 import type { LaunchContext } from '../launch-context.js';
@@ -63,14 +64,6 @@ interface TokenRow {
 
 const aad = (idHash: string, purpose: RegistrationPurpose, field: string) => `session_token:${idHash}:${purpose}:${field}`;
 
-/** `UPDATE … RETURNING` comes back as [rows, count] from TypeORM's postgres driver. */
-function returnedRows<T>(result: unknown): T[] {
-  if (Array.isArray(result) && result.length === 2 && Array.isArray(result[0]) && typeof result[1] === 'number') {
-    return result[0] as T[];
-  }
-  return result as T[];
-}
-
 /**
  * Browser sessions and the token vault. The browser holds only the opaque session id (cookie); here it is
  * stored as a hash. Tokens are sealed with AAD naming their session, purpose and field, so a ciphertext cannot
@@ -104,14 +97,19 @@ export class SessionStore {
   }
 
   /** The live session for a cookie value, or undefined (unknown, expired or revoked). */
-  async find(sessionId: string): Promise<SessionRecord | undefined> {
+  find(sessionId: string): Promise<SessionRecord | undefined> {
+    return this.findByHash(sha256(sessionId));
+  }
+
+  /** The live session with this id hash (the server side of a cookie), marking it seen. */
+  async findByHash(idHash: string): Promise<SessionRecord | undefined> {
     const result: unknown = await this.dataSource.query(
       `UPDATE app_session SET last_seen_at = now()
        WHERE id_hash = $1 AND revoked_at IS NULL AND expires_at > $2
        RETURNING id_hash, tenant_id, fhir_base, patient, encounter, fhir_user, context, created_at, expires_at`,
-      [sha256(sessionId), this.clock.now()],
+      [idHash, this.clock.now()],
     );
-    const row = returnedRows<SessionRow>(result)[0];
+    const row = rowsOf<SessionRow>(result)[0];
     if (!row) return undefined;
     return {
       idHash: row.id_hash,
