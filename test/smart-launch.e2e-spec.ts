@@ -253,6 +253,34 @@ describe('SMART launch against the sandbox EHR', () => {
     expect(again.status).toBe(401);
   });
 
+  for (const [misbehaviour, what] of [
+    [{ idToken: 'foreign-key' }, 'an id_token with a bad signature'],
+    [{ idToken: 'wrong-aud' }, 'an id_token for another audience'],
+    [{ idToken: 'wrong-nonce' }, 'an id_token with a wrong nonce'],
+    [{ callbackIss: 'https://another-issuer.example.org' }, 'a callback naming a different issuer (mix-up)'],
+  ] as const) {
+    it(`refuses ${what}: no session is created`, async () => {
+      await registerTenant({
+        clientId: 'dtr-supplement',
+        authMethod: 'client_secret_basic',
+        clientSecret: SECRET,
+        scopes: ['launch', 'openid', 'fhirUser', 'patient/*.rs', 'user/QuestionnaireResponse.cu'],
+      });
+      auth.setMisbehaviour(misbehaviour);
+      try {
+        const browser = new TestBrowser();
+        const hops = await browser.navigate(`${url}/launch?iss=${encodeURIComponent(auth.fhirBase)}&launch=${auth.createLaunch({ patient: 'p1', user: 'pr1' })}`);
+        const last = hops[hops.length - 1]!;
+        expect(last.status).toBe(403);
+        expect(last.headers['content-type']).toMatch(/text\/html/);
+        expect(last.body).toMatch('callbackIss' in misbehaviour ? /different issuer/ : /failed validation/);
+        expect(browser.cookie(new URL(url).host, 'dtr_session')).toBeUndefined();
+      } finally {
+        auth.setMisbehaviour({});
+      }
+    });
+  }
+
   it('never wrote a token, secret, code or state to its log', () => {
     const log = server.output();
     expect(log).not.toContain(SECRET);

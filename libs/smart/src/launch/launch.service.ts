@@ -289,6 +289,13 @@ export function translateOAuthError(cause: unknown): DtrError {
   if (error?.name === 'TimeoutError' || error?.name === 'AbortError') {
     return new DtrError('UPSTREAM_TIMEOUT', 'the token endpoint did not answer in time', { cause });
   }
+  // openid-client's own checks of what came back (id_token signature, iss, aud, nonce, exp; response iss): refused.
+  if (typeof error?.code === 'string' && error.code.startsWith('OAUTH_') && error.code !== 'OAUTH_RESPONSE_BODY_ERROR') {
+    return new DtrError('FORBIDDEN', `the authorization server's response failed validation: ${error.message ?? error.code}`, {
+      cause,
+      details: { check: error.code },
+    });
+  }
   if (typeof error?.error === 'string') {
     return new DtrError('FORBIDDEN', `the token endpoint refused the request: ${error.error}`, { cause, details: { oauthError: error.error } });
   }

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import express, { type Request, type Response } from 'express';
-import { exportJWK, generateKeyPair } from 'jose';
+import { decodeJwt, exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { EHR_PATHS, type SandboxClientConfig } from '../../shared/clients.js';
 import type { PeerServer } from '../../shared/peer-server.js';
 import { fingerprint } from '../../shared/request-log.js';
@@ -35,8 +35,17 @@ export interface LaunchContextInput {
   tenant?: string;
 }
 
+/** Ways a test can make the EHR misbehave, to see the client refuse it. */
+export interface EhrMisbehaviour {
+  /** Replace the id_token in token responses: signed by a key the EHR does not publish, for another audience, or with another nonce. */
+  idToken?: 'foreign-key' | 'wrong-aud' | 'wrong-nonce';
+  /** Put this value in the RFC 9207 `iss` parameter of authorization responses. */
+  callbackIss?: string;
+}
+
 export interface EhrAuthServer {
   issuer: string;
+  setMisbehaviour(misbehaviour: EhrMisbehaviour): void;
   fhirBase: string;
   introspect(token: string): Promise<AccessTokenInfo | undefined>;
   createLaunch(ctx: LaunchContextInput): string;
@@ -87,6 +96,8 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
   const issued = new Set<string>();
 
   const { privateKey } = await generateKeyPair('RS256', { extractable: true });
+  const foreign = await generateKeyPair('RS256');
+  let misbehaviour: EhrMisbehaviour = {};
   const signingKey = { ...(await exportJWK(privateKey)), alg: 'RS256', use: 'sig', kid: 'sandbox-ehr' };
   const { default: ProviderClass, errors } = (await import('oidc-provider' as string)) as {
     default: new (issuer: string, configuration: Record<string, unknown>) => Provider;
@@ -154,10 +165,28 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
       }
     }
     await next();
+    if (misbehaviour.callbackIss && ctx.status === 303) {
+      const location = (ctx as unknown as { response: { get(h: string): string; set(h: string, v: string): void } }).response;
+      const target = location.get('location');
+      if (target?.includes('iss=')) {
+        const url = new URL(target);
+        url.searchParams.set('iss', misbehaviour.callbackIss);
+        location.set('location', url.toString());
+      }
+    }
     // Launch context and SMART fields in the token response.
     if (ctx.path.endsWith('/token') && ctx.method === 'POST' && ctx.body && typeof ctx.body === 'object') {
       const body = ctx.body as Record<string, unknown>;
       const token = body['access_token'];
+      if (misbehaviour.idToken && typeof body['id_token'] === 'string') {
+        const claims = decodeJwt(body['id_token']);
+        const forged = { ...claims } as Record<string, unknown>;
+        if (misbehaviour.idToken === 'wrong-aud') forged['aud'] = 'someone-else';
+        if (misbehaviour.idToken === 'wrong-nonce') forged['nonce'] = 'not-the-nonce';
+        body['id_token'] = await new SignJWT(forged)
+          .setProtectedHeader({ alg: 'RS256', kid: 'sandbox-ehr' })
+          .sign(misbehaviour.idToken === 'foreign-key' ? foreign.privateKey : privateKey);
+      }
       if (typeof token === 'string') {
         issued.add(fingerprint(token));
         const found = await provider.AccessToken.find(token);
@@ -303,6 +332,9 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
     fhirBase,
     createLaunch,
     issuedTokenFingerprints: () => new Set(issued),
+    setMisbehaviour(next) {
+      misbehaviour = { ...next };
+    },
     async introspect(token) {
       const found = await provider.AccessToken.find(token);
       if (!found?.clientId || !found.exp || found.exp * 1000 < Date.now()) return undefined;
