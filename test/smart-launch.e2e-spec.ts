@@ -33,6 +33,7 @@ describe('SMART launch against the sandbox EHR', () => {
         { clientId: 'dtr-supplement', auth: 'client_secret_basic', clientSecret: SECRET, redirectUris: [`${url}/callback`] },
         { clientId: 'dtr-standalone-rs', auth: 'private_key_jwt', jwksUri: `${url}/.well-known/jwks.json`, redirectUris: [`${url}/callback`] },
         { clientId: 'dtr-disclose', auth: 'private_key_jwt', jwksUri: `${url}/.well-known/jwks.json`, redirectUris: [`${url}/callback`] },
+        { clientId: 'dtr-disclose-system', auth: 'private_key_jwt', jwksUri: `${url}/.well-known/jwks.json`, grantTypes: ['client_credentials'] },
       ],
       users: [{ id: 'pr1', fhirUser: 'Practitioner/pr1', display: 'Dr. One' }],
       patients: [{ id: 'p1', display: 'Pat One' }, { id: 'p2', display: 'Pat Two' }],
@@ -48,14 +49,14 @@ describe('SMART launch against the sandbox EHR', () => {
     await db?.drop();
   });
 
-  const registerTenant = async (supplement: Record<string, unknown>, disclose?: Record<string, unknown>) => {
+  const registerTenant = async (supplement: Record<string, unknown>, disclose?: Record<string, unknown>, discloseMode = 'user-delegated') => {
     const response = await fetch(`${url}/admin/tenants/sandbox-ehr`, {
       method: 'PUT',
       headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
       body: JSON.stringify({
         name: 'Sandbox EHR',
         fhirBase: auth.fhirBase,
-        discloseMode: 'user-delegated',
+        discloseMode,
         singleClient: !disclose,
         supplement: { redirectUri: `${url}/callback`, ...supplement },
         ...(disclose ? { disclose: { redirectUri: `${url}/callback`, ...disclose } } : {}),
@@ -224,7 +225,30 @@ describe('SMART launch against the sandbox EHR', () => {
     expect(authorize?.query['client_id']).toBe('dtr-disclose');
   });
 
+  it('system-level disclosure: SMART Backend Services with the disclose client and system/ scopes only', async () => {
+    await registerTenant(
+      { clientId: 'dtr-supplement', authMethod: 'client_secret_basic', clientSecret: SECRET, scopes: ['launch', 'openid', 'fhirUser', 'patient/*.rs'] },
+      { clientId: 'dtr-disclose-system', authMethod: 'private_key_jwt', signingAlg: 'RS384', scopes: ['system/QuestionnaireResponse.cu', 'system/DocumentReference.c'] },
+      'system',
+    );
+    const browser = new TestBrowser();
+    const mark = peer.log.mark();
+    await browser.navigate(`${url}/launch?iss=${encodeURIComponent(auth.fhirBase)}&launch=${auth.createLaunch({ patient: 'p1', user: 'pr1' })}`);
+    const view = JSON.parse((await browser.request(`${url}/api/session`)).body);
+    expect(view.disclosure).toEqual({ mode: 'system', singleClient: false, authorized: true });
+    // Two token requests: the launch's authorization code, then client_credentials for the disclose client.
+    const tokenCalls = peer.log.since(mark).filter((e) => e.path.endsWith('/token') && e.status === 200);
+    expect(tokenCalls).toHaveLength(2);
+    // No second authorization in the browser for system-level disclosure.
+    const refused = await browser.request(`${url}/disclose/authorize`);
+    expect(refused.status).toBe(409);
+  });
+
   it('user-delegated disclosure is refused when it comes back for another patient than the session', async () => {
+    await registerTenant(
+      { clientId: 'dtr-supplement', authMethod: 'client_secret_basic', clientSecret: SECRET, scopes: ['launch', 'openid', 'fhirUser', 'patient/*.rs'] },
+      { clientId: 'dtr-disclose', authMethod: 'private_key_jwt', signingAlg: 'ES384', scopes: ['openid', 'fhirUser', 'patient/*.rs', 'user/QuestionnaireResponse.cu'] },
+    );
     const browser = new TestBrowser();
     await browser.navigate(`${url}/launch?iss=${encodeURIComponent(auth.fhirBase)}&launch=${auth.createLaunch({ patient: 'p1', user: 'pr1' })}`);
     // Make the session be about another patient than the EHR's open chart.

@@ -35,7 +35,11 @@ export class SessionViewService {
     const [user, patient, disclosed] = await Promise.all([
       session.fhirUser ? this.display(session, session.fhirUser) : Promise.resolve(null),
       session.patient ? this.display(session, `Patient/${session.patient}`) : Promise.resolve(null),
-      this.smart.access.get(session.idHash, 'disclose').then(
+      // Whether payer-bound writes are authorized now: the user-delegated token, or a system token actually granted.
+      (tenant?.discloseMode === 'system' && !tenant.singleClient
+        ? this.smart.token(session, 'disclose')
+        : this.smart.access.get(session.idHash, 'disclose')
+      ).then(
         () => true,
         () => false,
       ),
@@ -50,7 +54,7 @@ export class SessionViewService {
       disclosure: {
         mode: tenant?.discloseMode ?? 'user-delegated',
         singleClient: tenant?.singleClient ?? false,
-        authorized: disclosed || tenant?.discloseMode === 'system' || Boolean(tenant?.singleClient),
+        authorized: disclosed || Boolean(tenant?.singleClient),
       },
       expiresAt: session.expiresAt.toISOString(),
     };
