@@ -1,0 +1,248 @@
+import express, { type NextFunction, type Request, type Response } from 'express';
+import { EHR_PATHS } from '../../shared/clients.js';
+import type { PeerServer } from '../../shared/peer-server.js';
+import { fingerprint, type RecordedRequest } from '../../shared/request-log.js';
+import type { AccessTokenInfo, IntrospectAccessToken } from '../../shared/tokens.js';
+import { FhirStore, FhirStoreError, type Resource } from './fhir-store.js';
+
+export { FhirStore } from './fhir-store.js';
+
+/**
+ * The sandbox EHR's FHIR R4 server (dev/test only): read, vread, search, create, update, conditional create,
+ * transaction/batch, `_history`; every request needs a bearer token from the sandbox authorization server, whose
+ * audience must be this base; SMART v1/v2 scopes are enforced per type and interaction, patient-level scopes to
+ * the token's patient compartment. Every request is recorded in the peer's log.
+ * Storage and search are our own small in-memory implementation: @medplum/fhir-router 4's MemoryRepository ignored
+ * `patient=` and mismatched token searches when tried, and a search that ignores a filter would hide exactly the
+ * over-reading this sandbox exists to catch.
+ * @see https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html
+ */
+export interface EhrFhirOptions {
+  peer: PeerServer;
+  introspect: IntrospectAccessToken;
+  resources: Resource[];
+}
+
+export interface EhrFhirServer {
+  baseUrl: string;
+  store: FhirStore;
+  listPatients(): Array<{ id: string; display: string }>;
+  listPractitioners(): Array<{ id: string; fhirUser: string; display: string }>;
+}
+
+type Interaction = 'c' | 'r' | 'u' | 'd' | 's';
+
+interface Grant {
+  level: 'patient' | 'user' | 'system';
+  type: string;
+  interactions: Set<Interaction>;
+}
+
+export function parseScopes(scopes: string[]): Grant[] {
+  const grants: Grant[] = [];
+  for (const scope of scopes) {
+    const m = /^(patient|user|system)\/([A-Za-z]+|\*)\.(read|write|\*|c?r?u?d?s?)(?:\?.*)?$/.exec(scope);
+    if (!m) continue;
+    const perms = m[3]!;
+    const interactions = new Set<Interaction>(
+      perms === '*' ? ['c', 'r', 'u', 'd', 's'] : perms === 'read' ? ['r', 's'] : perms === 'write' ? ['c', 'u', 'd'] : ([...perms] as Interaction[]),
+    );
+    grants.push({ level: m[1] as Grant['level'], type: m[2]!, interactions });
+  }
+  return grants;
+}
+
+/** Which levels allow an interaction on a type: `unlimited` (user/system), `compartment` (patient only) or none. */
+export function access(scopes: string[], type: string, interaction: Interaction): 'unlimited' | 'compartment' | undefined {
+  const matching = parseScopes(scopes).filter((g) => (g.type === '*' || g.type === type) && g.interactions.has(interaction));
+  if (matching.some((g) => g.level !== 'patient')) return 'unlimited';
+  return matching.length > 0 ? 'compartment' : undefined;
+}
+
+function inCompartment(resource: Resource, patient: string | undefined): boolean {
+  if (!patient) return false;
+  if (resource.resourceType === 'Patient') return resource.id === patient;
+  for (const key of ['subject', 'patient', 'beneficiary']) {
+    const ref = (resource[key] as { reference?: string } | undefined)?.reference;
+    if (ref && (ref === `Patient/${patient}` || ref.endsWith(`/Patient/${patient}`))) return true;
+  }
+  return false;
+}
+
+function outcome(res: Response, status: number, code: string, diagnostics: string): void {
+  res.status(status).type('application/fhir+json').send(JSON.stringify({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code, diagnostics }] }));
+}
+
+function nameOf(resource: Resource): string {
+  const name = (resource['name'] as Array<{ text?: string; given?: string[]; family?: string }> | undefined)?.[0];
+  return name?.text ?? [...(name?.given ?? []), name?.family].filter(Boolean).join(' ') ?? resource.id ?? '';
+}
+
+export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrFhirServer> {
+  const { peer } = options;
+  const baseUrl = `${peer.origin}${EHR_PATHS.fhir}`;
+  const store = new FhirStore();
+  for (const resource of options.resources) store.put(resource);
+
+  const router = express.Router();
+  router.get('/metadata', (_req, res) => {
+    res.type('application/fhir+json').send(JSON.stringify({ resourceType: 'CapabilityStatement', status: 'active', kind: 'instance', fhirVersion: '4.0.1', format: ['json'] }));
+  });
+  router.use(express.json({ type: ['application/json', 'application/fhir+json'], limit: '5mb' }));
+  router.use((req: Request, res: Response, next: NextFunction) => {
+    if (req.path.startsWith('/.well-known/')) return next('router');
+    const entry = peer.log.start({ method: req.method, path: `${EHR_PATHS.fhir}${req.path}`, query: req.query as Record<string, string> });
+    const started = Date.now();
+    res.once('finish', () => {
+      entry.status = res.statusCode;
+      entry.ms = Date.now() - started;
+    });
+    res.locals['entry'] = entry;
+    void (async () => {
+      const token = /^Bearer\s+(\S+)$/i.exec(req.get('authorization') ?? '')?.[1];
+      if (!token) {
+        res.setHeader('WWW-Authenticate', 'Bearer');
+        return outcome(res, 401, 'login', 'a Bearer access token is required');
+      }
+      entry.tokenFingerprint = fingerprint(token);
+      const info = await options.introspect(token);
+      entry.tokenIssuedHere = info !== undefined;
+      if (!info) {
+        res.setHeader('WWW-Authenticate', 'Bearer error="invalid_token"');
+        return outcome(res, 401, 'login', 'the access token is unknown or expired');
+      }
+      entry.clientId = info.clientId;
+      entry.scopes = info.scopes;
+      if (info.audience && info.audience !== baseUrl) return outcome(res, 401, 'login', 'the access token is for another server');
+      res.locals['token'] = info;
+      next();
+    })().catch(next);
+  });
+
+  const allow = (res: Response, type: string, interaction: Interaction) => {
+    const info = res.locals['token'] as AccessTokenInfo;
+    const level = access(info.scopes, type, interaction);
+    if (!level) {
+      outcome(res, 403, 'forbidden', `the token's scopes do not allow ${interaction} on ${type}`);
+      return undefined;
+    }
+    return { level, patient: info.patient };
+  };
+
+  router.get('/:type', (req, res) => {
+    const type = String(req.params['type']);
+    const granted = allow(res, type, 's');
+    if (!granted) return;
+    const params = Object.fromEntries(Object.entries(req.query).map(([k, v]) => [k, Array.isArray(v) ? v.join(',') : String(v)]));
+    try {
+      let hits = store.search(type, params);
+      if (granted.level === 'compartment') hits = hits.filter((r) => inCompartment(r, granted.patient));
+      const count = Math.min(Math.max(Number(params['_count'] ?? 50) || 50, 1), 200);
+      const offset = Math.max(Number(params['_offset'] ?? 0) || 0, 0);
+      const page = hits.slice(offset, offset + count);
+      const link = (o: number) => {
+        const q = new URLSearchParams({ ...params, _count: String(count), _offset: String(o) });
+        return `${baseUrl}/${type}?${q}`;
+      };
+      res.type('application/fhir+json').send(
+        JSON.stringify({
+          resourceType: 'Bundle',
+          type: 'searchset',
+          total: hits.length,
+          link: [{ relation: 'self', url: link(offset) }, ...(offset + count < hits.length ? [{ relation: 'next', url: link(offset + count) }] : [])],
+          entry: page.map((resource) => ({ fullUrl: `${baseUrl}/${type}/${resource.id}`, resource, search: { mode: 'match' } })),
+        }),
+      );
+    } catch (error) {
+      if (error instanceof FhirStoreError) return outcome(res, error.status, error.code, error.message);
+      throw error;
+    }
+  });
+
+  const readOne = (req: Request, res: Response, found: Resource | undefined) => {
+    const type = String(req.params['type']);
+    const granted = allow(res, type, 'r');
+    if (!granted) return;
+    if (!found) return outcome(res, 404, 'not-found', `${type}/${req.params['id']} is not known`);
+    if (granted.level === 'compartment' && !inCompartment(found, granted.patient)) {
+      return outcome(res, 403, 'forbidden', 'outside the patient compartment of the token');
+    }
+    res.type('application/fhir+json').send(JSON.stringify(found));
+  };
+  router.get('/:type/:id', (req, res) => readOne(req, res, store.read(String(req.params['type']), String(String(req.params['id'])))));
+  router.get('/:type/:id/_history/:vid', (req, res) => readOne(req, res, store.vread(String(req.params['type']), String(String(req.params['id'])), String(req.params['vid']))));
+  router.get('/:type/:id/_history', (req, res) => {
+    const type = String(req.params['type']);
+    const granted = allow(res, type, 'r');
+    if (!granted) return;
+    const versions = store.history(type, String(String(req.params['id'])));
+    if (versions.length === 0) return outcome(res, 404, 'not-found', 'no such resource');
+    if (granted.level === 'compartment' && !inCompartment(versions[0]!, granted.patient)) return outcome(res, 403, 'forbidden', 'outside the patient compartment of the token');
+    res.type('application/fhir+json').send(JSON.stringify({ resourceType: 'Bundle', type: 'history', total: versions.length, entry: versions.map((resource) => ({ resource })) }));
+  });
+
+  /** create / conditional create / update, for a plain request or a transaction entry. */
+  const write = (res: Response, method: 'POST' | 'PUT', type: string, id: string | undefined, body: Resource, ifNoneExist?: string): { status: number; resource?: Resource; error?: [number, string, string] } => {
+    if (!body || body.resourceType !== type) return { status: 400, error: [400, 'invalid', `the body must be a ${type}`] };
+    const granted = allow(res, type, method === 'POST' ? 'c' : 'u');
+    if (!granted) return { status: 403 };
+    if (granted.level === 'compartment' && !inCompartment(body, granted.patient)) return { status: 403, error: [403, 'forbidden', 'outside the patient compartment of the token'] };
+    if (method === 'POST') {
+      if (ifNoneExist) {
+        const existing = store.search(type, Object.fromEntries(new URLSearchParams(ifNoneExist)));
+        if (existing.length > 1) return { status: 412, error: [412, 'duplicate', 'If-None-Exist matched several resources'] };
+        if (existing.length === 1) return { status: 200, resource: existing[0]! };
+      }
+      return { status: 201, resource: store.create(body) };
+    }
+    if (body.id !== id) return { status: 400, error: [400, 'invalid', 'the body id differs from the URL'] };
+    const existed = store.read(type, id!) !== undefined;
+    return { status: existed ? 200 : 201, resource: store.put(body) };
+  };
+  const send = (res: Response, type: string, result: ReturnType<typeof write>) => {
+    if (res.headersSent) return;
+    if (result.error) return outcome(res, ...result.error);
+    if (result.resource) res.setHeader('Location', `${baseUrl}/${type}/${result.resource.id}/_history/${result.resource.meta?.versionId}`);
+    res.status(result.status).type('application/fhir+json').send(JSON.stringify(result.resource));
+  };
+  router.post('/:type', (req, res) => {
+    const type = String(req.params['type']);
+    try {
+      send(res, type, write(res, 'POST', type, undefined, req.body as Resource, req.get('if-none-exist') ?? undefined));
+    } catch (error) {
+      if (error instanceof FhirStoreError) return outcome(res, error.status, error.code, error.message);
+      throw error;
+    }
+  });
+  router.put('/:type/:id', (req, res) => send(res, String(req.params['type']), write(res, 'PUT', String(req.params['type']), req.params['id'], req.body as Resource)));
+  router.post('/', (req, res) => {
+    const bundle = req.body as { resourceType?: string; type?: string; entry?: Array<{ resource?: Resource; request?: { method?: string; url?: string; ifNoneExist?: string } }> };
+    if (bundle?.resourceType !== 'Bundle' || (bundle.type !== 'transaction' && bundle.type !== 'batch')) {
+      return outcome(res, 400, 'invalid', 'POST to the base takes a transaction or batch Bundle');
+    }
+    const responses = [];
+    for (const entry of bundle.entry ?? []) {
+      const method = entry.request?.method;
+      const [type, id] = (entry.request?.url ?? '').split('?')[0]!.split('/');
+      if ((method !== 'POST' && method !== 'PUT') || !type || !entry.resource) {
+        return outcome(res, 400, 'not-supported', 'transaction entries must be POST or PUT with a resource');
+      }
+      // A scratch response collects refusals without answering the whole request.
+      const scratch = { locals: res.locals, headersSent: false, status: () => scratch, type: () => scratch, send: () => scratch, setHeader: () => scratch } as unknown as Response;
+      const result = write(scratch, method, type, id, entry.resource, entry.request?.ifNoneExist);
+      if (result.status >= 400 && bundle.type === 'transaction') {
+        return outcome(res, result.status, result.error?.[1] ?? 'forbidden', result.error?.[2] ?? 'an entry of the transaction was refused; nothing was written');
+      }
+      responses.push({ response: { status: String(result.status), ...(result.resource ? { location: `${type}/${result.resource.id}/_history/${result.resource.meta?.versionId}` } : {}) }, ...(result.resource ? { resource: result.resource } : {}) });
+    }
+    res.type('application/fhir+json').send(JSON.stringify({ resourceType: 'Bundle', type: `${bundle.type}-response`, entry: responses }));
+  });
+
+  peer.app.use(EHR_PATHS.fhir, router);
+  return {
+    baseUrl,
+    store,
+    listPatients: () => store.all('Patient').map((p) => ({ id: p.id!, display: nameOf(p) })),
+    listPractitioners: () => store.all('Practitioner').map((p) => ({ id: p.id!, fhirUser: `Practitioner/${p.id}`, display: nameOf(p) })),
+  };
+}
