@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 
-export type Resource = { resourceType: string; id?: string; meta?: { versionId?: string; lastUpdated?: string; security?: unknown[] } } & Record<string, unknown>;
+export type Resource = { resourceType: string; id?: string; meta?: { versionId?: string; lastUpdated?: string; profile?: string[]; security?: unknown[] } } & Record<string, unknown>;
 
 export class FhirStoreError extends Error {
   constructor(
