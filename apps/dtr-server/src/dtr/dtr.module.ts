@@ -6,11 +6,12 @@ import { PayersModule } from '../payers/payers.module.js';
 import { SmartModule } from '../smart/smart.module.js';
 import { PrepareQuestionnairesUseCase } from './prepare-questionnaires.usecase.js';
 import { QuestionnairesController } from './questionnaires.controller.js';
+import { QuestionnairesPageController } from './questionnaires-page.controller.js';
 
 /** The DTR flow of a session: package retrieval and prefill (then completion and disclosure). */
 @Module({
   imports: [SmartModule, PayersModule],
-  controllers: [QuestionnairesController],
+  controllers: [QuestionnairesController, QuestionnairesPageController],
   providers: [
     { provide: PackageCache, inject: [getDataSourceToken()], useFactory: (ds: DataSource) => new PackageCache(ds) },
     PrepareQuestionnairesUseCase,

@@ -35,6 +35,7 @@ ${view.needPatientBanner ? `<div id="patient-banner"><strong>${esc(view.patient.
 ${disclose === 'authorized' ? '<p role="status">Disclosure authorized.</p>' : ''}
 <h2>Orders</h2>${list(view.orders)}
 <h2>Coverage</h2>${list(view.coverages)}
+<form method="post" action="/app/questionnaires"><button type="submit" id="prepare">Get the payer's questionnaires, prefilled</button></form>
 ${discloseLine}
 <form method="post" action="/api/session/logout"><button type="submit">Sign out</button></form>
 </body></html>`);

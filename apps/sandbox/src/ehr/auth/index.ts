@@ -81,8 +81,17 @@ interface KoaContext {
   oidc?: { params?: Record<string, unknown> };
 }
 
-/** SMART scopes: v1 and v2, patient/user/system, with optional v2 query suffixes. */
-const SMART_SCOPE = /^(patient|user|system)\/([A-Za-z]+|\*)\.(read|write|\*|c?r?u?d?s?)(\?.*)?$/;
+/**
+ * The SMART resource scopes this EHR grants (v1 and v2, patient/user/system). oidc-provider only issues scopes it
+ * knows by name, so they are listed: every level × the resource types DTR uses (and `*`) × the usual permissions.
+ */
+const SCOPE_TYPES = ['*', 'Patient', 'Practitioner', 'PractitionerRole', 'Organization', 'Location', 'Encounter', 'Coverage', 'Condition', 'Observation',
+  'Procedure', 'DeviceRequest', 'ServiceRequest', 'MedicationRequest', 'MedicationStatement', 'Medication', 'NutritionOrder', 'QuestionnaireResponse',
+  'Questionnaire', 'DocumentReference', 'DiagnosticReport', 'AllergyIntolerance', 'Communication', 'Claim'];
+const SCOPE_PERMISSIONS = ['read', 'write', '*', 'r', 's', 'rs', 'c', 'u', 'd', 'cu', 'cru', 'cruds', 'crus', 'ru', 'rus'];
+export const SMART_RESOURCE_SCOPES = ['patient', 'user', 'system'].flatMap((level) =>
+  SCOPE_TYPES.flatMap((type) => SCOPE_PERMISSIONS.map((perm) => `${level}/${type}.${perm}`)),
+);
 
 export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrAuthServer> {
   const { peer } = options;
@@ -122,8 +131,7 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
     jwks: { keys: [signingKey] },
     pkce: { required: () => true, methods: ['S256'] },
     extraParams: ['launch', 'aud', 'sandbox_patient'],
-    scopes: ['openid', 'fhirUser', 'launch', 'launch/patient', 'launch/encounter', 'offline_access', 'online_access'],
-    dynamicScopes: [SMART_SCOPE],
+    scopes: ['openid', 'fhirUser', 'launch', 'launch/patient', 'launch/encounter', 'offline_access', 'online_access', ...SMART_RESOURCE_SCOPES],
     claims: { fhirUser: ['fhirUser'], openid: ['sub'] },
     conformIdTokenClaims: false,
     findAccount: async (_ctx: unknown, id: string) => ({

@@ -1,0 +1,79 @@
+import { createEhrAuthServer, type EhrAuthServer } from './ehr/auth/index.js';
+import { createEhrFhirServer, type EhrFhirServer } from './ehr/fhir/index.js';
+import { generatePatients, loadBundleFiles } from './ehr/patients/generator.js';
+import { mountDemo } from './demo/demo.routes.js';
+import { createPayerServer, type DtrIgVersion, type PayerServer } from './payer/index.js';
+import type { SandboxClientConfig } from './shared/clients.js';
+import { type PeerServer, startPeerServer } from './shared/peer-server.js';
+
+export interface SandboxOptions {
+  host: string;
+  /** 0 picks a free port. */
+  ehrPort: number;
+  payerPort: number;
+  /** Synthetic patients: deterministic from the seed. */
+  seed: number;
+  patientCount: number;
+  /** Extra FHIR Bundle files loaded into the EHR (e.g. ../shared/corpus/patients/*.json). */
+  bundleFiles: string[];
+  /** Folders of questionnaire packages the payer serves. */
+  packageDirs: string[];
+  igVersion: DtrIgVersion;
+  ehrClients: SandboxClientConfig[];
+  payerClients: SandboxClientConfig[];
+  /** Where the demo page sends an EHR launch (`?iss=…&launch=…` is appended). */
+  appLaunchUrl: string;
+  accessTokenTtlSeconds?: number;
+}
+
+export interface RunningSandbox {
+  ehr: { peer: PeerServer; auth: EhrAuthServer; fhir: EhrFhirServer; fhirBase: string; demoUrl: string };
+  payer: { peer: PeerServer; server: PayerServer; fhirBase: string; tokenEndpoint: string };
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the sandbox EHR (SMART authorization server + FHIR server + the demo page) and the sandbox payer,
+ * each on its own loopback port, as separate peers of our server.
+ */
+export async function startSandbox(options: SandboxOptions): Promise<RunningSandbox> {
+  const ehrPeer = await startPeerServer('ehr', options.host, options.ehrPort);
+  const payerPeer = await startPeerServer('payer', options.host, options.payerPort);
+  try {
+    const resources = [...generatePatients({ seed: options.seed, count: options.patientCount }), ...loadBundleFiles(options.bundleFiles)];
+    // The FHIR server checks tokens with the auth server, which needs the FHIR server's patients for its
+    // picker: bind the introspection late.
+    let auth: EhrAuthServer | undefined;
+    const fhir = await createEhrFhirServer({
+      peer: ehrPeer,
+      resources,
+      introspect: async (token) => (auth ? auth.introspect(token) : undefined),
+    });
+    auth = await createEhrAuthServer({
+      peer: ehrPeer,
+      clients: options.ehrClients,
+      users: fhir.listPractitioners(),
+      patients: fhir.listPatients(),
+      ...(options.accessTokenTtlSeconds ? { accessTokenTtlSeconds: options.accessTokenTtlSeconds } : {}),
+    });
+    const payer = await createPayerServer({
+      peer: payerPeer,
+      clients: options.payerClients,
+      packageDirs: options.packageDirs,
+      defaultIgVersion: options.igVersion,
+      ...(options.accessTokenTtlSeconds ? { accessTokenTtlSeconds: options.accessTokenTtlSeconds } : {}),
+    });
+    mountDemo({ peer: ehrPeer, fhir, auth, payer, appLaunchUrl: options.appLaunchUrl });
+    return {
+      ehr: { peer: ehrPeer, auth, fhir, fhirBase: fhir.baseUrl, demoUrl: `${ehrPeer.origin}/` },
+      payer: { peer: payerPeer, server: payer, fhirBase: payer.fhirBase, tokenEndpoint: payer.tokenEndpoint },
+      async close() {
+        await Promise.allSettled([auth?.close(), payer.close()]);
+        await Promise.allSettled([ehrPeer.close(), payerPeer.close()]);
+      },
+    };
+  } catch (error) {
+    await Promise.allSettled([ehrPeer.close(), payerPeer.close()]);
+    throw error;
+  }
+}

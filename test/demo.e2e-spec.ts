@@ -1,0 +1,69 @@
+import { existsSync } from 'node:fs';
+import { chromium, type Browser } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
+import { spawnServer, type SpawnedServer } from './support/processes.js';
+
+const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
+
+/**
+ * The README's first command, walked in a real browser (Debian's chromium): `npm start` runs our server and the
+ * sandbox EHR and payer and prints one URL; from that page a clinician launches the app for an order and gets the
+ * payer's questionnaire prefilled from the EHR.
+ */
+describe('npm start: the walkable demo in a real browser', () => {
+  let db: ScratchDatabase;
+  let app: SpawnedServer;
+  let browser: Browser;
+  let demoUrl: string;
+
+  beforeAll(async () => {
+    if (!existsSync(CHROMIUM)) throw new Error(`no chromium at ${CHROMIUM}: install Debian's chromium (apt-get install chromium) or set CHROMIUM_PATH`);
+    db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_demo');
+    app = spawnServer({ DATABASE_URL: db.url, DTR_PORT: '0', SANDBOX_EHR_PORT: '0', SANDBOX_PAYER_PORT: '0' }, 'scripts/start.mjs');
+    await app.ready;
+    const deadline = Date.now() + 30_000;
+    while (!/Open (http:\/\/\S+) to try it/.test(app.output()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    demoUrl = /Open (http:\/\/\S+) to try it/.exec(app.output())![1]!;
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    app?.child.kill('SIGTERM');
+    await app?.exited;
+    await db?.drop();
+  });
+
+  it('prints one URL whose page lists sandbox patients with their orders', async () => {
+    const page = await browser.newPage();
+    await page.goto(demoUrl);
+    await expect(page.locator('h1').textContent()).resolves.toBe('Sandbox EHR');
+    expect(await page.locator('section.patient').count()).toBeGreaterThan(0);
+    expect(await page.locator('button', { hasText: 'Launch DTR' }).count()).toBeGreaterThan(0);
+    await page.close();
+  });
+
+  it('launches the app for an order and shows the payer questionnaire prefilled from the EHR', async () => {
+    const page = await browser.newPage();
+    await page.goto(demoUrl);
+    const first = page.locator('section.patient').first();
+    const patientId = await first.getAttribute('data-patient');
+    await first.locator('button', { hasText: 'Launch DTR' }).first().click();
+    await page.waitForURL(/\/app$/);
+    await expect(page.locator('#patient').textContent()).resolves.toBeTruthy();
+    expect(await page.locator('#signed-in').textContent()).toContain('Signed in as');
+    await page.locator('#prepare').click();
+    await page.waitForURL(/\/app\/questionnaires$/);
+    const heading = await page.locator('h1').textContent();
+    expect(heading).toContain('Sandbox Health Plan');
+    expect(await page.locator('section.questionnaire h2').first().textContent()).toContain('home-oxygen');
+    const birthDate = await page.locator('tr[data-link-id="birth-date"] td.answer').textContent();
+    expect(birthDate).toMatch(/^\d{4}-\d{2}-\d{2}$/);
+    expect(patientId).toMatch(/^pat-/);
+    await page.close();
+  });
+});
