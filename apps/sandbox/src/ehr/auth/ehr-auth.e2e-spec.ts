@@ -64,8 +64,8 @@ describe('sandbox EHR authorization server refusals', () => {
       body: new URLSearchParams(body),
     });
 
-  async function code(): Promise<string> {
-    const hops = await new TestBrowser().navigate(authorizeUrl());
+  async function code(extra: Record<string, string> = {}): Promise<string> {
+    const hops = await new TestBrowser().navigate(authorizeUrl(extra));
     const location = hops.find((h) => h.headers['location']?.startsWith(REDIRECT))!.headers['location']!;
     const url = new URL(location);
     expect(url.searchParams.get('state')).toBe('s1');
@@ -126,5 +126,47 @@ describe('sandbox EHR authorization server refusals', () => {
     expect(await wrongAud.json()).toMatchObject({ error: 'invalid_client' });
     const issuerAud = await jwtToken(await assertion({ aud: auth.issuer }));
     expect(await issuerAud.json()).toMatchObject({ error: 'invalid_client' });
+  });
+
+  it('serves smart-configuration with the SMART fields (issuer included unless configured off)', async () => {
+    const config = (await (await fetch(`${auth.fhirBase}/.well-known/smart-configuration`)).json()) as Record<string, unknown>;
+    expect(config).toMatchObject({
+      issuer: auth.issuer,
+      token_endpoint: `${auth.issuer}/token`,
+      code_challenge_methods_supported: ['S256'],
+      authorization_response_iss_parameter_supported: true,
+      token_endpoint_auth_signing_alg_values_supported: ['RS384', 'ES384'],
+    });
+    expect(config['capabilities']).toEqual(expect.arrayContaining(['launch-ehr', 'launch-standalone', 'client-confidential-asymmetric', 'sso-openid-connect', 'permission-v2']));
+    const bare = await startPeerServer('ehr', '127.0.0.1', 0);
+    try {
+      const withoutIssuer = await createEhrAuthServer({ peer: bare, clients: [], users: [], patients: [], omitIssuerInSmartConfiguration: true });
+      const doc = (await (await fetch(`${withoutIssuer.fhirBase}/.well-known/smart-configuration`)).json()) as Record<string, unknown>;
+      expect(doc['issuer']).toBeUndefined();
+      expect(doc['capabilities']).not.toContain('sso-openid-connect');
+    } finally {
+      await bare.close();
+    }
+  });
+
+  it('returns the launch context in the token response, fhirContext in the 2.0 string form or the 2.1 object form', async () => {
+    for (const [style, expected] of [
+      ['2.0-strings', ['DeviceRequest/d1', 'Coverage/c1']],
+      ['2.1-objects', [{ reference: 'DeviceRequest/d1' }, { reference: 'Coverage/c1', role: 'coverage' }]],
+    ] as const) {
+      const launch = auth.createLaunch({
+        patient: 'p1',
+        user: 'u1',
+        encounter: 'e1',
+        fhirContext: ['DeviceRequest/d1', { reference: 'Coverage/c1', role: 'coverage' }],
+        fhirContextStyle: style,
+        needPatientBanner: false,
+        intent: 'order-review',
+        tenant: 't1',
+      });
+      const c = await code({ launch });
+      const body = await (await token({ grant_type: 'authorization_code', code: c, redirect_uri: REDIRECT, code_verifier: verifier })).json();
+      expect(body).toMatchObject({ patient: 'p1', encounter: 'e1', need_patient_banner: false, intent: 'order-review', tenant: 't1', fhirContext: expected });
+    }
   });
 });
