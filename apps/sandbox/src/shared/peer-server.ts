@@ -44,8 +44,10 @@ export async function startPeerServer(name: PeerName, host: string, port: number
     res.json(faults.current);
   });
   app.put('/_sandbox/faults', express.json(), (req: Request, res: Response) => {
-    faults.set((req.body ?? {}) as FaultSettings);
-    res.json(faults.current);
+    const next = (req.body ?? {}) as FaultSettings;
+    // Applied once this answer is out: refusing connections closes every socket, this one included.
+    res.once('finish', () => faults.set(next));
+    res.json(next);
   });
   app.use(faults.middleware());
 
