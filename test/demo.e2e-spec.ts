@@ -65,5 +65,20 @@ describe('npm start: the walkable demo in a real browser', () => {
     expect(birthDate).toMatch(/^\d{4}-\d{2}-\d{2}$/);
     expect(patientId).toMatch(/^pat-/);
     await page.close();
+
+    // What our server asked the EHR for, from the sandbox's own request log: only reads by id and searches scoped to
+    // this patient; and never a payer token.
+    const log = (await (await fetch(new URL('/_sandbox/requests', demoUrl))).json()) as Array<{ method: string; path: string; query: Record<string, string>; clientId?: string; tokenIssuedHere?: boolean }>;
+    const fhir = log.filter((e) => e.path.startsWith('/fhir/') && !e.path.includes('.well-known'));
+    expect(fhir.length).toBeGreaterThan(0);
+    for (const request of fhir) {
+      expect(request.method).toBe('GET');
+      expect(request.tokenIssuedHere).toBe(true);
+      const parts = request.path.split('/').filter(Boolean);
+      const isRead = parts.length === 3;
+      const isPatientSearch = parts.length === 2 && request.query['patient'] === patientId;
+      expect(isRead || isPatientSearch, `${request.path} ${JSON.stringify(request.query)}`).toBe(true);
+    }
+    expect(fhir.some((e) => e.path === '/fhir/Condition' && e.query['patient'] === patientId)).toBe(true);
   });
 });
