@@ -1,5 +1,6 @@
 import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
+import { settingsFrom } from '@dtr/kernel';
 import { z } from 'zod';
 import type { SandboxOptions } from './sandbox.js';
 
@@ -70,11 +71,7 @@ export function packageFolders(root: string): string[] {
  * payer, `dtr-backend` (Backend Services, private_key_jwt).
  */
 export function loadSandboxOptions(env: NodeJS.ProcessEnv = process.env, extraArgs: string[] = []): SandboxOptions {
-  const input = Object.fromEntries(
-    Object.keys(schema.shape)
-      .map((key) => [key, env[key]] as const)
-      .filter(([, value]) => value !== undefined && value !== ''),
-  );
+  const input = settingsFrom(env, Object.keys(schema.shape));
   const parsed = schema.safeParse(input);
   if (!parsed.success) {
     throw new Error(

@@ -3,3 +3,4 @@ export * from './brand.js';
 export * from './clock.js';
 export * from './dtr-error.js';
 export * from './safe-json.js';
+export * from './settings.js';

@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { settingsFrom } from '@dtr/kernel';
 import { z } from 'zod';
 
 /**
@@ -115,12 +116,7 @@ export class ConfigError extends Error {
 }
 
 export function loadAppConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
-  // Empty strings count as unset, as a shell `FOO=` usually means.
-  const input = Object.fromEntries(
-    Object.keys(schema.shape)
-      .map((key) => [key, env[key]] as const)
-      .filter(([, value]) => value !== undefined && value !== ''),
-  );
+  const input = settingsFrom(env, Object.keys(schema.shape));
   const parsed = schema.safeParse(input);
   if (!parsed.success) {
     throw new ConfigError(
