@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { FixedClock, SystemClock } from '@dtr/kernel';
 import { createDataSource, migrate } from '@dtr/persistence';
 import { PackageCache, PackageRetrieval, PayerClient, PayerRegistry, resourcesOf } from '@dtr/payer';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { BackendServicesClient, SigningKeyStore } from '@dtr/smart';
@@ -45,6 +45,13 @@ describe('payer connectivity (sandbox payer)', () => {
   let registry: PayerRegistry;
   let tokens: BackendServicesClient;
   const policy = { allowInsecureLoopback: true };
+  // A server the broken package points at: nothing may ever call it.
+  let strangerHits = 0;
+  const stranger = createServer((_req, res) => {
+    strangerHits++;
+    res.end('{}');
+  });
+  const strangerReady = new Promise<void>((resolve) => stranger.listen(0, '127.0.0.1', resolve));
   // Our own broken package: its questionnaire names a library that is not there.
   const broken = mkdtempSync(path.join(os.tmpdir(), 'dtr-broken-package-'));
   writeFileSync(
@@ -55,7 +62,7 @@ describe('payer connectivity (sandbox payer)', () => {
       url: 'http://example.org/dtr/Questionnaire/broken',
       version: '1',
       status: 'active',
-      extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/cqf-library', valueCanonical: 'http://example.org/dtr/Library/Missing|1' }],
+      extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/cqf-library', valueCanonical: 'STRANGER/Library/Missing|1' }],
       item: [
         {
           linkId: 'q1',
@@ -77,6 +84,9 @@ describe('payer connectivity (sandbox payer)', () => {
   );
 
   beforeAll(async () => {
+    await strangerReady;
+    const questionnaireFile = path.join(broken, 'Questionnaire-broken.json');
+    writeFileSync(questionnaireFile, readFileSync(questionnaireFile, 'utf8').replace('STRANGER', `http://127.0.0.1:${(stranger.address() as AddressInfo).port}`));
     db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_payer');
     await migrate(db.url);
     dataSource = createDataSource({ url: db.url });
@@ -106,6 +116,7 @@ describe('payer connectivity (sandbox payer)', () => {
     await peer?.close();
     jwksServer?.close();
     rmSync(broken, { recursive: true, force: true });
+    stranger.close();
     await dataSource?.destroy();
     await db?.drop();
   });
@@ -208,6 +219,44 @@ describe('payer connectivity (sandbox payer)', () => {
     expect(text).toContain('http://example.org/dtr/Questionnaire/broken|1');
     expect(text).not.toContain('Patient/p1');
     expect(text).not.toContain('cov-1');
+  });
+
+  for (const version of ['2.2', '2.1', '2.0.1'] as const) {
+    it(`walks an adaptive questionnaire with $next-question in the ${version} input shape`, async () => {
+      const payer = await register('ES384', version);
+      const client = new PayerClient(payer, tokens, policy, new FixedClock(new Date()));
+      let qr: Record<string, unknown> = {
+        resourceType: 'QuestionnaireResponse',
+        status: 'in-progress',
+        questionnaire: 'http://example.org/dtr/Questionnaire/sleep-therapy-adaptive|1.0.0',
+        subject: { reference: 'Patient/p1' },
+        item: [],
+      };
+      const mark = peer.log.mark();
+      for (let step = 0; step < 10 && qr['status'] !== 'completed'; step++) {
+        const next = (await client.nextQuestion(qr as never)) as Record<string, unknown>;
+        const questionnaire = (next['contained'] as Array<{ resourceType: string; item: Array<{ linkId: string; type: string }> }>).find((r) => r.resourceType === 'Questionnaire')!;
+        const answered = new Set(((next['item'] as Array<{ linkId: string }>) ?? []).map((i) => i.linkId));
+        const items = [...((next['item'] as unknown[]) ?? [])];
+        for (const q of questionnaire.item.filter((i) => !answered.has(i.linkId))) {
+          items.push({ linkId: q.linkId, answer: [q.type === 'boolean' ? { valueBoolean: true } : q.type === 'integer' ? { valueInteger: 5 } : { valueString: 'yes' }] });
+        }
+        qr = next['status'] === 'completed' ? next : { ...next, item: items };
+      }
+      expect(qr['status']).toBe('completed');
+      const calls = peer.log.since(mark).filter((e) => e.path.endsWith('$next-question'));
+      expect(calls.length).toBeGreaterThanOrEqual(3);
+      expect(calls.every((e) => e.status === 200)).toBe(true);
+    });
+  }
+
+  it('never calls a URL a package names: the broken package points its library at a live loopback server', async () => {
+    const payer = await register('ES384');
+    const client = new PayerClient(payer, tokens, policy, new FixedClock(new Date()));
+    const order = { ...ORDER, id: 'dr-broken-2', codeCodeableConcept: { coding: [{ code: 'E9999' }] } };
+    const result = await new PackageRetrieval(new PackageCache(dataSource)).retrieve(client, { coverages: [COVERAGE], orders: [order] });
+    expect(result.issues.find((i) => i.code === 'missing-library')?.library).toContain(`127.0.0.1:${(stranger.address() as AddressInfo).port}`);
+    expect(strangerHits).toBe(0);
   });
 
   it('refuses to register a payer over plain http outside loopback, naming the field', async () => {

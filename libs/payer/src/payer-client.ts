@@ -86,4 +86,26 @@ export class PayerClient {
       ],
     });
   }
+
+  /**
+   * Adaptive forms: sends the response so far and gets it back with the next question(s) in its contained
+   * Questionnaire (status `completed` when done). The input shape follows the payer's DTR version: a
+   * `questionnaire-response` part (2.2), an `in` part (2.1), or the bare QuestionnaireResponse (2.0.1).
+   * @see https://hl7.org/fhir/us/davinci-dtr/ (adaptive forms) and SDC $next-question
+   */
+  async nextQuestion(questionnaireResponse: FhirResource): Promise<FhirResource> {
+    if (questionnaireResponse.resourceType !== 'QuestionnaireResponse') throw new DtrError('INVALID_INPUT', 'next-question takes a QuestionnaireResponse');
+    const body =
+      this.payer.igVersion === '2.0.1'
+        ? questionnaireResponse
+        : { resourceType: 'Parameters', parameter: [{ name: this.payer.igVersion === '2.2' ? 'questionnaire-response' : 'in', resource: questionnaireResponse }] };
+    const answer = (await this.fhir.operation('Questionnaire/$next-question', body)) as FhirResource;
+    // Servers answer with the bare QuestionnaireResponse, or wrapped in a `return` part.
+    const qr =
+      answer.resourceType === 'Parameters'
+        ? ((answer['parameter'] as Array<{ name?: string; resource?: FhirResource }> | undefined) ?? []).find((p) => p.resource?.resourceType === 'QuestionnaireResponse')?.resource
+        : answer;
+    if (!qr || qr.resourceType !== 'QuestionnaireResponse') throw new DtrError('UPSTREAM_ERROR', 'the payer did not answer $next-question with a QuestionnaireResponse');
+    return qr;
+  }
 }
