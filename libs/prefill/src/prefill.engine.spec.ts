@@ -167,3 +167,52 @@ describe('PrefillEngine with FHIRPath (SDC)', () => {
     expect(reader.searches).toEqual([]);
   });
 });
+
+describe('PrefillEngine with enableWhen (SDC)', () => {
+  const fp = (expression: string) => ({
+    url: 'http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-initialExpression',
+    valueExpression: { language: 'text/fhirpath', expression },
+  });
+  const questionnaire = {
+    resourceType: 'Questionnaire',
+    url: 'http://example.org/dtr/Questionnaire/enable-when',
+    item: [
+      { linkId: 'active', type: 'boolean', extension: [fp('%patient.active')] },
+      { linkId: 'gender', type: 'string', extension: [fp('%patient.gender')] },
+      { linkId: 'when-active', type: 'string', enableWhen: [{ question: 'active', operator: '=', answerBoolean: true }], extension: [fp("'shown'")] },
+      { linkId: 'when-inactive', type: 'string', enableWhen: [{ question: 'active', operator: '=', answerBoolean: false }], extension: [fp("'hidden'")] },
+      // Depends on a disabled item: disabled too (recomputed until it settles).
+      { linkId: 'chained', type: 'string', enableWhen: [{ question: 'when-inactive', operator: 'exists', answerBoolean: true }], extension: [fp("'chained'")] },
+      {
+        linkId: 'any-of',
+        type: 'string',
+        enableBehavior: 'any',
+        enableWhen: [
+          { question: 'gender', operator: '=', answerString: 'male' },
+          { question: 'active', operator: '=', answerBoolean: true },
+        ],
+        extension: [fp("'any'")],
+      },
+      {
+        linkId: 'by-expression',
+        type: 'string',
+        extension: [
+          fp("'expr'"),
+          { url: 'http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-enableWhenExpression', valueExpression: { language: 'text/fhirpath', expression: "%resource.item.where(linkId = 'gender').answer.value = 'male'" } },
+        ],
+      },
+    ],
+  };
+
+  it('leaves out the items the answers disable, following chains, any/all and enableWhenExpression', async () => {
+    const result = await new PrefillEngine(new BundleReader([patient])).run({ pkg: QuestionnairePackage.fromResources([questionnaire]), questionnaire, patientId: 'p1', igVersion: '2.2' });
+    const a = answers(result.questionnaireResponse);
+    expect([...a.keys()].sort()).toEqual(['active', 'any-of', 'gender', 'when-active']);
+    expect(result.issues).toEqual([]);
+
+    const male = { ...patient, gender: 'male', active: false };
+    const other = await new PrefillEngine(new BundleReader([male])).run({ pkg: QuestionnairePackage.fromResources([questionnaire]), questionnaire, patientId: 'p1', igVersion: '2.2' });
+    expect([...answers(other.questionnaireResponse).keys()].sort()).toEqual(['active', 'any-of', 'by-expression', 'chained', 'gender', 'when-inactive']);
+  });
+});
+

@@ -7,6 +7,7 @@ import {
 } from '@dtr/fhir';
 import { type Answer, type ItemShape, toAnswers } from './answers.js';
 import { codeService, cql, expansionOf, type FhirModelVersion, patientFor, wrap } from './cql-runtime.js';
+import { applyEnableWhen, type ResponseItem } from './enable-when.js';
 import { compileFhirPath, launchContextNames, rootVariables } from './fhirpath-expressions.js';
 import { dataRequirements, indexLibraries, NON_COMPARTMENT_TYPES, planSearches, referencedNonCompartment } from './elm-requirements.js';
 import { PatientDataReader } from './patient-data-reader.js';
@@ -229,6 +230,7 @@ export class PrefillEngine {
 
     // FHIRPath expressions (SDC): launch context and root variables, then each item's expression.
     const fhirpathValues = new Map<string, unknown[]>();
+    const expressionEnv: Record<string, unknown> = { ...(patient ? { patient } : {}), questionnaire };
     if (fhirpathByItem.size > 0 && patient) {
       const byRef = (ref: string | undefined) => (ref ? resources.get(ref.replace(/^.*\/([A-Z][A-Za-z]+\/[^/]+)$/, '$1')) : undefined);
       const allText = [...fhirpathByItem.values(), ...rootVariables(questionnaire).map((v) => v.expression)].join(' ');
@@ -251,6 +253,7 @@ export class PrefillEngine {
           issues.push({ severity: 'warning', code: 'expression-failed', message: `variable ${variable.name}: ${error instanceof Error ? error.message.slice(0, 160) : 'error'}` });
         }
       }
+      Object.assign(expressionEnv, env);
       for (const [linkId, expression] of fhirpathByItem) {
         try {
           fhirpathValues.set(linkId, compileFhirPath(expression)({}, env));
@@ -360,6 +363,12 @@ export class PrefillEngine {
       }
       return out;
     };
+    // Items that enableWhen / enableWhenExpression disable given these answers are not part of the response.
+    const enablement = applyEnableWhen(questionnaire, build(questionnaire['item'] as QItem[] | undefined) as unknown as ResponseItem[], expressionEnv);
+    if (enablement.cycle) issues.push({ severity: 'warning', code: 'enablewhen-cycle', message: 'enableWhen conditions do not settle; check the questionnaire' });
+    for (const failure of enablement.failures) {
+      issues.push({ severity: 'warning', code: 'expression-failed', message: `enableWhenExpression: ${failure.message}`, linkId: failure.linkId });
+    }
     const url = typeof questionnaire['url'] === 'string' ? questionnaire['url'] : `Questionnaire/${questionnaire.id}`;
     const version = typeof questionnaire['version'] === 'string' ? `|${questionnaire['version']}` : '';
     const contextUrl =
@@ -375,7 +384,7 @@ export class PrefillEngine {
       subject: { reference: `Patient/${request.patientId}` },
       authored: now.toISOString(),
       ...(request.user ? { author: { reference: request.user } } : {}),
-      item: build(questionnaire['item'] as QItem[] | undefined),
+      item: enablement.items,
     };
     const done = performance.now();
     return {
