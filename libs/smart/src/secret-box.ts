@@ -1,5 +1,5 @@
 /**
- * Encryption at rest as a port: the key ring lives elsewhere (libs/keys); this lib only needs to seal and open.
+ * Encryption at rest as a port (KeyRingSecretBox implements it with the configured key ring); stores only seal and open.
  * `aad` binds a ciphertext to its row and purpose so it cannot be moved to another row.
  */
 export abstract class SecretBox {

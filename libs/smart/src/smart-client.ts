@@ -8,7 +8,7 @@ import { supportsOpenId, type SmartConfiguration } from './smart-configuration.j
 /** The private-key type openid-client signs with (a WebCrypto CryptoKey). */
 export type SigningCryptoKey = Extract<Parameters<typeof oidc.PrivateKeyJwt>[0], { key: unknown }>['key'];
 
-/** Our private signing keys as a port (libs/keys provides them); a key never leaves the process. */
+/** Our private signing keys as a port (SigningKeyStore implements it); a key never leaves the process. */
 export abstract class ClientKeyProvider {
   abstract privateKey(alg: SigningAlg): Promise<{ key: SigningCryptoKey; kid: string }>;
 }

@@ -16,8 +16,13 @@ export function secretBoxFromConfig(config: AppConfig, logger?: JsonLogger): Key
   const file = path.join(config.dataDir, 'dev-encryption-key');
   if (!existsSync(file)) {
     mkdirSync(config.dataDir, { recursive: true });
-    writeFileSync(file, `dev:${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
-    logger?.entry('warn', 'no DTR_ENCRYPTION_KEYS: generated a development key', { file });
+    try {
+      // `wx`: when two processes start at once on a fresh folder, only one key is ever written.
+      writeFileSync(file, `dev:${randomBytes(32).toString('base64')}\n`, { mode: 0o600, flag: 'wx' });
+      logger?.entry('warn', 'no DTR_ENCRYPTION_KEYS: generated a development key', { file });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
   }
   chmodSync(file, 0o600);
   const [kid, material] = readFileSync(file, 'utf8').trim().split(':') as [string, string];

@@ -32,7 +32,7 @@ export const OUTBOUND_POLICY = Symbol('OUTBOUND_POLICY');
 
 /**
  * SMART confidential launch: tenants, discovery, launch/callback, sessions and the token vault, the global
- * session guard. SecretBox and ClientKeyProvider come from the keys module (encryption at rest, our signing keys).
+ * session guard, encryption at rest (the key ring from configuration) and our signing keys.
  */
 @Module({
   imports: [PassportModule],

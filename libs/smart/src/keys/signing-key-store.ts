@@ -73,9 +73,12 @@ export class SigningKeyStore extends ClientKeyProvider {
 
   /** Public keys of active and retiring keys, never a private member. */
   async publicJwks(): Promise<{ keys: JWK[] }> {
-    await this.retireExpired();
+    // Read-only (a public endpoint serves this): a retiring key past its grace is simply not selected.
     const rows = (await this.dataSource.query(
-      `SELECT public_jwk FROM client_signing_key WHERE status IN ('active', 'retiring') ORDER BY created_at DESC`,
+      `SELECT public_jwk FROM client_signing_key
+       WHERE status = 'active' OR (status = 'retiring' AND (retire_after IS NULL OR retire_after > $1))
+       ORDER BY created_at DESC`,
+      [this.clock.now()],
     )) as Array<Pick<KeyRow, 'public_jwk'>>;
     const keys = rows.map((r) => r.public_jwk);
     for (const key of keys) {
@@ -96,6 +99,8 @@ export class SigningKeyStore extends ClientKeyProvider {
       const jwk = JSON.parse(this.secrets.open(row.private_jwk_enc, `client_signing_key:${row.kid}`)) as JWK;
       key = importJWK(jwk, alg) as Promise<SigningCryptoKey>;
       this.imported.set(row.kid, key);
+      // A failed import is not remembered: the next call tries again.
+      key.catch(() => this.imported.delete(row.kid));
     }
     return { key: await key, kid: row.kid };
   }
