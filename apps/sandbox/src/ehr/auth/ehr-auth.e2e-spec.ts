@@ -92,6 +92,16 @@ describe('sandbox EHR authorization server refusals', () => {
     expect(new URL(location!).searchParams.get('error')).toBe('invalid_request');
   });
 
+  it('refuses an authorization request without aud, or with another server as aud', async () => {
+    const url = new URL(authorizeUrl());
+    url.searchParams.delete('aud');
+    const missing = await fetch(url, { redirect: 'manual' });
+    expect(missing.status).toBe(400);
+    expect(await missing.json()).toMatchObject({ error: 'invalid_request' });
+    url.searchParams.set('aud', 'https://elsewhere.example.org/fhir');
+    expect((await fetch(url, { redirect: 'manual' })).status).toBe(400);
+  });
+
   it('refuses a redirect URI that is not registered exactly, without redirecting to it', async () => {
     const hops = await new TestBrowser().navigate(authorizeUrl({ redirect_uri: `${REDIRECT}/evil` }));
     expect(hops.some((h) => h.headers['location']?.startsWith(`${REDIRECT}/evil`))).toBe(false);

@@ -166,7 +166,8 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
     if (ctx.path === '/auth' || ctx.path.endsWith('/auth')) {
       const url = new URL(`http://x${(ctx as unknown as { url: string }).url}`);
       const aud = url.searchParams.get('aud');
-      if (url.pathname.endsWith('/auth') && aud !== null && aud.replace(/\/+$/, '') !== fhirBase) {
+      // SMART requires `aud` on every authorization request, naming this FHIR server.
+      if (url.pathname.endsWith('/auth') && (aud === null || aud.replace(/\/+$/, '') !== fhirBase)) {
         ctx.status = 400;
         ctx.body = { error: 'invalid_request', error_description: 'aud must be the FHIR base URL of this server' };
         return;
