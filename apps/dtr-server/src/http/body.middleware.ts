@@ -11,6 +11,8 @@ export interface BodyLimits {
 
 const JSON_TYPES = /^application\/(?:[\w.+-]+\+)?json$/;
 const FORM_TYPE = 'application/x-www-form-urlencoded';
+/** Past this much refused upload, stop reading and drop the connection. */
+const MAX_DRAIN_BYTES = 64 * 1024 * 1024;
 
 /**
  * Reads request bodies at the edge, before any route sees them:
@@ -29,12 +31,29 @@ export function bodyMiddleware(limits: BodyLimits, logger: JsonLogger) {
     }
     const mediaType = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
     const isJson = JSON_TYPES.test(mediaType);
-    const refuse = (error: DtrError) => {
-      // Let the rest of the upload drain so the client reads our answer, then drop the connection.
+    const refuse = AsyncResource.bind((error: DtrError) => {
+      // Answering while the client is still uploading makes it fail with EPIPE before it reads the answer: drain the
+      // rest of the upload first (up to a bound), then answer and close the connection.
       res.setHeader('Connection', 'close');
+      let drained = 0;
+      let answered = false;
+      const answer = () => {
+        if (answered) return;
+        answered = true;
+        sendError(res, error, logger);
+      };
+      if (req.readableEnded) return answer();
+      req.on('data', (chunk: Buffer) => {
+        drained += chunk.length;
+        if (drained > MAX_DRAIN_BYTES) {
+          answer();
+          req.destroy();
+        }
+      });
+      req.once('end', answer);
+      req.once('error', answer);
       req.resume();
-      sendError(res, error, logger);
-    };
+    });
     if (!isJson && mediaType !== FORM_TYPE) {
       refuse(
         new DtrError('UNSUPPORTED_MEDIA_TYPE', `request bodies must be application/json, application/fhir+json or ${FORM_TYPE}`),
