@@ -1,3 +1,4 @@
+import { createRequire } from 'node:module';
 import cql from 'cql-execution';
 import cqlfhir from 'cql-exec-fhir';
 import type { FhirResource } from '@dtr/fhir';
@@ -79,6 +80,82 @@ function installWrapperCaches(sample: object): void {
     if (!cache) classes.set(this, (cache = new Map()));
     if (!cache.has(args[0])) cache.set(args[0], originalFindClass.apply(this, args));
     return cache.get(args[0]);
+  };
+  installResourceIdentity(fhirObject);
+  installDateParseCache();
+}
+
+/**
+ * `DateTime.parse` / `Date.parse` check every string's format by trying luxon formats (`fromFormat` builds a token
+ * parser on each call), once for every date element read. The result depends only on the string: it is kept (up to
+ * 20,000 strings, then the cache starts over) and a copy is handed out, since callers may adjust what they receive.
+ */
+function installDateParseCache(): void {
+  for (const type of [cql.DateTime, cql.Date] as unknown as Array<{ parse: (s: string | null) => { copy(): unknown } | null }>) {
+    const original = type.parse.bind(type);
+    const parsed = new Map<string, { copy(): unknown } | null>();
+    type.parse = (value: string | null) => {
+      if (!fastPaths || typeof value !== 'string') return original(value);
+      let result = parsed.get(value);
+      if (result === undefined) {
+        if (parsed.size >= 20_000) parsed.clear();
+        result = original(value);
+        parsed.set(value, result);
+      }
+      return (result?.copy() ?? null) as { copy(): unknown } | null;
+    };
+  }
+}
+
+interface Wrapped {
+  _json?: { resourceType?: unknown; id?: unknown } | null;
+}
+
+/**
+ * Resource identity fast paths in cql-execution's list operators (`union`, `except`, `intersect`, `distinct`, `in`):
+ * they compare FHIR resources by deep value, walking every element through the data wrapper, which made one
+ * `[Condition] except "RelevantConditions"` cost tens of milliseconds. For two wrapped resources (a JSON object with a
+ * `resourceType` and an `id`):
+ * - `equals`: the same JSON object is equal; a different type or id is not equal (deep equality compares `id` too, so
+ *   the answer is the same); only same type and id with distinct JSON objects falls through to the deep comparison;
+ * - `toNormalizedKey` (the key `distinct` hashes): type, id and the resource's JSON text, computed once per object, so
+ *   two copies of one resource still collapse and different resources never do.
+ * Both are replaced on the module exports the library's own operators read at each call; the library is unchanged.
+ */
+function installResourceIdentity(fhirObject: object): void {
+  const require = createRequire(import.meta.url);
+  const comparison = require('cql-execution/lib/util/comparison') as { equals: (a: unknown, b: unknown) => unknown };
+  const keys = require('cql-execution/lib/util/immutableUtil') as { toNormalizedKey: (js: unknown) => unknown };
+  // The Immutable instance cql-execution itself uses, so its sets hash our keys like their own.
+  const { Map: ImmutableMap } = createRequire(require.resolve('cql-execution'))('immutable') as { Map: (entries: object) => unknown };
+  const resourceJson = (value: unknown): { resourceType: string; id: string } | undefined => {
+    if (!value || typeof value !== 'object' || !fhirObject.isPrototypeOf(value)) return undefined;
+    const json = (value as Wrapped)._json;
+    return json && typeof json.resourceType === 'string' && typeof json.id === 'string' ? (json as { resourceType: string; id: string }) : undefined;
+  };
+  const originalEquals = comparison.equals;
+  comparison.equals = (a: unknown, b: unknown) => {
+    if (fastPaths) {
+      const left = resourceJson(a);
+      const right = left ? resourceJson(b) : undefined;
+      if (left && right) {
+        if (left === right) return true;
+        if (left.resourceType !== right.resourceType || left.id !== right.id) return false;
+      }
+    }
+    return originalEquals(a, b);
+  };
+  const originalKey = keys.toNormalizedKey;
+  const resourceKeys = new WeakMap<object, unknown>();
+  keys.toNormalizedKey = (js: unknown) => {
+    const json = fastPaths ? resourceJson(js) : undefined;
+    if (!json) return originalKey(js);
+    let key = resourceKeys.get(json);
+    if (key === undefined) {
+      key = ImmutableMap({ __instance: 'FHIR resource', resourceType: json.resourceType, id: json.id, json: JSON.stringify(json) });
+      resourceKeys.set(json, key);
+    }
+    return key;
   };
 }
 

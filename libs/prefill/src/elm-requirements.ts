@@ -9,6 +9,12 @@ export interface Retrieve {
   codes?: Array<{ system?: string; code: string }>;
   /** A value set whose codes are not available here: the retrieve cannot be narrowed by code. */
   unresolvedValueSet?: string;
+  /**
+   * The retrieve is only used to find resources by id, the id coming from the launch context (the order, coverage,
+   * encounter or patient) and literals: `[Encounter] E where 'Encounter/' + E.id = "RequestEncounterReference"`.
+   * Those resources are read by the references the context resources hold, not searched by type.
+   */
+  byReference?: boolean;
 }
 
 export interface DataRequirements {
@@ -42,6 +48,104 @@ function includeTarget(library: ElmFull, alias: string): string | undefined {
   return include ? (include.version ? `${include.path}|${include.version}` : include.path) : undefined;
 }
 
+/** The library an alias names from `library` (itself when no alias). */
+function ownerOf(index: ElmIndex, library: ElmFull, alias: string | undefined): ElmFull | undefined {
+  if (!alias) return library;
+  const target = includeTarget(library, alias);
+  return target ? (index.get(target) as ElmFull | undefined) : undefined;
+}
+
+/**
+ * What an expression can depend on, following defines and functions across libraries (memoised): whether it reaches
+ * a retrieve of patient data other than the Patient, and whether it reaches a parameter (the launch context).
+ */
+class DependencyFacts {
+  private readonly memo = new Map<string, { retrieve: boolean; parameter: boolean }>();
+
+  constructor(private readonly index: ElmIndex) {}
+
+  of(node: unknown, libraryKey: string): { retrieve: boolean; parameter: boolean } {
+    const library = this.index.get(libraryKey) as ElmFull | undefined;
+    const result = { retrieve: false, parameter: false };
+    if (!library) return { retrieve: true, parameter: false };
+    walk(node, (n) => {
+      const type = n['type'];
+      if (type === 'Retrieve' && String(n['dataType'] ?? '').replace(/^\{[^}]*\}/, '') !== 'Patient') result.retrieve = true;
+      else if (type === 'ParameterRef') result.parameter = true;
+      else if (type === 'ExpressionRef' || type === 'FunctionRef') {
+        const alias = n['libraryName'] as string | undefined;
+        const target = alias ? includeTarget(library, alias) : libraryKey;
+        const inner = target ? this.ofStatement(target, String(n['name'])) : { retrieve: true, parameter: false };
+        result.retrieve ||= inner.retrieve;
+        result.parameter ||= inner.parameter;
+      }
+    });
+    return result;
+  }
+
+  private ofStatement(libraryKey: string, name: string): { retrieve: boolean; parameter: boolean } {
+    const key = `${libraryKey}\u0000${name}`;
+    const known = this.memo.get(key);
+    if (known) return known;
+    // Assume the worst while visiting (recursive functions), then record what was found.
+    this.memo.set(key, { retrieve: true, parameter: false });
+    const library = this.index.get(libraryKey) as ElmFull | undefined;
+    const defs = library?.library.statements?.def?.filter((d) => d.name === name) ?? [];
+    const result = { retrieve: defs.length === 0, parameter: false };
+    for (const def of defs) {
+      const inner = this.of((def as Node)['expression'], libraryKey);
+      result.retrieve ||= inner.retrieve;
+      result.parameter ||= inner.parameter;
+    }
+    this.memo.set(key, result);
+    return result;
+  }
+}
+
+/** The conjuncts of a where clause (`a and b and c`). */
+function conjuncts(node: Node | undefined): Node[] {
+  if (!node) return [];
+  if (node['type'] === 'And') return (node['operand'] as Node[]).flatMap(conjuncts);
+  return [node];
+}
+
+/** Whether `node` refers to the alias only through its `id` (`E.id`, `ToString(E.id)`, `'Encounter/' + E.id`). */
+function onlyIdOf(node: unknown, alias: string): boolean {
+  let id = false;
+  let other = false;
+  walk(node, (n) => {
+    if ((n['type'] === 'Property' && n['scope'] === alias) || (n['type'] === 'AliasRef' && n['name'] === alias)) {
+      if (n['type'] === 'Property' && n['path'] === 'id') id = true;
+      else other = true;
+    } else if (n['type'] === 'Retrieve' || n['type'] === 'Query') other = true;
+  });
+  return id && !other;
+}
+
+/**
+ * Marks a query's single Retrieve source when its where clause pins the resource's id to a value that comes only from
+ * the launch context (parameters, literals, and defines over them): such a retrieve finds resources by reference.
+ */
+function markIdMatchedSource(query: Node, libraryKey: string, facts: DependencyFacts, marked: WeakSet<object>): void {
+  const sources = query['source'] as Array<{ alias?: string; expression?: Node }> | undefined;
+  if (!sources || sources.length !== 1 || (query['relationship'] as unknown[] | undefined)?.length) return;
+  const source = sources[0]!;
+  if (source.expression?.['type'] !== 'Retrieve' || source.expression['codes'] || !source.alias) return;
+  for (const condition of conjuncts(query['where'] as Node | undefined)) {
+    if (condition['type'] !== 'Equal') continue;
+    const [left, right] = condition['operand'] as [Node, Node];
+    for (const [idSide, valueSide] of [[left, right], [right, left]] as const) {
+      if (!onlyIdOf(idSide, source.alias)) continue;
+      const mentionsAlias = JSON.stringify(valueSide).includes(`"scope":${JSON.stringify(source.alias)}`);
+      const depends = facts.of(valueSide, libraryKey);
+      if (!mentionsAlias && !depends.retrieve && depends.parameter) {
+        marked.add(source.expression);
+        return;
+      }
+    }
+  }
+}
+
 /**
  * What the requested defines can reach: the statements they depend on (across included libraries) and the FHIR
  * retrieves those statements make, with their code filters when known. Value set codes come from `expand`.
@@ -56,6 +160,8 @@ export function dataRequirements(
   const queue: Array<{ library: string; name: string }> = requested.map((r) => ({ library: r.library, name: r.define }));
 
   const libraryId = (key: string): string => (index.get(key) as ElmFull | undefined)?.library.identifier.id ?? key;
+  const facts = new DependencyFacts(index);
+  const idMatched = new WeakSet<object>();
 
   while (queue.length > 0) {
     const { library: key, name } = queue.shift()!;
@@ -71,12 +177,14 @@ export function dataRequirements(
       if (def.name !== name) continue;
       walk(def, (node) => {
         const type = node['type'];
+        if (type === 'Query') markIdMatchedSource(node, key, facts, idMatched);
         if (type === 'ExpressionRef' || type === 'FunctionRef') {
           const alias = node['libraryName'] as string | undefined;
           const target = alias ? includeTarget(library, alias) : key;
           if (target) queue.push({ library: target, name: node['name'] as string });
         } else if (type === 'Retrieve') {
-          retrieves.push(retrieveOf(node, library, index, expand));
+          const retrieve = retrieveOf(node, library, index, expand);
+          retrieves.push(idMatched.has(node) && !retrieve.codes ? { ...retrieve, byReference: true } : retrieve);
         }
       });
     }
@@ -94,11 +202,7 @@ function retrieveOf(
   const resourceType = dataType.replace(/^\{[^}]*\}/, '');
   const codes = node['codes'] as Node | undefined;
   if (!codes) return { resourceType };
-  const fromLibrary = (alias: string | undefined): ElmFull | undefined => {
-    if (!alias) return library;
-    const target = includeTarget(library, alias);
-    return target ? (index.get(target) as ElmFull | undefined) : undefined;
-  };
+  const fromLibrary = (alias: string | undefined): ElmFull | undefined => ownerOf(index, library, alias);
   if (codes['type'] === 'ValueSetRef') {
     const owner = fromLibrary(codes['libraryName'] as string | undefined);
     const url = owner?.library.valueSets?.def?.find((v) => v.name === codes['name'])?.id;
@@ -106,22 +210,37 @@ function retrieveOf(
     const expanded = expand(url);
     return expanded ? { resourceType, codes: expanded } : { resourceType, unresolvedValueSet: url };
   }
-  // Direct codes: CodeRef, ToList(CodeRef), List of CodeRefs, Code literals.
+  // Direct codes: CodeRef, ToList(CodeRef), List of CodeRefs, Code literals, and defines made only of those
+  // (`define "Oxygen_Codes": { "Oxygen [Partial pressure] in Arterial blood" }`).
   const found: Array<{ system?: string; code: string }> = [];
   let unknown = false;
-  walk(codes, (n) => {
+  const seen = new Set<string>();
+  const collect = (root: unknown, owner: ElmFull) => walk(root, (n) => {
+    if (n['type'] === 'ExpressionRef' && !unknown) {
+      const defining = ownerOf(index, owner, n['libraryName'] as string | undefined);
+      const def = defining?.library.statements?.def?.find((d) => d.name === n['name'] && (d as Node)['type'] !== 'FunctionDef');
+      const key = `${defining?.library.identifier.id}.${String(n['name'])}`;
+      if (!defining || !def || seen.has(key)) {
+        unknown = true;
+        return;
+      }
+      seen.add(key);
+      collect((def as Node)['expression'], defining);
+      return;
+    }
     if (n['type'] === 'CodeRef') {
-      const owner = fromLibrary(n['libraryName'] as string | undefined);
-      const def = owner?.library.codes?.def?.find((c) => c.name === n['name']);
-      const system = def?.codeSystem ? owner?.library.codeSystems?.def?.find((s) => s.name === def.codeSystem!.name)?.id : undefined;
+      const codeOwner = ownerOf(index, owner, n['libraryName'] as string | undefined);
+      const def = codeOwner?.library.codes?.def?.find((c) => c.name === n['name']);
+      const system = def?.codeSystem ? codeOwner?.library.codeSystems?.def?.find((s) => s.name === def.codeSystem!.name)?.id : undefined;
       if (def) found.push({ ...(system ? { system } : {}), code: def.id });
       else unknown = true;
     } else if (n['type'] === 'Code' && typeof n['code'] === 'string') {
       found.push({ code: n['code'] as string });
-    } else if (n['type'] === 'ExpressionRef' || n['type'] === 'ParameterRef' || n['type'] === 'FunctionRef') {
+    } else if (n['type'] === 'ParameterRef' || n['type'] === 'FunctionRef' || n['type'] === 'ValueSetRef' || n['type'] === 'Retrieve' || n['type'] === 'Query') {
       unknown = true;
     }
   });
+  collect(codes, library);
   return !unknown && found.length > 0 ? { resourceType, codes: found } : { resourceType };
 }
 
@@ -153,7 +272,7 @@ export interface PlannedSearch {
 export function planSearches(retrieves: Retrieve[], patientId: string, chunkSize = 40): PlannedSearch[] {
   const byType = new Map<string, { all: boolean; codes: Map<string, { system?: string; code: string }> }>();
   for (const retrieve of retrieves) {
-    if (retrieve.resourceType === 'Patient' || NON_COMPARTMENT_TYPES.has(retrieve.resourceType)) continue;
+    if (retrieve.resourceType === 'Patient' || NON_COMPARTMENT_TYPES.has(retrieve.resourceType) || retrieve.byReference) continue;
     const entry = byType.get(retrieve.resourceType) ?? { all: false, codes: new Map() };
     if (!retrieve.codes) entry.all = true;
     else for (const c of retrieve.codes) entry.codes.set(`${c.system ?? ''}|${c.code}`, c);
@@ -171,6 +290,31 @@ export function planSearches(retrieves: Retrieve[], patientId: string, chunkSize
     }
   }
   return searches;
+}
+
+/**
+ * Types whose every retrieve finds resources by id from the launch context: read by the references the context
+ * resources hold (see `referencesTo`), never searched.
+ */
+export function typesReadByReference(retrieves: Retrieve[]): Set<string> {
+  const types = new Set(retrieves.filter((r) => r.byReference).map((r) => r.resourceType));
+  for (const r of retrieves) if (!r.byReference) types.delete(r.resourceType);
+  return types;
+}
+
+/** References (`Type/id`) of the given types that the resources hold. */
+export function referencesTo(resources: FhirResource[], types: Set<string>): string[] {
+  const found = new Set<string>();
+  for (const resource of resources) {
+    walk(resource, (node) => {
+      const ref = node['reference'];
+      if (typeof ref === 'string') {
+        const match = /(?:^|\/)([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})$/.exec(ref);
+        if (match && types.has(match[1]!)) found.add(`${match[1]}/${match[2]}`);
+      }
+    });
+  }
+  return [...found].sort();
 }
 
 /** References (`Type/id`) to non-compartment resources that the context resources point at. */

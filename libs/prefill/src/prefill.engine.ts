@@ -9,8 +9,9 @@ import { type Answer, type ItemShape, toAnswers } from './answers.js';
 import { codeService, cql, expansionOf, type FhirModelVersion, patientFor, wrap } from './cql-runtime.js';
 import { applyEnableWhen, type ResponseItem } from './enable-when.js';
 import { compileFhirPath, launchContextNames, rootVariables } from './fhirpath-expressions.js';
-import { dataRequirements, indexLibraries, NON_COMPARTMENT_TYPES, planSearches, referencedNonCompartment } from './elm-requirements.js';
+import { dataRequirements, indexLibraries, NON_COMPARTMENT_TYPES, planSearches, referencedNonCompartment, referencesTo, typesReadByReference } from './elm-requirements.js';
 import { PatientDataReader } from './patient-data-reader.js';
+import { PreparedPackage } from './prepared-package.js';
 
 export type DtrVersion = '2.0.1' | '2.1' | '2.2';
 
@@ -159,8 +160,11 @@ export class PrefillEngine {
       if (!requested.some((r) => r.library === id && r.define === parsed.define)) requested.push({ library: id, define: parsed.define });
     }
 
-    const elms = pkg.libraries.map((l) => l.elm).filter((e): e is ElmLibrary => Boolean(e));
-    const index = indexLibraries(elms);
+    // Patient-independent work is done once per package (PreparedPackage); baseline mode redoes it on every run, as a
+    // client that prepares nothing ahead would.
+    const prepared = request.baseline ? undefined : PreparedPackage.of(pkg);
+    const elms = prepared?.elms ?? pkg.libraries.map((l) => l.elm).filter((e): e is ElmLibrary => Boolean(e));
+    const index = prepared?.index ?? indexLibraries(elms);
     if (request.baseline) {
       for (const d of declared) {
         const elm = d.library?.elm;
@@ -172,11 +176,12 @@ export class PrefillEngine {
         }
       }
     }
-    const requirements = dataRequirements(index, requested, (url) => {
+    const expand = (url: string) => {
       if (request.baseline) return undefined;
       const vs = pkg.valueSetByUrl(url);
       return vs ? expansionOf(vs) : undefined;
-    });
+    };
+    const requirements = prepared ? prepared.dataRequirements(requested, expand) : dataRequirements(index, requested, expand);
     for (const url of request.baseline ? [] : new Set(requirements.retrieves.map((r) => r.unresolvedValueSet).filter(Boolean))) {
       issues.push({ severity: 'warning', code: 'valueset-not-expanded', message: `value set ${url} is not expanded in the package: its retrieve reads the whole type` });
     }
@@ -214,6 +219,12 @@ export class PrefillEngine {
       (r): r is FhirResource => Boolean(r),
     );
     contextResources.forEach(add);
+    // Resources the libraries find by id from the context (the order's encounter, its coverage): read by reference.
+    const byReference = typesReadByReference(requirements.retrieves);
+    if (byReference.size > 0) {
+      const wanted = referencesTo([...(patient ? [patient] : []), ...contextResources], byReference).filter((ref) => !resources.has(ref));
+      for (const r of await Promise.all(wanted.map(read))) add(r);
+    }
     const planned = patient ? planSearches(requirements.retrieves, request.patientId) : [];
     await mapBounded(planned, request.concurrency ?? 4, async (search) => {
       searches++;
@@ -274,16 +285,16 @@ export class PrefillEngine {
           : '4.0.1';
       const all = [...resources.values()];
       const cqlPatient = patientFor(version, all);
-      const repository = new cql.Repository(Object.fromEntries(elms.map((e) => [e.library.identifier.id, e])));
-      const codes = codeService(pkg.valueSets);
+      const repository = prepared ? undefined : new cql.Repository(Object.fromEntries(elms.map((e) => [e.library.identifier.id, e])));
+      const codes = prepared ? prepared.codeService() : codeService(pkg.valueSets);
       const order = request.order ? resources.get(request.order.replace(/^.*\/([A-Z][A-Za-z]+\/[^/]+)$/, '$1')) : undefined;
       const coverage = request.coverage ? resources.get(request.coverage.replace(/^.*\/([A-Z][A-Za-z]+\/[^/]+)$/, '$1')) : undefined;
       const executionTime = cql.DateTime.fromJSDate(now, 0);
       for (const library of new Set(requested.map((r) => r.library))) {
         const elm = index.get(library)!;
-        let compiled: ReturnType<typeof repository.resolve> | undefined;
+        let compiled: ReturnType<PreparedPackage['library']>;
         try {
-          compiled = repository.resolve(library, elm.library.identifier.version);
+          compiled = prepared ? prepared.library(library, elm.library.identifier.version) : (repository!.resolve(library, elm.library.identifier.version) ?? undefined);
         } catch {
           compiled = undefined;
         }

@@ -1,0 +1,65 @@
+import type { ElmLibrary, FhirResource, QuestionnairePackage } from '@dtr/fhir';
+import { codeService, cql } from './cql-runtime.js';
+import { type DataRequirements, dataRequirements, type ElmIndex, indexLibraries } from './elm-requirements.js';
+
+type CompiledLibrary = NonNullable<ReturnType<InstanceType<typeof cql.Repository>['resolve']>>;
+
+/**
+ * What a package needs before any patient is seen, built once per package and kept while the package object lives:
+ * the ELM index, the compiled cql-execution libraries (compiling a library also compiles its includes, FHIRHelpers
+ * among them, which was the largest fixed cost of a prefill), the code service over the package's value sets, and the
+ * data requirements of each set of requested defines. None of it depends on the patient, and cql-execution keeps all
+ * evaluation state in the context, so sharing the compiled libraries between prefills is safe (answers are compared
+ * with uncached runs in the tests).
+ */
+export class PreparedPackage {
+  readonly elms: ElmLibrary[];
+  readonly index: ElmIndex;
+  private readonly repository: InstanceType<typeof cql.Repository>;
+  private readonly compiled = new Map<string, CompiledLibrary | null>();
+  private codes: ReturnType<typeof codeService> | undefined;
+  private readonly requirements = new Map<string, DataRequirements>();
+
+  private constructor(private readonly pkg: QuestionnairePackage) {
+    this.elms = pkg.libraries.map((l) => l.elm).filter((e): e is ElmLibrary => Boolean(e));
+    this.index = indexLibraries(this.elms);
+    this.repository = new cql.Repository(Object.fromEntries(this.elms.map((e) => [e.library.identifier.id, e])));
+  }
+
+  private static readonly cache = new WeakMap<QuestionnairePackage, PreparedPackage>();
+
+  static of(pkg: QuestionnairePackage): PreparedPackage {
+    let prepared = PreparedPackage.cache.get(pkg);
+    if (!prepared) PreparedPackage.cache.set(pkg, (prepared = new PreparedPackage(pkg)));
+    return prepared;
+  }
+
+  /** The compiled library, or undefined when it cannot be loaded (an include missing, ELM the engine refuses). */
+  library(id: string, version: string | undefined): CompiledLibrary | undefined {
+    const key = `${id}|${version ?? ''}`;
+    if (!this.compiled.has(key)) {
+      let library: CompiledLibrary | null;
+      try {
+        library = this.repository.resolve(id, version) ?? null;
+      } catch {
+        library = null;
+      }
+      this.compiled.set(key, library);
+    }
+    return this.compiled.get(key) ?? undefined;
+  }
+
+  codeService(): ReturnType<typeof codeService> {
+    return (this.codes ??= codeService(this.pkg.valueSets as FhirResource[]));
+  }
+
+  dataRequirements(
+    requested: Array<{ library: string; define: string }>,
+    expand: (valueSetUrl: string) => Array<{ system?: string; code: string }> | undefined,
+  ): DataRequirements {
+    const key = requested.map((r) => `${r.library}.${r.define}`).join('\u0000');
+    let found = this.requirements.get(key);
+    if (!found) this.requirements.set(key, (found = dataRequirements(this.index, requested, expand)));
+    return found;
+  }
+}
