@@ -120,6 +120,18 @@ describe.skipIf(!haveCorpus)('minimum data and the engine fast paths give the an
       const run = async (fast: boolean) => {
         setEngineFastPaths(fast);
         try {
+          if (fast) {
+            // All questionnaires in one session: each read, search and define once.
+            const results = await new PrefillEngine(BundleReader.fromBundle(bundle)).runAll({
+              pkg: p,
+              questionnaires: p.questionnaires,
+              patientId,
+              ...(order ? { order: `DeviceRequest/${order.id}` } : {}),
+              igVersion: '2.2',
+              now: new Date('2026-11-22T12:00:00Z'),
+            });
+            return results.map((r) => r.questionnaireResponse);
+          }
           const out = [];
           for (const questionnaire of p.questionnaires) {
             const result = await new PrefillEngine(BundleReader.fromBundle(bundle)).run({

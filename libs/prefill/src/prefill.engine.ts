@@ -12,6 +12,7 @@ import { compileFhirPath, launchContextNames, rootVariables } from './fhirpath-e
 import { dataRequirements, indexLibraries, NON_COMPARTMENT_TYPES, planSearches, referencedNonCompartment, referencesTo, typesReadByReference } from './elm-requirements.js';
 import { PatientDataReader } from './patient-data-reader.js';
 import { PreparedPackage } from './prepared-package.js';
+import { PrefillSession } from './prefill-session.js';
 
 export type DtrVersion = '2.0.1' | '2.1' | '2.2';
 
@@ -36,6 +37,11 @@ export interface PrefillRequest {
    * types (how a reference DTR app works), instead of the referenced defines over minimum data.
    */
   baseline?: boolean;
+  /**
+   * Shares reads, searches and define results with the other questionnaires of the same patient and launch (see
+   * `runAll`, which makes one).
+   */
+  session?: PrefillSession;
 }
 
 export interface PrefillIssue {
@@ -106,14 +112,30 @@ async function mapBounded<T, R>(items: T[], limit: number, fn: (item: T) => Prom
 export class PrefillEngine {
   constructor(private readonly reader: PatientDataReader) {}
 
+  /**
+   * Prefills several questionnaires of one package for one patient and launch, as a DTR session does for an order:
+   * each read, search and define is done once for all of them (a PrefillSession), and each questionnaire still gets
+   * its own response and issues, equal to what `run` gives it alone.
+   */
+  async runAll(request: Omit<PrefillRequest, 'questionnaire' | 'session'> & { questionnaires: FhirResource[] }): Promise<PrefillResult[]> {
+    const { questionnaires, ...common } = request;
+    const session = new PrefillSession();
+    const now = request.now ?? new Date();
+    const results: PrefillResult[] = [];
+    for (const questionnaire of questionnaires) results.push(await this.run({ ...common, now, questionnaire, session }));
+    return results;
+  }
+
   async run(request: PrefillRequest): Promise<PrefillResult> {
     const started = performance.now();
     const issues: PrefillIssue[] = [];
     const { pkg, questionnaire } = request;
     const now = request.now ?? new Date();
+    const session = request.session;
+    session?.bind(pkg, { ...request, now });
 
     // 1. What the questionnaire asks for: `"Lib".Define` per item.
-    const refs = questionnaireReferences(questionnaire);
+    const refs = request.baseline ? questionnaireReferences(questionnaire) : PreparedPackage.referencesOf(questionnaire);
     const declared = refs.libraries.map((canonical) => ({ canonical, library: pkg.libraryByCanonical(canonical) }));
     for (const d of declared) {
       if (!d.library) issues.push({ severity: 'error', code: 'missing-library', message: `cqf-library ${d.canonical} is not in the package`, library: d.canonical });
@@ -200,15 +222,17 @@ export class PrefillEngine {
       if (!parts) return undefined;
       const already = known.get(`${parts[0]}/${parts[1]}`);
       if (already) return already;
-      reads++;
-      try {
-        const found = await this.reader.read(parts[0], parts[1]);
-        if (!found) issues.push({ severity: 'warning', code: 'not-found', message: `${parts[0]}/${parts[1]} could not be read` });
-        return found;
-      } catch (error) {
+      const fetch = () => this.reader.read(parts[0], parts[1]);
+      const shared = session?.read(parts[0], parts[1], fetch);
+      if (!shared || shared.fresh) reads++;
+      const outcome = shared ? await shared.promise : await fetch().then((value) => ({ ok: true as const, value }), (error: unknown) => ({ ok: false as const, error }));
+      if (!outcome.ok) {
+        const error = outcome.error;
         issues.push({ severity: 'warning', code: 'read-failed', message: `${parts[0]}/${parts[1]}: ${error instanceof Error ? error.message : 'read failed'}` });
         return undefined;
       }
+      if (!outcome.value) issues.push({ severity: 'warning', code: 'not-found', message: `${parts[0]}/${parts[1]} could not be read` });
+      return outcome.value;
     };
     const patient = await read(`Patient/${request.patientId}`);
     if (!patient) {
@@ -225,12 +249,15 @@ export class PrefillEngine {
       const wanted = referencesTo([...(patient ? [patient] : []), ...contextResources], byReference).filter((ref) => !resources.has(ref));
       for (const r of await Promise.all(wanted.map(read))) add(r);
     }
-    const planned = patient ? planSearches(requirements.retrieves, request.patientId) : [];
+    const planned = patient ? (prepared ? prepared.planSearches(requirements, request.patientId) : planSearches(requirements.retrieves, request.patientId)) : [];
     await mapBounded(planned, request.concurrency ?? 4, async (search) => {
-      searches++;
-      try {
-        for (const r of await this.reader.search(search.resourceType, search.params)) add(r);
-      } catch (error) {
+      const fetch = () => this.reader.search(search.resourceType, search.params);
+      const shared = session?.search(search.resourceType, search.params, fetch);
+      if (!shared || shared.fresh) searches++;
+      const outcome = shared ? await shared.promise : await fetch().then((value) => ({ ok: true as const, value }), (error: unknown) => ({ ok: false as const, error }));
+      if (outcome.ok) for (const r of outcome.value) add(r);
+      else {
+        const error = outcome.error;
         issues.push({ severity: 'warning', code: 'search-failed', message: `${search.resourceType} search failed: ${error instanceof Error ? error.message : 'error'}` });
       }
     });
@@ -284,7 +311,7 @@ export class PrefillEngine {
           ? '4.0.0'
           : '4.0.1';
       const all = [...resources.values()];
-      const cqlPatient = patientFor(version, all);
+      const cqlPatient = session ? session.patient(version, all) : patientFor(version, all);
       const repository = prepared ? undefined : new cql.Repository(Object.fromEntries(elms.map((e) => [e.library.identifier.id, e])));
       const codes = prepared ? prepared.codeService() : codeService(pkg.valueSets);
       const order = request.order ? resources.get(request.order.replace(/^.*\/([A-Z][A-Za-z]+\/[^/]+)$/, '$1')) : undefined;
@@ -309,12 +336,17 @@ export class PrefillEngine {
           if (name && declaredParams.has(name)) parameters[name] = wrap(version, order);
         }
         for (const name of ['Coverage', 'coverage']) if (coverage && declaredParams.has(name)) parameters[name] = wrap(version, coverage);
-        const context = new cql.PatientContext(compiled, cqlPatient, codes, parameters, executionTime);
+        const make = () => new cql.PatientContext(compiled, cqlPatient, codes, parameters, executionTime);
+        const context = session ? session.context(`${library}|${elm.library.identifier.version ?? ''}`, make) : make();
         for (const { define } of requested.filter((r) => r.library === library)) {
-          definesEvaluated++;
-          try {
-            values.set(`${library}.${define}`, await compiled.expressions[define]!.execute(context));
-          } catch (error) {
+          const evaluate = (): Promise<unknown> => compiled.expressions[define]!.execute(context);
+          const outcome = session
+            ? await session.value(`${library}|${elm.library.identifier.version ?? ''}.${define}`, evaluate)
+            : await evaluate().then((value) => ({ ok: true as const, value, fresh: true }), (error: unknown) => ({ ok: false as const, error, fresh: true }));
+          if (outcome.fresh) definesEvaluated++;
+          if (outcome.ok) values.set(`${library}.${define}`, outcome.value);
+          else {
+            const error = outcome.error;
             issues.push({
               severity: 'warning',
               code: 'define-failed',

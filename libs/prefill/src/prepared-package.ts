@@ -1,6 +1,6 @@
-import type { ElmLibrary, FhirResource, QuestionnairePackage } from '@dtr/fhir';
+import { type ElmLibrary, type FhirResource, type QuestionnairePackage, questionnaireReferences } from '@dtr/fhir';
 import { codeService, cql } from './cql-runtime.js';
-import { type DataRequirements, dataRequirements, type ElmIndex, indexLibraries } from './elm-requirements.js';
+import { type DataRequirements, dataRequirements, type ElmIndex, indexLibraries, type PlannedSearch, planSearches } from './elm-requirements.js';
 
 type CompiledLibrary = NonNullable<ReturnType<InstanceType<typeof cql.Repository>['resolve']>>;
 
@@ -27,6 +27,22 @@ export class PreparedPackage {
   }
 
   private static readonly cache = new WeakMap<QuestionnairePackage, PreparedPackage>();
+  private static readonly references = new WeakMap<FhirResource, ReturnType<typeof questionnaireReferences>>();
+  private readonly plans = new WeakMap<DataRequirements, PlannedSearch[]>();
+
+  /** The expressions and libraries a questionnaire names, read once per questionnaire object. */
+  static referencesOf(questionnaire: FhirResource): ReturnType<typeof questionnaireReferences> {
+    let found = PreparedPackage.references.get(questionnaire);
+    if (!found) PreparedPackage.references.set(questionnaire, (found = questionnaireReferences(questionnaire)));
+    return found;
+  }
+
+  /** The searches for these requirements, planned once; only the patient differs between prefills. */
+  planSearches(requirements: DataRequirements, patientId: string): PlannedSearch[] {
+    let plan = this.plans.get(requirements);
+    if (!plan) this.plans.set(requirements, (plan = planSearches(requirements.retrieves, '\u0000patient')));
+    return plan.map((search) => ({ resourceType: search.resourceType, params: { ...search.params, patient: patientId } }));
+  }
 
   static of(pkg: QuestionnairePackage): PreparedPackage {
     let prepared = PreparedPackage.cache.get(pkg);
