@@ -203,7 +203,9 @@ export class PrefillEngine {
       const vs = pkg.valueSetByUrl(url);
       return vs ? expansionOf(vs) : undefined;
     };
-    const requirements = prepared ? prepared.dataRequirements(requested, expand) : dataRequirements(index, requested, expand);
+    const narrowed = prepared ? prepared.dataRequirements(requested, expand) : dataRequirements(index, requested, expand);
+    // Baseline mode fetches every resource of each retrieved type: no code or reference narrowing.
+    const requirements = request.baseline ? { ...narrowed, retrieves: narrowed.retrieves.map((r) => ({ resourceType: r.resourceType })) } : narrowed;
     for (const url of request.baseline ? [] : new Set(requirements.retrieves.map((r) => r.unresolvedValueSet).filter(Boolean))) {
       issues.push({ severity: 'warning', code: 'valueset-not-expanded', message: `value set ${url} is not expanded in the package: its retrieve reads the whole type` });
     }

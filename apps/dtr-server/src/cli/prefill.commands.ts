@@ -60,21 +60,16 @@ export function registerPrefillCommand(program: Command): void {
         : pkg.questionnaires;
       if (selected.length === 0) throw new Error('no questionnaire matches');
       const loaded = performance.now();
-      const engine = new PrefillEngine(reader);
-      const results = [];
-      for (const questionnaire of selected) {
-        results.push(
-          await engine.run({
-            pkg,
-            questionnaire,
-            patientId: patient.id,
-            ...(order ? { order } : {}),
-            ...(coverage ? { coverage } : {}),
-            ...(options.user ? { user: options.user } : {}),
-            igVersion: options.ig as DtrVersion,
-          }),
-        );
-      }
+      // One session for all selected questionnaires: each search and define once.
+      const results = await new PrefillEngine(reader).runAll({
+        pkg,
+        questionnaires: selected,
+        patientId: patient.id,
+        ...(order ? { order } : {}),
+        ...(coverage ? { coverage } : {}),
+        ...(options.user ? { user: options.user } : {}),
+        igVersion: options.ig as DtrVersion,
+      });
       const responses = results.map((r) => r.questionnaireResponse);
       const output = JSON.stringify(responses.length === 1 ? responses[0] : { resourceType: 'Bundle', type: 'collection', entry: responses.map((resource) => ({ resource })) }, null, 2);
       if (options.out) writeFileSync(options.out, `${output}\n`);
