@@ -9,7 +9,7 @@ import { type Answer, type ItemShape, toAnswers } from './answers.js';
 import { codeService, cql, expansionOf, type FhirModelVersion, patientFor, wrap } from './cql-runtime.js';
 import { applyEnableWhen, type ResponseItem } from './enable-when.js';
 import { compileFhirPath, launchContextNames, rootVariables } from './fhirpath-expressions.js';
-import { dataRequirements, indexLibraries, NON_COMPARTMENT_TYPES, planSearches, referencedNonCompartment, referencesTo, typesReadByReference } from './elm-requirements.js';
+import { type DataRequirements, dataRequirements, indexLibraries, NON_COMPARTMENT_TYPES, planSearches, referencedNonCompartment, referencesTo, typesReadByReference } from './elm-requirements.js';
 import { PatientDataReader } from './patient-data-reader.js';
 import { PreparedPackage } from './prepared-package.js';
 import { PrefillSession } from './prefill-session.js';
@@ -205,7 +205,7 @@ export class PrefillEngine {
     };
     const narrowed = prepared ? prepared.dataRequirements(requested, expand) : dataRequirements(index, requested, expand);
     // Baseline mode fetches every resource of each retrieved type: no code or reference narrowing.
-    const requirements = request.baseline ? { ...narrowed, retrieves: narrowed.retrieves.map((r) => ({ resourceType: r.resourceType })) } : narrowed;
+    const requirements: DataRequirements = request.baseline ? { ...narrowed, retrieves: narrowed.retrieves.map((r) => ({ resourceType: r.resourceType })) } : narrowed;
     for (const url of request.baseline ? [] : new Set(requirements.retrieves.map((r) => r.unresolvedValueSet).filter(Boolean))) {
       issues.push({ severity: 'warning', code: 'valueset-not-expanded', message: `value set ${url} is not expanded in the package: its retrieve reads the whole type` });
     }
