@@ -80,5 +80,9 @@ describe('npm start: the walkable demo in a real browser', () => {
       expect(isRead || isPatientSearch, `${request.path} ${JSON.stringify(request.query)}`).toBe(true);
     }
     expect(fhir.some((e) => e.path === '/fhir/Condition' && e.query['patient'] === patientId)).toBe(true);
+    // Minimum necessary: the package's library retrieves only Conditions, so that is the one type searched, once;
+    // the patient's Observations, Encounters and orders of other kinds are never fetched.
+    const searches = fhir.filter((e) => e.path.split('/').filter(Boolean).length === 2);
+    expect(searches.map((e) => e.path)).toEqual(['/fhir/Condition']);
   });
 });

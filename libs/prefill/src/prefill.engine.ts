@@ -338,6 +338,9 @@ export class PrefillEngine {
           if (name && declaredParams.has(name)) parameters[name] = wrap(version, order);
         }
         for (const name of ['Coverage', 'coverage']) if (coverage && declaredParams.has(name)) parameters[name] = wrap(version, coverage);
+        // SDC launchContext names a library may declare as parameters.
+        const encounter = request.encounter ? resources.get(request.encounter.replace(/^.*\/([A-Z][A-Za-z]+\/[^/]+)$/, '$1')) : undefined;
+        for (const name of ['encounter', 'Encounter']) if (encounter && declaredParams.has(name)) parameters[name] = wrap(version, encounter);
         const make = () => new cql.PatientContext(compiled, cqlPatient, codes, parameters, executionTime);
         const context = session ? session.context(`${library}|${elm.library.identifier.version ?? ''}`, make) : make();
         for (const { define } of requested.filter((r) => r.library === library)) {
