@@ -5,7 +5,8 @@
 // time, nothing prepared ahead), with the ratio; resources read pooled over the Synthea patients against a type-wide
 // fetch; peak RSS; and a cold `dtr prefill` in a fresh process. Reads the corpus at ../shared/corpus (never copied
 // into the repository). BENCH_RUNS sets the warm runs (default 30).
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { devNull } from 'node:os';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -101,10 +102,15 @@ for (const row of rows) {
 // A cold `dtr prefill` of the package for the largest patient, in a fresh process (model load included).
 const largest = rows.reduce((a, b) => (b.total > a.total ? b : a));
 const coldCli = performance.now();
-execFileSync(process.execPath, [path.join(root, 'bin', 'dtr.mjs'), 'prefill', '--package', packageFolder, '--patient', path.join(corpus, 'patients', `${largest.patient}.json`)], {
-  stdio: 'ignore',
-});
+const coldRun = spawnSync(
+  process.execPath,
+  [path.join(root, 'bin', 'dtr.mjs'), 'prefill', '--package', packageFolder, '--patient', path.join(corpus, 'patients', `${largest.patient}.json`), '--out', devNull, '--timing'],
+  { encoding: 'utf8' },
+);
 const coldCliMs = performance.now() - coldCli;
+if (coldRun.status !== 0) throw new Error(`dtr prefill failed: ${coldRun.stderr}`);
+// The command reports its own peak RSS with --timing.
+const coldRss = /peak RSS (\d+) MB/.exec(coldRun.stderr)?.[1];
 
 const pad = (v, n) => String(v).padStart(n);
 console.log(`prefill benchmark: ${PACKAGE}, all ${pkg.questionnaires.length} questionnaires per prefill, ${WARM_RUNS} warm runs per figure; model load ${modelLoadMs.toFixed(0)} ms (once per process)`);
@@ -137,5 +143,7 @@ console.log(
 );
 console.log(`largest patient ${largest.patient} (${largest.total} resources): minimal ${largest.fast.median.toFixed(1)} ms, ${(largest.base.median / largest.fast.median).toFixed(1)}x faster than baseline`);
 console.log(`identical responses in every case: ${rows.every((r) => r.same) ? 'yes' : 'NO'}`);
-console.log(`cold \`dtr prefill\` (fresh process, ${largest.patient}): ${coldCliMs.toFixed(0)} ms`);
-console.log(`peak RSS: ${(rssMinimal / 1048576).toFixed(0)} MB through the minimal runs, ${(peakRss() / 1048576).toFixed(0)} MB after the baseline runs`);
+console.log(`cold \`dtr prefill\` (fresh process, ${largest.patient}): ${coldCliMs.toFixed(0)} ms, peak RSS ${coldRss ?? '?'} MB`);
+console.log(
+  `peak RSS of this benchmark process (all ${rows.length} patients and their results held): ${(rssMinimal / 1048576).toFixed(0)} MB through the minimal runs, ${(peakRss() / 1048576).toFixed(0)} MB after the baseline runs`,
+);

@@ -5,6 +5,7 @@ import 'reflect-metadata';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { registerSandboxPeers } from './register-sandbox.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 execFileSync(process.execPath, [path.join(root, 'scripts', 'build.mjs')], { stdio: ['ignore', 'ignore', 'inherit'] });
@@ -15,8 +16,6 @@ const { startServer, stopOnSignals } = await load('apps/dtr-server/src/bootstrap
 const { JsonLogger } = await load('apps/dtr-server/src/logging/json-logger.js');
 const { loadSandboxOptions } = await load('apps/sandbox/src/sandbox.config.js');
 const { startSandbox } = await load('apps/sandbox/src/sandbox.js');
-const { TenantRegistry } = await load('libs/smart/src/index.js');
-const { PayerRegistry } = await load('libs/payer/src/index.js');
 
 let config;
 try {
@@ -35,39 +34,7 @@ try {
   server = await startServer(config, logger);
   const options = loadSandboxOptions({ ...process.env, SANDBOX_APP_URL: server.url }, process.argv.slice(2));
   sandbox = await startSandbox(options);
-  // Register the sandbox peers with our server, as an operator would (README: Registering an EHR / a payer).
-  const [supplement, disclose] = options.ehrClients;
-  await server.app.get(TenantRegistry).upsert({
-    id: 'sandbox-ehr',
-    name: 'Sandbox EHR',
-    fhirBase: sandbox.ehr.fhirBase,
-    discloseMode: 'user-delegated',
-    supplement: {
-      clientId: supplement.clientId,
-      authMethod: 'client_secret_basic',
-      clientSecret: supplement.clientSecret,
-      scopes: ['launch', 'openid', 'fhirUser', 'offline_access', 'patient/*.rs', 'user/Practitioner.rs'],
-      redirectUri: `${server.url}/callback`,
-    },
-    disclose: {
-      clientId: disclose.clientId,
-      authMethod: 'private_key_jwt',
-      signingAlg: 'ES384',
-      scopes: ['openid', 'fhirUser', 'patient/*.rs', 'user/QuestionnaireResponse.cru'],
-      redirectUri: `${server.url}/callback`,
-    },
-  });
-  await server.app.get(PayerRegistry).upsert({
-    id: 'sandbox-payer',
-    name: 'Sandbox Health Plan',
-    fhirBase: sandbox.payer.fhirBase,
-    tokenEndpoint: sandbox.payer.tokenEndpoint,
-    clientId: options.payerClients[0].clientId,
-    signingAlg: 'ES384',
-    scopes: ['system/Questionnaire.rs', 'system/Library.rs', 'system/ValueSet.rs'],
-    igVersion: options.igVersion,
-    coverageIdentifiers: ['http://example.org/payer-id|SANDBOX-PAYER'],
-  });
+  await registerSandboxPeers(server, options, { ehrFhirBase: sandbox.ehr.fhirBase, payerFhirBase: sandbox.payer.fhirBase, payerTokenEndpoint: sandbox.payer.tokenEndpoint });
 } catch (error) {
   process.stderr.write(`npm start: failed to start: ${error instanceof Error ? error.message : String(error)}\n`);
   await server?.close().catch(() => undefined);

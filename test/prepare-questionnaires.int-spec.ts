@@ -21,6 +21,7 @@ import { fingerprint } from '../apps/sandbox/src/shared/request-log.js';
 import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
 import { ENTITIES } from '../apps/dtr-server/src/entities.js';
 import { PrepareQuestionnairesUseCase } from '../apps/dtr-server/src/dtr/prepare-questionnaires.usecase.js';
+import { PrefillPool } from '../apps/dtr-server/src/dtr/prefill-pool/prefill-pool.js';
 
 const EHR_TOKEN = `ehr-${randomBytes(12).toString('hex')}`;
 const RESOURCES = [
@@ -43,6 +44,7 @@ const RESOURCES = [
   { resourceType: 'Condition', id: 'c1', subject: { reference: 'Patient/p1' }, code: { coding: [{ system: 'http://snomed.info/sct', code: '389087006' }] } },
   { resourceType: 'Condition', id: 'c-other', subject: { reference: 'Patient/p2' }, code: { coding: [{ system: 'http://snomed.info/sct', code: '389087006' }] } },
   { resourceType: 'Observation', id: 'obs-1', subject: { reference: 'Patient/p1' }, status: 'final', code: { coding: [{ system: 'http://loinc.org', code: '2708-6' }] } },
+  { resourceType: 'Encounter', id: 'enc-1', status: 'finished', class: { code: 'AMB' }, subject: { reference: 'Patient/p1' } },
 ] as const;
 
 /**
@@ -128,7 +130,7 @@ describe('PrepareQuestionnairesUseCase: session → payer package → prefill (r
     });
     store = new SessionStore(dataSource, box, clock);
     const smart = new SmartSessions(store, tenants, new SmartDiscovery(policy, clock), clock, { policy, keys });
-    useCase = new PrepareQuestionnairesUseCase(smart, payers, new BackendServicesClient(keys, policy, clock), new PackageCache(dataSource), policy, clock);
+    useCase = new PrepareQuestionnairesUseCase(smart, payers, new BackendServicesClient(keys, policy, clock), new PackageCache(dataSource), policy, clock, new PrefillPool({ size: 0 })); // in-thread: the worker pool runs from dist/, tested in the e2e tier
   });
 
   afterAll(async () => {
@@ -148,7 +150,8 @@ describe('PrepareQuestionnairesUseCase: session → payer package → prefill (r
         patient: 'p1',
         encounter: null,
         fhirUser: 'Practitioner/pr1',
-        context: { patient: 'p1', fhirContext: [{ reference: 'DeviceRequest/o1', type: 'DeviceRequest' }, { reference: 'Coverage/cov-1', type: 'Coverage' }] },
+        // The encounter comes only inside fhirContext here (no launch `encounter`): it is read as context too.
+        context: { patient: 'p1', fhirContext: [{ reference: 'DeviceRequest/o1', type: 'DeviceRequest' }, { reference: 'Coverage/cov-1', type: 'Coverage' }, { reference: 'Encounter/enc-1', type: 'Encounter' }] },
         ttlMs: 600_000,
       },
       { purpose: 'supplement', tokenEndpoint: 'http://127.0.0.1/token', clientId: 'c', accessToken: EHR_TOKEN, scope: 'launch patient/*.rs', expiresAt: new Date(Date.now() + 600_000) },
@@ -162,7 +165,7 @@ describe('PrepareQuestionnairesUseCase: session → payer package → prefill (r
     expect(qr).toContain('auto-client');
 
     // Minimum necessary: the context resources by id, one patient-scoped Condition search; nothing else.
-    expect(ehr.requests.map((r) => r.url).sort()).toEqual(['/fhir/Condition?patient=p1', '/fhir/Coverage/cov-1', '/fhir/DeviceRequest/o1', '/fhir/Patient/p1']);
+    expect(ehr.requests.map((r) => r.url).sort()).toEqual(['/fhir/Condition?patient=p1', '/fhir/Coverage/cov-1', '/fhir/DeviceRequest/o1', '/fhir/Encounter/enc-1', '/fhir/Patient/p1']);
     // The EHR only ever saw its own token; the payer never saw it.
     expect(new Set(ehr.requests.map((r) => r.token))).toEqual(new Set([EHR_TOKEN]));
     const payerTokens = payerPeer.log.all().map((e) => e.tokenFingerprint).filter(Boolean);

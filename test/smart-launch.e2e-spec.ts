@@ -37,8 +37,9 @@ describe('SMART launch against the sandbox EHR', () => {
       ],
       users: [{ id: 'pr1', fhirUser: 'Practitioner/pr1', display: 'Dr. One' }],
       patients: [{ id: 'p1', display: 'Pat One' }, { id: 'p2', display: 'Pat Two' }],
-      // Just over our 30 s refresh margin: a token becomes due for refresh about a second after it is issued.
-      accessTokenTtlSeconds: 31,
+      // Just over our 30 s refresh margin: a token becomes due for refresh six seconds after it is issued, long enough
+      // for a burst of calls to finish on the refreshed token before that one is due in turn.
+      accessTokenTtlSeconds: 36,
     });
   });
 
@@ -180,7 +181,7 @@ describe('SMART launch against the sandbox EHR', () => {
     });
     const browser = new TestBrowser();
     await browser.navigate(`${url}/launch?iss=${encodeURIComponent(auth.fhirBase)}&launch=${auth.createLaunch({ patient: 'p1', user: 'pr1' })}`);
-    await new Promise((resolve) => setTimeout(resolve, 1500));
+    await new Promise((resolve) => setTimeout(resolve, 6500));
     const mark = peer.log.mark();
     const responses = await Promise.all(Array.from({ length: 50 }, () => browser.request(`${url}/api/session`)));
     expect(responses.every((r) => r.status === 200)).toBe(true);
@@ -236,9 +237,14 @@ describe('SMART launch against the sandbox EHR', () => {
     await browser.navigate(`${url}/launch?iss=${encodeURIComponent(auth.fhirBase)}&launch=${auth.createLaunch({ patient: 'p1', user: 'pr1' })}`);
     const view = JSON.parse((await browser.request(`${url}/api/session`)).body);
     expect(view.disclosure).toEqual({ mode: 'system', singleClient: false, authorized: true });
-    // Two token requests: the launch's authorization code, then client_credentials for the disclose client.
+    // Token requests: the launch's authorization code, then client_credentials for the disclose client (again when
+    // the 36 s token of this suite comes within the 30 s renewal margin between two page views on a slow machine).
     const tokenCalls = peer.log.since(mark).filter((e) => e.path.endsWith('/token') && e.status === 200);
-    expect(tokenCalls).toHaveLength(2);
+    expect(tokenCalls.length).toBeGreaterThanOrEqual(2);
+    expect(tokenCalls.length).toBeLessThanOrEqual(3);
+    // The only browser authorization was the launch's, with the supplement client.
+    const authorizations = peer.log.since(mark).filter((e) => /\/auth\/auth$/.test(e.path));
+    expect(authorizations.map((e) => e.query['client_id'])).toEqual(['dtr-supplement']);
     // No second authorization in the browser for system-level disclosure.
     const refused = await browser.request(`${url}/disclose/authorize`);
     expect(refused.status).toBe(409);

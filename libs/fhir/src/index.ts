@@ -2,3 +2,4 @@ export * from './fhir-client.js';
 export * from './http-fhir-client.js';
 export * from './questionnaire-package.js';
 export * from './questionnaire-expressions.js';
+export * from './cql-compiler.js';

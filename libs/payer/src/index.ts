@@ -4,3 +4,4 @@ export * from './payer-client.js';
 export * from './payer-registry.service.js';
 export * from './package/package-cache.js';
 export * from './package/package-retrieval.js';
+export * from './mutual-tls-fetch.js';

@@ -4,6 +4,7 @@ import { assertOutboundUrl, type BackendServicesClient, type OutboundPolicy } fr
 import { type PackageResponse, parsePackageResponse } from './package/package-response.js';
 import type { PackageIssue } from '@dtr/fhir';
 import type { Payer } from './payer-registry.service.js';
+import { mutualTlsFetch, type TlsCredentials } from './mutual-tls-fetch.js';
 
 export interface PackageRequest {
   /** The coverage in context; DTR 2.2 takes exactly one, older versions all of them. */
@@ -30,14 +31,22 @@ export class PayerClient {
     private readonly tokens: BackendServicesClient,
     policy: OutboundPolicy,
     private readonly clock: Clock,
-    options: { fetch?: typeof fetch; timeoutMs?: number; retries?: number } = {},
+    options: { fetch?: typeof fetch; timeoutMs?: number; retries?: number; tls?: TlsCredentials } = {},
   ) {
     assertOutboundUrl(payer.fhirBase, policy, `payer ${payer.id} fhirBase`);
+    // With a client certificate, every call to this payer (token endpoint and FHIR) presents it.
+    const connection = options.tls ? mutualTlsFetch(options.tls) : options.fetch;
     this.fhir = new HttpFhirClient({
       baseUrl: payer.fhirBase,
       accessToken: () =>
-        this.tokens.token({ tokenEndpoint: payer.tokenEndpoint, clientId: payer.clientId, signingAlg: payer.signingAlg, scopes: payer.scopes }),
-      ...(options.fetch ? { fetch: options.fetch } : {}),
+        this.tokens.token({
+          tokenEndpoint: payer.tokenEndpoint,
+          clientId: payer.clientId,
+          signingAlg: payer.signingAlg,
+          scopes: payer.scopes,
+          ...(options.tls ? { fetch: connection } : {}),
+        }),
+      ...(connection ? { fetch: connection } : {}),
       timeoutMs: options.timeoutMs ?? 20_000,
       retries: options.retries ?? 2,
     });
@@ -62,6 +71,24 @@ export class PayerClient {
   async questionnairePackage(request: PackageRequest): Promise<PackageResponse & { retrievedAt: Date }> {
     const body = await this.fhir.operation('Questionnaire/$questionnaire-package', this.packageParameters(request), { idempotent: true });
     return { ...parsePackageResponse(body), retrievedAt: this.clock.now() };
+  }
+
+  /**
+   * A value set the package uses but does not carry expanded, expanded by the payer (`ValueSet/$expand` at this
+   * payer's registered base only). Answers without an expansion are refused.
+   * @see https://hl7.org/fhir/R4/valueset-operation-expand.html
+   */
+  async expandValueSet(url: string): Promise<FhirResource> {
+    const body = await this.fhir.operation<FhirResource>(
+      'ValueSet/$expand',
+      { resourceType: 'Parameters', parameter: [{ name: 'url', valueUri: url }] },
+      { idempotent: true },
+    );
+    const expansion = (body as { expansion?: { contains?: unknown } } | undefined)?.expansion;
+    if (body?.resourceType !== 'ValueSet' || !expansion || (expansion.contains !== undefined && !Array.isArray(expansion.contains))) {
+      throw new DtrError('UPSTREAM_ERROR', `the payer's $expand of ${url} did not answer a ValueSet with an expansion`);
+    }
+    return body;
   }
 
   /**

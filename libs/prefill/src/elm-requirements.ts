@@ -9,6 +9,8 @@ export interface Retrieve {
   codes?: Array<{ system?: string; code: string }>;
   /** A value set whose codes are not available here: the retrieve cannot be narrowed by code. */
   unresolvedValueSet?: string;
+  /** The value set `codes` were expanded from (a `code:in` search can name it instead of listing its codes). */
+  valueSet?: string;
   /**
    * The retrieve is only used to find resources by id, the id coming from the launch context (the order, coverage,
    * encounter or patient) and literals: `[Encounter] E where 'Encounter/' + E.id = "RequestEncounterReference"`.
@@ -208,7 +210,7 @@ function retrieveOf(
     const url = owner?.library.valueSets?.def?.find((v) => v.name === codes['name'])?.id;
     if (!url) return { resourceType };
     const expanded = expand(url);
-    return expanded ? { resourceType, codes: expanded } : { resourceType, unresolvedValueSet: url };
+    return expanded ? { resourceType, codes: expanded, ...(url ? { valueSet: url } : {}) } : { resourceType, unresolvedValueSet: url };
   }
   // Direct codes: CodeRef, ToList(CodeRef), List of CodeRefs, Code literals, and defines made only of those
   // (`define "Oxygen_Codes": { "Oxygen [Partial pressure] in Arterial blood" }`).
@@ -263,30 +265,42 @@ export const NON_COMPARTMENT_TYPES = new Set(['Practitioner', 'PractitionerRole'
 export interface PlannedSearch {
   resourceType: string;
   params: Record<string, string>;
+  /** For a `code:in` search: the same codes listed, for an EHR that does not support the modifier. */
+  fallback?: PlannedSearch[];
 }
 
 /**
  * The minimum set of patient-scoped searches for the retrieves: one per type without a code filter when any
- * retrieve of that type needs everything, else code-filtered searches with the union of codes, chunked.
+ * retrieve of that type needs everything, else code-filtered searches with the union of codes, chunked. With
+ * `codeIn`, a retrieve filtered by a value set is one `code:in=<value set>` search instead of its codes listed (the
+ * listed codes kept as its fallback).
+ * @see https://hl7.org/fhir/R4/search.html#token (the :in modifier)
  */
-export function planSearches(retrieves: Retrieve[], patientId: string, chunkSize = 40): PlannedSearch[] {
-  const byType = new Map<string, { all: boolean; codes: Map<string, { system?: string; code: string }> }>();
+export function planSearches(retrieves: Retrieve[], patientId: string, chunkSize = 40, options: { codeIn?: boolean } = {}): PlannedSearch[] {
+  const byType = new Map<string, { all: boolean; codes: Map<string, { system?: string; code: string }>; valueSets: Map<string, Array<{ system?: string; code: string }>> }>();
   for (const retrieve of retrieves) {
     if (retrieve.resourceType === 'Patient' || NON_COMPARTMENT_TYPES.has(retrieve.resourceType) || retrieve.byReference) continue;
-    const entry = byType.get(retrieve.resourceType) ?? { all: false, codes: new Map() };
+    const entry = byType.get(retrieve.resourceType) ?? { all: false, codes: new Map(), valueSets: new Map() };
     if (!retrieve.codes) entry.all = true;
+    else if (options.codeIn && retrieve.valueSet) entry.valueSets.set(retrieve.valueSet, retrieve.codes);
     else for (const c of retrieve.codes) entry.codes.set(`${c.system ?? ''}|${c.code}`, c);
     byType.set(retrieve.resourceType, entry);
   }
+  const listed = (resourceType: string, codes: Iterable<{ system?: string; code: string }>): PlannedSearch[] => {
+    const tokens = [...new Set([...codes].map((c) => (c.system ? `${c.system}|${c.code}` : c.code)))].sort();
+    const out: PlannedSearch[] = [];
+    for (let i = 0; i < tokens.length; i += chunkSize) out.push({ resourceType, params: { patient: patientId, code: tokens.slice(i, i + chunkSize).join(',') } });
+    return out;
+  };
   const searches: PlannedSearch[] = [];
-  for (const [resourceType, { all, codes }] of [...byType].sort(([a], [b]) => a.localeCompare(b))) {
-    if (all || codes.size === 0) {
+  for (const [resourceType, { all, codes, valueSets }] of [...byType].sort(([a], [b]) => a.localeCompare(b))) {
+    if (all || (codes.size === 0 && valueSets.size === 0)) {
       searches.push({ resourceType, params: { patient: patientId } });
       continue;
     }
-    const tokens = [...codes.values()].map((c) => (c.system ? `${c.system}|${c.code}` : c.code)).sort();
-    for (let i = 0; i < tokens.length; i += chunkSize) {
-      searches.push({ resourceType, params: { patient: patientId, code: tokens.slice(i, i + chunkSize).join(',') } });
+    searches.push(...listed(resourceType, codes.values()));
+    for (const [url, vsCodes] of [...valueSets].sort(([a], [b]) => a.localeCompare(b))) {
+      searches.push({ resourceType, params: { patient: patientId, 'code:in': url }, fallback: listed(resourceType, vsCodes) });
     }
   }
   return searches;

@@ -1,4 +1,8 @@
 import type { FhirResource } from '@dtr/fhir';
+import { expansionOf } from './cql-runtime.js';
+
+/** What a reader's error says when the EHR does not support the `:in` search modifier (the engine then lists codes). */
+export const CODE_IN_UNSUPPORTED = 'code:in is not supported by this EHR';
 
 /**
  * Where the engine gets patient data: the EHR (through the session's FHIR client) or, offline, a bundle.
@@ -38,7 +42,14 @@ export class BundleReader extends PatientDataReader {
   readonly reads: string[] = [];
   private readonly byType = new Map<string, FhirResource[]>();
 
-  constructor(resources: FhirResource[]) {
+  /**
+   * @param options.valueSets value sets this reader expands for `code:in` searches (as an EHR with a terminology
+   *   service would); without them it refuses `code:in` the way such an EHR does.
+   */
+  constructor(
+    resources: FhirResource[],
+    private readonly options: { valueSets?: FhirResource[] } = {},
+  ) {
     super();
     for (const resource of resources) {
       const list = this.byType.get(resource.resourceType) ?? [];
@@ -51,7 +62,7 @@ export class BundleReader extends PatientDataReader {
    * Resources of a bundle, with `urn:uuid:` (and other fullUrl) references rewritten to `Type/id`, as a FHIR server
    * would have stored them (Synthea bundles reference by fullUrl).
    */
-  static fromBundle(bundle: { entry?: Array<{ fullUrl?: string; resource?: FhirResource }> }): BundleReader {
+  static fromBundle(bundle: { entry?: Array<{ fullUrl?: string; resource?: FhirResource }> }, options: { valueSets?: FhirResource[] } = {}): BundleReader {
     const entries = (bundle.entry ?? []).filter((e): e is { fullUrl?: string; resource: FhirResource } => Boolean(e.resource));
     const byFullUrl = new Map<string, string>();
     for (const e of entries) if (e.fullUrl && e.resource.id) byFullUrl.set(e.fullUrl, `${e.resource.resourceType}/${e.resource.id}`);
@@ -73,7 +84,7 @@ export class BundleReader extends PatientDataReader {
       }
       return value;
     };
-    return new BundleReader(entries.map((e) => rewrite(e.resource) as FhirResource));
+    return new BundleReader(entries.map((e) => rewrite(e.resource) as FhirResource), options);
   }
 
   resourcesOfType(resourceType: string): FhirResource[] {
@@ -90,6 +101,13 @@ export class BundleReader extends PatientDataReader {
     if (params['_id']) {
       const ids = new Set(params['_id'].split(','));
       result = result.filter((r) => r.id && ids.has(r.id));
+    }
+    const codeIn = params['code:in'];
+    if (codeIn !== undefined) {
+      const valueSet = this.options.valueSets?.find((v) => v['url'] === codeIn.split('|')[0]);
+      if (!valueSet) throw new Error(`${CODE_IN_UNSUPPORTED} (400: code:in ${codeIn})`);
+      const members = new Set((expansionOf(valueSet) ?? []).map((c) => `${c.system ?? ''}|${c.code}`));
+      result = result.filter((r) => codingsOf(r).some((c) => members.has(`${c.system ?? ''}|${c.code}`)));
     }
     if (params['code']) {
       const wanted = params['code'].split(',').map((token) => {

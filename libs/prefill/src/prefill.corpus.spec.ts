@@ -107,6 +107,31 @@ describe.skipIf(!haveCorpus)(`prefill on the corpus (${shared})`, () => {
   });
 });
 
+describe.skipIf(!haveCorpus)('the HomeO2-IG-Example negative package (questionnaire without cqf-library, libraries missing)', () => {
+  it('gives a response for each questionnaire and issues naming the missing cqf-library and each missing library, never an exception', async () => {
+    const pkg = QuestionnairePackage.fromResources(loadFolderResources(path.join(shared, 'packages', 'HomeO2-IG-Example')));
+    const bundle = JSON.parse(readFileSync(path.join(shared, 'patients', 'testehr-hypoxemia.json'), 'utf8'));
+    const reader = BundleReader.fromBundle(bundle);
+    const patientId = reader.resourcesOfType('Patient')[0]!.id!;
+    const results = await new PrefillEngine(reader).runAll({
+      pkg,
+      questionnaires: pkg.questionnaires,
+      patientId,
+      igVersion: '2.2',
+      now: new Date('2026-11-22T12:00:00Z'),
+    });
+    expect(results).toHaveLength(pkg.questionnaires.length);
+    for (const r of results) expect(r.questionnaireResponse['resourceType']).toBe('QuestionnaireResponse');
+    const lab = results[pkg.questionnaires.findIndex((q) => q.id === 'HomeOxygenTherapyLab')]!;
+    expect(lab.issues.filter((i) => i.code === 'missing-cqf-library')).toHaveLength(1);
+    const missing = lab.issues.filter((i) => i.code === 'missing-library').map((i) => i.library).sort();
+    expect(missing).toEqual(['BasicClinicalInfoPrepopulation', 'BasicPatientInfoPrepopulation', 'BasicPractitionerInfoPrepopulation']);
+    expect(lab.issues.find((i) => i.library === 'BasicPatientInfoPrepopulation')!.message).toContain('PBD.1');
+    // One issue per library, not one per item.
+    expect(lab.issues.filter((i) => i.code === 'unknown-library')).toEqual([]);
+  });
+});
+
 describe.skipIf(!haveCorpus)('minimum data and the engine fast paths give the answers of the plain engine over all data', () => {
   const pkg = () => QuestionnairePackage.fromResources(loadFolderResources(path.join(shared, 'packages', 'HomeOxygenTherapy')));
   const patientFiles = haveCorpus ? readdirSync(path.join(shared, 'patients')).filter((f) => f.endsWith('.json')).sort() : [];

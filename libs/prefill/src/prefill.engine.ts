@@ -5,12 +5,15 @@ import {
   type QuestionnairePackage,
   questionnaireReferences,
 } from '@dtr/fhir';
-import { type Answer, type ItemShape, toAnswers } from './answers.js';
+import type { ItemShape } from './answers.js';
 import { codeService, cql, expansionOf, type FhirModelVersion, patientFor, wrap } from './cql-runtime.js';
-import { applyEnableWhen, type ResponseItem } from './enable-when.js';
-import { compileFhirPath, launchContextNames, rootVariables } from './fhirpath-expressions.js';
-import { type DataRequirements, dataRequirements, indexLibraries, NON_COMPARTMENT_TYPES, planSearches, referencedNonCompartment, referencesTo, typesReadByReference } from './elm-requirements.js';
-import { PatientDataReader } from './patient-data-reader.js';
+import { applyEnableWhen } from './enable-when.js';
+import { launchContextNames } from './fhirpath-expressions.js';
+import { type DataRequirements, dataRequirements, type PlannedSearch, indexLibraries, NON_COMPARTMENT_TYPES, planSearches, referencedNonCompartment, referencesTo, typesReadByReference } from './elm-requirements.js';
+import { inlineCql, inlineElm } from './inline-expressions.js';
+import { screenResource } from './input-validation.js';
+import { populate } from './sdc-population.js';
+import { CODE_IN_UNSUPPORTED, PatientDataReader } from './patient-data-reader.js';
 import { PreparedPackage } from './prepared-package.js';
 import { PrefillSession } from './prefill-session.js';
 
@@ -30,6 +33,11 @@ export interface PrefillRequest {
   now?: Date;
   /** Resources the caller already read (the order, the coverage): not read again. */
   known?: FhirResource[];
+  /**
+   * Search value sets with `code:in` (the EHR expands them) instead of listing their codes; an EHR that refuses the
+   * modifier (the reader's error names CODE_IN_UNSUPPORTED) gets the codes listed.
+   */
+  codeIn?: boolean;
   /** Reads at most this many searches at once (default 4). */
   concurrency?: number;
   /**
@@ -56,6 +64,10 @@ export interface PrefillIssue {
 export interface PrefillResult {
   questionnaireResponse: FhirResource;
   issues: PrefillIssue[];
+  /** candidateExpression: the answer options offered per item (linkId), for the form to show. */
+  options: Record<string, Array<Record<string, unknown>>>;
+  /** contextExpression: what to show with an item (linkId), e.g. the observations an answer came from. */
+  answerContext: Record<string, unknown[]>;
   stats: {
     searches: number;
     reads: number;
@@ -84,7 +96,8 @@ interface QItem extends ItemShape {
   extension?: Array<{ url?: string; valueExpression?: { language?: string; expression?: string } }>;
 }
 
-const POPULATING = new Set(['initialExpression', 'cqf-expression', 'calculatedExpression']);
+/** Expression kinds whose CQL the engine evaluates (FHIRPath ones are evaluated at assembly). */
+const EVALUATED = new Set(['initialExpression', 'cqf-expression', 'calculatedExpression', 'candidateExpression', 'contextExpression', 'itemPopulationContext']);
 
 function splitRef(reference: string | undefined): [string, string] | undefined {
   const match = reference ? /(?:^|\/)([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})$/.exec(reference) : null;
@@ -140,28 +153,47 @@ export class PrefillEngine {
     for (const d of declared) {
       if (!d.library) issues.push({ severity: 'error', code: 'missing-library', message: `cqf-library ${d.canonical} is not in the package`, library: d.canonical });
     }
-    const byItem = new Map<string, { library: string; define: string }>();
-    const fhirpathByItem = new Map<string, string>();
+    const unknownLibraries = new Map<string, string[]>();
+    // CQL per item and expression kind: `"Lib".Define` references, and inline expressions (ELM, CQL text) compiled
+    // into libraries of their own. FHIRPath is evaluated at assembly (sdc-population).
+    const cqlByKey = new Map<string, { library: string; define: string }>();
+    const inline: Array<{ key: string; kind: string; linkId: string; language: string; expression: string }> = [];
     const requested: Array<{ library: string; define: string }> = [];
     for (const ref of refs.expressions) {
-      if (!ref.linkId || !POPULATING.has(ref.kind) || byItem.has(ref.linkId)) continue;
-      if (ref.language === 'text/fhirpath') {
-        fhirpathByItem.set(ref.linkId, ref.expression);
+      if (!ref.linkId || !EVALUATED.has(ref.kind)) continue;
+      const key = `${ref.kind}|${ref.linkId}`;
+      if (cqlByKey.has(key) || inline.some((i) => i.key === key) || ref.language === 'text/fhirpath') continue;
+      // text/cql-identifier names one define, possibly with spaces (`Gender Code`), quoted or not, or qualified.
+      const identifier = ref.language === 'text/cql-identifier' ? ref.expression.trim().replace(/^"(.*)"$/, '$1') : undefined;
+      const parsed =
+        ref.language === 'text/cql'
+          ? parseCqlReference(ref.expression)
+          : identifier !== undefined
+            ? (parseCqlReference(ref.expression) ?? (identifier && !identifier.includes('"') ? { define: identifier } : undefined))
+            : undefined;
+      if (ref.language === 'application/elm+json' || ref.language === 'text/cql-expression' || (ref.language === 'text/cql' && !parsed)) {
+        inline.push({ key, kind: ref.kind, linkId: ref.linkId, language: ref.language, expression: ref.expression });
         continue;
       }
       if (ref.language !== 'text/cql' && ref.language !== 'text/cql-identifier') {
-        issues.push({ severity: 'information', code: 'expression-not-evaluated', message: `${ref.kind} in ${ref.language} is not evaluated yet; answer by hand`, linkId: ref.linkId });
+        issues.push({ severity: 'information', code: 'expression-not-evaluated', message: `${ref.kind} in ${ref.language || 'no language'} is not evaluated; answer by hand`, linkId: ref.linkId });
         continue;
       }
-      const parsed = parseCqlReference(ref.expression);
       if (!parsed) {
-        issues.push({ severity: 'information', code: 'expression-not-evaluated', message: `CQL expression "${ref.expression.slice(0, 60)}" is not a define reference`, linkId: ref.linkId });
+        issues.push({ severity: 'information', code: 'expression-not-evaluated', message: `CQL identifier "${ref.expression.slice(0, 60)}" is not a define name`, linkId: ref.linkId });
         continue;
       }
       const library = parsed.library
         ? pkg.libraryByIdentifier(parsed.library)
         : declared.map((d) => d.library).find((l) => l?.elm?.library.statements?.def?.some((s) => s.name === parsed.define));
       const elm = library?.elm;
+      if (!library && parsed.library) {
+        // Reported once per library below, naming the items it leaves for the clinician.
+        const items = unknownLibraries.get(parsed.library) ?? [];
+        items.push(ref.linkId);
+        unknownLibraries.set(parsed.library, items);
+        continue;
+      }
       if (!elm) {
         issues.push({
           severity: 'warning',
@@ -178,14 +210,52 @@ export class PrefillEngine {
         issues.push({ severity: 'warning', code: 'unknown-define', message: `${id} does not define ${parsed.define}`, linkId: ref.linkId, library: id, define: parsed.define });
         continue;
       }
-      byItem.set(ref.linkId, { library: id, define: parsed.define });
+      cqlByKey.set(key, { library: id, define: parsed.define });
       if (!requested.some((r) => r.library === id && r.define === parsed.define)) requested.push({ library: id, define: parsed.define });
+    }
+
+    const cqlItems = refs.expressions.filter((r) => r.linkId && EVALUATED.has(r.kind) && (r.language === 'text/cql' || r.language === 'text/cql-identifier'));
+    // Inline expressions: compiled (once per expression) into libraries evaluated with the package's.
+    const inlineElms: ElmLibrary[] = [];
+    for (const expression of inline) {
+      try {
+        const compiled =
+          expression.language === 'application/elm+json'
+            ? await inlineElm(expression.expression)
+            : await inlineCql(expression.expression, declared.map((d) => d.library).filter((l): l is NonNullable<typeof l> => Boolean(l)), pkg.libraries);
+        const id = compiled.elm.library.identifier.id;
+        if (!inlineElms.some((e) => e.library.identifier.id === id)) inlineElms.push(compiled.elm);
+        cqlByKey.set(expression.key, { library: id, define: compiled.define });
+        if (!requested.some((r) => r.library === id && r.define === compiled.define)) requested.push({ library: id, define: compiled.define });
+      } catch (error) {
+        issues.push({
+          severity: 'warning',
+          code: 'expression-failed',
+          message: `${expression.kind} (${expression.language}) could not be compiled: ${error instanceof Error ? error.message.slice(0, 200) : 'error'}`,
+          linkId: expression.linkId,
+        });
+      }
+    }
+    if (declared.length === 0 && cqlItems.length > 0) {
+      issues.push({
+        severity: 'error',
+        code: 'missing-cqf-library',
+        message: `the questionnaire has CQL expressions on ${cqlItems.length} item(s) but names no library (cqf-library extension); those items are left for the clinician`,
+      });
+    }
+    for (const [library, linkIds] of unknownLibraries) {
+      issues.push({
+        severity: 'error',
+        code: 'missing-library',
+        message: `library ${library} is not in the package; ${linkIds.length} item(s) left for the clinician: ${linkIds.slice(0, 8).join(', ')}${linkIds.length > 8 ? ', …' : ''}`,
+        library,
+      });
     }
 
     // Patient-independent work is done once per package (PreparedPackage); baseline mode redoes it on every run, as a
     // client that prepares nothing ahead would.
-    const prepared = request.baseline ? undefined : PreparedPackage.of(pkg);
-    const elms = prepared?.elms ?? pkg.libraries.map((l) => l.elm).filter((e): e is ElmLibrary => Boolean(e));
+    const prepared = request.baseline ? undefined : PreparedPackage.of(pkg).with(inlineElms);
+    const elms = prepared?.elms ?? [...pkg.libraries.map((l) => l.elm).filter((e): e is ElmLibrary => Boolean(e)), ...inlineElms];
     const index = prepared?.index ?? indexLibraries(elms);
     if (request.baseline) {
       for (const d of declared) {
@@ -216,7 +286,11 @@ export class PrefillEngine {
     let reads = 0;
     const resources = new Map<string, FhirResource>();
     const add = (r: FhirResource | undefined) => {
-      if (r?.id) resources.set(`${r.resourceType}/${r.id}`, r);
+      if (!r?.id) return;
+      // A resource that does not fit the FHIR model is reported and left out (a Patient: its malformed elements).
+      const { resource, issue } = screenResource(r);
+      if (resource) resources.set(`${r.resourceType}/${r.id}`, resource);
+      if (issue && !issues.some((i) => i.message === issue.message)) issues.push(issue);
     };
     const known = new Map((request.known ?? []).filter((r) => r.id).map((r) => [`${r.resourceType}/${r.id}`, r]));
     const read = async (reference: string | undefined) => {
@@ -251,55 +325,49 @@ export class PrefillEngine {
       const wanted = referencesTo([...(patient ? [patient] : []), ...contextResources], byReference).filter((ref) => !resources.has(ref));
       for (const r of await Promise.all(wanted.map(read))) add(r);
     }
-    const planned = patient ? (prepared ? prepared.planSearches(requirements, request.patientId) : planSearches(requirements.retrieves, request.patientId)) : [];
-    await mapBounded(planned, request.concurrency ?? 4, async (search) => {
+    const codeIn = request.codeIn === true && !request.baseline;
+    const planned = patient
+      ? prepared
+        ? prepared.planSearches(requirements, request.patientId, codeIn)
+        : planSearches(requirements.retrieves, request.patientId, 40, { codeIn })
+      : [];
+    let codeInRefused = false;
+    const runSearch = async (search: PlannedSearch): Promise<void> => {
       const fetch = () => this.reader.search(search.resourceType, search.params);
       const shared = session?.search(search.resourceType, search.params, fetch);
       if (!shared || shared.fresh) searches++;
       const outcome = shared ? await shared.promise : await fetch().then((value) => ({ ok: true as const, value }), (error: unknown) => ({ ok: false as const, error }));
       if (outcome.ok) for (const r of outcome.value) add(r);
-      else {
+      else if (search.fallback && outcome.error instanceof Error && outcome.error.message.includes(CODE_IN_UNSUPPORTED)) {
+        // The EHR does not take `code:in`: the same codes, listed.
+        if (!codeInRefused) issues.push({ severity: 'information', code: 'code-in-unsupported', message: 'the EHR does not support code:in searches; value set codes were listed instead' });
+        codeInRefused = true;
+        for (const fallback of search.fallback) await runSearch(fallback);
+      } else {
         const error = outcome.error;
         issues.push({ severity: 'warning', code: 'search-failed', message: `${search.resourceType} search failed: ${error instanceof Error ? error.message : 'error'}` });
       }
-    });
+    };
+    await mapBounded(planned, request.concurrency ?? 4, runSearch);
     const wantedTypes = new Set(requirements.retrieves.map((r) => r.resourceType).filter((t) => NON_COMPARTMENT_TYPES.has(t)));
     const referenced = referencedNonCompartment([...resources.values()]).filter((ref) => wantedTypes.has(ref.split('/')[0]!));
     if (request.user && wantedTypes.has(splitRef(request.user)?.[0] ?? '')) referenced.push(request.user);
     for (const r of await Promise.all([...new Set(referenced)].filter((ref) => !resources.has(ref)).map(read))) add(r);
 
-    // FHIRPath expressions (SDC): launch context and root variables, then each item's expression.
-    const fhirpathValues = new Map<string, unknown[]>();
+    // FHIRPath environment (SDC launch context): %patient, %encounter, %order, %coverage, %user, %questionnaire.
     const expressionEnv: Record<string, unknown> = { ...(patient ? { patient } : {}), questionnaire };
-    if (fhirpathByItem.size > 0 && patient) {
+    const fhirpathText = refs.expressions.filter((r) => r.language === 'text/fhirpath').map((r) => r.expression);
+    if (fhirpathText.length > 0 && patient) {
       const byRef = (ref: string | undefined) => (ref ? resources.get(ref.replace(/^.*\/([A-Z][A-Za-z]+\/[^/]+)$/, '$1')) : undefined);
-      const allText = [...fhirpathByItem.values(), ...rootVariables(questionnaire).map((v) => v.expression)].join(' ');
-      const user = request.user && allText.includes('%user') ? (byRef(request.user) ?? (await read(request.user))) : undefined;
-      const env: Record<string, unknown> = {
-        patient,
-        questionnaire,
+      const user = request.user && fhirpathText.some((t) => t.includes('%user')) ? (byRef(request.user) ?? (await read(request.user))) : undefined;
+      Object.assign(expressionEnv, {
         ...(byRef(request.encounter) ? { encounter: byRef(request.encounter) } : {}),
         ...(byRef(request.order) ? { order: byRef(request.order) } : {}),
         ...(byRef(request.coverage) ? { coverage: byRef(request.coverage) } : {}),
         ...(user ? { user } : {}),
-      };
+      });
       for (const name of launchContextNames(questionnaire)) {
-        if (!(name in env)) issues.push({ severity: 'information', code: 'launch-context-missing', message: `launchContext ${name} is not available` });
-      }
-      for (const variable of rootVariables(questionnaire)) {
-        try {
-          env[variable.name] = compileFhirPath(variable.expression)({}, env);
-        } catch (error) {
-          issues.push({ severity: 'warning', code: 'expression-failed', message: `variable ${variable.name}: ${error instanceof Error ? error.message.slice(0, 160) : 'error'}` });
-        }
-      }
-      Object.assign(expressionEnv, env);
-      for (const [linkId, expression] of fhirpathByItem) {
-        try {
-          fhirpathValues.set(linkId, compileFhirPath(expression)({}, env));
-        } catch (error) {
-          issues.push({ severity: 'warning', code: 'expression-failed', message: `FHIRPath "${expression.slice(0, 60)}": ${error instanceof Error ? error.message.slice(0, 160) : 'error'}`, linkId });
-        }
+        if (!(name in expressionEnv)) issues.push({ severity: 'information', code: 'launch-context-missing', message: `launchContext ${name} is not available` });
       }
     }
     const fetched = performance.now();
@@ -385,34 +453,23 @@ export class PrefillEngine {
       if (!codes) return item;
       return { ...item, answerOption: codes.map((c) => ({ valueCoding: { ...(c.system ? { system: c.system } : {}), code: c.code } })) };
     };
-    const build = (items: QItem[] | undefined): Array<Record<string, unknown>> => {
-      const out: Array<Record<string, unknown>> = [];
-      for (const item of items ?? []) {
-        if (item.type === 'display') continue;
-        const children = build(item.item);
-        const target = byItem.get(item.linkId);
-        let answers: Answer[] = [];
-        if (!target && fhirpathValues.has(item.linkId)) {
-          answers = toAnswers(fhirpathValues.get(item.linkId), optionsFor(item));
-        } else if (target && values.has(`${target.library}.${target.define}`)) {
-          const value = values.get(`${target.library}.${target.define}`);
-          answers = toAnswers(value, optionsFor(item));
-          if (answers.length === 0 && value !== null && value !== undefined && !(Array.isArray(value) && value.length === 0)) {
-            issues.push({ severity: 'information', code: 'answer-type-mismatch', message: `the value of ${target.define} does not fit a ${item.type} item`, linkId: item.linkId });
-          }
-        }
-        if (answers.length === 0 && children.length === 0) continue;
-        out.push({
-          linkId: item.linkId,
-          ...(item.text ? { text: item.text } : {}),
-          ...(answers.length > 0 ? { answer: answers.map((a) => ({ ...a, extension: [origin] })) } : {}),
-          ...(children.length > 0 ? { item: children } : {}),
-        });
-      }
-      return out;
-    };
-    // Items that enableWhen / enableWhenExpression disable given these answers are not part of the response.
-    const enablement = applyEnableWhen(questionnaire, build(questionnaire['item'] as QItem[] | undefined) as unknown as ResponseItem[], expressionEnv);
+    // SDC population: initial values, candidates, context, repeating-group contexts, calculated values to a steady
+    // state; then the items that enableWhen / enableWhenExpression disable given these answers are left out.
+    const population = patient
+      ? populate({
+          questionnaire,
+          env: expressionEnv,
+          cql: (kind, linkId) => {
+            const target = cqlByKey.get(`${kind}|${linkId}`);
+            const key = target ? `${target.library}.${target.define}` : undefined;
+            return key && values.has(key) ? { value: values.get(key) } : undefined;
+          },
+          optionsFor,
+          origin,
+        })
+      : { items: [], options: {}, answerContext: {}, env: expressionEnv, issues: [] };
+    issues.push(...population.issues);
+    const enablement = applyEnableWhen(questionnaire, population.items, population.env);
     if (enablement.cycle) issues.push({ severity: 'warning', code: 'enablewhen-cycle', message: 'enableWhen conditions do not settle; check the questionnaire' });
     for (const failure of enablement.failures) {
       issues.push({ severity: 'warning', code: 'expression-failed', message: `enableWhenExpression: ${failure.message}`, linkId: failure.linkId });
@@ -438,6 +495,8 @@ export class PrefillEngine {
     return {
       questionnaireResponse,
       issues,
+      options: population.options,
+      answerContext: population.answerContext,
       stats: {
         searches,
         reads,

@@ -20,8 +20,18 @@ export class PreparedPackage {
   private codes: ReturnType<typeof codeService> | undefined;
   private readonly requirements = new Map<string, DataRequirements>();
 
-  private constructor(private readonly pkg: QuestionnairePackage) {
-    this.elms = pkg.libraries.map((l) => l.elm).filter((e): e is ElmLibrary => Boolean(e));
+  private readonly extended = new Map<string, PreparedPackage>();
+
+  private readonly extraIds = new Set<string>();
+
+  private constructor(
+    private readonly pkg: QuestionnairePackage,
+    extra: ElmLibrary[] = [],
+    /** For an extension: the package's own libraries are taken from here, compiled once. */
+    private readonly base?: PreparedPackage,
+  ) {
+    for (const e of extra) this.extraIds.add(e.library.identifier.id);
+    this.elms = [...pkg.libraries.map((l) => l.elm).filter((e): e is ElmLibrary => Boolean(e)), ...extra];
     this.index = indexLibraries(this.elms);
     this.repository = new cql.Repository(Object.fromEntries(this.elms.map((e) => [e.library.identifier.id, e])));
   }
@@ -29,6 +39,7 @@ export class PreparedPackage {
   private static readonly cache = new WeakMap<QuestionnairePackage, PreparedPackage>();
   private static readonly references = new WeakMap<FhirResource, ReturnType<typeof questionnaireReferences>>();
   private readonly plans = new WeakMap<DataRequirements, PlannedSearch[]>();
+  private readonly plansCodeIn = new WeakMap<DataRequirements, PlannedSearch[]>();
 
   /** The expressions and libraries a questionnaire names, read once per questionnaire object. */
   static referencesOf(questionnaire: FhirResource): ReturnType<typeof questionnaireReferences> {
@@ -38,10 +49,16 @@ export class PreparedPackage {
   }
 
   /** The searches for these requirements, planned once; only the patient differs between prefills. */
-  planSearches(requirements: DataRequirements, patientId: string): PlannedSearch[] {
-    let plan = this.plans.get(requirements);
-    if (!plan) this.plans.set(requirements, (plan = planSearches(requirements.retrieves, '\u0000patient')));
-    return plan.map((search) => ({ resourceType: search.resourceType, params: { ...search.params, patient: patientId } }));
+  planSearches(requirements: DataRequirements, patientId: string, codeIn = false): PlannedSearch[] {
+    const plans = codeIn ? this.plansCodeIn : this.plans;
+    let plan = plans.get(requirements);
+    if (!plan) plans.set(requirements, (plan = planSearches(requirements.retrieves, '\u0000patient', 40, { codeIn })));
+    const forPatient = (search: PlannedSearch): PlannedSearch => ({
+      resourceType: search.resourceType,
+      params: { ...search.params, patient: patientId },
+      ...(search.fallback ? { fallback: search.fallback.map(forPatient) } : {}),
+    });
+    return plan.map(forPatient);
   }
 
   static of(pkg: QuestionnairePackage): PreparedPackage {
@@ -50,8 +67,25 @@ export class PreparedPackage {
     return prepared;
   }
 
+  /**
+   * This package with the inline expression libraries of a questionnaire added (see inline-expressions), prepared
+   * once per set of them.
+   */
+  with(extra: ElmLibrary[]): PreparedPackage {
+    if (extra.length === 0) return this;
+    const key = extra.map((e) => `${e.library.identifier.id}|${e.library.identifier.version ?? ''}`).sort().join(',');
+    let found = this.extended.get(key);
+    if (!found) {
+      found = new PreparedPackage(this.pkg, extra, this);
+      found.codes = this.codeService();
+      this.extended.set(key, found);
+    }
+    return found;
+  }
+
   /** The compiled library, or undefined when it cannot be loaded (an include missing, ELM the engine refuses). */
   library(id: string, version: string | undefined): CompiledLibrary | undefined {
+    if (this.base && !this.extraIds.has(id)) return this.base.library(id, version);
     const key = `${id}|${version ?? ''}`;
     if (!this.compiled.has(key)) {
       let library: CompiledLibrary | null;

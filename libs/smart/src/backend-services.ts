@@ -10,6 +10,8 @@ export interface BackendServicesRegistration {
   clientId: string;
   signingAlg: SigningAlg;
   scopes: string[];
+  /** The connection to use for this registration (a payer's mutual TLS), instead of the default fetch. */
+  fetch?: typeof fetch;
 }
 
 interface Cached {
@@ -66,7 +68,8 @@ export class BackendServicesClient {
       { token_endpoint_auth_signing_alg: registration.signingAlg },
       privateKeyJwt(key, kid, endpoint.toString()),
     );
-    config[oidc.customFetch] = (url, init) => this.fetchFn(url, { ...init, signal: AbortSignal.timeout(10_000) } as RequestInit);
+    const fetchFn = registration.fetch ?? this.fetchFn;
+    config[oidc.customFetch] = (url, init) => fetchFn(url, { ...init, signal: AbortSignal.timeout(10_000) } as RequestInit);
     if (this.policy.allowInsecureLoopback && isLoopback(endpoint)) oidc.allowInsecureRequests(config);
     try {
       const granted = await oidc.clientCredentialsGrant(config, { scope: registration.scopes.join(' ') });

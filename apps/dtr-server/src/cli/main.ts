@@ -84,7 +84,7 @@ payer
   .action(async (options: { file: string }) => {
     const input = parseUntrustedJson(readFileSync(options.file === '-' ? 0 : options.file, 'utf8'), { maxDepth: 16, maxBytes: 64 * 1024 });
     const view = await withDatabase((dataSource, config) =>
-      new PayerRegistry(dataSource, { allowInsecureLoopback: config.profile !== 'production' }).upsert(input),
+      new PayerRegistry(dataSource, { allowInsecureLoopback: config.profile !== 'production' }, secretBoxFromConfig(config)).upsert(input),
     );
     process.stdout.write(`${JSON.stringify(view, null, 2)}\n`);
   });

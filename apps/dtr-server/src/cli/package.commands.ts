@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { QuestionnairePackage } from '@dtr/fhir';
+import { compileCqlOnlyLibraries, QuestionnairePackage } from '@dtr/fhir';
 import { isUsable, loadPackageFromPath, resourcesOf, validatePackage } from '@dtr/payer';
 
 /**
@@ -14,15 +14,17 @@ export function registerPackageCommands(program: Command): void {
     .description('validate a $questionnaire-package answer, Bundle, or folder of FHIR JSON')
     .option('--ig <version>', 'DTR IG version the payer speaks: 2.0.1, 2.1 or 2.2', '2.2')
     .option('--json', 'print the result as JSON')
-    .action((target: string, options: { ig: string; json?: boolean }) => {
+    .action(async (target: string, options: { ig: string; json?: boolean }) => {
       if (!['2.0.1', '2.1', '2.2'].includes(options.ig)) {
         process.stderr.write(`dtr: --ig must be 2.0.1, 2.1 or 2.2 (got ${options.ig})\n`);
         process.exitCode = 64;
         return;
       }
       const response = loadPackageFromPath(target);
-      const model = QuestionnairePackage.fromResources(resourcesOf(response));
-      const issues = validatePackage(model);
+      // CQL-only libraries are compiled as a session would compile them; failures are issues like any other.
+      const compiled = await compileCqlOnlyLibraries(resourcesOf(response));
+      const model = QuestionnairePackage.fromResources(compiled.resources);
+      const issues = [...compiled.issues, ...validatePackage(model)];
       const usable = isUsable(issues);
       if (options.json) {
         process.stdout.write(`${JSON.stringify({ usable, shape: response.shape, issues }, null, 2)}\n`);

@@ -1,7 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { parseUntrustedJson } from '@dtr/kernel';
-import { type FhirResource, QuestionnairePackage } from '@dtr/fhir';
+import { compileCqlOnlyLibraries, type FhirResource, QuestionnairePackage } from '@dtr/fhir';
 import { loadPackageFromPath, resourcesOf } from '@dtr/payer';
 import { BundleReader, type DtrVersion, PrefillEngine } from '@dtr/prefill';
 
@@ -37,7 +37,9 @@ export function registerPrefillCommand(program: Command): void {
     .action(async (options: PrefillOptions) => {
       if (!['2.0.1', '2.1', '2.2'].includes(options.ig)) throw new Error(`--ig must be 2.0.1, 2.1 or 2.2 (got ${options.ig})`);
       const started = performance.now();
-      const pkg = QuestionnairePackage.fromResources(resourcesOf(loadPackageFromPath(options.package)));
+      const compiled = await compileCqlOnlyLibraries(resourcesOf(loadPackageFromPath(options.package)));
+      for (const issue of compiled.issues) process.stderr.write(`package: ${issue.severity.toUpperCase()} ${issue.code}: ${issue.message}\n`);
+      const pkg = QuestionnairePackage.fromResources(compiled.resources);
       const bundle = parseUntrustedJson(readFileSync(options.patient, 'utf8'), { maxDepth: 128, maxBytes: 256 * 1024 * 1024 }) as {
         resourceType?: string;
         entry?: Array<{ resource?: FhirResource }>;
@@ -81,6 +83,13 @@ export function registerPrefillCommand(program: Command): void {
         for (const issue of result.issues) {
           report.push(`  ${issue.severity.toUpperCase().padEnd(11)} ${issue.code}: ${issue.message}${issue.linkId ? ` [item ${issue.linkId}]` : ''}`);
         }
+        for (const [linkId, offered] of Object.entries(result.options)) {
+          const labels = offered.map((o) => {
+            const c = o['valueCoding'] as { code?: string; display?: string } | undefined;
+            return c ? (c.display ?? c.code ?? '') : JSON.stringify(Object.values(o)[0]);
+          });
+          report.push(`  options offered [item ${linkId}]: ${labels.join('; ')}`);
+        }
         if (options.timing) {
           const { ms, searches, reads, resourcesRead, definesEvaluated } = result.stats;
           report.push(
@@ -89,7 +98,10 @@ export function registerPrefillCommand(program: Command): void {
           report.push(`  data: ${searches} search(es), ${reads} read(s), ${resourcesRead} resource(s); ${definesEvaluated} define(s) evaluated`);
         }
       });
-      if (options.timing) report.push(`load ${(loaded - started).toFixed(1)} ms; whole command ${(performance.now() - started).toFixed(1)} ms`);
+      if (options.timing) {
+        const peakMb = (process.resourceUsage().maxRSS / 1024).toFixed(0);
+        report.push(`load ${(loaded - started).toFixed(1)} ms; whole command ${(performance.now() - started).toFixed(1)} ms; peak RSS ${peakMb} MB`);
+      }
       process.stderr.write(`${report.join('\n')}\n`);
     });
 }

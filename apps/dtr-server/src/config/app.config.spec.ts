@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadAppConfig } from './app.config.js';
 
@@ -61,6 +62,13 @@ describe('loadAppConfig', () => {
     expect(config.publicUrl).toBe('https://dtr.example.org');
     expect([...config.encryptionKeys!.keys()]).toEqual(['2026b', '2026a']);
     expect(config.port).toBe(8080);
+  });
+
+  it('sizes the prefill pool to the cores unless told, and accepts 0 (in-thread)', () => {
+    expect(loadAppConfig({}).prefillWorkers).toBe(availableParallelism());
+    expect(loadAppConfig({ DTR_PREFILL_WORKERS: '0' }).prefillWorkers).toBe(0);
+    expect(loadAppConfig({ DTR_PREFILL_WORKERS: '3' }).prefillWorkers).toBe(3);
+    for (const bad of ['-1', 'two', '1.5', '65']) expect(problemsOf({ DTR_PREFILL_WORKERS: bad })).toEqual([expect.stringMatching(/^DTR_PREFILL_WORKERS: .*worker threads/)]);
   });
 
   it('treats empty values as unset', () => {

@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { settingsFrom } from '@dtr/kernel';
 import { z } from 'zod';
@@ -64,6 +65,12 @@ const schema = z
     DTR_ENCRYPTION_KEYS: encryptionKeys.optional(),
     DTR_ADMIN_TOKEN: z.string().regex(/^[\x21-\x7e]{32,512}$/, 'must be 32 or more printable characters (e.g. openssl rand -hex 32)').optional(),
     DTR_SESSION_TTL_MINUTES: positiveInt.max(24 * 60).default(480),
+    DTR_PREFILL_WORKERS: z.coerce
+      .number({ error: 'must be a whole number of worker threads (0-64; 0 prefills in the request thread)' })
+      .int({ error: 'must be a whole number of worker threads (0-64; 0 prefills in the request thread)' })
+      .min(0, { error: 'must be a whole number of worker threads (0-64; 0 prefills in the request thread)' })
+      .max(64, { error: 'must be a whole number of worker threads (0-64; 0 prefills in the request thread)' })
+      .default(() => availableParallelism()),
   })
   .superRefine((env, ctx) => {
     if (env.DTR_PROFILE !== 'production') return;
@@ -105,6 +112,8 @@ export interface AppConfig {
   /** Bearer token of the admin API; the admin API is off without one. */
   adminToken: string | undefined;
   sessionTtlMs: number;
+  /** Prefill worker threads; 0 evaluates in the request thread (blocks the event loop while CQL runs). */
+  prefillWorkers: number;
 }
 
 
@@ -143,6 +152,7 @@ export function loadAppConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     encryptionKeys: e.DTR_ENCRYPTION_KEYS,
     adminToken: e.DTR_ADMIN_TOKEN,
     sessionTtlMs: e.DTR_SESSION_TTL_MINUTES * 60_000,
+    prefillWorkers: e.DTR_PREFILL_WORKERS,
   };
 }
 

@@ -2,14 +2,19 @@ import { Inject, Injectable } from '@nestjs/common';
 import { Clock, DtrError } from '@dtr/kernel';
 import type { FhirResource, PackageIssue } from '@dtr/fhir';
 import { PackageCache, PackageRetrieval, PayerClient, PayerRegistry } from '@dtr/payer';
-import { FhirClientReader, PrefillEngine, type PrefillIssue } from '@dtr/prefill';
+import { FhirClientReader, type PrefillIssue } from '@dtr/prefill';
 import { BackendServicesClient, dtrContextOf, type OutboundPolicy, type SessionRecord, SmartSessions } from '@dtr/smart';
 import { OUTBOUND_POLICY } from '../smart/smart.module.js';
+import { PrefillPool } from './prefill-pool/prefill-pool.js';
 
 export interface PreparedQuestionnaire {
   questionnaire: string;
   questionnaireResponse: FhirResource;
   issues: PrefillIssue[];
+  /** candidateExpression: answer options offered per item (linkId), from the patient's record. */
+  options: Record<string, Array<Record<string, unknown>>>;
+  /** contextExpression: the resources shown with an item (linkId). */
+  answerContext: Record<string, unknown[]>;
 }
 
 export interface PreparedQuestionnaires {
@@ -43,6 +48,7 @@ export class PrepareQuestionnairesUseCase {
     cache: PackageCache,
     @Inject(OUTBOUND_POLICY) private readonly policy: OutboundPolicy,
     private readonly clock: Clock,
+    private readonly pool: PrefillPool,
   ) {
     this.retrieval = new PackageRetrieval(cache);
   }
@@ -70,29 +76,43 @@ export class PrepareQuestionnairesUseCase {
     }
     if (!payer || !coverage) throw new DtrError('NOT_FOUND', "the patient's coverage is with a payer this service is not registered with");
 
-    const client = new PayerClient(payer, this.tokens, this.policy, this.clock);
+    const tls = await this.payers.tlsCredentials(payer.id);
+    const client = new PayerClient(payer, this.tokens, this.policy, this.clock, tls ? { tls } : {});
     const retrieved = await this.retrieval.retrieve(client, {
       coverages: [coverage, ...coverages.filter((c) => c !== coverage)],
       orders,
       questionnaires: context.questionnaires,
       ...(context.coverageAssertion ? { context: context.coverageAssertion } : {}),
     });
-    const engine = new PrefillEngine(reader);
-    const questionnaires: PreparedQuestionnaire[] = [];
-    for (const questionnaire of retrieved.questionnaires) {
-      const result = await engine.run({
+    // One job for all questionnaires (reads, searches and defines shared), evaluated off the event loop by the pool;
+    // the reader, and the EHR token in it, stay on this thread.
+    // The encounter of the launch, or one the EHR named in fhirContext.
+    const fromContext = session.context.fhirContext.find((c) => c.reference && (c.type ?? c.reference.split('/').at(-2)) === 'Encounter')?.reference;
+    const encounter = session.encounter ? `Encounter/${session.encounter}` : fromContext?.replace(/^.*\/(Encounter\/[^/]+)$/, '$1');
+
+    const results = await this.pool.run(
+      {
         pkg: retrieved.pkg,
-        questionnaire,
+        questionnaires: retrieved.questionnaires,
         patientId: session.patient,
         order: `${orders[0]!.resourceType}/${orders[0]!.id}`,
         coverage: `Coverage/${coverage.id}`,
-        ...(session.encounter ? { encounter: `Encounter/${session.encounter}` } : {}),
+        ...(encounter ? { encounter } : {}),
         ...(session.fhirUser ? { user: session.fhirUser.replace(`${session.fhirBase}/`, '') } : {}),
         igVersion: payer.igVersion,
+        // Value sets are searched with code:in where the EHR supports it (asked once per EHR, then remembered).
+        codeIn: true,
         known: [...orders, ...coverages],
-      });
-      questionnaires.push({ questionnaire: retrieved.pkg.questionnaireKey(questionnaire), questionnaireResponse: result.questionnaireResponse, issues: result.issues });
-    }
+      },
+      reader,
+    );
+    const questionnaires: PreparedQuestionnaire[] = retrieved.questionnaires.map((questionnaire, i) => ({
+      questionnaire: retrieved.pkg.questionnaireKey(questionnaire),
+      questionnaireResponse: results[i]!.questionnaireResponse,
+      issues: results[i]!.issues,
+      options: results[i]!.options,
+      answerContext: results[i]!.answerContext,
+    }));
     return {
       payer: { id: payer.id, name: payer.name },
       questionnaires,

@@ -48,6 +48,13 @@ export class QuestionnairesPageController {
         .map(
           (q) => `<section class="questionnaire"><h2>${esc(q.questionnaire)}</h2>
 <table><thead><tr><th>Question</th><th>Prefilled answer</th></tr></thead><tbody>${rows(q.questionnaireResponse['item'] as QRItem[])}</tbody></table>
+${
+  Object.keys(q.options).length
+    ? `<h3>Answer options from the patient's record</h3><dl class="options">${Object.entries(q.options)
+        .map(([linkId, options]) => `<dt>${esc(linkId)}</dt><dd data-options-for="${esc(linkId)}">${esc(options.map(answerText).join('; '))}</dd>`)
+        .join('')}</dl>`
+    : ''
+}
 ${q.issues.length ? `<h3>Issues</h3><ul>${q.issues.map((i) => `<li>${esc(i.severity)}: ${esc(i.message)}</li>`).join('')}</ul>` : ''}</section>`,
         )
         .join('');

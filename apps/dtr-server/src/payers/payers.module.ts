@@ -2,7 +2,7 @@ import { Module } from '@nestjs/common';
 import { getDataSourceToken } from '@nestjs/typeorm';
 import { PayerRegistry } from '@dtr/payer';
 import { Clock } from '@dtr/kernel';
-import { BackendServicesClient, ClientKeyProvider, type OutboundPolicy } from '@dtr/smart';
+import { BackendServicesClient, ClientKeyProvider, type OutboundPolicy, SecretBox } from '@dtr/smart';
 import type { DataSource } from 'typeorm';
 import { AdminGuard } from '../admin/admin.guard.js';
 import { OUTBOUND_POLICY, SmartModule } from '../smart/smart.module.js';
@@ -16,8 +16,8 @@ import { PayersAdminController, SupportedPayersController } from './payers.contr
     AdminGuard,
     {
       provide: PayerRegistry,
-      inject: [getDataSourceToken(), OUTBOUND_POLICY],
-      useFactory: (ds: DataSource, policy: OutboundPolicy) => new PayerRegistry(ds, policy),
+      inject: [getDataSourceToken(), OUTBOUND_POLICY, SecretBox],
+      useFactory: (ds: DataSource, policy: OutboundPolicy, box: SecretBox) => new PayerRegistry(ds, policy, box),
     },
     {
       provide: BackendServicesClient,

@@ -2,7 +2,7 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import { PAYER_PATHS, type SandboxClientConfig } from '../shared/clients.js';
 import type { PeerServer } from '../shared/peer-server.js';
 import { fingerprint, type RecordedRequest } from '../shared/request-log.js';
-import { type FhirResource, PayerHttpError, operationOutcome } from './fhir.types.js';
+import { type Bundle, type FhirResource, PayerHttpError, operationOutcome } from './fhir.types.js';
 import { nextQuestion, readNextQuestionInput } from './next-question.usecase.js';
 import { PackageStore } from './package-store.service.js';
 import { type Interaction, type OidcContext, createPayerAuthorizationServer, scopeAllows } from './payer-auth.service.js';
@@ -45,7 +45,22 @@ export interface PayerServer {
   /** Bodies received by $log-questionnaire-errors. */
   loggedErrors(): unknown[];
   issuedTokenFingerprints(): Set<string>;
+  /** The $questionnaire-package requests received, in order: the DTR shape, `changedsince`, and what was sent back. */
+  packageRequests(): PackageRequestRecord[];
+  /** Changes content as the payer would (a new questionnaire version, edited rules): see `PackageStore.publish`. */
+  publish(resource: FhirResource): void;
+  /** The content this payer serves now, by type and canonical. */
+  content(resourceType: string, canonical: string): FhirResource | undefined;
   close(): Promise<void>;
+}
+
+export interface PackageRequestRecord {
+  version: DtrIgVersion;
+  changedsince?: string;
+  questionnaires: string[];
+  /** Questionnaires in the answer (0 when nothing changed since `changedsince`). */
+  questionnairesReturned: number;
+  resourcesReturned: number;
 }
 
 interface Caller {
@@ -68,6 +83,7 @@ export async function createPayerServer(options: PayerOptions): Promise<PayerSer
   let igVersion: DtrIgVersion = options.defaultIgVersion ?? '2.2';
   const ledger = new SubmissionLedger();
   const loggedErrors: unknown[] = [];
+  const packageRequests: PackageRequestRecord[] = [];
   const issued = new Set<string>();
 
   // Token endpoint: the provider parses its own body, so no JSON/urlencoded parser is mounted before it.
@@ -131,7 +147,16 @@ export async function createPayerServer(options: PayerOptions): Promise<PayerSer
     }
     const version = override ?? igVersion;
     const input = parseQuestionnairePackageInput(req.body, version);
-    send(res, 200, questionnairePackage(store, input, version));
+    const answer = questionnairePackage(store, input, version);
+    const returned = (answer.parameter ?? []).flatMap((p) => ((p.resource as Bundle | undefined)?.resourceType === 'Bundle' ? ((p.resource as Bundle).entry ?? []) : []));
+    packageRequests.push({
+      version,
+      ...(input.changedsince ? { changedsince: input.changedsince } : {}),
+      questionnaires: input.questionnaire,
+      questionnairesReturned: returned.filter((e) => e.resource?.resourceType === 'Questionnaire').length,
+      resourcesReturned: returned.length,
+    });
+    send(res, 200, answer);
   });
 
   // @see https://hl7.org/fhir/us/davinci-dtr/STU2.2/specification.html#adaptive-form-considerations
@@ -192,6 +217,9 @@ export async function createPayerServer(options: PayerOptions): Promise<PayerSer
     submissions: () => ledger.all(),
     loggedErrors: () => [...loggedErrors],
     issuedTokenFingerprints: () => new Set(issued),
+    packageRequests: () => [...packageRequests],
+    publish: (resource: FhirResource) => store.publish(resource),
+    content: (resourceType: string, canonical: string) => store.resolve(resourceType, canonical),
     close: () => peer.close(),
   };
 }

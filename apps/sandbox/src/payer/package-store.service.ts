@@ -35,6 +35,18 @@ export class PackageStore {
     if (['Questionnaire', 'Library', 'ValueSet', 'CodeSystem'].includes(resource.resourceType)) this.resources.push(resource);
   }
 
+  /**
+   * Publishes new or changed content (a payer updating its rules): replaces the resource of the same type, url and
+   * version, stamped with `meta.lastUpdated` now so a `changedsince` request sees it.
+   */
+  publish(resource: FhirResource, at = new Date()): void {
+    const same = (r: FhirResource) => r.resourceType === resource.resourceType && r['url'] === resource['url'] && r['version'] === resource['version'];
+    const index = this.resources.findIndex(same);
+    const stamped = { ...resource, meta: { ...(resource.meta ?? {}), lastUpdated: at.toISOString() } } as FhirResource;
+    if (index >= 0) this.resources.splice(index, 1, stamped);
+    else this.add(stamped);
+  }
+
   addRules(rules: PackageRules): void {
     this.rules.push(...rules.rules);
   }
@@ -57,8 +69,13 @@ export class PackageStore {
   /** Latest version of a canonical when no version is given (string order is enough for the fixtures). */
   resolve(resourceType: string, canonical: string): FhirResource | undefined {
     const { url, version } = splitCanonical(canonical);
+    // Content without a url (some payers' questionnaires) is named in rules by its relative reference, `Type/id`.
+    const byId = url.startsWith(`${resourceType}/`) ? url.slice(resourceType.length + 1) : undefined;
     const matches = this.resources.filter(
-      (r) => r.resourceType === resourceType && r.url === url && (version === undefined || r.version === version),
+      (r) =>
+        r.resourceType === resourceType &&
+        (r.url === url || (byId !== undefined && r.url === undefined && r.id === byId)) &&
+        (version === undefined || r.version === version),
     );
     return matches.sort((a, b) => String(b.version ?? '').localeCompare(String(a.version ?? '')))[0];
   }

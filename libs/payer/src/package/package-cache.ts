@@ -40,6 +40,23 @@ export class PackageCache {
     return rows.map((r) => r.resource);
   }
 
+  /** The questionnaires (`url|version`) the payer last answered for orders with these codes, and when. */
+  async selection(payerId: string, orderCodes: string): Promise<{ questionnaires: string[]; retrievedAt: Date } | undefined> {
+    const rows = (await this.dataSource.query(`SELECT questionnaires, retrieved_at FROM package_selection WHERE payer_id = $1 AND order_codes = $2`, [
+      payerId,
+      orderCodes,
+    ])) as Array<{ questionnaires: string[]; retrieved_at: Date }>;
+    return rows[0] ? { questionnaires: rows[0].questionnaires, retrievedAt: rows[0].retrieved_at } : undefined;
+  }
+
+  async rememberSelection(payerId: string, orderCodes: string, questionnaires: string[], retrievedAt: Date): Promise<void> {
+    await this.dataSource.query(
+      `INSERT INTO package_selection (payer_id, order_codes, questionnaires, retrieved_at) VALUES ($1, $2, $3, $4)
+       ON CONFLICT (payer_id, order_codes) DO UPDATE SET questionnaires = EXCLUDED.questionnaires, retrieved_at = EXCLUDED.retrieved_at`,
+      [payerId, orderCodes, questionnaires, retrievedAt],
+    );
+  }
+
   /** A cached Questionnaire by canonical (`url` or `url|version`), with when it was retrieved. */
   async questionnaire(payerId: string, canonical: string): Promise<{ resource: FhirResource; retrievedAt: Date } | undefined> {
     const [url, version] = canonical.split('|');

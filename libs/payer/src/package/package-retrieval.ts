@@ -1,5 +1,6 @@
-import { type FhirResource, type PackageIssue, QuestionnairePackage } from '@dtr/fhir';
+import { CQF_LIBRARY, type FhirResource, type PackageIssue, QuestionnairePackage } from '@dtr/fhir';
 import type { PayerClient, PackageRequest } from '../payer-client.js';
+import { compileCqlOnlyLibraries } from '@dtr/fhir';
 import type { PackageCache } from './package-cache.js';
 import { resourcesOf } from './package-response.js';
 import { isUsable, validatePackage } from './package-validator.js';
@@ -16,6 +17,58 @@ export interface RetrievedPackage {
   reported: boolean;
 }
 
+/** Whether a ValueSet carries its codes: an expansion, or a compose that only lists concepts. */
+function enumerated(valueSet: FhirResource): boolean {
+  if ((valueSet['expansion'] as { contains?: unknown[] } | undefined)?.contains) return true;
+  const include = (valueSet['compose'] as { include?: Array<{ concept?: unknown[]; filter?: unknown[]; valueSet?: unknown[] }> } | undefined)?.include;
+  return Boolean(include?.length) && include!.every((i) => Array.isArray(i.concept) && i.concept.length > 0 && !i.filter?.length && !i.valueSet?.length);
+}
+
+/**
+ * Canonicals of the value sets that the questionnaires' items (answerValueSet) and their libraries (ELM valuesets,
+ * includes followed) use, which the package lacks or carries without codes.
+ */
+export function valueSetsToExpand(pkg: QuestionnairePackage, questionnaires: FhirResource[]): string[] {
+  const wanted = new Set<string>();
+  const seen = new Set<object>();
+  const visitLibrary = (library: ReturnType<QuestionnairePackage['libraryByCanonical']>) => {
+    if (!library?.elm || seen.has(library)) return;
+    seen.add(library);
+    for (const vs of library.elm.library.valueSets?.def ?? []) wanted.add(vs.id);
+    for (const include of library.elm.library.includes?.def ?? []) visitLibrary(pkg.libraryByIdentifier(include.path, include.version));
+  };
+  const visitItems = (items: Array<{ answerValueSet?: string; item?: unknown[] }> | undefined) => {
+    for (const item of items ?? []) {
+      if (item.answerValueSet && !item.answerValueSet.startsWith('#')) wanted.add(item.answerValueSet);
+      visitItems(item.item as typeof items);
+    }
+  };
+  for (const questionnaire of questionnaires) {
+    for (const ext of (questionnaire['extension'] as Array<{ url?: string; valueCanonical?: string }> | undefined) ?? []) {
+      if (ext.url === CQF_LIBRARY && ext.valueCanonical) visitLibrary(pkg.libraryByCanonical(ext.valueCanonical));
+    }
+    visitItems(questionnaire['item'] as Array<{ answerValueSet?: string }> | undefined);
+  }
+  return [...wanted].filter((url) => {
+    const vs = pkg.valueSetByUrl(url);
+    return !vs || !enumerated(vs);
+  });
+}
+
+/** The order codes (`system|code`, sorted) a payer's rules select questionnaires by; undefined when there are none. */
+export function orderCodesKey(orders: FhirResource[]): string | undefined {
+  const codes = new Set<string>();
+  for (const order of orders) {
+    for (const key of ['code', 'codeCodeableConcept', 'medicationCodeableConcept', 'productOrService', 'serviceType', 'oralDiet']) {
+      const value = order[key] as { coding?: Array<{ system?: string; code?: string }> } | Array<{ coding?: Array<{ system?: string; code?: string }> }> | undefined;
+      for (const concept of Array.isArray(value) ? value : value ? [value] : []) {
+        for (const c of concept.coding ?? []) if (c.code) codes.add(`${c.system ?? ''}|${c.code}`);
+      }
+    }
+  }
+  return codes.size > 0 ? [...codes].sort().join(',') : undefined;
+}
+
 /**
  * Obtains the questionnaire package for a session: asks the payer (with `changedsince` when the content is already
  * cached), caches what comes back, validates the questionnaires in use, and reports blocking problems to the payer.
@@ -25,24 +78,59 @@ export class PackageRetrieval {
 
   async retrieve(client: PayerClient, request: PackageRequest): Promise<RetrievedPackage> {
     const payerId = client.payer.id;
-    let changedSince: Date | undefined;
-    const known = request.questionnaires ?? [];
-    if (known.length > 0) {
-      const cached = await Promise.all(known.map((c) => this.cache.questionnaire(payerId, c)));
-      if (cached.every(Boolean)) changedSince = new Date(Math.min(...cached.map((c) => c!.retrievedAt.getTime())));
-    }
+    const codes = orderCodesKey(request.orders);
+    // What the session needs: the questionnaires the launch named, else those the payer answered last time for orders
+    // with the same codes. When all of them are cached, ask only for what changed since the oldest retrieval.
+    const fromLaunch = request.questionnaires ?? [];
+    const remembered = fromLaunch.length === 0 && codes ? await this.cache.selection(payerId, codes) : undefined;
+    const known = fromLaunch.length > 0 ? fromLaunch : (remembered?.questionnaires ?? []);
+    const cached = await Promise.all(known.map((c) => this.cache.questionnaire(payerId, c)));
+    const allCached = known.length > 0 && cached.every(Boolean);
+    const changedSince = allCached ? new Date(Math.min(...cached.map((c) => c!.retrievedAt.getTime()), remembered?.retrievedAt.getTime() ?? Infinity)) : undefined;
     const response = await client.questionnairePackage({ ...request, ...(changedSince ? { changedSince } : {}) });
-    const fresh = resourcesOf(response);
+    // Libraries shipped as CQL only are compiled to ELM once, as they arrive; the cache keeps the compiled form.
+    const { resources: fresh, issues: compileIssues } = await compileCqlOnlyLibraries(resourcesOf(response));
     await this.cache.store(payerId, fresh, response.retrievedAt);
-    let questionnaires = fresh.filter((r) => r.resourceType === 'Questionnaire');
-    const fromCache = questionnaires.length === 0 && changedSince !== undefined;
-    if (fromCache) {
-      questionnaires = (await Promise.all(known.map((c) => this.cache.questionnaire(payerId, c)))).map((c) => c!.resource);
+    const freshQuestionnaires = fresh.filter((r) => r.resourceType === 'Questionnaire');
+    let questionnaires = freshQuestionnaires;
+    if (changedSince) {
+      // A changedsince answer carries only what changed: the rest of what the session needs comes from the cache.
+      const urlOf = (r: FhirResource) => r['url'];
+      const unchanged = cached.map((c) => c!.resource).filter((q) => !freshQuestionnaires.some((f) => urlOf(f) === urlOf(q)));
+      questionnaires = [...freshQuestionnaires, ...unchanged];
+    }
+    const fromCache = changedSince !== undefined && freshQuestionnaires.length === 0;
+    if (codes && questionnaires.length > 0) {
+      const canonicals = questionnaires.map((q) => `${String(q['url'] ?? `Questionnaire/${q.id}`)}${typeof q['version'] === 'string' ? `|${q['version']}` : ''}`);
+      await this.cache.rememberSelection(payerId, codes, canonicals, fromCache ? remembered?.retrievedAt ?? response.retrievedAt : response.retrievedAt);
     }
     // Resolve against everything known from this payer (a changedsince answer carries only what changed).
-    const pkg = QuestionnairePackage.fromResources([...questionnaires, ...fresh, ...(await this.cache.all(payerId))]);
+    let pkg = QuestionnairePackage.fromResources([...questionnaires, ...fresh, ...(await this.cache.all(payerId))]);
+    // Value sets the questionnaires' libraries and items use but the package does not carry enumerated: expanded by
+    // the payer, cached with the rest (so a later session has them), and named when the payer cannot expand them.
+    const expansionIssues: PackageIssue[] = [];
+    const toExpand = valueSetsToExpand(pkg, questionnaires);
+    if (toExpand.length > 0) {
+      const expanded: FhirResource[] = [];
+      for (const url of toExpand) {
+        try {
+          expanded.push(await client.expandValueSet(url));
+        } catch (error) {
+          expansionIssues.push({
+            severity: 'warning',
+            code: 'valueset-expand-failed',
+            message: `value set ${url} is not in the package and the payer could not expand it (${error instanceof Error ? error.message.slice(0, 160) : 'error'}): retrieves that use it read the whole resource type`,
+            valueSet: url,
+          });
+        }
+      }
+      if (expanded.length > 0) {
+        await this.cache.store(payerId, expanded, response.retrievedAt);
+        pkg = QuestionnairePackage.fromResources([...questionnaires, ...expanded, ...fresh, ...(await this.cache.all(payerId))]);
+      }
+    }
     const inUse = QuestionnairePackage.fromResources([...questionnaires, ...pkg.libraries.map((l) => l.resource), ...pkg.valueSets]);
-    const issues = validatePackage(inUse);
+    const issues = [...compileIssues, ...validatePackage(inUse).filter((i) => !(i.code === 'valueset-not-in-package' && expansionIssues.some((e) => e.valueSet === i.valueSet))), ...expansionIssues];
     let reported = false;
     if (!isUsable(issues)) {
       for (const questionnaire of questionnaires) {

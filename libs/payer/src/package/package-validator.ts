@@ -1,4 +1,5 @@
 import { type PackageIssue, type PackageLibrary, parseCqlReference, type QuestionnairePackage, questionnaireReferences } from '@dtr/fhir';
+import { isCompiledFromCql } from '@dtr/fhir';
 
 const SUPPORTED_FHIR_MODELS = new Set(['4.0.0', '4.0.1']);
 
@@ -121,11 +122,14 @@ export function validatePackage(pkg: QuestionnairePackage): PackageIssue[] {
       if (hasElmContent) {
         issues.push({ severity: 'error', code: 'unreadable-elm', message: `${label}: its ELM content cannot be read`, library: label });
       } else if (library.cql) {
-        issues.push({ severity: 'warning', code: 'cql-only', message: `${label} ships CQL only; it is compiled to ELM here`, library: label });
+        issues.push({ severity: 'warning', code: 'cql-only', message: `${label} ships CQL only and was not compiled to ELM: its rules are not run`, library: label });
       } else {
         issues.push({ severity: 'error', code: 'library-without-content', message: `${label} has neither ELM nor CQL`, library: label });
       }
       continue;
+    }
+    if (isCompiledFromCql(library.resource)) {
+      issues.push({ severity: 'information', code: 'compiled-from-cql', message: `${label} ships CQL only; its ELM was compiled here from that CQL`, library: label });
     }
     const elm = library.elm.library;
     if (library.version && elm.identifier.version && library.version !== elm.identifier.version) {

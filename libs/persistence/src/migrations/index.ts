@@ -4,6 +4,8 @@ import { SmartLaunch1763900000000 } from './1763900000000-smart-launch.js';
 import { ClientSigningKeys1764000000000 } from './1764000000000-client-signing-keys.js';
 import { Payers1764100000000 } from './1764100000000-payers.js';
 import { PackageCache1764200000000 } from './1764200000000-package-cache.js';
+import { PackageSelection1764300000000 } from './1764300000000-package-selection.js';
+import { PayerClientCertificate1764400000000 } from './1764400000000-payer-client-certificate.js';
 
 /** Every migration, in order. Explicit on purpose: no globs (see STACK.md). */
 export const MIGRATIONS: Array<new () => MigrationInterface> = [
@@ -12,4 +14,6 @@ export const MIGRATIONS: Array<new () => MigrationInterface> = [
   ClientSigningKeys1764000000000,
   Payers1764100000000,
   PackageCache1764200000000,
+  PackageSelection1764300000000,
+  PayerClientCertificate1764400000000,
 ];

@@ -1,0 +1,56 @@
+import { MessageChannel } from 'node:worker_threads';
+import { describe, expect, it } from 'vitest';
+import { PortReader } from './port-reader.js';
+import { type DataReply, dataRequest } from './prefill-protocol.js';
+
+/** The worker's side of the data channel, on one thread: what it sends, and what it makes of the answers. */
+describe('PortReader', () => {
+  it('asks only for a resource type with an id or with search parameters, and resolves with the answers', async () => {
+    const { port1: worker, port2: main } = new MessageChannel();
+    const asked: unknown[] = [];
+    main.on('message', (request: { id: number; type: string; resourceType: string }) => {
+      asked.push(request);
+      const reply: DataReply =
+        request.type === 'read'
+          ? { id: request.id, ok: true, resources: request.resourceType === 'Patient' ? [{ resourceType: 'Patient', id: 'p1' }] : [] }
+          : { id: request.id, ok: true, resources: [{ resourceType: 'Condition', id: 'c1' }] };
+      main.postMessage(reply);
+    });
+    const reader = new PortReader(worker);
+    await expect(reader.read('Patient', 'p1')).resolves.toEqual({ resourceType: 'Patient', id: 'p1' });
+    await expect(reader.read('Encounter', 'e9')).resolves.toBeUndefined();
+    await expect(reader.search('Condition', { patient: 'p1', code: 'http://snomed.info/sct|1' })).resolves.toEqual([{ resourceType: 'Condition', id: 'c1' }]);
+    expect(asked).toEqual([
+      { type: 'read', id: 0, resourceType: 'Patient', resourceId: 'p1' },
+      { type: 'read', id: 1, resourceType: 'Encounter', resourceId: 'e9' },
+      { type: 'search', id: 2, resourceType: 'Condition', params: { patient: 'p1', code: 'http://snomed.info/sct|1' } },
+    ]);
+    // Each is exactly what the main thread's strict schema accepts.
+    for (const request of asked) expect(dataRequest.safeParse(request).success).toBe(true);
+    reader.close();
+    main.close();
+  });
+
+  it('turns a failed request into an error for the engine, and fails what is pending when the job ends', async () => {
+    const { port1: worker, port2: main } = new MessageChannel();
+    let first = true;
+    main.on('message', (request: { id: number }) => {
+      if (first) main.postMessage({ id: request.id, ok: false, message: 'EHR answered 503' } satisfies DataReply);
+      first = false;
+    });
+    const reader = new PortReader(worker);
+    await expect(reader.search('Condition', { patient: 'p1' })).rejects.toThrow('EHR answered 503');
+    const pending = reader.read('Patient', 'p1');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    reader.close();
+    await expect(pending).rejects.toThrow('the prefill job ended');
+    main.close();
+  });
+
+  it('the main thread refuses anything but those two shapes', () => {
+    expect(dataRequest.safeParse({ type: 'read', id: 0, resourceType: 'Patient', resourceId: 'p1', authorization: 'Bearer x' }).success).toBe(false);
+    expect(dataRequest.safeParse({ type: 'read', id: 0, resourceType: 'Patient', resourceId: '../admin' }).success).toBe(false);
+    expect(dataRequest.safeParse({ type: 'fetch', id: 0, url: 'http://elsewhere.example/' }).success).toBe(false);
+    expect(dataRequest.safeParse({ type: 'search', id: 0, resourceType: 'patient', params: {} }).success).toBe(false);
+  });
+});

@@ -1,0 +1,61 @@
+import type { FhirResource } from '@dtr/fhir';
+import type { PrefillRequest, PrefillResult } from '@dtr/prefill';
+import type { MessagePort } from 'node:worker_threads';
+import { z } from 'zod';
+
+/**
+ * The messages between the server's main thread and a prefill worker. The worker gets the package (plain JSON, once
+ * per worker and package) and the launch context; it never gets the EHR's token: patient data reaches it only as the
+ * answers to the reads and searches it asks the main thread for, over the job's own MessagePort.
+ */
+
+/** What a worker needs to prefill: everything of a PrefillRequest except the package object and the reader. */
+export type PrefillJobContext = Omit<PrefillRequest, 'pkg' | 'questionnaire' | 'session' | 'baseline' | 'now'> & {
+  /** Evaluation time (ISO 8601), the same for every questionnaire of the job. */
+  now: string;
+};
+
+/** Main → worker, on the worker's own port. `port` is transferred: the job's channel for data requests. */
+export interface JobMessage {
+  type: 'job';
+  jobId: number;
+  packageKey: string;
+  /** The package's resources; sent when the worker is not known to have this package already. */
+  packageResources?: FhirResource[];
+  /** Indexes into the package's questionnaires, in the order the answers are wanted. */
+  questionnaires: number[];
+  context: PrefillJobContext;
+  port: MessagePort;
+}
+
+/** Worker → main. */
+export type WorkerMessage =
+  | { type: 'ready' }
+  | { type: 'done'; jobId: number; results: PrefillResult[] }
+  | { type: 'failed'; jobId: number; code: string; message: string }
+  /** The worker no longer holds the package it was told it has (evicted): send the job again with it. */
+  | { type: 'need-package'; jobId: number };
+
+const resourceType = z.string().regex(/^[A-Z][A-Za-z]{1,63}$/);
+
+/**
+ * Worker → main on a job's port: the only two questions a worker may ask. Strict: anything else (another field, a
+ * URL, a header) is refused, so what crosses is exactly a resource type with an id or with search parameters.
+ */
+export const dataRequest = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('read'), id: z.number().int().nonnegative(), resourceType, resourceId: z.string().regex(/^[A-Za-z0-9\-.]{1,64}$/) }).strict(),
+  z
+    .object({
+      type: z.literal('search'),
+      id: z.number().int().nonnegative(),
+      resourceType,
+      params: z.record(z.string().max(256), z.string().max(64 * 1024)),
+    })
+    .strict(),
+]);
+export type DataRequest = z.infer<typeof dataRequest>;
+
+/** Main → worker on a job's port: the answer to one data request. */
+export type DataReply =
+  | { id: number; ok: true; resources: FhirResource[] }
+  | { id: number; ok: false; message: string };

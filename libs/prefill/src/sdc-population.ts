@@ -1,0 +1,298 @@
+import { type FhirResource, normaliseExtensionUrl, SDC } from '@dtr/fhir';
+import { type Answer, type ItemShape, toAnswers } from './answers.js';
+import type { ResponseItem } from './enable-when.js';
+import { compileFhirPath, rootVariables, VARIABLE } from './fhirpath-expressions.js';
+
+/**
+ * SDC expression-based population, after the CQL defines are evaluated: each item's `initialExpression` (and legacy
+ * `cqf-expression`), `candidateExpression` (answer options offered), `contextExpression` (context shown with the
+ * item), item-level `variable`s, `itemPopulationContext` (one repetition of a repeating group per context value), then
+ * `calculatedExpression`s recomputed against the response until nothing changes (a cycle is reported, never a hang).
+ * FHIRPath expressions are evaluated here; CQL ones come from the evaluated defines through `cql`.
+ * @see https://hl7.org/fhir/uv/sdc/STU3/populate.html#expression-based-population
+ */
+
+export type ExpressionKind = 'initialExpression' | 'cqf-expression' | 'calculatedExpression' | 'candidateExpression' | 'contextExpression' | 'itemPopulationContext';
+
+const KIND_BY_URL = new Map<string, ExpressionKind>([
+  [`${SDC}sdc-questionnaire-initialExpression`, 'initialExpression'],
+  ['http://hl7.org/fhir/StructureDefinition/cqf-expression', 'cqf-expression'],
+  [`${SDC}sdc-questionnaire-calculatedExpression`, 'calculatedExpression'],
+  [`${SDC}sdc-questionnaire-candidateExpression`, 'candidateExpression'],
+  [`${SDC}sdc-questionnaire-contextExpression`, 'contextExpression'],
+  [`${SDC}sdc-questionnaire-itemPopulationContext`, 'itemPopulationContext'],
+]);
+
+interface Expression {
+  name?: string;
+  language?: string;
+  expression?: string;
+}
+
+export interface PopulationItem extends ItemShape {
+  linkId: string;
+  text?: string;
+  item?: PopulationItem[];
+  answerValueSet?: string;
+  extension?: Array<{ url?: string; valueExpression?: Expression }>;
+}
+
+export interface PopulationIssue {
+  severity: 'error' | 'warning' | 'information';
+  code: string;
+  message: string;
+  linkId?: string;
+}
+
+export interface PopulationInput {
+  questionnaire: FhirResource;
+  /** FHIRPath environment: %patient, %questionnaire, launch contexts, root variables. */
+  env: Record<string, unknown>;
+  /** The value of a CQL expression of this kind on this item, when one was evaluated. */
+  cql(kind: ExpressionKind, linkId: string): { value: unknown } | undefined;
+  /** The item with its answer options resolved (answerValueSet expanded). */
+  optionsFor(item: PopulationItem): ItemShape;
+  /** The `information-origin` extension put on every answer. */
+  origin: Record<string, unknown>;
+}
+
+export interface PopulationResult {
+  items: ResponseItem[];
+  /** candidateExpression: answer options offered per item (linkId). */
+  options: Record<string, Array<Record<string, unknown>>>;
+  /** contextExpression: what to show with each item (linkId). */
+  answerContext: Record<string, unknown[]>;
+  /** The environment after population (root variables against the final response), for enableWhenExpression. */
+  env: Record<string, unknown>;
+  issues: PopulationIssue[];
+}
+
+const parsedItems = new WeakMap<object, { byKind: Map<ExpressionKind, Expression>; variables: Expression[] }>();
+
+/** The Expression extensions of an item, by kind (first of each kind), and its variables in order; read once per item. */
+function expressionsOf(item: PopulationItem): { byKind: Map<ExpressionKind, Expression>; variables: Expression[] } {
+  const known = parsedItems.get(item);
+  if (known) return known;
+  const parsed = readExpressions(item);
+  parsedItems.set(item, parsed);
+  return parsed;
+}
+
+function readExpressions(item: PopulationItem): { byKind: Map<ExpressionKind, Expression>; variables: Expression[] } {
+  const byKind = new Map<ExpressionKind, Expression>();
+  const variables: Expression[] = [];
+  for (const extension of item.extension ?? []) {
+    if (!extension.url || !extension.valueExpression) continue;
+    const url = normaliseExtensionUrl(extension.url).url;
+    if (url === VARIABLE) variables.push(extension.valueExpression);
+    const kind = KIND_BY_URL.get(url);
+    if (kind && !byKind.has(kind)) byKind.set(kind, extension.valueExpression);
+  }
+  return { byKind, variables };
+}
+
+const MAX_CALCULATION_ROUNDS = 10;
+
+/** The FHIR JSON inside a cql-exec-fhir value, or the value itself. */
+const plain = (value: unknown): unknown => (value && typeof value === 'object' && '_json' in value ? (value as { _json: unknown })._json : value);
+
+export function populate(input: PopulationInput): PopulationResult {
+  const issues: PopulationIssue[] = [];
+  const failed = new Set<string>();
+  const fail = (linkId: string | undefined, what: string, error: unknown) => {
+    const key = `${linkId ?? ''}|${what}`;
+    if (failed.has(key)) return;
+    failed.add(key);
+    issues.push({ severity: 'warning', code: 'expression-failed', message: `${what}: ${error instanceof Error ? error.message.slice(0, 160) : 'error'}`, ...(linkId ? { linkId } : {}) });
+  };
+  const options: PopulationResult['options'] = {};
+  const answerContext: PopulationResult['answerContext'] = {};
+
+  /** Evaluates an item's expression of a kind: FHIRPath here, CQL from the evaluated defines; undefined when none. */
+  const evaluate = (item: PopulationItem, kind: ExpressionKind, expression: Expression, env: Record<string, unknown>): unknown[] | undefined => {
+    if (expression.language === 'text/fhirpath' && expression.expression) {
+      try {
+        return compileFhirPath(expression.expression)({}, env);
+      } catch (error) {
+        fail(item.linkId, `${kind} "${expression.expression.slice(0, 60)}"`, error);
+        return undefined;
+      }
+    }
+    const value = input.cql(kind, item.linkId);
+    if (!value) return undefined;
+    const v = value.value;
+    return v === null || v === undefined ? [] : Array.isArray(v) ? v : [v];
+  };
+
+  const withVariables = (item: PopulationItem, variables: Expression[], env: Record<string, unknown>): Record<string, unknown> => {
+    if (variables.length === 0) return env;
+    const scoped = { ...env };
+    for (const variable of variables) {
+      if (!variable.name || variable.language !== 'text/fhirpath' || !variable.expression) continue;
+      try {
+        scoped[variable.name] = compileFhirPath(variable.expression)({}, scoped);
+      } catch (error) {
+        fail(item.linkId, `variable ${variable.name}`, error);
+      }
+    }
+    return scoped;
+  };
+
+  const answersFor = (item: PopulationItem, values: unknown[] | undefined, kind: ExpressionKind): Answer[] => {
+    if (values === undefined) return [];
+    const answers = toAnswers(values.length === 1 ? values[0] : values, input.optionsFor(item));
+    if (answers.length === 0 && values.some((v) => v !== null && v !== undefined)) {
+      issues.push({ severity: 'information', code: 'answer-type-mismatch', message: `the value of the ${kind} does not fit a ${item.type} item`, linkId: item.linkId });
+    }
+    return answers;
+  };
+
+  const tag = (answers: Answer[]) => answers.map((a) => ({ ...a, extension: [input.origin] }));
+
+  // 1. Initial values, options, context and repeating-group contexts, item by item.
+  const build = (items: PopulationItem[] | undefined, env: Record<string, unknown>): ResponseItem[] => {
+    const out: ResponseItem[] = [];
+    for (const item of items ?? []) {
+      if (item.type === 'display') continue;
+      const { byKind, variables } = expressionsOf(item);
+      const populationContext = byKind.get('itemPopulationContext');
+      if (populationContext && item.type === 'group') {
+        // CQL gives wrapped FHIR values: the FHIRPath of the group's items reads their JSON.
+        const contexts = (evaluate(item, 'itemPopulationContext', populationContext, withVariables(item, variables, env)) ?? []).map(plain);
+        const name = populationContext.name ?? 'itemContext';
+        for (const context of contexts) {
+          const scoped = withVariables(item, variables, { ...env, [name]: context });
+          const children = build(item.item, scoped);
+          if (children.length > 0) out.push({ linkId: item.linkId, ...(item.text ? { text: item.text } : {}), item: children } as ResponseItem);
+        }
+        continue;
+      }
+      const scoped = withVariables(item, variables, env);
+      const candidate = byKind.get('candidateExpression');
+      if (candidate) {
+        const values = evaluate(item, 'candidateExpression', candidate, scoped);
+        const offered = values ? toAnswers(values, { ...input.optionsFor(item), repeats: true }) : [];
+        if (offered.length > 0) options[item.linkId] = offered;
+      }
+      const context = byKind.get('contextExpression');
+      if (context) {
+        const values = evaluate(item, 'contextExpression', context, scoped);
+        if (values && values.length > 0) answerContext[item.linkId] = values.map(plain);
+      }
+      const initial = byKind.get('initialExpression') ?? byKind.get('cqf-expression');
+      const kind: ExpressionKind = byKind.has('initialExpression') ? 'initialExpression' : 'cqf-expression';
+      let answers = initial ? answersFor(item, evaluate(item, kind, initial, scoped), kind) : [];
+      // A calculated value in CQL does not depend on the response: it is known now.
+      const calculated = byKind.get('calculatedExpression');
+      if (calculated && calculated.language !== 'text/fhirpath') answers = answersFor(item, evaluate(item, 'calculatedExpression', calculated, scoped), 'calculatedExpression');
+      const children = build(item.item, scoped);
+      if (answers.length === 0 && children.length === 0 && !(calculated?.language === 'text/fhirpath')) continue;
+      out.push({
+        linkId: item.linkId,
+        ...(item.text ? { text: item.text } : {}),
+        ...(answers.length > 0 ? { answer: tag(answers) } : {}),
+        ...(children.length > 0 ? { item: children } : {}),
+      } as ResponseItem);
+    }
+    return out;
+  };
+
+  // Root variables see %resource, the response so far (empty while initial values are computed).
+  const { rootVariables, calculatedItems, variablesUsedEarly } = shapeOf(input.questionnaire);
+  const resourceEnv = (list: ResponseItem[]): Record<string, unknown> => {
+    const env: Record<string, unknown> = { ...input.env, resource: { resourceType: 'QuestionnaireResponse', item: list } };
+    for (const variable of rootVariables) {
+      try {
+        env[variable.name] = compileFhirPath(variable.expression)({}, env);
+      } catch (error) {
+        fail(undefined, `variable ${variable.name}`, error);
+      }
+    }
+    return env;
+  };
+  // Root variables are computed for the initial values only when an expression other than a calculation uses them.
+  let items = build(
+    input.questionnaire['item'] as PopulationItem[] | undefined,
+    variablesUsedEarly ? resourceEnv([]) : { ...input.env, resource: { resourceType: 'QuestionnaireResponse', item: [] } },
+  );
+
+  // 2. Calculated values (FHIRPath over %resource and the variables), recomputed to a steady state.
+  let env = resourceEnv(items);
+  if (calculatedItems.length > 0) {
+    let settled = false;
+    for (let round = 0; round < MAX_CALCULATION_ROUNDS && !settled; round++) {
+      settled = true;
+      for (const definition of calculatedItems) {
+        const expression = expressionsOf(definition).byKind.get('calculatedExpression')!;
+        const values = evaluate(definition, 'calculatedExpression', expression, withVariables(definition, expressionsOf(definition).variables, env));
+        const answers = values ? tag(toAnswers(values.length === 1 ? values[0] : values, input.optionsFor(definition))) : [];
+        const next = setAnswers(items, definition.linkId, answers);
+        if (next !== items) {
+          items = next;
+          settled = false;
+        }
+      }
+      if (!settled) env = resourceEnv(items);
+    }
+    if (!settled) {
+      issues.push({ severity: 'warning', code: 'calculation-cycle', message: `calculated values still change after ${MAX_CALCULATION_ROUNDS} rounds: check the calculatedExpressions; the last values are kept` });
+    }
+  }
+  // Items kept only for a calculation that gave nothing are dropped.
+  const prune = (list: ResponseItem[]): ResponseItem[] =>
+    list.map((i) => (i.item ? { ...i, item: prune(i.item) } : i)).filter((i) => (i.answer?.length ?? 0) > 0 || (i.item?.length ?? 0) > 0);
+  return { items: prune(items), options, answerContext, env, issues };
+}
+
+interface QuestionnaireShape {
+  rootVariables: Array<{ name: string; expression: string }>;
+  /** Items whose calculatedExpression is FHIRPath (recomputed over the response). */
+  calculatedItems: PopulationItem[];
+  /** Whether an expression other than a calculation (or another root variable) names a root variable. */
+  variablesUsedEarly: boolean;
+}
+const shapes = new WeakMap<object, QuestionnaireShape>();
+
+/** What population needs to know of a questionnaire's structure, read once per Questionnaire object. */
+function shapeOf(questionnaire: FhirResource): QuestionnaireShape {
+  let shape = shapes.get(questionnaire);
+  if (!shape) {
+    const calculatedItems: PopulationItem[] = [];
+    const early: string[] = [];
+    const walk = (items: PopulationItem[] | undefined) => {
+      for (const item of items ?? []) {
+        if (expressionsOf(item).byKind.get('calculatedExpression')?.language === 'text/fhirpath') calculatedItems.push(item);
+        for (const ext of item.extension ?? []) {
+          const e = ext.valueExpression;
+          if (e?.language === 'text/fhirpath' && e.expression && !normaliseExtensionUrl(ext.url ?? '').url.endsWith('calculatedExpression')) early.push(e.expression);
+        }
+        walk(item.item);
+      }
+    };
+    walk(questionnaire['item'] as PopulationItem[] | undefined);
+    const variables = rootVariables(questionnaire);
+    early.push(...variables.map((v) => v.expression));
+    shape = { rootVariables: variables, calculatedItems, variablesUsedEarly: variables.some((v) => early.some((text) => text.includes(`%${v.name}`))) };
+    shapes.set(questionnaire, shape);
+  }
+  return shape;
+}
+
+/** The response with this item's answers replaced (the same array when nothing changed). */
+function setAnswers(items: ResponseItem[], linkId: string, answers: Array<Record<string, unknown>>): ResponseItem[] {
+  let changed = false;
+  const walk = (list: ResponseItem[]): ResponseItem[] =>
+    list.map((i) => {
+      if (i.linkId === linkId) {
+        if (JSON.stringify(i.answer ?? []) === JSON.stringify(answers)) return i;
+        changed = true;
+        const { answer: _old, ...rest } = i;
+        return answers.length > 0 ? { ...rest, answer: answers } : rest;
+      }
+      if (!i.item) return i;
+      const inner = walk(i.item);
+      return inner.some((x, n) => x !== i.item![n]) ? { ...i, item: inner } : i;
+    });
+  const next = walk(items);
+  return changed ? next : items;
+}

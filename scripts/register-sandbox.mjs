@@ -1,0 +1,49 @@
+// Registers the sandbox EHR and payer with a running DTR server, as an operator would (README: Registering an EHR /
+// a payer). Used by `npm start` and `npm run bench:health`; dev/demo only.
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const load = (rel) => import(pathToFileURL(path.join(root, 'dist', rel)).href);
+
+/**
+ * @param server the started server (`startServer`): its Nest app and URL
+ * @param options the sandbox options (`loadSandboxOptions`): the OAuth clients it created for us, its DTR version
+ * @param peers where the sandbox listens: EHR FHIR base, payer FHIR base and token endpoint
+ */
+export async function registerSandboxPeers(server, options, peers) {
+  const { TenantRegistry } = await load('libs/smart/src/index.js');
+  const { PayerRegistry } = await load('libs/payer/src/index.js');
+  const [supplement, disclose] = options.ehrClients;
+  await server.app.get(TenantRegistry).upsert({
+    id: 'sandbox-ehr',
+    name: 'Sandbox EHR',
+    fhirBase: peers.ehrFhirBase,
+    discloseMode: 'user-delegated',
+    supplement: {
+      clientId: supplement.clientId,
+      authMethod: 'client_secret_basic',
+      clientSecret: supplement.clientSecret,
+      scopes: ['launch', 'openid', 'fhirUser', 'offline_access', 'patient/*.rs', 'user/Practitioner.rs'],
+      redirectUri: `${server.url}/callback`,
+    },
+    disclose: {
+      clientId: disclose.clientId,
+      authMethod: 'private_key_jwt',
+      signingAlg: 'ES384',
+      scopes: ['openid', 'fhirUser', 'patient/*.rs', 'user/QuestionnaireResponse.cru'],
+      redirectUri: `${server.url}/callback`,
+    },
+  });
+  await server.app.get(PayerRegistry).upsert({
+    id: 'sandbox-payer',
+    name: 'Sandbox Health Plan',
+    fhirBase: peers.payerFhirBase,
+    tokenEndpoint: peers.payerTokenEndpoint,
+    clientId: options.payerClients[0].clientId,
+    signingAlg: 'ES384',
+    scopes: ['system/Questionnaire.rs', 'system/Library.rs', 'system/ValueSet.rs'],
+    igVersion: options.igVersion,
+    coverageIdentifiers: ['http://example.org/payer-id|SANDBOX-PAYER'],
+  });
+}
