@@ -60,6 +60,15 @@ describe('npx dtr package check', () => {
     expect(result.stdout).toMatch(/^usable: 0 error/m);
   });
 
+  it('passes every fixture package the sandbox payer serves without an error or warning (the checker and the engine agree on text/cql-identifier)', () => {
+    const fixtures = path.join(repoRoot, 'apps/sandbox/fixtures/packages');
+    for (const name of ['home-oxygen-example', 'sdc-features-example', 'adaptive-example']) {
+      const result = dtr(['package', 'check', path.join(fixtures, name)]);
+      expect({ name, code: result.code, stderr: result.stderr }).toEqual({ name, code: 0, stderr: '' });
+      expect(result.stdout).toMatch(/^usable: 0 error, 0 warning/m);
+    }
+  });
+
   it('exits 2 and names the missing define and library otherwise', () => {
     const file = path.join(dir, 'bad.json');
     writeFileSync(file, JSON.stringify({ resourceType: 'Bundle', type: 'collection', entry: [{ resource: { ...questionnaire, extension: [] } }] }));

@@ -326,6 +326,40 @@ describe('payer connectivity (sandbox payer)', () => {
     });
   }
 
+  it('reuses one package object while the cached content is unchanged, and never serves it stale after another instance stored a revision', async () => {
+    payerServer.setIgVersion('2.2');
+    const payer = await register('ES384');
+    await dataSource.query(`DELETE FROM package_resource WHERE payer_id = $1`, [payer.id]);
+    await dataSource.query(`DELETE FROM package_selection WHERE payer_id = $1`, [payer.id]);
+    const client = new PayerClient(payer, tokens, policy, new SystemClock());
+    // Two server instances: each has its own cache object over the same database.
+    const here = new PackageRetrieval(new PackageCache(dataSource));
+    const elsewhere = new PackageRetrieval(new PackageCache(dataSource));
+    const session = (retrieval: PackageRetrieval, orderId: string) => retrieval.retrieve(client, { coverages: [COVERAGE], orders: [{ ...ORDER, id: orderId }] });
+    const url = 'http://example.org/dtr/Questionnaire/home-oxygen';
+
+    const first = await session(here, 'dr-memo-1');
+    const second = await session(here, 'dr-memo-2');
+    expect(second.fromCache).toBe(true);
+    // The same package (its ELM read once), and the session's questionnaire is the package's own object.
+    expect(second.pkg).toBe(first.pkg);
+    expect(second.questionnaires[0]).toBe(first.pkg.questionnaires.find((q) => q['url'] === url));
+
+    // The other instance retrieves a revision the payer published; this one then asks with changedsince, gets
+    // nothing new, and must still use the revision.
+    const revisedTitle = `Home oxygen therapy (revised at ${Date.now()})`;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    payerServer.publish({ ...payerServer.content('Questionnaire', url)!, title: revisedTitle });
+    const third = await session(elsewhere, 'dr-memo-3');
+    expect(third.questionnaires.map((q) => q['title'])).toEqual([revisedTitle]);
+    const fourth = await session(here, 'dr-memo-4');
+    expect(fourth.fromCache).toBe(true);
+    expect(fourth.pkg).not.toBe(first.pkg);
+    expect(fourth.questionnaires.map((q) => q['title'])).toEqual([revisedTitle]);
+    expect(fourth.pkg.questionnaires.filter((q) => q['url'] === url).map((q) => q['title'])).toEqual([revisedTitle]);
+    expect(fourth.issues.filter((i) => i.severity === 'error')).toEqual([]);
+  });
+
   it('names the problems of a broken package and reports them to the payer without patient data', async () => {
     const payer = await register('ES384');
     const client = new PayerClient(payer, tokens, policy, new FixedClock(new Date()));

@@ -46,6 +46,17 @@ export function parseCqlReference(expression: string): { library?: string; defin
   return undefined;
 }
 
+/**
+ * A `text/cql-identifier` expression: one define's name, which may have spaces (`Gender Code`), quoted or not, or
+ * qualified by its library. Undefined when it is not a name.
+ */
+export function parseCqlIdentifier(expression: string): { library?: string; define: string } | undefined {
+  const parsed = parseCqlReference(expression);
+  if (parsed) return parsed;
+  const name = expression.trim().replace(/^"(.*)"$/, '$1');
+  return name && !name.includes('"') && !/^(true|false|null)$/i.test(name) ? { define: name } : undefined;
+}
+
 /** Every cqf-library canonical and Expression of a Questionnaire (root and items, recursively). */
 export function questionnaireReferences(questionnaire: FhirResource): {
   libraries: string[];

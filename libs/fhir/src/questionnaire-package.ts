@@ -130,4 +130,20 @@ export class QuestionnairePackage {
     const url = questionnaire['url'];
     return typeof url === 'string' ? `${url}${typeof questionnaire['version'] === 'string' ? `|${questionnaire['version']}` : ''}` : `Questionnaire/${questionnaire.id ?? '?'}`;
   }
+
+  /** This package's own copy of a questionnaire (same canonical and version), if it has one. */
+  sameQuestionnaire(questionnaire: FhirResource): FhirResource | undefined {
+    if (this.questionnaires.includes(questionnaire)) return questionnaire;
+    const key = this.questionnaireKey(questionnaire);
+    return this.questionnaires.find((q) => this.questionnaireKey(q) === key);
+  }
+
+  /** These questionnaires with this package's libraries and value sets (shared, not read again). */
+  withQuestionnaires(questionnaires: FhirResource[]): QuestionnairePackage {
+    const pkg = new QuestionnairePackage();
+    pkg.questionnaires.push(...questionnaires);
+    pkg.libraries.push(...this.libraries);
+    pkg.valueSets.push(...this.valueSets);
+    return pkg;
+  }
 }

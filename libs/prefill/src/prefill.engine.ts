@@ -1,6 +1,7 @@
 import {
   type ElmLibrary,
   type FhirResource,
+  parseCqlIdentifier,
   parseCqlReference,
   type QuestionnairePackage,
   questionnaireReferences,
@@ -164,13 +165,8 @@ export class PrefillEngine {
       const key = `${ref.kind}|${ref.linkId}`;
       if (cqlByKey.has(key) || inline.some((i) => i.key === key) || ref.language === 'text/fhirpath') continue;
       // text/cql-identifier names one define, possibly with spaces (`Gender Code`), quoted or not, or qualified.
-      const identifier = ref.language === 'text/cql-identifier' ? ref.expression.trim().replace(/^"(.*)"$/, '$1') : undefined;
       const parsed =
-        ref.language === 'text/cql'
-          ? parseCqlReference(ref.expression)
-          : identifier !== undefined
-            ? (parseCqlReference(ref.expression) ?? (identifier && !identifier.includes('"') ? { define: identifier } : undefined))
-            : undefined;
+        ref.language === 'text/cql' ? parseCqlReference(ref.expression) : ref.language === 'text/cql-identifier' ? parseCqlIdentifier(ref.expression) : undefined;
       if (ref.language === 'application/elm+json' || ref.language === 'text/cql-expression' || (ref.language === 'text/cql' && !parsed)) {
         inline.push({ key, kind: ref.kind, linkId: ref.linkId, language: ref.language, expression: ref.expression });
         continue;

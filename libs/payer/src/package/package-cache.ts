@@ -1,4 +1,4 @@
-import type { FhirResource } from '@dtr/fhir';
+import { type FhirResource, QuestionnairePackage } from '@dtr/fhir';
 import type { DataSource } from 'typeorm';
 
 const CACHED = new Set(['Questionnaire', 'Library', 'ValueSet']);
@@ -15,7 +15,15 @@ function canonicalOf(resource: FhirResource): string | undefined {
  * (the oldest retrieval of what the session needs) lets the payer send only what changed.
  */
 export class PackageCache {
+  /** Per payer: the cache's content as one package, and the stamp of the rows it was built from. */
+  private readonly built = new Map<string, { stamp: string; pkg: QuestionnairePackage }>();
+
   constructor(private readonly dataSource: DataSource) {}
+
+  /** Whether `store` keeps this resource (so a package built from the cache has it). */
+  static keeps(resource: FhirResource): boolean {
+    return CACHED.has(resource.resourceType) && canonicalOf(resource) !== undefined;
+  }
 
   async store(payerId: string, resources: FhirResource[], retrievedAt: Date): Promise<number> {
     let stored = 0;
@@ -36,8 +44,30 @@ export class PackageCache {
 
   /** Every cached resource of a payer (the package content the engine resolves canonicals against). */
   async all(payerId: string): Promise<FhirResource[]> {
-    const rows = (await this.dataSource.query(`SELECT resource FROM package_resource WHERE payer_id = $1`, [payerId])) as Array<{ resource: FhirResource }>;
+    const rows = (await this.dataSource.query(`SELECT resource FROM package_resource WHERE payer_id = $1 ORDER BY resource_type, canonical, version`, [
+      payerId,
+    ])) as Array<{ resource: FhirResource }>;
     return rows.map((r) => r.resource);
+  }
+
+  /**
+   * Everything cached for a payer as one package. The same object is returned while the payer's rows are unchanged
+   * (row count, newest row version and retrieval time, written by this instance or any other), so the libraries'
+   * ELM is read once, and the engine and the prefill workers keep what they prepared for it, across sessions. The
+   * object is shared: callers must not change it.
+   */
+  async package(payerId: string): Promise<QuestionnairePackage> {
+    const [row] = (await this.dataSource.query(
+      `SELECT count(*)::int AS n, coalesce(max(xmin::text::bigint), 0)::text AS x, max(retrieved_at) AS at FROM package_resource WHERE payer_id = $1`,
+      [payerId],
+    )) as Array<{ n: number; x: string; at: Date | null }>;
+    const stamp = `${row?.n ?? 0}|${row?.x ?? ''}|${row?.at ? new Date(row.at).getTime() : ''}`;
+    const hit = this.built.get(payerId);
+    if (hit?.stamp === stamp) return hit.pkg;
+    // Read after the stamp: a write in between makes the next call's stamp differ, so a package is never kept stale.
+    const pkg = QuestionnairePackage.fromResources(await this.all(payerId));
+    this.built.set(payerId, { stamp, pkg });
+    return pkg;
   }
 
   /** The questionnaires (`url|version`) the payer last answered for orders with these codes, and when. */

@@ -1,7 +1,7 @@
 import { CQF_LIBRARY, type FhirResource, type PackageIssue, QuestionnairePackage } from '@dtr/fhir';
 import type { PayerClient, PackageRequest } from '../payer-client.js';
 import { compileCqlOnlyLibraries } from '@dtr/fhir';
-import type { PackageCache } from './package-cache.js';
+import { PackageCache } from './package-cache.js';
 import { resourcesOf } from './package-response.js';
 import { isUsable, validatePackage } from './package-validator.js';
 
@@ -104,8 +104,14 @@ export class PackageRetrieval {
       const canonicals = questionnaires.map((q) => `${String(q['url'] ?? `Questionnaire/${q.id}`)}${typeof q['version'] === 'string' ? `|${q['version']}` : ''}`);
       await this.cache.rememberSelection(payerId, codes, canonicals, fromCache ? remembered?.retrievedAt ?? response.retrievedAt : response.retrievedAt);
     }
-    // Resolve against everything known from this payer (a changedsince answer carries only what changed).
-    let pkg = QuestionnairePackage.fromResources([...questionnaires, ...fresh, ...(await this.cache.all(payerId))]);
+    // Resolve against everything known from this payer (a changedsince answer carries only what changed). When the
+    // cache holds all of it, the cache's own package object is used: unchanged content is then not read, parsed or
+    // prepared again in later sessions.
+    const packageOf = async (extra: FhirResource[]) =>
+      [...fresh, ...extra].every((r) => PackageCache.keeps(r))
+        ? await this.cache.package(payerId)
+        : QuestionnairePackage.fromResources([...questionnaires, ...extra, ...fresh, ...(await this.cache.all(payerId))]);
+    let pkg = await packageOf([]);
     // Value sets the questionnaires' libraries and items use but the package does not carry enumerated: expanded by
     // the payer, cached with the rest (so a later session has them), and named when the payer cannot expand them.
     const expansionIssues: PackageIssue[] = [];
@@ -126,10 +132,12 @@ export class PackageRetrieval {
       }
       if (expanded.length > 0) {
         await this.cache.store(payerId, expanded, response.retrievedAt);
-        pkg = QuestionnairePackage.fromResources([...questionnaires, ...expanded, ...fresh, ...(await this.cache.all(payerId))]);
+        pkg = await packageOf(expanded);
       }
     }
-    const inUse = QuestionnairePackage.fromResources([...questionnaires, ...pkg.libraries.map((l) => l.resource), ...pkg.valueSets]);
+    // The package's own questionnaire objects, so what was prepared for them is reused.
+    questionnaires = questionnaires.map((q) => pkg.sameQuestionnaire(q) ?? q);
+    const inUse = pkg.withQuestionnaires(questionnaires);
     const issues = [...compileIssues, ...validatePackage(inUse).filter((i) => !(i.code === 'valueset-not-in-package' && expansionIssues.some((e) => e.valueSet === i.valueSet))), ...expansionIssues];
     let reported = false;
     if (!isUsable(issues)) {

@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { FhirResource } from '@dtr/fhir';
 import { describe, expect, it } from 'vitest';
 import { loadPackageFromPath, parsePackageResponse, resourcesOf } from './package-response.js';
-import { parseCqlReference } from '@dtr/fhir';
+import { parseCqlIdentifier, parseCqlReference } from '@dtr/fhir';
 import { isUsable, validatePackage } from './package-validator.js';
 import { QuestionnairePackage } from '@dtr/fhir';
 
@@ -59,6 +59,15 @@ describe('parseCqlReference', () => {
     expect(parseCqlReference('Count([Observation])')).toBeUndefined();
     expect(parseCqlReference('True')).toBeUndefined();
   });
+
+  it('reads a text/cql-identifier as one define name, spaces and quotes allowed', () => {
+    expect(parseCqlIdentifier('Gender Code')).toEqual({ define: 'Gender Code' });
+    expect(parseCqlIdentifier(' "Gender Code" ')).toEqual({ define: 'Gender Code' });
+    expect(parseCqlIdentifier('Lib."Gender Code"')).toEqual({ library: 'Lib', define: 'Gender Code' });
+    expect(parseCqlIdentifier('"a" + "b"')).toBeUndefined();
+    expect(parseCqlIdentifier('  ')).toBeUndefined();
+    expect(parseCqlIdentifier('null')).toBeUndefined();
+  });
 });
 
 describe('validatePackage', () => {
@@ -94,6 +103,17 @@ describe('validatePackage', () => {
     );
     expect(issues.find((i) => i.code === 'unknown-define')).toMatchObject({ linkId: '1', define: 'Nope', library: 'O2Rules|1.0.0' });
     expect(isUsable(issues)).toBe(false);
+  });
+
+  it('checks a text/cql-identifier with spaces against the defines, as the engine evaluates it', () => {
+    const resources = good();
+    resources[0] = questionnaire([main], [['1', 'Saturation'], ['2', 'Gender Code', 'text/cql-identifier'], ['3', 'No Such Define', 'text/cql-identifier'], ['4', '"a" + "b"', 'text/cql-identifier']]);
+    resources[1] = library(main, '1.0.0', elmLibrary('O2Rules', '1.0.0', ['Saturation', 'Gender Code'], [['FHIRHelpers', '4.0.1']], ['http://vs.example.org/o2']));
+    const issues = validatePackage(QuestionnairePackage.fromResources(resources)).filter((i) => i.code !== 'misspelled-extension-url');
+    expect(issues.map((i) => [i.code, i.linkId, i.define])).toEqual([
+      ['unknown-define', '3', 'No Such Define'],
+      ['bad-expression', '4', undefined],
+    ]);
   });
 
   it('flags CQL expressions without any cqf-library, and unreadable inline ELM', () => {

@@ -1,4 +1,4 @@
-import { type PackageIssue, type PackageLibrary, parseCqlReference, type QuestionnairePackage, questionnaireReferences } from '@dtr/fhir';
+import { type PackageIssue, type PackageLibrary, parseCqlIdentifier, parseCqlReference, type QuestionnairePackage, questionnaireReferences } from '@dtr/fhir';
 import { isCompiledFromCql } from '@dtr/fhir';
 
 const SUPPORTED_FHIR_MODELS = new Set(['4.0.0', '4.0.1']);
@@ -56,7 +56,7 @@ export function validatePackage(pkg: QuestionnairePackage): PackageIssue[] {
         continue;
       }
       if (ref.language !== 'text/cql' && ref.language !== 'text/cql-identifier') continue;
-      const parsed = parseCqlReference(ref.expression);
+      const parsed = ref.language === 'text/cql-identifier' ? parseCqlIdentifier(ref.expression) : parseCqlReference(ref.expression);
       if (!parsed) {
         if (ref.language === 'text/cql-identifier') {
           issues.push({ severity: 'error', code: 'bad-expression', message: `${ref.kind} "${ref.expression}" is not a CQL identifier`, ...where });
