@@ -17,22 +17,10 @@ import { KeyRingSecretBox } from '@dtr/smart';
 import { createPayerServer, type PayerServer, sandboxPackageDirs } from '../apps/sandbox/src/payer/index.js';
 import { type PeerServer, startPeerServer } from '../apps/sandbox/src/shared/peer-server.js';
 import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
+import { deviceOrder, sandboxCoverage } from './support/fixtures.js';
 
-const COVERAGE = {
-  resourceType: 'Coverage',
-  id: 'cov-1',
-  status: 'active',
-  beneficiary: { reference: 'Patient/p1' },
-  payor: [{ reference: 'Organization/org-1', identifier: { system: 'http://example.org/payer-id', value: 'SANDBOX-PAYER' } }],
-};
-const ORDER = {
-  resourceType: 'DeviceRequest',
-  id: 'dr-1',
-  status: 'active',
-  intent: 'order',
-  subject: { reference: 'Patient/p1' },
-  codeCodeableConcept: { coding: [{ system: 'https://bluebutton.cms.gov/resources/codesystem/hcpcs', code: 'E0424' }] },
-};
+const COVERAGE = sandboxCoverage('cov-1', 'p1', 'Organization/org-1');
+const ORDER = deviceOrder('dr-1', 'p1');
 
 /**
  * Our payer connectivity against the sandbox payer over real HTTP: SMART Backend Services with our own keys (JWKS

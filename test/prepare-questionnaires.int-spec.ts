@@ -19,6 +19,7 @@ import { createPayerServer, type PayerServer, sandboxPackageDirs } from '../apps
 import { type PeerServer, startPeerServer } from '../apps/sandbox/src/shared/peer-server.js';
 import { fingerprint } from '../apps/sandbox/src/shared/request-log.js';
 import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
+import { deviceOrder, sandboxCoverage } from './support/fixtures.js';
 import { ENTITIES } from '../apps/dtr-server/src/entities.js';
 import { PrepareQuestionnairesUseCase } from '../apps/dtr-server/src/dtr/prepare-questionnaires.usecase.js';
 import { PrefillPool } from '../apps/dtr-server/src/dtr/prefill-pool/prefill-pool.js';
@@ -26,21 +27,8 @@ import { PrefillPool } from '../apps/dtr-server/src/dtr/prefill-pool/prefill-poo
 const EHR_TOKEN = `ehr-${randomBytes(12).toString('hex')}`;
 const RESOURCES = [
   { resourceType: 'Patient', id: 'p1', birthDate: '1948-07-09', name: [{ family: 'Okafor', given: ['Grace'] }] },
-  {
-    resourceType: 'Coverage',
-    id: 'cov-1',
-    status: 'active',
-    beneficiary: { reference: 'Patient/p1' },
-    payor: [{ identifier: { system: 'http://example.org/payer-id', value: 'SANDBOX-PAYER' } }],
-  },
-  {
-    resourceType: 'DeviceRequest',
-    id: 'o1',
-    status: 'active',
-    intent: 'order',
-    subject: { reference: 'Patient/p1' },
-    codeCodeableConcept: { coding: [{ system: 'https://bluebutton.cms.gov/resources/codesystem/hcpcs', code: 'E0424' }] },
-  },
+  sandboxCoverage('cov-1', 'p1'),
+  deviceOrder('o1', 'p1'),
   { resourceType: 'Condition', id: 'c1', subject: { reference: 'Patient/p1' }, code: { coding: [{ system: 'http://snomed.info/sct', code: '389087006' }] } },
   { resourceType: 'Condition', id: 'c-other', subject: { reference: 'Patient/p2' }, code: { coding: [{ system: 'http://snomed.info/sct', code: '389087006' }] } },
   { resourceType: 'Observation', id: 'obs-1', subject: { reference: 'Patient/p1' }, status: 'final', code: { coding: [{ system: 'http://loinc.org', code: '2708-6' }] } },

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { TestBrowser } from '../../../../test/support/browser.js';
 import { createScratchDatabase, type ScratchDatabase } from '../../../../test/support/databases.js';
+import { deviceOrder, sandboxCoverage } from '../../../../test/support/fixtures.js';
 import { spawnServer, type SpawnedServer } from '../../../../test/support/processes.js';
 
 /** A patient of our own, loaded into the sandbox EHR: one qualifying Condition, one whose coding is not a list. */
@@ -12,21 +13,8 @@ const BUNDLE = {
   type: 'collection',
   entry: [
     { resourceType: 'Patient', id: 'pool-p1', birthDate: '1948-07-09', name: [{ family: 'Okafor', given: ['Grace'] }] },
-    {
-      resourceType: 'Coverage',
-      id: 'pool-cov',
-      status: 'active',
-      beneficiary: { reference: 'Patient/pool-p1' },
-      payor: [{ identifier: { system: 'http://example.org/payer-id', value: 'SANDBOX-PAYER' } }],
-    },
-    {
-      resourceType: 'DeviceRequest',
-      id: 'pool-order',
-      status: 'active',
-      intent: 'order',
-      subject: { reference: 'Patient/pool-p1' },
-      codeCodeableConcept: { coding: [{ system: 'https://bluebutton.cms.gov/resources/codesystem/hcpcs', code: 'E0424' }] },
-    },
+    sandboxCoverage('pool-cov', 'pool-p1'),
+    deviceOrder('pool-order', 'pool-p1'),
     { resourceType: 'Condition', id: 'pool-c1', subject: { reference: 'Patient/pool-p1' }, code: { coding: [{ system: 'http://snomed.info/sct', code: '13645005' }] } },
     { resourceType: 'Condition', id: 'pool-c2', subject: { reference: 'Patient/pool-p1' }, code: { coding: { system: 'http://snomed.info/sct', code: '389087006' } } },
   ].map((resource) => ({ resource })),
