@@ -17,19 +17,27 @@ import { registerSandboxPeers } from './register-sandbox.mjs';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const load = (rel) => import(pathToFileURL(path.join(root, 'dist', rel)).href);
 
-
 /** Child mode: the DTR server from dist/, registered with the sandbox peers whose URLs are in the environment. */
 async function serve() {
   const { loadAppConfig } = await load('apps/dtr-server/src/config/app.config.js');
   const { startServer, stopOnSignals } = await load('apps/dtr-server/src/bootstrap.js');
   const { JsonLogger } = await load('apps/dtr-server/src/logging/json-logger.js');
   const { loadSandboxOptions } = await load('apps/sandbox/src/sandbox.config.js');
-      const config = loadAppConfig(process.env);
+  const config = loadAppConfig(process.env);
   const logger = new JsonLogger(config.logLevel);
   const server = await startServer(config, logger);
   const options = loadSandboxOptions({ SANDBOX_APP_URL: server.url }, []);
-  await registerSandboxPeers(server, options, { ehrFhirBase: process.env.BENCH_EHR_FHIR, payerFhirBase: process.env.BENCH_PAYER_FHIR, payerTokenEndpoint: process.env.BENCH_PAYER_TOKEN });
-  stopOnSignals(() => server.close(), logger, config.shutdownTimeoutMs, () => server.embedded?.stop(1000));
+  await registerSandboxPeers(server, options, {
+    ehrFhirBase: process.env.BENCH_EHR_FHIR,
+    payerFhirBase: process.env.BENCH_PAYER_FHIR,
+    payerTokenEndpoint: process.env.BENCH_PAYER_TOKEN,
+  });
+  stopOnSignals(
+    () => server.close(),
+    logger,
+    config.shutdownTimeoutMs,
+    () => server.embedded?.stop(1000),
+  );
   process.stderr.write(`bench server ready: ${server.url}\n`);
 }
 
@@ -41,7 +49,14 @@ function heavyBundle() {
   const entry = [];
   for (const n of [1, 2]) {
     const patient = `bench-heavy-${n}`;
-    entry.push({ resource: { resourceType: 'Patient', id: patient, birthDate: `194${n}-03-0${n}`, name: [{ family: 'Heavy', given: [`Bench${n}`] }] } });
+    entry.push({
+      resource: {
+        resourceType: 'Patient',
+        id: patient,
+        birthDate: `194${n}-03-0${n}`,
+        name: [{ family: 'Heavy', given: [`Bench${n}`] }],
+      },
+    });
     entry.push({
       resource: {
         resourceType: 'Coverage',
@@ -58,13 +73,25 @@ function heavyBundle() {
         status: 'active',
         intent: 'order',
         subject: { reference: `Patient/${patient}` },
-        codeCodeableConcept: { coding: [{ system: 'https://bluebutton.cms.gov/resources/codesystem/hcpcs', code: 'E0424' }] },
+        codeCodeableConcept: {
+          coding: [{ system: 'https://bluebutton.cms.gov/resources/codesystem/hcpcs', code: 'E0424' }],
+        },
       },
     });
     for (let i = 0; i < CONDITIONS; i++) {
-      const codes = Array.from({ length: CODINGS }, (_, k) => ({ system: 'http://snomed.info/sct', code: String(100000 + i * CODINGS + k) }));
+      const codes = Array.from({ length: CODINGS }, (_, k) => ({
+        system: 'http://snomed.info/sct',
+        code: String(100000 + i * CODINGS + k),
+      }));
       if (i === CONDITIONS - 1) codes.push({ system: 'http://snomed.info/sct', code: '389087006' });
-      entry.push({ resource: { resourceType: 'Condition', id: `${patient}-c${i}`, subject: { reference: `Patient/${patient}` }, code: { coding: codes } } });
+      entry.push({
+        resource: {
+          resourceType: 'Condition',
+          id: `${patient}-c${i}`,
+          subject: { reference: `Patient/${patient}` },
+          code: { coding: codes },
+        },
+      });
     }
   }
   return { resourceType: 'Bundle', type: 'collection', entry };
@@ -82,7 +109,11 @@ const freePort = () =>
 
 /** Spawns a node process and resolves once its output matches `ready` (with the match). */
 function start(args, env, ready, what) {
-  const child = spawn(process.execPath, args, { cwd: root, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args, {
+    cwd: root,
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let output = '';
   const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal)));
   const matched = new Promise((resolve, reject) => {
@@ -93,7 +124,9 @@ function start(args, env, ready, what) {
     };
     child.stdout.on('data', onData);
     child.stderr.on('data', onData);
-    void exited.then((code) => reject(new Error(`${what} exited (${code}) before it was ready:\n${output.slice(-2000)}`)));
+    void exited.then((code) =>
+      reject(new Error(`${what} exited (${code}) before it was ready:\n${output.slice(-2000)}`)),
+    );
   });
   return { child, exited, matched, output: () => output };
 }
@@ -104,7 +137,11 @@ async function launch(serverUrl, ehrFhir, patient) {
   const created = await fetch(`${ehrOrigin}/_sandbox/launches`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ patient, user: 'pr-1', fhirContext: [{ reference: `DeviceRequest/${patient}-order` }, { reference: `Coverage/${patient}-cov` }] }),
+    body: JSON.stringify({
+      patient,
+      user: 'pr-1',
+      fhirContext: [{ reference: `DeviceRequest/${patient}-order` }, { reference: `Coverage/${patient}-cov` }],
+    }),
   });
   if (!created.ok) throw new Error(`the sandbox EHR refused the launch: ${created.status} ${await created.text()}`);
   const { launch: id } = await created.json();
@@ -126,7 +163,8 @@ async function launch(serverUrl, ehrFhir, patient) {
       url = new URL(location, target).toString();
       continue;
     }
-    if (target.pathname !== '/app' || response.status !== 200) throw new Error(`the launch ended at ${target} (${response.status})`);
+    if (target.pathname !== '/app' || response.status !== 200)
+      throw new Error(`the launch ended at ${target} (${response.status})`);
     return cookieHeader(new URL(serverUrl).host);
   }
   throw new Error('the launch did not reach the app');
@@ -137,13 +175,18 @@ async function prefill(serverUrl, cookie) {
   const response = await fetch(`${serverUrl}/api/session/questionnaires`, { method: 'POST', headers: { cookie } });
   const body = await response.json();
   const ms = performance.now() - t0;
-  if (response.status !== 200) throw new Error(`prefill failed: ${response.status} ${JSON.stringify(body).slice(0, 500)}`);
+  if (response.status !== 200)
+    throw new Error(`prefill failed: ${response.status} ${JSON.stringify(body).slice(0, 500)}`);
   const qr = JSON.stringify(body.questionnaires?.[0]?.questionnaireResponse ?? {});
-  if (!qr.includes('"valueBoolean":true')) throw new Error('the prefill did not find the qualifying condition: the measurement would not be of a real prefill');
+  if (!qr.includes('"valueBoolean":true'))
+    throw new Error(
+      'the prefill did not find the qualifying condition: the measurement would not be of a real prefill',
+    );
   return ms;
 }
 
-const quantile = (values, q) => [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor(q * values.length))];
+const quantile = (values, q) =>
+  [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor(q * values.length))];
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function measure(workers, env, rounds, sampleMs) {
@@ -164,7 +207,8 @@ async function measure(workers, env, rounds, sampleMs) {
   try {
     const [, url] = await server.matched;
     const sessions = [];
-    for (const patient of ['bench-heavy-1', 'bench-heavy-2']) sessions.push(await launch(url, env.base.BENCH_EHR_FHIR, patient));
+    for (const patient of ['bench-heavy-1', 'bench-heavy-2'])
+      sessions.push(await launch(url, env.base.BENCH_EHR_FHIR, patient));
     // Warm-up (package retrieval and caching, worker start, JIT), not measured.
     for (const cookie of sessions) await prefill(url, cookie);
     const health = [];
@@ -203,7 +247,12 @@ async function main() {
   const port = await freePort();
   const sandbox = start(
     ['dist/apps/sandbox/src/main.js'],
-    { SANDBOX_EHR_PORT: '0', SANDBOX_PAYER_PORT: '0', SANDBOX_APP_URL: `http://127.0.0.1:${port}`, SANDBOX_BUNDLES: bundleFile },
+    {
+      SANDBOX_EHR_PORT: '0',
+      SANDBOX_PAYER_PORT: '0',
+      SANDBOX_APP_URL: `http://127.0.0.1:${port}`,
+      SANDBOX_BUNDLES: bundleFile,
+    },
     /\(FHIR (http:\/\/\S+)\)[\s\S]*Sandbox payer: (http:\/\/\S+)\s+\(token (http:\/\/\S+)\)/,
     'the sandbox',
   );
@@ -216,16 +265,29 @@ async function main() {
     );
     console.log('mode                      | health n | p50 ms | p99 ms | max ms | prefill p50 ms | prefill max ms');
     const rows = [];
-    for (const [label, workers] of [[`pool (${pooled} workers)`, pooled], ['in-thread (0 workers)', 0]]) {
+    for (const [label, workers] of [
+      [`pool (${pooled} workers)`, pooled],
+      ['in-thread (0 workers)', 0],
+    ]) {
       const { health, durations } = await measure(workers, env, rounds, sampleMs);
-      const row = { label, n: health.length, p50: quantile(health, 0.5), p99: quantile(health, 0.99), max: Math.max(...health), prefill50: quantile(durations, 0.5), prefillMax: Math.max(...durations) };
+      const row = {
+        label,
+        n: health.length,
+        p50: quantile(health, 0.5),
+        p99: quantile(health, 0.99),
+        max: Math.max(...health),
+        prefill50: quantile(durations, 0.5),
+        prefillMax: Math.max(...durations),
+      };
       rows.push(row);
       console.log(
         `${label.padEnd(25)} | ${String(row.n).padStart(8)} | ${row.p50.toFixed(1).padStart(6)} | ${row.p99.toFixed(1).padStart(6)} | ${row.max.toFixed(1).padStart(6)} | ${row.prefill50.toFixed(0).padStart(14)} | ${row.prefillMax.toFixed(0).padStart(14)}`,
       );
     }
     const [pool, inline] = rows;
-    console.log(`/health/live p99 while two prefills run: ${pool.p99.toFixed(1)} ms with the pool (target < 50 ms: ${pool.p99 < 50 ? 'met' : 'NOT met'}), ${inline.p99.toFixed(1)} ms in-thread`);
+    console.log(
+      `/health/live p99 while two prefills run: ${pool.p99.toFixed(1)} ms with the pool (target < 50 ms: ${pool.p99 < 50 ? 'met' : 'NOT met'}), ${inline.p99.toFixed(1)} ms in-thread`,
+    );
   } finally {
     sandbox.child.kill('SIGTERM');
     await sandbox.exited;

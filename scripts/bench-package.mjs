@@ -57,7 +57,10 @@ for (let k = 1; k <= copies; k++) {
 let embedded;
 let adminUrl = process.env.DATABASE_URL;
 if (!adminUrl) {
-  embedded = await EmbeddedPostgresSupervisor.start({ dataDir: path.join(root, '.data', 'bench-package'), database: 'dtr' });
+  embedded = await EmbeddedPostgresSupervisor.start({
+    dataDir: path.join(root, '.data', 'bench-package'),
+    database: 'dtr',
+  });
   adminUrl = embedded.url;
 }
 const scratch = `dtr_bench_package_${randomBytes(4).toString('hex')}`;
@@ -83,15 +86,32 @@ try {
   const clock = new SystemClock();
   const keys = new SigningKeyStore(dataSource, new KeyRingSecretBox(new Map([['bench', randomBytes(32)]])), clock);
   await keys.ensureKeys();
-  const jwks = createServer((_req, res) => void keys.publicJwks().then((body) => res.setHeader('content-type', 'application/json').end(JSON.stringify(body))));
+  const jwks = createServer(
+    (_req, res) =>
+      void keys
+        .publicJwks()
+        .then((body) => res.setHeader('content-type', 'application/json').end(JSON.stringify(body))),
+  );
   await new Promise((resolve) => jwks.listen(0, '127.0.0.1', resolve));
   closers.push(() => jwks.close());
   const peer = await startPeerServer('payer', '127.0.0.1', 0);
   closers.push(() => peer.close());
   const payerServer = await createPayerServer({
     peer,
-    clients: [{ clientId: 'dtr-bench', auth: 'private_key_jwt', jwksUri: `http://127.0.0.1:${jwks.address().port}/jwks.json`, grantTypes: ['client_credentials'] }],
-    packageDirs: [...['home-oxygen-example', 'sdc-features-example', 'adaptive-example'].map((name) => path.join(FIXTURE_PACKAGES_DIR, name)), extra],
+    clients: [
+      {
+        clientId: 'dtr-bench',
+        auth: 'private_key_jwt',
+        jwksUri: `http://127.0.0.1:${jwks.address().port}/jwks.json`,
+        grantTypes: ['client_credentials'],
+      },
+    ],
+    packageDirs: [
+      ...['home-oxygen-example', 'sdc-features-example', 'adaptive-example'].map((name) =>
+        path.join(FIXTURE_PACKAGES_DIR, name),
+      ),
+      extra,
+    ],
   });
   closers.push(() => payerServer.close());
   const policy = { allowInsecureLoopback: true };
@@ -110,7 +130,13 @@ try {
   const client = new PayerClient(payer, new BackendServicesClient(keys, policy, clock), policy, clock);
   const cache = new PackageCache(dataSource);
   const retrieval = new PackageRetrieval(cache);
-  const coverage = { resourceType: 'Coverage', id: 'sdc-cov1', status: 'active', beneficiary: { reference: 'Patient/sdc-grace' }, payor: [{ identifier: { system: 'http://example.org/payer-id', value: 'BENCH-PAYER' } }] };
+  const coverage = {
+    resourceType: 'Coverage',
+    id: 'sdc-cov1',
+    status: 'active',
+    beneficiary: { reference: 'Patient/sdc-grace' },
+    payor: [{ identifier: { system: 'http://example.org/payer-id', value: 'BENCH-PAYER' } }],
+  };
   const orderFor = (code, id) => ({
     resourceType: 'DeviceRequest',
     id,
@@ -122,7 +148,9 @@ try {
   const session = (code, id) => retrieval.retrieve(client, { coverages: [coverage], orders: [orderFor(code, id)] });
 
   // Fill the payer's cache: one session per other package, then the one measured.
-  process.stderr.write(`bench:package: caching ${copies * 2} other packages (${(extraBytes / 1e6).toFixed(1)} MB of content)…\n`);
+  process.stderr.write(
+    `bench:package: caching ${copies * 2} other packages (${(extraBytes / 1e6).toFixed(1)} MB of content)…\n`,
+  );
   for (let k = 1; k <= copies; k++) {
     for (const code of ['E0424', 'E0445']) {
       await session(`BENCH-${k}-${code}`, `dr-fill-${k}-${code}`);
@@ -132,10 +160,20 @@ try {
   if (first.questionnaires.length !== 1 || first.issues.some((i) => i.severity === 'error')) {
     throw new Error(`the SDC feature example package did not come back usable: ${JSON.stringify(first.issues)}`);
   }
-  const bundle = JSON.parse(readFileSync(path.join(root, 'apps/sandbox/fixtures/patients/sdc-grace-okafor.json'), 'utf8'));
+  const bundle = JSON.parse(
+    readFileSync(path.join(root, 'apps/sandbox/fixtures/patients/sdc-grace-okafor.json'), 'utf8'),
+  );
   const now = new Date();
   const prefill = (pkg, questionnaires) =>
-    new PrefillEngine(BundleReader.fromBundle(bundle)).runAll({ pkg, questionnaires, patientId: 'sdc-grace', order: 'DeviceRequest/sdc-dr1', coverage: 'Coverage/sdc-cov1', igVersion: '2.2', now });
+    new PrefillEngine(BundleReader.fromBundle(bundle)).runAll({
+      pkg,
+      questionnaires,
+      patientId: 'sdc-grace',
+      order: 'DeviceRequest/sdc-dr1',
+      coverage: 'Coverage/sdc-cov1',
+      igVersion: '2.2',
+      now,
+    });
   await prefill(first.pkg, first.questionnaires);
 
   const retrieveMs = [];
@@ -155,7 +193,12 @@ try {
   }
   // What the prefill pool does on this thread for every package object it has not seen: hash the package's JSON.
   const t2 = performance.now();
-  const resources = [...last.pkg.questionnaires, ...last.pkg.libraries.map((l) => l.resource), ...last.pkg.valueSets, ...last.pkg.others];
+  const resources = [
+    ...last.pkg.questionnaires,
+    ...last.pkg.libraries.map((l) => l.resource),
+    ...last.pkg.valueSets,
+    ...last.pkg.others,
+  ];
   const json = JSON.stringify(resources);
   createHash('sha256').update(json).digest('base64url');
   const hashMs = performance.now() - t2;
@@ -165,16 +208,26 @@ try {
     return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
   };
   const ms = (v) => `${v.toFixed(1)} ms`;
-  console.log(`payer cache: ${last.pkg.questionnaires.length} questionnaires, ${last.pkg.libraries.length} libraries, ${last.pkg.valueSets.length} value sets (${(json.length / 1e6).toFixed(2)} MB as JSON)`);
+  console.log(
+    `payer cache: ${last.pkg.questionnaires.length} questionnaires, ${last.pkg.libraries.length} libraries, ${last.pkg.valueSets.length} value sets (${(json.length / 1e6).toFixed(2)} MB as JSON)`,
+  );
   console.log(`warm sessions: ${sessions} (${fromCache} answered from the cache after changedsince)`);
   console.log(`retrieval: median ${ms(pct(retrieveMs, 50))}, p95 ${ms(pct(retrieveMs, 95))}`);
-  console.log(`distinct package objects over ${sessions + 1} sessions: ${objects.size} (each new one: hand-off hash ${ms(hashMs)} on the main thread, then prepared again)`);
+  console.log(
+    `distinct package objects over ${sessions + 1} sessions: ${objects.size} (each new one: hand-off hash ${ms(hashMs)} on the main thread, then prepared again)`,
+  );
   console.log(`prefill in-thread, warm: median ${ms(pct(prefillMs, 50))}, p95 ${ms(pct(prefillMs, 95))}`);
 } catch (error) {
   process.exitCode = 1;
   console.error(`bench:package: ${error instanceof Error ? error.message : String(error)}`);
 } finally {
-  await Promise.all(closers.reverse().map((close) => Promise.resolve().then(close).catch(() => undefined)));
+  await Promise.all(
+    closers.reverse().map((close) =>
+      Promise.resolve()
+        .then(close)
+        .catch(() => undefined),
+    ),
+  );
   await adminQuery(`DROP DATABASE IF EXISTS ${scratch} WITH (FORCE)`);
   await embedded?.stop();
   rmSync(extra, { recursive: true, force: true });

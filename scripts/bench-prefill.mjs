@@ -31,7 +31,8 @@ const patientFiles = readdirSync(path.join(corpus, 'patients'))
   .sort();
 const now = new Date('2026-11-22T12:00:00Z');
 
-const quantile = (values, q) => [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor(q * values.length))];
+const quantile = (values, q) =>
+  [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor(q * values.length))];
 const peakRss = () => process.resourceUsage().maxRSS * 1024;
 
 const coldStart = performance.now();
@@ -43,13 +44,22 @@ const pkg = QuestionnairePackage.fromResources(resourcesOf(loadPackageFromPath(p
 async function prefill(bundle, baseline) {
   const reader = BundleReader.fromBundle(bundle);
   const patient = reader.resourcesOfType('Patient')[0];
-  const order = reader.resourcesOfType('DeviceRequest').find((r) => String(r.subject?.reference).endsWith(`Patient/${patient.id}`));
-  const common = { pkg, patientId: patient.id, ...(order ? { order: `DeviceRequest/${order.id}` } : {}), igVersion: '2.2', now };
+  const order = reader
+    .resourcesOfType('DeviceRequest')
+    .find((r) => String(r.subject?.reference).endsWith(`Patient/${patient.id}`));
+  const common = {
+    pkg,
+    patientId: patient.id,
+    ...(order ? { order: `DeviceRequest/${order.id}` } : {}),
+    igVersion: '2.2',
+    now,
+  };
   const t0 = performance.now();
   let results;
   if (baseline) {
     results = [];
-    for (const questionnaire of pkg.questionnaires) results.push(await new PrefillEngine(reader).run({ ...common, questionnaire, baseline: true }));
+    for (const questionnaire of pkg.questionnaires)
+      results.push(await new PrefillEngine(reader).run({ ...common, questionnaire, baseline: true }));
   } else {
     results = await new PrefillEngine(reader).runAll({ ...common, questionnaires: pkg.questionnaires });
   }
@@ -60,7 +70,8 @@ async function prefill(bundle, baseline) {
 async function resourcesRead(bundle, reader) {
   const fresh = BundleReader.fromBundle(bundle);
   const seen = new Set(reader.reads);
-  for (const s of reader.searches) for (const r of await fresh.search(s.resourceType, s.params)) seen.add(`${r.resourceType}/${r.id}`);
+  for (const s of reader.searches)
+    for (const r of await fresh.search(s.resourceType, s.params)) seen.add(`${r.resourceType}/${r.id}`);
   return seen.size;
 }
 
@@ -91,7 +102,12 @@ async function measure(bundle, baseline) {
 const rows = [];
 for (const file of patientFiles) {
   const bundle = JSON.parse(readFileSync(path.join(corpus, 'patients', file), 'utf8'));
-  rows.push({ patient: file.replace(/\.json$/, ''), total: (bundle.entry ?? []).length, fast: await measure(bundle, false), bundle });
+  rows.push({
+    patient: file.replace(/\.json$/, ''),
+    total: (bundle.entry ?? []).length,
+    fast: await measure(bundle, false),
+    bundle,
+  });
 }
 const rssMinimal = peakRss();
 for (const row of rows) {
@@ -104,7 +120,17 @@ const largest = rows.reduce((a, b) => (b.total > a.total ? b : a));
 const coldCli = performance.now();
 const coldRun = spawnSync(
   process.execPath,
-  [path.join(root, 'bin', 'dtr.mjs'), 'prefill', '--package', packageFolder, '--patient', path.join(corpus, 'patients', `${largest.patient}.json`), '--out', devNull, '--timing'],
+  [
+    path.join(root, 'bin', 'dtr.mjs'),
+    'prefill',
+    '--package',
+    packageFolder,
+    '--patient',
+    path.join(corpus, 'patients', `${largest.patient}.json`),
+    '--out',
+    devNull,
+    '--timing',
+  ],
   { encoding: 'utf8' },
 );
 const coldCliMs = performance.now() - coldCli;
@@ -113,12 +139,34 @@ if (coldRun.status !== 0) throw new Error(`dtr prefill failed: ${coldRun.stderr}
 const coldRss = /peak RSS (\d+) MB/.exec(coldRun.stderr)?.[1];
 
 const pad = (v, n) => String(v).padStart(n);
-console.log(`prefill benchmark: ${PACKAGE}, all ${pkg.questionnaires.length} questionnaires per prefill, ${WARM_RUNS} warm runs per figure; model load ${modelLoadMs.toFixed(0)} ms (once per process)`);
-console.log('minimal = one session over all questionnaires, referenced defines only, minimum searches, engine fast paths');
-console.log('baseline = each questionnaire alone, every define of every library, every resource of the retrieved types, plain engine');
-console.log(['patient'.padEnd(24), 'res', 'mode    ', 'median ms', ' p95 ms', 'cold ms', 'srch', 'read', 'x faster', 'same QR'].join(' | '));
+console.log(
+  `prefill benchmark: ${PACKAGE}, all ${pkg.questionnaires.length} questionnaires per prefill, ${WARM_RUNS} warm runs per figure; model load ${modelLoadMs.toFixed(0)} ms (once per process)`,
+);
+console.log(
+  'minimal = one session over all questionnaires, referenced defines only, minimum searches, engine fast paths',
+);
+console.log(
+  'baseline = each questionnaire alone, every define of every library, every resource of the retrieved types, plain engine',
+);
+console.log(
+  [
+    'patient'.padEnd(24),
+    'res',
+    'mode    ',
+    'median ms',
+    ' p95 ms',
+    'cold ms',
+    'srch',
+    'read',
+    'x faster',
+    'same QR',
+  ].join(' | '),
+);
 for (const r of rows) {
-  for (const [mode, m] of [['minimal', r.fast], ['baseline', r.base]]) {
+  for (const [mode, m] of [
+    ['minimal', r.fast],
+    ['baseline', r.base],
+  ]) {
     console.log(
       [
         r.patient.padEnd(24),
@@ -141,9 +189,13 @@ const pooledTypeWide = synthea.reduce((n, r) => n + r.base.read, 0);
 console.log(
   `resources read over the ${synthea.length} Synthea patients: ${pooledMinimal} of ${pooledTypeWide} a type-wide fetch of the retrieved types returns (1/${(pooledTypeWide / Math.max(1, pooledMinimal)).toFixed(1)})`,
 );
-console.log(`largest patient ${largest.patient} (${largest.total} resources): minimal ${largest.fast.median.toFixed(1)} ms, ${(largest.base.median / largest.fast.median).toFixed(1)}x faster than baseline`);
+console.log(
+  `largest patient ${largest.patient} (${largest.total} resources): minimal ${largest.fast.median.toFixed(1)} ms, ${(largest.base.median / largest.fast.median).toFixed(1)}x faster than baseline`,
+);
 console.log(`identical responses in every case: ${rows.every((r) => r.same) ? 'yes' : 'NO'}`);
-console.log(`cold \`dtr prefill\` (fresh process, ${largest.patient}): ${coldCliMs.toFixed(0)} ms, peak RSS ${coldRss ?? '?'} MB`);
+console.log(
+  `cold \`dtr prefill\` (fresh process, ${largest.patient}): ${coldCliMs.toFixed(0)} ms, peak RSS ${coldRss ?? '?'} MB`,
+);
 console.log(
   `peak RSS of this benchmark process (all ${rows.length} patients and their results held): ${(rssMinimal / 1048576).toFixed(0)} MB through the minimal runs, ${(peakRss() / 1048576).toFixed(0)} MB after the baseline runs`,
 );

@@ -49,7 +49,6 @@ function roots() {
 
 const libEntry = (name) => path.join(outRoot, 'libs', name, 'src', 'index.js');
 
-
 function rewriteAliases(code, outFile) {
   return code.replace(/(from\s+|import\s*\(\s*|import\s+)(['"])@dtr\/([a-z0-9-]+)\2/g, (_m, lead, quote, lib) => {
     let rel = path.relative(path.dirname(outFile), libEntry(lib)).split(path.sep).join('/');
@@ -71,7 +70,8 @@ for (const srcRoot of roots()) {
       fileName: file,
       reportDiagnostics: true,
     });
-    for (const d of result.diagnostics ?? []) problems.push(`${rel}: ${ts.flattenDiagnosticMessageText(d.messageText, '\n')}`);
+    for (const d of result.diagnostics ?? [])
+      problems.push(`${rel}: ${ts.flattenDiagnosticMessageText(d.messageText, '\n')}`);
     mkdirSync(path.dirname(outFile), { recursive: true });
     writeFileSync(outFile, rewriteAliases(result.outputText, outFile));
     if (result.sourceMapText) writeFileSync(`${outFile}.map`, result.sourceMapText);

@@ -68,7 +68,10 @@ function check(file) {
       continue;
     }
     if (spec.startsWith('.')) {
-      const resolved = path.relative(root, path.resolve(path.dirname(file), spec)).split(path.sep).join('/');
+      const resolved = path
+        .relative(root, path.resolve(path.dirname(file), spec))
+        .split(path.sep)
+        .join('/');
       const [tGroup, tOwner] = resolved.split('/');
       if (isTest && tGroup === 'test') continue;
       if ((group === 'libs' || group === 'apps') && (tGroup !== group || tOwner !== owner)) {
@@ -76,7 +79,8 @@ function check(file) {
       }
       continue;
     }
-    if (group === 'libs' && PURE.has(owner) && FRAMEWORK.test(spec)) fail(`libs/${owner} is pure: no framework or database imports`);
+    if (group === 'libs' && PURE.has(owner) && FRAMEWORK.test(spec))
+      fail(`libs/${owner} is pure: no framework or database imports`);
   }
 }
 

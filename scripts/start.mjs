@@ -34,7 +34,11 @@ try {
   server = await startServer(config, logger);
   const options = loadSandboxOptions({ ...process.env, SANDBOX_APP_URL: server.url }, process.argv.slice(2));
   sandbox = await startSandbox(options);
-  await registerSandboxPeers(server, options, { ehrFhirBase: sandbox.ehr.fhirBase, payerFhirBase: sandbox.payer.fhirBase, payerTokenEndpoint: sandbox.payer.tokenEndpoint });
+  await registerSandboxPeers(server, options, {
+    ehrFhirBase: sandbox.ehr.fhirBase,
+    payerFhirBase: sandbox.payer.fhirBase,
+    payerTokenEndpoint: sandbox.payer.tokenEndpoint,
+  });
 } catch (error) {
   process.stderr.write(`npm start: failed to start: ${error instanceof Error ? error.message : String(error)}\n`);
   await server?.close().catch(() => undefined);

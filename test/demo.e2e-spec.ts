@@ -18,16 +18,32 @@ describe('npm start: the walkable demo in a real browser', () => {
   let demoUrl: string;
 
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`no chromium at ${CHROMIUM}: install Debian's chromium (apt-get install chromium) or set CHROMIUM_PATH`);
+    if (!existsSync(CHROMIUM))
+      throw new Error(
+        `no chromium at ${CHROMIUM}: install Debian's chromium (apt-get install chromium) or set CHROMIUM_PATH`,
+      );
     db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_demo');
-    app = spawnServer({ DATABASE_URL: db.url, DTR_PORT: '0', SANDBOX_EHR_PORT: '0', SANDBOX_PAYER_PORT: '0' }, 'scripts/start.mjs');
+    app = spawnServer(
+      { DATABASE_URL: db.url, DTR_PORT: '0', SANDBOX_EHR_PORT: '0', SANDBOX_PAYER_PORT: '0' },
+      'scripts/start.mjs',
+    );
     await app.ready;
     const deadline = Date.now() + 30_000;
-    while (!/Open (http:\/\/\S+) to try it/.test(app.output()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    while (!/Open (http:\/\/\S+) to try it/.test(app.output()) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 100));
     demoUrl = /Open (http:\/\/\S+) to try it/.exec(app.output())![1]!;
     browser = await chromium.launch({
       executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
     });
   });
 
@@ -68,7 +84,13 @@ describe('npm start: the walkable demo in a real browser', () => {
 
     // What our server asked the EHR for, from the sandbox's own request log: only reads by id and searches scoped to
     // this patient; and never a payer token.
-    const log = (await (await fetch(new URL('/_sandbox/requests', demoUrl))).json()) as Array<{ method: string; path: string; query: Record<string, string>; clientId?: string; tokenIssuedHere?: boolean }>;
+    const log = (await (await fetch(new URL('/_sandbox/requests', demoUrl))).json()) as Array<{
+      method: string;
+      path: string;
+      query: Record<string, string>;
+      clientId?: string;
+      tokenIssuedHere?: boolean;
+    }>;
     const fhir = log.filter((e) => e.path.startsWith('/fhir/') && !e.path.includes('.well-known'));
     expect(fhir.length).toBeGreaterThan(0);
     for (const request of fhir) {

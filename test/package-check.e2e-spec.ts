@@ -7,7 +7,11 @@ import { repoRoot } from './support/processes.js';
 
 function dtr(args: string[]): { code: number; stdout: string; stderr: string } {
   try {
-    const stdout = execFileSync(process.execPath, [path.join(repoRoot, 'bin/dtr.mjs'), ...args], { cwd: repoRoot, encoding: 'utf8', stdio: 'pipe' });
+    const stdout = execFileSync(process.execPath, [path.join(repoRoot, 'bin/dtr.mjs'), ...args], {
+      cwd: repoRoot,
+      encoding: 'utf8',
+      stdio: 'pipe',
+    });
     return { code: 0, stdout, stderr: '' };
   } catch (error) {
     const e = error as { status: number; stdout: string; stderr: string };
@@ -24,7 +28,12 @@ describe('npx dtr package check', () => {
   const questionnaire = {
     resourceType: 'Questionnaire',
     url: 'http://payer.example.org/Questionnaire/q',
-    extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/cqf-library', valueCanonical: 'http://payer.example.org/Library/L' }],
+    extension: [
+      {
+        url: 'http://hl7.org/fhir/StructureDefinition/cqf-library',
+        valueCanonical: 'http://payer.example.org/Library/L',
+      },
+    ],
     item: [
       {
         linkId: 'a',
@@ -42,7 +51,14 @@ describe('npx dtr package check', () => {
     resourceType: 'Library',
     url: 'http://payer.example.org/Library/L',
     version: '1',
-    content: [{ contentType: 'application/elm+json', data: b64({ library: { identifier: { id: 'Lib', version: '1' }, statements: { def: defines.map((name) => ({ name })) } } }) }],
+    content: [
+      {
+        contentType: 'application/elm+json',
+        data: b64({
+          library: { identifier: { id: 'Lib', version: '1' }, statements: { def: defines.map((name) => ({ name })) } },
+        }),
+      },
+    ],
   });
 
   it('exits 0 and says "usable" for a sound package in the 2.2 Parameters shape', () => {
@@ -51,7 +67,16 @@ describe('npx dtr package check', () => {
       file,
       JSON.stringify({
         resourceType: 'Parameters',
-        parameter: [{ name: 'packagebundle', resource: { resourceType: 'Bundle', type: 'collection', entry: [{ resource: questionnaire }, { resource: library(['Name']) }] } }],
+        parameter: [
+          {
+            name: 'packagebundle',
+            resource: {
+              resourceType: 'Bundle',
+              type: 'collection',
+              entry: [{ resource: questionnaire }, { resource: library(['Name']) }],
+            },
+          },
+        ],
       }),
     );
     const result = dtr(['package', 'check', file]);
@@ -71,17 +96,32 @@ describe('npx dtr package check', () => {
 
   it('exits 2 and names the missing define and library otherwise', () => {
     const file = path.join(dir, 'bad.json');
-    writeFileSync(file, JSON.stringify({ resourceType: 'Bundle', type: 'collection', entry: [{ resource: { ...questionnaire, extension: [] } }] }));
+    writeFileSync(
+      file,
+      JSON.stringify({
+        resourceType: 'Bundle',
+        type: 'collection',
+        entry: [{ resource: { ...questionnaire, extension: [] } }],
+      }),
+    );
     const result = dtr(['package', 'check', file, '--json']);
     expect(result.code).toBe(2);
     const parsed = JSON.parse(result.stdout) as { usable: boolean; issues: Array<{ code: string }> };
     expect(parsed.usable).toBe(false);
-    expect(parsed.issues.map((i) => i.code)).toEqual(expect.arrayContaining(['missing-cqf-library', 'unknown-library']));
+    expect(parsed.issues.map((i) => i.code)).toEqual(
+      expect.arrayContaining(['missing-cqf-library', 'unknown-library']),
+    );
   });
 
   it('reports a missing path and a bad --ig clearly', () => {
-    expect(dtr(['package', 'check', path.join(dir, 'nope.json')])).toMatchObject({ code: 1, stderr: expect.stringContaining('no such file or folder') });
-    expect(dtr(['package', 'check', dir, '--ig', '3.0'])).toMatchObject({ code: 64, stderr: expect.stringContaining('--ig must be') });
+    expect(dtr(['package', 'check', path.join(dir, 'nope.json')])).toMatchObject({
+      code: 1,
+      stderr: expect.stringContaining('no such file or folder'),
+    });
+    expect(dtr(['package', 'check', dir, '--ig', '3.0'])).toMatchObject({
+      code: 64,
+      stderr: expect.stringContaining('--ig must be'),
+    });
   });
 
   const corpus = path.resolve(repoRoot, '..', 'shared', 'corpus', 'packages', 'HomeO2-IG-Example');

@@ -57,7 +57,9 @@ describe('payer connectivity (sandbox payer)', () => {
       url: 'http://example.org/dtr/Questionnaire/broken',
       version: '1',
       status: 'active',
-      extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/cqf-library', valueCanonical: 'STRANGER/Library/Missing|1' }],
+      extension: [
+        { url: 'http://hl7.org/fhir/StructureDefinition/cqf-library', valueCanonical: 'STRANGER/Library/Missing|1' },
+      ],
       item: [
         {
           linkId: 'q1',
@@ -75,7 +77,9 @@ describe('payer connectivity (sandbox payer)', () => {
   );
   writeFileSync(
     path.join(broken, 'rules.json'),
-    JSON.stringify({ rules: [{ codes: [{ code: 'E9999' }], questionnaires: ['http://example.org/dtr/Questionnaire/broken|1'] }] }),
+    JSON.stringify({
+      rules: [{ codes: [{ code: 'E9999' }], questionnaires: ['http://example.org/dtr/Questionnaire/broken|1'] }],
+    }),
   );
 
   // A package whose library uses two value sets it does not carry: the payer can expand one, not the other.
@@ -87,7 +91,12 @@ describe('payer connectivity (sandbox payer)', () => {
       identifier: { id: 'ExpandCheck', version: '1.0.0' },
       schemaIdentifier: { id: 'urn:hl7-org:elm', version: 'r1' },
       usings: { def: [{ localIdentifier: 'FHIR', uri: 'http://hl7.org/fhir', version: '4.0.1' }] },
-      valueSets: { def: [{ name: 'Oxygen saturation', id: EXPANDABLE, accessLevel: 'Public' }, { name: 'Unknown', id: UNKNOWN, accessLevel: 'Public' }] },
+      valueSets: {
+        def: [
+          { name: 'Oxygen saturation', id: EXPANDABLE, accessLevel: 'Public' },
+          { name: 'Unknown', id: UNKNOWN, accessLevel: 'Public' },
+        ],
+      },
       statements: { def: [] },
     },
   };
@@ -111,7 +120,12 @@ describe('payer connectivity (sandbox payer)', () => {
       url: 'http://example.org/dtr/Questionnaire/expand-check',
       version: '1',
       status: 'active',
-      extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/cqf-library', valueCanonical: 'http://example.org/dtr/Library/ExpandCheck|1.0.0' }],
+      extension: [
+        {
+          url: 'http://hl7.org/fhir/StructureDefinition/cqf-library',
+          valueCanonical: 'http://example.org/dtr/Library/ExpandCheck|1.0.0',
+        },
+      ],
       item: [{ linkId: 'q1', type: 'string', text: 'Anything' }],
     }),
   );
@@ -126,27 +140,50 @@ describe('payer connectivity (sandbox payer)', () => {
       compose: { include: [{ system: 'http://loinc.org', concept: [{ code: '2708-6' }, { code: '59408-5' }] }] },
     }),
   );
-  writeFileSync(path.join(expandDir, 'rules.json'), JSON.stringify({ rules: [{ codes: [{ code: 'E9997' }], questionnaires: ['http://example.org/dtr/Questionnaire/expand-check|1'] }] }));
+  writeFileSync(
+    path.join(expandDir, 'rules.json'),
+    JSON.stringify({
+      rules: [{ codes: [{ code: 'E9997' }], questionnaires: ['http://example.org/dtr/Questionnaire/expand-check|1'] }],
+    }),
+  );
 
   // A payer that ships its library as CQL only: our fixture library without its ELM, under its own canonical.
   const cqlOnlyDir = mkdtempSync(path.join(os.tmpdir(), 'dtr-cql-only-package-'));
   {
     const fixture = path.resolve(import.meta.dirname, '../apps/sandbox/fixtures/packages/home-oxygen-example');
-    const library = JSON.parse(readFileSync(path.join(fixture, 'Library-HomeOxygenExample.json'), 'utf8')) as Record<string, unknown>;
-    const questionnaire = JSON.parse(readFileSync(path.join(fixture, 'Questionnaire-home-oxygen.json'), 'utf8')) as Record<string, unknown>;
+    const library = JSON.parse(readFileSync(path.join(fixture, 'Library-HomeOxygenExample.json'), 'utf8')) as Record<
+      string,
+      unknown
+    >;
+    const questionnaire = JSON.parse(
+      readFileSync(path.join(fixture, 'Questionnaire-home-oxygen.json'), 'utf8'),
+    ) as Record<string, unknown>;
     const url = 'http://example.org/dtr/Library/HomeOxygenExampleCqlOnly';
     writeFileSync(
       path.join(cqlOnlyDir, 'Library.json'),
-      JSON.stringify({ ...library, id: 'cql-only', url, content: (library['content'] as Array<{ contentType: string }>).filter((c) => c.contentType === 'text/cql') }),
+      JSON.stringify({
+        ...library,
+        id: 'cql-only',
+        url,
+        content: (library['content'] as Array<{ contentType: string }>).filter((c) => c.contentType === 'text/cql'),
+      }),
     );
-    const text = JSON.stringify({ ...questionnaire, id: 'cql-only', url: 'http://example.org/dtr/Questionnaire/cql-only' }).replaceAll(
-      'http://example.org/dtr/Library/HomeOxygenExample|',
-      `${url}|`,
-    );
+    const text = JSON.stringify({
+      ...questionnaire,
+      id: 'cql-only',
+      url: 'http://example.org/dtr/Questionnaire/cql-only',
+    }).replaceAll('http://example.org/dtr/Library/HomeOxygenExample|', `${url}|`);
     writeFileSync(path.join(cqlOnlyDir, 'Questionnaire.json'), text);
     writeFileSync(
       path.join(cqlOnlyDir, 'rules.json'),
-      JSON.stringify({ rules: [{ codes: [{ code: 'E9996' }], questionnaires: [`http://example.org/dtr/Questionnaire/cql-only|${String(questionnaire['version'])}`] }] }),
+      JSON.stringify({
+        rules: [
+          {
+            codes: [{ code: 'E9996' }],
+            questionnaires: [`http://example.org/dtr/Questionnaire/cql-only|${String(questionnaire['version'])}`],
+          },
+        ],
+      }),
     );
   }
 
@@ -158,7 +195,10 @@ describe('payer connectivity (sandbox payer)', () => {
       rules: [
         {
           codes: [{ code: 'E0431' }],
-          questionnaires: ['Questionnaire/HomeOxygenTherapyLab', 'http://hl7.org/fhir/us/davinci-dtr/Questionnaire/home-o2-std-questionnaire|0.1.0'],
+          questionnaires: [
+            'Questionnaire/HomeOxygenTherapyLab',
+            'http://hl7.org/fhir/us/davinci-dtr/Questionnaire/home-o2-std-questionnaire|0.1.0',
+          ],
         },
       ],
     }),
@@ -167,7 +207,13 @@ describe('payer connectivity (sandbox payer)', () => {
   beforeAll(async () => {
     await strangerReady;
     const questionnaireFile = path.join(broken, 'Questionnaire-broken.json');
-    writeFileSync(questionnaireFile, readFileSync(questionnaireFile, 'utf8').replace('STRANGER', `http://127.0.0.1:${(stranger.address() as AddressInfo).port}`));
+    writeFileSync(
+      questionnaireFile,
+      readFileSync(questionnaireFile, 'utf8').replace(
+        'STRANGER',
+        `http://127.0.0.1:${(stranger.address() as AddressInfo).port}`,
+      ),
+    );
     db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_payer');
     await migrate(db.url);
     dataSource = createDataSource({ url: db.url });
@@ -186,7 +232,13 @@ describe('payer connectivity (sandbox payer)', () => {
     payerServer = await createPayerServer({
       peer,
       clients: [{ clientId: 'dtr-backend', auth: 'private_key_jwt', jwksUri, grantTypes: ['client_credentials'] }],
-      packageDirs: [...(await sandboxPackageDirs()), broken, expandDir, cqlOnlyDir, ...(haveCorpus ? [CORPUS_HOME_O2, corpusRules] : [])],
+      packageDirs: [
+        ...(await sandboxPackageDirs()),
+        broken,
+        expandDir,
+        cqlOnlyDir,
+        ...(haveCorpus ? [CORPUS_HOME_O2, corpusRules] : []),
+      ],
     });
     registry = new PayerRegistry(dataSource, policy);
     tokens = new BackendServicesClient(keys, policy, new SystemClock());
@@ -221,10 +273,16 @@ describe('payer connectivity (sandbox payer)', () => {
   it('maps a Coverage to its registered payer by payor identifier', async () => {
     await register('ES384');
     expect((await registry.forCoverage(COVERAGE))?.id).toBe('sandbox-payer');
-    expect(await registry.forCoverage({ ...COVERAGE, payor: [{ identifier: { value: 'SOMEONE-ELSE' } }] })).toBeUndefined();
+    expect(
+      await registry.forCoverage({ ...COVERAGE, payor: [{ identifier: { value: 'SOMEONE-ELSE' } }] }),
+    ).toBeUndefined();
   });
 
-  for (const [version, shape] of [['2.2', '2.2'], ['2.1', '2.1'], ['2.0.1', '2.0.1']] as const) {
+  for (const [version, shape] of [
+    ['2.2', '2.2'],
+    ['2.1', '2.1'],
+    ['2.0.1', '2.0.1'],
+  ] as const) {
     it(`retrieves the package in the DTR ${version} shape with a Backend Services token (ES384 and RS384)`, async () => {
       payerServer.setIgVersion(version);
       const payer = await register(version === '2.1' ? 'RS384' : 'ES384', version);
@@ -256,10 +314,14 @@ describe('payer connectivity (sandbox payer)', () => {
     const payer = await register('ES384');
     const client = new PayerClient(payer, tokens, policy, new FixedClock(new Date()), { timeoutMs: 400, retries: 1 });
     peer.faults.set({ failNext: 1, errorStatus: 503, paths: ['/fhir/'] });
-    await expect(client.questionnairePackage({ coverages: [COVERAGE], orders: [ORDER] })).resolves.toMatchObject({ shape: '2.2' });
+    await expect(client.questionnairePackage({ coverages: [COVERAGE], orders: [ORDER] })).resolves.toMatchObject({
+      shape: '2.2',
+    });
     peer.faults.set({ hang: true, paths: ['/fhir/'] });
     const started = Date.now();
-    await expect(client.questionnairePackage({ coverages: [COVERAGE], orders: [ORDER] })).rejects.toMatchObject({ code: 'UPSTREAM_TIMEOUT' });
+    await expect(client.questionnairePackage({ coverages: [COVERAGE], orders: [ORDER] })).rejects.toMatchObject({
+      code: 'UPSTREAM_TIMEOUT',
+    });
     expect(Date.now() - started).toBeLessThan(5000);
     peer.faults.clear();
   });
@@ -274,7 +336,8 @@ describe('payer connectivity (sandbox payer)', () => {
       const client = new PayerClient(payer, tokens, policy, new SystemClock());
       const cache = new PackageCache(dataSource);
       const before = payerServer.packageRequests().length;
-      const session = (orderId: string) => new PackageRetrieval(cache).retrieve(client, { coverages: [COVERAGE], orders: [{ ...ORDER, id: orderId }] });
+      const session = (orderId: string) =>
+        new PackageRetrieval(cache).retrieve(client, { coverages: [COVERAGE], orders: [{ ...ORDER, id: orderId }] });
 
       // First session: the whole package, validated and cached.
       const first = await session('dr-first');
@@ -323,7 +386,8 @@ describe('payer connectivity (sandbox payer)', () => {
     // Two server instances: each has its own cache object over the same database.
     const here = new PackageRetrieval(new PackageCache(dataSource));
     const elsewhere = new PackageRetrieval(new PackageCache(dataSource));
-    const session = (retrieval: PackageRetrieval, orderId: string) => retrieval.retrieve(client, { coverages: [COVERAGE], orders: [{ ...ORDER, id: orderId }] });
+    const session = (retrieval: PackageRetrieval, orderId: string) =>
+      retrieval.retrieve(client, { coverages: [COVERAGE], orders: [{ ...ORDER, id: orderId }] });
     const url = 'http://example.org/dtr/Questionnaire/home-oxygen';
 
     const first = await session(here, 'dr-memo-1');
@@ -372,18 +436,30 @@ describe('payer connectivity (sandbox payer)', () => {
     const client = new PayerClient(payer, tokens, policy, new SystemClock());
     const mark = peer.log.mark();
     const order = { ...ORDER, id: 'dr-expand', codeCodeableConcept: { coding: [{ code: 'E9997' }] } };
-    const result = await new PackageRetrieval(new PackageCache(dataSource)).retrieve(client, { coverages: [COVERAGE], orders: [order] });
+    const result = await new PackageRetrieval(new PackageCache(dataSource)).retrieve(client, {
+      coverages: [COVERAGE],
+      orders: [order],
+    });
     const expanded = result.pkg.valueSetByUrl(EXPANDABLE);
-    expect((expanded?.['expansion'] as { contains?: Array<{ code?: string }> } | undefined)?.contains?.map((c) => c.code)).toEqual(['2708-6', '59408-5']);
+    expect(
+      (expanded?.['expansion'] as { contains?: Array<{ code?: string }> } | undefined)?.contains?.map((c) => c.code),
+    ).toEqual(['2708-6', '59408-5']);
     expect(result.issues.filter((i) => i.valueSet === EXPANDABLE)).toEqual([]);
-    expect(result.issues).toEqual(expect.arrayContaining([expect.objectContaining({ code: 'valueset-expand-failed', valueSet: UNKNOWN, severity: 'warning' })]));
+    expect(result.issues).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ code: 'valueset-expand-failed', valueSet: UNKNOWN, severity: 'warning' }),
+      ]),
+    );
     // Only the registered payer was asked, once per value set.
     const expands = peer.log.since(mark).filter((e) => e.path.endsWith('/ValueSet/$expand'));
     expect(expands).toHaveLength(2);
     expect(expands.every((e) => e.tokenIssuedHere === true)).toBe(true);
     // Cached: the next session finds the expansion without asking again.
     const again = peer.log.mark();
-    const second = await new PackageRetrieval(new PackageCache(dataSource)).retrieve(client, { coverages: [COVERAGE], orders: [{ ...order, id: 'dr-expand-2' }] });
+    const second = await new PackageRetrieval(new PackageCache(dataSource)).retrieve(client, {
+      coverages: [COVERAGE],
+      orders: [{ ...order, id: 'dr-expand-2' }],
+    });
     expect(second.pkg.valueSetByUrl(EXPANDABLE)?.['expansion']).toBeDefined();
     expect(peer.log.since(again).filter((e) => e.path.endsWith('/ValueSet/$expand'))).toHaveLength(1);
   });
@@ -394,34 +470,59 @@ describe('payer connectivity (sandbox payer)', () => {
     const client = new PayerClient(payer, tokens, policy, new SystemClock());
     const order = { ...ORDER, id: 'dr-cql-only', codeCodeableConcept: { coding: [{ code: 'E9996' }] } };
     for (const attempt of ['first', 'cached']) {
-      const result = await new PackageRetrieval(new PackageCache(dataSource)).retrieve(client, { coverages: [COVERAGE], orders: [{ ...order, id: `dr-cql-only-${attempt}` }] });
+      const result = await new PackageRetrieval(new PackageCache(dataSource)).retrieve(client, {
+        coverages: [COVERAGE],
+        orders: [{ ...order, id: `dr-cql-only-${attempt}` }],
+      });
       const library = result.pkg.libraryByCanonical('http://example.org/dtr/Library/HomeOxygenExampleCqlOnly');
       expect(library?.elm?.library.identifier.id, attempt).toBe('HomeOxygenExample');
-      expect(result.issues, attempt).toEqual(expect.arrayContaining([expect.objectContaining({ severity: 'information', code: 'compiled-from-cql' })]));
-      expect(result.issues.filter((i) => i.severity === 'error'), attempt).toEqual([]);
+      expect(result.issues, attempt).toEqual(
+        expect.arrayContaining([expect.objectContaining({ severity: 'information', code: 'compiled-from-cql' })]),
+      );
+      expect(
+        result.issues.filter((i) => i.severity === 'error'),
+        attempt,
+      ).toEqual([]);
     }
   });
 
-  it.skipIf(!haveCorpus)(`the corpus negative package HomeO2-IG-Example (${CORPUS_HOME_O2}): named issues, reported to the payer without PHI, no crash`, async () => {
-    payerServer.setIgVersion('2.2');
-    const payer = await register('ES384');
-    const client = new PayerClient(payer, tokens, policy, new SystemClock());
-    const before = payerServer.loggedErrors().length;
-    const order = { ...ORDER, id: 'dr-o2-corpus', codeCodeableConcept: { coding: [{ system: 'https://bluebutton.cms.gov/resources/codesystem/hcpcs', code: 'E0431' }] } };
-    const result = await new PackageRetrieval(new PackageCache(dataSource)).retrieve(client, { coverages: [COVERAGE], orders: [order] });
-    expect(result.questionnaires.map((q) => q.id).sort()).toEqual(['HomeOxygenTherapyLab', 'home-o2-std-questionnaire']);
-    const lab = result.issues.filter((i) => i.questionnaire === 'Questionnaire/HomeOxygenTherapyLab');
-    expect(lab.map((i) => i.code)).toEqual(expect.arrayContaining(['missing-cqf-library']));
-    expect(lab.filter((i) => /BasicPatientInfoPrepopulation/.test(i.message)).length).toBeGreaterThan(0);
-    expect(result.reported).toBe(true);
-    const reports = payerServer.loggedErrors().slice(before);
-    expect(reports.length).toBeGreaterThan(0);
-    const text = JSON.stringify(reports);
-    expect(text).toContain('Questionnaire/HomeOxygenTherapyLab');
-    expect(text).toContain('missing-cqf-library');
-    for (const phi of ['Patient/p1', 'cov-1', 'dr-o2-corpus']) expect(text).not.toContain(phi);
-  });
-  if (!haveCorpus) it.skip(`SKIPPED: the corpus is absent (looked for ${CORPUS_HOME_O2}); the HomeO2-IG-Example check did not run`, () => undefined);
+  it.skipIf(!haveCorpus)(
+    `the corpus negative package HomeO2-IG-Example (${CORPUS_HOME_O2}): named issues, reported to the payer without PHI, no crash`,
+    async () => {
+      payerServer.setIgVersion('2.2');
+      const payer = await register('ES384');
+      const client = new PayerClient(payer, tokens, policy, new SystemClock());
+      const before = payerServer.loggedErrors().length;
+      const order = {
+        ...ORDER,
+        id: 'dr-o2-corpus',
+        codeCodeableConcept: {
+          coding: [{ system: 'https://bluebutton.cms.gov/resources/codesystem/hcpcs', code: 'E0431' }],
+        },
+      };
+      const result = await new PackageRetrieval(new PackageCache(dataSource)).retrieve(client, {
+        coverages: [COVERAGE],
+        orders: [order],
+      });
+      expect(result.questionnaires.map((q) => q.id).sort()).toEqual([
+        'HomeOxygenTherapyLab',
+        'home-o2-std-questionnaire',
+      ]);
+      const lab = result.issues.filter((i) => i.questionnaire === 'Questionnaire/HomeOxygenTherapyLab');
+      expect(lab.map((i) => i.code)).toEqual(expect.arrayContaining(['missing-cqf-library']));
+      expect(lab.filter((i) => /BasicPatientInfoPrepopulation/.test(i.message)).length).toBeGreaterThan(0);
+      expect(result.reported).toBe(true);
+      const reports = payerServer.loggedErrors().slice(before);
+      expect(reports.length).toBeGreaterThan(0);
+      const text = JSON.stringify(reports);
+      expect(text).toContain('Questionnaire/HomeOxygenTherapyLab');
+      expect(text).toContain('missing-cqf-library');
+      for (const phi of ['Patient/p1', 'cov-1', 'dr-o2-corpus']) expect(text).not.toContain(phi);
+    },
+  );
+  if (!haveCorpus)
+    it.skip(`SKIPPED: the corpus is absent (looked for ${CORPUS_HOME_O2}); the HomeO2-IG-Example check did not run`, () =>
+      undefined);
 
   for (const version of ['2.2', '2.1', '2.0.1'] as const) {
     it(`walks an adaptive questionnaire with $next-question in the ${version} input shape`, async () => {
@@ -437,11 +538,22 @@ describe('payer connectivity (sandbox payer)', () => {
       const mark = peer.log.mark();
       for (let step = 0; step < 10 && qr['status'] !== 'completed'; step++) {
         const next = (await client.nextQuestion(qr as never)) as Record<string, unknown>;
-        const questionnaire = (next['contained'] as Array<{ resourceType: string; item: Array<{ linkId: string; type: string }> }>).find((r) => r.resourceType === 'Questionnaire')!;
+        const questionnaire = (
+          next['contained'] as Array<{ resourceType: string; item: Array<{ linkId: string; type: string }> }>
+        ).find((r) => r.resourceType === 'Questionnaire')!;
         const answered = new Set(((next['item'] as Array<{ linkId: string }>) ?? []).map((i) => i.linkId));
         const items = [...((next['item'] as unknown[]) ?? [])];
         for (const q of questionnaire.item.filter((i) => !answered.has(i.linkId))) {
-          items.push({ linkId: q.linkId, answer: [q.type === 'boolean' ? { valueBoolean: true } : q.type === 'integer' ? { valueInteger: 5 } : { valueString: 'yes' }] });
+          items.push({
+            linkId: q.linkId,
+            answer: [
+              q.type === 'boolean'
+                ? { valueBoolean: true }
+                : q.type === 'integer'
+                  ? { valueInteger: 5 }
+                  : { valueString: 'yes' },
+            ],
+          });
         }
         qr = next['status'] === 'completed' ? next : { ...next, item: items };
       }
@@ -456,8 +568,13 @@ describe('payer connectivity (sandbox payer)', () => {
     const payer = await register('ES384');
     const client = new PayerClient(payer, tokens, policy, new FixedClock(new Date()));
     const order = { ...ORDER, id: 'dr-broken-2', codeCodeableConcept: { coding: [{ code: 'E9999' }] } };
-    const result = await new PackageRetrieval(new PackageCache(dataSource)).retrieve(client, { coverages: [COVERAGE], orders: [order] });
-    expect(result.issues.find((i) => i.code === 'missing-library')?.library).toContain(`127.0.0.1:${(stranger.address() as AddressInfo).port}`);
+    const result = await new PackageRetrieval(new PackageCache(dataSource)).retrieve(client, {
+      coverages: [COVERAGE],
+      orders: [order],
+    });
+    expect(result.issues.find((i) => i.code === 'missing-library')?.library).toContain(
+      `127.0.0.1:${(stranger.address() as AddressInfo).port}`,
+    );
     expect(strangerHits).toBe(0);
   });
 
@@ -486,11 +603,56 @@ describe('payer connectivity (sandbox payer)', () => {
     // A CA of the payer's, its server certificate for 127.0.0.1, our client certificate from that CA, and one from a CA it does not trust.
     const makePki = () => {
       pki = mkdtempSync(path.join(os.tmpdir(), 'dtr-mtls-'));
-      for (const ca of ['ca', 'rogue-ca']) openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', `/CN=${ca}`, '-keyout', `${ca}.key`, '-out', `${ca}.crt`);
+      for (const ca of ['ca', 'rogue-ca'])
+        openssl(
+          'req',
+          '-x509',
+          '-newkey',
+          'ec',
+          '-pkeyopt',
+          'ec_paramgen_curve:P-256',
+          '-nodes',
+          '-days',
+          '2',
+          '-subj',
+          `/CN=${ca}`,
+          '-keyout',
+          `${ca}.key`,
+          '-out',
+          `${ca}.crt`,
+        );
       const issue = (name: string, ca: string, subject: string, ext?: string) => {
-        openssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', subject, '-keyout', `${name}.key`, '-out', `${name}.csr`);
+        openssl(
+          'req',
+          '-newkey',
+          'ec',
+          '-pkeyopt',
+          'ec_paramgen_curve:P-256',
+          '-nodes',
+          '-subj',
+          subject,
+          '-keyout',
+          `${name}.key`,
+          '-out',
+          `${name}.csr`,
+        );
         if (ext) writeFileSync(path.join(pki, `${name}.ext`), ext);
-        openssl('x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}.crt`, '-CAkey', `${ca}.key`, '-CAcreateserial', '-days', '2', '-out', `${name}.crt`, ...(ext ? ['-extfile', `${name}.ext`] : []));
+        openssl(
+          'x509',
+          '-req',
+          '-in',
+          `${name}.csr`,
+          '-CA',
+          `${ca}.crt`,
+          '-CAkey',
+          `${ca}.key`,
+          '-CAcreateserial',
+          '-days',
+          '2',
+          '-out',
+          `${name}.crt`,
+          ...(ext ? ['-extfile', `${name}.ext`] : []),
+        );
       };
       issue('server', 'ca', '/CN=127.0.0.1', 'subjectAltName=IP:127.0.0.1\n');
       issue('client', 'ca', '/CN=dtr-backend-mtls');
@@ -499,21 +661,43 @@ describe('payer connectivity (sandbox payer)', () => {
 
     beforeAll(async () => {
       makePki();
-      mtlsServer = createHttpsServer({ key: file('server.key'), cert: file('server.crt'), ca: file('ca.crt'), requestCert: true, rejectUnauthorized: true }, (req, res) => {
-        const cn = (req.socket as TLSSocket).getPeerCertificate()?.subject?.CN;
-        const subject = Array.isArray(cn) ? cn.join(',') : cn;
-        seen.push({ path: req.url ?? '', subject });
-        req.resume();
-        req.on('end', () => {
-          if (req.url === '/token') {
-            res.setHeader('content-type', 'application/json');
-            res.end(JSON.stringify({ access_token: `mtls-${randomBytes(8).toString('hex')}`, token_type: 'bearer', expires_in: 300 }));
-            return;
-          }
-          res.setHeader('content-type', 'application/fhir+json');
-          res.end(JSON.stringify({ resourceType: 'Parameters', parameter: [{ name: 'packagebundle', resource: { resourceType: 'Bundle', type: 'collection', entry: [] } }] }));
-        });
-      });
+      mtlsServer = createHttpsServer(
+        {
+          key: file('server.key'),
+          cert: file('server.crt'),
+          ca: file('ca.crt'),
+          requestCert: true,
+          rejectUnauthorized: true,
+        },
+        (req, res) => {
+          const cn = (req.socket as TLSSocket).getPeerCertificate()?.subject?.CN;
+          const subject = Array.isArray(cn) ? cn.join(',') : cn;
+          seen.push({ path: req.url ?? '', subject });
+          req.resume();
+          req.on('end', () => {
+            if (req.url === '/token') {
+              res.setHeader('content-type', 'application/json');
+              res.end(
+                JSON.stringify({
+                  access_token: `mtls-${randomBytes(8).toString('hex')}`,
+                  token_type: 'bearer',
+                  expires_in: 300,
+                }),
+              );
+              return;
+            }
+            res.setHeader('content-type', 'application/fhir+json');
+            res.end(
+              JSON.stringify({
+                resourceType: 'Parameters',
+                parameter: [
+                  { name: 'packagebundle', resource: { resourceType: 'Bundle', type: 'collection', entry: [] } },
+                ],
+              }),
+            );
+          });
+        },
+      );
       // Why the server refused a handshake (the client's certificate, not ours).
       mtlsServer.on('tlsClientError', (error: Error) => handshakeErrors.push(error.message));
       await new Promise<void>((resolve) => mtlsServer.listen(0, '127.0.0.1', resolve));
@@ -525,7 +709,8 @@ describe('payer connectivity (sandbox payer)', () => {
       if (pki) rmSync(pki, { recursive: true, force: true });
     });
 
-    const registryWithBox = () => new PayerRegistry(dataSource, policy, new KeyRingSecretBox(new Map([['k1', randomBytes(32)]])));
+    const registryWithBox = () =>
+      new PayerRegistry(dataSource, policy, new KeyRingSecretBox(new Map([['k1', randomBytes(32)]])));
     const input = (certificate?: Record<string, string> | null) => ({
       id: 'mtls-payer',
       name: 'Payer requiring mutual TLS',
@@ -540,38 +725,81 @@ describe('payer connectivity (sandbox payer)', () => {
 
     it('stores the client certificate with its key sealed and never returned; refuses a key of another certificate, unreadable PEM and plain http', async () => {
       const registry = registryWithBox();
-      const payer = await registry.upsert(input({ certificate: file('client.crt'), privateKey: file('client.key'), serverCa: file('ca.crt') }));
+      const payer = await registry.upsert(
+        input({ certificate: file('client.crt'), privateKey: file('client.key'), serverCa: file('ca.crt') }),
+      );
       expect(payer.clientCertificate?.subject).toContain('dtr-backend-mtls');
       expect(payer.clientCertificate?.fingerprint256).toMatch(/^([0-9A-F]{2}:){31}[0-9A-F]{2}$/);
       const everything = JSON.stringify([payer, await registry.list()]);
       expect(everything).not.toContain('PRIVATE KEY');
-      const [row] = (await dataSource.query(`SELECT client_certificate_key_sealed FROM payer WHERE id = 'mtls-payer'`)) as Array<{ client_certificate_key_sealed: string }>;
+      const [row] = (await dataSource.query(
+        `SELECT client_certificate_key_sealed FROM payer WHERE id = 'mtls-payer'`,
+      )) as Array<{ client_certificate_key_sealed: string }>;
       expect(row!.client_certificate_key_sealed).not.toContain('PRIVATE KEY');
       // Re-registering without the field keeps the certificate.
       expect((await registry.upsert(input())).clientCertificate?.subject).toContain('dtr-backend-mtls');
 
-      await expect(registry.upsert(input({ certificate: file('client.crt'), privateKey: file('rogue-client.key') }))).rejects.toThrow(/clientCertificate.privateKey: does not belong to the certificate/);
-      await expect(registry.upsert(input({ certificate: '-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----', privateKey: file('client.key') }))).rejects.toThrow(/clientCertificate.certificate: is not a readable PEM certificate/);
       await expect(
-        registry.upsert({ ...input({ certificate: file('client.crt'), privateKey: file('client.key') }), id: 'mtls-http', fhirBase: 'http://127.0.0.1:9/fhir', tokenEndpoint: 'http://127.0.0.1:9/token' }),
+        registry.upsert(input({ certificate: file('client.crt'), privateKey: file('rogue-client.key') })),
+      ).rejects.toThrow(/clientCertificate.privateKey: does not belong to the certificate/);
+      await expect(
+        registry.upsert(
+          input({
+            certificate: '-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----',
+            privateKey: file('client.key'),
+          }),
+        ),
+      ).rejects.toThrow(/clientCertificate.certificate: is not a readable PEM certificate/);
+      await expect(
+        registry.upsert({
+          ...input({ certificate: file('client.crt'), privateKey: file('client.key') }),
+          id: 'mtls-http',
+          fhirBase: 'http://127.0.0.1:9/fhir',
+          tokenEndpoint: 'http://127.0.0.1:9/token',
+        }),
       ).rejects.toThrow(/mutual TLS needs https/);
-      await expect(new PayerRegistry(dataSource, policy).upsert(input({ certificate: file('client.crt'), privateKey: file('client.key') }))).rejects.toThrow(/DTR_ENCRYPTION_KEYS/);
+      await expect(
+        new PayerRegistry(dataSource, policy).upsert(
+          input({ certificate: file('client.crt'), privateKey: file('client.key') }),
+        ),
+      ).rejects.toThrow(/DTR_ENCRYPTION_KEYS/);
     });
 
     it('presents the certificate to the token endpoint and the FHIR endpoint; without it, or with one the payer does not trust, a clear error', async () => {
       const registry = registryWithBox();
-      const payer = await registry.upsert(input({ certificate: file('client.crt'), privateKey: file('client.key'), serverCa: file('ca.crt') }));
+      const payer = await registry.upsert(
+        input({ certificate: file('client.crt'), privateKey: file('client.key'), serverCa: file('ca.crt') }),
+      );
       const tls = await registry.tlsCredentials(payer.id);
       expect(tls?.privateKey).toContain('PRIVATE KEY');
       const mark = seen.length;
-      const answer = await new PayerClient(payer, new BackendServicesClient(keys, policy, new SystemClock()), policy, new SystemClock(), { tls: tls! }).questionnairePackage({ coverages: [COVERAGE], orders: [ORDER] });
+      const answer = await new PayerClient(
+        payer,
+        new BackendServicesClient(keys, policy, new SystemClock()),
+        policy,
+        new SystemClock(),
+        { tls: tls! },
+      ).questionnairePackage({ coverages: [COVERAGE], orders: [ORDER] });
       expect(answer.bundles).toHaveLength(1);
-      expect(seen.slice(mark).map((e) => `${e.path} ${e.subject}`)).toEqual(['/token dtr-backend-mtls', '/fhir/Questionnaire/$questionnaire-package dtr-backend-mtls']);
+      expect(seen.slice(mark).map((e) => `${e.path} ${e.subject}`)).toEqual([
+        '/token dtr-backend-mtls',
+        '/fhir/Questionnaire/$questionnaire-package dtr-backend-mtls',
+      ]);
 
       // A certificate from a CA the payer does not trust: the payer ends the handshake.
-      const rogue = { certificate: file('rogue-client.crt'), privateKey: file('rogue-client.key'), serverCa: file('ca.crt') };
+      const rogue = {
+        certificate: file('rogue-client.crt'),
+        privateKey: file('rogue-client.key'),
+        serverCa: file('ca.crt'),
+      };
       const before = handshakeErrors.length;
-      const refused = await new PayerClient(payer, new BackendServicesClient(keys, policy, new SystemClock()), policy, new SystemClock(), { tls: rogue, retries: 0 })
+      const refused = await new PayerClient(
+        payer,
+        new BackendServicesClient(keys, policy, new SystemClock()),
+        policy,
+        new SystemClock(),
+        { tls: rogue, retries: 0 },
+      )
         .questionnairePackage({ coverages: [COVERAGE], orders: [ORDER] })
         .catch((e: unknown) => e);
       expect(refused).toBeInstanceOf(DtrError);
@@ -579,10 +807,16 @@ describe('payer connectivity (sandbox payer)', () => {
       // Trusting the payer's server but presenting no certificate: refused for the missing client certificate.
       const noCertificate = agentFetch(new HttpsAgent({ ca: file('ca.crt') }));
       const afterRogue = handshakeErrors.length;
-      const without = await new PayerClient(payer, new BackendServicesClient(keys, policy, new SystemClock(), noCertificate), policy, new SystemClock(), {
-        fetch: noCertificate,
-        retries: 0,
-      })
+      const without = await new PayerClient(
+        payer,
+        new BackendServicesClient(keys, policy, new SystemClock(), noCertificate),
+        policy,
+        new SystemClock(),
+        {
+          fetch: noCertificate,
+          retries: 0,
+        },
+      )
         .questionnairePackage({ coverages: [COVERAGE], orders: [ORDER] })
         .catch((e: unknown) => e);
       expect(without).toBeInstanceOf(DtrError);

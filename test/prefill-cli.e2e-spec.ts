@@ -6,7 +6,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { repoRoot } from './support/processes.js';
 
 function dtr(args: string[]): { code: number | null; stdout: string; stderr: string } {
-  const run = spawnSync(process.execPath, [path.join(repoRoot, 'bin/dtr.mjs'), ...args], { cwd: repoRoot, encoding: 'utf8' });
+  const run = spawnSync(process.execPath, [path.join(repoRoot, 'bin/dtr.mjs'), ...args], {
+    cwd: repoRoot,
+    encoding: 'utf8',
+  });
   return { code: run.status, stdout: run.stdout, stderr: run.stderr };
 }
 
@@ -21,14 +24,23 @@ describe('npx dtr prefill (offline, for payers testing their packages)', () => {
     const out = path.join(dir, 'qr.json');
     const result = dtr(['prefill', '--package', PACKAGE, '--patient', PATIENT, '--out', out, '--timing']);
     expect(result.code).toBe(0);
-    const qr = JSON.parse(readFileSync(out, 'utf8')) as { resourceType: string; questionnaire: string; subject: { reference: string }; item: unknown[] };
+    const qr = JSON.parse(readFileSync(out, 'utf8')) as {
+      resourceType: string;
+      questionnaire: string;
+      subject: { reference: string };
+      item: unknown[];
+    };
     expect(qr.resourceType).toBe('QuestionnaireResponse');
     expect(qr.questionnaire).toBe('http://example.org/dtr/Questionnaire/sdc-features|1.0.0');
     expect(qr.subject.reference).toBe('Patient/sdc-grace');
     expect(JSON.stringify(qr.item)).toContain('"valueString":"Okafor"');
     expect(result.stderr).toContain('http://example.org/dtr/Questionnaire/sdc-features|1.0.0: 0 issue(s)');
-    expect(result.stderr).toContain('options offered [item diagnosis]: Chronic obstructive pulmonary disease, unspecified; Diabetes mellitus type 2');
-    expect(result.stderr).toMatch(/timing: resolve [\d.]+ ms, fetch [\d.]+ ms, evaluate [\d.]+ ms, assemble [\d.]+ ms, total [\d.]+ ms/);
+    expect(result.stderr).toContain(
+      'options offered [item diagnosis]: Chronic obstructive pulmonary disease, unspecified; Diabetes mellitus type 2',
+    );
+    expect(result.stderr).toMatch(
+      /timing: resolve [\d.]+ ms, fetch [\d.]+ ms, evaluate [\d.]+ ms, assemble [\d.]+ ms, total [\d.]+ ms/,
+    );
     expect(result.stderr).toMatch(/whole command [\d.]+ ms; peak RSS \d+ MB/);
     // The translator and the engine write nothing else to standard output or error.
     expect(result.stdout).toBe('');
@@ -53,7 +65,15 @@ describe('npx dtr prefill (offline, for payers testing their packages)', () => {
     const wrong = dtr(['prefill', '--package', PACKAGE, '--patient', notBundle, '--out', out]);
     expect(wrong.code).not.toBe(0);
     expect(wrong.stderr).toContain('is not a FHIR Bundle');
-    const missing = dtr(['prefill', '--package', path.join(dir, 'no-such-package'), '--patient', PATIENT, '--out', out]);
+    const missing = dtr([
+      'prefill',
+      '--package',
+      path.join(dir, 'no-such-package'),
+      '--patient',
+      PATIENT,
+      '--out',
+      out,
+    ]);
     expect(missing.code).not.toBe(0);
     expect(missing.stderr).toMatch(/no-such-package/);
     expect(() => readFileSync(out)).toThrow();

@@ -29,17 +29,43 @@ const RESOURCES = [
   { resourceType: 'Patient', id: 'p1', birthDate: '1948-07-09', name: [{ family: 'Okafor', given: ['Grace'] }] },
   sandboxCoverage('cov-1', 'p1'),
   deviceOrder('o1', 'p1'),
-  { resourceType: 'Condition', id: 'c1', subject: { reference: 'Patient/p1' }, code: { coding: [{ system: 'http://snomed.info/sct', code: '389087006' }] } },
-  { resourceType: 'Condition', id: 'c-other', subject: { reference: 'Patient/p2' }, code: { coding: [{ system: 'http://snomed.info/sct', code: '389087006' }] } },
-  { resourceType: 'Observation', id: 'obs-1', subject: { reference: 'Patient/p1' }, status: 'final', code: { coding: [{ system: 'http://loinc.org', code: '2708-6' }] } },
-  { resourceType: 'Encounter', id: 'enc-1', status: 'finished', class: { code: 'AMB' }, subject: { reference: 'Patient/p1' } },
+  {
+    resourceType: 'Condition',
+    id: 'c1',
+    subject: { reference: 'Patient/p1' },
+    code: { coding: [{ system: 'http://snomed.info/sct', code: '389087006' }] },
+  },
+  {
+    resourceType: 'Condition',
+    id: 'c-other',
+    subject: { reference: 'Patient/p2' },
+    code: { coding: [{ system: 'http://snomed.info/sct', code: '389087006' }] },
+  },
+  {
+    resourceType: 'Observation',
+    id: 'obs-1',
+    subject: { reference: 'Patient/p1' },
+    status: 'final',
+    code: { coding: [{ system: 'http://loinc.org', code: '2708-6' }] },
+  },
+  {
+    resourceType: 'Encounter',
+    id: 'enc-1',
+    status: 'finished',
+    class: { code: 'AMB' },
+    subject: { reference: 'Patient/p1' },
+  },
 ] as const;
 
 /**
  * A minimal EHR FHIR endpoint for this integration test of the use-case (reads and patient searches over a fixed list,
  * bearer token required). The sandbox EHR replaces it in the e2e tier.
  */
-async function minimalEhr(): Promise<{ server: Server; base: string; requests: Array<{ url: string; token: string | undefined }> }> {
+async function minimalEhr(): Promise<{
+  server: Server;
+  base: string;
+  requests: Array<{ url: string; token: string | undefined }>;
+}> {
   const requests: Array<{ url: string; token: string | undefined }> = [];
   const server = createServer((req, res) => {
     const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
@@ -61,7 +87,13 @@ async function minimalEhr(): Promise<{ server: Server; base: string; requests: A
     }
     const patient = url.searchParams.get('patient');
     const hits = matches.filter((r) => !patient || JSON.stringify(r).includes(`"Patient/${patient}"`));
-    res.end(JSON.stringify({ resourceType: 'Bundle', type: 'searchset', entry: hits.map((resource) => ({ resource, search: { mode: 'match' } })) }));
+    res.end(
+      JSON.stringify({
+        resourceType: 'Bundle',
+        type: 'searchset',
+        entry: hits.map((resource) => ({ resource, search: { mode: 'match' } })),
+      }),
+    );
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return { server, base: `http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`, requests };
@@ -92,7 +124,14 @@ describe('PrepareQuestionnairesUseCase: session → payer package → prefill (r
     payerPeer = await startPeerServer('payer', '127.0.0.1', 0);
     payer = await createPayerServer({
       peer: payerPeer,
-      clients: [{ clientId: 'dtr-backend', auth: 'private_key_jwt', jwksUri: `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/`, grantTypes: ['client_credentials'] }],
+      clients: [
+        {
+          clientId: 'dtr-backend',
+          auth: 'private_key_jwt',
+          jwksUri: `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/`,
+          grantTypes: ['client_credentials'],
+        },
+      ],
       packageDirs: await sandboxPackageDirs(),
     });
     ehr = await minimalEhr();
@@ -103,7 +142,13 @@ describe('PrepareQuestionnairesUseCase: session → payer package → prefill (r
       fhirBase: ehr.base,
       discloseMode: 'user-delegated',
       singleClient: true,
-      supplement: { clientId: 'c', authMethod: 'client_secret_basic', clientSecret: 'secret-secret', scopes: ['launch', 'patient/*.rs', 'user/QuestionnaireResponse.cu'], redirectUri: 'http://127.0.0.1/callback' },
+      supplement: {
+        clientId: 'c',
+        authMethod: 'client_secret_basic',
+        clientSecret: 'secret-secret',
+        scopes: ['launch', 'patient/*.rs', 'user/QuestionnaireResponse.cu'],
+        redirectUri: 'http://127.0.0.1/callback',
+      },
     });
     const payers = new PayerRegistry(dataSource, policy);
     await payers.upsert({
@@ -118,7 +163,15 @@ describe('PrepareQuestionnairesUseCase: session → payer package → prefill (r
     });
     store = new SessionStore(dataSource, box, clock);
     const smart = new SmartSessions(store, tenants, new SmartDiscovery(policy, clock), clock, { policy, keys });
-    useCase = new PrepareQuestionnairesUseCase(smart, payers, new BackendServicesClient(keys, policy, clock), new PackageCache(dataSource), policy, clock, new PrefillPool({ size: 0 })); // in-thread: the worker pool runs from dist/, tested in the e2e tier
+    useCase = new PrepareQuestionnairesUseCase(
+      smart,
+      payers,
+      new BackendServicesClient(keys, policy, clock),
+      new PackageCache(dataSource),
+      policy,
+      clock,
+      new PrefillPool({ size: 0 }),
+    ); // in-thread: the worker pool runs from dist/, tested in the e2e tier
   });
 
   afterAll(async () => {
@@ -139,26 +192,56 @@ describe('PrepareQuestionnairesUseCase: session → payer package → prefill (r
         encounter: null,
         fhirUser: 'Practitioner/pr1',
         // The encounter comes only inside fhirContext here (no launch `encounter`): it is read as context too.
-        context: { patient: 'p1', fhirContext: [{ reference: 'DeviceRequest/o1', type: 'DeviceRequest' }, { reference: 'Coverage/cov-1', type: 'Coverage' }, { reference: 'Encounter/enc-1', type: 'Encounter' }] },
+        context: {
+          patient: 'p1',
+          fhirContext: [
+            { reference: 'DeviceRequest/o1', type: 'DeviceRequest' },
+            { reference: 'Coverage/cov-1', type: 'Coverage' },
+            { reference: 'Encounter/enc-1', type: 'Encounter' },
+          ],
+        },
         ttlMs: 600_000,
       },
-      { purpose: 'supplement', tokenEndpoint: 'http://127.0.0.1/token', clientId: 'c', accessToken: EHR_TOKEN, scope: 'launch patient/*.rs', expiresAt: new Date(Date.now() + 600_000) },
+      {
+        purpose: 'supplement',
+        tokenEndpoint: 'http://127.0.0.1/token',
+        clientId: 'c',
+        accessToken: EHR_TOKEN,
+        scope: 'launch patient/*.rs',
+        expiresAt: new Date(Date.now() + 600_000),
+      },
     );
     const result = await useCase.run(record);
     expect(result.payer.id).toBe('sandbox-payer');
-    expect(result.questionnaires.map((q) => q.questionnaire)).toEqual(['http://example.org/dtr/Questionnaire/home-oxygen|1.0.0']);
+    expect(result.questionnaires.map((q) => q.questionnaire)).toEqual([
+      'http://example.org/dtr/Questionnaire/home-oxygen|1.0.0',
+    ]);
     const qr = JSON.stringify(result.questionnaires[0]!.questionnaireResponse);
     expect(qr).toContain('"valueDate":"1948-07-09"');
     expect(qr).toContain('"valueBoolean":true');
     expect(qr).toContain('auto-client');
 
     // Minimum necessary: the context resources by id, one patient-scoped Condition search; nothing else.
-    expect(ehr.requests.map((r) => r.url).sort()).toEqual(['/fhir/Condition?patient=p1', '/fhir/Coverage/cov-1', '/fhir/DeviceRequest/o1', '/fhir/Encounter/enc-1', '/fhir/Patient/p1']);
+    expect(ehr.requests.map((r) => r.url).sort()).toEqual([
+      '/fhir/Condition?patient=p1',
+      '/fhir/Coverage/cov-1',
+      '/fhir/DeviceRequest/o1',
+      '/fhir/Encounter/enc-1',
+      '/fhir/Patient/p1',
+    ]);
     // The EHR only ever saw its own token; the payer never saw it.
     expect(new Set(ehr.requests.map((r) => r.token))).toEqual(new Set([EHR_TOKEN]));
-    const payerTokens = payerPeer.log.all().map((e) => e.tokenFingerprint).filter(Boolean);
+    const payerTokens = payerPeer.log
+      .all()
+      .map((e) => e.tokenFingerprint)
+      .filter(Boolean);
     expect(payerTokens.length).toBeGreaterThan(0);
     expect(payerTokens).not.toContain(fingerprint(EHR_TOKEN));
-    expect(payerPeer.log.all().filter((e) => e.path.endsWith('$questionnaire-package')).every((e) => e.tokenIssuedHere)).toBe(true);
+    expect(
+      payerPeer.log
+        .all()
+        .filter((e) => e.path.endsWith('$questionnaire-package'))
+        .every((e) => e.tokenIssuedHere),
+    ).toBe(true);
   });
 });

@@ -92,7 +92,11 @@ describe('dtr-server HTTP edge', () => {
 
   it('refuses NUL characters, invalid UTF-8 and unsupported media types', async () => {
     await expectOutcome(
-      await fetch(`${url}/health/live`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"a":"\\u0000"}' }),
+      await fetch(`${url}/health/live`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: '{"a":"\\u0000"}',
+      }),
       400,
       'invalid',
     );
@@ -118,7 +122,9 @@ describe('dtr-server HTTP edge', () => {
 
   it('echoes a well-formed request id, makes one up otherwise, and logs every line of the request with it', async () => {
     const given = 'test-request-0001';
-    const response = await fetch(`${url}/no/such/thing?code=SECRETCODE&state=SECRETSTATE`, { headers: { 'x-request-id': given } });
+    const response = await fetch(`${url}/no/such/thing?code=SECRETCODE&state=SECRETSTATE`, {
+      headers: { 'x-request-id': given },
+    });
     expect(response.headers.get('x-request-id')).toBe(given);
     const made = await fetch(`${url}/health/live`, { headers: { 'x-request-id': 'bad id with spaces' } });
     expect(made.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);

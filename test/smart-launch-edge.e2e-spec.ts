@@ -84,7 +84,10 @@ describe('SMART launch edge (no EHR needed)', () => {
   const admin = (method: string, pathname: string, body?: unknown, token: string | null = ADMIN) =>
     fetch(`${url}${pathname}`, {
       method,
-      headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body ? { 'content-type': 'application/json' } : {}) },
+      headers: {
+        ...(token ? { authorization: `Bearer ${token}` } : {}),
+        ...(body ? { 'content-type': 'application/json' } : {}),
+      },
       ...(body ? { body: JSON.stringify(body) } : {}),
     });
 
@@ -95,15 +98,26 @@ describe('SMART launch edge (no EHR needed)', () => {
     expect(put.status).toBe(200);
     const text = await put.text();
     expect(text).not.toContain(SECRET);
-    expect(JSON.parse(text)).toMatchObject({ id: 'fake-ehr', fhirBase: ehr.base, registrations: [{ purpose: 'disclose' }, { purpose: 'supplement', hasSecret: true }] });
+    expect(JSON.parse(text)).toMatchObject({
+      id: 'fake-ehr',
+      fhirBase: ehr.base,
+      registrations: [{ purpose: 'disclose' }, { purpose: 'supplement', hasSecret: true }],
+    });
     const list = (await (await admin('GET', '/admin/tenants')).json()) as Array<{ id: string }>;
     expect(list.map((t) => t.id)).toContain('fake-ehr');
   });
 
   it('admin API: an invalid registration is a 400 OperationOutcome naming the field', async () => {
-    const bad = await admin('PUT', '/admin/tenants/bad-one', { ...tenant(), fhirBase: stranger.base, disclose: undefined });
+    const bad = await admin('PUT', '/admin/tenants/bad-one', {
+      ...tenant(),
+      fhirBase: stranger.base,
+      disclose: undefined,
+    });
     expect(bad.status).toBe(400);
-    expect(await bad.json()).toMatchObject({ resourceType: 'OperationOutcome', issue: [{ diagnostics: expect.stringMatching(/^disclose: /) }] });
+    expect(await bad.json()).toMatchObject({
+      resourceType: 'OperationOutcome',
+      issue: [{ diagnostics: expect.stringMatching(/^disclose: /) }],
+    });
   });
 
   it('the CLI sees the same tenants (same database and key ring)', () => {
@@ -148,7 +162,9 @@ describe('SMART launch edge (no EHR needed)', () => {
     // The state is stored only as a hash.
     const client = new pg.Client({ connectionString: db.url });
     await client.connect();
-    const dump = JSON.stringify((await client.query('SELECT * FROM launch_attempt')).rows) + JSON.stringify((await client.query('SELECT * FROM ehr_registration')).rows);
+    const dump =
+      JSON.stringify((await client.query('SELECT * FROM launch_attempt')).rows) +
+      JSON.stringify((await client.query('SELECT * FROM ehr_registration')).rows);
     await client.end();
     expect(dump).not.toContain(q.get('state')!);
     expect(dump).not.toContain(SECRET);
@@ -179,7 +195,9 @@ describe('SMART launch edge (no EHR needed)', () => {
     const start2 = await browser.request(`${url}/launch?iss=${encodeURIComponent(ehr.base)}&launch=l3`);
     const state2 = new URL(start2.headers['location']!).searchParams.get('state')!;
     const evil = '<script>alert(1)</script>';
-    const refused = await browser.request(`${url}/callback?state=${state2}&error=access_denied&error_description=${encodeURIComponent(evil)}`);
+    const refused = await browser.request(
+      `${url}/callback?state=${state2}&error=access_denied&error_description=${encodeURIComponent(evil)}`,
+    );
     expect(refused.status).toBe(403);
     expect(refused.body).toContain('access_denied');
     expect(refused.body).not.toContain(evil);
@@ -190,7 +208,9 @@ describe('SMART launch edge (no EHR needed)', () => {
     const response = await fetch(`${url}/api/session`);
     expect(response.status).toBe(401);
     expect(await response.json()).toMatchObject({ resourceType: 'OperationOutcome', issue: [{ code: 'login' }] });
-    const forged = await fetch(`${url}/api/session`, { headers: { cookie: `dtr_session=${randomBytes(32).toString('base64url')}` } });
+    const forged = await fetch(`${url}/api/session`, {
+      headers: { cookie: `dtr_session=${randomBytes(32).toString('base64url')}` },
+    });
     expect(forged.status).toBe(401);
   });
 
@@ -200,14 +220,17 @@ describe('SMART launch edge (no EHR needed)', () => {
     expect(response.headers.get('cache-control')).toBe('public, max-age=300');
     const jwks = (await response.json()) as { keys: Array<Record<string, unknown>> };
     expect(jwks.keys.map((k) => k['alg']).sort()).toEqual(['ES384', 'RS384']);
-    for (const key of jwks.keys) expect(Object.keys(key).filter((m) => ['d', 'p', 'q', 'dp', 'dq', 'qi'].includes(m))).toEqual([]);
+    for (const key of jwks.keys)
+      expect(Object.keys(key).filter((m) => ['d', 'p', 'q', 'dp', 'dq', 'qi'].includes(m))).toEqual([]);
 
     // `dtr keys rotate` makes a new ES384 key; the old one stays published while it retires.
     execFileSync(process.execPath, [path.join(repoRoot, 'bin/dtr.mjs'), 'keys', 'rotate', '--alg', 'ES384'], {
       cwd: repoRoot,
       env: { PATH: process.env['PATH'] ?? '', DATABASE_URL: db.url, DTR_ENCRYPTION_KEYS: KEYS },
     });
-    const after = (await (await fetch(`${url}/.well-known/jwks.json`)).json()) as { keys: Array<Record<string, unknown>> };
+    const after = (await (await fetch(`${url}/.well-known/jwks.json`)).json()) as {
+      keys: Array<Record<string, unknown>>;
+    };
     expect(after.keys.filter((k) => k['alg'] === 'ES384')).toHaveLength(2);
     expect(after.keys.map((k) => k['kid'])).toEqual(expect.arrayContaining(jwks.keys.map((k) => k['kid'])));
 
@@ -233,14 +256,21 @@ describe('SMART launch edge (no EHR needed)', () => {
     const put = await admin('PUT', '/admin/payers/example-payer', payer);
     expect(put.status).toBe(200);
     expect(await put.json()).toMatchObject({ id: 'example-payer', igVersion: '2.1', submissionRoute: 'bundle' });
-    const bad = await admin('PUT', '/admin/payers/bad', { ...payer, fhirBase: 'https://payer.example.org/fhir2', scopes: ['patient/*.rs'] });
+    const bad = await admin('PUT', '/admin/payers/bad', {
+      ...payer,
+      fhirBase: 'https://payer.example.org/fhir2',
+      scopes: ['patient/*.rs'],
+    });
     expect(bad.status).toBe(400);
     expect(await bad.json()).toMatchObject({ issue: [{ diagnostics: expect.stringMatching(/^scopes\.0: /) }] });
 
     const publicList = (await (await fetch(`${url}/api/payers`)).json()) as unknown[];
     expect(publicList).toEqual([{ id: 'example-payer', name: 'Example payer', dtrVersion: '2.1' }]);
     const fhirList = (await (await fetch(`${url}/api/payers?_format=list`)).json()) as Record<string, unknown>;
-    expect(fhirList).toMatchObject({ resourceType: 'List', entry: [{ item: { identifier: { value: 'example-payer' }, display: 'Example payer' } }] });
+    expect(fhirList).toMatchObject({
+      resourceType: 'List',
+      entry: [{ item: { identifier: { value: 'example-payer' }, display: 'Example payer' } }],
+    });
     expect((await fetch(`${url}/api/payers?_format=xml`)).status).toBe(400);
   });
 

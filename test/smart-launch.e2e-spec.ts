@@ -24,19 +24,47 @@ describe('SMART launch against the sandbox EHR', () => {
 
   beforeAll(async () => {
     db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_smart');
-    server = spawnServer({ DATABASE_URL: db.url, DTR_PORT: '0', DTR_ADMIN_TOKEN: ADMIN, DTR_ENCRYPTION_KEYS: `k:${randomBytes(32).toString('base64')}` });
+    server = spawnServer({
+      DATABASE_URL: db.url,
+      DTR_PORT: '0',
+      DTR_ADMIN_TOKEN: ADMIN,
+      DTR_ENCRYPTION_KEYS: `k:${randomBytes(32).toString('base64')}`,
+    });
     url = await server.ready;
     peer = await startPeerServer('ehr', '127.0.0.1', 0);
     auth = await createEhrAuthServer({
       peer,
       clients: [
-        { clientId: 'dtr-supplement', auth: 'client_secret_basic', clientSecret: SECRET, redirectUris: [`${url}/callback`] },
-        { clientId: 'dtr-standalone-rs', auth: 'private_key_jwt', jwksUri: `${url}/.well-known/jwks.json`, redirectUris: [`${url}/callback`] },
-        { clientId: 'dtr-disclose', auth: 'private_key_jwt', jwksUri: `${url}/.well-known/jwks.json`, redirectUris: [`${url}/callback`] },
-        { clientId: 'dtr-disclose-system', auth: 'private_key_jwt', jwksUri: `${url}/.well-known/jwks.json`, grantTypes: ['client_credentials'] },
+        {
+          clientId: 'dtr-supplement',
+          auth: 'client_secret_basic',
+          clientSecret: SECRET,
+          redirectUris: [`${url}/callback`],
+        },
+        {
+          clientId: 'dtr-standalone-rs',
+          auth: 'private_key_jwt',
+          jwksUri: `${url}/.well-known/jwks.json`,
+          redirectUris: [`${url}/callback`],
+        },
+        {
+          clientId: 'dtr-disclose',
+          auth: 'private_key_jwt',
+          jwksUri: `${url}/.well-known/jwks.json`,
+          redirectUris: [`${url}/callback`],
+        },
+        {
+          clientId: 'dtr-disclose-system',
+          auth: 'private_key_jwt',
+          jwksUri: `${url}/.well-known/jwks.json`,
+          grantTypes: ['client_credentials'],
+        },
       ],
       users: [{ id: 'pr1', fhirUser: 'Practitioner/pr1', display: 'Dr. One' }],
-      patients: [{ id: 'p1', display: 'Pat One' }, { id: 'p2', display: 'Pat Two' }],
+      patients: [
+        { id: 'p1', display: 'Pat One' },
+        { id: 'p2', display: 'Pat Two' },
+      ],
       // Just over our 30 s refresh margin: a token becomes due for refresh six seconds after it is issued, long enough
       // for a burst of calls to finish on the refreshed token before that one is due in turn.
       accessTokenTtlSeconds: 36,
@@ -50,7 +78,11 @@ describe('SMART launch against the sandbox EHR', () => {
     await db?.drop();
   });
 
-  const registerTenant = async (supplement: Record<string, unknown>, disclose?: Record<string, unknown>, discloseMode = 'user-delegated') => {
+  const registerTenant = async (
+    supplement: Record<string, unknown>,
+    disclose?: Record<string, unknown>,
+    discloseMode = 'user-delegated',
+  ) => {
     const response = await fetch(`${url}/admin/tenants/sandbox-ehr`, {
       method: 'PUT',
       headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
@@ -99,7 +131,8 @@ describe('SMART launch against the sandbox EHR', () => {
     expect(tokens.size).toBeGreaterThan(0);
     for (const seen of browser.seen) {
       const text = `${JSON.stringify(seen.headers)} ${seen.setCookies.join(' ')} ${seen.body}`;
-      for (const candidate of text.match(/[A-Za-z0-9_\-.~+/]{20,}/g) ?? []) expect(tokens.has(fingerprint(candidate))).toBe(false);
+      for (const candidate of text.match(/[A-Za-z0-9_\-.~+/]{20,}/g) ?? [])
+        expect(tokens.has(fingerprint(candidate))).toBe(false);
     }
     expect(browser.cookie(new URL(url).host, 'dtr_session')).toMatch(/^[A-Za-z0-9_-]{43}$/);
   });
@@ -116,7 +149,9 @@ describe('SMART launch against the sandbox EHR', () => {
       const hops = await browser.navigate(`${url}/launch/standalone?tenant=sandbox-ehr`);
       const picker = hops[hops.length - 1]!;
       expect(picker.body).toContain('Select a patient');
-      const action = /<form method="post" action="([^"]+)"><input type="hidden" name="patient" value="p2">/.exec(picker.body)?.[1];
+      const action = /<form method="post" action="([^"]+)"><input type="hidden" name="patient" value="p2">/.exec(
+        picker.body,
+      )?.[1];
       expect(action).toBeDefined();
       const mark = peer.log.mark();
       const after = await browser.navigate(new URL(action!, picker.url).toString(), {
@@ -168,7 +203,10 @@ describe('SMART launch against the sandbox EHR', () => {
   });
 
   it('the EHR refuses an aud that is not its FHIR base', async () => {
-    const response = await fetch(`${auth.issuer}/auth?response_type=code&client_id=dtr-supplement&aud=${encodeURIComponent('https://elsewhere.example.org/fhir')}`, { redirect: 'manual' });
+    const response = await fetch(
+      `${auth.issuer}/auth?response_type=code&client_id=dtr-supplement&aud=${encodeURIComponent('https://elsewhere.example.org/fhir')}`,
+      { redirect: 'manual' },
+    );
     expect(response.status).toBe(400);
   });
 
@@ -180,7 +218,9 @@ describe('SMART launch against the sandbox EHR', () => {
       scopes: ['launch', 'openid', 'fhirUser', 'offline_access', 'patient/*.rs', 'user/QuestionnaireResponse.cu'],
     });
     const browser = new TestBrowser();
-    await browser.navigate(`${url}/launch?iss=${encodeURIComponent(auth.fhirBase)}&launch=${auth.createLaunch({ patient: 'p1', user: 'pr1' })}`);
+    await browser.navigate(
+      `${url}/launch?iss=${encodeURIComponent(auth.fhirBase)}&launch=${auth.createLaunch({ patient: 'p1', user: 'pr1' })}`,
+    );
     await new Promise((resolve) => setTimeout(resolve, 6500));
     const mark = peer.log.mark();
     const responses = await Promise.all(Array.from({ length: 50 }, () => browser.request(`${url}/api/session`)));
@@ -195,8 +235,11 @@ describe('SMART launch against the sandbox EHR', () => {
     await client.connect();
     let dump = '';
     try {
-      const tables = await client.query<{ tablename: string }>(`SELECT tablename FROM pg_tables WHERE schemaname = 'public'`);
-      for (const { tablename } of tables.rows) dump += JSON.stringify((await client.query(`SELECT * FROM "${tablename}"`)).rows);
+      const tables = await client.query<{ tablename: string }>(
+        `SELECT tablename FROM pg_tables WHERE schemaname = 'public'`,
+      );
+      for (const { tablename } of tables.rows)
+        dump += JSON.stringify((await client.query(`SELECT * FROM "${tablename}"`)).rows);
     } finally {
       await client.end();
     }
@@ -204,16 +247,29 @@ describe('SMART launch against the sandbox EHR', () => {
     expect(dump).not.toMatch(/"d":"/);
     expect(dump).not.toContain('PRIVATE KEY');
     const issued = auth.issuedTokenFingerprints();
-    for (const candidate of dump.match(/[A-Za-z0-9_\-.~+/]{20,}/g) ?? []) expect(issued.has(fingerprint(candidate))).toBe(false);
+    for (const candidate of dump.match(/[A-Za-z0-9_\-.~+/]{20,}/g) ?? [])
+      expect(issued.has(fingerprint(candidate))).toBe(false);
   });
 
   it('user-delegated disclosure: a second authorization with the disclose client, seamless for the same user and patient', async () => {
     await registerTenant(
-      { clientId: 'dtr-supplement', authMethod: 'client_secret_basic', clientSecret: SECRET, scopes: ['launch', 'openid', 'fhirUser', 'patient/*.rs'] },
-      { clientId: 'dtr-disclose', authMethod: 'private_key_jwt', signingAlg: 'ES384', scopes: ['openid', 'fhirUser', 'patient/*.rs', 'user/QuestionnaireResponse.cu'] },
+      {
+        clientId: 'dtr-supplement',
+        authMethod: 'client_secret_basic',
+        clientSecret: SECRET,
+        scopes: ['launch', 'openid', 'fhirUser', 'patient/*.rs'],
+      },
+      {
+        clientId: 'dtr-disclose',
+        authMethod: 'private_key_jwt',
+        signingAlg: 'ES384',
+        scopes: ['openid', 'fhirUser', 'patient/*.rs', 'user/QuestionnaireResponse.cu'],
+      },
     );
     const browser = new TestBrowser();
-    await browser.navigate(`${url}/launch?iss=${encodeURIComponent(auth.fhirBase)}&launch=${auth.createLaunch({ patient: 'p1', user: 'pr1' })}`);
+    await browser.navigate(
+      `${url}/launch?iss=${encodeURIComponent(auth.fhirBase)}&launch=${auth.createLaunch({ patient: 'p1', user: 'pr1' })}`,
+    );
     const before = JSON.parse((await browser.request(`${url}/api/session`)).body);
     expect(before.disclosure).toMatchObject({ mode: 'user-delegated', authorized: false });
     const mark = peer.log.mark();
@@ -228,13 +284,25 @@ describe('SMART launch against the sandbox EHR', () => {
 
   it('system-level disclosure: SMART Backend Services with the disclose client and system/ scopes only', async () => {
     await registerTenant(
-      { clientId: 'dtr-supplement', authMethod: 'client_secret_basic', clientSecret: SECRET, scopes: ['launch', 'openid', 'fhirUser', 'patient/*.rs'] },
-      { clientId: 'dtr-disclose-system', authMethod: 'private_key_jwt', signingAlg: 'RS384', scopes: ['system/QuestionnaireResponse.cu', 'system/DocumentReference.c'] },
+      {
+        clientId: 'dtr-supplement',
+        authMethod: 'client_secret_basic',
+        clientSecret: SECRET,
+        scopes: ['launch', 'openid', 'fhirUser', 'patient/*.rs'],
+      },
+      {
+        clientId: 'dtr-disclose-system',
+        authMethod: 'private_key_jwt',
+        signingAlg: 'RS384',
+        scopes: ['system/QuestionnaireResponse.cu', 'system/DocumentReference.c'],
+      },
       'system',
     );
     const browser = new TestBrowser();
     const mark = peer.log.mark();
-    await browser.navigate(`${url}/launch?iss=${encodeURIComponent(auth.fhirBase)}&launch=${auth.createLaunch({ patient: 'p1', user: 'pr1' })}`);
+    await browser.navigate(
+      `${url}/launch?iss=${encodeURIComponent(auth.fhirBase)}&launch=${auth.createLaunch({ patient: 'p1', user: 'pr1' })}`,
+    );
     const view = JSON.parse((await browser.request(`${url}/api/session`)).body);
     expect(view.disclosure).toEqual({ mode: 'system', singleClient: false, authorized: true });
     // Token requests: the launch's authorization code, then client_credentials for the disclose client (again when
@@ -252,15 +320,29 @@ describe('SMART launch against the sandbox EHR', () => {
 
   it('user-delegated disclosure is refused when it comes back for another patient than the session', async () => {
     await registerTenant(
-      { clientId: 'dtr-supplement', authMethod: 'client_secret_basic', clientSecret: SECRET, scopes: ['launch', 'openid', 'fhirUser', 'patient/*.rs'] },
-      { clientId: 'dtr-disclose', authMethod: 'private_key_jwt', signingAlg: 'ES384', scopes: ['openid', 'fhirUser', 'patient/*.rs', 'user/QuestionnaireResponse.cu'] },
+      {
+        clientId: 'dtr-supplement',
+        authMethod: 'client_secret_basic',
+        clientSecret: SECRET,
+        scopes: ['launch', 'openid', 'fhirUser', 'patient/*.rs'],
+      },
+      {
+        clientId: 'dtr-disclose',
+        authMethod: 'private_key_jwt',
+        signingAlg: 'ES384',
+        scopes: ['openid', 'fhirUser', 'patient/*.rs', 'user/QuestionnaireResponse.cu'],
+      },
     );
     const browser = new TestBrowser();
-    await browser.navigate(`${url}/launch?iss=${encodeURIComponent(auth.fhirBase)}&launch=${auth.createLaunch({ patient: 'p1', user: 'pr1' })}`);
+    await browser.navigate(
+      `${url}/launch?iss=${encodeURIComponent(auth.fhirBase)}&launch=${auth.createLaunch({ patient: 'p1', user: 'pr1' })}`,
+    );
     // Make the session be about another patient than the EHR's open chart.
     const client = new pg.Client({ connectionString: db.url });
     await client.connect();
-    await client.query(`UPDATE app_session SET patient = 'p2', context = jsonb_set(context, '{patient}', '"p2"') WHERE id_hash = (SELECT id_hash FROM app_session ORDER BY created_at DESC LIMIT 1)`);
+    await client.query(
+      `UPDATE app_session SET patient = 'p2', context = jsonb_set(context, '{patient}', '"p2"') WHERE id_hash = (SELECT id_hash FROM app_session ORDER BY created_at DESC LIMIT 1)`,
+    );
     await client.end();
     const hops = await browser.navigate(`${url}/disclose/authorize`);
     const last = hops[hops.length - 1]!;
@@ -270,9 +352,16 @@ describe('SMART launch against the sandbox EHR', () => {
   });
 
   it('logout revokes at the EHR (it advertises revocation) and ends the session', async () => {
-    await registerTenant({ clientId: 'dtr-supplement', authMethod: 'client_secret_basic', clientSecret: SECRET, scopes: ['launch', 'offline_access', 'patient/*.rs', 'user/QuestionnaireResponse.cu'] });
+    await registerTenant({
+      clientId: 'dtr-supplement',
+      authMethod: 'client_secret_basic',
+      clientSecret: SECRET,
+      scopes: ['launch', 'offline_access', 'patient/*.rs', 'user/QuestionnaireResponse.cu'],
+    });
     const browser = new TestBrowser();
-    await browser.navigate(`${url}/launch?iss=${encodeURIComponent(auth.fhirBase)}&launch=${auth.createLaunch({ patient: 'p1', user: 'pr1' })}`);
+    await browser.navigate(
+      `${url}/launch?iss=${encodeURIComponent(auth.fhirBase)}&launch=${auth.createLaunch({ patient: 'p1', user: 'pr1' })}`,
+    );
     const cookie = browser.cookie(new URL(url).host, 'dtr_session')!;
     const mark = peer.log.mark();
     const out = await browser.request(`${url}/api/session/logout`, { method: 'POST' });
@@ -299,7 +388,9 @@ describe('SMART launch against the sandbox EHR', () => {
       auth.setMisbehaviour(misbehaviour);
       try {
         const browser = new TestBrowser();
-        const hops = await browser.navigate(`${url}/launch?iss=${encodeURIComponent(auth.fhirBase)}&launch=${auth.createLaunch({ patient: 'p1', user: 'pr1' })}`);
+        const hops = await browser.navigate(
+          `${url}/launch?iss=${encodeURIComponent(auth.fhirBase)}&launch=${auth.createLaunch({ patient: 'p1', user: 'pr1' })}`,
+        );
         const last = hops[hops.length - 1]!;
         expect(last.status).toBe(403);
         expect(last.headers['content-type']).toMatch(/text\/html/);
@@ -315,6 +406,7 @@ describe('SMART launch against the sandbox EHR', () => {
     const log = server.output();
     expect(log).not.toContain(SECRET);
     expect(log).not.toMatch(/code=|state=/);
-    for (const candidate of log.match(/[A-Za-z0-9_\-.~+/]{20,}/g) ?? []) expect(auth.issuedTokenFingerprints().has(fingerprint(candidate))).toBe(false);
+    for (const candidate of log.match(/[A-Za-z0-9_\-.~+/]{20,}/g) ?? [])
+      expect(auth.issuedTokenFingerprints().has(fingerprint(candidate))).toBe(false);
   });
 });

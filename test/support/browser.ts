@@ -65,7 +65,10 @@ export class TestBrowser {
       if (response.status >= 300 && response.status < 400 && location) {
         next = new URL(location, next).toString();
         // 303 (and 301/302 after POST, as browsers do) turn into GET.
-        if (response.status === 303 || ((response.status === 301 || response.status === 302) && nextInit.method === 'POST')) {
+        if (
+          response.status === 303 ||
+          ((response.status === 301 || response.status === 302) && nextInit.method === 'POST')
+        ) {
           nextInit = {};
         }
       } else {

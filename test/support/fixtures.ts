@@ -10,7 +10,12 @@ export function sandboxCoverage(id: string, patient: string, payorReference?: st
     id,
     status: 'active',
     beneficiary: { reference: `Patient/${patient}` },
-    payor: [{ ...(payorReference ? { reference: payorReference } : {}), identifier: { system: 'http://example.org/payer-id', value: 'SANDBOX-PAYER' } }],
+    payor: [
+      {
+        ...(payorReference ? { reference: payorReference } : {}),
+        identifier: { system: 'http://example.org/payer-id', value: 'SANDBOX-PAYER' },
+      },
+    ],
   };
 }
 

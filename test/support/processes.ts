@@ -32,7 +32,9 @@ export function spawnServer(env: Record<string, string>, entry = 'dist/apps/dtr-
     };
     child.stdout!.on('data', onData);
     child.stderr!.on('data', onData);
-    child.once('exit', (code, signal) => reject(new Error(`server exited (${code ?? signal}) before ready:\n${output}`)));
+    child.once('exit', (code, signal) =>
+      reject(new Error(`server exited (${code ?? signal}) before ready:\n${output}`)),
+    );
   });
   ready.catch(() => undefined);
   const exited = new Promise<number | string>((resolve) =>

@@ -27,7 +27,11 @@ export class AppModule {
       global: true,
       imports: [
         TypeOrmModule.forRoot({
-          ...buildDataSourceOptions({ url: options.databaseUrl, poolMax: options.config.dbPoolMax, entities: ENTITIES }),
+          ...buildDataSourceOptions({
+            url: options.databaseUrl,
+            poolMax: options.config.dbPoolMax,
+            entities: ENTITIES,
+          }),
           retryAttempts: 3,
           retryDelay: 500,
         }),
@@ -39,7 +43,11 @@ export class AppModule {
       providers: [
         { provide: APP_CONFIG, useValue: options.config },
         { provide: JsonLogger, useValue: options.logger },
-        { provide: APP_FILTER, useFactory: (logger: JsonLogger) => new DtrExceptionFilter(logger), inject: [JsonLogger] },
+        {
+          provide: APP_FILTER,
+          useFactory: (logger: JsonLogger) => new DtrExceptionFilter(logger),
+          inject: [JsonLogger],
+        },
       ],
       exports: [APP_CONFIG, JsonLogger],
     };

@@ -34,17 +34,23 @@ export async function startServer(config: AppConfig, logger = new JsonLogger(con
     embedded = await EmbeddedPostgresSupervisor.start({
       dataDir: path.join(config.dataDir, 'postgres'),
       database: 'dtr',
-      log: (message, fields) => logger.entry('info', message, fields as Record<string, string | number>, 'EmbeddedPostgres'),
+      log: (message, fields) =>
+        logger.entry('info', message, fields as Record<string, string | number>, 'EmbeddedPostgres'),
     });
     databaseUrl = embedded.url;
   }
   try {
     const migration = await migrate(databaseUrl);
-    logger.entry('info', 'migrations checked', {
-      applied: migration.applied.length,
-      names: migration.applied.join(',') || undefined,
-      waitedForLockMs: migration.waitedForLockMs,
-    }, 'Migrations');
+    logger.entry(
+      'info',
+      'migrations checked',
+      {
+        applied: migration.applied.length,
+        names: migration.applied.join(',') || undefined,
+        waitedForLockMs: migration.waitedForLockMs,
+      },
+      'Migrations',
+    );
 
     const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot({ config, databaseUrl, logger }), {
       logger,
@@ -133,7 +139,9 @@ export function stopOnSignals(
         process.exit(0);
       },
       (error: unknown) => {
-        logger.entry('error', 'error during shutdown', { error: error instanceof Error ? error.message : String(error) });
+        logger.entry('error', 'error during shutdown', {
+          error: error instanceof Error ? error.message : String(error),
+        });
         process.exit(1);
       },
     );

@@ -23,11 +23,19 @@ async function main(): Promise<void> {
   });
   process.stderr.write(`\nDTR server ready: ${server.url}  (API docs: ${server.url}/docs)\n\n`);
 
-  stopOnSignals(() => server.close(), logger, config.shutdownTimeoutMs, () => server.embedded?.stop(1000));
+  stopOnSignals(
+    () => server.close(),
+    logger,
+    config.shutdownTimeoutMs,
+    () => server.embedded?.stop(1000),
+  );
 }
 
 main().catch((error: unknown) => {
-  const message = error instanceof Error ? `${error.message}${error.cause instanceof Error ? ` (${error.cause.message})` : ''}` : String(error);
+  const message =
+    error instanceof Error
+      ? `${error.message}${error.cause instanceof Error ? ` (${error.cause.message})` : ''}`
+      : String(error);
   process.stderr.write(`dtr-server: failed to start: ${message}\n`);
   process.exit(1);
 });

@@ -27,7 +27,13 @@ const schema = z.object({
   SANDBOX_APP_CLIENT_SECRET: z.string().min(16).optional(),
 });
 
-export const REPO_ROOT = path.resolve(import.meta.dirname, '..', '..', '..', ...(import.meta.dirname.includes(`${path.sep}dist${path.sep}`) ? ['..'] : []));
+export const REPO_ROOT = path.resolve(
+  import.meta.dirname,
+  '..',
+  '..',
+  '..',
+  ...(import.meta.dirname.includes(`${path.sep}dist${path.sep}`) ? ['..'] : []),
+);
 export const FIXTURE_PACKAGES = path.join(REPO_ROOT, 'apps', 'sandbox', 'fixtures', 'packages');
 
 /** Client ids our server uses at the sandbox, one per identity (see DESIGN.md: two client identities). */
@@ -89,7 +95,9 @@ export function loadSandboxOptions(env: NodeJS.ProcessEnv = process.env, extraAr
     patientCount: e.SANDBOX_PATIENTS,
     bundleFiles: expandBundleArgs([e.SANDBOX_BUNDLES, ...extraArgs].filter(Boolean).join(',')),
     packageDirs: e.SANDBOX_PACKAGE_DIRS
-      ? e.SANDBOX_PACKAGE_DIRS.split(',').map((d) => path.resolve(d.trim())).filter(Boolean)
+      ? e.SANDBOX_PACKAGE_DIRS.split(',')
+          .map((d) => path.resolve(d.trim()))
+          .filter(Boolean)
       : packageFolders(FIXTURE_PACKAGES),
     igVersion: e.SANDBOX_DTR_VERSION,
     ...(e.SANDBOX_TOKEN_TTL_SECONDS ? { accessTokenTtlSeconds: e.SANDBOX_TOKEN_TTL_SECONDS } : {}),

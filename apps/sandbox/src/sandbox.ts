@@ -40,7 +40,10 @@ export async function startSandbox(options: SandboxOptions): Promise<RunningSand
   const ehrPeer = await startPeerServer('ehr', options.host, options.ehrPort);
   const payerPeer = await startPeerServer('payer', options.host, options.payerPort);
   try {
-    const resources = [...generatePatients({ seed: options.seed, count: options.patientCount }), ...loadBundleFiles(options.bundleFiles)];
+    const resources = [
+      ...generatePatients({ seed: options.seed, count: options.patientCount }),
+      ...loadBundleFiles(options.bundleFiles),
+    ];
     // The FHIR server checks tokens with the auth server, which needs the FHIR server's patients for its
     // picker: bind the introspection late.
     let auth: EhrAuthServer | undefined;

@@ -65,7 +65,12 @@ type Translator = {
 };
 interface CqlToElm {
   CqlTranslator: { fromText(text: string, libraryManager: unknown): Translator };
-  LibraryManager: new (modelManager: unknown, a?: unknown, b?: unknown, ucum?: unknown) => { librarySourceLoader: { registerProvider(p: unknown): void } };
+  LibraryManager: new (
+    modelManager: unknown,
+    a?: unknown,
+    b?: unknown,
+    ucum?: unknown,
+  ) => { librarySourceLoader: { registerProvider(p: unknown): void } };
   ModelManager: new () => { modelInfoLoader: { registerModelInfoProvider(p: unknown): void } };
   createLibrarySourceProvider(f: (name: string) => unknown): unknown;
   createModelInfoProvider(f: (name: string) => unknown): unknown;
@@ -78,7 +83,10 @@ let fhirModelInfo: string | undefined;
 const require = createRequire(import.meta.url);
 
 function fhirModelInfoXml(): string {
-  fhirModelInfo ??= readFileSync(path.join(path.dirname(require.resolve('cql-exec-fhir')), 'modelInfos', 'fhir-modelinfo-4.0.1.xml'), 'utf8');
+  fhirModelInfo ??= readFileSync(
+    path.join(path.dirname(require.resolve('cql-exec-fhir')), 'modelInfos', 'fhir-modelinfo-4.0.1.xml'),
+    'utf8',
+  );
   return fhirModelInfo;
 }
 
@@ -90,7 +98,10 @@ function labelOf(resource: FhirResource): string {
  * CQL text to ELM JSON with the reference translator (loaded on first use), FHIR 4.0.1 and the System model; included
  * libraries are looked up by name in `sources` (CQL text). Errors are the translator's messages.
  */
-export async function translateCql(text: string, sources: ReadonlyMap<string, string> = new Map()): Promise<{ elm?: string; errors: string[] }> {
+export async function translateCql(
+  text: string,
+  sources: ReadonlyMap<string, string> = new Map(),
+): Promise<{ elm?: string; errors: string[] }> {
   translatorModule ??= import('@cqframework/cql/cql-to-elm') as unknown as Promise<CqlToElm>;
   const t = await translatorModule;
   // Unit conversion is not needed to translate; the translator only checks unit strings.
@@ -102,10 +113,18 @@ export async function translateCql(text: string, sources: ReadonlyMap<string, st
   );
   const models = new t.ModelManager();
   models.modelInfoLoader.registerModelInfoProvider(
-    t.createModelInfoProvider((name) => (name === 'System' ? t.stringAsSource(SYSTEM_MODEL_INFO) : name === 'FHIR' ? t.stringAsSource(fhirModelInfoXml()) : null)),
+    t.createModelInfoProvider((name) =>
+      name === 'System'
+        ? t.stringAsSource(SYSTEM_MODEL_INFO)
+        : name === 'FHIR'
+          ? t.stringAsSource(fhirModelInfoXml())
+          : null,
+    ),
   );
   const libraries = new t.LibraryManager(models, undefined, undefined, ucumService);
-  libraries.librarySourceLoader.registerProvider(t.createLibrarySourceProvider((name) => (sources.has(name) ? t.stringAsSource(sources.get(name)!) : null)));
+  libraries.librarySourceLoader.registerProvider(
+    t.createLibrarySourceProvider((name) => (sources.has(name) ? t.stringAsSource(sources.get(name)!) : null)),
+  );
   // The translator's own logging (kotlin-logging writes to the console and standard output) is not for our users: errors come back as
   // values. Translation is synchronous, so nothing else writes to the console meanwhile.
   const saved = { log: console.log, info: console.info, debug: console.debug };
@@ -131,7 +150,9 @@ let ucumService: unknown;
  * CQL sources by library name. Resources without CQL-only Libraries are
  * returned as they are, without loading the translator.
  */
-export async function compileCqlOnlyLibraries(resources: FhirResource[]): Promise<{ resources: FhirResource[]; issues: PackageIssue[] }> {
+export async function compileCqlOnlyLibraries(
+  resources: FhirResource[],
+): Promise<{ resources: FhirResource[]; issues: PackageIssue[] }> {
   // The package model's own reading of each Library (decoded CQL, parsed ELM).
   const libraries = resources.filter((r) => r.resourceType === 'Library').map(libraryOf);
   const sources = new Map(libraries.filter((l) => l.cql && l.name).map((l) => [l.name!, l.cql!] as const));
@@ -177,6 +198,6 @@ export async function compileCqlOnlyLibraries(resources: FhirResource[]): Promis
 
 /** Whether a Library's ELM was compiled here from its CQL (see compileCqlOnlyLibraries). */
 export function isCompiledFromCql(resource: FhirResource): boolean {
-  const tags = ((resource.meta as { tag?: Array<{ system?: string; code?: string }> } | undefined)?.tag) ?? [];
+  const tags = (resource.meta as { tag?: Array<{ system?: string; code?: string }> } | undefined)?.tag ?? [];
   return tags.some((t) => t.system === COMPILED_FROM_CQL_TAG.system && t.code === COMPILED_FROM_CQL_TAG.code);
 }

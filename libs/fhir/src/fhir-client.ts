@@ -13,7 +13,12 @@ export interface Bundle<T extends FhirResource = FhirResource> extends FhirResou
   type?: string;
   total?: number;
   link?: Array<{ relation: string; url: string }>;
-  entry?: Array<{ fullUrl?: string; resource?: T; search?: { mode?: string }; response?: { status?: string; location?: string } }>;
+  entry?: Array<{
+    fullUrl?: string;
+    resource?: T;
+    search?: { mode?: string };
+    response?: { status?: string; location?: string };
+  }>;
 }
 
 export type SearchParams = Record<string, string | string[]>;

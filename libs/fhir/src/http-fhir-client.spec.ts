@@ -61,7 +61,11 @@ describe('HttpFhirClient', () => {
 
   it('retries idempotent reads on 503 and 429 (honouring Retry-After), then succeeds', async () => {
     const { fn, calls } = server((_c, n) =>
-      n === 1 ? json({}, 503) : n === 2 ? json({}, 429, { 'retry-after': '0' }) : json({ resourceType: 'Patient', id: 'p1' }),
+      n === 1
+        ? json({}, 503)
+        : n === 2
+          ? json({}, 429, { 'retry-after': '0' })
+          : json({ resourceType: 'Patient', id: 'p1' }),
     );
     const client = new HttpFhirClient({ baseUrl: BASE, fetch: fn, backoffMs: 1 });
     expect(await client.read('Patient', 'p1')).toMatchObject({ id: 'p1' });
@@ -69,7 +73,10 @@ describe('HttpFhirClient', () => {
   });
 
   it('does not retry a plain create, and reports the OperationOutcome text', async () => {
-    const outcome = { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'transient', diagnostics: 'database busy' }] };
+    const outcome = {
+      resourceType: 'OperationOutcome',
+      issue: [{ severity: 'error', code: 'transient', diagnostics: 'database busy' }],
+    };
     const { fn, calls } = server(() => json(outcome, 503));
     const client = new HttpFhirClient({ baseUrl: BASE, fetch: fn, backoffMs: 1 });
     await expect(client.create({ resourceType: 'QuestionnaireResponse' })).rejects.toMatchObject({
@@ -90,7 +97,9 @@ describe('HttpFhirClient', () => {
 
   it('gives up after the retries with UPSTREAM_TIMEOUT when the server hangs', async () => {
     const hang = ((_i: unknown, init?: RequestInit) =>
-      new Promise<Response>((_r, reject) => init?.signal?.addEventListener('abort', () => reject(init.signal!.reason)))) as typeof fetch;
+      new Promise<Response>((_r, reject) =>
+        init?.signal?.addEventListener('abort', () => reject(init.signal!.reason)),
+      )) as typeof fetch;
     const client = new HttpFhirClient({ baseUrl: BASE, fetch: hang, timeoutMs: 30, retries: 1, backoffMs: 1 });
     await expect(client.read('Patient', 'p')).rejects.toMatchObject({ code: 'UPSTREAM_TIMEOUT' });
   });
@@ -98,10 +107,12 @@ describe('HttpFhirClient', () => {
   it('reports each exchange without query string or token', async () => {
     const exchanges: unknown[] = [];
     const { fn } = server(() => json(page([])));
-    await new HttpFhirClient({ baseUrl: BASE, fetch: fn, accessToken: async () => 'secret-token', onExchange: (e) => exchanges.push(e) }).search(
-      'Condition',
-      { patient: 'p9' },
-    );
+    await new HttpFhirClient({
+      baseUrl: BASE,
+      fetch: fn,
+      accessToken: async () => 'secret-token',
+      onExchange: (e) => exchanges.push(e),
+    }).search('Condition', { patient: 'p9' });
     expect(exchanges).toEqual([{ method: 'GET', url: `${BASE}/Condition`, status: 200, ms: expect.any(Number) }]);
     expect(JSON.stringify(exchanges)).not.toContain('secret-token');
   });

@@ -20,11 +20,19 @@ export interface HttpFhirClientOptions {
   retries?: number;
   /** Base delay of the exponential backoff, ms (default 200); `Retry-After` wins when given (capped at 5 s). */
   backoffMs?: number;
+  /**
+   * The largest response body accepted, in bytes (default 64 MiB: far above a search page or a questionnaire
+   * package). A larger one fails the exchange as soon as the limit is passed, so a faulty server cannot fill memory.
+   */
+  maxResponseBytes?: number;
   /** Called once per HTTP exchange (for the audit/minimum-necessary record). Never receives the token. */
   onExchange?: (exchange: { method: string; url: string; status: number | 'error'; ms: number }) => void;
 }
 
 const RETRYABLE = new Set([429, 502, 503, 504]);
+const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
+/** An error body is read only for its OperationOutcome text. */
+const MAX_ERROR_BODY_BYTES = 1024 * 1024;
 const FHIR_JSON = 'application/fhir+json';
 
 /**
@@ -37,6 +45,7 @@ export class HttpFhirClient extends FhirClient {
   private readonly timeoutMs: number;
   private readonly retries: number;
   private readonly backoffMs: number;
+  private readonly maxResponseBytes: number;
 
   constructor(private readonly options: HttpFhirClientOptions) {
     super();
@@ -45,19 +54,27 @@ export class HttpFhirClient extends FhirClient {
     this.timeoutMs = options.timeoutMs ?? 15_000;
     this.retries = options.retries ?? 2;
     this.backoffMs = options.backoffMs ?? 200;
+    this.maxResponseBytes = options.maxResponseBytes ?? MAX_RESPONSE_BYTES;
   }
 
   async read<T extends FhirResource>(resourceType: string, id: string): Promise<T | undefined> {
     assertResourceType(resourceType);
     assertFhirId(id);
     const response = await this.exchange('GET', `${this.baseUrl}/${resourceType}/${id}`, undefined, true, [404, 410]);
-    return response.status === 404 || response.status === 410 ? undefined : ((await this.json(response)) as T);
+    return response.status === 404 || response.status === 410
+      ? undefined
+      : ((await this.json(response, response.url || `${this.baseUrl}/${resourceType}`)) as T);
   }
 
-  async search<T extends FhirResource>(resourceType: string, params: SearchParams = {}, options: SearchOptions = {}): Promise<SearchResult<T>> {
+  async search<T extends FhirResource>(
+    resourceType: string,
+    params: SearchParams = {},
+    options: SearchOptions = {},
+  ): Promise<SearchResult<T>> {
     assertResourceType(resourceType);
     const query = new URLSearchParams();
-    for (const [key, value] of Object.entries(params)) for (const v of Array.isArray(value) ? value : [value]) query.append(key, v);
+    for (const [key, value] of Object.entries(params))
+      for (const v of Array.isArray(value) ? value : [value]) query.append(key, v);
     let url: string | undefined = `${this.baseUrl}/${resourceType}${query.size > 0 ? `?${query}` : ''}`;
     const maxPages = options.maxPages ?? 20;
     const result: SearchResult<T> = { resources: [], included: [], pages: 0, truncated: false };
@@ -66,12 +83,17 @@ export class HttpFhirClient extends FhirClient {
         result.truncated = true;
         break;
       }
-      const bundle = (await this.json(await this.exchange('GET', url, undefined, true))) as Bundle;
-      if (bundle.resourceType !== 'Bundle') throw new DtrError('UPSTREAM_ERROR', `search ${resourceType} did not return a Bundle`);
+      const bundle = (await this.json(await this.exchange('GET', url, undefined, true), url)) as Bundle;
+      if (bundle.resourceType !== 'Bundle')
+        throw new DtrError('UPSTREAM_ERROR', `search ${resourceType} did not return a Bundle`);
       result.pages++;
       for (const entry of bundle.entry ?? []) {
         if (!entry.resource) continue;
-        if (entry.search?.mode === 'include' || entry.search?.mode === 'outcome' || entry.resource.resourceType !== resourceType) {
+        if (
+          entry.search?.mode === 'include' ||
+          entry.search?.mode === 'outcome' ||
+          entry.resource.resourceType !== resourceType
+        ) {
           result.included.push(entry.resource);
         } else {
           result.resources.push(entry.resource as T);
@@ -88,8 +110,9 @@ export class HttpFhirClient extends FhirClient {
     assertResourceType(resource.resourceType);
     const headers: Record<string, string> = options.ifNoneExist ? { 'if-none-exist': options.ifNoneExist } : {};
     // A conditional create may be retried: the server finds the first one.
-    const response = await this.exchange('POST', `${this.baseUrl}/${resource.resourceType}`, resource, Boolean(options.ifNoneExist), [], headers);
-    return (await this.json(response)) as T;
+    const url = `${this.baseUrl}/${resource.resourceType}`;
+    const response = await this.exchange('POST', url, resource, Boolean(options.ifNoneExist), [], headers);
+    return (await this.json(response, url)) as T;
   }
 
   async update<T extends FhirResource>(resource: T, options: { ifMatch?: string } = {}): Promise<T> {
@@ -97,8 +120,9 @@ export class HttpFhirClient extends FhirClient {
     if (!resource.id) throw new DtrError('INVALID_INPUT', 'update needs a resource id');
     assertFhirId(resource.id);
     const headers: Record<string, string> = options.ifMatch ? { 'if-match': options.ifMatch } : {};
-    const response = await this.exchange('PUT', `${this.baseUrl}/${resource.resourceType}/${resource.id}`, resource, true, [], headers);
-    return (await this.json(response)) as T;
+    const url = `${this.baseUrl}/${resource.resourceType}/${resource.id}`;
+    const response = await this.exchange('PUT', url, resource, true, [], headers);
+    return (await this.json(response, url)) as T;
   }
 
   /** POST an operation; `idempotent` (a read-only operation such as $questionnaire-package) allows retries. */
@@ -106,8 +130,9 @@ export class HttpFhirClient extends FhirClient {
     if (!/^[A-Za-z]*\/?\$[a-z][a-z-]*$|^[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}\/\$[a-z][a-z-]*$/.test(path)) {
       throw new DtrError('INVALID_INPUT', `${path} is not an operation path`);
     }
-    const response = await this.exchange('POST', `${this.baseUrl}/${path}`, body, options.idempotent ?? false);
-    return (await this.json(response)) as T;
+    const url = `${this.baseUrl}/${path}`;
+    const response = await this.exchange('POST', url, body, options.idempotent ?? false);
+    return (await this.json(response, url)) as T;
   }
 
   private async exchange(
@@ -137,17 +162,25 @@ export class HttpFhirClient extends FhirClient {
       } catch (cause) {
         this.options.onExchange?.({ method, url: stripQuery(url), status: 'error', ms: Date.now() - started });
         const timedOut = cause instanceof Error && (cause.name === 'TimeoutError' || cause.name === 'AbortError');
-        lastError = new DtrError(timedOut ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_ERROR', `${method} ${hostOf(url)} ${timedOut ? 'timed out' : 'failed'}`, {
-          cause,
-        });
+        lastError = new DtrError(
+          timedOut ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_ERROR',
+          `${method} ${hostOf(url)} ${timedOut ? 'timed out' : 'failed'}`,
+          {
+            cause,
+          },
+        );
         if (attempt < attempts) await this.pause(attempt);
         continue;
       }
       this.options.onExchange?.({ method, url: stripQuery(url), status: response.status, ms: Date.now() - started });
       if (response.ok || acceptedErrors.includes(response.status)) return response;
-      const diagnostics = await outcomeText(response);
+      const diagnostics = await outcomeText(response, url);
       lastError = new DtrError(
-        response.status === 404 ? 'NOT_FOUND' : response.status === 409 || response.status === 412 ? 'CONFLICT' : 'UPSTREAM_ERROR',
+        response.status === 404
+          ? 'NOT_FOUND'
+          : response.status === 409 || response.status === 412
+            ? 'CONFLICT'
+            : 'UPSTREAM_ERROR',
         `${method} ${pathOf(url, this.baseUrl)} answered ${response.status}${diagnostics ? `: ${diagnostics}` : ''}`,
         { details: { status: response.status } },
       );
@@ -163,9 +196,10 @@ export class HttpFhirClient extends FhirClient {
     await new Promise((resolve) => setTimeout(resolve, ms));
   }
 
-  private async json(response: Response): Promise<unknown> {
+  private async json(response: Response, url: string): Promise<unknown> {
+    const text = await readCapped(response, this.maxResponseBytes, url);
     try {
-      return await response.json();
+      return JSON.parse(text) as unknown;
     } catch (cause) {
       throw new DtrError('UPSTREAM_ERROR', 'the FHIR server answered with something that is not JSON', { cause });
     }
@@ -188,11 +222,55 @@ function pathOf(url: string, base: string): string {
   return stripQuery(url).slice(base.length) || '/';
 }
 
-async function outcomeText(response: Response): Promise<string | undefined> {
+const megabytes = (bytes: number) => `${(bytes / (1024 * 1024)).toFixed(bytes < 1024 * 1024 ? 2 : 0)} MB`;
+
+/**
+ * The body as text, failing with a clear error (and the transfer cancelled) once it passes `max` bytes, whether the
+ * server declared its length or streams without one.
+ */
+async function readCapped(response: Response, max: number, url: string): Promise<string> {
+  const tooLarge = (size: string) =>
+    new DtrError(
+      'UPSTREAM_ERROR',
+      `${hostOf(url)} answered ${pathOf(url, new URL(url).origin)} with ${size}, more than the ${megabytes(max)} accepted in one response`,
+      {
+        details: { maxResponseBytes: max },
+      },
+    );
+  const declared = Number(response.headers.get('content-length') ?? NaN);
+  if (declared > max) {
+    await response.body?.cancel().catch(() => undefined);
+    throw tooLarge(megabytes(declared));
+  }
+  if (!response.body) return '';
+  const reader = response.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > max) {
+      await reader.cancel().catch(() => undefined);
+      throw tooLarge(`more than ${megabytes(max)}`);
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+async function outcomeText(response: Response, url: string): Promise<string | undefined> {
   try {
-    const body = (await response.json()) as { resourceType?: string; issue?: Array<{ diagnostics?: string; details?: { text?: string } }> };
+    const body = JSON.parse(await readCapped(response, MAX_ERROR_BODY_BYTES, url)) as {
+      resourceType?: string;
+      issue?: Array<{ diagnostics?: string; details?: { text?: string } }>;
+    };
     if (body.resourceType !== 'OperationOutcome') return undefined;
-    return body.issue?.map((i) => i.diagnostics ?? i.details?.text).filter(Boolean).join('; ').slice(0, 300);
+    return body.issue
+      ?.map((i) => i.diagnostics ?? i.details?.text)
+      .filter(Boolean)
+      .join('; ')
+      .slice(0, 300);
   } catch {
     return undefined;
   }

@@ -95,4 +95,3 @@ export function questionnaireReferences(questionnaire: FhirResource): {
   walk(questionnaire['item'] as Item[] | undefined);
   return { libraries, expressions, misspelled };
 }
-

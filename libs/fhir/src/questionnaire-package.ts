@@ -116,9 +116,11 @@ export class QuestionnairePackage {
   /** By ELM identifier (what CQL `include` and `"Lib".Define` name); FHIRHelpers often has no `url`. */
   libraryByIdentifier(id: string, version?: string): PackageLibrary | undefined {
     const matches = this.libraries.filter((l) => l.elm?.library.identifier.id === id);
-    return matches.find((l) => version === undefined || l.elm?.library.identifier.version === version) ??
+    return (
+      matches.find((l) => version === undefined || l.elm?.library.identifier.version === version) ??
       // Fall back to Library.name|version for CQL-only libraries.
-      this.libraries.find((l) => !l.elm && l.name === id && (version === undefined || l.version === version));
+      this.libraries.find((l) => !l.elm && l.name === id && (version === undefined || l.version === version))
+    );
   }
 
   valueSetByUrl(url: string): FhirResource | undefined {
@@ -128,7 +130,9 @@ export class QuestionnairePackage {
 
   questionnaireKey(questionnaire: FhirResource): string {
     const url = questionnaire['url'];
-    return typeof url === 'string' ? `${url}${typeof questionnaire['version'] === 'string' ? `|${questionnaire['version']}` : ''}` : `Questionnaire/${questionnaire.id ?? '?'}`;
+    return typeof url === 'string'
+      ? `${url}${typeof questionnaire['version'] === 'string' ? `|${questionnaire['version']}` : ''}`
+      : `Questionnaire/${questionnaire.id ?? '?'}`;
   }
 
   /** This package's own copy of a questionnaire (same canonical and version), if it has one. */

@@ -1,11 +1,7 @@
 import { DtrError, type DtrErrorCode } from './dtr-error.js';
 
 /** Throws a DtrError with the given code when the condition does not hold. */
-export function assertThat(
-  condition: unknown,
-  code: DtrErrorCode,
-  message: string,
-): asserts condition {
+export function assertThat(condition: unknown, code: DtrErrorCode, message: string): asserts condition {
   if (!condition) throw new DtrError(code, message);
 }
 

@@ -17,7 +17,9 @@ export interface TlsCredentials {
  */
 export function mutualTlsFetch(credentials: TlsCredentials): typeof fetch {
   // One keep-alive agent per set of credentials for the process, not one per session (each would hold its sockets).
-  const key = createHash('sha256').update(`${credentials.certificate}\u0000${credentials.privateKey}\u0000${credentials.serverCa ?? ''}`).digest('hex');
+  const key = createHash('sha256')
+    .update(`${credentials.certificate}\u0000${credentials.privateKey}\u0000${credentials.serverCa ?? ''}`)
+    .digest('hex');
   let agent = agents.get(key);
   if (!agent) {
     if (agents.size >= 100) {
@@ -40,14 +42,26 @@ const agents = new Map<string, Agent>();
 export function agentFetch(agent: Agent): typeof fetch {
   const tlsFetch = async (input: string | URL | Request, init: RequestInit = {}): Promise<Response> => {
     const url = new URL(typeof input === 'string' || input instanceof URL ? input.toString() : input.url);
-    if (url.protocol !== 'https:') throw new DtrError('CONFIGURATION', `mutual TLS needs https, not ${url.protocol} (${url.origin})`);
+    if (url.protocol !== 'https:')
+      throw new DtrError('CONFIGURATION', `mutual TLS needs https, not ${url.protocol} (${url.origin})`);
     const headers = new Headers(init.headers);
-    const body = init.body === undefined || init.body === null ? undefined : typeof init.body === 'string' ? init.body : Buffer.from(await new Response(init.body).arrayBuffer());
-    if (body !== undefined && !headers.has('content-length')) headers.set('content-length', String(Buffer.byteLength(body)));
+    const body =
+      init.body === undefined || init.body === null
+        ? undefined
+        : typeof init.body === 'string'
+          ? init.body
+          : Buffer.from(await new Response(init.body).arrayBuffer());
+    if (body !== undefined && !headers.has('content-length'))
+      headers.set('content-length', String(Buffer.byteLength(body)));
     return new Promise<Response>((resolve, reject) => {
       const req = httpsRequest(
         url,
-        { method: init.method ?? 'GET', headers: Object.fromEntries(headers.entries()), agent, ...(init.signal ? { signal: init.signal } : {}) },
+        {
+          method: init.method ?? 'GET',
+          headers: Object.fromEntries(headers.entries()),
+          agent,
+          ...(init.signal ? { signal: init.signal } : {}),
+        },
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -60,7 +74,13 @@ export function agentFetch(agent: Agent): typeof fetch {
             }
             const status = res.statusCode ?? 502;
             const nullBody = status === 204 || status === 304;
-            resolve(new Response(nullBody ? null : Buffer.concat(chunks), { status, statusText: res.statusMessage ?? '', headers: responseHeaders }));
+            resolve(
+              new Response(nullBody ? null : Buffer.concat(chunks), {
+                status,
+                statusText: res.statusMessage ?? '',
+                headers: responseHeaders,
+              }),
+            );
           });
         },
       );

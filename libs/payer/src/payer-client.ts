@@ -54,7 +54,8 @@ export class PayerClient {
 
   /** Builds the input Parameters in the shape of the payer's DTR version. */
   packageParameters(request: PackageRequest): FhirResource {
-    if (request.coverages.length === 0) throw new DtrError('INVALID_INPUT', 'a coverage is required to ask for a questionnaire package');
+    if (request.coverages.length === 0)
+      throw new DtrError('INVALID_INPUT', 'a coverage is required to ask for a questionnaire package');
     const coverages = this.payer.igVersion === '2.2' ? request.coverages.slice(0, 1) : request.coverages;
     return {
       resourceType: 'Parameters',
@@ -69,7 +70,9 @@ export class PayerClient {
   }
 
   async questionnairePackage(request: PackageRequest): Promise<PackageResponse & { retrievedAt: Date }> {
-    const body = await this.fhir.operation('Questionnaire/$questionnaire-package', this.packageParameters(request), { idempotent: true });
+    const body = await this.fhir.operation('Questionnaire/$questionnaire-package', this.packageParameters(request), {
+      idempotent: true,
+    });
     return { ...parsePackageResponse(body), retrievedAt: this.clock.now() };
   }
 
@@ -85,7 +88,11 @@ export class PayerClient {
       { idempotent: true },
     );
     const expansion = (body as { expansion?: { contains?: unknown } } | undefined)?.expansion;
-    if (body?.resourceType !== 'ValueSet' || !expansion || (expansion.contains !== undefined && !Array.isArray(expansion.contains))) {
+    if (
+      body?.resourceType !== 'ValueSet' ||
+      !expansion ||
+      (expansion.contains !== undefined && !Array.isArray(expansion.contains))
+    ) {
       throw new DtrError('UPSTREAM_ERROR', `the payer's $expand of ${url} did not answer a ValueSet with an expansion`);
     }
     return body;
@@ -121,18 +128,30 @@ export class PayerClient {
    * @see https://hl7.org/fhir/us/davinci-dtr/ (adaptive forms) and SDC $next-question
    */
   async nextQuestion(questionnaireResponse: FhirResource): Promise<FhirResource> {
-    if (questionnaireResponse.resourceType !== 'QuestionnaireResponse') throw new DtrError('INVALID_INPUT', 'next-question takes a QuestionnaireResponse');
+    if (questionnaireResponse.resourceType !== 'QuestionnaireResponse')
+      throw new DtrError('INVALID_INPUT', 'next-question takes a QuestionnaireResponse');
     const body =
       this.payer.igVersion === '2.0.1'
         ? questionnaireResponse
-        : { resourceType: 'Parameters', parameter: [{ name: this.payer.igVersion === '2.2' ? 'questionnaire-response' : 'in', resource: questionnaireResponse }] };
+        : {
+            resourceType: 'Parameters',
+            parameter: [
+              {
+                name: this.payer.igVersion === '2.2' ? 'questionnaire-response' : 'in',
+                resource: questionnaireResponse,
+              },
+            ],
+          };
     const answer = (await this.fhir.operation('Questionnaire/$next-question', body)) as FhirResource;
     // Servers answer with the bare QuestionnaireResponse, or wrapped in a `return` part.
     const qr =
       answer.resourceType === 'Parameters'
-        ? ((answer['parameter'] as Array<{ name?: string; resource?: FhirResource }> | undefined) ?? []).find((p) => p.resource?.resourceType === 'QuestionnaireResponse')?.resource
+        ? ((answer['parameter'] as Array<{ name?: string; resource?: FhirResource }> | undefined) ?? []).find(
+            (p) => p.resource?.resourceType === 'QuestionnaireResponse',
+          )?.resource
         : answer;
-    if (!qr || qr.resourceType !== 'QuestionnaireResponse') throw new DtrError('UPSTREAM_ERROR', 'the payer did not answer $next-question with a QuestionnaireResponse');
+    if (!qr || qr.resourceType !== 'QuestionnaireResponse')
+      throw new DtrError('UPSTREAM_ERROR', 'the payer did not answer $next-question with a QuestionnaireResponse');
     return qr;
   }
 }

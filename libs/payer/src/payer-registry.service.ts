@@ -18,7 +18,11 @@ export const payerInputSchema = z
     tokenEndpoint: z.url(),
     clientId: z.string().min(1).max(255),
     signingAlg: z.enum(['RS384', 'ES384']),
-    scopes: z.array(z.string().regex(/^system\/[A-Za-z*]+\.[a-z*]+$/, 'Backend Services scopes are system/<Type>.<permissions>')).min(1),
+    scopes: z
+      .array(
+        z.string().regex(/^system\/[A-Za-z*]+\.[a-z*]+$/, 'Backend Services scopes are system/<Type>.<permissions>'),
+      )
+      .min(1),
     igVersion: z.enum(['2.0.1', '2.1', '2.2']).default('2.2'),
     submissionRoute: z.enum(['bundle', 'pas-claim-submit', 'cdex-submit-attachment']).default('bundle'),
     /** `system|value` (or bare `value`) identifiers of the payer as Coverage.payor carries them. */
@@ -30,9 +34,19 @@ export const payerInputSchema = z
      */
     clientCertificate: z
       .object({
-        certificate: z.string().max(20_000).regex(/-----BEGIN CERTIFICATE-----/, 'a PEM certificate'),
-        privateKey: z.string().max(20_000).regex(/-----BEGIN [A-Z ]*PRIVATE KEY-----/, 'a PEM private key'),
-        serverCa: z.string().max(50_000).regex(/-----BEGIN CERTIFICATE-----/, 'PEM CA certificate(s)').optional(),
+        certificate: z
+          .string()
+          .max(20_000)
+          .regex(/-----BEGIN CERTIFICATE-----/, 'a PEM certificate'),
+        privateKey: z
+          .string()
+          .max(20_000)
+          .regex(/-----BEGIN [A-Z ]*PRIVATE KEY-----/, 'a PEM private key'),
+        serverCa: z
+          .string()
+          .max(50_000)
+          .regex(/-----BEGIN CERTIFICATE-----/, 'PEM CA certificate(s)')
+          .optional(),
       })
       .strict()
       .nullable()
@@ -75,7 +89,11 @@ interface PayerRow {
 
 function certificateFacts(pem: string): { subject: string; fingerprint256: string; validTo: string } {
   const x509 = new X509Certificate(pem);
-  return { subject: x509.subject.replaceAll('\n', ', '), fingerprint256: x509.fingerprint256, validTo: new Date(x509.validTo).toISOString() };
+  return {
+    subject: x509.subject.replaceAll('\n', ', '),
+    fingerprint256: x509.fingerprint256,
+    validTo: new Date(x509.validTo).toISOString(),
+  };
 }
 
 function toPayer(row: PayerRow): Payer {
@@ -115,17 +133,27 @@ export class PayerRegistry {
       });
     }
     const p = parsed.data;
-    for (const [field, value] of [['fhirBase', p.fhirBase], ['tokenEndpoint', p.tokenEndpoint]] as const) {
+    for (const [field, value] of [
+      ['fhirBase', p.fhirBase],
+      ['tokenEndpoint', p.tokenEndpoint],
+    ] as const) {
       try {
         assertOutboundUrl(value, this.policy, field);
       } catch (error) {
-        throw new DtrError('INVALID_INPUT', `${field}: ${error instanceof Error ? error.message.replace(`${field} `, '') : 'not allowed'}`, { expression: [field] });
+        throw new DtrError(
+          'INVALID_INPUT',
+          `${field}: ${error instanceof Error ? error.message.replace(`${field} `, '') : 'not allowed'}`,
+          { expression: [field] },
+        );
       }
     }
     const fhirBase = normaliseBaseUrl(p.fhirBase);
-    const certificate = p.clientCertificate ? this.checkCertificate(p.id, p.clientCertificate, [p.fhirBase, p.tokenEndpoint]) : undefined;
-    await this.dataSource.query(
-      `INSERT INTO payer (id, name, fhir_base, token_endpoint, client_id, signing_alg, scopes, ig_version, submission_route,
+    const certificate = p.clientCertificate
+      ? this.checkCertificate(p.id, p.clientCertificate, [p.fhirBase, p.tokenEndpoint])
+      : undefined;
+    await this.dataSource
+      .query(
+        `INSERT INTO payer (id, name, fhir_base, token_endpoint, client_id, signing_alg, scopes, ig_version, submission_route,
                           coverage_identifiers, client_certificate, client_certificate_key_sealed, server_ca)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
        ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, fhir_base = EXCLUDED.fhir_base, token_endpoint = EXCLUDED.token_endpoint,
@@ -135,35 +163,44 @@ export class PayerRegistry {
          client_certificate_key_sealed = CASE WHEN $14 THEN EXCLUDED.client_certificate_key_sealed ELSE payer.client_certificate_key_sealed END,
          server_ca = CASE WHEN $14 THEN EXCLUDED.server_ca ELSE payer.server_ca END,
          updated_at = now()`,
-      [
-        p.id,
-        p.name,
-        fhirBase,
-        p.tokenEndpoint,
-        p.clientId,
-        p.signingAlg,
-        p.scopes.join(' '),
-        p.igVersion,
-        p.submissionRoute,
-        p.coverageIdentifiers,
-        certificate?.certificate ?? null,
-        certificate?.sealedKey ?? null,
-        certificate?.serverCa ?? null,
-        p.clientCertificate !== undefined,
-      ],
-    ).catch((error: { driverError?: { code?: string }; code?: string }) => {
-      if ((error.driverError?.code ?? error.code) === '23505') throw new DtrError('CONFLICT', 'another payer is registered with this fhirBase');
-      throw error;
-    });
+        [
+          p.id,
+          p.name,
+          fhirBase,
+          p.tokenEndpoint,
+          p.clientId,
+          p.signingAlg,
+          p.scopes.join(' '),
+          p.igVersion,
+          p.submissionRoute,
+          p.coverageIdentifiers,
+          certificate?.certificate ?? null,
+          certificate?.sealedKey ?? null,
+          certificate?.serverCa ?? null,
+          p.clientCertificate !== undefined,
+        ],
+      )
+      .catch((error: { driverError?: { code?: string }; code?: string }) => {
+        if ((error.driverError?.code ?? error.code) === '23505')
+          throw new DtrError('CONFLICT', 'another payer is registered with this fhirBase');
+        throw error;
+      });
     return (await this.get(p.id))!;
   }
 
   /** Our mutual TLS credentials for this payer, key unsealed (for the outbound client only), when it has them. */
   async tlsCredentials(id: string): Promise<TlsCredentials | undefined> {
-    const rows = (await this.dataSource.query('SELECT client_certificate, client_certificate_key_sealed, server_ca FROM payer WHERE id = $1', [id])) as PayerRow[];
+    const rows = (await this.dataSource.query(
+      'SELECT client_certificate, client_certificate_key_sealed, server_ca FROM payer WHERE id = $1',
+      [id],
+    )) as PayerRow[];
     const row = rows[0];
     if (!row?.client_certificate || !row.client_certificate_key_sealed) return undefined;
-    if (!this.box) throw new DtrError('CONFIGURATION', `payer ${id} has a client certificate, but no key ring is configured to open its key (DTR_ENCRYPTION_KEYS)`);
+    if (!this.box)
+      throw new DtrError(
+        'CONFIGURATION',
+        `payer ${id} has a client certificate, but no key ring is configured to open its key (DTR_ENCRYPTION_KEYS)`,
+      );
     return {
       certificate: row.client_certificate,
       privateKey: this.box.open(row.client_certificate_key_sealed, `payer-client-certificate:${id}`),
@@ -177,8 +214,12 @@ export class PayerRegistry {
     input: { certificate: string; privateKey: string; serverCa?: string | undefined },
     endpoints: string[],
   ): { certificate: string; sealedKey: string; serverCa: string | null } {
-    const invalid = (field: string, message: string) => new DtrError('INVALID_INPUT', `clientCertificate.${field}: ${message}`, { expression: [`clientCertificate.${field}`] });
-    if (endpoints.some((e) => !e.startsWith('https://'))) throw invalid('certificate', 'mutual TLS needs https fhirBase and tokenEndpoint');
+    const invalid = (field: string, message: string) =>
+      new DtrError('INVALID_INPUT', `clientCertificate.${field}: ${message}`, {
+        expression: [`clientCertificate.${field}`],
+      });
+    if (endpoints.some((e) => !e.startsWith('https://')))
+      throw invalid('certificate', 'mutual TLS needs https fhirBase and tokenEndpoint');
     let x509: X509Certificate;
     try {
       x509 = new X509Certificate(input.certificate);
@@ -192,7 +233,8 @@ export class PayerRegistry {
       throw invalid('privateKey', 'is not a readable PEM private key (an encrypted key is not accepted)');
     }
     if (!x509.checkPrivateKey(key)) throw invalid('privateKey', 'does not belong to the certificate');
-    if (Date.parse(x509.validTo) < Date.now()) throw invalid('certificate', `expired on ${new Date(x509.validTo).toISOString()}`);
+    if (Date.parse(x509.validTo) < Date.now())
+      throw invalid('certificate', `expired on ${new Date(x509.validTo).toISOString()}`);
     if (input.serverCa) {
       try {
         new X509Certificate(input.serverCa);
@@ -200,8 +242,16 @@ export class PayerRegistry {
         throw invalid('serverCa', 'is not a readable PEM certificate');
       }
     }
-    if (!this.box) throw new DtrError('CONFIGURATION', 'storing a client certificate needs the key ring (DTR_ENCRYPTION_KEYS) to seal its key');
-    return { certificate: input.certificate, sealedKey: this.box.seal(input.privateKey, `payer-client-certificate:${id}`), serverCa: input.serverCa ?? null };
+    if (!this.box)
+      throw new DtrError(
+        'CONFIGURATION',
+        'storing a client certificate needs the key ring (DTR_ENCRYPTION_KEYS) to seal its key',
+      );
+    return {
+      certificate: input.certificate,
+      sealedKey: this.box.seal(input.privateKey, `payer-client-certificate:${id}`),
+      serverCa: input.serverCa ?? null,
+    };
   }
 
   async list(): Promise<Payer[]> {
@@ -228,7 +278,9 @@ export class PayerRegistry {
       tokens.add(identifier.value);
       if (identifier.system) tokens.add(`${identifier.system}|${identifier.value}`);
     };
-    const payors = (coverage['payor'] as Array<{ reference?: string; identifier?: { system?: string; value?: string } }> | undefined) ?? [];
+    const payors =
+      (coverage['payor'] as
+        Array<{ reference?: string; identifier?: { system?: string; value?: string } }> | undefined) ?? [];
     const contained = (coverage['contained'] as FhirResource[] | undefined) ?? [];
     for (const payor of payors) {
       addIdentifier(payor.identifier);
@@ -236,7 +288,8 @@ export class PayerRegistry {
       const org = ref?.startsWith('#')
         ? contained.find((c) => c.id === ref.slice(1))
         : organizations.find((o) => ref && (ref === `Organization/${o.id}` || ref.endsWith(`/Organization/${o.id}`)));
-      for (const identifier of (org?.['identifier'] as Array<{ system?: string; value?: string }> | undefined) ?? []) addIdentifier(identifier);
+      for (const identifier of (org?.['identifier'] as Array<{ system?: string; value?: string }> | undefined) ?? [])
+        addIdentifier(identifier);
     }
     const payers = await this.list();
     return payers.find((p) => p.coverageIdentifiers.some((id) => tokens.has(id)));

@@ -61,8 +61,7 @@ export class EmbeddedPostgresSupervisor {
 
   private constructor(
     private readonly child: ChildProcess,
-    private readonly options: Required<Pick<EmbeddedPostgresOptions, 'dataDir' | 'database'>> &
-      EmbeddedPostgresOptions,
+    private readonly options: Required<Pick<EmbeddedPostgresOptions, 'dataDir' | 'database'>> & EmbeddedPostgresOptions,
     readonly port: number,
     private readonly credentials: Credentials,
   ) {}
@@ -106,12 +105,18 @@ export class EmbeddedPostgresSupervisor {
     const child = spawn(
       binaries.postgres,
       [
-        '-D', pgdata,
-        '-p', String(port),
-        '-c', 'listen_addresses=127.0.0.1',
-        '-c', 'unix_socket_directories=',
-        '-c', 'max_connections=200',
-        '-c', 'shared_buffers=64MB',
+        '-D',
+        pgdata,
+        '-p',
+        String(port),
+        '-c',
+        'listen_addresses=127.0.0.1',
+        '-c',
+        'unix_socket_directories=',
+        '-c',
+        'max_connections=200',
+        '-c',
+        'shared_buffers=64MB',
       ],
       {
         stdio: ['ignore', logFd, logFd],
@@ -153,7 +158,10 @@ export class EmbeddedPostgresSupervisor {
     let lastError: unknown;
     while (Date.now() < deadline) {
       if (this.child.exitCode !== null || this.child.signalCode !== null) {
-        throw new DtrError('NOT_READY', `embedded PostgreSQL exited during start-up; see ${logFile}:\n${tail(logFile)}`);
+        throw new DtrError(
+          'NOT_READY',
+          `embedded PostgreSQL exited during start-up; see ${logFile}:\n${tail(logFile)}`,
+        );
       }
       const client = new pg.Client({ connectionString: this.urlFor('postgres'), connectionTimeoutMillis: 1000 });
       try {
@@ -208,7 +216,8 @@ function resolveServerUser(): { uid: number; gid: number } | undefined {
   if (existing) return existing;
   execFileSync('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', 'postgres']);
   const created = lookup();
-  if (!created) throw new DtrError('CONFIGURATION', 'could not create the "postgres" user to run the embedded database');
+  if (!created)
+    throw new DtrError('CONFIGURATION', 'could not create the "postgres" user to run the embedded database');
   return created;
 }
 
@@ -264,7 +273,8 @@ async function stopOrphanedPostmaster(pgdata: string, log: (m: string, f?: Recor
     }
   }
   // A pid file naming a dead (or reused) pid would make the server refuse to start.
-  if (existsSync(pidFile) && !(Number.isInteger(pid) && isAlive(pid) && isPostgres(pid))) rmSync(pidFile, { force: true });
+  if (existsSync(pidFile) && !(Number.isInteger(pid) && isAlive(pid) && isPostgres(pid)))
+    rmSync(pidFile, { force: true });
 }
 
 function isAlive(pid: number): boolean {
@@ -321,7 +331,18 @@ function initCluster(
   try {
     execFileSync(
       binaries.initdb,
-      ['-D', pgdata, '-U', credentials.user, `--pwfile=${pwFile}`, '--auth=scram-sha-256', '-E', 'UTF8', '--locale=C', '--no-sync'],
+      [
+        '-D',
+        pgdata,
+        '-U',
+        credentials.user,
+        `--pwfile=${pwFile}`,
+        '--auth=scram-sha-256',
+        '-E',
+        'UTF8',
+        '--locale=C',
+        '--no-sync',
+      ],
       {
         stdio: ['ignore', 'ignore', 'pipe'],
         ...(owner ? { uid: owner.uid, gid: owner.gid } : {}),
@@ -330,9 +351,13 @@ function initCluster(
     );
   } catch (cause) {
     rmSync(pgdata, { recursive: true, force: true });
-    throw new DtrError('CONFIGURATION', `initdb failed for ${pgdata}: ${String((cause as { stderr?: Buffer }).stderr ?? cause)}`, {
-      cause,
-    });
+    throw new DtrError(
+      'CONFIGURATION',
+      `initdb failed for ${pgdata}: ${String((cause as { stderr?: Buffer }).stderr ?? cause)}`,
+      {
+        cause,
+      },
+    );
   } finally {
     rmSync(pwFile, { force: true });
   }
@@ -344,7 +369,9 @@ async function freeLoopbackPort(): Promise<number> {
     server.once('error', reject);
     server.listen(0, '127.0.0.1', () => {
       const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+      server.close(() =>
+        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
+      );
     });
   });
 }

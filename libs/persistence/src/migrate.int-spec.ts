@@ -53,7 +53,9 @@ describe('audit_event is append-only', () => {
         `INSERT INTO audit_event (type_code, action, outcome, detail) VALUES ('rest', 'R', '0', '{"probe":"append-only"}') RETURNING id`,
       );
       const id = inserted.rows[0]!.id;
-      await expect(client.query(`UPDATE audit_event SET outcome = '8' WHERE id = $1`, [id])).rejects.toThrow(/append-only/);
+      await expect(client.query(`UPDATE audit_event SET outcome = '8' WHERE id = $1`, [id])).rejects.toThrow(
+        /append-only/,
+      );
       await expect(client.query(`DELETE FROM audit_event WHERE id = $1`, [id])).rejects.toThrow(/append-only/);
       const still = await client.query(`SELECT outcome FROM audit_event WHERE id = $1`, [id]);
       expect(still.rows[0]).toEqual({ outcome: '0' });
@@ -75,7 +77,9 @@ describe('audit_event is append-only', () => {
       const other = await client.query<{ id: string }>(
         `INSERT INTO audit_event (type_code, action, outcome) VALUES ('rest', 'R', '0') RETURNING id`,
       );
-      await expect(client.query(`DELETE FROM audit_event WHERE id = $1`, [other.rows[0]!.id])).rejects.toThrow(/append-only/);
+      await expect(client.query(`DELETE FROM audit_event WHERE id = $1`, [other.rows[0]!.id])).rejects.toThrow(
+        /append-only/,
+      );
     });
   });
 });

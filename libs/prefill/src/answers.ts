@@ -8,7 +8,11 @@ export type Answer = Record<string, unknown>;
 export interface ItemShape {
   type: string;
   repeats?: boolean;
-  answerOption?: Array<{ valueCoding?: { system?: string; code?: string; display?: string }; valueString?: string; valueInteger?: number }>;
+  answerOption?: Array<{
+    valueCoding?: { system?: string; code?: string; display?: string };
+    valueString?: string;
+    valueInteger?: number;
+  }>;
 }
 
 interface CqlLike {
@@ -58,7 +62,11 @@ function one(value: unknown, item: ItemShape): Answer | undefined {
     case 'boolean':
       return typeof v === 'boolean' ? { valueBoolean: v } : undefined;
     case 'decimal':
-      return typeof v === 'number' ? { valueDecimal: v } : (v as CqlLike).isQuantity ? { valueDecimal: (v as unknown as { value: number }).value } : undefined;
+      return typeof v === 'number'
+        ? { valueDecimal: v }
+        : (v as CqlLike).isQuantity
+          ? { valueDecimal: (v as unknown as { value: number }).value }
+          : undefined;
     case 'integer':
       return typeof v === 'number' && Number.isInteger(v) ? { valueInteger: v } : undefined;
     case 'date': {
@@ -71,7 +79,11 @@ function one(value: unknown, item: ItemShape): Answer | undefined {
       return c.isDateTime || c.isDate ? { valueDateTime: c.toString() } : undefined;
     }
     case 'time':
-      return typeof v === 'string' ? { valueTime: v } : (v as CqlLike).isTime ? { valueTime: (v as CqlLike).toString() } : undefined;
+      return typeof v === 'string'
+        ? { valueTime: v }
+        : (v as CqlLike).isTime
+          ? { valueTime: (v as CqlLike).toString() }
+          : undefined;
     case 'string':
     case 'text': {
       if (typeof v === 'string') return { valueString: v };
@@ -87,11 +99,17 @@ function one(value: unknown, item: ItemShape): Answer | undefined {
       const coding = asCoding(v);
       const options = item.answerOption ?? [];
       if (coding) {
-        const option = options.find((o) => o.valueCoding?.code === coding.code && (!o.valueCoding?.system || !coding.system || o.valueCoding.system === coding.system));
+        const option = options.find(
+          (o) =>
+            o.valueCoding?.code === coding.code &&
+            (!o.valueCoding?.system || !coding.system || o.valueCoding.system === coding.system),
+        );
         return { valueCoding: option?.valueCoding ?? coding };
       }
       if (typeof v === 'string') {
-        const option = options.find((o) => o.valueCoding?.code === v || o.valueCoding?.display === v || o.valueString === v);
+        const option = options.find(
+          (o) => o.valueCoding?.code === v || o.valueCoding?.display === v || o.valueString === v,
+        );
         if (option?.valueCoding) return { valueCoding: option.valueCoding };
         if (option?.valueString !== undefined) return { valueString: option.valueString };
         return item.type === 'open-choice' ? { valueString: v } : undefined;
@@ -101,7 +119,12 @@ function one(value: unknown, item: ItemShape): Answer | undefined {
     case 'quantity': {
       const q = v as { isQuantity?: boolean; value?: number; unit?: string };
       if (q.isQuantity && typeof q.value === 'number') {
-        return { valueQuantity: { value: q.value, ...(q.unit && q.unit !== '1' ? { unit: q.unit, system: 'http://unitsofmeasure.org', code: q.unit } : {}) } };
+        return {
+          valueQuantity: {
+            value: q.value,
+            ...(q.unit && q.unit !== '1' ? { unit: q.unit, system: 'http://unitsofmeasure.org', code: q.unit } : {}),
+          },
+        };
       }
       const json = v as { value?: unknown; unit?: string; system?: string; code?: string };
       return typeof json.value === 'number' ? { valueQuantity: json } : undefined;

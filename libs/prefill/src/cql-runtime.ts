@@ -91,7 +91,9 @@ function installWrapperCaches(sample: object): void {
  * 20,000 strings, then the cache starts over) and a copy is handed out, since callers may adjust what they receive.
  */
 function installDateParseCache(): void {
-  for (const type of [cql.DateTime, cql.Date] as unknown as Array<{ parse: (s: string | null) => { copy(): unknown } | null }>) {
+  for (const type of [cql.DateTime, cql.Date] as unknown as Array<{
+    parse: (s: string | null) => { copy(): unknown } | null;
+  }>) {
     const original = type.parse.bind(type);
     const parsed = new Map<string, { copy(): unknown } | null>();
     type.parse = (value: string | null) => {
@@ -127,11 +129,15 @@ function installResourceIdentity(fhirObject: object): void {
   const comparison = require('cql-execution/lib/util/comparison') as { equals: (a: unknown, b: unknown) => unknown };
   const keys = require('cql-execution/lib/util/immutableUtil') as { toNormalizedKey: (js: unknown) => unknown };
   // The Immutable instance cql-execution itself uses, so its sets hash our keys like their own.
-  const { Map: ImmutableMap } = createRequire(require.resolve('cql-execution'))('immutable') as { Map: (entries: object) => unknown };
+  const { Map: ImmutableMap } = createRequire(require.resolve('cql-execution'))('immutable') as {
+    Map: (entries: object) => unknown;
+  };
   const resourceJson = (value: unknown): { resourceType: string; id: string } | undefined => {
     if (!value || typeof value !== 'object' || !fhirObject.isPrototypeOf(value)) return undefined;
     const json = (value as Wrapped)._json;
-    return json && typeof json.resourceType === 'string' && typeof json.id === 'string' ? (json as { resourceType: string; id: string }) : undefined;
+    return json && typeof json.resourceType === 'string' && typeof json.id === 'string'
+      ? (json as { resourceType: string; id: string })
+      : undefined;
   };
   const originalEquals = comparison.equals;
   comparison.equals = (a: unknown, b: unknown) => {
@@ -152,7 +158,12 @@ function installResourceIdentity(fhirObject: object): void {
     if (!json) return originalKey(js);
     let key = resourceKeys.get(json);
     if (key === undefined) {
-      key = ImmutableMap({ __instance: 'FHIR resource', resourceType: json.resourceType, id: json.id, json: JSON.stringify(json) });
+      key = ImmutableMap({
+        __instance: 'FHIR resource',
+        resourceType: json.resourceType,
+        id: json.id,
+        json: JSON.stringify(json),
+      });
       resourceKeys.set(json, key);
     }
     return key;
@@ -172,7 +183,9 @@ export function warmUp(versions: FhirModelVersion[] = ['4.0.0', '4.0.1']): void 
 export function patientFor(version: FhirModelVersion, resources: FhirResource[], fast = fastPaths) {
   const { source } = runtime(version);
   source.reset();
-  source.loadBundles([{ resourceType: 'Bundle', type: 'collection', entry: resources.map((resource) => ({ resource })) }]);
+  source.loadBundles([
+    { resourceType: 'Bundle', type: 'collection', entry: resources.map((resource) => ({ resource })) },
+  ]);
   const patient = source.currentPatient();
   source.reset();
   if (patient && fast) {
@@ -229,7 +242,8 @@ export function codeService(valueSets: FhirResource[], fast = fastPaths) {
   if (fast) {
     const byOid = service.valueSets as Record<string, Record<string, InstanceType<typeof cql.ValueSet>>>;
     for (const versions of Object.values(byOid)) {
-      for (const [version, vs] of Object.entries(versions)) versions[version] = new HashedValueSet(vs.oid, vs.version, vs.codes);
+      for (const [version, vs] of Object.entries(versions))
+        versions[version] = new HashedValueSet(vs.oid, vs.version, vs.codes);
     }
   }
   return service;
@@ -244,27 +258,50 @@ function plainCodeService(valueSets: FhirResource[]) {
     if (!codes) continue;
     const version = typeof valueSet['version'] === 'string' ? valueSet['version'] : '';
     map[url] ??= {};
-    map[url][version] = codes.map((c) => ({ code: c.code, system: c.system ?? '', ...(c.version ? { version: c.version } : {}) }));
+    map[url][version] = codes.map((c) => ({
+      code: c.code,
+      system: c.system ?? '',
+      ...(c.version ? { version: c.version } : {}),
+    }));
   }
   return new cql.CodeService(map);
 }
 
 /** Codes of a ValueSet: its expansion, or an enumerated compose (no filters). Undefined when neither. */
-export function expansionOf(valueSet: FhirResource): Array<{ system?: string; code: string; version?: string }> | undefined {
-  const expansion = valueSet['expansion'] as { contains?: Array<{ system?: string; code?: string; version?: string; contains?: unknown[] }> } | undefined;
+export function expansionOf(
+  valueSet: FhirResource,
+): Array<{ system?: string; code: string; version?: string }> | undefined {
+  const expansion = valueSet['expansion'] as
+    { contains?: Array<{ system?: string; code?: string; version?: string; contains?: unknown[] }> } | undefined;
   if (expansion?.contains) {
     const out: Array<{ system?: string; code: string; version?: string }> = [];
     const stack = [...expansion.contains];
     while (stack.length > 0) {
       const c = stack.pop() as { system?: string; code?: string; version?: string; contains?: unknown[] };
-      if (c.code) out.push({ ...(c.system ? { system: c.system } : {}), code: c.code, ...(c.version ? { version: c.version } : {}) });
+      if (c.code)
+        out.push({
+          ...(c.system ? { system: c.system } : {}),
+          code: c.code,
+          ...(c.version ? { version: c.version } : {}),
+        });
       if (c.contains) stack.push(...(c.contains as typeof expansion.contains));
     }
     return out;
   }
-  const compose = valueSet['compose'] as { include?: Array<{ system?: string; concept?: Array<{ code: string }>; filter?: unknown[]; valueSet?: unknown[] }> } | undefined;
+  const compose = valueSet['compose'] as
+    | {
+        include?: Array<{
+          system?: string;
+          concept?: Array<{ code: string }>;
+          filter?: unknown[];
+          valueSet?: unknown[];
+        }>;
+      }
+    | undefined;
   if (compose?.include && compose.include.every((i) => i.concept && !i.filter && !i.valueSet)) {
-    return compose.include.flatMap((i) => i.concept!.map((c) => ({ ...(i.system ? { system: i.system } : {}), code: c.code })));
+    return compose.include.flatMap((i) =>
+      i.concept!.map((c) => ({ ...(i.system ? { system: i.system } : {}), code: c.code })),
+    );
   }
   return undefined;
 }

@@ -72,7 +72,8 @@ class DependencyFacts {
     if (!library) return { retrieve: true, parameter: false };
     walk(node, (n) => {
       const type = n['type'];
-      if (type === 'Retrieve' && String(n['dataType'] ?? '').replace(/^\{[^}]*\}/, '') !== 'Patient') result.retrieve = true;
+      if (type === 'Retrieve' && String(n['dataType'] ?? '').replace(/^\{[^}]*\}/, '') !== 'Patient')
+        result.retrieve = true;
       else if (type === 'ParameterRef') result.parameter = true;
       else if (type === 'ExpressionRef' || type === 'FunctionRef') {
         const alias = n['libraryName'] as string | undefined;
@@ -136,7 +137,10 @@ function markIdMatchedSource(query: Node, libraryKey: string, facts: DependencyF
   for (const condition of conjuncts(query['where'] as Node | undefined)) {
     if (condition['type'] !== 'Equal') continue;
     const [left, right] = condition['operand'] as [Node, Node];
-    for (const [idSide, valueSide] of [[left, right], [right, left]] as const) {
+    for (const [idSide, valueSide] of [
+      [left, right],
+      [right, left],
+    ] as const) {
       if (!onlyIdOf(idSide, source.alias)) continue;
       const mentionsAlias = JSON.stringify(valueSide).includes(`"scope":${JSON.stringify(source.alias)}`);
       const depends = facts.of(valueSide, libraryKey);
@@ -159,7 +163,10 @@ export function dataRequirements(
 ): DataRequirements {
   const statements = new Map<string, Set<string>>();
   const retrieves: Retrieve[] = [];
-  const queue: Array<{ library: string; name: string }> = requested.map((r) => ({ library: r.library, name: r.define }));
+  const queue: Array<{ library: string; name: string }> = requested.map((r) => ({
+    library: r.library,
+    name: r.define,
+  }));
 
   const libraryId = (key: string): string => (index.get(key) as ElmFull | undefined)?.library.identifier.id ?? key;
   const facts = new DependencyFacts(index);
@@ -210,38 +217,51 @@ function retrieveOf(
     const url = owner?.library.valueSets?.def?.find((v) => v.name === codes['name'])?.id;
     if (!url) return { resourceType };
     const expanded = expand(url);
-    return expanded ? { resourceType, codes: expanded, ...(url ? { valueSet: url } : {}) } : { resourceType, unresolvedValueSet: url };
+    return expanded
+      ? { resourceType, codes: expanded, ...(url ? { valueSet: url } : {}) }
+      : { resourceType, unresolvedValueSet: url };
   }
   // Direct codes: CodeRef, ToList(CodeRef), List of CodeRefs, Code literals, and defines made only of those
   // (`define "Oxygen_Codes": { "Oxygen [Partial pressure] in Arterial blood" }`).
   const found: Array<{ system?: string; code: string }> = [];
   let unknown = false;
   const seen = new Set<string>();
-  const collect = (root: unknown, owner: ElmFull) => walk(root, (n) => {
-    if (n['type'] === 'ExpressionRef' && !unknown) {
-      const defining = ownerOf(index, owner, n['libraryName'] as string | undefined);
-      const def = defining?.library.statements?.def?.find((d) => d.name === n['name'] && (d as Node)['type'] !== 'FunctionDef');
-      const key = `${defining?.library.identifier.id}.${String(n['name'])}`;
-      if (!defining || !def || seen.has(key)) {
-        unknown = true;
+  const collect = (root: unknown, owner: ElmFull) =>
+    walk(root, (n) => {
+      if (n['type'] === 'ExpressionRef' && !unknown) {
+        const defining = ownerOf(index, owner, n['libraryName'] as string | undefined);
+        const def = defining?.library.statements?.def?.find(
+          (d) => d.name === n['name'] && (d as Node)['type'] !== 'FunctionDef',
+        );
+        const key = `${defining?.library.identifier.id}.${String(n['name'])}`;
+        if (!defining || !def || seen.has(key)) {
+          unknown = true;
+          return;
+        }
+        seen.add(key);
+        collect((def as Node)['expression'], defining);
         return;
       }
-      seen.add(key);
-      collect((def as Node)['expression'], defining);
-      return;
-    }
-    if (n['type'] === 'CodeRef') {
-      const codeOwner = ownerOf(index, owner, n['libraryName'] as string | undefined);
-      const def = codeOwner?.library.codes?.def?.find((c) => c.name === n['name']);
-      const system = def?.codeSystem ? codeOwner?.library.codeSystems?.def?.find((s) => s.name === def.codeSystem!.name)?.id : undefined;
-      if (def) found.push({ ...(system ? { system } : {}), code: def.id });
-      else unknown = true;
-    } else if (n['type'] === 'Code' && typeof n['code'] === 'string') {
-      found.push({ code: n['code'] as string });
-    } else if (n['type'] === 'ParameterRef' || n['type'] === 'FunctionRef' || n['type'] === 'ValueSetRef' || n['type'] === 'Retrieve' || n['type'] === 'Query') {
-      unknown = true;
-    }
-  });
+      if (n['type'] === 'CodeRef') {
+        const codeOwner = ownerOf(index, owner, n['libraryName'] as string | undefined);
+        const def = codeOwner?.library.codes?.def?.find((c) => c.name === n['name']);
+        const system = def?.codeSystem
+          ? codeOwner?.library.codeSystems?.def?.find((s) => s.name === def.codeSystem!.name)?.id
+          : undefined;
+        if (def) found.push({ ...(system ? { system } : {}), code: def.id });
+        else unknown = true;
+      } else if (n['type'] === 'Code' && typeof n['code'] === 'string') {
+        found.push({ code: n['code'] as string });
+      } else if (
+        n['type'] === 'ParameterRef' ||
+        n['type'] === 'FunctionRef' ||
+        n['type'] === 'ValueSetRef' ||
+        n['type'] === 'Retrieve' ||
+        n['type'] === 'Query'
+      ) {
+        unknown = true;
+      }
+    });
   collect(codes, library);
   return !unknown && found.length > 0 ? { resourceType, codes: found } : { resourceType };
 }
@@ -260,7 +280,15 @@ function walk(node: unknown, visit: (node: Node) => void): void {
 }
 
 /** Resource types that are not in the patient compartment: read by reference from the context, never searched. */
-export const NON_COMPARTMENT_TYPES = new Set(['Practitioner', 'PractitionerRole', 'Organization', 'Location', 'Medication', 'Device', 'HealthcareService']);
+export const NON_COMPARTMENT_TYPES = new Set([
+  'Practitioner',
+  'PractitionerRole',
+  'Organization',
+  'Location',
+  'Medication',
+  'Device',
+  'HealthcareService',
+]);
 
 export interface PlannedSearch {
   resourceType: string;
@@ -276,10 +304,23 @@ export interface PlannedSearch {
  * listed codes kept as its fallback).
  * @see https://hl7.org/fhir/R4/search.html#token (the :in modifier)
  */
-export function planSearches(retrieves: Retrieve[], patientId: string, chunkSize = 40, options: { codeIn?: boolean } = {}): PlannedSearch[] {
-  const byType = new Map<string, { all: boolean; codes: Map<string, { system?: string; code: string }>; valueSets: Map<string, Array<{ system?: string; code: string }>> }>();
+export function planSearches(
+  retrieves: Retrieve[],
+  patientId: string,
+  chunkSize = 40,
+  options: { codeIn?: boolean } = {},
+): PlannedSearch[] {
+  const byType = new Map<
+    string,
+    {
+      all: boolean;
+      codes: Map<string, { system?: string; code: string }>;
+      valueSets: Map<string, Array<{ system?: string; code: string }>>;
+    }
+  >();
   for (const retrieve of retrieves) {
-    if (retrieve.resourceType === 'Patient' || NON_COMPARTMENT_TYPES.has(retrieve.resourceType) || retrieve.byReference) continue;
+    if (retrieve.resourceType === 'Patient' || NON_COMPARTMENT_TYPES.has(retrieve.resourceType) || retrieve.byReference)
+      continue;
     const entry = byType.get(retrieve.resourceType) ?? { all: false, codes: new Map(), valueSets: new Map() };
     if (!retrieve.codes) entry.all = true;
     else if (options.codeIn && retrieve.valueSet) entry.valueSets.set(retrieve.valueSet, retrieve.codes);
@@ -289,7 +330,8 @@ export function planSearches(retrieves: Retrieve[], patientId: string, chunkSize
   const listed = (resourceType: string, codes: Iterable<{ system?: string; code: string }>): PlannedSearch[] => {
     const tokens = [...new Set([...codes].map((c) => (c.system ? `${c.system}|${c.code}` : c.code)))].sort();
     const out: PlannedSearch[] = [];
-    for (let i = 0; i < tokens.length; i += chunkSize) out.push({ resourceType, params: { patient: patientId, code: tokens.slice(i, i + chunkSize).join(',') } });
+    for (let i = 0; i < tokens.length; i += chunkSize)
+      out.push({ resourceType, params: { patient: patientId, code: tokens.slice(i, i + chunkSize).join(',') } });
     return out;
   };
   const searches: PlannedSearch[] = [];
@@ -300,7 +342,11 @@ export function planSearches(retrieves: Retrieve[], patientId: string, chunkSize
     }
     searches.push(...listed(resourceType, codes.values()));
     for (const [url, vsCodes] of [...valueSets].sort(([a], [b]) => a.localeCompare(b))) {
-      searches.push({ resourceType, params: { patient: patientId, 'code:in': url }, fallback: listed(resourceType, vsCodes) });
+      searches.push({
+        resourceType,
+        params: { patient: patientId, 'code:in': url },
+        fallback: listed(resourceType, vsCodes),
+      });
     }
   }
   return searches;

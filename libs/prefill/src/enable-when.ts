@@ -24,7 +24,8 @@ export interface ResponseItem {
 const ENABLE_WHEN_EXPRESSION = 'http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-enableWhenExpression';
 
 function valueOf(answer: Record<string, unknown>): unknown {
-  for (const [key, value] of Object.entries(answer)) if (key.startsWith('value') || key.startsWith('answer')) return value;
+  for (const [key, value] of Object.entries(answer))
+    if (key.startsWith('value') || key.startsWith('answer')) return value;
   return undefined;
 }
 
@@ -40,13 +41,18 @@ function comparable(value: unknown): string | number | boolean | undefined {
 }
 
 function matches(condition: EnableWhen, answers: Array<Record<string, unknown>>): boolean {
-  if (condition.operator === 'exists') return (answers.length > 0) === Boolean(condition['answerBoolean']);
-  const expected = comparable(valueOf(Object.fromEntries(Object.entries(condition).filter(([k]) => k.startsWith('answer')))));
+  if (condition.operator === 'exists') return answers.length > 0 === Boolean(condition['answerBoolean']);
+  const expected = comparable(
+    valueOf(Object.fromEntries(Object.entries(condition).filter(([k]) => k.startsWith('answer')))),
+  );
   return answers.some((answer) => {
     const actual = comparable(valueOf(answer));
     if (actual === undefined || expected === undefined) return false;
     // A coding without a system in the condition matches on code alone.
-    const a = typeof actual === 'string' && typeof expected === 'string' && expected.startsWith('|') ? `|${actual.split('|')[1] ?? actual}` : actual;
+    const a =
+      typeof actual === 'string' && typeof expected === 'string' && expected.startsWith('|')
+        ? `|${actual.split('|')[1] ?? actual}`
+        : actual;
     switch (condition.operator) {
       case '=':
         return a === expected;
@@ -76,7 +82,12 @@ export function applyEnableWhen(
   questionnaire: FhirResource,
   items: ResponseItem[],
   env: Record<string, unknown>,
-): { items: ResponseItem[]; disabled: Set<string>; cycle: boolean; failures: Array<{ linkId: string; message: string }> } {
+): {
+  items: ResponseItem[];
+  disabled: Set<string>;
+  cycle: boolean;
+  failures: Array<{ linkId: string; message: string }>;
+} {
   const definitions: QuestionnaireItem[] = [];
   const collect = (list: QuestionnaireItem[] | undefined) => {
     for (const item of list ?? []) {
@@ -85,7 +96,9 @@ export function applyEnableWhen(
     }
   };
   collect(questionnaire['item'] as QuestionnaireItem[] | undefined);
-  const conditional = definitions.filter((d) => d.enableWhen?.length || d.extension?.some((e) => e.url === ENABLE_WHEN_EXPRESSION));
+  const conditional = definitions.filter(
+    (d) => d.enableWhen?.length || d.extension?.some((e) => e.url === ENABLE_WHEN_EXPRESSION),
+  );
   const failures: Array<{ linkId: string; message: string }> = [];
 
   const prune = (list: ResponseItem[], disabled: Set<string>): ResponseItem[] =>
@@ -98,7 +111,8 @@ export function applyEnableWhen(
   for (let round = 0; round <= definitions.length + 1; round++) {
     const current = prune(items, disabled);
     const answers = new Map<string, Array<Record<string, unknown>>>();
-    const index = (list: ResponseItem[]) => list.forEach((i) => (answers.set(i.linkId, i.answer ?? []), index(i.item ?? [])));
+    const index = (list: ResponseItem[]) =>
+      list.forEach((i) => (answers.set(i.linkId, i.answer ?? []), index(i.item ?? [])));
     index(current);
     const next = new Set<string>();
     for (const definition of conditional) {
@@ -110,10 +124,17 @@ export function applyEnableWhen(
       const expression = definition.extension?.find((e) => e.url === ENABLE_WHEN_EXPRESSION)?.valueExpression;
       if (enabled && expression?.expression && expression.language === 'text/fhirpath') {
         try {
-          const result = compileFhirPath(expression.expression)({}, { ...env, resource: { resourceType: 'QuestionnaireResponse', item: current } });
+          const result = compileFhirPath(expression.expression)(
+            {},
+            { ...env, resource: { resourceType: 'QuestionnaireResponse', item: current } },
+          );
           enabled = result.length === 1 && result[0] === true;
         } catch (error) {
-          if (round === 0) failures.push({ linkId: definition.linkId, message: error instanceof Error ? error.message.slice(0, 160) : 'error' });
+          if (round === 0)
+            failures.push({
+              linkId: definition.linkId,
+              message: error instanceof Error ? error.message.slice(0, 160) : 'error',
+            });
         }
       }
       if (!enabled) next.add(definition.linkId);

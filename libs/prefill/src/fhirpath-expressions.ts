@@ -22,7 +22,9 @@ export const VARIABLE = 'http://hl7.org/fhir/StructureDefinition/variable';
 /** Names the Questionnaire declares with `launchContext` (patient, encounter, user, …). */
 export function launchContextNames(questionnaire: FhirResource): string[] {
   const names: string[] = [];
-  for (const ext of (questionnaire['extension'] as Array<{ url?: string; extension?: Array<{ url?: string; valueCoding?: { code?: string }; valueId?: string }> }> | undefined) ?? []) {
+  for (const ext of (questionnaire['extension'] as
+    | Array<{ url?: string; extension?: Array<{ url?: string; valueCoding?: { code?: string }; valueId?: string }> }>
+    | undefined) ?? []) {
     if (ext.url !== LAUNCH_CONTEXT) continue;
     const name = ext.extension?.find((e) => e.url === 'name');
     const value = name?.valueCoding?.code ?? name?.valueId;
@@ -34,9 +36,12 @@ export function launchContextNames(questionnaire: FhirResource): string[] {
 /** Root-level `variable` extensions in FHIRPath, in order (each may use the ones before). */
 export function rootVariables(questionnaire: FhirResource): Array<{ name: string; expression: string }> {
   const out: Array<{ name: string; expression: string }> = [];
-  for (const ext of (questionnaire['extension'] as Array<{ url?: string; valueExpression?: { name?: string; language?: string; expression?: string } }> | undefined) ?? []) {
+  for (const ext of (questionnaire['extension'] as
+    Array<{ url?: string; valueExpression?: { name?: string; language?: string; expression?: string } }> | undefined) ??
+    []) {
     const e = ext.valueExpression;
-    if (ext.url === VARIABLE && e?.name && e.expression && e.language === 'text/fhirpath') out.push({ name: e.name, expression: e.expression });
+    if (ext.url === VARIABLE && e?.name && e.expression && e.language === 'text/fhirpath')
+      out.push({ name: e.name, expression: e.expression });
   }
   return out;
 }

@@ -44,16 +44,25 @@ export function inlineElm(expression: string): Promise<InlineLibrary> {
       throw new Error('the application/elm+json expression is not JSON');
     }
     const library = parsed?.library;
-    if (!library || typeof library !== 'object') throw new Error('the application/elm+json expression has no ELM library');
-    const statements = ((library.statements?.def ?? []) as ElmStatement[]).filter((s) => s.type !== 'FunctionDef' && s.name !== 'Patient');
+    if (!library || typeof library !== 'object')
+      throw new Error('the application/elm+json expression has no ELM library');
+    const statements = ((library.statements?.def ?? []) as ElmStatement[]).filter(
+      (s) => s.type !== 'FunctionDef' && s.name !== 'Patient',
+    );
     if (statements.length === 0) throw new Error('the ELM library defines no expression');
-    const identifier = library.identifier?.id ? library.identifier : { id: `DtrInlineElm_${hash(expression)}`, version: '0' };
+    const identifier = library.identifier?.id
+      ? library.identifier
+      : { id: `DtrInlineElm_${hash(expression)}`, version: '0' };
     return { elm: { library: { ...library, identifier } } as ElmLibrary, define: statements[0]!.name };
   });
 }
 
 /** A CQL expression compiled into a library that includes the questionnaire's libraries shipping CQL source. */
-export function inlineCql(expression: string, libraries: PackageLibrary[], allLibraries: PackageLibrary[]): Promise<InlineLibrary> {
+export function inlineCql(
+  expression: string,
+  libraries: PackageLibrary[],
+  allLibraries: PackageLibrary[],
+): Promise<InlineLibrary> {
   const included = libraries.filter((l) => l.cql && l.elm);
   const key = `cql\u0000${expression}\u0000${included.map((l) => `${l.elm!.library.identifier.id}|${l.elm!.library.identifier.version ?? ''}`).join(',')}`;
   return remember(key, async () => {
@@ -61,8 +70,12 @@ export function inlineCql(expression: string, libraries: PackageLibrary[], allLi
     const usesFhirHelpers = allLibraries.some((l) => l.cql && l.elm?.library.identifier.id === 'FHIRHelpers');
     const includeLines = included
       .filter((l) => l.elm!.library.identifier.id !== 'FHIRHelpers')
-      .map((l) => `include "${l.elm!.library.identifier.id}"${l.elm!.library.identifier.version ? ` version '${l.elm!.library.identifier.version}'` : ''}`);
-    const helpers = allLibraries.find((l) => l.cql && l.elm?.library.identifier.id === 'FHIRHelpers')?.elm?.library.identifier.version;
+      .map(
+        (l) =>
+          `include "${l.elm!.library.identifier.id}"${l.elm!.library.identifier.version ? ` version '${l.elm!.library.identifier.version}'` : ''}`,
+      );
+    const helpers = allLibraries.find((l) => l.cql && l.elm?.library.identifier.id === 'FHIRHelpers')?.elm?.library
+      .identifier.version;
     const text = [
       `library ${id} version '0'`,
       `using FHIR version '4.0.1'`,
@@ -79,7 +92,8 @@ export function inlineCql(expression: string, libraries: PackageLibrary[], allLi
       if (l.cql && name) sources.set(name, l.cql);
     }
     const translated = await translateCql(text, sources);
-    if (!translated.elm) throw new Error(`CQL does not compile: ${translated.errors.slice(0, 2).join('; ').slice(0, 300)}`);
+    if (!translated.elm)
+      throw new Error(`CQL does not compile: ${translated.errors.slice(0, 2).join('; ').slice(0, 300)}`);
     return { elm: JSON.parse(translated.elm) as ElmLibrary, define: 'Value' };
   });
 }

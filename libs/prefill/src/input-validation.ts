@@ -32,7 +32,8 @@ interface Model {
   kinds: Map<string, JsonKind | null>;
 }
 
-const attribute = (attrs: string, name: string): string | undefined => new RegExp(`(?:^|\\s)${name}="([^"]*)"`).exec(attrs)?.[1];
+const attribute = (attrs: string, name: string): string | undefined =>
+  new RegExp(`(?:^|\\s)${name}="([^"]*)"`).exec(attrs)?.[1];
 
 function parseSpec(attrs: string, body: string): Spec | undefined {
   const named = attribute(attrs, 'elementType');
@@ -49,10 +50,13 @@ function parseSpec(attrs: string, body: string): Spec | undefined {
     return nested ? { kind: 'list', of: nested } : undefined;
   }
   if (kind === 'ChoiceTypeSpecifier') {
-    const types = [...inner.matchAll(/<choice\b([^>]*)\/>/g)].map((m) => `${attribute(m[1]!, 'namespace') ?? 'FHIR'}.${attribute(m[1]!, 'name')}`);
+    const types = [...inner.matchAll(/<choice\b([^>]*)\/>/g)].map(
+      (m) => `${attribute(m[1]!, 'namespace') ?? 'FHIR'}.${attribute(m[1]!, 'name')}`,
+    );
     return { kind: 'choice', types };
   }
-  if (kind === 'NamedTypeSpecifier') return { kind: 'named', type: `${attribute(specAttrs, 'namespace') ?? 'FHIR'}.${attribute(specAttrs, 'name')}` };
+  if (kind === 'NamedTypeSpecifier')
+    return { kind: 'named', type: `${attribute(specAttrs, 'namespace') ?? 'FHIR'}.${attribute(specAttrs, 'name')}` };
   return undefined;
 }
 
@@ -67,7 +71,10 @@ function parseModel(xml: string): Model {
       const spec = parseSpec(element[1]!, element[2] ?? '');
       if (name && spec) elements.set(name, spec);
     }
-    classes.set(`${attribute(attrs, 'namespace') ?? 'FHIR'}.${attribute(attrs, 'name')}`, { base: attribute(attrs, 'baseType'), elements });
+    classes.set(`${attribute(attrs, 'namespace') ?? 'FHIR'}.${attribute(attrs, 'name')}`, {
+      base: attribute(attrs, 'baseType'),
+      elements,
+    });
   }
   return { classes, flat: new Map(), choices: new Map(), kinds: new Map() };
 }
@@ -102,7 +109,11 @@ function elementsOf(m: Model, type: string): Map<string, Spec> | undefined {
   return flat;
 }
 
-const SYSTEM_KINDS: Record<string, JsonKind> = { 'System.Boolean': 'boolean', 'System.Integer': 'number', 'System.Decimal': 'number' };
+const SYSTEM_KINDS: Record<string, JsonKind> = {
+  'System.Boolean': 'boolean',
+  'System.Integer': 'number',
+  'System.Decimal': 'number',
+};
 
 /** The JSON kind of a primitive type (`FHIR.boolean` → boolean), or undefined for a complex type. */
 function primitiveKind(m: Model, type: string): JsonKind | undefined {
@@ -117,7 +128,9 @@ function computeKind(m: Model, type: string): JsonKind | undefined {
   if (type.startsWith('System.')) return SYSTEM_KINDS[type] ?? 'string';
   // Specialisations (`id`, `code`, `positiveInt`) inherit `value` from string or integer.
   const value = elementsOf(m, type)?.get('value');
-  return value?.kind === 'named' && value.type.startsWith('System.') ? (SYSTEM_KINDS[value.type] ?? 'string') : undefined;
+  return value?.kind === 'named' && value.type.startsWith('System.')
+    ? (SYSTEM_KINDS[value.type] ?? 'string')
+    : undefined;
 }
 
 const MAX_DEPTH = 64;
@@ -153,7 +166,14 @@ function checkValue(m: Model, type: string, value: unknown, path: string, depth:
   checkObject(m, target, value as Record<string, unknown>, path, depth + 1, problems);
 }
 
-function checkObject(m: Model, type: string, object: Record<string, unknown>, path: string, depth: number, problems: string[]): void {
+function checkObject(
+  m: Model,
+  type: string,
+  object: Record<string, unknown>,
+  path: string,
+  depth: number,
+  problems: string[],
+): void {
   const elements = elementsOf(m, type);
   if (!elements) return;
   const choices = m.choices.get(type)!;
@@ -226,13 +246,26 @@ export function screenResource(resource: FhirResource): ScreenedResource {
       checkObject(m, 'FHIR.Patient', { [key]: object[key] }, '', 0, own);
       return own.length > 0;
     });
-    const kept = Object.fromEntries(Object.entries(object).filter(([key]) => !dropped.includes(key))) as unknown as FhirResource;
+    const kept = Object.fromEntries(
+      Object.entries(object).filter(([key]) => !dropped.includes(key)),
+    ) as unknown as FhirResource;
     found = {
       resource: kept,
-      issue: { severity: 'warning', code: 'invalid-resource', message: `${name}: ${problems.join('; ')}; evaluated without ${dropped.join(', ')}` },
+      issue: {
+        severity: 'warning',
+        code: 'invalid-resource',
+        message: `${name}: ${problems.join('; ')}; evaluated without ${dropped.join(', ')}`,
+      },
     };
   } else {
-    found = { resource: undefined, issue: { severity: 'warning', code: 'invalid-resource', message: `${name}: ${problems.join('; ')}; left out of evaluation` } };
+    found = {
+      resource: undefined,
+      issue: {
+        severity: 'warning',
+        code: 'invalid-resource',
+        message: `${name}: ${problems.join('; ')}; left out of evaluation`,
+      },
+    };
   }
   screened.set(resource, found);
   return found;

@@ -22,7 +22,9 @@ const CODE_PATHS: Record<string, string[]> = {
 
 function codingsOf(resource: FhirResource): Array<{ system?: string; code?: string }> {
   const paths = CODE_PATHS[resource.resourceType] ?? ['code'];
-  return paths.flatMap((p) => ((resource[p] as { coding?: Array<{ system?: string; code?: string }> } | undefined)?.coding ?? []));
+  return paths.flatMap(
+    (p) => (resource[p] as { coding?: Array<{ system?: string; code?: string }> } | undefined)?.coding ?? [],
+  );
 }
 
 function subjectOf(resource: FhirResource): string | undefined {
@@ -62,10 +64,16 @@ export class BundleReader extends PatientDataReader {
    * Resources of a bundle, with `urn:uuid:` (and other fullUrl) references rewritten to `Type/id`, as a FHIR server
    * would have stored them (Synthea bundles reference by fullUrl).
    */
-  static fromBundle(bundle: { entry?: Array<{ fullUrl?: string; resource?: FhirResource }> }, options: { valueSets?: FhirResource[] } = {}): BundleReader {
-    const entries = (bundle.entry ?? []).filter((e): e is { fullUrl?: string; resource: FhirResource } => Boolean(e.resource));
+  static fromBundle(
+    bundle: { entry?: Array<{ fullUrl?: string; resource?: FhirResource }> },
+    options: { valueSets?: FhirResource[] } = {},
+  ): BundleReader {
+    const entries = (bundle.entry ?? []).filter((e): e is { fullUrl?: string; resource: FhirResource } =>
+      Boolean(e.resource),
+    );
     const byFullUrl = new Map<string, string>();
-    for (const e of entries) if (e.fullUrl && e.resource.id) byFullUrl.set(e.fullUrl, `${e.resource.resourceType}/${e.resource.id}`);
+    for (const e of entries)
+      if (e.fullUrl && e.resource.id) byFullUrl.set(e.fullUrl, `${e.resource.resourceType}/${e.resource.id}`);
     // A one-patient bundle whose subjects point at a urn:uuid that no entry carries: they mean its patient.
     const patients = entries.filter((e) => e.resource.resourceType === 'Patient' && e.resource.id);
     const onlyPatient = patients.length === 1 ? `Patient/${patients[0]!.resource.id}` : undefined;
@@ -75,7 +83,9 @@ export class BundleReader extends PatientDataReader {
         const out: Record<string, unknown> = {};
         for (const [k, v] of Object.entries(value)) {
           if (k === 'reference' && typeof v === 'string' && (byFullUrl.has(v) || v.startsWith('urn:uuid:'))) {
-            out[k] = byFullUrl.get(v) ?? (onlyPatient && ['subject', 'patient', 'beneficiary'].includes(parentKey ?? '') ? onlyPatient : v);
+            out[k] =
+              byFullUrl.get(v) ??
+              (onlyPatient && ['subject', 'patient', 'beneficiary'].includes(parentKey ?? '') ? onlyPatient : v);
           } else {
             out[k] = rewrite(v, k);
           }
@@ -84,7 +94,10 @@ export class BundleReader extends PatientDataReader {
       }
       return value;
     };
-    return new BundleReader(entries.map((e) => rewrite(e.resource) as FhirResource), options);
+    return new BundleReader(
+      entries.map((e) => rewrite(e.resource) as FhirResource),
+      options,
+    );
   }
 
   resourcesOfType(resourceType: string): FhirResource[] {
@@ -96,7 +109,9 @@ export class BundleReader extends PatientDataReader {
     let result = this.resourcesOfType(resourceType);
     if (params['patient']) {
       const patient = `Patient/${params['patient'].replace(/^Patient\//, '')}`;
-      result = result.filter((r) => (resourceType === 'Patient' ? `Patient/${r.id}` === patient : subjectOf(r) === patient));
+      result = result.filter((r) =>
+        resourceType === 'Patient' ? `Patient/${r.id}` === patient : subjectOf(r) === patient,
+      );
     }
     if (params['_id']) {
       const ids = new Set(params['_id'].split(','));
@@ -112,10 +127,14 @@ export class BundleReader extends PatientDataReader {
     if (params['code']) {
       const wanted = params['code'].split(',').map((token) => {
         const bar = token.indexOf('|');
-        return bar >= 0 ? { system: token.slice(0, bar), code: token.slice(bar + 1) } : { system: undefined, code: token };
+        return bar >= 0
+          ? { system: token.slice(0, bar), code: token.slice(bar + 1) }
+          : { system: undefined, code: token };
       });
       result = result.filter((r) =>
-        codingsOf(r).some((c) => wanted.some((w) => w.code === c.code && (w.system === undefined || w.system === c.system))),
+        codingsOf(r).some((c) =>
+          wanted.some((w) => w.code === c.code && (w.system === undefined || w.system === c.system)),
+        ),
       );
     }
     return result;

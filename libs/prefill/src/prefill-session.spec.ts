@@ -14,10 +14,31 @@ const pkg = QuestionnairePackage.fromResources(
 );
 const questionnaire = pkg.questionnaires[0]!;
 // A second questionnaire naming the same defines, as payers' packages do (order form and face-to-face form).
-const sibling = { ...structuredClone(questionnaire), id: 'home-oxygen-sibling', url: `${String(questionnaire['url'])}-sibling` };
-const patient = { resourceType: 'Patient', id: 'p1', gender: 'female', birthDate: '1950-04-02', name: [{ family: 'Rivera', given: ['Ana'] }] };
-const condition = { resourceType: 'Condition', id: 'c1', subject: { reference: 'Patient/p1' }, code: { coding: [{ system: 'http://snomed.info/sct', code: '13645005' }] } };
-const order = { resourceType: 'DeviceRequest', id: 'o1', status: 'active', intent: 'order', subject: { reference: 'Patient/p1' } };
+const sibling = {
+  ...structuredClone(questionnaire),
+  id: 'home-oxygen-sibling',
+  url: `${String(questionnaire['url'])}-sibling`,
+};
+const patient = {
+  resourceType: 'Patient',
+  id: 'p1',
+  gender: 'female',
+  birthDate: '1950-04-02',
+  name: [{ family: 'Rivera', given: ['Ana'] }],
+};
+const condition = {
+  resourceType: 'Condition',
+  id: 'c1',
+  subject: { reference: 'Patient/p1' },
+  code: { coding: [{ system: 'http://snomed.info/sct', code: '13645005' }] },
+};
+const order = {
+  resourceType: 'DeviceRequest',
+  id: 'o1',
+  status: 'active',
+  intent: 'order',
+  subject: { reference: 'Patient/p1' },
+};
 const now = new Date('2026-11-22T12:00:00Z');
 
 describe('prefilling several questionnaires in one session', () => {
@@ -25,11 +46,27 @@ describe('prefilling several questionnaires in one session', () => {
     const alone = new BundleReader([patient, condition, order]);
     const separate = [];
     for (const q of [questionnaire, sibling]) {
-      separate.push(await new PrefillEngine(alone).run({ pkg, questionnaire: q, patientId: 'p1', order: 'DeviceRequest/o1', igVersion: '2.2', now }));
+      separate.push(
+        await new PrefillEngine(alone).run({
+          pkg,
+          questionnaire: q,
+          patientId: 'p1',
+          order: 'DeviceRequest/o1',
+          igVersion: '2.2',
+          now,
+        }),
+      );
     }
 
     const shared = new BundleReader([patient, condition, order]);
-    const together = await new PrefillEngine(shared).runAll({ pkg, questionnaires: [questionnaire, sibling], patientId: 'p1', order: 'DeviceRequest/o1', igVersion: '2.2', now });
+    const together = await new PrefillEngine(shared).runAll({
+      pkg,
+      questionnaires: [questionnaire, sibling],
+      patientId: 'p1',
+      order: 'DeviceRequest/o1',
+      igVersion: '2.2',
+      now,
+    });
 
     expect(together.map((r) => r.questionnaireResponse)).toEqual(separate.map((r) => r.questionnaireResponse));
     expect(JSON.stringify(together[0]!.questionnaireResponse)).toContain('"answer"');
@@ -49,7 +86,13 @@ describe('prefilling several questionnaires in one session', () => {
         throw new Error('EHR unavailable');
       },
     });
-    const results = await new PrefillEngine(failing).runAll({ pkg, questionnaires: [questionnaire, sibling], patientId: 'p1', igVersion: '2.2', now });
+    const results = await new PrefillEngine(failing).runAll({
+      pkg,
+      questionnaires: [questionnaire, sibling],
+      patientId: 'p1',
+      igVersion: '2.2',
+      now,
+    });
     for (const result of results) expect(result.issues.map((i) => i.code)).toContain('search-failed');
     const perQuestionnaire = results[0]!.issues.filter((i) => i.code === 'search-failed').length;
     expect(reader.searches.length).toBe(perQuestionnaire);
@@ -59,7 +102,11 @@ describe('prefilling several questionnaires in one session', () => {
     const session = new PrefillSession();
     const engine = new PrefillEngine(new BundleReader([patient, condition, order]));
     await engine.run({ pkg, questionnaire, patientId: 'p1', igVersion: '2.2', now, session });
-    await expect(engine.run({ pkg, questionnaire, patientId: 'p2', igVersion: '2.2', now, session })).rejects.toThrow(/one package, patient/);
-    await expect(engine.run({ pkg, questionnaire, patientId: 'p1', order: 'DeviceRequest/o1', igVersion: '2.2', now, session })).rejects.toThrow(/one package, patient/);
+    await expect(engine.run({ pkg, questionnaire, patientId: 'p2', igVersion: '2.2', now, session })).rejects.toThrow(
+      /one package, patient/,
+    );
+    await expect(
+      engine.run({ pkg, questionnaire, patientId: 'p1', order: 'DeviceRequest/o1', igVersion: '2.2', now, session }),
+    ).rejects.toThrow(/one package, patient/);
   });
 });

@@ -32,8 +32,18 @@ export class PrefillSession {
   };
 
   /** Binds the session to one prefill context; throws when a later request names another one. */
-  bind(pkg: QuestionnairePackage, key: { patientId: string; order?: string; coverage?: string; encounter?: string; user?: string; now: Date }): void {
-    const binding = JSON.stringify([key.patientId, key.order, key.coverage, key.encounter, key.user, key.now.toISOString()]);
+  bind(
+    pkg: QuestionnairePackage,
+    key: { patientId: string; order?: string; coverage?: string; encounter?: string; user?: string; now: Date },
+  ): void {
+    const binding = JSON.stringify([
+      key.patientId,
+      key.order,
+      key.coverage,
+      key.encounter,
+      key.user,
+      key.now.toISOString(),
+    ]);
     if (this.binding === undefined) {
       this.binding = binding;
       this.pkg = pkg;
@@ -43,19 +53,31 @@ export class PrefillSession {
   }
   private pkg: QuestionnairePackage | undefined;
 
-  read(type: string, id: string, fetch: () => Promise<FhirResource | undefined>): { promise: Promise<Outcome<FhirResource | undefined>>; fresh: boolean } {
+  read(
+    type: string,
+    id: string,
+    fetch: () => Promise<FhirResource | undefined>,
+  ): { promise: Promise<Outcome<FhirResource | undefined>>; fresh: boolean } {
     return memo(this.reads, `${type}/${id}`, fetch);
   }
 
-  search(type: string, params: Record<string, string>, fetch: () => Promise<FhirResource[]>): { promise: Promise<Outcome<FhirResource[]>>; fresh: boolean } {
-    const key = `${type}?${Object.entries(params).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k}=${v}`).join('&')}`;
+  search(
+    type: string,
+    params: Record<string, string>,
+    fetch: () => Promise<FhirResource[]>,
+  ): { promise: Promise<Outcome<FhirResource[]>>; fresh: boolean } {
+    const key = `${type}?${Object.entries(params)
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([k, v]) => `${k}=${v}`)
+      .join('&')}`;
     return memo(this.searches, key, fetch);
   }
 
   /** The patient cql-execution sees: the pool of every resource gathered so far in the session, these included. */
   patient(version: FhirModelVersion, resources: Iterable<FhirResource>): CqlPatient {
     for (const r of resources) if (r.id) this.pool.set(`${r.resourceType}/${r.id}`, r);
-    if (this.current && this.current.version !== version) throw new Error('a PrefillSession evaluates one FHIR model version');
+    if (this.current && this.current.version !== version)
+      throw new Error('a PrefillSession evaluates one FHIR model version');
     if (!this.current || this.current.size !== this.pool.size) {
       const patient = patientFor(version, [...this.pool.values()]);
       if (!patient) throw new Error('no Patient among the session resources');
@@ -86,7 +108,11 @@ export class PrefillSession {
   }
 }
 
-function memo<T>(map: Map<string, Promise<Outcome<T>>>, key: string, fetch: () => Promise<T>): { promise: Promise<Outcome<T>>; fresh: boolean } {
+function memo<T>(
+  map: Map<string, Promise<Outcome<T>>>,
+  key: string,
+  fetch: () => Promise<T>,
+): { promise: Promise<Outcome<T>>; fresh: boolean } {
   const known = map.get(key);
   if (known) return { promise: known, fresh: false };
   const promise = fetch().then(

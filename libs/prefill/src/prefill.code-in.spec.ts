@@ -19,26 +19,49 @@ const valueSet = {
   resourceType: 'ValueSet',
   url: VALUE_SET,
   status: 'active',
-  expansion: { contains: [{ system: 'http://hl7.org/fhir/sid/icd-10-cm', code: 'J44.9' }, { system: 'http://snomed.info/sct', code: '13645005' }] },
+  expansion: {
+    contains: [
+      { system: 'http://hl7.org/fhir/sid/icd-10-cm', code: 'J44.9' },
+      { system: 'http://snomed.info/sct', code: '13645005' },
+    ],
+  },
 } as FhirResource;
 const questionnaire = {
   resourceType: 'Questionnaire',
   url: 'http://example.org/dtr/Questionnaire/code-in',
-  extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/cqf-library', valueCanonical: 'http://example.org/dtr/Library/CodeInCheck|1.0.0' }],
+  extension: [
+    {
+      url: 'http://hl7.org/fhir/StructureDefinition/cqf-library',
+      valueCanonical: 'http://example.org/dtr/Library/CodeInCheck|1.0.0',
+    },
+  ],
   item: [
     {
       linkId: 'copd',
       type: 'boolean',
       extension: [
-        { url: 'http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-initialExpression', valueExpression: { language: 'text/cql', expression: '"CodeInCheck"."Has COPD"' } },
+        {
+          url: 'http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-initialExpression',
+          valueExpression: { language: 'text/cql', expression: '"CodeInCheck"."Has COPD"' },
+        },
       ],
     },
   ],
 } as unknown as FhirResource;
 const patientData = [
   { resourceType: 'Patient', id: 'p1' },
-  { resourceType: 'Condition', id: 'copd', subject: { reference: 'Patient/p1' }, code: { coding: [{ system: 'http://snomed.info/sct', code: '13645005' }] } },
-  { resourceType: 'Condition', id: 'other', subject: { reference: 'Patient/p1' }, code: { coding: [{ system: 'http://snomed.info/sct', code: '44054006' }] } },
+  {
+    resourceType: 'Condition',
+    id: 'copd',
+    subject: { reference: 'Patient/p1' },
+    code: { coding: [{ system: 'http://snomed.info/sct', code: '13645005' }] },
+  },
+  {
+    resourceType: 'Condition',
+    id: 'other',
+    subject: { reference: 'Patient/p1' },
+    code: { coding: [{ system: 'http://snomed.info/sct', code: '44054006' }] },
+  },
 ] as FhirResource[];
 
 describe('code:in searches for value set retrieves', () => {
@@ -55,8 +78,16 @@ describe('code:in searches for value set retrieves', () => {
     } as FhirResource;
     pkg = QuestionnairePackage.fromResources([questionnaire, library, valueSet]);
   });
-  const request = (codeIn: boolean): PrefillRequest => ({ pkg, questionnaire, patientId: 'p1', igVersion: '2.2', codeIn, now: new Date('2026-11-22T12:00:00Z') });
-  const answer = (qr: FhirResource) => (qr['item'] as Array<{ answer: Array<{ valueBoolean?: boolean }> }>)[0]?.answer[0]?.valueBoolean;
+  const request = (codeIn: boolean): PrefillRequest => ({
+    pkg,
+    questionnaire,
+    patientId: 'p1',
+    igVersion: '2.2',
+    codeIn,
+    now: new Date('2026-11-22T12:00:00Z'),
+  });
+  const answer = (qr: FhirResource) =>
+    (qr['item'] as Array<{ answer: Array<{ valueBoolean?: boolean }> }>)[0]?.answer[0]?.valueBoolean;
 
   it('names the value set in one code:in search when the EHR expands it; answers equal the listed-codes search', async () => {
     const reader = new BundleReader(patientData, { valueSets: [valueSet] });
@@ -64,7 +95,12 @@ describe('code:in searches for value set retrieves', () => {
     expect(reader.searches).toEqual([{ resourceType: 'Condition', params: { patient: 'p1', 'code:in': VALUE_SET } }]);
     const listedReader = new BundleReader(patientData);
     const listed = await new PrefillEngine(listedReader).run(request(false));
-    expect(listedReader.searches).toEqual([{ resourceType: 'Condition', params: { patient: 'p1', code: 'http://hl7.org/fhir/sid/icd-10-cm|J44.9,http://snomed.info/sct|13645005' } }]);
+    expect(listedReader.searches).toEqual([
+      {
+        resourceType: 'Condition',
+        params: { patient: 'p1', code: 'http://hl7.org/fhir/sid/icd-10-cm|J44.9,http://snomed.info/sct|13645005' },
+      },
+    ]);
     expect(withCodeIn.questionnaireResponse).toEqual(listed.questionnaireResponse);
     expect(answer(withCodeIn.questionnaireResponse)).toBe(true);
     expect(withCodeIn.issues).toEqual([]);
@@ -73,7 +109,10 @@ describe('code:in searches for value set retrieves', () => {
   it('an EHR that refuses code:in gets the codes listed, with an information issue, and the same answer', async () => {
     const reader = new BundleReader(patientData);
     const result = await new PrefillEngine(reader).run(request(true));
-    expect(reader.searches.map((s) => Object.keys(s.params).sort().join('+'))).toEqual(['code:in+patient', 'code+patient']);
+    expect(reader.searches.map((s) => Object.keys(s.params).sort().join('+'))).toEqual([
+      'code:in+patient',
+      'code+patient',
+    ]);
     expect(result.issues).toEqual([expect.objectContaining({ severity: 'information', code: 'code-in-unsupported' })]);
     expect(answer(result.questionnaireResponse)).toBe(true);
   });
@@ -88,7 +127,12 @@ describe('code:in searches for value set retrieves', () => {
         res.setHeader('content-type', 'application/fhir+json');
         if (url.searchParams.has('code:in')) {
           res.statusCode = 400;
-          res.end(JSON.stringify({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'not-supported', diagnostics: 'modifier :in is not supported' }] }));
+          res.end(
+            JSON.stringify({
+              resourceType: 'OperationOutcome',
+              issue: [{ severity: 'error', code: 'not-supported', diagnostics: 'modifier :in is not supported' }],
+            }),
+          );
           return;
         }
         if (url.pathname === '/fhir/Patient/p1') return void res.end(JSON.stringify(patientData[0]));

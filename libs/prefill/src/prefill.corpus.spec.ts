@@ -14,9 +14,13 @@ function loadFolderResources(folder: string): FhirResource[] {
   const out: FhirResource[] = [];
   for (const file of readdirSync(original)) {
     const json = JSON.parse(readFileSync(path.join(original, file), 'utf8')) as FhirResource;
-    const bundles = json.resourceType === 'Parameters' ? ((json['parameter'] as Array<{ resource: FhirResource }>).map((p) => p.resource)) : [json];
+    const bundles =
+      json.resourceType === 'Parameters'
+        ? (json['parameter'] as Array<{ resource: FhirResource }>).map((p) => p.resource)
+        : [json];
     for (const b of bundles) {
-      if (b.resourceType === 'Bundle') for (const e of (b['entry'] as Array<{ resource: FhirResource }>) ?? []) out.push(e.resource);
+      if (b.resourceType === 'Bundle')
+        for (const e of (b['entry'] as Array<{ resource: FhirResource }>) ?? []) out.push(e.resource);
       else out.push(b);
     }
   }
@@ -25,7 +29,9 @@ function loadFolderResources(folder: string): FhirResource[] {
 
 describe.skipIf(!haveCorpus)(`prefill on the corpus (${shared})`, () => {
   it('HomeOxygenTherapy on pat015: answers from CQL, origin tagged, minimum searches', async () => {
-    const pkg = QuestionnairePackage.fromResources(loadFolderResources(path.join(shared, 'packages', 'HomeOxygenTherapy')));
+    const pkg = QuestionnairePackage.fromResources(
+      loadFolderResources(path.join(shared, 'packages', 'HomeOxygenTherapy')),
+    );
     const bundle = JSON.parse(readFileSync(path.join(shared, 'patients', 'dtr-pat015-inferno.json'), 'utf8'));
     const reader = BundleReader.fromBundle(bundle);
     const questionnaire = pkg.questionnaires.find((q) => q.id === 'HomeOxygenTherapy')!;
@@ -45,7 +51,8 @@ describe.skipIf(!haveCorpus)(`prefill on the corpus (${shared})`, () => {
     const answerOf = (linkId: string): unknown => {
       const find = (items: Array<Record<string, unknown>> = []): unknown => {
         for (const item of items) {
-          if (item['linkId'] === linkId) return (item['answer'] as Array<Record<string, unknown>> | undefined)?.map(({ extension: _e, ...a }) => a);
+          if (item['linkId'] === linkId)
+            return (item['answer'] as Array<Record<string, unknown>> | undefined)?.map(({ extension: _e, ...a }) => a);
           const inner = find(item['item'] as Array<Record<string, unknown>> | undefined);
           if (inner) return inner;
         }
@@ -56,8 +63,12 @@ describe.skipIf(!haveCorpus)(`prefill on the corpus (${shared})`, () => {
     expect(answerOf('PBD.1')).toEqual([{ valueString: 'Oster' }]);
     expect(answerOf('PBD.4')).toEqual([{ valueDate: '2015-02-23' }]);
     expect(answerOf('PBD.5')).toEqual([{ valueCoding: expect.objectContaining({ code: 'male' }) }]);
-    expect(answerOf('3.1.1')).toEqual(expect.arrayContaining([{ valueCoding: expect.objectContaining({ code: 'J44.9' }) }]));
-    expect(answerOf('5.1')).toEqual([{ valueString: 'HCPCS E0424 - Stationary Compressed Gaseous Oxygen System, Rental' }]);
+    expect(answerOf('3.1.1')).toEqual(
+      expect.arrayContaining([{ valueCoding: expect.objectContaining({ code: 'J44.9' }) }]),
+    );
+    expect(answerOf('5.1')).toEqual([
+      { valueString: 'HCPCS E0424 - Stationary Compressed Gaseous Oxygen System, Rental' },
+    ]);
     expect(answerOf('SIGPNP.4')).toEqual([{ valueString: '1122334455' }]);
     expect(result.issues.filter((i) => i.code === 'answer-type-mismatch')).toEqual([]);
   });
@@ -66,7 +77,11 @@ describe.skipIf(!haveCorpus)(`prefill on the corpus (${shared})`, () => {
     const folder = path.join(shared, 'packages', 'DinnerOrder');
     const resources = readdirSync(path.join(folder, 'questionnaires'))
       .map((f) => JSON.parse(readFileSync(path.join(folder, 'questionnaires', f), 'utf8')) as FhirResource)
-      .concat(readdirSync(path.join(folder, 'libraries')).map((f) => JSON.parse(readFileSync(path.join(folder, 'libraries', f), 'utf8')) as FhirResource));
+      .concat(
+        readdirSync(path.join(folder, 'libraries')).map(
+          (f) => JSON.parse(readFileSync(path.join(folder, 'libraries', f), 'utf8')) as FhirResource,
+        ),
+      );
     const pkg = QuestionnairePackage.fromResources(resources);
     const questionnaire = pkg.questionnaires.find((q) => q['url'] === 'urn:inferno:dtr-test-kit:dinner-order-static')!;
     const bundle = JSON.parse(readFileSync(path.join(shared, 'patients', 'dtr-pat015-inferno.json'), 'utf8'));
@@ -77,7 +92,9 @@ describe.skipIf(!haveCorpus)(`prefill on the corpus (${shared})`, () => {
       user: 'Practitioner/pra-dinner',
       igVersion: '2.1',
     });
-    const expected = JSON.parse(readFileSync(path.join(folder, 'expected_QR_dinner_order_static.json'), 'utf8')) as FhirResource;
+    const expected = JSON.parse(
+      readFileSync(path.join(folder, 'expected_QR_dinner_order_static.json'), 'utf8'),
+    ) as FhirResource;
     type QRItem = { linkId: string; answer?: Array<Record<string, unknown>>; item?: QRItem[] };
     const flatten = (items: QRItem[] = [], out = new Map<string, QRItem>()) => {
       for (const item of items) {
@@ -88,7 +105,11 @@ describe.skipIf(!haveCorpus)(`prefill on the corpus (${shared})`, () => {
     };
     const ours = flatten(result.questionnaireResponse['item'] as QRItem[]);
     const sourceOf = (answer: Record<string, unknown>) =>
-      ((answer['extension'] as Array<{ extension: Array<{ url: string; valueCode?: string }> }>)[0]!.extension.find((e) => e.url === 'source') ?? {}).valueCode;
+      (
+        (answer['extension'] as Array<{ extension: Array<{ url: string; valueCode?: string }> }>)[0]!.extension.find(
+          (e) => e.url === 'source',
+        ) ?? {}
+      ).valueCode;
     let compared = 0;
     for (const [linkId, item] of flatten(expected['item'] as QRItem[])) {
       for (const [i, answer] of (item.answer ?? []).entries()) {
@@ -107,82 +128,104 @@ describe.skipIf(!haveCorpus)(`prefill on the corpus (${shared})`, () => {
   });
 });
 
-describe.skipIf(!haveCorpus)('the HomeO2-IG-Example negative package (questionnaire without cqf-library, libraries missing)', () => {
-  it('gives a response for each questionnaire and issues naming the missing cqf-library and each missing library, never an exception', async () => {
-    const pkg = QuestionnairePackage.fromResources(loadFolderResources(path.join(shared, 'packages', 'HomeO2-IG-Example')));
-    const bundle = JSON.parse(readFileSync(path.join(shared, 'patients', 'testehr-hypoxemia.json'), 'utf8'));
-    const reader = BundleReader.fromBundle(bundle);
-    const patientId = reader.resourcesOfType('Patient')[0]!.id!;
-    const results = await new PrefillEngine(reader).runAll({
-      pkg,
-      questionnaires: pkg.questionnaires,
-      patientId,
-      igVersion: '2.2',
-      now: new Date('2026-11-22T12:00:00Z'),
-    });
-    expect(results).toHaveLength(pkg.questionnaires.length);
-    for (const r of results) expect(r.questionnaireResponse['resourceType']).toBe('QuestionnaireResponse');
-    const lab = results[pkg.questionnaires.findIndex((q) => q.id === 'HomeOxygenTherapyLab')]!;
-    expect(lab.issues.filter((i) => i.code === 'missing-cqf-library')).toHaveLength(1);
-    const missing = lab.issues.filter((i) => i.code === 'missing-library').map((i) => i.library).sort();
-    expect(missing).toEqual(['BasicClinicalInfoPrepopulation', 'BasicPatientInfoPrepopulation', 'BasicPractitionerInfoPrepopulation']);
-    expect(lab.issues.find((i) => i.library === 'BasicPatientInfoPrepopulation')!.message).toContain('PBD.1');
-    // One issue per library, not one per item.
-    expect(lab.issues.filter((i) => i.code === 'unknown-library')).toEqual([]);
-  });
-});
-
-describe.skipIf(!haveCorpus)('minimum data and the engine fast paths give the answers of the plain engine over all data', () => {
-  const pkg = () => QuestionnairePackage.fromResources(loadFolderResources(path.join(shared, 'packages', 'HomeOxygenTherapy')));
-  const patientFiles = haveCorpus ? readdirSync(path.join(shared, 'patients')).filter((f) => f.endsWith('.json')).sort() : [];
-  for (const file of patientFiles) {
-    it(`HomeOxygenTherapy (all questionnaires) on ${file}`, async () => {
-      const p = pkg();
-      const bundle = JSON.parse(readFileSync(path.join(shared, 'patients', file), 'utf8'));
+describe.skipIf(!haveCorpus)(
+  'the HomeO2-IG-Example negative package (questionnaire without cqf-library, libraries missing)',
+  () => {
+    it('gives a response for each questionnaire and issues naming the missing cqf-library and each missing library, never an exception', async () => {
+      const pkg = QuestionnairePackage.fromResources(
+        loadFolderResources(path.join(shared, 'packages', 'HomeO2-IG-Example')),
+      );
+      const bundle = JSON.parse(readFileSync(path.join(shared, 'patients', 'testehr-hypoxemia.json'), 'utf8'));
       const reader = BundleReader.fromBundle(bundle);
       const patientId = reader.resourcesOfType('Patient')[0]!.id!;
-      const order = reader.resourcesOfType('DeviceRequest').find((r) => String((r['subject'] as { reference?: string })?.reference).endsWith(`Patient/${patientId}`));
-      const run = async (fast: boolean) => {
-        setEngineFastPaths(fast);
-        try {
-          if (fast) {
-            // All questionnaires in one session: each read, search and define once.
-            const results = await new PrefillEngine(BundleReader.fromBundle(bundle)).runAll({
-              pkg: p,
-              questionnaires: p.questionnaires,
-              patientId,
-              ...(order ? { order: `DeviceRequest/${order.id}` } : {}),
-              igVersion: '2.2',
-              now: new Date('2026-11-22T12:00:00Z'),
-            });
-            return results.map((r) => r.questionnaireResponse);
-          }
-          const out = [];
-          for (const questionnaire of p.questionnaires) {
-            const result = await new PrefillEngine(BundleReader.fromBundle(bundle)).run({
-              pkg: p,
-              questionnaire,
-              patientId,
-              ...(order ? { order: `DeviceRequest/${order.id}` } : {}),
-              igVersion: '2.2',
-              now: new Date('2026-11-22T12:00:00Z'),
-              // The reference: every define over every resource of the retrieved types, on the plain engine.
-              baseline: !fast,
-            });
-            out.push(result.questionnaireResponse);
-          }
-          return out;
-        } finally {
-          setEngineFastPaths(true);
-        }
-      };
-      const plain = await run(false);
-      const fast = await run(true);
-      expect(fast).toEqual(plain);
-      expect(JSON.stringify(fast)).toContain('"answer"');
+      const results = await new PrefillEngine(reader).runAll({
+        pkg,
+        questionnaires: pkg.questionnaires,
+        patientId,
+        igVersion: '2.2',
+        now: new Date('2026-11-22T12:00:00Z'),
+      });
+      expect(results).toHaveLength(pkg.questionnaires.length);
+      for (const r of results) expect(r.questionnaireResponse['resourceType']).toBe('QuestionnaireResponse');
+      const lab = results[pkg.questionnaires.findIndex((q) => q.id === 'HomeOxygenTherapyLab')]!;
+      expect(lab.issues.filter((i) => i.code === 'missing-cqf-library')).toHaveLength(1);
+      const missing = lab.issues
+        .filter((i) => i.code === 'missing-library')
+        .map((i) => i.library)
+        .sort();
+      expect(missing).toEqual([
+        'BasicClinicalInfoPrepopulation',
+        'BasicPatientInfoPrepopulation',
+        'BasicPractitionerInfoPrepopulation',
+      ]);
+      expect(lab.issues.find((i) => i.library === 'BasicPatientInfoPrepopulation')!.message).toContain('PBD.1');
+      // One issue per library, not one per item.
+      expect(lab.issues.filter((i) => i.code === 'unknown-library')).toEqual([]);
     });
-  }
-});
+  },
+);
+
+describe.skipIf(!haveCorpus)(
+  'minimum data and the engine fast paths give the answers of the plain engine over all data',
+  () => {
+    const pkg = () =>
+      QuestionnairePackage.fromResources(loadFolderResources(path.join(shared, 'packages', 'HomeOxygenTherapy')));
+    const patientFiles = haveCorpus
+      ? readdirSync(path.join(shared, 'patients'))
+          .filter((f) => f.endsWith('.json'))
+          .sort()
+      : [];
+    for (const file of patientFiles) {
+      it(`HomeOxygenTherapy (all questionnaires) on ${file}`, async () => {
+        const p = pkg();
+        const bundle = JSON.parse(readFileSync(path.join(shared, 'patients', file), 'utf8'));
+        const reader = BundleReader.fromBundle(bundle);
+        const patientId = reader.resourcesOfType('Patient')[0]!.id!;
+        const order = reader
+          .resourcesOfType('DeviceRequest')
+          .find((r) => String((r['subject'] as { reference?: string })?.reference).endsWith(`Patient/${patientId}`));
+        const run = async (fast: boolean) => {
+          setEngineFastPaths(fast);
+          try {
+            if (fast) {
+              // All questionnaires in one session: each read, search and define once.
+              const results = await new PrefillEngine(BundleReader.fromBundle(bundle)).runAll({
+                pkg: p,
+                questionnaires: p.questionnaires,
+                patientId,
+                ...(order ? { order: `DeviceRequest/${order.id}` } : {}),
+                igVersion: '2.2',
+                now: new Date('2026-11-22T12:00:00Z'),
+              });
+              return results.map((r) => r.questionnaireResponse);
+            }
+            const out = [];
+            for (const questionnaire of p.questionnaires) {
+              const result = await new PrefillEngine(BundleReader.fromBundle(bundle)).run({
+                pkg: p,
+                questionnaire,
+                patientId,
+                ...(order ? { order: `DeviceRequest/${order.id}` } : {}),
+                igVersion: '2.2',
+                now: new Date('2026-11-22T12:00:00Z'),
+                // The reference: every define over every resource of the retrieved types, on the plain engine.
+                baseline: !fast,
+              });
+              out.push(result.questionnaireResponse);
+            }
+            return out;
+          } finally {
+            setEngineFastPaths(true);
+          }
+        };
+        const plain = await run(false);
+        const fast = await run(true);
+        expect(fast).toEqual(plain);
+        expect(JSON.stringify(fast)).toContain('"answer"');
+      });
+    }
+  },
+);
 
 if (!haveCorpus) {
   describe('prefill on the corpus', () => {

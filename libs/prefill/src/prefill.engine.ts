@@ -10,7 +10,17 @@ import type { ItemShape } from './answers.js';
 import { codeService, cql, expansionOf, type FhirModelVersion, patientFor, wrap } from './cql-runtime.js';
 import { applyEnableWhen } from './enable-when.js';
 import { launchContextNames } from './fhirpath-expressions.js';
-import { type DataRequirements, dataRequirements, type PlannedSearch, indexLibraries, NON_COMPARTMENT_TYPES, planSearches, referencedNonCompartment, referencesTo, typesReadByReference } from './elm-requirements.js';
+import {
+  type DataRequirements,
+  dataRequirements,
+  type PlannedSearch,
+  indexLibraries,
+  NON_COMPARTMENT_TYPES,
+  planSearches,
+  referencedNonCompartment,
+  referencesTo,
+  typesReadByReference,
+} from './elm-requirements.js';
 import { inlineCql, inlineElm } from './inline-expressions.js';
 import { screenResource } from './input-validation.js';
 import { populate } from './sdc-population.js';
@@ -98,7 +108,14 @@ interface QItem extends ItemShape {
 }
 
 /** Expression kinds whose CQL the engine evaluates (FHIRPath ones are evaluated at assembly). */
-const EVALUATED = new Set(['initialExpression', 'cqf-expression', 'calculatedExpression', 'candidateExpression', 'contextExpression', 'itemPopulationContext']);
+const EVALUATED = new Set([
+  'initialExpression',
+  'cqf-expression',
+  'calculatedExpression',
+  'candidateExpression',
+  'contextExpression',
+  'itemPopulationContext',
+]);
 
 function splitRef(reference: string | undefined): [string, string] | undefined {
   const match = reference ? /(?:^|\/)([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})$/.exec(reference) : null;
@@ -131,12 +148,15 @@ export class PrefillEngine {
    * each read, search and define is done once for all of them (a PrefillSession), and each questionnaire still gets
    * its own response and issues, equal to what `run` gives it alone.
    */
-  async runAll(request: Omit<PrefillRequest, 'questionnaire' | 'session'> & { questionnaires: FhirResource[] }): Promise<PrefillResult[]> {
+  async runAll(
+    request: Omit<PrefillRequest, 'questionnaire' | 'session'> & { questionnaires: FhirResource[] },
+  ): Promise<PrefillResult[]> {
     const { questionnaires, ...common } = request;
     const session = new PrefillSession();
     const now = request.now ?? new Date();
     const results: PrefillResult[] = [];
-    for (const questionnaire of questionnaires) results.push(await this.run({ ...common, now, questionnaire, session }));
+    for (const questionnaire of questionnaires)
+      results.push(await this.run({ ...common, now, questionnaire, session }));
     return results;
   }
 
@@ -149,10 +169,18 @@ export class PrefillEngine {
     session?.bind(pkg, { ...request, now });
 
     // 1. What the questionnaire asks for: `"Lib".Define` per item.
-    const refs = request.baseline ? questionnaireReferences(questionnaire) : PreparedPackage.referencesOf(questionnaire);
+    const refs = request.baseline
+      ? questionnaireReferences(questionnaire)
+      : PreparedPackage.referencesOf(questionnaire);
     const declared = refs.libraries.map((canonical) => ({ canonical, library: pkg.libraryByCanonical(canonical) }));
     for (const d of declared) {
-      if (!d.library) issues.push({ severity: 'error', code: 'missing-library', message: `cqf-library ${d.canonical} is not in the package`, library: d.canonical });
+      if (!d.library)
+        issues.push({
+          severity: 'error',
+          code: 'missing-library',
+          message: `cqf-library ${d.canonical} is not in the package`,
+          library: d.canonical,
+        });
     }
     const unknownLibraries = new Map<string, string[]>();
     // CQL per item and expression kind: `"Lib".Define` references, and inline expressions (ELM, CQL text) compiled
@@ -166,22 +194,42 @@ export class PrefillEngine {
       if (cqlByKey.has(key) || inline.some((i) => i.key === key) || ref.language === 'text/fhirpath') continue;
       // text/cql-identifier names one define, possibly with spaces (`Gender Code`), quoted or not, or qualified.
       const parsed =
-        ref.language === 'text/cql' ? parseCqlReference(ref.expression) : ref.language === 'text/cql-identifier' ? parseCqlIdentifier(ref.expression) : undefined;
-      if (ref.language === 'application/elm+json' || ref.language === 'text/cql-expression' || (ref.language === 'text/cql' && !parsed)) {
+        ref.language === 'text/cql'
+          ? parseCqlReference(ref.expression)
+          : ref.language === 'text/cql-identifier'
+            ? parseCqlIdentifier(ref.expression)
+            : undefined;
+      if (
+        ref.language === 'application/elm+json' ||
+        ref.language === 'text/cql-expression' ||
+        (ref.language === 'text/cql' && !parsed)
+      ) {
         inline.push({ key, kind: ref.kind, linkId: ref.linkId, language: ref.language, expression: ref.expression });
         continue;
       }
       if (ref.language !== 'text/cql' && ref.language !== 'text/cql-identifier') {
-        issues.push({ severity: 'information', code: 'expression-not-evaluated', message: `${ref.kind} in ${ref.language || 'no language'} is not evaluated; answer by hand`, linkId: ref.linkId });
+        issues.push({
+          severity: 'information',
+          code: 'expression-not-evaluated',
+          message: `${ref.kind} in ${ref.language || 'no language'} is not evaluated; answer by hand`,
+          linkId: ref.linkId,
+        });
         continue;
       }
       if (!parsed) {
-        issues.push({ severity: 'information', code: 'expression-not-evaluated', message: `CQL identifier "${ref.expression.slice(0, 60)}" is not a define name`, linkId: ref.linkId });
+        issues.push({
+          severity: 'information',
+          code: 'expression-not-evaluated',
+          message: `CQL identifier "${ref.expression.slice(0, 60)}" is not a define name`,
+          linkId: ref.linkId,
+        });
         continue;
       }
       const library = parsed.library
         ? pkg.libraryByIdentifier(parsed.library)
-        : declared.map((d) => d.library).find((l) => l?.elm?.library.statements?.def?.some((s) => s.name === parsed.define));
+        : declared
+            .map((d) => d.library)
+            .find((l) => l?.elm?.library.statements?.def?.some((s) => s.name === parsed.define));
       const elm = library?.elm;
       if (!library && parsed.library) {
         // Reported once per library below, naming the items it leaves for the clinician.
@@ -194,7 +242,9 @@ export class PrefillEngine {
         issues.push({
           severity: 'warning',
           code: library ? 'library-without-elm' : 'unknown-library',
-          message: library ? `${parsed.library ?? 'the library'} ships no ELM; item left for the clinician` : `library ${parsed.library ?? '(unnamed)'} is not in the package`,
+          message: library
+            ? `${parsed.library ?? 'the library'} ships no ELM; item left for the clinician`
+            : `library ${parsed.library ?? '(unnamed)'} is not in the package`,
           linkId: ref.linkId,
           ...(parsed.library ? { library: parsed.library } : {}),
           define: parsed.define,
@@ -203,14 +253,24 @@ export class PrefillEngine {
       }
       const id = elm.library.identifier.id;
       if (!elm.library.statements?.def?.some((s) => s.name === parsed.define)) {
-        issues.push({ severity: 'warning', code: 'unknown-define', message: `${id} does not define ${parsed.define}`, linkId: ref.linkId, library: id, define: parsed.define });
+        issues.push({
+          severity: 'warning',
+          code: 'unknown-define',
+          message: `${id} does not define ${parsed.define}`,
+          linkId: ref.linkId,
+          library: id,
+          define: parsed.define,
+        });
         continue;
       }
       cqlByKey.set(key, { library: id, define: parsed.define });
-      if (!requested.some((r) => r.library === id && r.define === parsed.define)) requested.push({ library: id, define: parsed.define });
+      if (!requested.some((r) => r.library === id && r.define === parsed.define))
+        requested.push({ library: id, define: parsed.define });
     }
 
-    const cqlItems = refs.expressions.filter((r) => r.linkId && EVALUATED.has(r.kind) && (r.language === 'text/cql' || r.language === 'text/cql-identifier'));
+    const cqlItems = refs.expressions.filter(
+      (r) => r.linkId && EVALUATED.has(r.kind) && (r.language === 'text/cql' || r.language === 'text/cql-identifier'),
+    );
     // Inline expressions: compiled (once per expression) into libraries evaluated with the package's.
     const inlineElms: ElmLibrary[] = [];
     for (const expression of inline) {
@@ -218,11 +278,16 @@ export class PrefillEngine {
         const compiled =
           expression.language === 'application/elm+json'
             ? await inlineElm(expression.expression)
-            : await inlineCql(expression.expression, declared.map((d) => d.library).filter((l): l is NonNullable<typeof l> => Boolean(l)), pkg.libraries);
+            : await inlineCql(
+                expression.expression,
+                declared.map((d) => d.library).filter((l): l is NonNullable<typeof l> => Boolean(l)),
+                pkg.libraries,
+              );
         const id = compiled.elm.library.identifier.id;
         if (!inlineElms.some((e) => e.library.identifier.id === id)) inlineElms.push(compiled.elm);
         cqlByKey.set(expression.key, { library: id, define: compiled.define });
-        if (!requested.some((r) => r.library === id && r.define === compiled.define)) requested.push({ library: id, define: compiled.define });
+        if (!requested.some((r) => r.library === id && r.define === compiled.define))
+          requested.push({ library: id, define: compiled.define });
       } catch (error) {
         issues.push({
           severity: 'warning',
@@ -251,14 +316,21 @@ export class PrefillEngine {
     // Patient-independent work is done once per package (PreparedPackage); baseline mode redoes it on every run, as a
     // client that prepares nothing ahead would.
     const prepared = request.baseline ? undefined : PreparedPackage.of(pkg).with(inlineElms);
-    const elms = prepared?.elms ?? [...pkg.libraries.map((l) => l.elm).filter((e): e is ElmLibrary => Boolean(e)), ...inlineElms];
+    const elms = prepared?.elms ?? [
+      ...pkg.libraries.map((l) => l.elm).filter((e): e is ElmLibrary => Boolean(e)),
+      ...inlineElms,
+    ];
     const index = prepared?.index ?? indexLibraries(elms);
     if (request.baseline) {
       for (const d of declared) {
         const elm = d.library?.elm;
         for (const statement of elm?.library.statements?.def ?? []) {
           const id = elm!.library.identifier.id;
-          if ((statement as { type?: string }).type !== 'FunctionDef' && statement.name !== 'Patient' && !requested.some((r) => r.library === id && r.define === statement.name)) {
+          if (
+            (statement as { type?: string }).type !== 'FunctionDef' &&
+            statement.name !== 'Patient' &&
+            !requested.some((r) => r.library === id && r.define === statement.name)
+          ) {
             requested.push({ library: id, define: statement.name });
           }
         }
@@ -269,11 +341,21 @@ export class PrefillEngine {
       const vs = pkg.valueSetByUrl(url);
       return vs ? expansionOf(vs) : undefined;
     };
-    const narrowed = prepared ? prepared.dataRequirements(requested, expand) : dataRequirements(index, requested, expand);
+    const narrowed = prepared
+      ? prepared.dataRequirements(requested, expand)
+      : dataRequirements(index, requested, expand);
     // Baseline mode fetches every resource of each retrieved type: no code or reference narrowing.
-    const requirements: DataRequirements = request.baseline ? { ...narrowed, retrieves: narrowed.retrieves.map((r) => ({ resourceType: r.resourceType })) } : narrowed;
-    for (const url of request.baseline ? [] : new Set(requirements.retrieves.map((r) => r.unresolvedValueSet).filter(Boolean))) {
-      issues.push({ severity: 'warning', code: 'valueset-not-expanded', message: `value set ${url} is not expanded in the package: its retrieve reads the whole type` });
+    const requirements: DataRequirements = request.baseline
+      ? { ...narrowed, retrieves: narrowed.retrieves.map((r) => ({ resourceType: r.resourceType })) }
+      : narrowed;
+    for (const url of request.baseline
+      ? []
+      : new Set(requirements.retrieves.map((r) => r.unresolvedValueSet).filter(Boolean))) {
+      issues.push({
+        severity: 'warning',
+        code: 'valueset-not-expanded',
+        message: `value set ${url} is not expanded in the package: its retrieve reads the whole type`,
+      });
     }
     const resolved = performance.now();
 
@@ -297,18 +379,32 @@ export class PrefillEngine {
       const fetch = () => this.reader.read(parts[0], parts[1]);
       const shared = session?.read(parts[0], parts[1], fetch);
       if (!shared || shared.fresh) reads++;
-      const outcome = shared ? await shared.promise : await fetch().then((value) => ({ ok: true as const, value }), (error: unknown) => ({ ok: false as const, error }));
+      const outcome = shared
+        ? await shared.promise
+        : await fetch().then(
+            (value) => ({ ok: true as const, value }),
+            (error: unknown) => ({ ok: false as const, error }),
+          );
       if (!outcome.ok) {
         const error = outcome.error;
-        issues.push({ severity: 'warning', code: 'read-failed', message: `${parts[0]}/${parts[1]}: ${error instanceof Error ? error.message : 'read failed'}` });
+        issues.push({
+          severity: 'warning',
+          code: 'read-failed',
+          message: `${parts[0]}/${parts[1]}: ${error instanceof Error ? error.message : 'read failed'}`,
+        });
         return undefined;
       }
-      if (!outcome.value) issues.push({ severity: 'warning', code: 'not-found', message: `${parts[0]}/${parts[1]} could not be read` });
+      if (!outcome.value)
+        issues.push({ severity: 'warning', code: 'not-found', message: `${parts[0]}/${parts[1]} could not be read` });
       return outcome.value;
     };
     const patient = await read(`Patient/${request.patientId}`);
     if (!patient) {
-      issues.push({ severity: 'error', code: 'no-patient', message: `Patient/${request.patientId} could not be read; nothing was prefilled` });
+      issues.push({
+        severity: 'error',
+        code: 'no-patient',
+        message: `Patient/${request.patientId} could not be read; nothing was prefilled`,
+      });
     }
     add(patient);
     const contextResources = (await Promise.all([request.order, request.coverage, request.encounter].map(read))).filter(
@@ -318,7 +414,9 @@ export class PrefillEngine {
     // Resources the libraries find by id from the context (the order's encounter, its coverage): read by reference.
     const byReference = typesReadByReference(requirements.retrieves);
     if (byReference.size > 0) {
-      const wanted = referencesTo([...(patient ? [patient] : []), ...contextResources], byReference).filter((ref) => !resources.has(ref));
+      const wanted = referencesTo([...(patient ? [patient] : []), ...contextResources], byReference).filter(
+        (ref) => !resources.has(ref),
+      );
       for (const r of await Promise.all(wanted.map(read))) add(r);
     }
     const codeIn = request.codeIn === true && !request.baseline;
@@ -332,21 +430,43 @@ export class PrefillEngine {
       const fetch = () => this.reader.search(search.resourceType, search.params);
       const shared = session?.search(search.resourceType, search.params, fetch);
       if (!shared || shared.fresh) searches++;
-      const outcome = shared ? await shared.promise : await fetch().then((value) => ({ ok: true as const, value }), (error: unknown) => ({ ok: false as const, error }));
+      const outcome = shared
+        ? await shared.promise
+        : await fetch().then(
+            (value) => ({ ok: true as const, value }),
+            (error: unknown) => ({ ok: false as const, error }),
+          );
       if (outcome.ok) for (const r of outcome.value) add(r);
-      else if (search.fallback && outcome.error instanceof Error && outcome.error.message.includes(CODE_IN_UNSUPPORTED)) {
+      else if (
+        search.fallback &&
+        outcome.error instanceof Error &&
+        outcome.error.message.includes(CODE_IN_UNSUPPORTED)
+      ) {
         // The EHR does not take `code:in`: the same codes, listed.
-        if (!codeInRefused) issues.push({ severity: 'information', code: 'code-in-unsupported', message: 'the EHR does not support code:in searches; value set codes were listed instead' });
+        if (!codeInRefused)
+          issues.push({
+            severity: 'information',
+            code: 'code-in-unsupported',
+            message: 'the EHR does not support code:in searches; value set codes were listed instead',
+          });
         codeInRefused = true;
         for (const fallback of search.fallback) await runSearch(fallback);
       } else {
         const error = outcome.error;
-        issues.push({ severity: 'warning', code: 'search-failed', message: `${search.resourceType} search failed: ${error instanceof Error ? error.message : 'error'}` });
+        issues.push({
+          severity: 'warning',
+          code: 'search-failed',
+          message: `${search.resourceType} search failed: ${error instanceof Error ? error.message : 'error'}`,
+        });
       }
     };
     await mapBounded(planned, request.concurrency ?? 4, runSearch);
-    const wantedTypes = new Set(requirements.retrieves.map((r) => r.resourceType).filter((t) => NON_COMPARTMENT_TYPES.has(t)));
-    const referenced = referencedNonCompartment([...resources.values()]).filter((ref) => wantedTypes.has(ref.split('/')[0]!));
+    const wantedTypes = new Set(
+      requirements.retrieves.map((r) => r.resourceType).filter((t) => NON_COMPARTMENT_TYPES.has(t)),
+    );
+    const referenced = referencedNonCompartment([...resources.values()]).filter((ref) =>
+      wantedTypes.has(ref.split('/')[0]!),
+    );
     if (request.user && wantedTypes.has(splitRef(request.user)?.[0] ?? '')) referenced.push(request.user);
     for (const r of await Promise.all([...new Set(referenced)].filter((ref) => !resources.has(ref)).map(read))) add(r);
 
@@ -354,8 +474,12 @@ export class PrefillEngine {
     const expressionEnv: Record<string, unknown> = { ...(patient ? { patient } : {}), questionnaire };
     const fhirpathText = refs.expressions.filter((r) => r.language === 'text/fhirpath').map((r) => r.expression);
     if (fhirpathText.length > 0 && patient) {
-      const byRef = (ref: string | undefined) => (ref ? resources.get(ref.replace(/^.*\/([A-Z][A-Za-z]+\/[^/]+)$/, '$1')) : undefined);
-      const user = request.user && fhirpathText.some((t) => t.includes('%user')) ? (byRef(request.user) ?? (await read(request.user))) : undefined;
+      const byRef = (ref: string | undefined) =>
+        ref ? resources.get(ref.replace(/^.*\/([A-Z][A-Za-z]+\/[^/]+)$/, '$1')) : undefined;
+      const user =
+        request.user && fhirpathText.some((t) => t.includes('%user'))
+          ? (byRef(request.user) ?? (await read(request.user)))
+          : undefined;
       Object.assign(expressionEnv, {
         ...(byRef(request.encounter) ? { encounter: byRef(request.encounter) } : {}),
         ...(byRef(request.order) ? { order: byRef(request.order) } : {}),
@@ -363,7 +487,12 @@ export class PrefillEngine {
         ...(user ? { user } : {}),
       });
       for (const name of launchContextNames(questionnaire)) {
-        if (!(name in expressionEnv)) issues.push({ severity: 'information', code: 'launch-context-missing', message: `launchContext ${name} is not available` });
+        if (!(name in expressionEnv))
+          issues.push({
+            severity: 'information',
+            code: 'launch-context-missing',
+            message: `launchContext ${name} is not available`,
+          });
       }
     }
     const fetched = performance.now();
@@ -373,26 +502,41 @@ export class PrefillEngine {
     let definesEvaluated = 0;
     if (patient && requested.length > 0) {
       const version: FhirModelVersion =
-        elms.find((e) => e.library.identifier.id === requested[0]!.library)?.library.usings?.def?.find((u) => u.localIdentifier === 'FHIR')?.version === '4.0.0'
+        elms
+          .find((e) => e.library.identifier.id === requested[0]!.library)
+          ?.library.usings?.def?.find((u) => u.localIdentifier === 'FHIR')?.version === '4.0.0'
           ? '4.0.0'
           : '4.0.1';
       const all = [...resources.values()];
       const cqlPatient = session ? session.patient(version, all) : patientFor(version, all);
-      const repository = prepared ? undefined : new cql.Repository(Object.fromEntries(elms.map((e) => [e.library.identifier.id, e])));
+      const repository = prepared
+        ? undefined
+        : new cql.Repository(Object.fromEntries(elms.map((e) => [e.library.identifier.id, e])));
       const codes = prepared ? prepared.codeService() : codeService(pkg.valueSets);
-      const order = request.order ? resources.get(request.order.replace(/^.*\/([A-Z][A-Za-z]+\/[^/]+)$/, '$1')) : undefined;
-      const coverage = request.coverage ? resources.get(request.coverage.replace(/^.*\/([A-Z][A-Za-z]+\/[^/]+)$/, '$1')) : undefined;
+      const order = request.order
+        ? resources.get(request.order.replace(/^.*\/([A-Z][A-Za-z]+\/[^/]+)$/, '$1'))
+        : undefined;
+      const coverage = request.coverage
+        ? resources.get(request.coverage.replace(/^.*\/([A-Z][A-Za-z]+\/[^/]+)$/, '$1'))
+        : undefined;
       const executionTime = cql.DateTime.fromJSDate(now, 0);
       for (const library of new Set(requested.map((r) => r.library))) {
         const elm = index.get(library)!;
         let compiled: ReturnType<PreparedPackage['library']>;
         try {
-          compiled = prepared ? prepared.library(library, elm.library.identifier.version) : (repository!.resolve(library, elm.library.identifier.version) ?? undefined);
+          compiled = prepared
+            ? prepared.library(library, elm.library.identifier.version)
+            : (repository!.resolve(library, elm.library.identifier.version) ?? undefined);
         } catch {
           compiled = undefined;
         }
         if (!compiled) {
-          issues.push({ severity: 'warning', code: 'library-unresolved', message: `${library} could not be loaded`, library });
+          issues.push({
+            severity: 'warning',
+            code: 'library-unresolved',
+            message: `${library} could not be loaded`,
+            library,
+          });
           continue;
         }
         const declaredParams = new Set((elm.library.parameters?.def ?? []).map((p) => p.name));
@@ -401,17 +545,24 @@ export class PrefillEngine {
           const name = ORDER_PARAMETER[order.resourceType];
           if (name && declaredParams.has(name)) parameters[name] = wrap(version, order);
         }
-        for (const name of ['Coverage', 'coverage']) if (coverage && declaredParams.has(name)) parameters[name] = wrap(version, coverage);
+        for (const name of ['Coverage', 'coverage'])
+          if (coverage && declaredParams.has(name)) parameters[name] = wrap(version, coverage);
         // SDC launchContext names a library may declare as parameters.
-        const encounter = request.encounter ? resources.get(request.encounter.replace(/^.*\/([A-Z][A-Za-z]+\/[^/]+)$/, '$1')) : undefined;
-        for (const name of ['encounter', 'Encounter']) if (encounter && declaredParams.has(name)) parameters[name] = wrap(version, encounter);
+        const encounter = request.encounter
+          ? resources.get(request.encounter.replace(/^.*\/([A-Z][A-Za-z]+\/[^/]+)$/, '$1'))
+          : undefined;
+        for (const name of ['encounter', 'Encounter'])
+          if (encounter && declaredParams.has(name)) parameters[name] = wrap(version, encounter);
         const make = () => new cql.PatientContext(compiled, cqlPatient, codes, parameters, executionTime);
         const context = session ? session.context(`${library}|${elm.library.identifier.version ?? ''}`, make) : make();
         for (const { define } of requested.filter((r) => r.library === library)) {
           const evaluate = (): Promise<unknown> => compiled.expressions[define]!.execute(context);
           const outcome = session
             ? await session.value(`${library}|${elm.library.identifier.version ?? ''}.${define}`, evaluate)
-            : await evaluate().then((value) => ({ ok: true as const, value, fresh: true }), (error: unknown) => ({ ok: false as const, error, fresh: true }));
+            : await evaluate().then(
+                (value) => ({ ok: true as const, value, fresh: true }),
+                (error: unknown) => ({ ok: false as const, error, fresh: true }),
+              );
           if (outcome.fresh) definesEvaluated++;
           if (outcome.ok) values.set(`${library}.${define}`, outcome.value);
           else {
@@ -435,7 +586,9 @@ export class PrefillEngine {
       url: INFORMATION_ORIGIN,
       extension: [
         { url: 'source', valueCode: source },
-        ...(request.user ? [{ url: 'author', extension: [{ url: 'practitioner', valueReference: { reference: request.user } }] }] : []),
+        ...(request.user
+          ? [{ url: 'author', extension: [{ url: 'practitioner', valueReference: { reference: request.user } }] }]
+          : []),
       ],
     };
     // Choice items bound to a value set (contained `#id` or a package canonical): its codes act as the options.
@@ -447,7 +600,10 @@ export class PrefillEngine {
         : pkg.valueSetByUrl(item.answerValueSet);
       const codes = vs ? expansionOf(vs) : undefined;
       if (!codes) return item;
-      return { ...item, answerOption: codes.map((c) => ({ valueCoding: { ...(c.system ? { system: c.system } : {}), code: c.code } })) };
+      return {
+        ...item,
+        answerOption: codes.map((c) => ({ valueCoding: { ...(c.system ? { system: c.system } : {}), code: c.code } })),
+      };
     };
     // SDC population: initial values, candidates, context, repeating-group contexts, calculated values to a steady
     // state; then the items that enableWhen / enableWhenExpression disable given these answers are left out.
@@ -466,19 +622,37 @@ export class PrefillEngine {
       : { items: [], options: {}, answerContext: {}, env: expressionEnv, issues: [] };
     issues.push(...population.issues);
     const enablement = applyEnableWhen(questionnaire, population.items, population.env);
-    if (enablement.cycle) issues.push({ severity: 'warning', code: 'enablewhen-cycle', message: 'enableWhen conditions do not settle; check the questionnaire' });
+    if (enablement.cycle)
+      issues.push({
+        severity: 'warning',
+        code: 'enablewhen-cycle',
+        message: 'enableWhen conditions do not settle; check the questionnaire',
+      });
     for (const failure of enablement.failures) {
-      issues.push({ severity: 'warning', code: 'expression-failed', message: `enableWhenExpression: ${failure.message}`, linkId: failure.linkId });
+      issues.push({
+        severity: 'warning',
+        code: 'expression-failed',
+        message: `enableWhenExpression: ${failure.message}`,
+        linkId: failure.linkId,
+      });
     }
     const url = typeof questionnaire['url'] === 'string' ? questionnaire['url'] : `Questionnaire/${questionnaire.id}`;
     const version = typeof questionnaire['version'] === 'string' ? `|${questionnaire['version']}` : '';
     const contextUrl =
-      request.igVersion === '2.2' ? 'http://hl7.org/fhir/us/davinci-dtr/StructureDefinition/qr-context' : 'http://hl7.org/fhir/us/davinci-dtr/StructureDefinition/context';
+      request.igVersion === '2.2'
+        ? 'http://hl7.org/fhir/us/davinci-dtr/StructureDefinition/qr-context'
+        : 'http://hl7.org/fhir/us/davinci-dtr/StructureDefinition/context';
     const questionnaireResponse: FhirResource = {
       resourceType: 'QuestionnaireResponse',
-      meta: { profile: ['http://hl7.org/fhir/us/davinci-dtr/StructureDefinition/dtr-questionnaireresponse'] } as FhirResource['meta'],
+      meta: {
+        profile: ['http://hl7.org/fhir/us/davinci-dtr/StructureDefinition/dtr-questionnaireresponse'],
+      } as FhirResource['meta'],
       ...(request.order || request.coverage
-        ? { extension: [request.order, request.coverage].filter(Boolean).map((reference) => ({ url: contextUrl, valueReference: { reference } })) }
+        ? {
+            extension: [request.order, request.coverage]
+              .filter(Boolean)
+              .map((reference) => ({ url: contextUrl, valueReference: { reference } })),
+          }
         : {}),
       questionnaire: `${url}${version}`,
       status: 'in-progress',

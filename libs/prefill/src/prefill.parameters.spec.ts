@@ -4,18 +4,34 @@ import { BundleReader } from './patient-data-reader.js';
 import { PrefillEngine } from './prefill.engine.js';
 
 // A hand-written ELM library declaring the launch context as parameters, the way payers' libraries do.
-const idOf = (parameter: string) => ({ type: 'Property', path: 'value', source: { type: 'Property', path: 'id', source: { type: 'ParameterRef', name: parameter } } });
+const idOf = (parameter: string) => ({
+  type: 'Property',
+  path: 'value',
+  source: { type: 'Property', path: 'id', source: { type: 'ParameterRef', name: parameter } },
+});
 const elm = {
   library: {
     identifier: { id: 'ContextParameters', version: '1.0.0' },
     schemaIdentifier: { id: 'urn:hl7-org:elm', version: 'r1' },
-    usings: { def: [{ localIdentifier: 'System', uri: 'urn:hl7-org:elm-types:r1' }, { localIdentifier: 'FHIR', uri: 'http://hl7.org/fhir', version: '4.0.1' }] },
+    usings: {
+      def: [
+        { localIdentifier: 'System', uri: 'urn:hl7-org:elm-types:r1' },
+        { localIdentifier: 'FHIR', uri: 'http://hl7.org/fhir', version: '4.0.1' },
+      ],
+    },
     parameters: {
       def: ['device_request', 'Coverage', 'encounter'].map((name) => ({ name, accessLevel: 'Public' })),
     },
     statements: {
       def: [
-        { name: 'Patient', context: 'Patient', expression: { type: 'SingletonFrom', operand: { type: 'Retrieve', dataType: '{http://hl7.org/fhir}Patient' } } },
+        {
+          name: 'Patient',
+          context: 'Patient',
+          expression: {
+            type: 'SingletonFrom',
+            operand: { type: 'Retrieve', dataType: '{http://hl7.org/fhir}Patient' },
+          },
+        },
         { name: 'OrderId', context: 'Patient', accessLevel: 'Public', expression: idOf('device_request') },
         { name: 'CoverageId', context: 'Patient', accessLevel: 'Public', expression: idOf('Coverage') },
         { name: 'EncounterId', context: 'Patient', accessLevel: 'Public', expression: idOf('encounter') },
@@ -45,7 +61,12 @@ const questionnaire = {
   id: 'context',
   url: 'http://example.org/Questionnaire/context',
   status: 'active',
-  extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/cqf-library', valueCanonical: 'http://example.org/Library/ContextParameters' }],
+  extension: [
+    {
+      url: 'http://hl7.org/fhir/StructureDefinition/cqf-library',
+      valueCanonical: 'http://example.org/Library/ContextParameters',
+    },
+  ],
   item: [item('order', 'OrderId'), item('coverage', 'CoverageId'), item('encounter', 'EncounterId')],
 };
 
@@ -68,7 +89,9 @@ describe('CQL parameters bound from the launch context', () => {
       igVersion: '2.2',
     });
     const answers = Object.fromEntries(
-      (result.questionnaireResponse['item'] as Array<{ linkId: string; answer: Array<{ valueString: string }> }>).map((i) => [i.linkId, i.answer[0]!.valueString]),
+      (result.questionnaireResponse['item'] as Array<{ linkId: string; answer: Array<{ valueString: string }> }>).map(
+        (i) => [i.linkId, i.answer[0]!.valueString],
+      ),
     );
     expect(answers).toEqual({ order: 'o1', coverage: 'c1', encounter: 'e1' });
     expect(result.issues.filter((i) => i.severity !== 'information')).toEqual([]);

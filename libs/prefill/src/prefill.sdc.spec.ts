@@ -13,10 +13,19 @@ const resources = readdirSync(packageDir)
   .map((f) => JSON.parse(readFileSync(path.join(packageDir, f), 'utf8')) as FhirResource);
 const pkg = QuestionnairePackage.fromResources(resources);
 const questionnaire = pkg.questionnaires[0]!;
-const bundle = JSON.parse(readFileSync(path.join(fixtures, 'patients/sdc-grace-okafor.json'), 'utf8')) as { entry: Array<{ resource: FhirResource }> };
+const bundle = JSON.parse(readFileSync(path.join(fixtures, 'patients/sdc-grace-okafor.json'), 'utf8')) as {
+  entry: Array<{ resource: FhirResource }>;
+};
 const NOW = new Date('2026-11-22T12:00:00Z');
 
-async function prefill(options: { bundle?: typeof bundle; questionnaire?: FhirResource; pkg?: QuestionnairePackage; igVersion?: '2.1' | '2.2' } = {}): Promise<PrefillResult> {
+async function prefill(
+  options: {
+    bundle?: typeof bundle;
+    questionnaire?: FhirResource;
+    pkg?: QuestionnairePackage;
+    igVersion?: '2.1' | '2.2';
+  } = {},
+): Promise<PrefillResult> {
   const reader = BundleReader.fromBundle(options.bundle ?? bundle);
   return new PrefillEngine(reader).run({
     pkg: options.pkg ?? pkg,
@@ -42,12 +51,17 @@ function itemsOf(result: PrefillResult, linkId: string): Item[] {
   walk(result.questionnaireResponse['item'] as Item[]);
   return found;
 }
-const answers = (result: PrefillResult, linkId: string) => itemsOf(result, linkId).flatMap((i) => (i.answer ?? []).map(({ extension: _e, ...a }) => a));
+const answers = (result: PrefillResult, linkId: string) =>
+  itemsOf(result, linkId).flatMap((i) => (i.answer ?? []).map(({ extension: _e, ...a }) => a));
 
 /** The questionnaire with one item's expression replaced. */
 function withExpression(linkId: string, kind: string, language: string, expression: string): FhirResource {
   const copy = structuredClone(questionnaire) as FhirResource & { item: Item[] };
-  const walk = (items: Array<Item & { extension?: Array<{ url: string; valueExpression?: { language: string; expression: string } }> }>) => {
+  const walk = (
+    items: Array<
+      Item & { extension?: Array<{ url: string; valueExpression?: { language: string; expression: string } }> }
+    >,
+  ) => {
     for (const item of items) {
       if (item.linkId === linkId) {
         const ext = item.extension!.find((e) => e.url.endsWith(kind))!;
@@ -90,7 +104,9 @@ describe('SDC population on our fixture package (sdc-features-example)', () => {
   });
 
   it('text/cql-identifier naming a define with spaces: a System Code becomes the matching answerOption Coding', async () => {
-    expect(answers(await prefill(), 'gender')).toEqual([{ valueCoding: { system: 'http://hl7.org/fhir/administrative-gender', code: 'female', display: 'Female' } }]);
+    expect(answers(await prefill(), 'gender')).toEqual([
+      { valueCoding: { system: 'http://hl7.org/fhir/administrative-gender', code: 'female', display: 'Female' } },
+    ]);
   });
 
   it('legacy cqf-expression populates like initialExpression', async () => {
@@ -100,7 +116,13 @@ describe('SDC population on our fixture package (sdc-features-example)', () => {
   it('candidateExpression offers the CodeableConcepts as Coding options and does not answer the item', async () => {
     const result = await prefill();
     expect(result.options['diagnosis']).toEqual([
-      { valueCoding: { system: 'http://hl7.org/fhir/sid/icd-10-cm', code: 'J44.9', display: 'Chronic obstructive pulmonary disease, unspecified' } },
+      {
+        valueCoding: {
+          system: 'http://hl7.org/fhir/sid/icd-10-cm',
+          code: 'J44.9',
+          display: 'Chronic obstructive pulmonary disease, unspecified',
+        },
+      },
       { valueCoding: { system: 'http://snomed.info/sct', code: '44054006', display: 'Diabetes mellitus type 2' } },
     ]);
     expect(itemsOf(result, 'diagnosis')).toEqual([]);
@@ -108,8 +130,13 @@ describe('SDC population on our fixture package (sdc-features-example)', () => {
 
   it('contextExpression gives the resources behind an item; a Quantity keeps its unit and system', async () => {
     const result = await prefill();
-    expect((result.answerContext['spo2-latest'] as FhirResource[]).map((o) => `${o.resourceType}/${o.id}`)).toEqual(['Observation/sdc-spo2-1', 'Observation/sdc-spo2-2']);
-    expect(answers(result, 'spo2-latest')).toEqual([{ valueQuantity: { value: 87, unit: '%', system: 'http://unitsofmeasure.org', code: '%' } }]);
+    expect((result.answerContext['spo2-latest'] as FhirResource[]).map((o) => `${o.resourceType}/${o.id}`)).toEqual([
+      'Observation/sdc-spo2-1',
+      'Observation/sdc-spo2-2',
+    ]);
+    expect(answers(result, 'spo2-latest')).toEqual([
+      { valueQuantity: { value: 87, unit: '%', system: 'http://unitsofmeasure.org', code: '%' } },
+    ]);
     expect(answers(result, 'spo2-issued')).toEqual([{ valueDateTime: '2026-11-02T10:05:00+00:00' }]);
   });
 
@@ -125,7 +152,9 @@ describe('SDC population on our fixture package (sdc-features-example)', () => {
   it('calculatedExpression with item variables over %resource follows the answers it reads', async () => {
     expect(answers(await prefill(), 'bmi')).toEqual([{ valueDecimal: 27.3 }]);
     const heavier = structuredClone(bundle);
-    const weight = heavier.entry.find((e) => e.resource.id === 'sdc-weight')!.resource as unknown as { valueQuantity: { value: number } };
+    const weight = heavier.entry.find((e) => e.resource.id === 'sdc-weight')!.resource as unknown as {
+      valueQuantity: { value: number };
+    };
     weight.valueQuantity.value = 81;
     expect(answers(await prefill({ bundle: heavier }), 'bmi')).toEqual([{ valueDecimal: 31.6 }]);
     // Without a height nothing can be calculated: no answer, no error.
@@ -145,7 +174,10 @@ describe('SDC population on our fixture package (sdc-features-example)', () => {
         extension: [
           {
             url: 'http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-calculatedExpression',
-            valueExpression: { language: 'text/fhirpath', expression: `(%resource.repeat(item).where(linkId='${i === 0 ? 'b' : 'a'}').answer.value | 0).first() + 1` },
+            valueExpression: {
+              language: 'text/fhirpath',
+              expression: `(%resource.repeat(item).where(linkId='${i === 0 ? 'b' : 'a'}').answer.value | 0).first() + 1`,
+            },
           },
         ],
       })),
@@ -159,7 +191,13 @@ describe('SDC population on our fixture package (sdc-features-example)', () => {
     const result = await prefill();
     expect(answers(result, 'orderer')).toEqual([{ valueReference: { reference: 'Practitioner/sdc-pr1' } }]);
     expect(answers(result, 'consent')).toEqual([
-      { valueAttachment: { contentType: 'application/pdf', url: 'https://ehr.example.org/docs/consent-sdc-grace.pdf', title: 'Home oxygen consent' } },
+      {
+        valueAttachment: {
+          contentType: 'application/pdf',
+          url: 'https://ehr.example.org/docs/consent-sdc-grace.pdf',
+          title: 'Home oxygen consent',
+        },
+      },
     ]);
   });
 

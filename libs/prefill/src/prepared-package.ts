@@ -1,6 +1,13 @@
 import { type ElmLibrary, type FhirResource, type QuestionnairePackage, questionnaireReferences } from '@dtr/fhir';
 import { codeService, cql } from './cql-runtime.js';
-import { type DataRequirements, dataRequirements, type ElmIndex, indexLibraries, type PlannedSearch, planSearches } from './elm-requirements.js';
+import {
+  type DataRequirements,
+  dataRequirements,
+  type ElmIndex,
+  indexLibraries,
+  type PlannedSearch,
+  planSearches,
+} from './elm-requirements.js';
 
 type CompiledLibrary = NonNullable<ReturnType<InstanceType<typeof cql.Repository>['resolve']>>;
 
@@ -73,7 +80,10 @@ export class PreparedPackage {
    */
   with(extra: ElmLibrary[]): PreparedPackage {
     if (extra.length === 0) return this;
-    const key = extra.map((e) => `${e.library.identifier.id}|${e.library.identifier.version ?? ''}`).sort().join(',');
+    const key = extra
+      .map((e) => `${e.library.identifier.id}|${e.library.identifier.version ?? ''}`)
+      .sort()
+      .join(',');
     let found = this.extended.get(key);
     if (!found) {
       found = new PreparedPackage(this.pkg, extra, this);

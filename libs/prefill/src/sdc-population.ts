@@ -12,7 +12,13 @@ import { compileFhirPath, rootVariables, VARIABLE } from './fhirpath-expressions
  * @see https://hl7.org/fhir/uv/sdc/STU3/populate.html#expression-based-population
  */
 
-export type ExpressionKind = 'initialExpression' | 'cqf-expression' | 'calculatedExpression' | 'candidateExpression' | 'contextExpression' | 'itemPopulationContext';
+export type ExpressionKind =
+  | 'initialExpression'
+  | 'cqf-expression'
+  | 'calculatedExpression'
+  | 'candidateExpression'
+  | 'contextExpression'
+  | 'itemPopulationContext';
 
 const KIND_BY_URL = new Map<string, ExpressionKind>([
   [`${SDC}sdc-questionnaire-initialExpression`, 'initialExpression'],
@@ -94,7 +100,8 @@ function readExpressions(item: PopulationItem): { byKind: Map<ExpressionKind, Ex
 const MAX_CALCULATION_ROUNDS = 10;
 
 /** The FHIR JSON inside a cql-exec-fhir value, or the value itself. */
-const plain = (value: unknown): unknown => (value && typeof value === 'object' && '_json' in value ? (value as { _json: unknown })._json : value);
+const plain = (value: unknown): unknown =>
+  value && typeof value === 'object' && '_json' in value ? (value as { _json: unknown })._json : value;
 
 export function populate(input: PopulationInput): PopulationResult {
   const issues: PopulationIssue[] = [];
@@ -103,13 +110,23 @@ export function populate(input: PopulationInput): PopulationResult {
     const key = `${linkId ?? ''}|${what}`;
     if (failed.has(key)) return;
     failed.add(key);
-    issues.push({ severity: 'warning', code: 'expression-failed', message: `${what}: ${error instanceof Error ? error.message.slice(0, 160) : 'error'}`, ...(linkId ? { linkId } : {}) });
+    issues.push({
+      severity: 'warning',
+      code: 'expression-failed',
+      message: `${what}: ${error instanceof Error ? error.message.slice(0, 160) : 'error'}`,
+      ...(linkId ? { linkId } : {}),
+    });
   };
   const options: PopulationResult['options'] = {};
   const answerContext: PopulationResult['answerContext'] = {};
 
   /** Evaluates an item's expression of a kind: FHIRPath here, CQL from the evaluated defines; undefined when none. */
-  const evaluate = (item: PopulationItem, kind: ExpressionKind, expression: Expression, env: Record<string, unknown>): unknown[] | undefined => {
+  const evaluate = (
+    item: PopulationItem,
+    kind: ExpressionKind,
+    expression: Expression,
+    env: Record<string, unknown>,
+  ): unknown[] | undefined => {
     if (expression.language === 'text/fhirpath' && expression.expression) {
       try {
         return compileFhirPath(expression.expression)({}, env);
@@ -124,7 +141,11 @@ export function populate(input: PopulationInput): PopulationResult {
     return v === null || v === undefined ? [] : Array.isArray(v) ? v : [v];
   };
 
-  const withVariables = (item: PopulationItem, variables: Expression[], env: Record<string, unknown>): Record<string, unknown> => {
+  const withVariables = (
+    item: PopulationItem,
+    variables: Expression[],
+    env: Record<string, unknown>,
+  ): Record<string, unknown> => {
     if (variables.length === 0) return env;
     const scoped = { ...env };
     for (const variable of variables) {
@@ -142,7 +163,12 @@ export function populate(input: PopulationInput): PopulationResult {
     if (values === undefined) return [];
     const answers = toAnswers(values.length === 1 ? values[0] : values, input.optionsFor(item));
     if (answers.length === 0 && values.some((v) => v !== null && v !== undefined)) {
-      issues.push({ severity: 'information', code: 'answer-type-mismatch', message: `the value of the ${kind} does not fit a ${item.type} item`, linkId: item.linkId });
+      issues.push({
+        severity: 'information',
+        code: 'answer-type-mismatch',
+        message: `the value of the ${kind} does not fit a ${item.type} item`,
+        linkId: item.linkId,
+      });
     }
     return answers;
   };
@@ -158,12 +184,19 @@ export function populate(input: PopulationInput): PopulationResult {
       const populationContext = byKind.get('itemPopulationContext');
       if (populationContext && item.type === 'group') {
         // CQL gives wrapped FHIR values: the FHIRPath of the group's items reads their JSON.
-        const contexts = (evaluate(item, 'itemPopulationContext', populationContext, withVariables(item, variables, env)) ?? []).map(plain);
+        const contexts = (
+          evaluate(item, 'itemPopulationContext', populationContext, withVariables(item, variables, env)) ?? []
+        ).map(plain);
         const name = populationContext.name ?? 'itemContext';
         for (const context of contexts) {
           const scoped = withVariables(item, variables, { ...env, [name]: context });
           const children = build(item.item, scoped);
-          if (children.length > 0) out.push({ linkId: item.linkId, ...(item.text ? { text: item.text } : {}), item: children } as ResponseItem);
+          if (children.length > 0)
+            out.push({
+              linkId: item.linkId,
+              ...(item.text ? { text: item.text } : {}),
+              item: children,
+            } as ResponseItem);
         }
         continue;
       }
@@ -184,7 +217,8 @@ export function populate(input: PopulationInput): PopulationResult {
       let answers = initial ? answersFor(item, evaluate(item, kind, initial, scoped), kind) : [];
       // A calculated value in CQL does not depend on the response: it is known now.
       const calculated = byKind.get('calculatedExpression');
-      if (calculated && calculated.language !== 'text/fhirpath') answers = answersFor(item, evaluate(item, 'calculatedExpression', calculated, scoped), 'calculatedExpression');
+      if (calculated && calculated.language !== 'text/fhirpath')
+        answers = answersFor(item, evaluate(item, 'calculatedExpression', calculated, scoped), 'calculatedExpression');
       const children = build(item.item, scoped);
       if (answers.length === 0 && children.length === 0 && !(calculated?.language === 'text/fhirpath')) continue;
       out.push({
@@ -200,7 +234,10 @@ export function populate(input: PopulationInput): PopulationResult {
   // Root variables see %resource, the response so far (empty while initial values are computed).
   const { rootVariables, calculatedItems, variablesUsedEarly } = shapeOf(input.questionnaire);
   const resourceEnv = (list: ResponseItem[]): Record<string, unknown> => {
-    const env: Record<string, unknown> = { ...input.env, resource: { resourceType: 'QuestionnaireResponse', item: list } };
+    const env: Record<string, unknown> = {
+      ...input.env,
+      resource: { resourceType: 'QuestionnaireResponse', item: list },
+    };
     for (const variable of rootVariables) {
       try {
         env[variable.name] = compileFhirPath(variable.expression)({}, env);
@@ -213,7 +250,9 @@ export function populate(input: PopulationInput): PopulationResult {
   // Root variables are computed for the initial values only when an expression other than a calculation uses them.
   let items = build(
     input.questionnaire['item'] as PopulationItem[] | undefined,
-    variablesUsedEarly ? resourceEnv([]) : { ...input.env, resource: { resourceType: 'QuestionnaireResponse', item: [] } },
+    variablesUsedEarly
+      ? resourceEnv([])
+      : { ...input.env, resource: { resourceType: 'QuestionnaireResponse', item: [] } },
   );
 
   // 2. Calculated values (FHIRPath over %resource and the variables), recomputed to a steady state.
@@ -224,8 +263,15 @@ export function populate(input: PopulationInput): PopulationResult {
       settled = true;
       for (const definition of calculatedItems) {
         const expression = expressionsOf(definition).byKind.get('calculatedExpression')!;
-        const values = evaluate(definition, 'calculatedExpression', expression, withVariables(definition, expressionsOf(definition).variables, env));
-        const answers = values ? tag(toAnswers(values.length === 1 ? values[0] : values, input.optionsFor(definition))) : [];
+        const values = evaluate(
+          definition,
+          'calculatedExpression',
+          expression,
+          withVariables(definition, expressionsOf(definition).variables, env),
+        );
+        const answers = values
+          ? tag(toAnswers(values.length === 1 ? values[0] : values, input.optionsFor(definition)))
+          : [];
         const next = setAnswers(items, definition.linkId, answers);
         if (next !== items) {
           items = next;
@@ -235,12 +281,18 @@ export function populate(input: PopulationInput): PopulationResult {
       if (!settled) env = resourceEnv(items);
     }
     if (!settled) {
-      issues.push({ severity: 'warning', code: 'calculation-cycle', message: `calculated values still change after ${MAX_CALCULATION_ROUNDS} rounds: check the calculatedExpressions; the last values are kept` });
+      issues.push({
+        severity: 'warning',
+        code: 'calculation-cycle',
+        message: `calculated values still change after ${MAX_CALCULATION_ROUNDS} rounds: check the calculatedExpressions; the last values are kept`,
+      });
     }
   }
   // Items kept only for a calculation that gave nothing are dropped.
   const prune = (list: ResponseItem[]): ResponseItem[] =>
-    list.map((i) => (i.item ? { ...i, item: prune(i.item) } : i)).filter((i) => (i.answer?.length ?? 0) > 0 || (i.item?.length ?? 0) > 0);
+    list
+      .map((i) => (i.item ? { ...i, item: prune(i.item) } : i))
+      .filter((i) => (i.answer?.length ?? 0) > 0 || (i.item?.length ?? 0) > 0);
   return { items: prune(items), options, answerContext, env, issues };
 }
 
@@ -261,10 +313,16 @@ function shapeOf(questionnaire: FhirResource): QuestionnaireShape {
     const early: string[] = [];
     const walk = (items: PopulationItem[] | undefined) => {
       for (const item of items ?? []) {
-        if (expressionsOf(item).byKind.get('calculatedExpression')?.language === 'text/fhirpath') calculatedItems.push(item);
+        if (expressionsOf(item).byKind.get('calculatedExpression')?.language === 'text/fhirpath')
+          calculatedItems.push(item);
         for (const ext of item.extension ?? []) {
           const e = ext.valueExpression;
-          if (e?.language === 'text/fhirpath' && e.expression && !normaliseExtensionUrl(ext.url ?? '').url.endsWith('calculatedExpression')) early.push(e.expression);
+          if (
+            e?.language === 'text/fhirpath' &&
+            e.expression &&
+            !normaliseExtensionUrl(ext.url ?? '').url.endsWith('calculatedExpression')
+          )
+            early.push(e.expression);
         }
         walk(item.item);
       }
@@ -272,7 +330,11 @@ function shapeOf(questionnaire: FhirResource): QuestionnaireShape {
     walk(questionnaire['item'] as PopulationItem[] | undefined);
     const variables = rootVariables(questionnaire);
     early.push(...variables.map((v) => v.expression));
-    shape = { rootVariables: variables, calculatedItems, variablesUsedEarly: variables.some((v) => early.some((text) => text.includes(`%${v.name}`))) };
+    shape = {
+      rootVariables: variables,
+      calculatedItems,
+      variablesUsedEarly: variables.some((v) => early.some((text) => text.includes(`%${v.name}`))),
+    };
     shapes.set(questionnaire, shape);
   }
   return shape;

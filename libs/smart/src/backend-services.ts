@@ -56,7 +56,8 @@ export class BackendServicesClient {
 
   /** Forget a cached token (after the resource server refused it). */
   invalidate(registration: BackendServicesRegistration): void {
-    for (const key of this.cache.keys()) if (key.startsWith(`${registration.tokenEndpoint}|${registration.clientId}|`)) this.cache.delete(key);
+    for (const key of this.cache.keys())
+      if (key.startsWith(`${registration.tokenEndpoint}|${registration.clientId}|`)) this.cache.delete(key);
   }
 
   private async request(registration: BackendServicesRegistration): Promise<Cached> {
@@ -69,12 +70,17 @@ export class BackendServicesClient {
       privateKeyJwt(key, kid, endpoint.toString()),
     );
     const fetchFn = registration.fetch ?? this.fetchFn;
-    config[oidc.customFetch] = (url, init) => fetchFn(url, { ...init, signal: AbortSignal.timeout(10_000) } as RequestInit);
+    config[oidc.customFetch] = (url, init) =>
+      fetchFn(url, { ...init, signal: AbortSignal.timeout(10_000) } as RequestInit);
     if (this.policy.allowInsecureLoopback && isLoopback(endpoint)) oidc.allowInsecureRequests(config);
     try {
       const granted = await oidc.clientCredentialsGrant(config, { scope: registration.scopes.join(' ') });
-      if (granted.token_type.toLowerCase() !== 'bearer') throw new DtrError('UPSTREAM_ERROR', `unsupported token_type ${granted.token_type}`);
-      return { accessToken: granted.access_token, expiresAt: this.clock.now().getTime() + (granted.expiresIn() ?? 300) * 1000 };
+      if (granted.token_type.toLowerCase() !== 'bearer')
+        throw new DtrError('UPSTREAM_ERROR', `unsupported token_type ${granted.token_type}`);
+      return {
+        accessToken: granted.access_token,
+        expiresAt: this.clock.now().getTime() + (granted.expiresIn() ?? 300) * 1000,
+      };
     } catch (cause) {
       throw translateOAuthError(cause);
     }

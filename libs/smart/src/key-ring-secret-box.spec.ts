@@ -20,11 +20,15 @@ describe('KeyRingSecretBox', () => {
     const [v, kid, iv, tag, data] = sealed.split('.') as [string, string, string, string, string];
     const tagBytes = Buffer.from(tag, 'base64url');
     for (const cut of [4, 12]) {
-      expect(() => box.open([v, kid, iv, tagBytes.subarray(0, cut).toString('base64url'), data].join('.'), 'row:1')).toThrow(/tag length/);
+      expect(() =>
+        box.open([v, kid, iv, tagBytes.subarray(0, cut).toString('base64url'), data].join('.'), 'row:1'),
+      ).toThrow(/tag length/);
     }
     const flipped = Buffer.from(data, 'base64url');
     flipped[0] = flipped[0]! ^ 1;
-    expect(() => box.open([v, kid, iv, tag, flipped.toString('base64url')].join('.'), 'row:1')).toThrow(/failed authentication/);
+    expect(() => box.open([v, kid, iv, tag, flipped.toString('base64url')].join('.'), 'row:1')).toThrow(
+      /failed authentication/,
+    );
     expect(() => box.open(sealed, 'row:2')).toThrow(/failed authentication/);
   });
 
@@ -32,7 +36,12 @@ describe('KeyRingSecretBox', () => {
     const oldKey = key();
     const before = new KeyRingSecretBox(new Map([['2026a', oldKey]]));
     const old = before.seal('kept', 'aad');
-    const after = new KeyRingSecretBox(new Map([['2026b', key()], ['2026a', oldKey]]));
+    const after = new KeyRingSecretBox(
+      new Map([
+        ['2026b', key()],
+        ['2026a', oldKey],
+      ]),
+    );
     expect(after.open(old, 'aad')).toBe('kept');
     expect(after.seal('new', 'aad')).toMatch(/^v1\.2026b\./);
     const stranger = new KeyRingSecretBox(new Map([['other', key()]]));

@@ -30,7 +30,13 @@ export class KeyRingSecretBox extends SecretBox {
     const cipher = createCipheriv('aes-256-gcm', this.keys.get(this.primary)!, iv, { authTagLength: TAG_BYTES });
     cipher.setAAD(Buffer.from(aad, 'utf8'));
     const ciphertext = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
-    return [FORMAT, this.primary, iv.toString('base64url'), cipher.getAuthTag().toString('base64url'), ciphertext.toString('base64url')].join('.');
+    return [
+      FORMAT,
+      this.primary,
+      iv.toString('base64url'),
+      cipher.getAuthTag().toString('base64url'),
+      ciphertext.toString('base64url'),
+    ].join('.');
   }
 
   open(sealed: string, aad: string): string {
@@ -41,14 +47,17 @@ export class KeyRingSecretBox extends SecretBox {
     if (!key) throw new DtrError('CONFIGURATION', `sealed with key ${kid}, which is not in DTR_ENCRYPTION_KEYS`);
     const iv = Buffer.from(ivText, 'base64url');
     const tag = Buffer.from(tagText, 'base64url');
-    if (iv.length !== IV_BYTES || tag.length !== TAG_BYTES) throw new DtrError('INTERNAL', 'sealed value has a bad IV or tag length');
+    if (iv.length !== IV_BYTES || tag.length !== TAG_BYTES)
+      throw new DtrError('INTERNAL', 'sealed value has a bad IV or tag length');
     try {
       const decipher = createDecipheriv('aes-256-gcm', key, iv, { authTagLength: TAG_BYTES });
       decipher.setAAD(Buffer.from(aad, 'utf8'));
       decipher.setAuthTag(tag);
       return Buffer.concat([decipher.update(Buffer.from(dataText, 'base64url')), decipher.final()]).toString('utf8');
     } catch (cause) {
-      throw new DtrError('INTERNAL', 'sealed value failed authentication (tampered, or moved to another row)', { cause });
+      throw new DtrError('INTERNAL', 'sealed value failed authentication (tampered, or moved to another row)', {
+        cause,
+      });
     }
   }
 }

@@ -44,7 +44,9 @@ describe('parseLaunchContext', () => {
   });
 
   it('reads legacy appContext as query string and as JSON', () => {
-    const query = parseLaunchContext({ appContext: 'order=DeviceRequest/a,MedicationRequest/b&coverage=Coverage/c&response=QuestionnaireResponse/d' });
+    const query = parseLaunchContext({
+      appContext: 'order=DeviceRequest/a,MedicationRequest/b&coverage=Coverage/c&response=QuestionnaireResponse/d',
+    });
     expect(dtrContextOf(query)).toMatchObject({
       orders: ['DeviceRequest/a', 'MedicationRequest/b'],
       coverages: ['Coverage/c'],

@@ -130,7 +130,10 @@ function parseAppContext(raw: string): NonNullable<LaunchContext['appContext']> 
     pairs = [...new URLSearchParams(trimmed)];
   }
   for (const [key, value] of pairs) {
-    for (const part of value.split(',').map((v) => v.trim()).filter(Boolean)) {
+    for (const part of value
+      .split(',')
+      .map((v) => v.trim())
+      .filter(Boolean)) {
       if (!typeOf(part)) continue;
       if (key === 'order' || key === 'orders') result.orders.push(part);
       else if (key === 'coverage') result.coverage ??= part;
@@ -147,7 +150,8 @@ export function dtrContextOf(context: LaunchContext): DtrContext {
     if (!list.includes(value)) list.push(value);
   };
   for (const item of context.fhirContext) {
-    if (item.canonical && (item.type === 'Questionnaire' || item.type === undefined)) add(dtr.questionnaires, item.canonical);
+    if (item.canonical && (item.type === 'Questionnaire' || item.type === undefined))
+      add(dtr.questionnaires, item.canonical);
     if (!item.reference) {
       if (item.identifier?.value && (item.role === 'coverage-assertion' || item.type === 'Claim')) {
         dtr.coverageAssertion ??= item.identifier.value;

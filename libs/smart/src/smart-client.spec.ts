@@ -3,12 +3,20 @@ import type * as oidc from 'openid-client';
 import { describe, expect, it } from 'vitest';
 import { clientSecretBasic, privateKeyJwt, type SigningCryptoKey } from './smart-client.js';
 
-const AS = { issuer: 'https://ehr.example.org', token_endpoint: 'https://ehr.example.org/auth/token' } as oidc.ServerMetadata;
+const AS = {
+  issuer: 'https://ehr.example.org',
+  token_endpoint: 'https://ehr.example.org/auth/token',
+} as oidc.ServerMetadata;
 
 describe('clientSecretBasic', () => {
   it('leaves unreserved characters such as "-" unencoded', async () => {
     const headers = new Headers();
-    await clientSecretBasic('dtr-supplement.v2_x~y', 's3cr3t-value')(AS, { client_id: 'x' }, new URLSearchParams(), headers);
+    await clientSecretBasic('dtr-supplement.v2_x~y', 's3cr3t-value')(
+      AS,
+      { client_id: 'x' },
+      new URLSearchParams(),
+      headers,
+    );
     const decoded = Buffer.from(headers.get('authorization')!.replace(/^Basic /, ''), 'base64').toString();
     expect(decoded).toBe('dtr-supplement.v2_x~y:s3cr3t-value');
   });

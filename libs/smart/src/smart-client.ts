@@ -67,10 +67,12 @@ export async function smartClientConfiguration(
 ): Promise<oidc.Configuration> {
   let auth: oidc.ClientAuth;
   if (credentials.authMethod === 'client_secret_basic') {
-    if (!credentials.clientSecret) throw new DtrError('CONFIGURATION', 'client_secret_basic registration without a secret');
+    if (!credentials.clientSecret)
+      throw new DtrError('CONFIGURATION', 'client_secret_basic registration without a secret');
     auth = clientSecretBasic(credentials.clientId, credentials.clientSecret);
   } else {
-    if (!credentials.signingAlg) throw new DtrError('CONFIGURATION', 'private_key_jwt registration without an algorithm');
+    if (!credentials.signingAlg)
+      throw new DtrError('CONFIGURATION', 'private_key_jwt registration without an algorithm');
     const { key, kid } = await options.keys.privateKey(credentials.signingAlg);
     auth = privateKeyJwt(key, kid, smart.token_endpoint);
   }
@@ -94,7 +96,10 @@ export async function smartClientConfiguration(
   const baseFetch = options.fetch ?? fetch;
   config[oidc.customFetch] = (url, init) =>
     baseFetch(url, { ...init, signal: init.signal ?? AbortSignal.timeout(timeoutMs) } as RequestInit);
-  if (options.policy.allowInsecureLoopback && [smart.token_endpoint, smart.authorization_endpoint].every((u) => isLoopback(new URL(u)))) {
+  if (
+    options.policy.allowInsecureLoopback &&
+    [smart.token_endpoint, smart.authorization_endpoint].every((u) => isLoopback(new URL(u)))
+  ) {
     oidc.allowInsecureRequests(config);
   }
   if (supportsOpenId(smart)) oidc.enableNonRepudiationChecks(config);

@@ -43,7 +43,9 @@ describe('parseSmartConfiguration', () => {
     expect(() => parseSmartConfiguration({ ...DOC, token_endpoint: 'http://ehr.example.org/token' }, strict)).toThrow(
       /must use https/,
     );
-    expect(() => parseSmartConfiguration({ ...DOC, code_challenge_methods_supported: ['plain'] }, strict)).toThrow(/S256/);
+    expect(() => parseSmartConfiguration({ ...DOC, code_challenge_methods_supported: ['plain'] }, strict)).toThrow(
+      /S256/,
+    );
     expect(() => parseSmartConfiguration([], strict)).toThrow(/not a JSON object/);
   });
 
@@ -96,7 +98,13 @@ describe('SmartDiscovery', () => {
       new Promise<Response>((_resolve, reject) => {
         init?.signal?.addEventListener('abort', () => reject(init.signal!.reason));
       })) as typeof fetch;
-    const discovery = new SmartDiscovery({ allowInsecureLoopback: false }, new FixedClock(new Date()), hanging, 1000, 50);
+    const discovery = new SmartDiscovery(
+      { allowInsecureLoopback: false },
+      new FixedClock(new Date()),
+      hanging,
+      1000,
+      50,
+    );
     await expect(discovery.get(BASE)).rejects.toMatchObject({ code: 'UPSTREAM_TIMEOUT' });
   });
 

@@ -126,9 +126,13 @@ export class SmartDiscovery {
       });
     } catch (cause) {
       const timedOut = cause instanceof Error && cause.name === 'TimeoutError';
-      throw new DtrError(timedOut ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_ERROR', `the EHR's smart-configuration could not be fetched`, {
-        cause,
-      });
+      throw new DtrError(
+        timedOut ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_ERROR',
+        `the EHR's smart-configuration could not be fetched`,
+        {
+          cause,
+        },
+      );
     }
     if (!response.ok) {
       throw new DtrError('UPSTREAM_ERROR', `the EHR's smart-configuration answered ${response.status}`);

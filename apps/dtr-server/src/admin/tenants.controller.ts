@@ -32,9 +32,11 @@ export class TenantsController {
   @Put(':id')
   @ApiOperation({ summary: 'Register or replace an EHR tenant with its supplement and disclose registrations' })
   put(@Param('id') id: string, @Body() body: unknown): Promise<TenantView> {
-    if (!body || typeof body !== 'object' || Array.isArray(body)) throw new DtrError('INVALID_INPUT', 'a JSON object is required');
+    if (!body || typeof body !== 'object' || Array.isArray(body))
+      throw new DtrError('INVALID_INPUT', 'a JSON object is required');
     const input = body as Record<string, unknown>;
-    if (input['id'] !== undefined && input['id'] !== id) throw new DtrError('INVALID_INPUT', 'id in the body differs from the URL');
+    if (input['id'] !== undefined && input['id'] !== id)
+      throw new DtrError('INVALID_INPUT', 'id in the body differs from the URL');
     return this.tenants.upsert({ ...input, id });
   }
 

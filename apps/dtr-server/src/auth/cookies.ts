@@ -14,7 +14,13 @@ export class BrowserCookies {
   }
 
   options(maxAgeMs?: number): CookieOptions {
-    return { httpOnly: true, secure: this.secure, sameSite: 'lax', path: '/', ...(maxAgeMs ? { maxAge: maxAgeMs } : {}) };
+    return {
+      httpOnly: true,
+      secure: this.secure,
+      sameSite: 'lax',
+      path: '/',
+      ...(maxAgeMs ? { maxAge: maxAgeMs } : {}),
+    };
   }
 
   read(req: Request, name: string): string | undefined {

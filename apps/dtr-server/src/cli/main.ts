@@ -40,15 +40,22 @@ program
   .description('apply pending database migrations (under the same advisory lock the server uses)')
   .action(async () => {
     const result = await withDatabaseUrl((url) => migrate(url));
-    process.stdout.write(result.applied.length > 0 ? `applied: ${result.applied.join(', ')}\n` : 'the database is up to date\n');
+    process.stdout.write(
+      result.applied.length > 0 ? `applied: ${result.applied.join(', ')}\n` : 'the database is up to date\n',
+    );
   });
 
 registerPackageCommands(program);
 /** Runs `fn` with the configured database's URL: DATABASE_URL, or the embedded server started for the command. */
-async function withDatabaseUrl<T>(fn: (url: string, config: ReturnType<typeof loadAppConfig>) => Promise<T>): Promise<T> {
+async function withDatabaseUrl<T>(
+  fn: (url: string, config: ReturnType<typeof loadAppConfig>) => Promise<T>,
+): Promise<T> {
   const config = loadAppConfig(process.env);
   if (config.databaseUrl) return fn(config.databaseUrl, config);
-  const embedded = await EmbeddedPostgresSupervisor.start({ dataDir: path.join(config.dataDir, 'postgres'), database: 'dtr' });
+  const embedded = await EmbeddedPostgresSupervisor.start({
+    dataDir: path.join(config.dataDir, 'postgres'),
+    database: 'dtr',
+  });
   try {
     return await fn(embedded.url, config);
   } finally {
@@ -57,7 +64,9 @@ async function withDatabaseUrl<T>(fn: (url: string, config: ReturnType<typeof lo
 }
 
 /** Runs `fn` on the configured database (migrated), then releases it. */
-function withDatabase<T>(fn: (dataSource: DataSource, config: ReturnType<typeof loadAppConfig>) => Promise<T>): Promise<T> {
+function withDatabase<T>(
+  fn: (dataSource: DataSource, config: ReturnType<typeof loadAppConfig>) => Promise<T>,
+): Promise<T> {
   return withDatabaseUrl(async (url, config) => {
     await migrate(url);
     const dataSource = createDataSource({ url, entities: ENTITIES, poolMax: 2, applicationName: 'dtr-cli' });
@@ -72,7 +81,11 @@ function withDatabase<T>(fn: (dataSource: DataSource, config: ReturnType<typeof 
 
 registerTenantCommands(program, (fn) =>
   withDatabase((dataSource, config) =>
-    fn(new TenantRegistry(dataSource, secretBoxFromConfig(config), { allowInsecureLoopback: config.profile !== 'production' })),
+    fn(
+      new TenantRegistry(dataSource, secretBoxFromConfig(config), {
+        allowInsecureLoopback: config.profile !== 'production',
+      }),
+    ),
   ),
 );
 
@@ -82,9 +95,16 @@ payer
   .description('register or replace a payer from a JSON file (see README: Registering a payer)')
   .requiredOption('--file <path>', 'payer JSON; "-" reads standard input')
   .action(async (options: { file: string }) => {
-    const input = parseUntrustedJson(readFileSync(options.file === '-' ? 0 : options.file, 'utf8'), { maxDepth: 16, maxBytes: 64 * 1024 });
+    const input = parseUntrustedJson(readFileSync(options.file === '-' ? 0 : options.file, 'utf8'), {
+      maxDepth: 16,
+      maxBytes: 64 * 1024,
+    });
     const view = await withDatabase((dataSource, config) =>
-      new PayerRegistry(dataSource, { allowInsecureLoopback: config.profile !== 'production' }, secretBoxFromConfig(config)).upsert(input),
+      new PayerRegistry(
+        dataSource,
+        { allowInsecureLoopback: config.profile !== 'production' },
+        secretBoxFromConfig(config),
+      ).upsert(input),
     );
     process.stdout.write(`${JSON.stringify(view, null, 2)}\n`);
   });
@@ -92,11 +112,15 @@ payer
   .command('list')
   .description('list registered payers')
   .action(async () => {
-    const list = await withDatabase((dataSource, config) => new PayerRegistry(dataSource, { allowInsecureLoopback: config.profile !== 'production' }).list());
+    const list = await withDatabase((dataSource, config) =>
+      new PayerRegistry(dataSource, { allowInsecureLoopback: config.profile !== 'production' }).list(),
+    );
     process.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
   });
 
-const keys = program.command('keys').description('our private_key_jwt signing keys (public parts at /.well-known/jwks.json)');
+const keys = program
+  .command('keys')
+  .description('our private_key_jwt signing keys (public parts at /.well-known/jwks.json)');
 const algOption = (value: string) => {
   if (value !== 'RS384' && value !== 'ES384') throw new Error('--alg must be RS384 or ES384');
   return value as 'RS384' | 'ES384';
@@ -120,7 +144,9 @@ keys
   .command('list')
   .description('kid, algorithm, status and dates of every key (never private parts)')
   .action(async () => {
-    const list = await withDatabase((dataSource, config) => new SigningKeyStore(dataSource, secretBoxFromConfig(config), new SystemClock()).list());
+    const list = await withDatabase((dataSource, config) =>
+      new SigningKeyStore(dataSource, secretBoxFromConfig(config), new SystemClock()).list(),
+    );
     process.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
   });
 registerPrefillCommand(program);

@@ -34,15 +34,26 @@ export function registerPackageCommands(program: Command): void {
         out.push(
           `  ${model.questionnaires.length} questionnaire(s), ${model.libraries.length} librar${model.libraries.length === 1 ? 'y' : 'ies'}, ${model.valueSets.length} value set(s)`,
         );
-        if (response.skipped.length > 0) out.push(`  skipped ${response.skipped.length} JSON file(s) that are not FHIR resources`);
+        if (response.skipped.length > 0)
+          out.push(`  skipped ${response.skipped.length} JSON file(s) that are not FHIR resources`);
         for (const outcome of response.outcomes) out.push(`  payer outcome: ${JSON.stringify(outcome['issue'] ?? [])}`);
         for (const issue of issues) {
-          const where = [issue.questionnaire, issue.linkId && `item ${issue.linkId}`, issue.library, issue.define, issue.valueSet]
+          const where = [
+            issue.questionnaire,
+            issue.linkId && `item ${issue.linkId}`,
+            issue.library,
+            issue.define,
+            issue.valueSet,
+          ]
             .filter(Boolean)
             .join(' / ');
-          out.push(`  ${issue.severity.toUpperCase().padEnd(11)} ${issue.code}: ${issue.message}${where ? `  [${where}]` : ''}`);
+          out.push(
+            `  ${issue.severity.toUpperCase().padEnd(11)} ${issue.code}: ${issue.message}${where ? `  [${where}]` : ''}`,
+          );
         }
-        const counts = ['error', 'warning', 'information'].map((s) => `${issues.filter((i) => i.severity === s).length} ${s}`).join(', ');
+        const counts = ['error', 'warning', 'information']
+          .map((s) => `${issues.filter((i) => i.severity === s).length} ${s}`)
+          .join(', ');
         out.push(`${usable ? 'usable' : 'NOT usable'}: ${counts}`);
         process.stdout.write(`${out.join('\n')}\n`);
       }

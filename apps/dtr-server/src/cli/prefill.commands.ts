@@ -35,12 +35,17 @@ export function registerPrefillCommand(program: Command): void {
     .option('--out <file>', 'write the QuestionnaireResponse(s) here instead of standard output')
     .option('--timing', 'print where the time went')
     .action(async (options: PrefillOptions) => {
-      if (!['2.0.1', '2.1', '2.2'].includes(options.ig)) throw new Error(`--ig must be 2.0.1, 2.1 or 2.2 (got ${options.ig})`);
+      if (!['2.0.1', '2.1', '2.2'].includes(options.ig))
+        throw new Error(`--ig must be 2.0.1, 2.1 or 2.2 (got ${options.ig})`);
       const started = performance.now();
       const compiled = await compileCqlOnlyLibraries(resourcesOf(loadPackageFromPath(options.package)));
-      for (const issue of compiled.issues) process.stderr.write(`package: ${issue.severity.toUpperCase()} ${issue.code}: ${issue.message}\n`);
+      for (const issue of compiled.issues)
+        process.stderr.write(`package: ${issue.severity.toUpperCase()} ${issue.code}: ${issue.message}\n`);
       const pkg = QuestionnairePackage.fromResources(compiled.resources);
-      const bundle = parseUntrustedJson(readFileSync(options.patient, 'utf8'), { maxDepth: 128, maxBytes: 256 * 1024 * 1024 }) as {
+      const bundle = parseUntrustedJson(readFileSync(options.patient, 'utf8'), {
+        maxDepth: 128,
+        maxBytes: 256 * 1024 * 1024,
+      }) as {
         resourceType?: string;
         entry?: Array<{ resource?: FhirResource }>;
       };
@@ -58,7 +63,9 @@ export function registerPrefillCommand(program: Command): void {
       const order = options.order ?? firstOf('DeviceRequest', 'ServiceRequest', 'MedicationRequest', 'NutritionOrder');
       const coverage = options.coverage ?? firstOf('Coverage');
       const selected = options.questionnaire
-        ? pkg.questionnaires.filter((q) => q.id === options.questionnaire || pkg.questionnaireKey(q).startsWith(options.questionnaire!))
+        ? pkg.questionnaires.filter(
+            (q) => q.id === options.questionnaire || pkg.questionnaireKey(q).startsWith(options.questionnaire!),
+          )
         : pkg.questionnaires;
       if (selected.length === 0) throw new Error('no questionnaire matches');
       const loaded = performance.now();
@@ -73,7 +80,13 @@ export function registerPrefillCommand(program: Command): void {
         igVersion: options.ig as DtrVersion,
       });
       const responses = results.map((r) => r.questionnaireResponse);
-      const output = JSON.stringify(responses.length === 1 ? responses[0] : { resourceType: 'Bundle', type: 'collection', entry: responses.map((resource) => ({ resource })) }, null, 2);
+      const output = JSON.stringify(
+        responses.length === 1
+          ? responses[0]
+          : { resourceType: 'Bundle', type: 'collection', entry: responses.map((resource) => ({ resource })) },
+        null,
+        2,
+      );
       if (options.out) writeFileSync(options.out, `${output}\n`);
       else process.stdout.write(`${output}\n`);
       const report: string[] = [];
@@ -81,7 +94,9 @@ export function registerPrefillCommand(program: Command): void {
         const key = pkg.questionnaireKey(selected[i]!);
         report.push(`${key}: ${result.issues.length} issue(s)`);
         for (const issue of result.issues) {
-          report.push(`  ${issue.severity.toUpperCase().padEnd(11)} ${issue.code}: ${issue.message}${issue.linkId ? ` [item ${issue.linkId}]` : ''}`);
+          report.push(
+            `  ${issue.severity.toUpperCase().padEnd(11)} ${issue.code}: ${issue.message}${issue.linkId ? ` [item ${issue.linkId}]` : ''}`,
+          );
         }
         for (const [linkId, offered] of Object.entries(result.options)) {
           const labels = offered.map((o) => {
@@ -95,12 +110,16 @@ export function registerPrefillCommand(program: Command): void {
           report.push(
             `  timing: resolve ${ms.resolve.toFixed(1)} ms, fetch ${ms.fetch.toFixed(1)} ms, evaluate ${ms.evaluate.toFixed(1)} ms, assemble ${ms.assemble.toFixed(1)} ms, total ${ms.total.toFixed(1)} ms`,
           );
-          report.push(`  data: ${searches} search(es), ${reads} read(s), ${resourcesRead} resource(s); ${definesEvaluated} define(s) evaluated`);
+          report.push(
+            `  data: ${searches} search(es), ${reads} read(s), ${resourcesRead} resource(s); ${definesEvaluated} define(s) evaluated`,
+          );
         }
       });
       if (options.timing) {
         const peakMb = (process.resourceUsage().maxRSS / 1024).toFixed(0);
-        report.push(`load ${(loaded - started).toFixed(1)} ms; whole command ${(performance.now() - started).toFixed(1)} ms; peak RSS ${peakMb} MB`);
+        report.push(
+          `load ${(loaded - started).toFixed(1)} ms; whole command ${(performance.now() - started).toFixed(1)} ms; peak RSS ${peakMb} MB`,
+        );
       }
       process.stderr.write(`${report.join('\n')}\n`);
     });

@@ -29,7 +29,9 @@ describe('loadAppConfig', () => {
     expect(problemsOf({ DTR_PORT: '70000' })).toEqual([expect.stringMatching(/^DTR_PORT: /)]);
     expect(problemsOf({ DATABASE_URL: 'mysql://x' })).toEqual([expect.stringMatching(/^DATABASE_URL: .*postgres/)]);
     expect(problemsOf({ DTR_LOG_LEVEL: 'chatty' })).toEqual([expect.stringMatching(/^DTR_LOG_LEVEL: /)]);
-    expect(problemsOf({ DTR_ENCRYPTION_KEYS: 'k1:short' })).toEqual([expect.stringMatching(/^DTR_ENCRYPTION_KEYS: .*32 random bytes/)]);
+    expect(problemsOf({ DTR_ENCRYPTION_KEYS: 'k1:short' })).toEqual([
+      expect.stringMatching(/^DTR_ENCRYPTION_KEYS: .*32 random bytes/),
+    ]);
   });
 
   it('reports every problem at once, not just the first', () => {
@@ -45,9 +47,14 @@ describe('loadAppConfig', () => {
         expect.stringMatching(/^DATABASE_URL: is required/),
       ]),
     );
-    expect(problemsOf({ DTR_PROFILE: 'production', DTR_PUBLIC_URL: 'http://dtr.example.org', DTR_ENCRYPTION_KEYS: `k1:${KEY}`, DATABASE_URL: 'postgres://db/dtr' })).toEqual([
-      expect.stringMatching(/^DTR_PUBLIC_URL: must be an https/),
-    ]);
+    expect(
+      problemsOf({
+        DTR_PROFILE: 'production',
+        DTR_PUBLIC_URL: 'http://dtr.example.org',
+        DTR_ENCRYPTION_KEYS: `k1:${KEY}`,
+        DATABASE_URL: 'postgres://db/dtr',
+      }),
+    ).toEqual([expect.stringMatching(/^DTR_PUBLIC_URL: must be an https/)]);
   });
 
   it('accepts a complete production configuration and parses the key ring in order', () => {
@@ -68,7 +75,10 @@ describe('loadAppConfig', () => {
     expect(loadAppConfig({}).prefillWorkers).toBe(availableParallelism());
     expect(loadAppConfig({ DTR_PREFILL_WORKERS: '0' }).prefillWorkers).toBe(0);
     expect(loadAppConfig({ DTR_PREFILL_WORKERS: '3' }).prefillWorkers).toBe(3);
-    for (const bad of ['-1', 'two', '1.5', '65']) expect(problemsOf({ DTR_PREFILL_WORKERS: bad })).toEqual([expect.stringMatching(/^DTR_PREFILL_WORKERS: .*worker threads/)]);
+    for (const bad of ['-1', 'two', '1.5', '65'])
+      expect(problemsOf({ DTR_PREFILL_WORKERS: bad })).toEqual([
+        expect.stringMatching(/^DTR_PREFILL_WORKERS: .*worker threads/),
+      ]);
   });
 
   it('treats empty values as unset', () => {

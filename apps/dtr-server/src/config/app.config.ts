@@ -19,31 +19,38 @@ const port = z.coerce
   .int({ error: 'must be a port number (0-65535; 0 picks a free port)' })
   .min(0, { error: 'must be a port number (0-65535; 0 picks a free port)' })
   .max(65535, { error: 'must be a port number (0-65535; 0 picks a free port)' });
-const positiveInt = z.coerce.number({ error: 'must be a positive integer' }).int({ error: 'must be a positive integer' }).positive({ error: 'must be a positive integer' });
-const bool = z.enum(['true', 'false', '1', '0'], { error: 'must be true or false' }).transform((v) => v === 'true' || v === '1');
+const positiveInt = z.coerce
+  .number({ error: 'must be a positive integer' })
+  .int({ error: 'must be a positive integer' })
+  .positive({ error: 'must be a positive integer' });
+const bool = z
+  .enum(['true', 'false', '1', '0'], { error: 'must be true or false' })
+  .transform((v) => v === 'true' || v === '1');
 
-const encryptionKeys = z
-  .string()
-  .transform((value, ctx) => {
-    const keys = new Map<string, Buffer>();
-    for (const entry of value.split(',').map((e) => e.trim()).filter(Boolean)) {
-      const [kid, material, ...rest] = entry.split(':');
-      const key = material ? Buffer.from(material, 'base64') : Buffer.alloc(0);
-      if (!kid || !/^[A-Za-z0-9_-]{1,32}$/.test(kid) || rest.length > 0 || key.length !== 32) {
-        ctx.addIssue({
-          code: 'custom',
-          message: 'expected a comma-separated list of <key-id>:<base64 of 32 random bytes>, the first one used to encrypt',
-        });
-        return z.NEVER;
-      }
-      keys.set(kid, key);
-    }
-    if (keys.size === 0) {
-      ctx.addIssue({ code: 'custom', message: 'at least one key is needed' });
+const encryptionKeys = z.string().transform((value, ctx) => {
+  const keys = new Map<string, Buffer>();
+  for (const entry of value
+    .split(',')
+    .map((e) => e.trim())
+    .filter(Boolean)) {
+    const [kid, material, ...rest] = entry.split(':');
+    const key = material ? Buffer.from(material, 'base64') : Buffer.alloc(0);
+    if (!kid || !/^[A-Za-z0-9_-]{1,32}$/.test(kid) || rest.length > 0 || key.length !== 32) {
+      ctx.addIssue({
+        code: 'custom',
+        message:
+          'expected a comma-separated list of <key-id>:<base64 of 32 random bytes>, the first one used to encrypt',
+      });
       return z.NEVER;
     }
-    return keys;
-  });
+    keys.set(kid, key);
+  }
+  if (keys.size === 0) {
+    ctx.addIssue({ code: 'custom', message: 'at least one key is needed' });
+    return z.NEVER;
+  }
+  return keys;
+});
 
 const schema = z
   .object({
@@ -63,7 +70,10 @@ const schema = z
     DTR_SHUTDOWN_TIMEOUT_MS: positiveInt.default(10_000),
     DTR_TRUST_PROXY: bool.default(false),
     DTR_ENCRYPTION_KEYS: encryptionKeys.optional(),
-    DTR_ADMIN_TOKEN: z.string().regex(/^[\x21-\x7e]{32,512}$/, 'must be 32 or more printable characters (e.g. openssl rand -hex 32)').optional(),
+    DTR_ADMIN_TOKEN: z
+      .string()
+      .regex(/^[\x21-\x7e]{32,512}$/, 'must be 32 or more printable characters (e.g. openssl rand -hex 32)')
+      .optional(),
     DTR_SESSION_TTL_MINUTES: positiveInt.max(24 * 60).default(480),
     DTR_PREFILL_WORKERS: z.coerce
       .number({ error: 'must be a whole number of worker threads (0-64; 0 prefills in the request thread)' })
@@ -78,7 +88,11 @@ const schema = z
     if (!env.DTR_PUBLIC_URL) {
       ctx.addIssue({ code: 'custom', path: ['DTR_PUBLIC_URL'], message: 'is required in the production profile' });
     } else if (!env.DTR_PUBLIC_URL.startsWith('https://')) {
-      ctx.addIssue({ code: 'custom', path: ['DTR_PUBLIC_URL'], message: 'must be an https:// URL in the production profile' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['DTR_PUBLIC_URL'],
+        message: 'must be an https:// URL in the production profile',
+      });
     }
     if (!env.DTR_ENCRYPTION_KEYS) {
       ctx.addIssue({ code: 'custom', path: ['DTR_ENCRYPTION_KEYS'], message: 'is required in the production profile' });
@@ -115,7 +129,6 @@ export interface AppConfig {
   /** Prefill worker threads; 0 evaluates in the request thread (blocks the event loop while CQL runs). */
   prefillWorkers: number;
 }
-
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';

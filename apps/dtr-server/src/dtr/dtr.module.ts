@@ -25,9 +25,19 @@ import { QuestionnairesPageController } from './questionnaires-page.controller.j
         const pool = new PrefillPool({
           size: config.prefillWorkers,
           onWorkerExit: ({ threadId, exitCode, reason }) =>
-            logger.entry('warn', 'prefill worker stopped; replaced', { threadId, exitCode, ...(reason ? { reason } : {}) }, 'PrefillPool'),
+            logger.entry(
+              'warn',
+              'prefill worker stopped; replaced',
+              { threadId, exitCode, ...(reason ? { reason } : {}) },
+              'PrefillPool',
+            ),
         });
-        logger.entry('info', pool.size > 0 ? 'prefill workers started' : 'prefill runs in the request thread', { workers: pool.size }, 'PrefillPool');
+        logger.entry(
+          'info',
+          pool.size > 0 ? 'prefill workers started' : 'prefill runs in the request thread',
+          { workers: pool.size },
+          'PrefillPool',
+        );
         return pool;
       },
     },

@@ -15,13 +15,27 @@ const BUNDLE = {
     { resourceType: 'Patient', id: 'pool-p1', birthDate: '1948-07-09', name: [{ family: 'Okafor', given: ['Grace'] }] },
     sandboxCoverage('pool-cov', 'pool-p1'),
     deviceOrder('pool-order', 'pool-p1'),
-    { resourceType: 'Condition', id: 'pool-c1', subject: { reference: 'Patient/pool-p1' }, code: { coding: [{ system: 'http://snomed.info/sct', code: '13645005' }] } },
-    { resourceType: 'Condition', id: 'pool-c2', subject: { reference: 'Patient/pool-p1' }, code: { coding: { system: 'http://snomed.info/sct', code: '389087006' } } },
+    {
+      resourceType: 'Condition',
+      id: 'pool-c1',
+      subject: { reference: 'Patient/pool-p1' },
+      code: { coding: [{ system: 'http://snomed.info/sct', code: '13645005' }] },
+    },
+    {
+      resourceType: 'Condition',
+      id: 'pool-c2',
+      subject: { reference: 'Patient/pool-p1' },
+      code: { coding: { system: 'http://snomed.info/sct', code: '389087006' } },
+    },
   ].map((resource) => ({ resource })),
 };
 
 interface Prepared {
-  questionnaires: Array<{ questionnaire: string; questionnaireResponse: { item?: unknown[]; authored?: string }; issues: Array<{ code: string; message: string }> }>;
+  questionnaires: Array<{
+    questionnaire: string;
+    questionnaireResponse: { item?: unknown[]; authored?: string };
+    issues: Array<{ code: string; message: string }>;
+  }>;
 }
 
 /**
@@ -44,7 +58,9 @@ describe('prepare questionnaires through the prefill pool, against the sandbox E
   });
 
   /** Starts `npm start` with the given pool size, launches for the patient's order and prepares the questionnaires. */
-  async function prepare(workers: number): Promise<{ status: number; body: Prepared; fhirRequests: Array<{ path: string; tokenIssuedHere?: boolean }> }> {
+  async function prepare(
+    workers: number,
+  ): Promise<{ status: number; body: Prepared; fhirRequests: Array<{ path: string; tokenIssuedHere?: boolean }> }> {
     const app: SpawnedServer = spawnServer(
       {
         DATABASE_URL: db.url,
@@ -59,13 +75,18 @@ describe('prepare questionnaires through the prefill pool, against the sandbox E
     try {
       const url = await app.ready;
       const deadline = Date.now() + 30_000;
-      while (!/Sandbox EHR: (http:\/\/\S+)/.test(app.output()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      while (!/Sandbox EHR: (http:\/\/\S+)/.test(app.output()) && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 100));
       const fhirBase = /Sandbox EHR: (http:\/\/\S+)/.exec(app.output())![1]!;
       const ehr = new URL(fhirBase).origin;
       const created = await fetch(`${ehr}/_sandbox/launches`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ patient: 'pool-p1', user: 'pr-1', fhirContext: [{ reference: 'DeviceRequest/pool-order' }, { reference: 'Coverage/pool-cov' }] }),
+        body: JSON.stringify({
+          patient: 'pool-p1',
+          user: 'pr-1',
+          fhirContext: [{ reference: 'DeviceRequest/pool-order' }, { reference: 'Coverage/pool-cov' }],
+        }),
       });
       expect(created.status).toBe(200);
       const { launch } = (await created.json()) as { launch: string };
@@ -73,14 +94,21 @@ describe('prepare questionnaires through the prefill pool, against the sandbox E
       const hops = await browser.navigate(`${url}/launch?iss=${encodeURIComponent(fhirBase)}&launch=${launch}`);
       expect(hops[hops.length - 1]!.url).toBe(`${url}/app`);
       const response = await browser.request(`${url}/api/session/questionnaires`, { method: 'POST' });
-      const log = (await (await fetch(`${ehr}/_sandbox/requests`)).json()) as Array<{ path: string; tokenIssuedHere?: boolean }>;
+      const log = (await (await fetch(`${ehr}/_sandbox/requests`)).json()) as Array<{
+        path: string;
+        tokenIssuedHere?: boolean;
+      }>;
       // Shutdown terminates the workers: the process exits by itself, cleanly and promptly.
       const stopping = Date.now();
       app.child.kill('SIGTERM');
       expect(await app.exited).toBe(0);
       expect(Date.now() - stopping).toBeLessThan(5000);
       outputs.set(workers, app.output());
-      return { status: response.status, body: JSON.parse(response.body) as Prepared, fhirRequests: log.filter((e) => e.path.startsWith('/fhir/') && !e.path.includes('.well-known')) };
+      return {
+        status: response.status,
+        body: JSON.parse(response.body) as Prepared,
+        fhirRequests: log.filter((e) => e.path.startsWith('/fhir/') && !e.path.includes('.well-known')),
+      };
     } finally {
       if (app.child.exitCode === null && app.child.signalCode === null) app.child.kill('SIGKILL');
       await app.exited;
@@ -96,7 +124,12 @@ describe('prepare questionnaires through the prefill pool, against the sandbox E
     const qr = JSON.stringify(home!.questionnaireResponse);
     expect(qr).toContain('"valueDate":"1948-07-09"');
     expect(qr).toContain('"valueBoolean":true');
-    expect(home!.issues).toContainEqual(expect.objectContaining({ code: 'invalid-resource', message: expect.stringMatching(/^Condition\/pool-c2: code\.coding must be an array/) }));
+    expect(home!.issues).toContainEqual(
+      expect.objectContaining({
+        code: 'invalid-resource',
+        message: expect.stringMatching(/^Condition\/pool-c2: code\.coding must be an array/),
+      }),
+    );
     // Data was read with the EHR-issued token (the one the main thread holds), patient-scoped.
     expect(pooled.fhirRequests.length).toBeGreaterThan(0);
     expect(pooled.fhirRequests.every((e) => e.tokenIssuedHere === true)).toBe(true);
@@ -104,7 +137,11 @@ describe('prepare questionnaires through the prefill pool, against the sandbox E
     const inThread = await prepare(0);
     expect(outputs.get(0)).toMatch(/"msg":"prefill runs in the request thread"/);
     expect(inThread.status).toBe(200);
-    const strip = (p: Prepared) => p.questionnaires.map((q) => ({ ...q, questionnaireResponse: { ...q.questionnaireResponse, authored: undefined } }));
+    const strip = (p: Prepared) =>
+      p.questionnaires.map((q) => ({
+        ...q,
+        questionnaireResponse: { ...q.questionnaireResponse, authored: undefined },
+      }));
     expect(strip(pooled.body)).toEqual(strip(inThread.body));
   });
 });

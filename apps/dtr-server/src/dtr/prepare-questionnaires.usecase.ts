@@ -3,7 +3,13 @@ import { Clock, DtrError } from '@dtr/kernel';
 import type { FhirResource, PackageIssue } from '@dtr/fhir';
 import { PackageCache, PackageRetrieval, PayerClient, PayerRegistry } from '@dtr/payer';
 import { FhirClientReader, type PrefillIssue } from '@dtr/prefill';
-import { BackendServicesClient, dtrContextOf, type OutboundPolicy, type SessionRecord, SmartSessions } from '@dtr/smart';
+import {
+  BackendServicesClient,
+  dtrContextOf,
+  type OutboundPolicy,
+  type SessionRecord,
+  SmartSessions,
+} from '@dtr/smart';
 import { OUTBOUND_POLICY } from '../smart/smart.module.js';
 import { PrefillPool } from './prefill-pool/prefill-pool.js';
 
@@ -58,11 +64,17 @@ export class PrepareQuestionnairesUseCase {
     const ehr = this.smart.fhirClient(session, 'supplement');
     const reader = new FhirClientReader(ehr);
     const context = dtrContextOf(session.context);
-    if (context.orders.length === 0) throw new DtrError('CONFLICT', 'the launch named no order: DTR needs the order that needs documentation');
-    const orders = (await Promise.all(context.orders.map((ref) => reader.read(...splitRef(ref))))).filter((r): r is FhirResource => Boolean(r));
+    if (context.orders.length === 0)
+      throw new DtrError('CONFLICT', 'the launch named no order: DTR needs the order that needs documentation');
+    const orders = (await Promise.all(context.orders.map((ref) => reader.read(...splitRef(ref))))).filter(
+      (r): r is FhirResource => Boolean(r),
+    );
     if (orders.length === 0) throw new DtrError('NOT_FOUND', 'the order in context could not be read from the EHR');
-    let coverages = (await Promise.all(context.coverages.map((ref) => reader.read(...splitRef(ref))))).filter((r): r is FhirResource => Boolean(r));
-    if (coverages.length === 0) coverages = await reader.search('Coverage', { patient: session.patient, status: 'active' });
+    let coverages = (await Promise.all(context.coverages.map((ref) => reader.read(...splitRef(ref))))).filter(
+      (r): r is FhirResource => Boolean(r),
+    );
+    if (coverages.length === 0)
+      coverages = await reader.search('Coverage', { patient: session.patient, status: 'active' });
     if (coverages.length === 0) throw new DtrError('NOT_FOUND', 'no active coverage for this patient in the EHR');
 
     let payer;
@@ -74,7 +86,8 @@ export class PrepareQuestionnairesUseCase {
         break;
       }
     }
-    if (!payer || !coverage) throw new DtrError('NOT_FOUND', "the patient's coverage is with a payer this service is not registered with");
+    if (!payer || !coverage)
+      throw new DtrError('NOT_FOUND', "the patient's coverage is with a payer this service is not registered with");
 
     const tls = await this.payers.tlsCredentials(payer.id);
     const client = new PayerClient(payer, this.tokens, this.policy, this.clock, tls ? { tls } : {});
@@ -87,8 +100,12 @@ export class PrepareQuestionnairesUseCase {
     // One job for all questionnaires (reads, searches and defines shared), evaluated off the event loop by the pool;
     // the reader, and the EHR token in it, stay on this thread.
     // The encounter of the launch, or one the EHR named in fhirContext.
-    const fromContext = session.context.fhirContext.find((c) => c.reference && (c.type ?? c.reference.split('/').at(-2)) === 'Encounter')?.reference;
-    const encounter = session.encounter ? `Encounter/${session.encounter}` : fromContext?.replace(/^.*\/(Encounter\/[^/]+)$/, '$1');
+    const fromContext = session.context.fhirContext.find(
+      (c) => c.reference && (c.type ?? c.reference.split('/').at(-2)) === 'Encounter',
+    )?.reference;
+    const encounter = session.encounter
+      ? `Encounter/${session.encounter}`
+      : fromContext?.replace(/^.*\/(Encounter\/[^/]+)$/, '$1');
 
     const results = await this.pool.run(
       {

@@ -15,7 +15,11 @@ function answerText(answer: Record<string, unknown>): string {
     if (!key.startsWith('value')) continue;
     if (value && typeof value === 'object') {
       const v = value as { display?: string; code?: string; value?: number; unit?: string; reference?: string };
-      return v.display ?? v.code ?? (v.value !== undefined ? `${v.value} ${v.unit ?? ''}`.trim() : (v.reference ?? JSON.stringify(value)));
+      return (
+        v.display ??
+        v.code ??
+        (v.value !== undefined ? `${v.value} ${v.unit ?? ''}`.trim() : (v.reference ?? JSON.stringify(value)))
+      );
     }
     return String(value);
   }
@@ -51,17 +55,17 @@ export class QuestionnairesPageController {
 ${
   Object.keys(q.options).length
     ? `<h3>Answer options from the patient's record</h3><dl class="options">${Object.entries(q.options)
-        .map(([linkId, options]) => `<dt>${esc(linkId)}</dt><dd data-options-for="${esc(linkId)}">${esc(options.map(answerText).join('; '))}</dd>`)
+        .map(
+          ([linkId, options]) =>
+            `<dt>${esc(linkId)}</dt><dd data-options-for="${esc(linkId)}">${esc(options.map(answerText).join('; '))}</dd>`,
+        )
         .join('')}</dl>`
     : ''
 }
 ${q.issues.length ? `<h3>Issues</h3><ul>${q.issues.map((i) => `<li>${esc(i.severity)}: ${esc(i.message)}</li>`).join('')}</ul>` : ''}</section>`,
         )
         .join('');
-      res
-        .status(200)
-        .type('text/html')
-        .set('Cache-Control', 'no-store')
+      res.status(200).type('text/html').set('Cache-Control', 'no-store')
         .send(`<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Questionnaires</title>
 <style>body{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem}td,th{border-bottom:1px solid #ddd;padding:.3rem;text-align:left}</style></head>
 <body><h1>Questionnaires from ${esc(result.payer.name)}</h1>

@@ -10,7 +10,9 @@ export class QuestionnairesController {
 
   @Post()
   @HttpCode(200)
-  @ApiOperation({ summary: "Retrieve the payer's questionnaires for the order in context and prefill them from the EHR" })
+  @ApiOperation({
+    summary: "Retrieve the payer's questionnaires for the order in context and prefill them from the EHR",
+  })
   @ApiOkResponse({ description: 'Prefilled QuestionnaireResponses, with the issues of the package and of the prefill' })
   run(@Req() req: SessionRequest): Promise<PreparedQuestionnaires> {
     return this.prepare.run(req.user);

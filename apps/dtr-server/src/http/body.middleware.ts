@@ -56,7 +56,10 @@ export function bodyMiddleware(limits: BodyLimits, logger: JsonLogger) {
     });
     if (!isJson && mediaType !== FORM_TYPE) {
       refuse(
-        new DtrError('UNSUPPORTED_MEDIA_TYPE', `request bodies must be application/json, application/fhir+json or ${FORM_TYPE}`),
+        new DtrError(
+          'UNSUPPORTED_MEDIA_TYPE',
+          `request bodies must be application/json, application/fhir+json or ${FORM_TYPE}`,
+        ),
       );
       return;
     }
@@ -79,27 +82,35 @@ export function bodyMiddleware(limits: BodyLimits, logger: JsonLogger) {
       chunks.push(chunk);
     });
     req.on('data', onData);
-    req.once('error', AsyncResource.bind((cause: Error) => {
-      if (done) return;
-      done = true;
-      refuse(new DtrError('INVALID_INPUT', 'the request body could not be read', { cause }));
-    }));
-    req.once('end', AsyncResource.bind(() => {
-      if (done) return;
-      done = true;
-      try {
-        const text = new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks));
-        req.body = isJson ? parseUntrustedJson(text, limits) : parseForm(text);
-      } catch (error) {
-        sendError(
-          res,
-          error instanceof DtrError ? error : new DtrError('INVALID_INPUT', 'the request body is not valid UTF-8', { cause: error }),
-          logger,
-        );
-        return;
-      }
-      next();
-    }));
+    req.once(
+      'error',
+      AsyncResource.bind((cause: Error) => {
+        if (done) return;
+        done = true;
+        refuse(new DtrError('INVALID_INPUT', 'the request body could not be read', { cause }));
+      }),
+    );
+    req.once(
+      'end',
+      AsyncResource.bind(() => {
+        if (done) return;
+        done = true;
+        try {
+          const text = new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks));
+          req.body = isJson ? parseUntrustedJson(text, limits) : parseForm(text);
+        } catch (error) {
+          sendError(
+            res,
+            error instanceof DtrError
+              ? error
+              : new DtrError('INVALID_INPUT', 'the request body is not valid UTF-8', { cause: error }),
+            logger,
+          );
+          return;
+        }
+        next();
+      }),
+    );
   };
 }
 

@@ -13,7 +13,13 @@ describe('JsonLogger', () => {
     const { logger, lines } = capture();
     requestContext.run({ requestId: 'abc-123-def' }, () => logger.info('hello', { count: 2 }, 'Test'));
     logger.info('outside');
-    expect(lines[0]).toMatchObject({ level: 'info', msg: 'hello', count: 2, context: 'Test', requestId: 'abc-123-def' });
+    expect(lines[0]).toMatchObject({
+      level: 'info',
+      msg: 'hello',
+      count: 2,
+      context: 'Test',
+      requestId: 'abc-123-def',
+    });
     expect(lines[1]).not.toHaveProperty('requestId');
   });
 
@@ -21,7 +27,12 @@ describe('JsonLogger', () => {
     const { logger, lines } = capture();
     logger.error('boom', 'Error: boom\n    at x', 'ExceptionsHandler');
     logger.log('mapped', 'RouterExplorer');
-    expect(lines[0]).toMatchObject({ level: 'error', msg: 'boom', stack: 'Error: boom\n    at x', context: 'ExceptionsHandler' });
+    expect(lines[0]).toMatchObject({
+      level: 'error',
+      msg: 'boom',
+      stack: 'Error: boom\n    at x',
+      context: 'ExceptionsHandler',
+    });
     expect(lines[1]).toMatchObject({ level: 'info', msg: 'mapped', context: 'RouterExplorer' });
   });
 

@@ -58,11 +58,16 @@ export class PayersAdminController {
   }
 
   @Put(':id')
-  @ApiOperation({ summary: 'Register or replace a payer (endpoints, our client id there, key algorithm, scopes, DTR version, coverage mapping)' })
+  @ApiOperation({
+    summary:
+      'Register or replace a payer (endpoints, our client id there, key algorithm, scopes, DTR version, coverage mapping)',
+  })
   put(@Param('id') id: string, @Body() body: unknown): Promise<Payer> {
-    if (!body || typeof body !== 'object' || Array.isArray(body)) throw new DtrError('INVALID_INPUT', 'a JSON object is required');
+    if (!body || typeof body !== 'object' || Array.isArray(body))
+      throw new DtrError('INVALID_INPUT', 'a JSON object is required');
     const input = body as Record<string, unknown>;
-    if (input['id'] !== undefined && input['id'] !== id) throw new DtrError('INVALID_INPUT', 'id in the body differs from the URL');
+    if (input['id'] !== undefined && input['id'] !== id)
+      throw new DtrError('INVALID_INPUT', 'id in the body differs from the URL');
     return this.payers.upsert({ ...input, id });
   }
 

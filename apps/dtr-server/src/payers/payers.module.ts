@@ -22,7 +22,8 @@ import { PayersAdminController, SupportedPayersController } from './payers.contr
     {
       provide: BackendServicesClient,
       inject: [ClientKeyProvider, OUTBOUND_POLICY, Clock],
-      useFactory: (keys: ClientKeyProvider, policy: OutboundPolicy, clock: Clock) => new BackendServicesClient(keys, policy, clock),
+      useFactory: (keys: ClientKeyProvider, policy: OutboundPolicy, clock: Clock) =>
+        new BackendServicesClient(keys, policy, clock),
     },
   ],
   exports: [PayerRegistry, BackendServicesClient],

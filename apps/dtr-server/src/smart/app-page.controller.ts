@@ -17,14 +17,12 @@ export class AppPageController {
   @Get()
   async page(@Req() req: SessionRequest, @Query('disclose') disclose: unknown, @Res() res: Response): Promise<void> {
     const view = await this.views.view(req.user);
-    const list = (items: string[]) => (items.length ? `<ul>${items.map((i) => `<li><code>${esc(i)}</code></li>`).join('')}</ul>` : '<p>none</p>');
+    const list = (items: string[]) =>
+      items.length ? `<ul>${items.map((i) => `<li><code>${esc(i)}</code></li>`).join('')}</ul>` : '<p>none</p>';
     const discloseLine = view.disclosure.authorized
       ? `<p id="disclosure">Disclosure to the payer: authorized (${esc(view.disclosure.mode)}${view.disclosure.singleClient ? ', single client' : ''}).</p>`
       : `<p id="disclosure">Disclosure to the payer needs a second authorization. <a href="/disclose/authorize">Authorize sending to the payer</a></p>`;
-    res
-      .status(200)
-      .type('text/html')
-      .set('Cache-Control', 'no-store')
+    res.status(200).type('text/html').set('Cache-Control', 'no-store')
       .send(`<!doctype html><html lang="en"><head><meta charset="utf-8"><title>DTR</title>
 <style>body{font-family:system-ui,sans-serif;margin:2rem;max-width:50rem}code{background:#f3f3f3;padding:0 .2rem}</style></head>
 <body>

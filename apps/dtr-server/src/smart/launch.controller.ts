@@ -84,7 +84,11 @@ export class LaunchController {
         return;
       }
       // A new id, unrelated to anything the browser held before sign-in (session fixation defense).
-      res.cookie(this.cookies.session, result.sessionId, this.cookies.options(result.session.expiresAt.getTime() - Date.now()));
+      res.cookie(
+        this.cookies.session,
+        result.sessionId,
+        this.cookies.options(result.session.expiresAt.getTime() - Date.now()),
+      );
       res.redirect(303, '/app');
     } catch (error) {
       this.cookies.clear(res, this.cookies.binding);

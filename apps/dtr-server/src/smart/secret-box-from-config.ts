@@ -12,7 +12,8 @@ import type { JsonLogger } from '../logging/json-logger.js';
  */
 export function secretBoxFromConfig(config: AppConfig, logger?: JsonLogger): KeyRingSecretBox {
   if (config.encryptionKeys) return new KeyRingSecretBox(config.encryptionKeys);
-  if (config.profile === 'production') throw new DtrError('CONFIGURATION', 'DTR_ENCRYPTION_KEYS is required in production');
+  if (config.profile === 'production')
+    throw new DtrError('CONFIGURATION', 'DTR_ENCRYPTION_KEYS is required in production');
   const file = path.join(config.dataDir, 'dev-encryption-key');
   if (!existsSync(file)) {
     mkdirSync(config.dataDir, { recursive: true });

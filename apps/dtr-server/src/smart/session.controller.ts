@@ -68,7 +68,9 @@ export class SessionViewService {
     const [type, id] = reference.split('/') as [string, string];
     try {
       const client = this.smart.fhirClient(session, 'supplement', { timeoutMs: 5000, retries: 0 });
-      const resource = await client.read<FhirResource & { name?: Array<{ text?: string; given?: string[]; family?: string }> }>(type, id);
+      const resource = await client.read<
+        FhirResource & { name?: Array<{ text?: string; given?: string[]; family?: string }> }
+      >(type, id);
       const name = resource?.name?.[0];
       if (!name) return null;
       return name.text ?? ([...(name.given ?? []), name.family].filter(Boolean).join(' ') || null);
@@ -99,7 +101,10 @@ export class SessionController {
   @Post('logout')
   @HttpCode(200)
   @ApiOperation({ summary: 'Ends the session and revokes its tokens at the EHR when it has a revocation endpoint' })
-  async logout(@Req() req: SessionRequest, @Res({ passthrough: true }) res: Response): Promise<{ loggedOut: true; revokedAtEhr: boolean }> {
+  async logout(
+    @Req() req: SessionRequest,
+    @Res({ passthrough: true }) res: Response,
+  ): Promise<{ loggedOut: true; revokedAtEhr: boolean }> {
     const { revokedAtEhr } = await this.smart.logout(req.user);
     this.cookies.clear(res, this.cookies.session);
     return { loggedOut: true, revokedAtEhr };

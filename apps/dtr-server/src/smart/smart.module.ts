@@ -39,7 +39,11 @@ export const OUTBOUND_POLICY = Symbol('OUTBOUND_POLICY');
   controllers: [LaunchController, SessionController, AppPageController, TenantsController, JwksController],
   providers: [
     { provide: Clock, useClass: SystemClock },
-    { provide: SecretBox, inject: [APP_CONFIG, JsonLogger], useFactory: (config: AppConfig, logger: JsonLogger) => secretBoxFromConfig(config, logger) },
+    {
+      provide: SecretBox,
+      inject: [APP_CONFIG, JsonLogger],
+      useFactory: (config: AppConfig, logger: JsonLogger) => secretBoxFromConfig(config, logger),
+    },
     {
       provide: SigningKeyStore,
       inject: [getDataSourceToken(), SecretBox, Clock],
@@ -75,7 +79,17 @@ export const OUTBOUND_POLICY = Symbol('OUTBOUND_POLICY');
     },
     {
       provide: LaunchService,
-      inject: [getDataSourceToken(), TenantRegistry, SmartDiscovery, SessionStore, SecretBox, Clock, OUTBOUND_POLICY, ClientKeyProvider, APP_CONFIG],
+      inject: [
+        getDataSourceToken(),
+        TenantRegistry,
+        SmartDiscovery,
+        SessionStore,
+        SecretBox,
+        Clock,
+        OUTBOUND_POLICY,
+        ClientKeyProvider,
+        APP_CONFIG,
+      ],
       useFactory: (
         ds: DataSource,
         tenants: TenantRegistry,
@@ -86,7 +100,12 @@ export const OUTBOUND_POLICY = Symbol('OUTBOUND_POLICY');
         policy: OutboundPolicy,
         keys: ClientKeyProvider,
         config: AppConfig,
-      ) => new LaunchService(ds, tenants, discovery, sessions, box, clock, { policy, keys, sessionTtlMs: config.sessionTtlMs }),
+      ) =>
+        new LaunchService(ds, tenants, discovery, sessions, box, clock, {
+          policy,
+          keys,
+          sessionTtlMs: config.sessionTtlMs,
+        }),
     },
     {
       provide: SmartSessions,
@@ -105,7 +124,16 @@ export const OUTBOUND_POLICY = Symbol('OUTBOUND_POLICY');
     AdminGuard,
     { provide: APP_GUARD, useClass: SessionGuard },
   ],
-  exports: [TenantRegistry, SmartSessions, SessionStore, SecretBox, SigningKeyStore, ClientKeyProvider, OUTBOUND_POLICY, Clock],
+  exports: [
+    TenantRegistry,
+    SmartSessions,
+    SessionStore,
+    SecretBox,
+    SigningKeyStore,
+    ClientKeyProvider,
+    OUTBOUND_POLICY,
+    Clock,
+  ],
 })
 export class SmartModule implements OnApplicationBootstrap {
   constructor(
@@ -118,6 +146,7 @@ export class SmartModule implements OnApplicationBootstrap {
   async onApplicationBootstrap(): Promise<void> {
     if (this.config.profile === 'production') return;
     const created = await this.keys.ensureKeys();
-    for (const key of created) this.logger.entry('info', 'generated a development signing key', { kid: key.kid, alg: key.alg });
+    for (const key of created)
+      this.logger.entry('info', 'generated a development signing key', { kid: key.kid, alg: key.alg });
   }
 }

@@ -39,10 +39,24 @@ export interface Bundle extends FhirResource {
 }
 
 export function isResource(value: unknown): value is FhirResource {
-  return typeof value === 'object' && value !== null && typeof (value as { resourceType?: unknown }).resourceType === 'string';
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { resourceType?: unknown }).resourceType === 'string'
+  );
 }
 
-export type IssueCode = 'invalid' | 'required' | 'not-found' | 'forbidden' | 'login' | 'conflict' | 'processing' | 'informational' | 'exception' | 'business-rule';
+export type IssueCode =
+  | 'invalid'
+  | 'required'
+  | 'not-found'
+  | 'forbidden'
+  | 'login'
+  | 'conflict'
+  | 'processing'
+  | 'informational'
+  | 'exception'
+  | 'business-rule';
 
 export function operationOutcome(
   severity: 'error' | 'warning' | 'information',

@@ -5,7 +5,12 @@ import { fingerprint, type RecordedRequest } from '../shared/request-log.js';
 import { type Bundle, type FhirResource, PayerHttpError, operationOutcome } from './fhir.types.js';
 import { nextQuestion, readNextQuestionInput } from './next-question.usecase.js';
 import { PackageStore } from './package-store.service.js';
-import { type Interaction, type OidcContext, createPayerAuthorizationServer, scopeAllows } from './payer-auth.service.js';
+import {
+  type Interaction,
+  type OidcContext,
+  createPayerAuthorizationServer,
+  scopeAllows,
+} from './payer-auth.service.js';
 import {
   type DtrIgVersion,
   isDtrIgVersion,
@@ -137,7 +142,8 @@ export async function createPayerServer(options: PayerOptions): Promise<PayerSer
       })().then(() => next(), next);
     };
 
-  const send = (res: Response, status: number, body: FhirResource) => res.status(status).type(FHIR_JSON).send(JSON.stringify(body));
+  const send = (res: Response, status: number, body: FhirResource) =>
+    res.status(status).type(FHIR_JSON).send(JSON.stringify(body));
 
   // @see https://hl7.org/fhir/us/davinci-dtr/STU2.2/OperationDefinition-questionnaire-package.html
   fhir.post('/Questionnaire/$questionnaire-package', guard('Questionnaire', 'r'), (req, res) => {
@@ -148,7 +154,9 @@ export async function createPayerServer(options: PayerOptions): Promise<PayerSer
     const version = override ?? igVersion;
     const input = parseQuestionnairePackageInput(req.body, version);
     const answer = questionnairePackage(store, input, version);
-    const returned = (answer.parameter ?? []).flatMap((p) => ((p.resource as Bundle | undefined)?.resourceType === 'Bundle' ? ((p.resource as Bundle).entry ?? []) : []));
+    const returned = (answer.parameter ?? []).flatMap((p) =>
+      (p.resource as Bundle | undefined)?.resourceType === 'Bundle' ? ((p.resource as Bundle).entry ?? []) : [],
+    );
     packageRequests.push({
       version,
       ...(input.changedsince ? { changedsince: input.changedsince } : {}),
@@ -171,9 +179,9 @@ export async function createPayerServer(options: PayerOptions): Promise<PayerSer
   });
 
   const expand = (req: Request, res: Response) => {
-    const fromBody = ((req.body as { parameter?: Array<{ name?: string; valueUri?: string }> } | undefined)?.parameter ?? []).find(
-      (p) => p.name === 'url',
-    )?.valueUri;
+    const fromBody = (
+      (req.body as { parameter?: Array<{ name?: string; valueUri?: string }> } | undefined)?.parameter ?? []
+    ).find((p) => p.name === 'url')?.valueUri;
     const url = typeof req.query['url'] === 'string' ? req.query['url'] : fromBody;
     if (!url) throw new PayerHttpError(400, 'required', 'url is required');
     const vs = store.expand(url);
@@ -199,7 +207,8 @@ export async function createPayerServer(options: PayerOptions): Promise<PayerSer
       return send(res, err.status, operationOutcome('error', err.code, err.message));
     }
     const status = (err as { status?: unknown }).status;
-    if (status === 400 || status === 413) return send(res, status, operationOutcome('error', 'invalid', 'the body is not valid JSON'));
+    if (status === 400 || status === 413)
+      return send(res, status, operationOutcome('error', 'invalid', 'the body is not valid JSON'));
     return send(res, 500, operationOutcome('error', 'exception', 'internal error'));
   });
   peer.app.use(PAYER_PATHS.fhir, fhir);

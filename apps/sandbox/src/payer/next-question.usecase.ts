@@ -19,7 +19,11 @@ export function readNextQuestionInput(body: unknown): FhirResource {
     const part = params.find((p) => p.name === 'questionnaire-response' || p.name === 'in');
     if (isResource(part?.resource) && part.resource.resourceType === 'QuestionnaireResponse') return part.resource;
   }
-  throw new PayerHttpError(400, 'invalid', 'expected a QuestionnaireResponse, bare or in a questionnaire-response/in parameter');
+  throw new PayerHttpError(
+    400,
+    'invalid',
+    'expected a QuestionnaireResponse, bare or in a questionnaire-response/in parameter',
+  );
 }
 
 /**
@@ -32,13 +36,19 @@ export function nextQuestion(store: PackageStore, qr: FhirResource): FhirResourc
   const ref = typeof qr['questionnaire'] === 'string' ? (qr['questionnaire'] as string) : '';
   const canonical = ref.startsWith('#') ? containedQ?.url : ref;
   const source = canonical
-    ? store.resolve('Questionnaire', canonical) ?? store.resolve('Questionnaire', splitCanonical(canonical).url)
+    ? (store.resolve('Questionnaire', canonical) ?? store.resolve('Questionnaire', splitCanonical(canonical).url))
     : undefined;
-  if (!source || !isAdaptive(source)) throw new PayerHttpError(404, 'not-found', 'the questionnaire is not an adaptive questionnaire known to this payer');
+  if (!source || !isAdaptive(source))
+    throw new PayerHttpError(
+      404,
+      'not-found',
+      'the questionnaire is not an adaptive questionnaire known to this payer',
+    );
 
   const allItems = (source['item'] as QrItem[] | undefined) ?? [];
   const answers = new Map<string, QrItem>();
-  for (const it of (qr['item'] as QrItem[] | undefined) ?? []) if (it.answer && it.answer.length > 0) answers.set(it.linkId, it);
+  for (const it of (qr['item'] as QrItem[] | undefined) ?? [])
+    if (it.answer && it.answer.length > 0) answers.set(it.linkId, it);
   let asked = 0;
   while (asked < allItems.length && answers.has(allItems[asked]?.linkId ?? '')) asked++;
   const done = asked >= allItems.length;

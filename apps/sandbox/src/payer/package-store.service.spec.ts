@@ -26,9 +26,31 @@ describe('PackageStore', () => {
       resourceType: 'Bundle',
       type: 'collection',
       entry: [
-        { resource: { resourceType: 'Questionnaire', url: 'http://x/Questionnaire/q', version: '1', extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/cqf-library', valueCanonical: 'http://x/Library/A' }] } },
-        { resource: { resourceType: 'Library', url: 'http://x/Library/A', relatedArtifact: [{ type: 'depends-on', resource: 'http://x/Library/B|2' }] } },
-        { resource: { resourceType: 'Library', url: 'http://x/Library/B', version: '2', relatedArtifact: [{ type: 'depends-on', resource: 'http://x/Library/A' }] } },
+        {
+          resource: {
+            resourceType: 'Questionnaire',
+            url: 'http://x/Questionnaire/q',
+            version: '1',
+            extension: [
+              { url: 'http://hl7.org/fhir/StructureDefinition/cqf-library', valueCanonical: 'http://x/Library/A' },
+            ],
+          },
+        },
+        {
+          resource: {
+            resourceType: 'Library',
+            url: 'http://x/Library/A',
+            relatedArtifact: [{ type: 'depends-on', resource: 'http://x/Library/B|2' }],
+          },
+        },
+        {
+          resource: {
+            resourceType: 'Library',
+            url: 'http://x/Library/B',
+            version: '2',
+            relatedArtifact: [{ type: 'depends-on', resource: 'http://x/Library/A' }],
+          },
+        },
       ],
     });
     const pkg = store.packageFor(store.resolve('Questionnaire', 'http://x/Questionnaire/q')!);
@@ -37,15 +59,19 @@ describe('PackageStore', () => {
 
   it('maps order codes to questionnaires through rules.json', async () => {
     const store = await PackageStore.load([path.join(fixtures, 'packages')]);
-    expect(store.questionnairesForCodes([{ system: 'https://bluebutton.cms.gov/resources/codesystem/hcpcs', code: 'E0424' }])).toEqual([
-      'http://example.org/dtr/Questionnaire/home-oxygen|1.0.0',
-    ]);
+    expect(
+      store.questionnairesForCodes([
+        { system: 'https://bluebutton.cms.gov/resources/codesystem/hcpcs', code: 'E0424' },
+      ]),
+    ).toEqual(['http://example.org/dtr/Questionnaire/home-oxygen|1.0.0']);
     expect(store.questionnairesForCodes([{ system: 'http://other', code: 'E0424' }])).toEqual([]);
   });
 
   it('expands a compose-only ValueSet and knows nothing of unknown ones', async () => {
     const store = await PackageStore.load([homeO2]);
-    const vs = store.expand('http://example.org/dtr/ValueSet/home-oxygen-delivery-system') as unknown as { expansion: { contains: unknown[] } };
+    const vs = store.expand('http://example.org/dtr/ValueSet/home-oxygen-delivery-system') as unknown as {
+      expansion: { contains: unknown[] };
+    };
     expect(vs.expansion.contains).toHaveLength(4);
     expect(store.expand('http://example.org/none')).toBeUndefined();
   });
@@ -54,10 +80,15 @@ describe('PackageStore', () => {
     const lib = JSON.parse(await readFile(path.join(homeO2, 'Library-HomeOxygenExample.json'), 'utf8')) as {
       content: Array<{ contentType: string; data: string }>;
     };
-    const data = (type: string) => Buffer.from(lib.content.find((c) => c.contentType === type)!.data, 'base64').toString('utf8');
+    const data = (type: string) =>
+      Buffer.from(lib.content.find((c) => c.contentType === type)!.data, 'base64').toString('utf8');
     expect(data('text/cql')).toBe(await readFile(path.join(fixtures, 'cql/HomeOxygenExample.cql'), 'utf8'));
-    expect(data('application/elm+json')).toBe(await readFile(path.join(fixtures, 'cql/HomeOxygenExample.json'), 'utf8'));
-    const elm = JSON.parse(data('application/elm+json')) as { library: { identifier: { id: string }; statements: { def: Array<{ name: string }> } } };
+    expect(data('application/elm+json')).toBe(
+      await readFile(path.join(fixtures, 'cql/HomeOxygenExample.json'), 'utf8'),
+    );
+    const elm = JSON.parse(data('application/elm+json')) as {
+      library: { identifier: { id: string }; statements: { def: Array<{ name: string }> } };
+    };
     expect(elm.library.identifier.id).toBe('HomeOxygenExample');
     expect(elm.library.statements.def.map((d) => d.name)).toContain('Has Qualifying Condition');
   });

@@ -32,7 +32,8 @@ export class PackageStore {
       for (const e of (resource as Bundle).entry ?? []) if (isResource(e.resource)) this.add(e.resource);
       return;
     }
-    if (['Questionnaire', 'Library', 'ValueSet', 'CodeSystem'].includes(resource.resourceType)) this.resources.push(resource);
+    if (['Questionnaire', 'Library', 'ValueSet', 'CodeSystem'].includes(resource.resourceType))
+      this.resources.push(resource);
   }
 
   /**
@@ -40,7 +41,8 @@ export class PackageStore {
    * version, stamped with `meta.lastUpdated` now so a `changedsince` request sees it.
    */
   publish(resource: FhirResource, at = new Date()): void {
-    const same = (r: FhirResource) => r.resourceType === resource.resourceType && r['url'] === resource['url'] && r['version'] === resource['version'];
+    const same = (r: FhirResource) =>
+      r.resourceType === resource.resourceType && r['url'] === resource['url'] && r['version'] === resource['version'];
     const index = this.resources.findIndex(same);
     const stamped = { ...resource, meta: { ...(resource.meta ?? {}), lastUpdated: at.toISOString() } } as FhirResource;
     if (index >= 0) this.resources.splice(index, 1, stamped);
@@ -84,7 +86,9 @@ export class PackageStore {
   questionnairesForCodes(codings: Coding[]): string[] {
     const found = new Set<string>();
     for (const rule of this.rules) {
-      const hit = rule.codes.some((rc) => codings.some((c) => c.code === rc.code && (!rc.system || rc.system === c.system)));
+      const hit = rule.codes.some((rc) =>
+        codings.some((c) => c.code === rc.code && (!rc.system || rc.system === c.system)),
+      );
       if (hit) for (const q of rule.questionnaires) found.add(q);
     }
     return [...found];
@@ -105,13 +109,15 @@ export class PackageStore {
     while (pending.length > 0) {
       const next = pending.shift();
       if (!next) break;
-      const found = this.resolve(next.type, next.canonical) ?? this.resolve(guessType(next.canonical) ?? next.type, next.canonical);
+      const found =
+        this.resolve(next.type, next.canonical) ?? this.resolve(guessType(next.canonical) ?? next.type, next.canonical);
       if (!found || out.has(key(found))) continue;
       out.set(key(found), found);
       if (found.resourceType === 'Library') {
         const related = (found['relatedArtifact'] as Array<{ type?: string; resource?: string }> | undefined) ?? [];
         for (const ra of related) {
-          if (ra.type === 'depends-on' && ra.resource) pending.push({ type: guessType(ra.resource) ?? 'Library', canonical: ra.resource });
+          if (ra.type === 'depends-on' && ra.resource)
+            pending.push({ type: guessType(ra.resource) ?? 'Library', canonical: ra.resource });
         }
       }
     }
@@ -123,8 +129,11 @@ export class PackageStore {
     const vs = this.resolve('ValueSet', canonical);
     if (!vs) return undefined;
     if (vs['expansion']) return vs;
-    const include = ((vs['compose'] as { include?: Array<{ system?: string; concept?: Coding[] }> } | undefined)?.include) ?? [];
-    const contains = include.flatMap((inc) => (inc.concept ?? []).map((c) => ({ system: inc.system, code: c.code, display: c.display })));
+    const include =
+      (vs['compose'] as { include?: Array<{ system?: string; concept?: Coding[] }> } | undefined)?.include ?? [];
+    const contains = include.flatMap((inc) =>
+      (inc.concept ?? []).map((c) => ({ system: inc.system, code: c.code, display: c.display })),
+    );
     return { ...vs, expansion: { timestamp: new Date().toISOString(), total: contains.length, contains } };
   }
 
@@ -135,7 +144,9 @@ export class PackageStore {
 
 function extensionCanonicals(resource: FhirResource, url: string): string[] {
   const exts = (resource['extension'] as Array<{ url?: string; valueCanonical?: string }> | undefined) ?? [];
-  return exts.filter((e) => e.url === url && typeof e.valueCanonical === 'string').map((e) => e.valueCanonical as string);
+  return exts
+    .filter((e) => e.url === url && typeof e.valueCanonical === 'string')
+    .map((e) => e.valueCanonical as string);
 }
 
 function answerValueSets(items: unknown): string[] {
@@ -170,11 +181,21 @@ export const FIXTURE_PACKAGES_DIR = path.join(repoRoot(), 'apps/sandbox/fixtures
  * Package folders for a sandbox payer: our fixtures, plus each folder of the shared corpus
  * (`<repo>/../shared/corpus/packages/*`) when that is present. The corpus is read in place, never copied.
  */
-export async function sandboxPackageDirs(corpusDir = path.resolve(repoRoot(), '../shared/corpus/packages')): Promise<string[]> {
-  const dirs = [path.join(FIXTURE_PACKAGES_DIR, 'home-oxygen-example'), path.join(FIXTURE_PACKAGES_DIR, 'adaptive-example')];
+export async function sandboxPackageDirs(
+  corpusDir = path.resolve(repoRoot(), '../shared/corpus/packages'),
+): Promise<string[]> {
+  const dirs = [
+    path.join(FIXTURE_PACKAGES_DIR, 'home-oxygen-example'),
+    path.join(FIXTURE_PACKAGES_DIR, 'adaptive-example'),
+  ];
   try {
     const entries = await readdir(corpusDir, { withFileTypes: true });
-    dirs.push(...entries.filter((e) => e.isDirectory()).map((e) => path.join(corpusDir, e.name)).sort());
+    dirs.push(
+      ...entries
+        .filter((e) => e.isDirectory())
+        .map((e) => path.join(corpusDir, e.name))
+        .sort(),
+    );
   } catch {
     // No corpus beside the repository: the fixtures alone.
   }

@@ -65,7 +65,13 @@ async function post(pathName: string, body: unknown, tok?: string, headers: Reco
   return { status: res.status, body: (await res.json()) as any };
 }
 
-const coverage = { resourceType: 'Coverage', id: 'cov1', status: 'active', beneficiary: { reference: 'Patient/p1' }, payor: [{ display: 'Sandbox payer' }] };
+const coverage = {
+  resourceType: 'Coverage',
+  id: 'cov1',
+  status: 'active',
+  beneficiary: { reference: 'Patient/p1' },
+  payor: [{ display: 'Sandbox payer' }],
+};
 const order = {
   resourceType: 'DeviceRequest',
   id: 'dr1',
@@ -80,7 +86,11 @@ const packageInput = (extra: unknown[] = []) => ({
 });
 
 beforeAll(async () => {
-  for (const [c, alg] of [[rs, 'RS384'], [es, 'ES384'], [narrow, 'ES384']] as const) {
+  for (const [c, alg] of [
+    [rs, 'RS384'],
+    [es, 'ES384'],
+    [narrow, 'ES384'],
+  ] as const) {
     c.privateKey = (await generateKeyPair(alg, { extractable: true })).privateKey;
   }
   const publicJwk = async (c: ClientKey, alg: string): Promise<JWK> => {
@@ -117,7 +127,10 @@ describe('Backend Services token endpoint', () => {
     expect(t.expires_in).toBeGreaterThan(0);
     expect(t.scope?.split(' ').sort()).toEqual(FULL_SCOPE.split(' ').sort());
     expect(payer.issuedTokenFingerprints().has(fingerprint(t.access_token))).toBe(true);
-    const logged = peer.log.all().filter((e) => e.path === '/auth/token').at(-1);
+    const logged = peer.log
+      .all()
+      .filter((e) => e.path === '/auth/token')
+      .at(-1);
     expect(logged).toMatchObject({ method: 'POST', clientId: rs.clientId, status: 200 });
   });
 
@@ -153,7 +166,11 @@ describe('FHIR endpoint access control', () => {
     const foreign = await post('/Questionnaire/$questionnaire-package', packageInput(), 'not-from-this-payer');
     expect(foreign.status).toBe(401);
     const logged = peer.log.all().at(-1);
-    expect(logged).toMatchObject({ status: 401, tokenIssuedHere: false, tokenFingerprint: fingerprint('not-from-this-payer') });
+    expect(logged).toMatchObject({
+      status: 401,
+      tokenIssuedHere: false,
+      tokenFingerprint: fingerprint('not-from-this-payer'),
+    });
   });
 
   it('answers 403 when the scopes do not cover the resource type', async () => {
@@ -162,9 +179,12 @@ describe('FHIR endpoint access control', () => {
     expect(res.status).toBe(403);
     expect(res.body.issue[0].code).toBe('forbidden');
     // The same token is fine where its scope applies.
-    const vs = await fetch(`${payer.fhirBase}/ValueSet/$expand?url=${encodeURIComponent('http://example.org/dtr/ValueSet/home-oxygen-delivery-system')}`, {
-      headers: { authorization: `Bearer ${t}` },
-    });
+    const vs = await fetch(
+      `${payer.fhirBase}/ValueSet/$expand?url=${encodeURIComponent('http://example.org/dtr/ValueSet/home-oxygen-delivery-system')}`,
+      {
+        headers: { authorization: `Bearer ${t}` },
+      },
+    );
     expect(vs.status).toBe(200);
     const body = (await vs.json()) as any;
     expect(body.expansion.contains.map((c: { code: string }) => c.code)).toContain('concentrator');
@@ -209,7 +229,9 @@ describe('$questionnaire-package', () => {
       const res = await post('/Questionnaire/$questionnaire-package', packageInput(), await token());
       expect(res.status).toBe(200);
       expect(res.body.parameter.map((p: any) => p.name)).toEqual(['PackageBundle']);
-      expect(res.body.parameter[0].resource.entry[0].resource.url).toBe('http://example.org/dtr/Questionnaire/home-oxygen');
+      expect(res.body.parameter[0].resource.entry[0].resource.url).toBe(
+        'http://example.org/dtr/Questionnaire/home-oxygen',
+      );
     } finally {
       payer.setIgVersion('2.2');
     }
@@ -217,7 +239,9 @@ describe('$questionnaire-package', () => {
 
   it('answers DTR 2.0.1 shape (return) when asked by header, and 400 for an unknown version', async () => {
     const t = await token();
-    const res = await post('/Questionnaire/$questionnaire-package', packageInput(), t, { [DTR_VERSION_HEADER]: '2.0.1' });
+    const res = await post('/Questionnaire/$questionnaire-package', packageInput(), t, {
+      [DTR_VERSION_HEADER]: '2.0.1',
+    });
     expect(res.status).toBe(200);
     expect(res.body.parameter).toHaveLength(1);
     expect(res.body.parameter[0].name).toBe('return');
@@ -244,12 +268,20 @@ describe('$questionnaire-package', () => {
     expect(res.status).toBe(200);
     const urls = res.body.parameter[0].resource.entry.map((e: any) => e.resource.url);
     expect(urls).toEqual(['http://example.org/dtr/ValueSet/home-oxygen-qualifying-conditions']);
-    const none = await post('/Questionnaire/$questionnaire-package', packageInput([{ name: 'changedsince', valueDateTime: '2030-01-01T00:00:00Z' }]), t);
+    const none = await post(
+      '/Questionnaire/$questionnaire-package',
+      packageInput([{ name: 'changedsince', valueDateTime: '2030-01-01T00:00:00Z' }]),
+      t,
+    );
     expect(none.body.parameter[0].resource.entry).toEqual([]);
   });
 
   it('answers 400 with an OperationOutcome when coverage is missing', async () => {
-    const res = await post('/Questionnaire/$questionnaire-package', { resourceType: 'Parameters', parameter: [{ name: 'order', resource: order }] }, await token());
+    const res = await post(
+      '/Questionnaire/$questionnaire-package',
+      { resourceType: 'Parameters', parameter: [{ name: 'order', resource: order }] },
+      await token(),
+    );
     expect(res.status).toBe(400);
     expect(res.body.resourceType).toBe('OperationOutcome');
   });
@@ -339,11 +371,20 @@ describe('submission', () => {
     await post('/Bundle', submission('qr-2'), t, { 'idempotency-key': 'key-abc' });
     const again = await post('/Bundle', submission('qr-2'), t, { 'idempotency-key': 'key-abc' });
     expect(again.status).toBe(200);
-    expect(payer.submissions().filter((s) => s.idempotencyKey === 'key-abc').map((s) => s.duplicate)).toEqual([false, true]);
+    expect(
+      payer
+        .submissions()
+        .filter((s) => s.idempotencyKey === 'key-abc')
+        .map((s) => s.duplicate),
+    ).toEqual([false, true]);
   });
 
   it('answers 400 when the first entry is not a QuestionnaireResponse, and 403 without the write scope', async () => {
-    const bad = await post('/Bundle', { resourceType: 'Bundle', type: 'collection', entry: [{ resource: coverage }] }, await token());
+    const bad = await post(
+      '/Bundle',
+      { resourceType: 'Bundle', type: 'collection', entry: [{ resource: coverage }] },
+      await token(),
+    );
     expect(bad.status).toBe(400);
     const readOnly = await post('/Bundle', submission('qr-3'), await token(rs, 'system/Questionnaire.rs'));
     expect(readOnly.status).toBe(403);

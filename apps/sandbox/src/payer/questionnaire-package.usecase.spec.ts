@@ -22,7 +22,10 @@ function input(parameter: unknown[]) {
 
 describe('parseQuestionnairePackageInput', () => {
   it('requires exactly one coverage in 2.2 and at least one before', () => {
-    const two = input([{ name: 'coverage', resource: coverage }, { name: 'coverage', resource: coverage }]);
+    const two = input([
+      { name: 'coverage', resource: coverage },
+      { name: 'coverage', resource: coverage },
+    ]);
     expect(() => parseQuestionnairePackageInput(two, '2.2')).toThrow(PayerHttpError);
     expect(parseQuestionnairePackageInput(two, '2.1').coverage).toHaveLength(2);
     expect(() => parseQuestionnairePackageInput(input([]), '2.0.1')).toThrow(/coverage is required/);
@@ -30,15 +33,31 @@ describe('parseQuestionnairePackageInput', () => {
 
   it('refuses a body that is not Parameters, a non-Coverage coverage and a bad changedsince', () => {
     expect(() => parseQuestionnairePackageInput({ resourceType: 'Bundle' }, '2.2')).toThrow(PayerHttpError);
-    expect(() => parseQuestionnairePackageInput(input([{ name: 'coverage', resource: { resourceType: 'Patient' } }]), '2.2')).toThrow(PayerHttpError);
     expect(() =>
-      parseQuestionnairePackageInput(input([{ name: 'coverage', resource: coverage }, { name: 'changedsince', valueDateTime: 'yesterday' }]), '2.2'),
+      parseQuestionnairePackageInput(input([{ name: 'coverage', resource: { resourceType: 'Patient' } }]), '2.2'),
+    ).toThrow(PayerHttpError);
+    expect(() =>
+      parseQuestionnairePackageInput(
+        input([
+          { name: 'coverage', resource: coverage },
+          { name: 'changedsince', valueDateTime: 'yesterday' },
+        ]),
+        '2.2',
+      ),
     ).toThrow(/changedsince/);
   });
 });
 
 describe('questionnairePackage output shape', () => {
-  const req = () => parseQuestionnairePackageInput(input([{ name: 'coverage', resource: coverage }, { name: 'order', resource: byCode('E0424') }, { name: 'order', resource: byCode('E0601') }]), '2.1');
+  const req = () =>
+    parseQuestionnairePackageInput(
+      input([
+        { name: 'coverage', resource: coverage },
+        { name: 'order', resource: byCode('E0424') },
+        { name: 'order', resource: byCode('E0601') },
+      ]),
+      '2.1',
+    );
 
   it('2.2: one packagebundle per questionnaire', () => {
     const out = questionnairePackage(store, req(), '2.2');
@@ -48,10 +67,14 @@ describe('questionnairePackage output shape', () => {
   it('2.1: one PackageBundle per questionnaire; adaptive questionnaires come without items', () => {
     const out = questionnairePackage(store, req(), '2.1');
     expect(out.parameter?.map((p) => p.name)).toEqual(['PackageBundle', 'PackageBundle']);
-    const firsts = (out.parameter ?? []).map((p) => (p.resource as unknown as { entry: Array<{ resource: Record<string, unknown> }> }).entry[0]?.resource);
+    const firsts = (out.parameter ?? []).map(
+      (p) => (p.resource as unknown as { entry: Array<{ resource: Record<string, unknown> }> }).entry[0]?.resource,
+    );
     const adaptive = firsts.find((q) => q?.['url'] === 'http://example.org/dtr/Questionnaire/sleep-therapy-adaptive');
     expect(adaptive).toBeDefined();
-    expect(firsts.find((q) => q?.['url'] === 'http://example.org/dtr/Questionnaire/home-oxygen')?.['item']).toHaveLength(4);
+    expect(
+      firsts.find((q) => q?.['url'] === 'http://example.org/dtr/Questionnaire/home-oxygen')?.['item'],
+    ).toHaveLength(4);
     expect(adaptive?.['item']).toBeUndefined();
   });
 
@@ -63,7 +86,13 @@ describe('questionnairePackage output shape', () => {
   });
 
   it('adds an outcome warning when no questionnaire applies', () => {
-    const none = parseQuestionnairePackageInput(input([{ name: 'coverage', resource: coverage }, { name: 'order', resource: byCode('A0001') }]), '2.2');
+    const none = parseQuestionnairePackageInput(
+      input([
+        { name: 'coverage', resource: coverage },
+        { name: 'order', resource: byCode('A0001') },
+      ]),
+      '2.2',
+    );
     const out = questionnairePackage(store, none, '2.2');
     expect(out.parameter?.map((p) => p.name)).toEqual(['outcome']);
   });

@@ -45,7 +45,8 @@ export function parseQuestionnairePackageInput(body: unknown, version: DtrIgVers
   }
   const params = (body as Parameters).parameter ?? [];
   if (!Array.isArray(params)) throw new PayerHttpError(400, 'invalid', 'Parameters.parameter must be an array');
-  const named = (name: string) => params.filter((p): p is ParametersParameter => typeof p === 'object' && p !== null && p.name === name);
+  const named = (name: string) =>
+    params.filter((p): p is ParametersParameter => typeof p === 'object' && p !== null && p.name === name);
 
   const coverage = named('coverage').map((p) => p.resource);
   if (coverage.length === 0) throw new PayerHttpError(400, 'required', 'coverage is required');
@@ -92,7 +93,11 @@ function forPackage(r: FhirResource): FhirResource {
 
 export function isAdaptive(q: FhirResource): boolean {
   const exts = (q['extension'] as Array<{ url?: string; valueBoolean?: boolean }> | undefined) ?? [];
-  return exts.some((e) => e.url === 'http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-questionnaireAdaptive' && e.valueBoolean === true);
+  return exts.some(
+    (e) =>
+      e.url === 'http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-questionnaireAdaptive' &&
+      e.valueBoolean === true,
+  );
 }
 
 /**
@@ -100,9 +105,15 @@ export function isAdaptive(q: FhirResource): boolean {
  * and answers one collection Bundle per questionnaire (one merged Bundle for 2.0.1, whose `return` is 1..1).
  * With `changedsince`, only resources whose meta.lastUpdated is later are included.
  */
-export function questionnairePackage(store: PackageStore, input: QuestionnairePackageRequest, version: DtrIgVersion): Parameters {
+export function questionnairePackage(
+  store: PackageStore,
+  input: QuestionnairePackageRequest,
+  version: DtrIgVersion,
+): Parameters {
   const canonicals =
-    input.questionnaire.length > 0 ? input.questionnaire : store.questionnairesForCodes(input.order.flatMap(orderCodings));
+    input.questionnaire.length > 0
+      ? input.questionnaire
+      : store.questionnairesForCodes(input.order.flatMap(orderCodings));
   const warnings: string[] = [];
   const packages: FhirResource[][] = [];
   for (const canonical of canonicals) {
@@ -134,7 +145,10 @@ export function questionnairePackage(store: PackageStore, input: QuestionnairePa
   if (warnings.length > 0 && version !== '2.0.1') {
     parameter.push({
       name: 'outcome',
-      resource: { resourceType: 'OperationOutcome', issue: warnings.map((w) => ({ severity: 'warning', code: 'informational', diagnostics: w })) },
+      resource: {
+        resourceType: 'OperationOutcome',
+        issue: warnings.map((w) => ({ severity: 'warning', code: 'informational', diagnostics: w })),
+      },
     });
   }
   return { resourceType: 'Parameters', parameter };

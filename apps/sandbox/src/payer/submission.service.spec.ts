@@ -5,7 +5,16 @@ import { SubmissionLedger, bundleSubmissionRoute } from './submission.service.js
 const bundle = (qrId: string | undefined, extra: Record<string, unknown> = {}) => ({
   resourceType: 'Bundle',
   type: 'collection',
-  entry: [{ resource: { resourceType: 'QuestionnaireResponse', status: 'completed', ...(qrId ? { identifier: { system: 's', value: qrId } } : {}), ...extra } }],
+  entry: [
+    {
+      resource: {
+        resourceType: 'QuestionnaireResponse',
+        status: 'completed',
+        ...(qrId ? { identifier: { system: 's', value: qrId } } : {}),
+        ...extra,
+      },
+    },
+  ],
 });
 
 describe('SubmissionLedger idempotency', () => {
@@ -25,7 +34,9 @@ describe('SubmissionLedger idempotency', () => {
   it('refuses the same key with different content (422)', () => {
     const ledger = new SubmissionLedger();
     ledger.submit(bundleSubmissionRoute, bundle('a'), 'k1');
-    expect(() => ledger.submit(bundleSubmissionRoute, bundle('b'), 'k1')).toThrow(expect.objectContaining({ status: 422 }));
+    expect(() => ledger.submit(bundleSubmissionRoute, bundle('b'), 'k1')).toThrow(
+      expect.objectContaining({ status: 422 }),
+    );
     expect(ledger.all()).toHaveLength(1);
   });
 
@@ -39,7 +50,9 @@ describe('SubmissionLedger idempotency', () => {
   it('refuses a Bundle that is not a collection or does not start with a QuestionnaireResponse', () => {
     const ledger = new SubmissionLedger();
     expect(() => ledger.submit(bundleSubmissionRoute, { ...bundle('a'), type: 'transaction' })).toThrow(PayerHttpError);
-    expect(() => ledger.submit(bundleSubmissionRoute, { resourceType: 'Bundle', type: 'collection', entry: [] })).toThrow(PayerHttpError);
+    expect(() =>
+      ledger.submit(bundleSubmissionRoute, { resourceType: 'Bundle', type: 'collection', entry: [] }),
+    ).toThrow(PayerHttpError);
     expect(ledger.all()).toEqual([]);
   });
 });

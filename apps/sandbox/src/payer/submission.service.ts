@@ -40,7 +40,8 @@ export const bundleSubmissionRoute: SubmissionRoute = {
   method: 'POST',
   path: '/Bundle',
   validate(body) {
-    if (!isResource(body) || body.resourceType !== 'Bundle') throw new PayerHttpError(400, 'invalid', 'the body must be a Bundle');
+    if (!isResource(body) || body.resourceType !== 'Bundle')
+      throw new PayerHttpError(400, 'invalid', 'the body must be a Bundle');
     const bundle = body as Bundle;
     if (bundle.type !== 'collection') throw new PayerHttpError(400, 'invalid', 'the Bundle must be of type collection');
     const first = bundle.entry?.[0]?.resource;
@@ -50,12 +51,16 @@ export const bundleSubmissionRoute: SubmissionRoute = {
   },
   naturalKey(body) {
     const qr = (body as Bundle).entry?.[0]?.resource;
-    const id = qr?.['identifier'] as { system?: string; value?: string } | Array<{ system?: string; value?: string }> | undefined;
+    const id = qr?.['identifier'] as
+      { system?: string; value?: string } | Array<{ system?: string; value?: string }> | undefined;
     const one = Array.isArray(id) ? id[0] : id;
     return one?.value ? `${one.system ?? ''}|${one.value}` : undefined;
   },
   respond(body, submissionId) {
-    return { status: 201, body: { ...(body as Bundle), id: submissionId, meta: { lastUpdated: new Date().toISOString() } } };
+    return {
+      status: 201,
+      body: { ...(body as Bundle), id: submissionId, meta: { lastUpdated: new Date().toISOString() } },
+    };
   },
 };
 
@@ -67,9 +72,15 @@ function contentHash(body: unknown): string {
     Array.isArray(v)
       ? v.map(canon)
       : typeof v === 'object' && v !== null
-        ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, canon((v as Record<string, unknown>)[k])]))
+        ? Object.fromEntries(
+            Object.keys(v)
+              .sort()
+              .map((k) => [k, canon((v as Record<string, unknown>)[k])]),
+          )
         : v;
-  return createHash('sha256').update(JSON.stringify(canon(body))).digest('hex');
+  return createHash('sha256')
+    .update(JSON.stringify(canon(body)))
+    .digest('hex');
 }
 
 /**

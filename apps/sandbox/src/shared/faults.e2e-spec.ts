@@ -12,7 +12,10 @@ describe('sandbox fault injection', () => {
     peer = await startPeerServer('ehr', '127.0.0.1', 0);
     fhir = await createEhrFhirServer({
       peer,
-      introspect: async (t) => (t === 'w' ? { clientId: 'c', scopes: ['user/*.cruds'], audience: `${peer.origin}/fhir`, expiresAt: far } : undefined),
+      introspect: async (t) =>
+        t === 'w'
+          ? { clientId: 'c', scopes: ['user/*.cruds'], audience: `${peer.origin}/fhir`, expiresAt: far }
+          : undefined,
       resources: [{ resourceType: 'Patient', id: 'p1' }],
     });
   });
@@ -21,7 +24,11 @@ describe('sandbox fault injection', () => {
   });
 
   const setFaults = (faults: Record<string, unknown>) =>
-    fetch(`${peer.origin}/_sandbox/faults`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify(faults) });
+    fetch(`${peer.origin}/_sandbox/faults`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(faults),
+    });
   const read = () => fetch(`${fhir.baseUrl}/Patient/p1`, { headers: { authorization: 'Bearer w' } });
 
   it('adds latency', async () => {
@@ -48,7 +55,12 @@ describe('sandbox fault injection', () => {
       fetch(`${fhir.baseUrl}/Observation`, {
         method: 'POST',
         headers: { authorization: 'Bearer w', 'content-type': 'application/fhir+json' },
-        body: JSON.stringify({ resourceType: 'Observation', status: 'final', subject: { reference: 'Patient/p1' }, code: { text: 'x' } }),
+        body: JSON.stringify({
+          resourceType: 'Observation',
+          status: 'final',
+          subject: { reference: 'Patient/p1' },
+          code: { text: 'x' },
+        }),
       }),
     ).rejects.toThrow();
     expect(fhir.store.all('Observation').length).toBe(before + 1);

@@ -62,12 +62,21 @@ export class FaultInjector {
         if (fail) {
           const status = s.errorStatus ?? 503;
           if (status === 429 || status === 503) res.setHeader('Retry-After', '1');
-          res.status(status).type('application/fhir+json').send(
-            JSON.stringify({
-              resourceType: 'OperationOutcome',
-              issue: [{ severity: 'error', code: status === 429 ? 'throttled' : 'transient', diagnostics: 'injected fault' }],
-            }),
-          );
+          res
+            .status(status)
+            .type('application/fhir+json')
+            .send(
+              JSON.stringify({
+                resourceType: 'OperationOutcome',
+                issue: [
+                  {
+                    severity: 'error',
+                    code: status === 429 ? 'throttled' : 'transient',
+                    diagnostics: 'injected fault',
+                  },
+                ],
+              }),
+            );
           return;
         }
         if (s.dropResponseAfterCommit) {

@@ -33,7 +33,10 @@ export class RequestLog {
   private readonly entries: RecordedRequest[] = [];
   private seq = 0;
 
-  constructor(readonly peer: PeerName, private readonly capacity = 20_000) {}
+  constructor(
+    readonly peer: PeerName,
+    private readonly capacity = 20_000,
+  ) {}
 
   start(entry: Omit<RecordedRequest, 'seq' | 'at' | 'peer'>): RecordedRequest {
     const recorded: RecordedRequest = { seq: ++this.seq, at: new Date().toISOString(), peer: this.peer, ...entry };

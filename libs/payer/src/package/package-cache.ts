@@ -6,7 +6,8 @@ const CACHED = new Set(['Questionnaire', 'Library', 'ValueSet']);
 /** Identity of cached content: its canonical (or, for a Library without url such as FHIRHelpers, its name). */
 function canonicalOf(resource: FhirResource): string | undefined {
   if (typeof resource['url'] === 'string') return resource['url'] as string;
-  if (resource.resourceType === 'Library' && typeof resource['name'] === 'string') return `name:${resource['name'] as string}`;
+  if (resource.resourceType === 'Library' && typeof resource['name'] === 'string')
+    return `name:${resource['name'] as string}`;
   return resource.id ? `id:${resource.resourceType}/${resource.id}` : undefined;
 }
 
@@ -35,7 +36,14 @@ export class PackageCache {
         `INSERT INTO package_resource (payer_id, resource_type, canonical, version, resource, retrieved_at)
          VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (payer_id, resource_type, canonical, version) DO UPDATE SET resource = EXCLUDED.resource, retrieved_at = EXCLUDED.retrieved_at`,
-        [payerId, resource.resourceType, canonical, typeof resource['version'] === 'string' ? resource['version'] : '', JSON.stringify(resource), retrievedAt],
+        [
+          payerId,
+          resource.resourceType,
+          canonical,
+          typeof resource['version'] === 'string' ? resource['version'] : '',
+          JSON.stringify(resource),
+          retrievedAt,
+        ],
       );
       stored++;
     }
@@ -44,9 +52,10 @@ export class PackageCache {
 
   /** Every cached resource of a payer (the package content the engine resolves canonicals against). */
   async all(payerId: string): Promise<FhirResource[]> {
-    const rows = (await this.dataSource.query(`SELECT resource FROM package_resource WHERE payer_id = $1 ORDER BY resource_type, canonical, version`, [
-      payerId,
-    ])) as Array<{ resource: FhirResource }>;
+    const rows = (await this.dataSource.query(
+      `SELECT resource FROM package_resource WHERE payer_id = $1 ORDER BY resource_type, canonical, version`,
+      [payerId],
+    )) as Array<{ resource: FhirResource }>;
     return rows.map((r) => r.resource);
   }
 
@@ -71,15 +80,23 @@ export class PackageCache {
   }
 
   /** The questionnaires (`url|version`) the payer last answered for orders with these codes, and when. */
-  async selection(payerId: string, orderCodes: string): Promise<{ questionnaires: string[]; retrievedAt: Date } | undefined> {
-    const rows = (await this.dataSource.query(`SELECT questionnaires, retrieved_at FROM package_selection WHERE payer_id = $1 AND order_codes = $2`, [
-      payerId,
-      orderCodes,
-    ])) as Array<{ questionnaires: string[]; retrieved_at: Date }>;
+  async selection(
+    payerId: string,
+    orderCodes: string,
+  ): Promise<{ questionnaires: string[]; retrievedAt: Date } | undefined> {
+    const rows = (await this.dataSource.query(
+      `SELECT questionnaires, retrieved_at FROM package_selection WHERE payer_id = $1 AND order_codes = $2`,
+      [payerId, orderCodes],
+    )) as Array<{ questionnaires: string[]; retrieved_at: Date }>;
     return rows[0] ? { questionnaires: rows[0].questionnaires, retrievedAt: rows[0].retrieved_at } : undefined;
   }
 
-  async rememberSelection(payerId: string, orderCodes: string, questionnaires: string[], retrievedAt: Date): Promise<void> {
+  async rememberSelection(
+    payerId: string,
+    orderCodes: string,
+    questionnaires: string[],
+    retrievedAt: Date,
+  ): Promise<void> {
     await this.dataSource.query(
       `INSERT INTO package_selection (payer_id, order_codes, questionnaires, retrieved_at) VALUES ($1, $2, $3, $4)
        ON CONFLICT (payer_id, order_codes) DO UPDATE SET questionnaires = EXCLUDED.questionnaires, retrieved_at = EXCLUDED.retrieved_at`,
@@ -88,7 +105,10 @@ export class PackageCache {
   }
 
   /** A cached Questionnaire by canonical (`url` or `url|version`), with when it was retrieved. */
-  async questionnaire(payerId: string, canonical: string): Promise<{ resource: FhirResource; retrievedAt: Date } | undefined> {
+  async questionnaire(
+    payerId: string,
+    canonical: string,
+  ): Promise<{ resource: FhirResource; retrievedAt: Date } | undefined> {
     const [url, version] = canonical.split('|');
     const rows = (await this.dataSource.query(
       `SELECT resource, retrieved_at FROM package_resource

@@ -27,7 +27,10 @@ export function parsePackageResponse(body: unknown): PackageResponse {
   const resource = body as FhirResource;
   if (resource.resourceType === 'Bundle') return { shape: 'bundle', bundles: [resource as Bundle], outcomes: [] };
   if (resource.resourceType !== 'Parameters') {
-    throw new DtrError('UPSTREAM_ERROR', `the questionnaire package is a ${String(resource.resourceType)}, not Parameters or Bundle`);
+    throw new DtrError(
+      'UPSTREAM_ERROR',
+      `the questionnaire package is a ${String(resource.resourceType)}, not Parameters or Bundle`,
+    );
   }
   const parts = (resource['parameter'] as Array<{ name?: string; resource?: FhirResource }> | undefined) ?? [];
   const result: PackageResponse = { shape: '2.2', bundles: [], outcomes: [] };
@@ -40,13 +43,19 @@ export function parsePackageResponse(body: unknown): PackageResponse {
     const partShape = part.name ? BUNDLE_PARTS[part.name] : undefined;
     if (!partShape || !part.resource) continue;
     if (part.resource.resourceType !== 'Bundle') {
-      throw new DtrError('UPSTREAM_ERROR', `the ${part.name} part is a ${String(part.resource.resourceType)}, not a Bundle`);
+      throw new DtrError(
+        'UPSTREAM_ERROR',
+        `the ${part.name} part is a ${String(part.resource.resourceType)}, not a Bundle`,
+      );
     }
     shape ??= partShape;
     result.bundles.push(part.resource as Bundle);
   }
   if (result.bundles.length === 0) {
-    throw new DtrError('UPSTREAM_ERROR', 'the questionnaire package has no packagebundle, PackageBundle or return part');
+    throw new DtrError(
+      'UPSTREAM_ERROR',
+      'the questionnaire package has no packagebundle, PackageBundle or return part',
+    );
   }
   result.shape = shape ?? '2.2';
   return result;
@@ -54,7 +63,9 @@ export function parsePackageResponse(body: unknown): PackageResponse {
 
 /** All resources of the bundles (entries without a resource are skipped). */
 export function resourcesOf(response: PackageResponse): FhirResource[] {
-  return response.bundles.flatMap((bundle) => (bundle.entry ?? []).map((e) => e.resource).filter((r): r is FhirResource => Boolean(r)));
+  return response.bundles.flatMap((bundle) =>
+    (bundle.entry ?? []).map((e) => e.resource).filter((r): r is FhirResource => Boolean(r)),
+  );
 }
 
 const JSON_LIMITS = { maxDepth: 256, maxBytes: 64 * 1024 * 1024 };
@@ -102,8 +113,18 @@ export function loadPackageFromPath(target: string): PackageResponse & { skipped
 
 function parseFile(file: string): PackageResponse {
   const value = readJson(file) as FhirResource;
-  if (value && typeof value === 'object' && value.resourceType !== 'Bundle' && value.resourceType !== 'Parameters' && typeof value.resourceType === 'string') {
-    return { shape: 'bundle', bundles: [{ resourceType: 'Bundle', type: 'collection', entry: [{ resource: value }] }], outcomes: [] };
+  if (
+    value &&
+    typeof value === 'object' &&
+    value.resourceType !== 'Bundle' &&
+    value.resourceType !== 'Parameters' &&
+    typeof value.resourceType === 'string'
+  ) {
+    return {
+      shape: 'bundle',
+      bundles: [{ resourceType: 'Bundle', type: 'collection', entry: [{ resource: value }] }],
+      outcomes: [],
+    };
   }
   return parsePackageResponse(value);
 }
@@ -112,7 +133,9 @@ function readJson(file: string): unknown {
   try {
     return parseUntrustedJson(readFileSync(file, 'utf8'), JSON_LIMITS);
   } catch (cause) {
-    throw new DtrError('INVALID_INPUT', `${file}: ${cause instanceof Error ? cause.message : 'unreadable JSON'}`, { cause });
+    throw new DtrError('INVALID_INPUT', `${file}: ${cause instanceof Error ? cause.message : 'unreadable JSON'}`, {
+      cause,
+    });
   }
 }
 

@@ -20,8 +20,14 @@ export interface RetrievedPackage {
 /** Whether a ValueSet carries its codes: an expansion, or a compose that only lists concepts. */
 function enumerated(valueSet: FhirResource): boolean {
   if ((valueSet['expansion'] as { contains?: unknown[] } | undefined)?.contains) return true;
-  const include = (valueSet['compose'] as { include?: Array<{ concept?: unknown[]; filter?: unknown[]; valueSet?: unknown[] }> } | undefined)?.include;
-  return Boolean(include?.length) && include!.every((i) => Array.isArray(i.concept) && i.concept.length > 0 && !i.filter?.length && !i.valueSet?.length);
+  const include = (
+    valueSet['compose'] as
+      { include?: Array<{ concept?: unknown[]; filter?: unknown[]; valueSet?: unknown[] }> } | undefined
+  )?.include;
+  return (
+    Boolean(include?.length) &&
+    include!.every((i) => Array.isArray(i.concept) && i.concept.length > 0 && !i.filter?.length && !i.valueSet?.length)
+  );
 }
 
 /**
@@ -35,7 +41,8 @@ export function valueSetsToExpand(pkg: QuestionnairePackage, questionnaires: Fhi
     if (!library?.elm || seen.has(library)) return;
     seen.add(library);
     for (const vs of library.elm.library.valueSets?.def ?? []) wanted.add(vs.id);
-    for (const include of library.elm.library.includes?.def ?? []) visitLibrary(pkg.libraryByIdentifier(include.path, include.version));
+    for (const include of library.elm.library.includes?.def ?? [])
+      visitLibrary(pkg.libraryByIdentifier(include.path, include.version));
   };
   const visitItems = (items: Array<{ answerValueSet?: string; item?: unknown[] }> | undefined) => {
     for (const item of items ?? []) {
@@ -44,7 +51,8 @@ export function valueSetsToExpand(pkg: QuestionnairePackage, questionnaires: Fhi
     }
   };
   for (const questionnaire of questionnaires) {
-    for (const ext of (questionnaire['extension'] as Array<{ url?: string; valueCanonical?: string }> | undefined) ?? []) {
+    for (const ext of (questionnaire['extension'] as Array<{ url?: string; valueCanonical?: string }> | undefined) ??
+      []) {
       if (ext.url === CQF_LIBRARY && ext.valueCanonical) visitLibrary(pkg.libraryByCanonical(ext.valueCanonical));
     }
     visitItems(questionnaire['item'] as Array<{ answerValueSet?: string }> | undefined);
@@ -59,8 +67,18 @@ export function valueSetsToExpand(pkg: QuestionnairePackage, questionnaires: Fhi
 export function orderCodesKey(orders: FhirResource[]): string | undefined {
   const codes = new Set<string>();
   for (const order of orders) {
-    for (const key of ['code', 'codeCodeableConcept', 'medicationCodeableConcept', 'productOrService', 'serviceType', 'oralDiet']) {
-      const value = order[key] as { coding?: Array<{ system?: string; code?: string }> } | Array<{ coding?: Array<{ system?: string; code?: string }> }> | undefined;
+    for (const key of [
+      'code',
+      'codeCodeableConcept',
+      'medicationCodeableConcept',
+      'productOrService',
+      'serviceType',
+      'oralDiet',
+    ]) {
+      const value = order[key] as
+        | { coding?: Array<{ system?: string; code?: string }> }
+        | Array<{ coding?: Array<{ system?: string; code?: string }> }>
+        | undefined;
       for (const concept of Array.isArray(value) ? value : value ? [value] : []) {
         for (const c of concept.coding ?? []) if (c.code) codes.add(`${c.system ?? ''}|${c.code}`);
       }
@@ -86,7 +104,11 @@ export class PackageRetrieval {
     const known = fromLaunch.length > 0 ? fromLaunch : (remembered?.questionnaires ?? []);
     const cached = await Promise.all(known.map((c) => this.cache.questionnaire(payerId, c)));
     const allCached = known.length > 0 && cached.every(Boolean);
-    const changedSince = allCached ? new Date(Math.min(...cached.map((c) => c!.retrievedAt.getTime()), remembered?.retrievedAt.getTime() ?? Infinity)) : undefined;
+    const changedSince = allCached
+      ? new Date(
+          Math.min(...cached.map((c) => c!.retrievedAt.getTime()), remembered?.retrievedAt.getTime() ?? Infinity),
+        )
+      : undefined;
     const response = await client.questionnairePackage({ ...request, ...(changedSince ? { changedSince } : {}) });
     // Libraries shipped as CQL only are compiled to ELM once, as they arrive; the cache keeps the compiled form.
     const { resources: fresh, issues: compileIssues } = await compileCqlOnlyLibraries(resourcesOf(response));
@@ -96,13 +118,23 @@ export class PackageRetrieval {
     if (changedSince) {
       // A changedsince answer carries only what changed: the rest of what the session needs comes from the cache.
       const urlOf = (r: FhirResource) => r['url'];
-      const unchanged = cached.map((c) => c!.resource).filter((q) => !freshQuestionnaires.some((f) => urlOf(f) === urlOf(q)));
+      const unchanged = cached
+        .map((c) => c!.resource)
+        .filter((q) => !freshQuestionnaires.some((f) => urlOf(f) === urlOf(q)));
       questionnaires = [...freshQuestionnaires, ...unchanged];
     }
     const fromCache = changedSince !== undefined && freshQuestionnaires.length === 0;
     if (codes && questionnaires.length > 0) {
-      const canonicals = questionnaires.map((q) => `${String(q['url'] ?? `Questionnaire/${q.id}`)}${typeof q['version'] === 'string' ? `|${q['version']}` : ''}`);
-      await this.cache.rememberSelection(payerId, codes, canonicals, fromCache ? remembered?.retrievedAt ?? response.retrievedAt : response.retrievedAt);
+      const canonicals = questionnaires.map(
+        (q) =>
+          `${String(q['url'] ?? `Questionnaire/${q.id}`)}${typeof q['version'] === 'string' ? `|${q['version']}` : ''}`,
+      );
+      await this.cache.rememberSelection(
+        payerId,
+        codes,
+        canonicals,
+        fromCache ? (remembered?.retrievedAt ?? response.retrievedAt) : response.retrievedAt,
+      );
     }
     // Resolve against everything known from this payer (a changedsince answer carries only what changed). When the
     // cache holds all of it, the cache's own package object is used: unchanged content is then not read, parsed or
@@ -110,7 +142,12 @@ export class PackageRetrieval {
     const packageOf = async (extra: FhirResource[]) =>
       [...fresh, ...extra].every((r) => PackageCache.keeps(r))
         ? await this.cache.package(payerId)
-        : QuestionnairePackage.fromResources([...questionnaires, ...extra, ...fresh, ...(await this.cache.all(payerId))]);
+        : QuestionnairePackage.fromResources([
+            ...questionnaires,
+            ...extra,
+            ...fresh,
+            ...(await this.cache.all(payerId)),
+          ]);
     let pkg = await packageOf([]);
     // Value sets the questionnaires' libraries and items use but the package does not carry enumerated: expanded by
     // the payer, cached with the rest (so a later session has them), and named when the payer cannot expand them.
@@ -138,7 +175,13 @@ export class PackageRetrieval {
     // The package's own questionnaire objects, so what was prepared for them is reused.
     questionnaires = questionnaires.map((q) => pkg.sameQuestionnaire(q) ?? q);
     const inUse = pkg.withQuestionnaires(questionnaires);
-    const issues = [...compileIssues, ...validatePackage(inUse).filter((i) => !(i.code === 'valueset-not-in-package' && expansionIssues.some((e) => e.valueSet === i.valueSet))), ...expansionIssues];
+    const issues = [
+      ...compileIssues,
+      ...validatePackage(inUse).filter(
+        (i) => !(i.code === 'valueset-not-in-package' && expansionIssues.some((e) => e.valueSet === i.valueSet)),
+      ),
+      ...expansionIssues,
+    ];
     let reported = false;
     if (!isUsable(issues)) {
       for (const questionnaire of questionnaires) {

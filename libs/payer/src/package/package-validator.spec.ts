@@ -7,9 +7,16 @@ import { parseCqlIdentifier, parseCqlReference } from '@dtr/fhir';
 import { isUsable, validatePackage } from './package-validator.js';
 import { QuestionnairePackage } from '@dtr/fhir';
 
-const b64 = (value: unknown) => Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64');
+const b64 = (value: unknown) =>
+  Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64');
 
-function elmLibrary(id: string, version: string, defines: string[], includes: Array<[string, string]> = [], valueSets: string[] = []) {
+function elmLibrary(
+  id: string,
+  version: string,
+  defines: string[],
+  includes: Array<[string, string]> = [],
+  valueSets: string[] = [],
+) {
   return {
     library: {
       identifier: { id, version },
@@ -38,13 +45,19 @@ const questionnaire = (libraries: string[], expressions: Array<[string, string, 
   resourceType: 'Questionnaire',
   url: 'http://payer.example.org/Questionnaire/o2',
   version: '1',
-  extension: libraries.map((valueCanonical) => ({ url: 'http://hl7.org/fhir/StructureDefinition/cqf-library', valueCanonical })),
+  extension: libraries.map((valueCanonical) => ({
+    url: 'http://hl7.org/fhir/StructureDefinition/cqf-library',
+    valueCanonical,
+  })),
   item: expressions.map(([linkId, expression, language], i) => ({
     linkId,
     type: 'string',
     extension: [
       {
-        url: i === 0 ? 'hhttp://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-initialExpression' : 'http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-initialExpression',
+        url:
+          i === 0
+            ? 'hhttp://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-initialExpression'
+            : 'http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-initialExpression',
         valueExpression: { language: language ?? 'text/cql', expression },
       },
     ],
@@ -53,7 +66,10 @@ const questionnaire = (libraries: string[], expressions: Array<[string, string, 
 
 describe('parseCqlReference', () => {
   it('reads the forms real content uses', () => {
-    expect(parseCqlReference('"BasicPatientInfoPrepopulation".LastName')).toEqual({ library: 'BasicPatientInfoPrepopulation', define: 'LastName' });
+    expect(parseCqlReference('"BasicPatientInfoPrepopulation".LastName')).toEqual({
+      library: 'BasicPatientInfoPrepopulation',
+      define: 'LastName',
+    });
     expect(parseCqlReference('Lib."Has Oxygen"')).toEqual({ library: 'Lib', define: 'Has Oxygen' });
     expect(parseCqlReference('Today')).toEqual({ define: 'Today' });
     expect(parseCqlReference('Count([Observation])')).toBeUndefined();
@@ -73,8 +89,18 @@ describe('parseCqlReference', () => {
 describe('validatePackage', () => {
   const main = 'http://payer.example.org/Library/O2';
   const good = () => [
-    questionnaire([main], [['1', '"O2Rules".Saturation'], ['2', 'O2Rules.Today']]),
-    library(main, '1.0.0', elmLibrary('O2Rules', '1.0.0', ['Saturation', 'Today'], [['FHIRHelpers', '4.0.1']], ['http://vs.example.org/o2'])),
+    questionnaire(
+      [main],
+      [
+        ['1', '"O2Rules".Saturation'],
+        ['2', 'O2Rules.Today'],
+      ],
+    ),
+    library(
+      main,
+      '1.0.0',
+      elmLibrary('O2Rules', '1.0.0', ['Saturation', 'Today'], [['FHIRHelpers', '4.0.1']], ['http://vs.example.org/o2']),
+    ),
     library(undefined, '4.0.1', elmLibrary('FHIRHelpers', '4.0.1', ['ToString'])),
     { resourceType: 'ValueSet', url: 'http://vs.example.org/o2', expansion: { contains: [] } },
   ];
@@ -87,7 +113,13 @@ describe('validatePackage', () => {
 
   it('names each problem: missing library, unknown define, missing include, missing value set, CQL only', () => {
     const resources = good();
-    resources[0] = questionnaire([main, 'http://payer.example.org/Library/Gone|2'], [['1', '"O2Rules".Nope'], ['2', '"Other".X']]);
+    resources[0] = questionnaire(
+      [main, 'http://payer.example.org/Library/Gone|2'],
+      [
+        ['1', '"O2Rules".Nope'],
+        ['2', '"Other".X'],
+      ],
+    );
     resources[2] = { resourceType: 'Basic' };
     resources[3] = library('http://payer.example.org/Library/CqlOnly', '1', undefined, 'library CqlOnly');
     const issues = validatePackage(QuestionnairePackage.fromResources(resources));
@@ -101,15 +133,39 @@ describe('validatePackage', () => {
         'warning:valueset-not-in-package',
       ]),
     );
-    expect(issues.find((i) => i.code === 'unknown-define')).toMatchObject({ linkId: '1', define: 'Nope', library: 'O2Rules|1.0.0' });
+    expect(issues.find((i) => i.code === 'unknown-define')).toMatchObject({
+      linkId: '1',
+      define: 'Nope',
+      library: 'O2Rules|1.0.0',
+    });
     expect(isUsable(issues)).toBe(false);
   });
 
   it('checks a text/cql-identifier with spaces against the defines, as the engine evaluates it', () => {
     const resources = good();
-    resources[0] = questionnaire([main], [['1', 'Saturation'], ['2', 'Gender Code', 'text/cql-identifier'], ['3', 'No Such Define', 'text/cql-identifier'], ['4', '"a" + "b"', 'text/cql-identifier']]);
-    resources[1] = library(main, '1.0.0', elmLibrary('O2Rules', '1.0.0', ['Saturation', 'Gender Code'], [['FHIRHelpers', '4.0.1']], ['http://vs.example.org/o2']));
-    const issues = validatePackage(QuestionnairePackage.fromResources(resources)).filter((i) => i.code !== 'misspelled-extension-url');
+    resources[0] = questionnaire(
+      [main],
+      [
+        ['1', 'Saturation'],
+        ['2', 'Gender Code', 'text/cql-identifier'],
+        ['3', 'No Such Define', 'text/cql-identifier'],
+        ['4', '"a" + "b"', 'text/cql-identifier'],
+      ],
+    );
+    resources[1] = library(
+      main,
+      '1.0.0',
+      elmLibrary(
+        'O2Rules',
+        '1.0.0',
+        ['Saturation', 'Gender Code'],
+        [['FHIRHelpers', '4.0.1']],
+        ['http://vs.example.org/o2'],
+      ),
+    );
+    const issues = validatePackage(QuestionnairePackage.fromResources(resources)).filter(
+      (i) => i.code !== 'misspelled-extension-url',
+    );
     expect(issues.map((i) => [i.code, i.linkId, i.define])).toEqual([
       ['unknown-define', '3', 'No Such Define'],
       ['bad-expression', '4', undefined],
@@ -118,7 +174,15 @@ describe('validatePackage', () => {
 
   it('flags CQL expressions without any cqf-library, and unreadable inline ELM', () => {
     const issues = validatePackage(
-      QuestionnairePackage.fromResources([questionnaire([], [['1', '"Lib".X'], ['2', '{not elm', 'application/elm+json']])]),
+      QuestionnairePackage.fromResources([
+        questionnaire(
+          [],
+          [
+            ['1', '"Lib".X'],
+            ['2', '{not elm', 'application/elm+json'],
+          ],
+        ),
+      ]),
     );
     expect(issues.map((i) => i.code)).toEqual(expect.arrayContaining(['missing-cqf-library', 'unreadable-inline-elm']));
   });
@@ -131,8 +195,16 @@ describe('validatePackage', () => {
 });
 
 describe('parsePackageResponse', () => {
-  const bundle = { resourceType: 'Bundle', type: 'collection', entry: [{ resource: { resourceType: 'Questionnaire', id: 'q' } }] };
-  for (const [name, shape] of [['packagebundle', '2.2'], ['PackageBundle', '2.1'], ['return', '2.0.1']] as const) {
+  const bundle = {
+    resourceType: 'Bundle',
+    type: 'collection',
+    entry: [{ resource: { resourceType: 'Questionnaire', id: 'q' } }],
+  };
+  for (const [name, shape] of [
+    ['packagebundle', '2.2'],
+    ['PackageBundle', '2.1'],
+    ['return', '2.0.1'],
+  ] as const) {
     it(`reads the ${shape} shape (${name})`, () => {
       const result = parsePackageResponse({
         resourceType: 'Parameters',

@@ -1,11 +1,20 @@
-import { type PackageIssue, type PackageLibrary, parseCqlIdentifier, parseCqlReference, type QuestionnairePackage, questionnaireReferences } from '@dtr/fhir';
+import {
+  type PackageIssue,
+  type PackageLibrary,
+  parseCqlIdentifier,
+  parseCqlReference,
+  type QuestionnairePackage,
+  questionnaireReferences,
+} from '@dtr/fhir';
 import { isCompiledFromCql } from '@dtr/fhir';
 
 const SUPPORTED_FHIR_MODELS = new Set(['4.0.0', '4.0.1']);
 
 function libraryLabel(library: PackageLibrary): string {
   const id = library.elm?.library.identifier;
-  return id ? `${id.id}${id.version ? `|${id.version}` : ''}` : `${library.url ?? library.name ?? 'Library'}${library.version ? `|${library.version}` : ''}`;
+  return id
+    ? `${id.id}${id.version ? `|${id.version}` : ''}`
+    : `${library.url ?? library.name ?? 'Library'}${library.version ? `|${library.version}` : ''}`;
 }
 
 /**
@@ -24,13 +33,24 @@ export function validatePackage(pkg: QuestionnairePackage): PackageIssue[] {
     const q = pkg.questionnaireKey(questionnaire);
     const refs = questionnaireReferences(questionnaire);
     for (const url of new Set(refs.misspelled)) {
-      issues.push({ severity: 'warning', code: 'misspelled-extension-url', message: `extension URL ${url} is misspelled; read as http://…`, questionnaire: q });
+      issues.push({
+        severity: 'warning',
+        code: 'misspelled-extension-url',
+        message: `extension URL ${url} is misspelled; read as http://…`,
+        questionnaire: q,
+      });
     }
     const declared: PackageLibrary[] = [];
     for (const canonical of refs.libraries) {
       const library = pkg.libraryByCanonical(canonical);
       if (!library) {
-        issues.push({ severity: 'error', code: 'missing-library', message: `cqf-library ${canonical} is not in the package`, questionnaire: q, library: canonical });
+        issues.push({
+          severity: 'error',
+          code: 'missing-library',
+          message: `cqf-library ${canonical} is not in the package`,
+          questionnaire: q,
+          library: canonical,
+        });
       } else {
         declared.push(library);
       }
@@ -51,15 +71,26 @@ export function validatePackage(pkg: QuestionnairePackage): PackageIssue[] {
           const parsed = JSON.parse(ref.expression) as { library?: { identifier?: unknown } };
           if (!parsed.library) throw new Error('no library');
         } catch {
-          issues.push({ severity: 'error', code: 'unreadable-inline-elm', message: `inline ELM of ${ref.kind} is not an ELM library`, ...where });
+          issues.push({
+            severity: 'error',
+            code: 'unreadable-inline-elm',
+            message: `inline ELM of ${ref.kind} is not an ELM library`,
+            ...where,
+          });
         }
         continue;
       }
       if (ref.language !== 'text/cql' && ref.language !== 'text/cql-identifier') continue;
-      const parsed = ref.language === 'text/cql-identifier' ? parseCqlIdentifier(ref.expression) : parseCqlReference(ref.expression);
+      const parsed =
+        ref.language === 'text/cql-identifier' ? parseCqlIdentifier(ref.expression) : parseCqlReference(ref.expression);
       if (!parsed) {
         if (ref.language === 'text/cql-identifier') {
-          issues.push({ severity: 'error', code: 'bad-expression', message: `${ref.kind} "${ref.expression}" is not a CQL identifier`, ...where });
+          issues.push({
+            severity: 'error',
+            code: 'bad-expression',
+            message: `${ref.kind} "${ref.expression}" is not a CQL identifier`,
+            ...where,
+          });
         }
         continue; // arbitrary CQL is evaluated as text/cql-expression by the engine
       }
@@ -87,7 +118,8 @@ export function validatePackage(pkg: QuestionnairePackage): PackageIssue[] {
           });
         }
       } else {
-        library = declared.find((l) => l.elm?.library.statements?.def?.some((s) => s.name === parsed.define)) ?? declared[0];
+        library =
+          declared.find((l) => l.elm?.library.statements?.def?.some((s) => s.name === parsed.define)) ?? declared[0];
         if (!library) continue;
       }
       used.add(library);
@@ -120,16 +152,36 @@ export function validatePackage(pkg: QuestionnairePackage): PackageIssue[] {
     );
     if (!library.elm) {
       if (hasElmContent) {
-        issues.push({ severity: 'error', code: 'unreadable-elm', message: `${label}: its ELM content cannot be read`, library: label });
+        issues.push({
+          severity: 'error',
+          code: 'unreadable-elm',
+          message: `${label}: its ELM content cannot be read`,
+          library: label,
+        });
       } else if (library.cql) {
-        issues.push({ severity: 'warning', code: 'cql-only', message: `${label} ships CQL only and was not compiled to ELM: its rules are not run`, library: label });
+        issues.push({
+          severity: 'warning',
+          code: 'cql-only',
+          message: `${label} ships CQL only and was not compiled to ELM: its rules are not run`,
+          library: label,
+        });
       } else {
-        issues.push({ severity: 'error', code: 'library-without-content', message: `${label} has neither ELM nor CQL`, library: label });
+        issues.push({
+          severity: 'error',
+          code: 'library-without-content',
+          message: `${label} has neither ELM nor CQL`,
+          library: label,
+        });
       }
       continue;
     }
     if (isCompiledFromCql(library.resource)) {
-      issues.push({ severity: 'information', code: 'compiled-from-cql', message: `${label} ships CQL only; its ELM was compiled here from that CQL`, library: label });
+      issues.push({
+        severity: 'information',
+        code: 'compiled-from-cql',
+        message: `${label} ships CQL only; its ELM was compiled here from that CQL`,
+        library: label,
+      });
     }
     const elm = library.elm.library;
     if (library.version && elm.identifier.version && library.version !== elm.identifier.version) {
@@ -142,7 +194,12 @@ export function validatePackage(pkg: QuestionnairePackage): PackageIssue[] {
     }
     for (const using of elm.usings?.def ?? []) {
       if (using.localIdentifier === 'FHIR' && using.version && !SUPPORTED_FHIR_MODELS.has(using.version)) {
-        issues.push({ severity: 'warning', code: 'unsupported-model-version', message: `${label} uses FHIR ${using.version}`, library: label });
+        issues.push({
+          severity: 'warning',
+          code: 'unsupported-model-version',
+          message: `${label} uses FHIR ${using.version}`,
+          library: label,
+        });
       }
     }
     for (const include of elm.includes?.def ?? []) {

@@ -24,7 +24,9 @@ export class InitialSchema1763800000000 implements MigrationInterface {
         detail jsonb NOT NULL DEFAULT '{}'::jsonb
       )`);
     await queryRunner.query(`CREATE INDEX audit_event_recorded_at_idx ON audit_event (recorded_at)`);
-    await queryRunner.query(`CREATE INDEX audit_event_session_idx ON audit_event (session_id) WHERE session_id IS NOT NULL`);
+    await queryRunner.query(
+      `CREATE INDEX audit_event_session_idx ON audit_event (session_id) WHERE session_id IS NOT NULL`,
+    );
     await queryRunner.query(`
       CREATE FUNCTION audit_event_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
       BEGIN

@@ -19,7 +19,9 @@ export class ClientSigningKeys1764000000000 implements MigrationInterface {
         retire_after timestamptz
       )`);
     // At most one active key per algorithm.
-    await queryRunner.query(`CREATE UNIQUE INDEX client_signing_key_active_idx ON client_signing_key (alg) WHERE status = 'active'`);
+    await queryRunner.query(
+      `CREATE UNIQUE INDEX client_signing_key_active_idx ON client_signing_key (alg) WHERE status = 'active'`,
+    );
   }
 
   async down(queryRunner: QueryRunner): Promise<void> {

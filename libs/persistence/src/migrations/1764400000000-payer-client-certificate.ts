@@ -10,11 +10,15 @@ export class PayerClientCertificate1764400000000 implements MigrationInterface {
 
   async up(queryRunner: QueryRunner): Promise<void> {
     await queryRunner.query(`ALTER TABLE payer DROP COLUMN client_certificate_ref`);
-    await queryRunner.query(`ALTER TABLE payer ADD COLUMN client_certificate text, ADD COLUMN client_certificate_key_sealed text, ADD COLUMN server_ca text`);
+    await queryRunner.query(
+      `ALTER TABLE payer ADD COLUMN client_certificate text, ADD COLUMN client_certificate_key_sealed text, ADD COLUMN server_ca text`,
+    );
   }
 
   async down(queryRunner: QueryRunner): Promise<void> {
-    await queryRunner.query(`ALTER TABLE payer DROP COLUMN client_certificate, DROP COLUMN client_certificate_key_sealed, DROP COLUMN server_ca`);
+    await queryRunner.query(
+      `ALTER TABLE payer DROP COLUMN client_certificate, DROP COLUMN client_certificate_key_sealed, DROP COLUMN server_ca`,
+    );
     await queryRunner.query(`ALTER TABLE payer ADD COLUMN client_certificate_ref text`);
   }
 }

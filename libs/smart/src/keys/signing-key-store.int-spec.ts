@@ -37,7 +37,12 @@ describe('SigningKeyStore (real PostgreSQL)', () => {
       const { key, kid } = await store.privateKey(alg);
       const auth = privateKeyJwt(key, kid, 'https://ehr.example.org/token');
       const body = new URLSearchParams();
-      await auth({ issuer: 'https://ehr.example.org' }, { client_id: 'c', token_endpoint_auth_signing_alg: alg }, body, new Headers());
+      await auth(
+        { issuer: 'https://ehr.example.org' },
+        { client_id: 'c', token_endpoint_auth_signing_alg: alg },
+        body,
+        new Headers(),
+      );
       const assertion = body.get('client_assertion')!;
       expect(decodeProtectedHeader(assertion)).toMatchObject({ alg, kid, typ: 'JWT' });
       const published = jwks.keys.find((k) => k.kid === kid)!;
@@ -68,6 +73,10 @@ describe('SigningKeyStore (real PostgreSQL)', () => {
 
   it('says how to fix a missing key', async () => {
     await dataSource.query(`DELETE FROM client_signing_key WHERE alg = 'RS384'`);
-    await expect(new SigningKeyStore(dataSource, new KeyRingSecretBox(new Map([['test', randomBytes(32)]])), clock).privateKey('RS384')).rejects.toThrow(/dtr keys generate --alg RS384/);
+    await expect(
+      new SigningKeyStore(dataSource, new KeyRingSecretBox(new Map([['test', randomBytes(32)]])), clock).privateKey(
+        'RS384',
+      ),
+    ).rejects.toThrow(/dtr keys generate --alg RS384/);
   });
 });

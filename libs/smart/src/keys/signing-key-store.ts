@@ -57,7 +57,12 @@ export class SigningKeyStore extends ClientKeyProvider {
       );
       await manager.query(
         `INSERT INTO client_signing_key (kid, alg, public_jwk, private_jwk_enc, status) VALUES ($1, $2, $3, $4, 'active')`,
-        [kid, alg, JSON.stringify(published), this.secrets.seal(JSON.stringify(privateJwk), `client_signing_key:${kid}`)],
+        [
+          kid,
+          alg,
+          JSON.stringify(published),
+          this.secrets.seal(JSON.stringify(privateJwk), `client_signing_key:${kid}`),
+        ],
       );
     });
     return (await this.list()).find((k) => k.kid === kid)!;
@@ -68,7 +73,13 @@ export class SigningKeyStore extends ClientKeyProvider {
     const rows = (await this.dataSource.query(
       `SELECT kid, alg, status, created_at, retire_after FROM client_signing_key ORDER BY created_at DESC`,
     )) as KeyRow[];
-    return rows.map((r) => ({ kid: r.kid, alg: r.alg, status: r.status, createdAt: r.created_at, retireAfter: r.retire_after }));
+    return rows.map((r) => ({
+      kid: r.kid,
+      alg: r.alg,
+      status: r.status,
+      createdAt: r.created_at,
+      retireAfter: r.retire_after,
+    }));
   }
 
   /** Public keys of active and retiring keys, never a private member. */
@@ -82,7 +93,8 @@ export class SigningKeyStore extends ClientKeyProvider {
     )) as Array<Pick<KeyRow, 'public_jwk'>>;
     const keys = rows.map((r) => r.public_jwk);
     for (const key of keys) {
-      if (PRIVATE_MEMBERS.some((m) => m in key)) throw new DtrError('INTERNAL', 'a private key member reached the public JWKS');
+      if (PRIVATE_MEMBERS.some((m) => m in key))
+        throw new DtrError('INTERNAL', 'a private key member reached the public JWKS');
     }
     return { keys };
   }
@@ -93,7 +105,8 @@ export class SigningKeyStore extends ClientKeyProvider {
       [alg],
     )) as Array<Pick<KeyRow, 'kid' | 'private_jwk_enc'>>;
     const row = rows[0];
-    if (!row) throw new DtrError('CONFIGURATION', `no active ${alg} signing key: run "npx dtr keys generate --alg ${alg}"`);
+    if (!row)
+      throw new DtrError('CONFIGURATION', `no active ${alg} signing key: run "npx dtr keys generate --alg ${alg}"`);
     let key = this.imported.get(row.kid);
     if (!key) {
       const jwk = JSON.parse(this.secrets.open(row.private_jwk_enc, `client_signing_key:${row.kid}`)) as JWK;
@@ -115,7 +128,11 @@ export class SigningKeyStore extends ClientKeyProvider {
         created.push(await this.generate(alg));
       } catch (error) {
         // Another instance starting at the same moment created it first (unique active key per alg).
-        if ((error as { driverError?: { code?: string }; code?: string }).driverError?.code !== '23505' && (error as { code?: string }).code !== '23505') throw error;
+        if (
+          (error as { driverError?: { code?: string }; code?: string }).driverError?.code !== '23505' &&
+          (error as { code?: string }).code !== '23505'
+        )
+          throw error;
       }
     }
     return created;

@@ -154,20 +154,28 @@ export class LaunchService {
     if (!state) throw new DtrError('INVALID_INPUT', 'the callback carries no state');
     const stateHash = sha256(state);
     const attempt = await this.consumeAttempt(stateHash);
-    if (!attempt) throw new DtrError('UNAUTHENTICATED', 'this sign-in link is unknown, expired or already used; launch again');
+    if (!attempt)
+      throw new DtrError('UNAUTHENTICATED', 'this sign-in link is unknown, expired or already used; launch again');
     if (!sameHash(attempt.browser_binding_hash, sha256(browserBinding))) {
       throw new DtrError('FORBIDDEN', 'this sign-in was started in another browser');
     }
     const error = callbackUrl.searchParams.get('error');
     if (error) {
       const description = callbackUrl.searchParams.get('error_description');
-      throw new DtrError('FORBIDDEN', `the EHR did not authorize the app: ${error}${description ? ` (${description})` : ''}`, {
-        details: { oauthError: error },
-      });
+      throw new DtrError(
+        'FORBIDDEN',
+        `the EHR did not authorize the app: ${error}${description ? ` (${description})` : ''}`,
+        {
+          details: { oauthError: error },
+        },
+      );
     }
     const returnedIss = callbackUrl.searchParams.get('iss');
     if (returnedIss !== null && attempt.issuer !== null && returnedIss !== attempt.issuer) {
-      throw new DtrError('FORBIDDEN', 'the authorization response came from a different issuer than the one asked (mix-up)');
+      throw new DtrError(
+        'FORBIDDEN',
+        'the authorization response came from a different issuer than the one asked (mix-up)',
+      );
     }
     const { verifier, nonce } = JSON.parse(this.secrets.open(attempt.code_verifier_enc, stateAad(stateHash))) as {
       verifier: string;
@@ -209,7 +217,11 @@ export class LaunchService {
       scope: tokens.scope ?? credentials.scopes.join(' '),
       expiresAt: new Date(this.clock.now().getTime() + (tokens.expiresIn() ?? 300) * 1000),
     };
-    const meta = { purpose: credentials.purpose, tokenEndpoint: attempt.token_endpoint, clientId: credentials.clientId };
+    const meta = {
+      purpose: credentials.purpose,
+      tokenEndpoint: attempt.token_endpoint,
+      clientId: credentials.clientId,
+    };
 
     if (attempt.kind === 'disclose') {
       const session = attempt.session_id_hash ? await this.sessions.findByHash(attempt.session_id_hash) : undefined;
@@ -282,22 +294,38 @@ export function translateOAuthError(cause: unknown): DtrError {
   };
   // A 401 with WWW-Authenticate (openid-client's WWWAuthenticateChallengeError): our client authentication was refused.
   if (error?.code === 'OAUTH_WWW_AUTHENTICATE_CHALLENGE' || error?.name === 'WWWAuthenticateChallengeError') {
-    const challenge = Array.isArray(error.cause) ? (error.cause[0] as { parameters?: { error?: string } } | undefined)?.parameters?.error : undefined;
+    const challenge = Array.isArray(error.cause)
+      ? (error.cause[0] as { parameters?: { error?: string } } | undefined)?.parameters?.error
+      : undefined;
     const oauthError = challenge ?? 'invalid_client';
-    return new DtrError('FORBIDDEN', `the token endpoint refused the request: ${oauthError}`, { cause, details: { oauthError } });
+    return new DtrError('FORBIDDEN', `the token endpoint refused the request: ${oauthError}`, {
+      cause,
+      details: { oauthError },
+    });
   }
   if (error?.name === 'TimeoutError' || error?.name === 'AbortError') {
     return new DtrError('UPSTREAM_TIMEOUT', 'the token endpoint did not answer in time', { cause });
   }
   // openid-client's own checks of what came back (id_token signature, iss, aud, nonce, exp; response iss): refused.
-  if (typeof error?.code === 'string' && error.code.startsWith('OAUTH_') && error.code !== 'OAUTH_RESPONSE_BODY_ERROR') {
-    return new DtrError('FORBIDDEN', `the authorization server's response failed validation: ${error.message ?? error.code}`, {
-      cause,
-      details: { check: error.code },
-    });
+  if (
+    typeof error?.code === 'string' &&
+    error.code.startsWith('OAUTH_') &&
+    error.code !== 'OAUTH_RESPONSE_BODY_ERROR'
+  ) {
+    return new DtrError(
+      'FORBIDDEN',
+      `the authorization server's response failed validation: ${error.message ?? error.code}`,
+      {
+        cause,
+        details: { check: error.code },
+      },
+    );
   }
   if (typeof error?.error === 'string') {
-    return new DtrError('FORBIDDEN', `the token endpoint refused the request: ${error.error}`, { cause, details: { oauthError: error.error } });
+    return new DtrError('FORBIDDEN', `the token endpoint refused the request: ${error.error}`, {
+      cause,
+      details: { oauthError: error.error },
+    });
   }
   return new DtrError('UPSTREAM_ERROR', `the token request failed: ${error?.message ?? 'unknown error'}`, { cause });
 }

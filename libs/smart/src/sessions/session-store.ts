@@ -62,7 +62,8 @@ interface TokenRow {
   refreshed_count: number;
 }
 
-const aad = (idHash: string, purpose: RegistrationPurpose, field: string) => `session_token:${idHash}:${purpose}:${field}`;
+const aad = (idHash: string, purpose: RegistrationPurpose, field: string) =>
+  `session_token:${idHash}:${purpose}:${field}`;
 
 /**
  * Browser sessions and the token vault. The browser holds only the opaque session id (cookie); here it is
@@ -88,7 +89,16 @@ export class SessionStore {
       await manager.query(
         `INSERT INTO app_session (id_hash, tenant_id, fhir_base, patient, encounter, fhir_user, context, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-        [idHash, input.tenantId, input.fhirBase, input.patient, input.encounter, input.fhirUser, JSON.stringify(input.context), expiresAt],
+        [
+          idHash,
+          input.tenantId,
+          input.fhirBase,
+          input.patient,
+          input.encounter,
+          input.fhirUser,
+          JSON.stringify(input.context),
+          expiresAt,
+        ],
       );
       await this.writeToken(manager, idHash, input.fhirBase, token, false);
     });
@@ -125,14 +135,21 @@ export class SessionStore {
   }
 
   async revoke(idHash: string): Promise<void> {
-    await this.dataSource.query(`UPDATE app_session SET revoked_at = now() WHERE id_hash = $1 AND revoked_at IS NULL`, [idHash]);
+    await this.dataSource.query(`UPDATE app_session SET revoked_at = now() WHERE id_hash = $1 AND revoked_at IS NULL`, [
+      idHash,
+    ]);
   }
 
   async storeToken(idHash: string, fhirBase: string, token: TokenSet & TokenMeta): Promise<void> {
     await this.dataSource.transaction((manager) => this.writeToken(manager, idHash, fhirBase, token, false));
   }
 
-  async getToken(idHash: string, purpose: RegistrationPurpose, manager?: EntityManager, lock = false): Promise<StoredToken | undefined> {
+  async getToken(
+    idHash: string,
+    purpose: RegistrationPurpose,
+    manager?: EntityManager,
+    lock = false,
+  ): Promise<StoredToken | undefined> {
     const runner = manager ?? this.dataSource.manager;
     const rows = (await runner.query(
       `SELECT purpose, fhir_base, token_endpoint, client_id, scope, access_token_enc, refresh_token_enc, id_token_enc,
@@ -149,7 +166,9 @@ export class SessionStore {
       clientId: row.client_id,
       scope: row.scope,
       accessToken: this.secrets.open(row.access_token_enc, aad(idHash, purpose, 'access')),
-      ...(row.refresh_token_enc ? { refreshToken: this.secrets.open(row.refresh_token_enc, aad(idHash, purpose, 'refresh')) } : {}),
+      ...(row.refresh_token_enc
+        ? { refreshToken: this.secrets.open(row.refresh_token_enc, aad(idHash, purpose, 'refresh')) }
+        : {}),
       ...(row.id_token_enc ? { idToken: this.secrets.open(row.id_token_enc, aad(idHash, purpose, 'id')) } : {}),
       expiresAt: row.expires_at,
       refreshedCount: row.refreshed_count,

@@ -30,7 +30,9 @@ export class SmartSessions {
       (token) => this.renew(token),
       clock,
       30_000,
-      (token) => Boolean(token.refreshToken) || (token.purpose === 'disclose' && token.scope.split(' ').every((s) => s.startsWith('system/'))),
+      (token) =>
+        Boolean(token.refreshToken) ||
+        (token.purpose === 'disclose' && token.scope.split(' ').every((s) => s.startsWith('system/'))),
     );
   }
 
@@ -50,12 +52,17 @@ export class SmartSessions {
    * A FHIR client for the session's EHR with the token of a purpose. The base URL is the one the token was issued
    * for; the client never sends it anywhere else (paging links on other hosts are not followed).
    */
-  fhirClient(session: SessionRecord, purpose: 'supplement' | 'disclose', options: { timeoutMs?: number; retries?: number } = {}): HttpFhirClient {
+  fhirClient(
+    session: SessionRecord,
+    purpose: 'supplement' | 'disclose',
+    options: { timeoutMs?: number; retries?: number } = {},
+  ): HttpFhirClient {
     return new HttpFhirClient({
       baseUrl: session.fhirBase,
       accessToken: async () => {
         const token = await this.token(session, purpose);
-        if (token.fhirBase !== session.fhirBase) throw new DtrError('FORBIDDEN', 'token issued for another FHIR server');
+        if (token.fhirBase !== session.fhirBase)
+          throw new DtrError('FORBIDDEN', 'token issued for another FHIR server');
         return token.accessToken;
       },
       ...options,
@@ -105,7 +112,9 @@ export class SmartSessions {
     }
   }
 
-  private async systemToken(tenantId: string): Promise<TokenSet & { purpose: 'disclose'; tokenEndpoint: string; clientId: string }> {
+  private async systemToken(
+    tenantId: string,
+  ): Promise<TokenSet & { purpose: 'disclose'; tokenEndpoint: string; clientId: string }> {
     const tenant = await this.tenants.get(tenantId);
     if (!tenant) throw new DtrError('UNAUTHENTICATED', 'the session tenant no longer exists');
     const smart = await this.discovery.get(tenant.fhirBase);

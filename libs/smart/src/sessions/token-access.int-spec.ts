@@ -19,7 +19,11 @@ describe('SessionStore and TokenAccess (real PostgreSQL)', () => {
   const tenantId = `vault-${Math.random().toString(36).slice(2, 8)}`;
 
   beforeAll(async () => {
-    dataSource = createDataSource({ url: inject('databaseUrl'), entities: [EhrTenantEntity, EhrRegistrationEntity], poolMax: 20 });
+    dataSource = createDataSource({
+      url: inject('databaseUrl'),
+      entities: [EhrTenantEntity, EhrRegistrationEntity],
+      poolMax: 20,
+    });
     await dataSource.initialize();
     await new TenantRegistry(dataSource, secrets, { allowInsecureLoopback: false }).upsert({
       id: tenantId,
@@ -70,7 +74,8 @@ describe('SessionStore and TokenAccess (real PostgreSQL)', () => {
     const client = new pg.Client({ connectionString: inject('databaseUrl') });
     await client.connect();
     try {
-      const dump = JSON.stringify((await client.query('SELECT * FROM session_token')).rows) +
+      const dump =
+        JSON.stringify((await client.query('SELECT * FROM session_token')).rows) +
         JSON.stringify((await client.query('SELECT * FROM app_session')).rows);
       expect(dump).not.toContain('AT-plaintext');
       expect(dump).not.toContain('RT-plaintext');
@@ -100,7 +105,12 @@ describe('SessionStore and TokenAccess (real PostgreSQL)', () => {
       calls++;
       expect(token.refreshToken).toBe('RT-1');
       await new Promise((r) => setTimeout(r, 50));
-      return { accessToken: 'AT-new', refreshToken: 'RT-2', scope: token.scope, expiresAt: new Date(clock.now().getTime() + 300_000) };
+      return {
+        accessToken: 'AT-new',
+        refreshToken: 'RT-2',
+        scope: token.scope,
+        expiresAt: new Date(clock.now().getTime() + 300_000),
+      };
     };
     const access = new TokenAccess(store, refresher, clock);
     const results = await Promise.all(Array.from({ length: 50 }, () => access.get(record.idHash, 'supplement')));
@@ -117,7 +127,12 @@ describe('SessionStore and TokenAccess (real PostgreSQL)', () => {
 
   it('keeps the old refresh token when the server does not rotate it, and refuses when none is left', async () => {
     const { record } = await newSession('AT-a', -1000, 'RT-keep');
-    const access = new TokenAccess(store, async () => ({ accessToken: 'AT-b', scope: 's', expiresAt: new Date(clock.now().getTime() + 1000) }), clock, 0);
+    const access = new TokenAccess(
+      store,
+      async () => ({ accessToken: 'AT-b', scope: 's', expiresAt: new Date(clock.now().getTime() + 1000) }),
+      clock,
+      0,
+    );
     await access.get(record.idHash, 'supplement');
     expect((await store.getToken(record.idHash, 'supplement'))?.refreshToken).toBe('RT-keep');
 

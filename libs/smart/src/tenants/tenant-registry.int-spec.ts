@@ -42,7 +42,9 @@ describe('TenantRegistry (real PostgreSQL)', () => {
   beforeAll(async () => {
     dataSource = createDataSource({ url: inject('databaseUrl'), entities: [EhrTenantEntity, EhrRegistrationEntity] });
     await dataSource.initialize();
-    registry = new TenantRegistry(dataSource, new KeyRingSecretBox(new Map([['test', randomBytes(32)]])), { allowInsecureLoopback: false });
+    registry = new TenantRegistry(dataSource, new KeyRingSecretBox(new Map([['test', randomBytes(32)]])), {
+      allowInsecureLoopback: false,
+    });
   });
   afterAll(async () => {
     await dataSource?.destroy();
@@ -56,7 +58,9 @@ describe('TenantRegistry (real PostgreSQL)', () => {
       ['supplement', `dtr-supplement-a-${suffix}`, true],
     ]);
     expect(JSON.stringify(view)).not.toContain(SECRET);
-    expect(await registry.findByFhirBase(`https://a-${suffix}.ehr.example.org/fhir`)).toMatchObject({ id: `a-${suffix}` });
+    expect(await registry.findByFhirBase(`https://a-${suffix}.ehr.example.org/fhir`)).toMatchObject({
+      id: `a-${suffix}`,
+    });
     expect(await registry.findByFhirBase(`https://evil.example.org/fhir`)).toBeUndefined();
     expect(await registry.findByFhirBase('not a url')).toBeUndefined();
   });
@@ -78,14 +82,26 @@ describe('TenantRegistry (real PostgreSQL)', () => {
 
   it('enforces the two-identity rules with errors naming the field', async () => {
     const expectInvalid = async (input: unknown, field: string) =>
-      expect(registry.upsert(input)).rejects.toMatchObject({ code: 'INVALID_INPUT', message: expect.stringContaining(field) });
+      expect(registry.upsert(input)).rejects.toMatchObject({
+        code: 'INVALID_INPUT',
+        message: expect.stringContaining(field),
+      });
     const base = tenant(`c-${suffix}`);
     await expectInvalid({ ...base, disclose: undefined }, 'disclose');
-    await expectInvalid({ ...base, supplement: { ...base.supplement, scopes: ['patient/*.cruds'] } }, 'supplement.scopes');
-    await expectInvalid({ ...base, disclose: { ...base.disclose!, clientId: base.supplement.clientId } }, 'disclose.clientId');
+    await expectInvalid(
+      { ...base, supplement: { ...base.supplement, scopes: ['patient/*.cruds'] } },
+      'supplement.scopes',
+    );
+    await expectInvalid(
+      { ...base, disclose: { ...base.disclose!, clientId: base.supplement.clientId } },
+      'disclose.clientId',
+    );
     await expectInvalid({ ...base, disclose: { ...base.disclose!, scopes: ['patient/*.rs'] } }, 'disclose.scopes');
     await expectInvalid({ ...base, discloseMode: 'system' }, 'disclose.scopes');
-    await expectInvalid({ ...base, supplement: { ...base.supplement, clientSecret: undefined } }, 'supplement.clientSecret');
+    await expectInvalid(
+      { ...base, supplement: { ...base.supplement, clientSecret: undefined } },
+      'supplement.clientSecret',
+    );
     await expectInvalid({ ...base, fhirBase: 'http://ehr.example.org/fhir' }, 'fhirBase');
     await expectInvalid({ ...base, id: 'Bad Id' }, 'id');
     await expectInvalid({ ...base, extra: true }, 'tenant');
@@ -105,7 +121,9 @@ describe('TenantRegistry (real PostgreSQL)', () => {
 
   it('refuses a second tenant on the same FHIR base, and replaces registrations on update', async () => {
     await registry.upsert(tenant(`e-${suffix}`));
-    await expect(registry.upsert({ ...tenant(`f-${suffix}`), fhirBase: `https://e-${suffix}.ehr.example.org/fhir` })).rejects.toMatchObject({
+    await expect(
+      registry.upsert({ ...tenant(`f-${suffix}`), fhirBase: `https://e-${suffix}.ehr.example.org/fhir` }),
+    ).rejects.toMatchObject({
       code: 'CONFLICT',
     });
     const updated = await registry.upsert({ ...tenant(`e-${suffix}`), name: 'Renamed' });
@@ -118,10 +136,22 @@ describe('TenantRegistry (real PostgreSQL)', () => {
 
 describe('isWriteScope', () => {
   it('knows v1 and v2 write scopes', () => {
-    for (const s of ['patient/*.write', 'user/Observation.*', 'system/QuestionnaireResponse.cu', 'user/*.cruds', 'patient/X.d']) {
+    for (const s of [
+      'patient/*.write',
+      'user/Observation.*',
+      'system/QuestionnaireResponse.cu',
+      'user/*.cruds',
+      'patient/X.d',
+    ]) {
       expect(isWriteScope(s)).toBe(true);
     }
-    for (const s of ['patient/*.read', 'user/*.rs', 'launch', 'openid', 'patient/Observation.rs?category=vital-signs']) {
+    for (const s of [
+      'patient/*.read',
+      'user/*.rs',
+      'launch',
+      'openid',
+      'patient/Observation.rs?category=vital-signs',
+    ]) {
       expect(isWriteScope(s)).toBe(false);
     }
   });

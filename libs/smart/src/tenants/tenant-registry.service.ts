@@ -29,7 +29,11 @@ const registrationSchema = z
       ctx.addIssue({ code: 'custom', path: ['clientSecret'], message: 'must not be given for private_key_jwt' });
     }
     if (r.authMethod === 'private_key_jwt' && !r.signingAlg) {
-      ctx.addIssue({ code: 'custom', path: ['signingAlg'], message: 'is required for private_key_jwt (RS384 or ES384)' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['signingAlg'],
+        message: 'is required for private_key_jwt (RS384 or ES384)',
+      });
     }
   });
 
@@ -144,7 +148,8 @@ export class TenantRegistry {
         fail('disclose.authMethod', 'system-level disclosure uses SMART Backend Services: private_key_jwt');
       }
       const nonSystem = disclosing.scopes.filter((s) => !s.startsWith('system/'));
-      if (nonSystem.length > 0) fail('disclose.scopes', `system-level disclosure takes system/ scopes only; not ${nonSystem.join(' ')}`);
+      if (nonSystem.length > 0)
+        fail('disclose.scopes', `system-level disclosure takes system/ scopes only; not ${nonSystem.join(' ')}`);
     }
     return t;
   }

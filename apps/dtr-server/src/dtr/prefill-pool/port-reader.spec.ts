@@ -12,14 +12,20 @@ describe('PortReader', () => {
       asked.push(request);
       const reply: DataReply =
         request.type === 'read'
-          ? { id: request.id, ok: true, resources: request.resourceType === 'Patient' ? [{ resourceType: 'Patient', id: 'p1' }] : [] }
+          ? {
+              id: request.id,
+              ok: true,
+              resources: request.resourceType === 'Patient' ? [{ resourceType: 'Patient', id: 'p1' }] : [],
+            }
           : { id: request.id, ok: true, resources: [{ resourceType: 'Condition', id: 'c1' }] };
       main.postMessage(reply);
     });
     const reader = new PortReader(worker);
     await expect(reader.read('Patient', 'p1')).resolves.toEqual({ resourceType: 'Patient', id: 'p1' });
     await expect(reader.read('Encounter', 'e9')).resolves.toBeUndefined();
-    await expect(reader.search('Condition', { patient: 'p1', code: 'http://snomed.info/sct|1' })).resolves.toEqual([{ resourceType: 'Condition', id: 'c1' }]);
+    await expect(reader.search('Condition', { patient: 'p1', code: 'http://snomed.info/sct|1' })).resolves.toEqual([
+      { resourceType: 'Condition', id: 'c1' },
+    ]);
     expect(asked).toEqual([
       { type: 'read', id: 0, resourceType: 'Patient', resourceId: 'p1' },
       { type: 'read', id: 1, resourceType: 'Encounter', resourceId: 'e9' },
@@ -48,8 +54,18 @@ describe('PortReader', () => {
   });
 
   it('the main thread refuses anything but those two shapes', () => {
-    expect(dataRequest.safeParse({ type: 'read', id: 0, resourceType: 'Patient', resourceId: 'p1', authorization: 'Bearer x' }).success).toBe(false);
-    expect(dataRequest.safeParse({ type: 'read', id: 0, resourceType: 'Patient', resourceId: '../admin' }).success).toBe(false);
+    expect(
+      dataRequest.safeParse({
+        type: 'read',
+        id: 0,
+        resourceType: 'Patient',
+        resourceId: 'p1',
+        authorization: 'Bearer x',
+      }).success,
+    ).toBe(false);
+    expect(
+      dataRequest.safeParse({ type: 'read', id: 0, resourceType: 'Patient', resourceId: '../admin' }).success,
+    ).toBe(false);
     expect(dataRequest.safeParse({ type: 'fetch', id: 0, url: 'http://elsewhere.example/' }).success).toBe(false);
     expect(dataRequest.safeParse({ type: 'search', id: 0, resourceType: 'patient', params: {} }).success).toBe(false);
   });

@@ -9,7 +9,10 @@ import type { DataReply, DataRequest } from './prefill-protocol.js';
  */
 export class PortReader extends PatientDataReader {
   private next = 0;
-  private readonly pending = new Map<number, { resolve: (resources: FhirResource[]) => void; reject: (error: Error) => void }>();
+  private readonly pending = new Map<
+    number,
+    { resolve: (resources: FhirResource[]) => void; reject: (error: Error) => void }
+  >();
 
   constructor(private readonly port: MessagePort) {
     super();

@@ -26,8 +26,18 @@ const TOKEN = `ehr-${randomBytes(16).toString('hex')}`;
 const PATIENT = [
   { resourceType: 'Patient', id: 'p1', birthDate: '1948-07-09', name: [{ family: 'Okafor', given: ['Grace'] }] },
   { resourceType: 'DeviceRequest', id: 'o1', status: 'active', intent: 'order', subject: { reference: 'Patient/p1' } },
-  { resourceType: 'Condition', id: 'c1', subject: { reference: 'Patient/p1' }, code: { coding: [{ system: 'http://snomed.info/sct', code: '389087006' }] } },
-  { resourceType: 'Condition', id: 'c2', subject: { reference: 'Patient/p1' }, code: { coding: { system: 'http://snomed.info/sct', code: '13645005' } } },
+  {
+    resourceType: 'Condition',
+    id: 'c1',
+    subject: { reference: 'Patient/p1' },
+    code: { coding: [{ system: 'http://snomed.info/sct', code: '389087006' }] },
+  },
+  {
+    resourceType: 'Condition',
+    id: 'c2',
+    subject: { reference: 'Patient/p1' },
+    code: { coding: { system: 'http://snomed.info/sct', code: '13645005' } },
+  },
 ] as FhirResource[];
 
 /** A FHIR endpoint over PATIENT that insists on the bearer token. */
@@ -53,7 +63,13 @@ async function ehr(): Promise<{ server: Server; base: string; tokens: Array<stri
         return;
       }
       const hits = await bundle.search(type!, Object.fromEntries(url.searchParams));
-      res.end(JSON.stringify({ resourceType: 'Bundle', type: 'searchset', entry: hits.map((resource) => ({ resource, search: { mode: 'match' } })) }));
+      res.end(
+        JSON.stringify({
+          resourceType: 'Bundle',
+          type: 'searchset',
+          entry: hits.map((resource) => ({ resource, search: { mode: 'match' } })),
+        }),
+      );
     })();
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -91,7 +107,8 @@ function tapMessages(): { toWorkers: unknown[]; fromWorkers: unknown[]; workers:
   };
 }
 
-const comparable = (results: PrefillResult[]) => results.map((r) => ({ questionnaireResponse: r.questionnaireResponse, issues: r.issues }));
+const comparable = (results: PrefillResult[]) =>
+  results.map((r) => ({ questionnaireResponse: r.questionnaireResponse, issues: r.issues }));
 
 describe('PrefillPool (built worker threads)', () => {
   let Pool: PoolModule['PrefillPool'];
@@ -106,7 +123,8 @@ describe('PrefillPool (built worker threads)', () => {
     igVersion: '2.2' as const,
     now: new Date('2026-11-22T12:00:00Z'),
   };
-  const reader = () => new FhirClientReader(new HttpFhirClient({ baseUrl: server.base, accessToken: async () => TOKEN }));
+  const reader = () =>
+    new FhirClientReader(new HttpFhirClient({ baseUrl: server.base, accessToken: async () => TOKEN }));
 
   beforeAll(async () => {
     if (!existsSync(built)) throw new Error(`${built} is missing: the e2e tier builds dist/ first (npm run test:e2e)`);
@@ -131,22 +149,41 @@ describe('PrefillPool (built worker threads)', () => {
       expect(pooled[0]!.issues.map((i) => i.code)).toContain('invalid-resource');
 
       // The worker asked only for resource types with an id or with search parameters; nothing else came back.
-      const requests = tap.fromWorkers.filter((m) => (m as { type?: string }).type === 'read' || (m as { type?: string }).type === 'search');
+      const requests = tap.fromWorkers.filter(
+        (m) => (m as { type?: string }).type === 'read' || (m as { type?: string }).type === 'search',
+      );
       expect(requests.length).toBeGreaterThan(0);
       for (const request of requests) {
         const keys = Object.keys(request as object).sort();
-        expect([['id', 'resourceId', 'resourceType', 'type'], ['id', 'params', 'resourceType', 'type']]).toContainEqual(keys);
+        expect([
+          ['id', 'resourceId', 'resourceType', 'type'],
+          ['id', 'params', 'resourceType', 'type'],
+        ]).toContainEqual(keys);
       }
-      expect(requests).toContainEqual({ type: 'read', id: expect.any(Number), resourceType: 'Patient', resourceId: 'p1' });
-      expect(requests).toContainEqual({ type: 'search', id: expect.any(Number), resourceType: 'Condition', params: { patient: 'p1' } });
+      expect(requests).toContainEqual({
+        type: 'read',
+        id: expect.any(Number),
+        resourceType: 'Patient',
+        resourceId: 'p1',
+      });
+      expect(requests).toContainEqual({
+        type: 'search',
+        id: expect.any(Number),
+        resourceType: 'Condition',
+        params: { patient: 'p1' },
+      });
       // The EHR saw the token on every request; no message to or from a worker carries it.
       expect(new Set(server.tokens)).toEqual(new Set([TOKEN]));
       expect(tap.toWorkers.length).toBeGreaterThan(0);
-      for (const message of [...tap.toWorkers, ...tap.fromWorkers]) expect(JSON.stringify(message)).not.toContain(TOKEN);
+      for (const message of [...tap.toWorkers, ...tap.fromWorkers])
+        expect(JSON.stringify(message)).not.toContain(TOKEN);
       // The package went to each worker once: a second job on the same worker names it by key only.
       await pool.run(job, reader());
       await pool.run(job, reader());
-      const jobs = tap.toWorkers.filter((m) => (m as { type?: string }).type === 'job') as Array<{ packageKey: string; packageResources?: unknown }>;
+      const jobs = tap.toWorkers.filter((m) => (m as { type?: string }).type === 'job') as Array<{
+        packageKey: string;
+        packageResources?: unknown;
+      }>;
       expect(jobs.length).toBe(3);
       expect(jobs.filter((j) => j.packageResources).length).toBeLessThanOrEqual(2);
       expect(jobs.some((j) => !j.packageResources)).toBe(true);
@@ -176,12 +213,17 @@ describe('PrefillPool (built worker threads)', () => {
       expect(comparable(await pool.run(job, reader()))).toEqual(expected);
       // Sixteen other packages (the same content plus a distinct value set) push the first one out of the worker.
       for (let i = 0; i < 16; i++) {
-        const other = QuestionnairePackage.fromResources([...fixture, { resourceType: 'ValueSet', id: `extra-${i}`, url: `http://example.org/vs/extra-${i}` } as FhirResource]);
+        const other = QuestionnairePackage.fromResources([
+          ...fixture,
+          { resourceType: 'ValueSet', id: `extra-${i}`, url: `http://example.org/vs/extra-${i}` } as FhirResource,
+        ]);
         await pool.run({ ...job, pkg: other, questionnaires: other.questionnaires }, reader());
       }
       tap.toWorkers.length = 0;
       expect(comparable(await pool.run(job, reader()))).toEqual(expected);
-      const sent = tap.toWorkers.filter((m) => (m as { type?: string }).type === 'job') as Array<{ packageResources?: unknown }>;
+      const sent = tap.toWorkers.filter((m) => (m as { type?: string }).type === 'job') as Array<{
+        packageResources?: unknown;
+      }>;
       expect(sent.map((m) => Boolean(m.packageResources))).toEqual([false, true]);
     } finally {
       tap.restore();
@@ -192,12 +234,23 @@ describe('PrefillPool (built worker threads)', () => {
   it('a job that throws in its worker fails with a DtrError, and the pool keeps working', async () => {
     const pool = new Pool({ size: 1 });
     try {
-      const broken = QuestionnairePackage.fromResources([...fixture.filter((r) => r.resourceType !== 'Questionnaire'), { resourceType: 'Questionnaire', id: 'bad', item: 5 } as FhirResource]);
-      const failure = await pool.run({ ...job, pkg: broken, questionnaires: broken.questionnaires }, reader()).catch((error: unknown) => error);
+      const broken = QuestionnairePackage.fromResources([
+        ...fixture.filter((r) => r.resourceType !== 'Questionnaire'),
+        { resourceType: 'Questionnaire', id: 'bad', item: 5 } as FhirResource,
+      ]);
+      const failure = await pool
+        .run({ ...job, pkg: broken, questionnaires: broken.questionnaires }, reader())
+        .catch((error: unknown) => error);
       // (The built module's DtrError: the same class the server throws, not the one of the TypeScript sources.)
-      expect(failure).toMatchObject({ name: 'DtrError', code: 'INTERNAL', message: expect.stringMatching(/^the prefill failed in its worker: .*not iterable/) });
+      expect(failure).toMatchObject({
+        name: 'DtrError',
+        code: 'INTERNAL',
+        message: expect.stringMatching(/^the prefill failed in its worker: .*not iterable/),
+      });
       const threads = pool.threadIds;
-      expect(comparable(await pool.run(job, reader()))).toEqual(comparable(await new PrefillEngine(reader()).runAll(job)));
+      expect(comparable(await pool.run(job, reader()))).toEqual(
+        comparable(await new PrefillEngine(reader()).runAll(job)),
+      );
       expect(pool.threadIds).toEqual(threads);
     } finally {
       await pool.close();
@@ -227,12 +280,18 @@ describe('PrefillPool (built worker threads)', () => {
       const [worker] = [...tap.workers];
       await worker!.terminate();
       const failure = await running;
-      expect(failure).toMatchObject({ name: 'DtrError', code: 'INTERNAL', message: expect.stringMatching(/prefill worker stopped unexpectedly/) });
+      expect(failure).toMatchObject({
+        name: 'DtrError',
+        code: 'INTERNAL',
+        message: expect.stringMatching(/prefill worker stopped unexpectedly/),
+      });
       expect(exits).toEqual([expect.objectContaining({ threadId: before })]);
       expect(pool.threadIds).toHaveLength(1);
       expect(pool.threadIds[0]).not.toBe(before);
       // The replacement works (and is sent the package afresh).
-      expect(comparable(await pool.run(job, reader()))).toEqual(comparable(await new PrefillEngine(reader()).runAll(job)));
+      expect(comparable(await pool.run(job, reader()))).toEqual(
+        comparable(await new PrefillEngine(reader()).runAll(job)),
+      );
     } finally {
       tap.restore();
       await pool.close();
@@ -246,7 +305,9 @@ describe('PrefillPool (built worker threads)', () => {
     await expect(pool.run(job, reader())).rejects.toMatchObject({ code: 'NOT_READY' });
     const inline = new Pool({ size: 0 });
     expect(inline.threadIds).toEqual([]);
-    expect(comparable(await inline.run(job, reader()))).toEqual(comparable(await new PrefillEngine(reader()).runAll(job)));
+    expect(comparable(await inline.run(job, reader()))).toEqual(
+      comparable(await new PrefillEngine(reader()).runAll(job)),
+    );
     await inline.close();
   });
 });

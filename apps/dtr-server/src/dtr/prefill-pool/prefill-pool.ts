@@ -6,10 +6,18 @@ import type { OnApplicationShutdown } from '@nestjs/common';
 import type { FhirResource, QuestionnairePackage } from '@dtr/fhir';
 import { DtrError, isDtrErrorCode } from '@dtr/kernel';
 import { type PatientDataReader, PrefillEngine, type PrefillRequest, type PrefillResult } from '@dtr/prefill';
-import { type DataReply, dataRequest, type JobMessage, type PrefillJobContext, type WorkerMessage } from './prefill-protocol.js';
+import {
+  type DataReply,
+  dataRequest,
+  type JobMessage,
+  type PrefillJobContext,
+  type WorkerMessage,
+} from './prefill-protocol.js';
 
 /** One patient's prefill of several questionnaires of one package (what `PrefillEngine.runAll` takes). */
-export type PrefillJob = Omit<PrefillRequest, 'questionnaire' | 'session' | 'baseline'> & { questionnaires: FhirResource[] };
+export type PrefillJob = Omit<PrefillRequest, 'questionnaire' | 'session' | 'baseline'> & {
+  questionnaires: FhirResource[];
+};
 
 export interface PrefillPoolOptions {
   /** Worker threads; 0 prefills on the calling thread (no isolation: for comparison and small deployments). */
@@ -65,7 +73,8 @@ export class PrefillPool implements OnApplicationShutdown {
   private readonly keys = new WeakMap<QuestionnairePackage, { key: string; resources: FhirResource[] }>();
 
   constructor(private readonly options: PrefillPoolOptions) {
-    if (!Number.isInteger(options.size) || options.size < 0) throw new DtrError('CONFIGURATION', 'the prefill pool size must be a whole number, 0 or more');
+    if (!Number.isInteger(options.size) || options.size < 0)
+      throw new DtrError('CONFIGURATION', 'the prefill pool size must be a whole number, 0 or more');
     this.workerFile = options.workerFile ?? defaultWorkerFile;
     if (options.size > 0 && !existsSync(fileURLToPath(this.workerFile))) {
       throw new DtrError(
@@ -88,7 +97,8 @@ export class PrefillPool implements OnApplicationShutdown {
 
   /** Prefills the job's questionnaires, in order; patient data is read with `reader` on this thread. */
   run(job: PrefillJob, reader: PatientDataReader): Promise<PrefillResult[]> {
-    if (this.closed) return Promise.reject(new DtrError('NOT_READY', 'the server is shutting down; the prefill was not started'));
+    if (this.closed)
+      return Promise.reject(new DtrError('NOT_READY', 'the server is shutting down; the prefill was not started'));
     if (this.options.size === 0) return new PrefillEngine(reader).runAll(job);
     if (this.broken) return Promise.reject(new DtrError('INTERNAL', `prefill workers cannot start: ${this.broken}`));
     return new Promise((resolve, reject) => {
@@ -118,7 +128,14 @@ export class PrefillPool implements OnApplicationShutdown {
   private spawn(): Slot {
     // No environment: the worker needs no settings, and secrets in the environment stay out of it.
     const worker = new Worker(this.workerFile, { env: {}, stdout: false, stderr: false });
-    const slot: Slot = { worker, threadId: worker.threadId, packages: new Set(), current: undefined, ready: false, lastError: undefined };
+    const slot: Slot = {
+      worker,
+      threadId: worker.threadId,
+      packages: new Set(),
+      current: undefined,
+      ready: false,
+      lastError: undefined,
+    };
     worker.on('message', (message: WorkerMessage) => this.onWorkerMessage(slot, message));
     worker.on('error', (error) => {
       slot.lastError = error.message.slice(0, 300);
@@ -133,12 +150,19 @@ export class PrefillPool implements OnApplicationShutdown {
     const reason = slot.lastError;
     this.options.onWorkerExit?.({ threadId: slot.threadId, exitCode, reason });
     this.finish(slot, (job) =>
-      job.reject(new DtrError('INTERNAL', `the prefill worker stopped unexpectedly (exit code ${exitCode}${reason ? `: ${reason}` : ''}); nothing was prefilled, try again`)),
+      job.reject(
+        new DtrError(
+          'INTERNAL',
+          `the prefill worker stopped unexpectedly (exit code ${exitCode}${reason ? `: ${reason}` : ''}); nothing was prefilled, try again`,
+        ),
+      ),
     );
     if (!slot.ready && ++this.startFailures >= MAX_START_FAILURES) {
       this.broken = reason ?? `exit code ${exitCode}`;
       this.slots.splice(index, 1);
-      if (this.slots.length === 0) for (const job of this.queue.splice(0)) job.reject(new DtrError('INTERNAL', `prefill workers cannot start: ${this.broken}`));
+      if (this.slots.length === 0)
+        for (const job of this.queue.splice(0))
+          job.reject(new DtrError('INTERNAL', `prefill workers cannot start: ${this.broken}`));
       return;
     }
     this.slots[index] = this.spawn();
@@ -167,7 +191,9 @@ export class PrefillPool implements OnApplicationShutdown {
       this.finish(slot, (job) => job.resolve(message.results));
     } else {
       const code = isDtrErrorCode(message.code) ? message.code : 'INTERNAL';
-      this.finish(slot, (job) => job.reject(new DtrError(code, `the prefill failed in its worker: ${message.message}`)));
+      this.finish(slot, (job) =>
+        job.reject(new DtrError(code, `the prefill failed in its worker: ${message.message}`)),
+      );
     }
     this.dispatch();
   }
@@ -194,9 +220,12 @@ export class PrefillPool implements OnApplicationShutdown {
     const indexes: number[] = [];
     for (const questionnaire of questionnaires) {
       let i = pkg.questionnaires.indexOf(questionnaire);
-      if (i < 0) i = pkg.questionnaires.findIndex((q) => pkg.questionnaireKey(q) === pkg.questionnaireKey(questionnaire));
+      if (i < 0)
+        i = pkg.questionnaires.findIndex((q) => pkg.questionnaireKey(q) === pkg.questionnaireKey(questionnaire));
       if (i < 0) {
-        job.reject(new DtrError('INTERNAL', `questionnaire ${pkg.questionnaireKey(questionnaire)} is not in the package`));
+        job.reject(
+          new DtrError('INTERNAL', `questionnaire ${pkg.questionnaireKey(questionnaire)} is not in the package`),
+        );
         this.dispatch();
         return;
       }
@@ -230,18 +259,26 @@ export class PrefillPool implements OnApplicationShutdown {
         return;
       }
       const request = parsed.data;
-      const answer = request.type === 'read' ? reader.read(request.resourceType, request.resourceId).then((r) => (r ? [r] : [])) : reader.search(request.resourceType, request.params);
+      const answer =
+        request.type === 'read'
+          ? reader.read(request.resourceType, request.resourceId).then((r) => (r ? [r] : []))
+          : reader.search(request.resourceType, request.params);
       const reply = (message: DataReply) => {
         try {
           port.postMessage(message);
         } catch (error) {
           // Data that cannot be copied to the worker (nested too deeply, say) fails this one request, not the server.
-          port.postMessage({ id: request.id, ok: false, message: `the EHR data could not be passed on: ${error instanceof Error ? error.message : 'error'}` } satisfies DataReply);
+          port.postMessage({
+            id: request.id,
+            ok: false,
+            message: `the EHR data could not be passed on: ${error instanceof Error ? error.message : 'error'}`,
+          } satisfies DataReply);
         }
       };
       answer.then(
         (resources) => reply({ id: request.id, ok: true, resources }),
-        (error: unknown) => reply({ id: request.id, ok: false, message: error instanceof Error ? error.message : 'request failed' }),
+        (error: unknown) =>
+          reply({ id: request.id, ok: false, message: error instanceof Error ? error.message : 'request failed' }),
       );
     });
   }
@@ -250,7 +287,12 @@ export class PrefillPool implements OnApplicationShutdown {
   private packageOf(pkg: QuestionnairePackage): { key: string; resources: FhirResource[] } {
     let found = this.keys.get(pkg);
     if (!found) {
-      const resources = [...pkg.questionnaires, ...pkg.libraries.map((l) => l.resource), ...pkg.valueSets, ...pkg.others];
+      const resources = [
+        ...pkg.questionnaires,
+        ...pkg.libraries.map((l) => l.resource),
+        ...pkg.valueSets,
+        ...pkg.others,
+      ];
       const key = createHash('sha256').update(JSON.stringify(resources)).digest('base64url');
       this.keys.set(pkg, (found = { key, resources }));
     }

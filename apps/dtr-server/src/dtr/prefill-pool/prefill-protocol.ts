@@ -43,7 +43,14 @@ const resourceType = z.string().regex(/^[A-Z][A-Za-z]{1,63}$/);
  * URL, a header) is refused, so what crosses is exactly a resource type with an id or with search parameters.
  */
 export const dataRequest = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('read'), id: z.number().int().nonnegative(), resourceType, resourceId: z.string().regex(/^[A-Za-z0-9\-.]{1,64}$/) }).strict(),
+  z
+    .object({
+      type: z.literal('read'),
+      id: z.number().int().nonnegative(),
+      resourceType,
+      resourceId: z.string().regex(/^[A-Za-z0-9\-.]{1,64}$/),
+    })
+    .strict(),
   z
     .object({
       type: z.literal('search'),
@@ -57,5 +64,4 @@ export type DataRequest = z.infer<typeof dataRequest>;
 
 /** Main → worker on a job's port: the answer to one data request. */
 export type DataReply =
-  | { id: number; ok: true; resources: FhirResource[] }
-  | { id: number; ok: false; message: string };
+  { id: number; ok: true; resources: FhirResource[] } | { id: number; ok: false; message: string };

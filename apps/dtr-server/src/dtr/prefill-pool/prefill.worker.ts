@@ -38,9 +38,15 @@ async function run(job: JobMessage): Promise<void> {
       return;
     }
     const questionnaires = job.questionnaires.map((i) => pkg.questionnaires[i]);
-    if (questionnaires.some((q) => !q)) throw new DtrError('INTERNAL', 'the job names a questionnaire the package does not have');
+    if (questionnaires.some((q) => !q))
+      throw new DtrError('INTERNAL', 'the job names a questionnaire the package does not have');
     const { now, ...context } = job.context;
-    const results = await new PrefillEngine(reader).runAll({ ...context, now: new Date(now), pkg, questionnaires: questionnaires as FhirResource[] });
+    const results = await new PrefillEngine(reader).runAll({
+      ...context,
+      now: new Date(now),
+      pkg,
+      questionnaires: questionnaires as FhirResource[],
+    });
     send({ type: 'done', jobId: job.jobId, results });
   } catch (error) {
     send({

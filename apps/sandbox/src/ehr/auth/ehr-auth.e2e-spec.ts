@@ -30,7 +30,12 @@ describe('sandbox EHR authorization server refusals', () => {
       peer,
       clients: [
         { clientId: 'secret-client', auth: 'client_secret_basic', clientSecret: SECRET, redirectUris: [REDIRECT] },
-        { clientId: 'jwt-client', auth: 'private_key_jwt', jwksUri: `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/`, grantTypes: ['client_credentials'] },
+        {
+          clientId: 'jwt-client',
+          auth: 'private_key_jwt',
+          jwksUri: `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/`,
+          grantTypes: ['client_credentials'],
+        },
       ],
       users: [{ id: 'u1', fhirUser: 'Practitioner/u1', display: 'U One' }],
       patients: [{ id: 'p1', display: 'P One' }],
@@ -75,17 +80,32 @@ describe('sandbox EHR authorization server refusals', () => {
 
   it('issues a code and tokens for a correct request, and refuses the same code twice (invalid_grant)', async () => {
     const c = await code();
-    const first = await token({ grant_type: 'authorization_code', code: c, redirect_uri: REDIRECT, code_verifier: verifier });
+    const first = await token({
+      grant_type: 'authorization_code',
+      code: c,
+      redirect_uri: REDIRECT,
+      code_verifier: verifier,
+    });
     expect(first.status).toBe(200);
     expect(await first.json()).toMatchObject({ patient: 'p1', token_type: expect.stringMatching(/^bearer$/i) });
-    const again = await token({ grant_type: 'authorization_code', code: c, redirect_uri: REDIRECT, code_verifier: verifier });
+    const again = await token({
+      grant_type: 'authorization_code',
+      code: c,
+      redirect_uri: REDIRECT,
+      code_verifier: verifier,
+    });
     expect(again.status).toBe(400);
     expect(await again.json()).toMatchObject({ error: 'invalid_grant' });
   });
 
   it('refuses a wrong code_verifier and a missing PKCE challenge', async () => {
     const c = await code();
-    const wrong = await token({ grant_type: 'authorization_code', code: c, redirect_uri: REDIRECT, code_verifier: randomBytes(32).toString('base64url') });
+    const wrong = await token({
+      grant_type: 'authorization_code',
+      code: c,
+      redirect_uri: REDIRECT,
+      code_verifier: randomBytes(32).toString('base64url'),
+    });
     expect(await wrong.json()).toMatchObject({ error: 'invalid_grant' });
     const hops = await new TestBrowser().navigate(authorizeUrl({ code_challenge: '', code_challenge_method: '' }));
     const location = hops.find((h) => h.headers['location']?.startsWith(REDIRECT))?.headers['location'];
@@ -109,9 +129,15 @@ describe('sandbox EHR authorization server refusals', () => {
   });
 
   it('refuses a wrong secret and an unknown client (invalid_client)', async () => {
-    const wrong = await token({ grant_type: 'client_credentials' }, `Basic ${Buffer.from('secret-client:nope').toString('base64')}`);
+    const wrong = await token(
+      { grant_type: 'client_credentials' },
+      `Basic ${Buffer.from('secret-client:nope').toString('base64')}`,
+    );
     expect(await wrong.json()).toMatchObject({ error: 'invalid_client' });
-    const unknown = await token({ grant_type: 'client_credentials' }, `Basic ${Buffer.from('who:nope').toString('base64')}`);
+    const unknown = await token(
+      { grant_type: 'client_credentials' },
+      `Basic ${Buffer.from('who:nope').toString('base64')}`,
+    );
     expect(await unknown.json()).toMatchObject({ error: 'invalid_client' });
   });
 
@@ -124,7 +150,15 @@ describe('sandbox EHR authorization server refusals', () => {
       .setExpirationTime('4m')
       .sign(privateKey);
   const jwtToken = (jwt: string) =>
-    token({ grant_type: 'client_credentials', scope: 'system/QuestionnaireResponse.cu', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: jwt }, '');
+    token(
+      {
+        grant_type: 'client_credentials',
+        scope: 'system/QuestionnaireResponse.cu',
+        client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+        client_assertion: jwt,
+      },
+      '',
+    );
 
   it('accepts private_key_jwt with aud = token endpoint, refuses a replayed jti and a wrong aud', async () => {
     const jwt = await assertion({ aud: `${auth.issuer}/token` });
@@ -139,7 +173,10 @@ describe('sandbox EHR authorization server refusals', () => {
   });
 
   it('serves smart-configuration with the SMART fields (issuer included unless configured off)', async () => {
-    const config = (await (await fetch(`${auth.fhirBase}/.well-known/smart-configuration`)).json()) as Record<string, unknown>;
+    const config = (await (await fetch(`${auth.fhirBase}/.well-known/smart-configuration`)).json()) as Record<
+      string,
+      unknown
+    >;
     expect(config).toMatchObject({
       issuer: auth.issuer,
       token_endpoint: `${auth.issuer}/token`,
@@ -147,11 +184,28 @@ describe('sandbox EHR authorization server refusals', () => {
       authorization_response_iss_parameter_supported: true,
       token_endpoint_auth_signing_alg_values_supported: ['RS384', 'ES384'],
     });
-    expect(config['capabilities']).toEqual(expect.arrayContaining(['launch-ehr', 'launch-standalone', 'client-confidential-asymmetric', 'sso-openid-connect', 'permission-v2']));
+    expect(config['capabilities']).toEqual(
+      expect.arrayContaining([
+        'launch-ehr',
+        'launch-standalone',
+        'client-confidential-asymmetric',
+        'sso-openid-connect',
+        'permission-v2',
+      ]),
+    );
     const bare = await startPeerServer('ehr', '127.0.0.1', 0);
     try {
-      const withoutIssuer = await createEhrAuthServer({ peer: bare, clients: [], users: [], patients: [], omitIssuerInSmartConfiguration: true });
-      const doc = (await (await fetch(`${withoutIssuer.fhirBase}/.well-known/smart-configuration`)).json()) as Record<string, unknown>;
+      const withoutIssuer = await createEhrAuthServer({
+        peer: bare,
+        clients: [],
+        users: [],
+        patients: [],
+        omitIssuerInSmartConfiguration: true,
+      });
+      const doc = (await (await fetch(`${withoutIssuer.fhirBase}/.well-known/smart-configuration`)).json()) as Record<
+        string,
+        unknown
+      >;
       expect(doc['issuer']).toBeUndefined();
       expect(doc['capabilities']).not.toContain('sso-openid-connect');
     } finally {
@@ -175,8 +229,17 @@ describe('sandbox EHR authorization server refusals', () => {
         tenant: 't1',
       });
       const c = await code({ launch });
-      const body = await (await token({ grant_type: 'authorization_code', code: c, redirect_uri: REDIRECT, code_verifier: verifier })).json();
-      expect(body).toMatchObject({ patient: 'p1', encounter: 'e1', need_patient_banner: false, intent: 'order-review', tenant: 't1', fhirContext: expected });
+      const body = await (
+        await token({ grant_type: 'authorization_code', code: c, redirect_uri: REDIRECT, code_verifier: verifier })
+      ).json();
+      expect(body).toMatchObject({
+        patient: 'p1',
+        encounter: 'e1',
+        need_patient_banner: false,
+        intent: 'order-review',
+        tenant: 't1',
+        fhirContext: expected,
+      });
     }
   });
 });

@@ -27,7 +27,9 @@ export interface LaunchContextInput {
   patient: string;
   encounter?: string;
   user?: string;
-  fhirContext?: Array<string | { reference?: string; canonical?: string; identifier?: unknown; type?: string; role?: string }>;
+  fhirContext?: Array<
+    string | { reference?: string; canonical?: string; identifier?: unknown; type?: string; role?: string }
+  >;
   fhirContextStyle?: '2.0-strings' | '2.1-objects';
   appContext?: string;
   needPatientBanner?: boolean;
@@ -56,20 +58,42 @@ export interface EhrAuthServer {
 interface Provider {
   callback(): (req: unknown, res: unknown) => void;
   use(middleware: (ctx: KoaContext, next: () => Promise<void>) => Promise<void>): void;
-  interactionDetails(req: unknown, res: unknown): Promise<{
+  interactionDetails(
+    req: unknown,
+    res: unknown,
+  ): Promise<{
     uid: string;
     prompt: { name: string; details: Record<string, unknown> };
     params: Record<string, unknown>;
     session?: { accountId?: string; uid?: string };
     grantId?: string;
   }>;
-  interactionFinished(req: unknown, res: unknown, result: Record<string, unknown>, options?: Record<string, unknown>): Promise<void>;
+  interactionFinished(
+    req: unknown,
+    res: unknown,
+    result: Record<string, unknown>,
+    options?: Record<string, unknown>,
+  ): Promise<void>;
   Grant: new (init: { accountId: string; clientId: string }) => {
     addOIDCScope(scope: string): void;
     addResourceScope(resource: string, scope: string): void;
     save(): Promise<string>;
   };
-  AccessToken: { find(token: string): Promise<{ clientId?: string; scope?: string; exp?: number; accountId?: string; grantId?: string; aud?: string | string[] } | undefined> };
+  AccessToken: {
+    find(
+      token: string,
+    ): Promise<
+      | {
+          clientId?: string;
+          scope?: string;
+          exp?: number;
+          accountId?: string;
+          grantId?: string;
+          aud?: string | string[];
+        }
+      | undefined
+    >;
+  };
   on(event: string, listener: (...args: unknown[]) => void): void;
 }
 
@@ -85,10 +109,49 @@ interface KoaContext {
  * The SMART resource scopes this EHR grants (v1 and v2, patient/user/system). oidc-provider only issues scopes it
  * knows by name, so they are listed: every level × the resource types DTR uses (and `*`) × the usual permissions.
  */
-const SCOPE_TYPES = ['*', 'Patient', 'Practitioner', 'PractitionerRole', 'Organization', 'Location', 'Encounter', 'Coverage', 'Condition', 'Observation',
-  'Procedure', 'DeviceRequest', 'ServiceRequest', 'MedicationRequest', 'MedicationStatement', 'Medication', 'NutritionOrder', 'QuestionnaireResponse',
-  'Questionnaire', 'DocumentReference', 'DiagnosticReport', 'AllergyIntolerance', 'Communication', 'Claim'];
-const SCOPE_PERMISSIONS = ['read', 'write', '*', 'r', 's', 'rs', 'c', 'u', 'd', 'cu', 'cru', 'cruds', 'crus', 'ru', 'rus'];
+const SCOPE_TYPES = [
+  '*',
+  'Patient',
+  'Practitioner',
+  'PractitionerRole',
+  'Organization',
+  'Location',
+  'Encounter',
+  'Coverage',
+  'Condition',
+  'Observation',
+  'Procedure',
+  'DeviceRequest',
+  'ServiceRequest',
+  'MedicationRequest',
+  'MedicationStatement',
+  'Medication',
+  'NutritionOrder',
+  'QuestionnaireResponse',
+  'Questionnaire',
+  'DocumentReference',
+  'DiagnosticReport',
+  'AllergyIntolerance',
+  'Communication',
+  'Claim',
+];
+const SCOPE_PERMISSIONS = [
+  'read',
+  'write',
+  '*',
+  'r',
+  's',
+  'rs',
+  'c',
+  'u',
+  'd',
+  'cu',
+  'cru',
+  'cruds',
+  'crus',
+  'ru',
+  'rus',
+];
 export const SMART_RESOURCE_SCOPES = ['patient', 'user', 'system'].flatMap((level) =>
   SCOPE_TYPES.flatMap((type) => SCOPE_PERMISSIONS.map((perm) => `${level}/${type}.${perm}`)),
 );
@@ -131,7 +194,16 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
     jwks: { keys: [signingKey] },
     pkce: { required: () => true, methods: ['S256'] },
     extraParams: ['launch', 'aud', 'sandbox_patient'],
-    scopes: ['openid', 'fhirUser', 'launch', 'launch/patient', 'launch/encounter', 'offline_access', 'online_access', ...SMART_RESOURCE_SCOPES],
+    scopes: [
+      'openid',
+      'fhirUser',
+      'launch',
+      'launch/patient',
+      'launch/encounter',
+      'offline_access',
+      'online_access',
+      ...SMART_RESOURCE_SCOPES,
+    ],
     claims: { fhirUser: ['fhirUser'], openid: ['sub'] },
     conformIdTokenClaims: false,
     findAccount: async (_ctx: unknown, id: string) => ({
@@ -144,20 +216,37 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
       clientCredentials: { enabled: true },
       resourceIndicators: { enabled: false },
     },
-    issueRefreshToken: async (_ctx: unknown, client: { grantTypeAllowed(g: string): boolean }) => client.grantTypeAllowed('refresh_token'),
-    ttl: { AccessToken: options.accessTokenTtlSeconds ?? 300, AuthorizationCode: 60, RefreshToken: 86_400, IdToken: 300, Interaction: 600, Session: 3600, Grant: 3600, ClientCredentials: options.accessTokenTtlSeconds ?? 300 },
-    interactions: { url: (_ctx: unknown, interaction: { uid: string }) => `${EHR_PATHS.auth}/interaction/${interaction.uid}` },
+    issueRefreshToken: async (_ctx: unknown, client: { grantTypeAllowed(g: string): boolean }) =>
+      client.grantTypeAllowed('refresh_token'),
+    ttl: {
+      AccessToken: options.accessTokenTtlSeconds ?? 300,
+      AuthorizationCode: 60,
+      RefreshToken: 86_400,
+      IdToken: 300,
+      Interaction: 600,
+      Session: 3600,
+      Grant: 3600,
+      ClientCredentials: options.accessTokenTtlSeconds ?? 300,
+    },
+    interactions: {
+      url: (_ctx: unknown, interaction: { uid: string }) => `${EHR_PATHS.auth}/interaction/${interaction.uid}`,
+    },
     cookies: { keys: [randomBytes(32).toString('hex')] },
     fetch: (url: string, init: RequestInit) => {
       // The SSRF guard refuses loopback jwks_uri; sandbox clients serve their keys on loopback.
       const { dispatcher: _d, ...rest } = init as RequestInit & { dispatcher?: unknown };
       return globalThis.fetch(url, rest);
     },
-    assertJwtClientAuthClaimsAndHeader: (_ctx: unknown, claims: Record<string, unknown>, header: Record<string, unknown>) => {
+    assertJwtClientAuthClaimsAndHeader: (
+      _ctx: unknown,
+      claims: Record<string, unknown>,
+      header: Record<string, unknown>,
+    ) => {
       const aud = claims['aud'];
       const ok = Array.isArray(aud) ? aud.length === 1 && aud[0] === tokenEndpoint : aud === tokenEndpoint;
       if (!ok) throw new errors.InvalidClientAuth('client assertion aud must be the token endpoint');
-      if (header['typ'] !== undefined && header['typ'] !== 'JWT') throw new errors.InvalidClientAuth('client assertion typ must be JWT');
+      if (header['typ'] !== undefined && header['typ'] !== 'JWT')
+        throw new errors.InvalidClientAuth('client assertion typ must be JWT');
     },
   });
 
@@ -175,7 +264,8 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
     }
     await next();
     if (misbehaviour.callbackIss && ctx.status === 303) {
-      const location = (ctx as unknown as { response: { get(h: string): string; set(h: string, v: string): void } }).response;
+      const location = (ctx as unknown as { response: { get(h: string): string; set(h: string, v: string): void } })
+        .response;
       const target = location.get('location');
       if (target?.includes('iss=')) {
         const url = new URL(target);
@@ -233,7 +323,12 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
           return;
         }
         const userId = launch?.user ?? options.users[0]?.id ?? 'sandbox-user';
-        await provider.interactionFinished(req, res, { login: { accountId: userId } }, { mergeWithLastSubmission: false });
+        await provider.interactionFinished(
+          req,
+          res,
+          { login: { accountId: userId } },
+          { mergeWithLastSubmission: false },
+        );
         return;
       }
       let context = launch;
@@ -242,31 +337,48 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
         const preselected = typeof params['sandbox_patient'] === 'string' ? params['sandbox_patient'] : open;
         if (!preselected) {
           const items = options.patients
-            .map((p) => `<li><form method="post" action="${EHR_PATHS.auth}/interaction/${details.uid}/patient"><input type="hidden" name="patient" value="${escape(p.id)}"><button type="submit">${escape(p.display)}</button></form></li>`)
+            .map(
+              (p) =>
+                `<li><form method="post" action="${EHR_PATHS.auth}/interaction/${details.uid}/patient"><input type="hidden" name="patient" value="${escape(p.id)}"><button type="submit">${escape(p.display)}</button></form></li>`,
+            )
             .join('');
-          res.type('text/html').send(`<!doctype html><html><head><title>Select a patient</title></head><body><h1>Select a patient</h1><ul>${items}</ul></body></html>`);
+          res
+            .type('text/html')
+            .send(
+              `<!doctype html><html><head><title>Select a patient</title></head><body><h1>Select a patient</h1><ul>${items}</ul></body></html>`,
+            );
           return;
         }
         context = { patient: preselected };
       }
       await finishConsent(req, res, details, context);
     } catch (error) {
-      res.status(400).type('text/plain').send(error instanceof Error ? error.message : 'interaction failed');
+      res
+        .status(400)
+        .type('text/plain')
+        .send(error instanceof Error ? error.message : 'interaction failed');
     }
   });
-  interaction.post('/interaction/:uid/patient', express.urlencoded({ extended: false }), async (req: Request, res: Response) => {
-    try {
-      const details = await provider.interactionDetails(req, res);
-      const patient = String((req.body as Record<string, unknown>)['patient'] ?? '');
-      if (!options.patients.some((p) => p.id === patient)) {
-        res.status(400).type('text/plain').send('unknown patient');
-        return;
+  interaction.post(
+    '/interaction/:uid/patient',
+    express.urlencoded({ extended: false }),
+    async (req: Request, res: Response) => {
+      try {
+        const details = await provider.interactionDetails(req, res);
+        const patient = String((req.body as Record<string, unknown>)['patient'] ?? '');
+        if (!options.patients.some((p) => p.id === patient)) {
+          res.status(400).type('text/plain').send('unknown patient');
+          return;
+        }
+        await finishConsent(req, res, details, { patient });
+      } catch (error) {
+        res
+          .status(400)
+          .type('text/plain')
+          .send(error instanceof Error ? error.message : 'interaction failed');
       }
-      await finishConsent(req, res, details, { patient });
-    } catch (error) {
-      res.status(400).type('text/plain').send(error instanceof Error ? error.message : 'interaction failed');
-    }
-  });
+    },
+  );
 
   async function finishConsent(
     req: Request,
@@ -276,7 +388,10 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
   ): Promise<void> {
     const accountId = details.session?.accountId ?? options.users[0]?.id ?? 'sandbox-user';
     const grant = new provider.Grant({ accountId, clientId: String(details.params['client_id']) });
-    for (const scope of String(details.params['scope'] ?? '').split(' ').filter(Boolean)) grant.addOIDCScope(scope);
+    for (const scope of String(details.params['scope'] ?? '')
+      .split(' ')
+      .filter(Boolean))
+      grant.addOIDCScope(scope);
     const grantId = await grant.save();
     if (context) contexts.set(grantId, { ...context, fhirUser: userById.get(accountId)?.fhirUser });
     if (context?.patient && details.session?.uid) currentPatient.set(details.session.uid, context.patient);
@@ -293,7 +408,17 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
       grant_types_supported: ['authorization_code', 'refresh_token', 'client_credentials'],
       token_endpoint_auth_methods_supported: ['client_secret_basic', 'private_key_jwt'],
       token_endpoint_auth_signing_alg_values_supported: ['RS384', 'ES384'],
-      scopes_supported: ['openid', 'fhirUser', 'launch', 'launch/patient', 'offline_access', 'patient/*.rs', 'user/*.rs', 'user/*.cruds', 'system/*.rs'],
+      scopes_supported: [
+        'openid',
+        'fhirUser',
+        'launch',
+        'launch/patient',
+        'offline_access',
+        'patient/*.rs',
+        'user/*.rs',
+        'user/*.cruds',
+        'system/*.rs',
+      ],
       response_types_supported: ['code'],
       code_challenge_methods_supported: ['S256'],
       authorization_response_iss_parameter_supported: true,
@@ -325,7 +450,11 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
   peer.app.use(EHR_PATHS.auth, interaction);
   const callback = provider.callback();
   peer.app.use(EHR_PATHS.auth, (req: Request, res: Response) => {
-    const entry = peer.log.start({ method: req.method, path: `${EHR_PATHS.auth}${req.path}`, query: req.query as Record<string, string> });
+    const entry = peer.log.start({
+      method: req.method,
+      path: `${EHR_PATHS.auth}${req.path}`,
+      query: req.query as Record<string, string>,
+    });
     res.once('finish', () => (entry.status = res.statusCode));
     callback(req, res);
   });

@@ -1,6 +1,10 @@
 import { randomUUID } from 'node:crypto';
 
-export type Resource = { resourceType: string; id?: string; meta?: { versionId?: string; lastUpdated?: string; profile?: string[]; security?: unknown[] } } & Record<string, unknown>;
+export type Resource = {
+  resourceType: string;
+  id?: string;
+  meta?: { versionId?: string; lastUpdated?: string; profile?: string[]; security?: unknown[] };
+} & Record<string, unknown>;
 
 export class FhirStoreError extends Error {
   constructor(
@@ -19,8 +23,30 @@ const CODE_PATHS: Record<string, string[]> = {
   DeviceRequest: ['codeCodeableConcept'],
   Coverage: ['type'],
 };
-const DATE_PATHS = ['effectiveDateTime', 'effectivePeriod.start', 'onsetDateTime', 'recordedDate', 'authoredOn', 'date', 'period.start', 'issued'];
-export const SUPPORTED_PARAMS = new Set(['_id', '_lastUpdated', '_count', '_offset', 'patient', 'subject', 'beneficiary', 'code', 'category', 'status', 'date', 'identifier']);
+const DATE_PATHS = [
+  'effectiveDateTime',
+  'effectivePeriod.start',
+  'onsetDateTime',
+  'recordedDate',
+  'authoredOn',
+  'date',
+  'period.start',
+  'issued',
+];
+export const SUPPORTED_PARAMS = new Set([
+  '_id',
+  '_lastUpdated',
+  '_count',
+  '_offset',
+  'patient',
+  'subject',
+  'beneficiary',
+  'code',
+  'category',
+  'status',
+  'date',
+  'identifier',
+]);
 
 function get(resource: unknown, path: string): unknown[] {
   let current: unknown[] = [resource];
@@ -34,7 +60,9 @@ function get(resource: unknown, path: string): unknown[] {
 }
 
 function codings(resource: Resource, paths: string[]): Array<{ system?: string; code?: string }> {
-  return paths.flatMap((p) => get(resource, p)).flatMap((concept) => ((concept as { coding?: Array<{ system?: string; code?: string }> }).coding ?? []));
+  return paths
+    .flatMap((p) => get(resource, p))
+    .flatMap((concept) => (concept as { coding?: Array<{ system?: string; code?: string }> }).coding ?? []);
 }
 
 function tokenMatches(values: Array<{ system?: string; code?: string }>, query: string): boolean {
@@ -128,7 +156,8 @@ export class FhirStore {
   search(type: string, params: Record<string, string>): Resource[] {
     for (const name of Object.keys(params)) {
       const base = name.split(':')[0]!;
-      if (!SUPPORTED_PARAMS.has(base)) throw new FhirStoreError(400, 'not-supported', `search parameter ${name} is not supported`);
+      if (!SUPPORTED_PARAMS.has(base))
+        throw new FhirStoreError(400, 'not-supported', `search parameter ${name} is not supported`);
     }
     return this.all(type).filter((r) => {
       for (const [name, value] of Object.entries(params)) {
@@ -137,7 +166,10 @@ export class FhirStore {
         if (name === '_lastUpdated' && !compareDate(r.meta?.lastUpdated ?? '', value)) return false;
         if (name === 'patient' || name === 'subject' || name === 'beneficiary') {
           const wanted = value.split(',').map((v) => (v.includes('/') ? v : `Patient/${v}`));
-          const refs = type === 'Patient' ? [`Patient/${r.id}`] : PATIENT_PATHS.flatMap((p) => get(r, `${p}.reference`)).map(String);
+          const refs =
+            type === 'Patient'
+              ? [`Patient/${r.id}`]
+              : PATIENT_PATHS.flatMap((p) => get(r, `${p}.reference`)).map(String);
           if (!refs.some((ref) => wanted.some((w) => ref === w || ref.endsWith(`/${w}`)))) return false;
         }
         if (name === 'code' && !tokenMatches(codings(r, CODE_PATHS[type] ?? ['code']), value)) return false;
@@ -147,7 +179,9 @@ export class FhirStore {
           const ids = get(r, 'identifier') as Array<{ system?: string; value?: string }>;
           const hit = value.split(',').some((t) => {
             const bar = t.indexOf('|');
-            return bar < 0 ? ids.some((i) => i.value === t) : ids.some((i) => i.system === t.slice(0, bar) && i.value === t.slice(bar + 1));
+            return bar < 0
+              ? ids.some((i) => i.value === t)
+              : ids.some((i) => i.system === t.slice(0, bar) && i.value === t.slice(bar + 1));
           });
           if (!hit) return false;
         }

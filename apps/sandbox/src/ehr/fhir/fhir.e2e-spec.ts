@@ -9,7 +9,9 @@ const obs = (id: string, patient: string, code: string, date: string, status = '
   id,
   status,
   subject: { reference: `Patient/${patient}` },
-  category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs' }] }],
+  category: [
+    { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs' }] },
+  ],
   code: { coding: [{ system: 'http://loinc.org', code }] },
   effectiveDateTime: date,
 });
@@ -23,10 +25,27 @@ describe('sandbox EHR FHIR server over HTTP', () => {
   beforeAll(async () => {
     peer = await startPeerServer('ehr', '127.0.0.1', 0);
     const base = `${peer.origin}/fhir`;
-    tokens.set('t-patient-read', { clientId: 'app', scopes: ['patient/*.rs'], patient: 'p1', audience: base, expiresAt: far });
+    tokens.set('t-patient-read', {
+      clientId: 'app',
+      scopes: ['patient/*.rs'],
+      patient: 'p1',
+      audience: base,
+      expiresAt: far,
+    });
     tokens.set('t-user-all', { clientId: 'app-disclose', scopes: ['user/*.cruds'], audience: base, expiresAt: far });
-    tokens.set('t-v1', { clientId: 'app', scopes: ['patient/Observation.read'], patient: 'p1', audience: base, expiresAt: far });
-    tokens.set('t-elsewhere', { clientId: 'app', scopes: ['user/*.rs'], audience: 'https://other.example.org/fhir', expiresAt: far });
+    tokens.set('t-v1', {
+      clientId: 'app',
+      scopes: ['patient/Observation.read'],
+      patient: 'p1',
+      audience: base,
+      expiresAt: far,
+    });
+    tokens.set('t-elsewhere', {
+      clientId: 'app',
+      scopes: ['user/*.rs'],
+      audience: 'https://other.example.org/fhir',
+      expiresAt: far,
+    });
     fhir = await createEhrFhirServer({
       peer,
       introspect: async (t) => tokens.get(t),
@@ -45,23 +64,38 @@ describe('sandbox EHR FHIR server over HTTP', () => {
     await peer?.close();
   });
 
-  const get = (path: string, token?: string) => fetch(`${fhir.baseUrl}${path}`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
-  const ids = async (response: Response) => ((await response.json()) as { entry?: Array<{ resource: { id: string } }> }).entry?.map((e) => e.resource.id) ?? [];
+  const get = (path: string, token?: string) =>
+    fetch(`${fhir.baseUrl}${path}`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
+  const ids = async (response: Response) =>
+    ((await response.json()) as { entry?: Array<{ resource: { id: string } }> }).entry?.map((e) => e.resource.id) ?? [];
 
   it('searches by patient, code, status, category and date', async () => {
-    expect(await ids(await get('/Observation?patient=p1&code=http://loinc.org|2708-6&status=final', 't-patient-read'))).toEqual(['o1', 'o2']);
-    expect(await ids(await get('/Observation?patient=Patient/p1&date=ge2026-01-01&status=final', 't-patient-read'))).toEqual(['o2', 'o3']);
-    expect(await ids(await get('/Observation?patient=p1&category=vital-signs&code=8867-4', 't-patient-read'))).toEqual(['o3']);
+    expect(
+      await ids(await get('/Observation?patient=p1&code=http://loinc.org|2708-6&status=final', 't-patient-read')),
+    ).toEqual(['o1', 'o2']);
+    expect(
+      await ids(await get('/Observation?patient=Patient/p1&date=ge2026-01-01&status=final', 't-patient-read')),
+    ).toEqual(['o2', 'o3']);
+    expect(await ids(await get('/Observation?patient=p1&category=vital-signs&code=8867-4', 't-patient-read'))).toEqual([
+      'o3',
+    ]);
     expect(await ids(await get('/Observation?_id=o2,o3', 't-patient-read'))).toEqual(['o2', 'o3']);
   });
 
   it('pages with _count and absolute next links that work when followed', async () => {
-    const first = (await (await get('/Observation?patient=p1&_count=2', 't-patient-read')).json()) as { total: number; link: Array<{ relation: string; url: string }>; entry: unknown[] };
+    const first = (await (await get('/Observation?patient=p1&_count=2', 't-patient-read')).json()) as {
+      total: number;
+      link: Array<{ relation: string; url: string }>;
+      entry: unknown[];
+    };
     expect(first.total).toBe(4);
     expect(first.entry).toHaveLength(2);
     const next = first.link.find((l) => l.relation === 'next')!.url;
     expect(next.startsWith(fhir.baseUrl)).toBe(true);
-    const second = (await (await fetch(next, { headers: { authorization: 'Bearer t-patient-read' } })).json()) as { entry: unknown[]; link: Array<{ relation: string }> };
+    const second = (await (await fetch(next, { headers: { authorization: 'Bearer t-patient-read' } })).json()) as {
+      entry: unknown[];
+      link: Array<{ relation: string }>;
+    };
     expect(second.entry).toHaveLength(2);
     expect(second.link.some((l) => l.relation === 'next')).toBe(false);
   });
@@ -85,9 +119,18 @@ describe('sandbox EHR FHIR server over HTTP', () => {
   });
 
   it('refuses a write with a read-only token, and accepts create, update, conditional create', async () => {
-    const qr = { resourceType: 'QuestionnaireResponse', status: 'in-progress', subject: { reference: 'Patient/p1' }, identifier: { system: 'urn:dtr', value: 'qr-1' } };
+    const qr = {
+      resourceType: 'QuestionnaireResponse',
+      status: 'in-progress',
+      subject: { reference: 'Patient/p1' },
+      identifier: { system: 'urn:dtr', value: 'qr-1' },
+    };
     const post = (token: string, headers: Record<string, string> = {}) =>
-      fetch(`${fhir.baseUrl}/QuestionnaireResponse`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/fhir+json', ...headers }, body: JSON.stringify(qr) });
+      fetch(`${fhir.baseUrl}/QuestionnaireResponse`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/fhir+json', ...headers },
+        body: JSON.stringify(qr),
+      });
     expect((await post('t-patient-read')).status).toBe(403);
     const created = await post('t-user-all', { 'if-none-exist': 'identifier=urn:dtr|qr-1' });
     expect(created.status).toBe(201);
@@ -101,7 +144,9 @@ describe('sandbox EHR FHIR server over HTTP', () => {
       body: JSON.stringify({ ...qr, id: body.id, status: 'completed' }),
     });
     expect(put.status).toBe(200);
-    const history = (await (await get(`/QuestionnaireResponse/${body.id}/_history`, 't-user-all')).json()) as { entry: Array<{ resource: { status: string } }> };
+    const history = (await (await get(`/QuestionnaireResponse/${body.id}/_history`, 't-user-all')).json()) as {
+      entry: Array<{ resource: { status: string } }>;
+    };
     expect(history.entry.map((e) => e.resource.status)).toEqual(['completed', 'in-progress']);
     expect(fhir.store.search('QuestionnaireResponse', { identifier: 'urn:dtr|qr-1' })).toHaveLength(1);
   });
@@ -111,12 +156,32 @@ describe('sandbox EHR FHIR server over HTTP', () => {
       resourceType: 'Bundle',
       type: 'transaction',
       entry: [
-        { resource: { resourceType: 'Observation', status: 'final', subject: { reference: 'Patient/p1' }, code: { text: 'a' } }, request: { method: 'POST', url: 'Observation' } },
-        { resource: { resourceType: 'Observation', status: 'final', subject: { reference: subject }, code: { text: 'b' } }, request: { method: 'POST', url: 'Observation' } },
+        {
+          resource: {
+            resourceType: 'Observation',
+            status: 'final',
+            subject: { reference: 'Patient/p1' },
+            code: { text: 'a' },
+          },
+          request: { method: 'POST', url: 'Observation' },
+        },
+        {
+          resource: {
+            resourceType: 'Observation',
+            status: 'final',
+            subject: { reference: subject },
+            code: { text: 'b' },
+          },
+          request: { method: 'POST', url: 'Observation' },
+        },
       ],
     });
     const before = fhir.store.all('Observation').length;
-    const ok = await fetch(fhir.baseUrl, { method: 'POST', headers: { authorization: 'Bearer t-user-all', 'content-type': 'application/fhir+json' }, body: JSON.stringify(transaction('Patient/p1')) });
+    const ok = await fetch(fhir.baseUrl, {
+      method: 'POST',
+      headers: { authorization: 'Bearer t-user-all', 'content-type': 'application/fhir+json' },
+      body: JSON.stringify(transaction('Patient/p1')),
+    });
     expect(ok.status).toBe(200);
     expect(((await ok.json()) as { entry: unknown[] }).entry).toHaveLength(2);
     expect(fhir.store.all('Observation').length).toBe(before + 2);
@@ -126,8 +191,18 @@ describe('sandbox EHR FHIR server over HTTP', () => {
     const mark = peer.log.mark();
     await get('/Patient/p1', 't-patient-read');
     const [entry] = peer.log.since(mark);
-    expect(entry).toMatchObject({ method: 'GET', path: '/fhir/Patient/p1', clientId: 'app', scopes: ['patient/*.rs'], tokenFingerprint: fingerprint('t-patient-read'), status: 200 });
+    expect(entry).toMatchObject({
+      method: 'GET',
+      path: '/fhir/Patient/p1',
+      clientId: 'app',
+      scopes: ['patient/*.rs'],
+      tokenFingerprint: fingerprint('t-patient-read'),
+      status: 200,
+    });
     expect(JSON.stringify(peer.log.all())).not.toContain('t-patient-read');
-    expect(fhir.listPatients()).toEqual([{ id: 'p1', display: 'Ann Lee' }, { id: 'p2', display: 'Bo Ng' }]);
+    expect(fhir.listPatients()).toEqual([
+      { id: 'p1', display: 'Ann Lee' },
+      { id: 'p2', display: 'Bo Ng' },
+    ]);
   });
 });

@@ -45,7 +45,13 @@ export function parseScopes(scopes: string[]): Grant[] {
     if (!m) continue;
     const perms = m[3]!;
     const interactions = new Set<Interaction>(
-      perms === '*' ? ['c', 'r', 'u', 'd', 's'] : perms === 'read' ? ['r', 's'] : perms === 'write' ? ['c', 'u', 'd'] : ([...perms] as Interaction[]),
+      perms === '*'
+        ? ['c', 'r', 'u', 'd', 's']
+        : perms === 'read'
+          ? ['r', 's']
+          : perms === 'write'
+            ? ['c', 'u', 'd']
+            : ([...perms] as Interaction[]),
     );
     grants.push({ level: m[1] as Grant['level'], type: m[2]!, interactions });
   }
@@ -53,8 +59,14 @@ export function parseScopes(scopes: string[]): Grant[] {
 }
 
 /** Which levels allow an interaction on a type: `unlimited` (user/system), `compartment` (patient only) or none. */
-export function access(scopes: string[], type: string, interaction: Interaction): 'unlimited' | 'compartment' | undefined {
-  const matching = parseScopes(scopes).filter((g) => (g.type === '*' || g.type === type) && g.interactions.has(interaction));
+export function access(
+  scopes: string[],
+  type: string,
+  interaction: Interaction,
+): 'unlimited' | 'compartment' | undefined {
+  const matching = parseScopes(scopes).filter(
+    (g) => (g.type === '*' || g.type === type) && g.interactions.has(interaction),
+  );
   if (matching.some((g) => g.level !== 'patient')) return 'unlimited';
   return matching.length > 0 ? 'compartment' : undefined;
 }
@@ -70,7 +82,10 @@ function inCompartment(resource: Resource, patient: string | undefined): boolean
 }
 
 function outcome(res: Response, status: number, code: string, diagnostics: string): void {
-  res.status(status).type('application/fhir+json').send(JSON.stringify({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code, diagnostics }] }));
+  res
+    .status(status)
+    .type('application/fhir+json')
+    .send(JSON.stringify({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code, diagnostics }] }));
 }
 
 function nameOf(resource: Resource): string {
@@ -86,12 +101,26 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
 
   const router = express.Router();
   router.get('/metadata', (_req, res) => {
-    res.type('application/fhir+json').send(JSON.stringify({ resourceType: 'CapabilityStatement', status: 'active', kind: 'instance', fhirVersion: '4.0.1', format: ['json'] }));
+    res
+      .type('application/fhir+json')
+      .send(
+        JSON.stringify({
+          resourceType: 'CapabilityStatement',
+          status: 'active',
+          kind: 'instance',
+          fhirVersion: '4.0.1',
+          format: ['json'],
+        }),
+      );
   });
   router.use(express.json({ type: ['application/json', 'application/fhir+json'], limit: '5mb' }));
   router.use((req: Request, res: Response, next: NextFunction) => {
     if (req.path.startsWith('/.well-known/')) return next('router');
-    const entry = peer.log.start({ method: req.method, path: `${EHR_PATHS.fhir}${req.path}`, query: req.query as Record<string, string> });
+    const entry = peer.log.start({
+      method: req.method,
+      path: `${EHR_PATHS.fhir}${req.path}`,
+      query: req.query as Record<string, string>,
+    });
     const started = Date.now();
     res.once('finish', () => {
       entry.status = res.statusCode;
@@ -113,7 +142,8 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
       }
       entry.clientId = info.clientId;
       entry.scopes = info.scopes;
-      if (info.audience && info.audience !== baseUrl) return outcome(res, 401, 'login', 'the access token is for another server');
+      if (info.audience && info.audience !== baseUrl)
+        return outcome(res, 401, 'login', 'the access token is for another server');
       res.locals['token'] = info;
       next();
     })().catch(next);
@@ -133,7 +163,9 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
     const type = String(req.params['type']);
     const granted = allow(res, type, 's');
     if (!granted) return;
-    const params = Object.fromEntries(Object.entries(req.query).map(([k, v]) => [k, Array.isArray(v) ? v.join(',') : String(v)]));
+    const params = Object.fromEntries(
+      Object.entries(req.query).map(([k, v]) => [k, Array.isArray(v) ? v.join(',') : String(v)]),
+    );
     try {
       let hits = store.search(type, params);
       if (granted.level === 'compartment') hits = hits.filter((r) => inCompartment(r, granted.patient));
@@ -149,8 +181,15 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
           resourceType: 'Bundle',
           type: 'searchset',
           total: hits.length,
-          link: [{ relation: 'self', url: link(offset) }, ...(offset + count < hits.length ? [{ relation: 'next', url: link(offset + count) }] : [])],
-          entry: page.map((resource) => ({ fullUrl: `${baseUrl}/${type}/${resource.id}`, resource, search: { mode: 'match' } })),
+          link: [
+            { relation: 'self', url: link(offset) },
+            ...(offset + count < hits.length ? [{ relation: 'next', url: link(offset + count) }] : []),
+          ],
+          entry: page.map((resource) => ({
+            fullUrl: `${baseUrl}/${type}/${resource.id}`,
+            resource,
+            search: { mode: 'match' },
+          })),
         }),
       );
     } catch (error) {
@@ -169,28 +208,56 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
     }
     res.type('application/fhir+json').send(JSON.stringify(found));
   };
-  router.get('/:type/:id', (req, res) => readOne(req, res, store.read(String(req.params['type']), String(String(req.params['id'])))));
-  router.get('/:type/:id/_history/:vid', (req, res) => readOne(req, res, store.vread(String(req.params['type']), String(String(req.params['id'])), String(req.params['vid']))));
+  router.get('/:type/:id', (req, res) =>
+    readOne(req, res, store.read(String(req.params['type']), String(String(req.params['id'])))),
+  );
+  router.get('/:type/:id/_history/:vid', (req, res) =>
+    readOne(
+      req,
+      res,
+      store.vread(String(req.params['type']), String(String(req.params['id'])), String(req.params['vid'])),
+    ),
+  );
   router.get('/:type/:id/_history', (req, res) => {
     const type = String(req.params['type']);
     const granted = allow(res, type, 'r');
     if (!granted) return;
     const versions = store.history(type, String(String(req.params['id'])));
     if (versions.length === 0) return outcome(res, 404, 'not-found', 'no such resource');
-    if (granted.level === 'compartment' && !inCompartment(versions[0]!, granted.patient)) return outcome(res, 403, 'forbidden', 'outside the patient compartment of the token');
-    res.type('application/fhir+json').send(JSON.stringify({ resourceType: 'Bundle', type: 'history', total: versions.length, entry: versions.map((resource) => ({ resource })) }));
+    if (granted.level === 'compartment' && !inCompartment(versions[0]!, granted.patient))
+      return outcome(res, 403, 'forbidden', 'outside the patient compartment of the token');
+    res
+      .type('application/fhir+json')
+      .send(
+        JSON.stringify({
+          resourceType: 'Bundle',
+          type: 'history',
+          total: versions.length,
+          entry: versions.map((resource) => ({ resource })),
+        }),
+      );
   });
 
   /** create / conditional create / update, for a plain request or a transaction entry. */
-  const write = (res: Response, method: 'POST' | 'PUT', type: string, id: string | undefined, body: Resource, ifNoneExist?: string): { status: number; resource?: Resource; error?: [number, string, string] } => {
-    if (!body || body.resourceType !== type) return { status: 400, error: [400, 'invalid', `the body must be a ${type}`] };
+  const write = (
+    res: Response,
+    method: 'POST' | 'PUT',
+    type: string,
+    id: string | undefined,
+    body: Resource,
+    ifNoneExist?: string,
+  ): { status: number; resource?: Resource; error?: [number, string, string] } => {
+    if (!body || body.resourceType !== type)
+      return { status: 400, error: [400, 'invalid', `the body must be a ${type}`] };
     const granted = allow(res, type, method === 'POST' ? 'c' : 'u');
     if (!granted) return { status: 403 };
-    if (granted.level === 'compartment' && !inCompartment(body, granted.patient)) return { status: 403, error: [403, 'forbidden', 'outside the patient compartment of the token'] };
+    if (granted.level === 'compartment' && !inCompartment(body, granted.patient))
+      return { status: 403, error: [403, 'forbidden', 'outside the patient compartment of the token'] };
     if (method === 'POST') {
       if (ifNoneExist) {
         const existing = store.search(type, Object.fromEntries(new URLSearchParams(ifNoneExist)));
-        if (existing.length > 1) return { status: 412, error: [412, 'duplicate', 'If-None-Exist matched several resources'] };
+        if (existing.length > 1)
+          return { status: 412, error: [412, 'duplicate', 'If-None-Exist matched several resources'] };
         if (existing.length === 1) return { status: 200, resource: existing[0]! };
       }
       return { status: 201, resource: store.create(body) };
@@ -202,7 +269,8 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
   const send = (res: Response, type: string, result: ReturnType<typeof write>) => {
     if (res.headersSent) return;
     if (result.error) return outcome(res, ...result.error);
-    if (result.resource) res.setHeader('Location', `${baseUrl}/${type}/${result.resource.id}/_history/${result.resource.meta?.versionId}`);
+    if (result.resource)
+      res.setHeader('Location', `${baseUrl}/${type}/${result.resource.id}/_history/${result.resource.meta?.versionId}`);
     res.status(result.status).type('application/fhir+json').send(JSON.stringify(result.resource));
   };
   router.post('/:type', (req, res) => {
@@ -214,9 +282,19 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
       throw error;
     }
   });
-  router.put('/:type/:id', (req, res) => send(res, String(req.params['type']), write(res, 'PUT', String(req.params['type']), req.params['id'], req.body as Resource)));
+  router.put('/:type/:id', (req, res) =>
+    send(
+      res,
+      String(req.params['type']),
+      write(res, 'PUT', String(req.params['type']), req.params['id'], req.body as Resource),
+    ),
+  );
   router.post('/', (req, res) => {
-    const bundle = req.body as { resourceType?: string; type?: string; entry?: Array<{ resource?: Resource; request?: { method?: string; url?: string; ifNoneExist?: string } }> };
+    const bundle = req.body as {
+      resourceType?: string;
+      type?: string;
+      entry?: Array<{ resource?: Resource; request?: { method?: string; url?: string; ifNoneExist?: string } }>;
+    };
     if (bundle?.resourceType !== 'Bundle' || (bundle.type !== 'transaction' && bundle.type !== 'batch')) {
       return outcome(res, 400, 'invalid', 'POST to the base takes a transaction or batch Bundle');
     }
@@ -228,14 +306,36 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
         return outcome(res, 400, 'not-supported', 'transaction entries must be POST or PUT with a resource');
       }
       // A scratch response collects refusals without answering the whole request.
-      const scratch = { locals: res.locals, headersSent: false, status: () => scratch, type: () => scratch, send: () => scratch, setHeader: () => scratch } as unknown as Response;
+      const scratch = {
+        locals: res.locals,
+        headersSent: false,
+        status: () => scratch,
+        type: () => scratch,
+        send: () => scratch,
+        setHeader: () => scratch,
+      } as unknown as Response;
       const result = write(scratch, method, type, id, entry.resource, entry.request?.ifNoneExist);
       if (result.status >= 400 && bundle.type === 'transaction') {
-        return outcome(res, result.status, result.error?.[1] ?? 'forbidden', result.error?.[2] ?? 'an entry of the transaction was refused; nothing was written');
+        return outcome(
+          res,
+          result.status,
+          result.error?.[1] ?? 'forbidden',
+          result.error?.[2] ?? 'an entry of the transaction was refused; nothing was written',
+        );
       }
-      responses.push({ response: { status: String(result.status), ...(result.resource ? { location: `${type}/${result.resource.id}/_history/${result.resource.meta?.versionId}` } : {}) }, ...(result.resource ? { resource: result.resource } : {}) });
+      responses.push({
+        response: {
+          status: String(result.status),
+          ...(result.resource
+            ? { location: `${type}/${result.resource.id}/_history/${result.resource.meta?.versionId}` }
+            : {}),
+        },
+        ...(result.resource ? { resource: result.resource } : {}),
+      });
     }
-    res.type('application/fhir+json').send(JSON.stringify({ resourceType: 'Bundle', type: `${bundle.type}-response`, entry: responses }));
+    res
+      .type('application/fhir+json')
+      .send(JSON.stringify({ resourceType: 'Bundle', type: `${bundle.type}-response`, entry: responses }));
   });
 
   peer.app.use(EHR_PATHS.fhir, router);
@@ -243,6 +343,7 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
     baseUrl,
     store,
     listPatients: () => store.all('Patient').map((p) => ({ id: p.id!, display: nameOf(p) })),
-    listPractitioners: () => store.all('Practitioner').map((p) => ({ id: p.id!, fhirUser: `Practitioner/${p.id}`, display: nameOf(p) })),
+    listPractitioners: () =>
+      store.all('Practitioner').map((p) => ({ id: p.id!, fhirUser: `Practitioner/${p.id}`, display: nameOf(p) })),
   };
 }

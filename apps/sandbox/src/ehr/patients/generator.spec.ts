@@ -5,8 +5,12 @@ import { generatePatients, loadBundleFiles } from './generator.js';
 
 describe('generatePatients', () => {
   it('is deterministic from the seed, and different seeds give different patients', () => {
-    expect(JSON.stringify(generatePatients({ seed: 7, count: 5 }))).toBe(JSON.stringify(generatePatients({ seed: 7, count: 5 })));
-    expect(JSON.stringify(generatePatients({ seed: 7, count: 5 }))).not.toBe(JSON.stringify(generatePatients({ seed: 8, count: 5 })));
+    expect(JSON.stringify(generatePatients({ seed: 7, count: 5 }))).toBe(
+      JSON.stringify(generatePatients({ seed: 7, count: 5 })),
+    );
+    expect(JSON.stringify(generatePatients({ seed: 7, count: 5 }))).not.toBe(
+      JSON.stringify(generatePatients({ seed: 8, count: 5 })),
+    );
   });
 
   it('makes US Core shaped, consistent data: every reference resolves, each patient has coverage and an order', () => {
@@ -27,10 +31,16 @@ describe('generatePatients', () => {
     const patients = resources.filter((r) => r.resourceType === 'Patient');
     expect(patients).toHaveLength(6);
     for (const p of patients) {
-      expect((p['identifier'] as Array<{ type: { coding: Array<{ code: string }> } }>)[0]!.type.coding[0]!.code).toBe('MR');
+      expect((p['identifier'] as Array<{ type: { coding: Array<{ code: string }> } }>)[0]!.type.coding[0]!.code).toBe(
+        'MR',
+      );
       const mine = (r: (typeof resources)[number]) => JSON.stringify(r).includes(`"Patient/${p.id}"`);
       expect(resources.some((r) => r.resourceType === 'Coverage' && mine(r))).toBe(true);
-      expect(resources.some((r) => ['DeviceRequest', 'ServiceRequest', 'MedicationRequest'].includes(r.resourceType) && mine(r))).toBe(true);
+      expect(
+        resources.some(
+          (r) => ['DeviceRequest', 'ServiceRequest', 'MedicationRequest'].includes(r.resourceType) && mine(r),
+        ),
+      ).toBe(true);
     }
   });
 
@@ -40,7 +50,10 @@ describe('generatePatients', () => {
   });
 });
 
-const corpusPatient = path.resolve(import.meta.dirname, '../../../../../../shared/corpus/patients/synthea-uscore-pat85.json');
+const corpusPatient = path.resolve(
+  import.meta.dirname,
+  '../../../../../../shared/corpus/patients/synthea-uscore-pat85.json',
+);
 describe.skipIf(!existsSync(corpusPatient))(`loadBundleFiles (corpus ${corpusPatient})`, () => {
   it('rewrites urn:uuid references to Type/id', () => {
     const resources = loadBundleFiles([corpusPatient]);

@@ -15,19 +15,43 @@ function prng(seed: number): () => number {
 
 const GIVEN = ['Ana', 'Ben', 'Chloe', 'Dev', 'Elena', 'Farid', 'Grace', 'Hiro', 'Ines', 'Jonah', 'Kemi', 'Luis'];
 const FAMILY = ['Rivera', 'Okafor', 'Nguyen', 'Schmidt', 'Haddad', 'Kowalski', 'Tanaka', 'Mensah', 'Olsen', 'Patel'];
-const CITIES = [['Springfield', 'IL', '62701'], ['Madison', 'WI', '53703'], ['Salem', 'OR', '97301'], ['Dover', 'DE', '19901']] as const;
+const CITIES = [
+  ['Springfield', 'IL', '62701'],
+  ['Madison', 'WI', '53703'],
+  ['Salem', 'OR', '97301'],
+  ['Dover', 'DE', '19901'],
+] as const;
 
 const CONDITIONS = [
   { system: 'http://snomed.info/sct', code: '389087006', display: 'Hypoxemia' },
   { system: 'http://snomed.info/sct', code: '13645005', display: 'Chronic obstructive lung disease' },
   { system: 'http://snomed.info/sct', code: '73430006', display: 'Sleep apnea' },
-  { system: 'http://hl7.org/fhir/sid/icd-10-cm', code: 'J44.9', display: 'Chronic obstructive pulmonary disease, unspecified' },
+  {
+    system: 'http://hl7.org/fhir/sid/icd-10-cm',
+    code: 'J44.9',
+    display: 'Chronic obstructive pulmonary disease, unspecified',
+  },
 ];
 const ORDERS = [
-  { kind: 'DeviceRequest', system: 'https://bluebutton.cms.gov/resources/codesystem/hcpcs', code: 'E0424', display: 'Stationary compressed gaseous oxygen system, rental' },
-  { kind: 'DeviceRequest', system: 'https://bluebutton.cms.gov/resources/codesystem/hcpcs', code: 'E0601', display: 'Continuous positive airway pressure (CPAP) device' },
+  {
+    kind: 'DeviceRequest',
+    system: 'https://bluebutton.cms.gov/resources/codesystem/hcpcs',
+    code: 'E0424',
+    display: 'Stationary compressed gaseous oxygen system, rental',
+  },
+  {
+    kind: 'DeviceRequest',
+    system: 'https://bluebutton.cms.gov/resources/codesystem/hcpcs',
+    code: 'E0601',
+    display: 'Continuous positive airway pressure (CPAP) device',
+  },
   { kind: 'ServiceRequest', system: 'http://snomed.info/sct', code: '57485005', display: 'Oxygen therapy' },
-  { kind: 'MedicationRequest', system: 'http://www.nlm.nih.gov/research/umls/rxnorm', code: '745752', display: 'Albuterol 0.09 MG/ACTUAT metered dose inhaler' },
+  {
+    kind: 'MedicationRequest',
+    system: 'http://www.nlm.nih.gov/research/umls/rxnorm',
+    code: '745752',
+    display: 'Albuterol 0.09 MG/ACTUAT metered dose inhaler',
+  },
 ];
 /** Payer identifier the sandbox payer is registered under (see the README's payer registration). */
 export const SANDBOX_PAYER_IDENTIFIER = { system: 'http://example.org/payer-id', value: 'SANDBOX-PAYER' };
@@ -52,18 +76,35 @@ export function generatePatients(options: { seed: number; count: number }): Reso
     return `${year}-${String(month).padStart(2, '0')}-${String(day).padStart(2, '0')}`;
   };
   const resources: Resource[] = [
-    { resourceType: 'Organization', id: 'org-payer', name: 'Sandbox Health Plan', identifier: [SANDBOX_PAYER_IDENTIFIER] },
-    { resourceType: 'Organization', id: 'org-clinic', name: 'Sandbox Pulmonary Clinic', identifier: [{ system: 'http://hl7.org/fhir/sid/us-npi', value: '1234567893' }] },
+    {
+      resourceType: 'Organization',
+      id: 'org-payer',
+      name: 'Sandbox Health Plan',
+      identifier: [SANDBOX_PAYER_IDENTIFIER],
+    },
+    {
+      resourceType: 'Organization',
+      id: 'org-clinic',
+      name: 'Sandbox Pulmonary Clinic',
+      identifier: [{ system: 'http://hl7.org/fhir/sid/us-npi', value: '1234567893' }],
+    },
   ];
   const practitioners = [0, 1, 2].map((i) => {
     const id = `pr-${i + 1}`;
     resources.push({
       resourceType: 'Practitioner',
       id,
-      identifier: [{ system: 'http://hl7.org/fhir/sid/us-npi', value: String(1111111110 + i * 111111111).slice(0, 10) }],
+      identifier: [
+        { system: 'http://hl7.org/fhir/sid/us-npi', value: String(1111111110 + i * 111111111).slice(0, 10) },
+      ],
       name: [{ given: [pick(GIVEN)], family: pick(FAMILY), prefix: ['Dr.'] }],
     });
-    resources.push({ resourceType: 'PractitionerRole', id: `role-${i + 1}`, practitioner: { reference: `Practitioner/${id}` }, organization: { reference: 'Organization/org-clinic' } });
+    resources.push({
+      resourceType: 'PractitionerRole',
+      id: `role-${i + 1}`,
+      practitioner: { reference: `Practitioner/${id}` },
+      organization: { reference: 'Organization/org-clinic' },
+    });
     return id;
   });
   for (let n = 1; n <= options.count; n++) {
@@ -78,7 +119,11 @@ export function generatePatients(options: { seed: number; count: number }): Reso
       meta: { profile: ['http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient'] },
       identifier: [
         {
-          type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'MR', display: 'Medical record number' }] },
+          type: {
+            coding: [
+              { system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'MR', display: 'Medical record number' },
+            ],
+          },
           system: 'urn:oid:2.16.840.1.113883.3.0.1',
           value: `MRN${String(100000 + Math.floor(random() * 900000))}`,
         },
@@ -87,7 +132,9 @@ export function generatePatients(options: { seed: number; count: number }): Reso
       name: [{ use: 'official', given: [given], family }],
       gender: random() < 0.5 ? 'female' : 'male',
       birthDate: date(1938, 1975),
-      telecom: [{ system: 'phone', value: `555-01${String(Math.floor(random() * 100)).padStart(2, '0')}`, use: 'home' }],
+      telecom: [
+        { system: 'phone', value: `555-01${String(Math.floor(random() * 100)).padStart(2, '0')}`, use: 'home' },
+      ],
       address: [{ line: [`${1 + Math.floor(random() * 900)} Main St`], city, state, postalCode: zip, country: 'US' }],
     });
     resources.push({
@@ -96,9 +143,17 @@ export function generatePatients(options: { seed: number; count: number }): Reso
       status: 'active',
       subscriberId: `SUB${String(Math.floor(random() * 1e8)).padStart(8, '0')}`,
       beneficiary: { reference: `Patient/${pid}` },
-      relationship: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/subscriber-relationship', code: 'self' }] },
+      relationship: {
+        coding: [{ system: 'http://terminology.hl7.org/CodeSystem/subscriber-relationship', code: 'self' }],
+      },
       payor: [{ reference: 'Organization/org-payer', identifier: SANDBOX_PAYER_IDENTIFIER }],
-      class: [{ type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/coverage-class', code: 'plan' }] }, value: 'PLAN-A', name: 'Sandbox Plan A' }],
+      class: [
+        {
+          type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/coverage-class', code: 'plan' }] },
+          value: 'PLAN-A',
+          name: 'Sandbox Plan A',
+        },
+      ],
     });
     const encounter = `enc-${pid}`;
     resources.push({
@@ -118,10 +173,23 @@ export function generatePatients(options: { seed: number; count: number }): Reso
         resourceType: 'Condition',
         id: `cond-${pid}-${c + 1}`,
         ...(sensitive
-          ? { meta: { security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'R' }, { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: pick(['HIV', 'PSY', 'SUD']) }] } }
+          ? {
+              meta: {
+                security: [
+                  { system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'R' },
+                  { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: pick(['HIV', 'PSY', 'SUD']) },
+                ],
+              },
+            }
           : {}),
-        clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: 'active' }] },
-        category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-category', code: 'problem-list-item' }] }],
+        clinicalStatus: {
+          coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: 'active' }],
+        },
+        category: [
+          {
+            coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-category', code: 'problem-list-item' }],
+          },
+        ],
         code: { coding: [code], text: code.display },
         subject: { reference: `Patient/${pid}` },
         recordedDate: date(2019, 2026),
@@ -133,23 +201,62 @@ export function generatePatients(options: { seed: number; count: number }): Reso
         resourceType: 'Observation',
         id: `obs-${pid}-${o + 1}`,
         status: random() < 0.1 ? 'entered-in-error' : 'final',
-        category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: spo2 ? 'vital-signs' : 'laboratory' }] }],
+        category: [
+          {
+            coding: [
+              {
+                system: 'http://terminology.hl7.org/CodeSystem/observation-category',
+                code: spo2 ? 'vital-signs' : 'laboratory',
+              },
+            ],
+          },
+        ],
         code: spo2
-          ? { coding: [{ system: 'http://loinc.org', code: '59408-5', display: 'Oxygen saturation in Arterial blood by Pulse oximetry' }, { system: 'http://loinc.org', code: '2708-6' }] }
-          : { coding: [{ system: 'http://loinc.org', code: '2703-7', display: 'Oxygen [Partial pressure] in Arterial blood' }] },
+          ? {
+              coding: [
+                {
+                  system: 'http://loinc.org',
+                  code: '59408-5',
+                  display: 'Oxygen saturation in Arterial blood by Pulse oximetry',
+                },
+                { system: 'http://loinc.org', code: '2708-6' },
+              ],
+            }
+          : {
+              coding: [
+                { system: 'http://loinc.org', code: '2703-7', display: 'Oxygen [Partial pressure] in Arterial blood' },
+              ],
+            },
         subject: { reference: `Patient/${pid}` },
         effectiveDateTime: `${date(2023, 2026)}T10:00:00Z`,
         valueQuantity: spo2
           ? { value: 84 + Math.floor(random() * 12), unit: '%', system: 'http://unitsofmeasure.org', code: '%' }
-          : { value: 50 + Math.floor(random() * 30), unit: 'mm[Hg]', system: 'http://unitsofmeasure.org', code: 'mm[Hg]' },
+          : {
+              value: 50 + Math.floor(random() * 30),
+              unit: 'mm[Hg]',
+              system: 'http://unitsofmeasure.org',
+              code: 'mm[Hg]',
+            },
       });
     }
     const orderCount = 1 + Math.floor(random() * 2);
     for (let o = 0; o < orderCount; o++) {
       const order = o === 0 ? ORDERS[n % 2 === 1 ? 0 : Math.floor(random() * ORDERS.length)]! : pick(ORDERS);
       const id = `${order.kind === 'DeviceRequest' ? 'dr' : order.kind === 'ServiceRequest' ? 'sr' : 'mr'}-${pid}-${o + 1}`;
-      const common = { id, status: 'active', intent: 'order', subject: { reference: `Patient/${pid}` }, encounter: { reference: `Encounter/${encounter}` }, authoredOn: date(2026, 2026), requester: { reference: `Practitioner/${practitioner}` }, insurance: [{ reference: `Coverage/cov-${pid}` }] };
-      const concept = { coding: [{ system: order.system, code: order.code, display: order.display }], text: order.display };
+      const common = {
+        id,
+        status: 'active',
+        intent: 'order',
+        subject: { reference: `Patient/${pid}` },
+        encounter: { reference: `Encounter/${encounter}` },
+        authoredOn: date(2026, 2026),
+        requester: { reference: `Practitioner/${practitioner}` },
+        insurance: [{ reference: `Coverage/cov-${pid}` }],
+      };
+      const concept = {
+        coding: [{ system: order.system, code: order.code, display: order.display }],
+        text: order.display,
+      };
       resources.push(
         order.kind === 'DeviceRequest'
           ? { resourceType: 'DeviceRequest', ...common, codeCodeableConcept: concept }
@@ -169,10 +276,17 @@ export function generatePatients(options: { seed: number; count: number }): Reso
 export function loadBundleFiles(paths: string[]): Resource[] {
   const out: Resource[] = [];
   for (const file of paths) {
-    const bundle = JSON.parse(readFileSync(file, 'utf8')) as { resourceType?: string; entry?: Array<{ fullUrl?: string; resource?: Resource }> };
+    const bundle = JSON.parse(readFileSync(file, 'utf8')) as {
+      resourceType?: string;
+      entry?: Array<{ fullUrl?: string; resource?: Resource }>;
+    };
     if (bundle.resourceType !== 'Bundle') throw new Error(`${file} is not a FHIR Bundle`);
-    const entries = (bundle.entry ?? []).filter((e): e is { fullUrl?: string; resource: Resource } => Boolean(e.resource?.id));
-    const byFullUrl = new Map(entries.filter((e) => e.fullUrl).map((e) => [e.fullUrl!, `${e.resource.resourceType}/${e.resource.id}`]));
+    const entries = (bundle.entry ?? []).filter((e): e is { fullUrl?: string; resource: Resource } =>
+      Boolean(e.resource?.id),
+    );
+    const byFullUrl = new Map(
+      entries.filter((e) => e.fullUrl).map((e) => [e.fullUrl!, `${e.resource.resourceType}/${e.resource.id}`]),
+    );
     const patients = entries.filter((e) => e.resource.resourceType === 'Patient');
     const only = patients.length === 1 ? `Patient/${patients[0]!.resource.id}` : undefined;
     const rewrite = (value: unknown, parent?: string): unknown => {
