@@ -63,17 +63,17 @@ export function mountDemo(options: DemoOptions): void {
     const sections: SafeHtml[] = [];
     for (const patient of patients) {
       const orders = await ordersOf(patient.id);
-      sections.push(
-        html` <section class="patient" data-patient="${patient.id}">
+      sections.push(html`
+        <section class="patient" data-patient="${patient.id}">
           <h2>${patient.display} <small>Patient/${patient.id}</small></h2>
           ${orders.length === 0 ? html`<p>No orders.</p>` : html``}
           <ul>
             ${orders.map(
-              (order) =>
-                html` <li>
+              (order) => html`
+                <li>
                   <form method="post" action="/_sandbox/demo/launch">
-                    <input type="hidden" name="patient" value="${patient.id}" />
-                    <input type="hidden" name="order" value="${order.reference}" />
+                    <input type="hidden" name="patient" value="${patient.id}">
+                    <input type="hidden" name="order" value="${order.reference}">
                     <span class="order">${order.text}</span> <small>${order.reference} (${order.status})</small>
                     <select name="user" aria-label="Clinician">
                       ${users.map((u) => html`<option value="${u.id}">${u.display}</option>`)}
@@ -83,43 +83,27 @@ export function mountDemo(options: DemoOptions): void {
                 </li>`,
             )}
           </ul>
-        </section>`,
-      );
+        </section>`);
     }
     const page = html`<!doctype html>
-      <html lang="en">
-        <head>
-          <meta charset="utf-8" />
-          <title>Sandbox EHR — DTR demo</title>
-          <style>
-            body {
-              font-family: system-ui, sans-serif;
-              margin: 2rem;
-              max-width: 60rem;
-            }
-            section.patient {
-              border: 1px solid #ccc;
-              border-radius: 6px;
-              padding: 0 1rem;
-              margin: 1rem 0;
-            }
-            small {
-              color: #666;
-            }
-            li {
-              margin: 0.4rem 0;
-            }
-          </style>
-        </head>
-        <body>
-          <h1>Sandbox EHR</h1>
-          <p>
-            Pick an order and launch the DTR app for it (EHR launch). FHIR base: <code>${fhir.baseUrl}</code>. The
-            sandbox payer has received <strong id="submissions">${payer.submissions().length}</strong> submission(s).
-          </p>
-          ${sections}
-        </body>
-      </html>`;
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>Sandbox EHR — DTR demo</title>
+  <style>
+    body { font-family: system-ui, sans-serif; margin: 2rem; max-width: 60rem; }
+    section.patient { border: 1px solid #ccc; border-radius: 6px; padding: 0 1rem; margin: 1rem 0; }
+    small { color: #666; }
+    li { margin: .4rem 0; }
+  </style>
+</head>
+<body>
+  <h1>Sandbox EHR</h1>
+  <p>Pick an order and launch the DTR app for it (EHR launch). FHIR base: <code>${fhir.baseUrl}</code>.
+     The sandbox payer has received <strong id="submissions">${payer.submissions().length}</strong> submission(s).</p>
+  ${sections}
+</body>
+</html>`;
     res
       .status(200)
       .set('Content-Security-Policy', "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'")

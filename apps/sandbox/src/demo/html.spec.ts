@@ -11,11 +11,6 @@ describe('html template', () => {
 
   it('nests fragments without double escaping, and renders null as empty', () => {
     const items = ['a<b', 'c'].map((v) => html`<li>${v}</li>`);
-    expect(
-      html`<ul>
-          ${items}
-        </ul>
-        ${null}`.value,
-    ).toBe('<ul><li>a&lt;b</li><li>c</li></ul>');
+    expect(html`<ul>${items}</ul>${null}`.value).toBe('<ul><li>a&lt;b</li><li>c</li></ul>');
   });
 });
