@@ -80,9 +80,7 @@ interface Provider {
     save(): Promise<string>;
   };
   AccessToken: {
-    find(
-      token: string,
-    ): Promise<
+    find(token: string): Promise<
       | {
           clientId?: string;
           scope?: string;

@@ -101,17 +101,15 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
 
   const router = express.Router();
   router.get('/metadata', (_req, res) => {
-    res
-      .type('application/fhir+json')
-      .send(
-        JSON.stringify({
-          resourceType: 'CapabilityStatement',
-          status: 'active',
-          kind: 'instance',
-          fhirVersion: '4.0.1',
-          format: ['json'],
-        }),
-      );
+    res.type('application/fhir+json').send(
+      JSON.stringify({
+        resourceType: 'CapabilityStatement',
+        status: 'active',
+        kind: 'instance',
+        fhirVersion: '4.0.1',
+        format: ['json'],
+      }),
+    );
   });
   router.use(express.json({ type: ['application/json', 'application/fhir+json'], limit: '5mb' }));
   router.use((req: Request, res: Response, next: NextFunction) => {
@@ -226,16 +224,14 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
     if (versions.length === 0) return outcome(res, 404, 'not-found', 'no such resource');
     if (granted.level === 'compartment' && !inCompartment(versions[0]!, granted.patient))
       return outcome(res, 403, 'forbidden', 'outside the patient compartment of the token');
-    res
-      .type('application/fhir+json')
-      .send(
-        JSON.stringify({
-          resourceType: 'Bundle',
-          type: 'history',
-          total: versions.length,
-          entry: versions.map((resource) => ({ resource })),
-        }),
-      );
+    res.type('application/fhir+json').send(
+      JSON.stringify({
+        resourceType: 'Bundle',
+        type: 'history',
+        total: versions.length,
+        entry: versions.map((resource) => ({ resource })),
+      }),
+    );
   });
 
   /** create / conditional create / update, for a plain request or a transaction entry. */
