@@ -1,5 +1,5 @@
 # Production image of dtr-server. The sandbox (apps/sandbox) is dev/test only and is not started here.
-FROM node:20-bookworm-slim AS build
+FROM node:22-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
@@ -9,7 +9,7 @@ COPY apps ./apps
 COPY libs ./libs
 RUN npm run typecheck && npm run build
 
-FROM node:20-bookworm-slim
+FROM node:22-bookworm-slim
 ENV NODE_ENV=production DTR_PROFILE=production DTR_HOST=0.0.0.0 DTR_PORT=3000
 WORKDIR /app
 COPY package.json package-lock.json ./

@@ -1,13 +1,11 @@
-import { existsSync } from 'node:fs';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
 import { spawnServer, type SpawnedServer } from './support/processes.js';
-
-const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
+import { launchBrowser } from './support/chromium.js';
 
 /**
- * The README's first command, walked in a real browser (Debian's chromium): `npm start` runs our server and the
+ * The README's first command, walked in a real browser (see test/support/chromium.ts): `npm start` runs our server and the
  * sandbox EHR and payer and prints one URL; from that page a clinician launches the app for an order and gets the
  * payer's questionnaire prefilled from the EHR.
  */
@@ -18,10 +16,6 @@ describe('npm start: the walkable demo in a real browser', () => {
   let demoUrl: string;
 
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM))
-      throw new Error(
-        `no chromium at ${CHROMIUM}: install Debian's chromium (apt-get install chromium) or set CHROMIUM_PATH`,
-      );
     db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_demo');
     app = spawnServer(
       { DATABASE_URL: db.url, DTR_PORT: '0', SANDBOX_EHR_PORT: '0', SANDBOX_PAYER_PORT: '0' },
@@ -32,19 +26,7 @@ describe('npm start: the walkable demo in a real browser', () => {
     while (!/Open (http:\/\/\S+) to try it/.test(app.output()) && Date.now() < deadline)
       await new Promise((r) => setTimeout(r, 100));
     demoUrl = /Open (http:\/\/\S+) to try it/.exec(app.output())![1]!;
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
+    browser = await launchBrowser();
   });
 
   afterAll(async () => {

@@ -1,9 +1,10 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { repoRoot } from './support/processes.js';
+import { corpusPath, haveCorpus, NEEDS_CORPUS } from './support/corpus.js';
 
 function dtr(args: string[]): { code: number; stdout: string; stderr: string } {
   try {
@@ -124,8 +125,8 @@ describe('npx dtr package check', () => {
     });
   });
 
-  const corpus = path.resolve(repoRoot, '..', 'shared', 'corpus', 'packages', 'HomeO2-IG-Example');
-  it.skipIf(!existsSync(corpus))(`names the problems of the corpus negative package (needs ${corpus})`, () => {
+  const corpus = corpusPath('packages', 'HomeO2-IG-Example');
+  it.skipIf(!haveCorpus)(`names the problems of the corpus negative package ${NEEDS_CORPUS}`, () => {
     const result = dtr(['package', 'check', corpus]);
     expect(result.code).toBe(2);
     expect(result.stdout).toContain('missing-cqf-library');

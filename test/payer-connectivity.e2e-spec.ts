@@ -7,7 +7,7 @@ import type { TLSSocket } from 'node:tls';
 import { DtrError, FixedClock, SystemClock } from '@dtr/kernel';
 import { createDataSource, migrate } from '@dtr/persistence';
 import { agentFetch, PackageCache, PackageRetrieval, PayerClient, PayerRegistry, resourcesOf } from '@dtr/payer';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { BackendServicesClient, SigningKeyStore } from '@dtr/smart';
@@ -18,6 +18,7 @@ import { createPayerServer, type PayerServer, sandboxPackageDirs } from '../apps
 import { type PeerServer, startPeerServer } from '../apps/sandbox/src/shared/peer-server.js';
 import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
 import { deviceOrder, sandboxCoverage } from './support/fixtures.js';
+import { corpusPath, haveCorpus, NEEDS_CORPUS } from './support/corpus.js';
 
 const COVERAGE = sandboxCoverage('cov-1', 'p1', 'Organization/org-1');
 const ORDER = deviceOrder('dr-1', 'p1');
@@ -27,8 +28,7 @@ const ORDER = deviceOrder('dr-1', 'p1');
  * served by us), $questionnaire-package in every version shape, token caching, retries and timeouts.
  */
 // The negative example package of the corpus (others' data, read in place, never copied into the repository).
-const CORPUS_HOME_O2 = path.resolve(import.meta.dirname, '../../shared/corpus/packages/HomeO2-IG-Example');
-const haveCorpus = existsSync(CORPUS_HOME_O2);
+const CORPUS_HOME_O2 = corpusPath('packages', 'HomeO2-IG-Example');
 
 describe('payer connectivity (sandbox payer)', () => {
   let db: ScratchDatabase;
@@ -487,7 +487,7 @@ describe('payer connectivity (sandbox payer)', () => {
   });
 
   it.skipIf(!haveCorpus)(
-    `the corpus negative package HomeO2-IG-Example (${CORPUS_HOME_O2}): named issues, reported to the payer without PHI, no crash`,
+    `the corpus negative package HomeO2-IG-Example: named issues, reported to the payer without PHI, no crash ${NEEDS_CORPUS}`,
     async () => {
       payerServer.setIgVersion('2.2');
       const payer = await register('ES384');
@@ -520,9 +520,6 @@ describe('payer connectivity (sandbox payer)', () => {
       for (const phi of ['Patient/p1', 'cov-1', 'dr-o2-corpus']) expect(text).not.toContain(phi);
     },
   );
-  if (!haveCorpus)
-    it.skip(`SKIPPED: the corpus is absent (looked for ${CORPUS_HOME_O2}); the HomeO2-IG-Example check did not run`, () =>
-      undefined);
 
   for (const version of ['2.2', '2.1', '2.0.1'] as const) {
     it(`walks an adaptive questionnaire with $next-question in the ${version} input shape`, async () => {

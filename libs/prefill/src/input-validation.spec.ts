@@ -1,7 +1,8 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { type FhirResource, QuestionnairePackage } from '@dtr/fhir';
 import { describe, expect, it } from 'vitest';
+import { corpusPath, haveCorpus, NEEDS_CORPUS } from '../../../test/support/corpus.js';
 import { invalidResourceIssue, resourceShapeProblems, screenResource } from './input-validation.js';
 import { BundleReader } from './patient-data-reader.js';
 import { PrefillEngine } from './prefill.engine.js';
@@ -220,10 +221,9 @@ describe('the engine leaves invalid resources out of evaluation', () => {
   });
 });
 
-const corpus = path.resolve(import.meta.dirname, '../../../../shared/corpus/patients');
-const haveCorpus = existsSync(corpus);
+const corpus = corpusPath('patients');
 
-describe.skipIf(!haveCorpus)(`valid patients of the corpus (${corpus}; skipped when absent) give no issue`, () => {
+describe.skipIf(!haveCorpus)(`valid patients of the corpus give no issue ${NEEDS_CORPUS}`, () => {
   it('every resource of every corpus patient fits the model, except the one the corpus gets wrong', () => {
     const found: string[] = [];
     let count = 0;

@@ -1,13 +1,13 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { type FhirResource, QuestionnairePackage } from '@dtr/fhir';
 import { describe, expect, it } from 'vitest';
 import { BundleReader } from './patient-data-reader.js';
 import { PrefillEngine } from './prefill.engine.js';
 import { setEngineFastPaths } from './cql-runtime.js';
+import { CORPUS_DIR, CORPUS_PATIENT_FILES, haveCorpus, NEEDS_CORPUS } from '../../../test/support/corpus.js';
 
-const shared = path.resolve(import.meta.dirname, '../../../../shared/corpus');
-const haveCorpus = existsSync(path.join(shared, 'packages'));
+const shared = CORPUS_DIR;
 
 function loadFolderResources(folder: string): FhirResource[] {
   const original = path.join(folder, 'original');
@@ -27,7 +27,7 @@ function loadFolderResources(folder: string): FhirResource[] {
   return out;
 }
 
-describe.skipIf(!haveCorpus)(`prefill on the corpus (${shared})`, () => {
+describe.skipIf(!haveCorpus)(`prefill on the corpus ${NEEDS_CORPUS}`, () => {
   it('HomeOxygenTherapy on pat015: answers from CQL, origin tagged, minimum searches', async () => {
     const pkg = QuestionnairePackage.fromResources(
       loadFolderResources(path.join(shared, 'packages', 'HomeOxygenTherapy')),
@@ -129,7 +129,7 @@ describe.skipIf(!haveCorpus)(`prefill on the corpus (${shared})`, () => {
 });
 
 describe.skipIf(!haveCorpus)(
-  'the HomeO2-IG-Example negative package (questionnaire without cqf-library, libraries missing)',
+  `the HomeO2-IG-Example negative package (questionnaire without cqf-library, libraries missing) ${NEEDS_CORPUS}`,
   () => {
     it('gives a response for each questionnaire and issues naming the missing cqf-library and each missing library, never an exception', async () => {
       const pkg = QuestionnairePackage.fromResources(
@@ -166,16 +166,17 @@ describe.skipIf(!haveCorpus)(
 );
 
 describe.skipIf(!haveCorpus)(
-  'minimum data and the engine fast paths give the answers of the plain engine over all data',
+  `minimum data and the engine fast paths give the answers of the plain engine over all data ${NEEDS_CORPUS}`,
   () => {
     const pkg = () =>
       QuestionnairePackage.fromResources(loadFolderResources(path.join(shared, 'packages', 'HomeOxygenTherapy')));
-    const patientFiles = haveCorpus
-      ? readdirSync(path.join(shared, 'patients'))
-          .filter((f) => f.endsWith('.json'))
-          .sort()
-      : [];
-    for (const file of patientFiles) {
+    it('the corpus holds exactly the patient files listed for these tests', () => {
+      const present = readdirSync(path.join(shared, 'patients'))
+        .filter((f) => f.endsWith('.json'))
+        .sort();
+      expect(present).toEqual([...CORPUS_PATIENT_FILES].sort());
+    });
+    for (const file of CORPUS_PATIENT_FILES) {
       it(`HomeOxygenTherapy (all questionnaires) on ${file}`, async () => {
         const p = pkg();
         const bundle = JSON.parse(readFileSync(path.join(shared, 'patients', file), 'utf8'));
@@ -226,9 +227,3 @@ describe.skipIf(!haveCorpus)(
     }
   },
 );
-
-if (!haveCorpus) {
-  describe('prefill on the corpus', () => {
-    it.skip(`SKIPPED: the corpus is absent (looked for ${shared}); corpus prefill checks did not run`, () => undefined);
-  });
-}

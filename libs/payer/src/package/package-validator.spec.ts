@@ -1,7 +1,7 @@
-import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { FhirResource } from '@dtr/fhir';
 import { describe, expect, it } from 'vitest';
+import { corpusPath, haveCorpus, NEEDS_CORPUS } from '../../../../test/support/corpus.js';
 import { loadPackageFromPath, parsePackageResponse, resourcesOf } from './package-response.js';
 import { parseCqlIdentifier, parseCqlReference } from '@dtr/fhir';
 import { isUsable, validatePackage } from './package-validator.js';
@@ -229,10 +229,9 @@ describe('parsePackageResponse', () => {
   });
 });
 
-const corpus = path.resolve(import.meta.dirname, '../../../../../shared/corpus/packages');
-const haveCorpus = existsSync(corpus);
+const corpus = corpusPath('packages');
 
-describe.skipIf(!haveCorpus)(`corpus packages at ${corpus}`, () => {
+describe.skipIf(!haveCorpus)(`corpus packages ${NEEDS_CORPUS}`, () => {
   it('HomeOxygenTherapy loads in its original shape and validates (usable; its one bad define named)', () => {
     const response = loadPackageFromPath(path.join(corpus, 'HomeOxygenTherapy', 'original'));
     const pkg = QuestionnairePackage.fromResources(resourcesOf(response));
@@ -259,9 +258,3 @@ describe.skipIf(!haveCorpus)(`corpus packages at ${corpus}`, () => {
     expect(validatePackage(pkg).filter((i) => i.severity === 'error')).toEqual([]);
   });
 });
-
-if (!haveCorpus) {
-  describe('corpus packages', () => {
-    it.skip(`SKIPPED: the corpus is absent (looked for ${corpus}); corpus checks did not run`, () => undefined);
-  });
-}

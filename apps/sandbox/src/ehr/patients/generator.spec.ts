@@ -1,6 +1,5 @@
-import { existsSync } from 'node:fs';
-import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { corpusPath, haveCorpus, NEEDS_CORPUS } from '../../../../../test/support/corpus.js';
 import { generatePatients, loadBundleFiles } from './generator.js';
 
 describe('generatePatients', () => {
@@ -50,11 +49,8 @@ describe('generatePatients', () => {
   });
 });
 
-const corpusPatient = path.resolve(
-  import.meta.dirname,
-  '../../../../../../shared/corpus/patients/synthea-uscore-pat85.json',
-);
-describe.skipIf(!existsSync(corpusPatient))(`loadBundleFiles (corpus ${corpusPatient})`, () => {
+const corpusPatient = corpusPath('patients', 'synthea-uscore-pat85.json');
+describe.skipIf(!haveCorpus)(`loadBundleFiles on a corpus patient ${NEEDS_CORPUS}`, () => {
   it('rewrites urn:uuid references to Type/id', () => {
     const resources = loadBundleFiles([corpusPatient]);
     const observation = resources.find((r) => r.resourceType === 'Observation')!;
