@@ -1,14 +1,15 @@
 import { defineConfig } from 'vitest/config';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
 const root = import.meta.dirname;
 
-// Path aliases, same as tsconfig.json "paths".
+// Path aliases: exactly tsconfig.json's "paths" (one list, so the two cannot disagree).
+const tsconfig = JSON.parse(readFileSync(path.join(root, 'tsconfig.json'), 'utf8')) as {
+  compilerOptions: { paths: Record<string, [string]> };
+};
 const alias = Object.fromEntries(
-  ['kernel', 'persistence', 'smart', 'payer', 'prefill', 'fhir', 'forms', 'disclosure', 'audit'].map((lib) => [
-    `@dtr/${lib}`,
-    path.join(root, 'libs', lib, 'src', 'index.ts'),
-  ]),
+  Object.entries(tsconfig.compilerOptions.paths).map(([name, [target]]) => [name, path.join(root, target)]),
 );
 
 // Nest DI needs legacy decorators with emitted metadata (see STACK.md).

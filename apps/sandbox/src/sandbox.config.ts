@@ -27,23 +27,23 @@ const schema = z.object({
   SANDBOX_APP_CLIENT_SECRET: z.string().min(16).optional(),
 });
 
-export const REPO_ROOT = path.resolve(
+const REPO_ROOT = path.resolve(
   import.meta.dirname,
   '..',
   '..',
   '..',
   ...(import.meta.dirname.includes(`${path.sep}dist${path.sep}`) ? ['..'] : []),
 );
-export const FIXTURE_PACKAGES = path.join(REPO_ROOT, 'apps', 'sandbox', 'fixtures', 'packages');
+const FIXTURE_PACKAGES = path.join(REPO_ROOT, 'apps', 'sandbox', 'fixtures', 'packages');
 
 /** Client ids our server uses at the sandbox, one per identity (see DESIGN.md: two client identities). */
-export const APP_CLIENT_IDS = {
+const APP_CLIENT_IDS = {
   supplement: 'dtr-supplement',
   disclose: 'dtr-disclose',
   payer: 'dtr-backend',
 } as const;
 
-export function expandBundleArgs(value: string): string[] {
+function expandBundleArgs(value: string): string[] {
   return value
     .split(',')
     .map((entry) => entry.trim())
@@ -59,7 +59,7 @@ export function expandBundleArgs(value: string): string[] {
     });
 }
 
-export function packageFolders(root: string): string[] {
+function packageFolders(root: string): string[] {
   try {
     return readdirSync(root)
       .map((name) => path.join(root, name))

@@ -11,7 +11,7 @@ import { libraryOf, type PackageIssue, type PackageLibrary } from './questionnai
  */
 
 /** `meta.tag` on a Library whose ELM was compiled here from its CQL. */
-export const COMPILED_FROM_CQL_TAG = { system: 'urn:dtr-backend:package', code: 'elm-compiled-from-cql' } as const;
+const COMPILED_FROM_CQL_TAG = { system: 'urn:dtr-backend:package', code: 'elm-compiled-from-cql' } as const;
 
 // The CQL System model (the translator ships none): the types CQL itself defines.
 const SYSTEM_MODEL_INFO = `<?xml version="1.0" encoding="UTF-8"?>

@@ -13,7 +13,7 @@ export interface PackageIssue {
   valueSet?: string;
 }
 
-export interface ElmIdentifier {
+interface ElmIdentifier {
   id: string;
   version?: string;
 }

@@ -2,7 +2,7 @@
  * The one error type of the project. Every failure that can reach a caller carries a stable code;
  * lower-layer errors are wrapped once, at the edge of the lib that saw them, with `cause`.
  */
-export const DTR_ERROR_CODES = {
+const DTR_ERROR_CODES = {
   // input at the edge
   INVALID_INPUT: { status: 400, issue: 'invalid' },
   PAYLOAD_TOO_LARGE: { status: 413, issue: 'too-costly' },

@@ -1,5 +1,3 @@
-export * from './assert.js';
-export * from './brand.js';
 export * from './clock.js';
 export * from './dtr-error.js';
 export * from './safe-json.js';

@@ -7,7 +7,7 @@ export interface JsonLimits {
   maxBytes: number;
 }
 
-export const DEFAULT_JSON_LIMITS: JsonLimits = { maxDepth: 64, maxBytes: 5 * 1024 * 1024 };
+const DEFAULT_JSON_LIMITS: JsonLimits = { maxDepth: 64, maxBytes: 5 * 1024 * 1024 };
 
 /**
  * Parses untrusted JSON text. Rejects, before anything is built from it:

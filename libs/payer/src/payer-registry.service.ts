@@ -7,10 +7,10 @@ import type { TlsCredentials } from './mutual-tls-fetch.js';
 import type { DataSource } from 'typeorm';
 import { z } from 'zod';
 
-export type DtrIgVersion = '2.0.1' | '2.1' | '2.2';
-export type SubmissionRoute = 'bundle' | 'pas-claim-submit' | 'cdex-submit-attachment';
+type DtrIgVersion = '2.0.1' | '2.1' | '2.2';
+type SubmissionRoute = 'bundle' | 'pas-claim-submit' | 'cdex-submit-attachment';
 
-export const payerInputSchema = z
+const payerInputSchema = z
   .object({
     id: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'lower-case letters, digits and dashes'),
     name: z.string().min(1).max(200),
@@ -53,8 +53,6 @@ export const payerInputSchema = z
       .optional(),
   })
   .strict();
-
-export type PayerInput = z.input<typeof payerInputSchema>;
 
 export interface Payer {
   id: string;

@@ -2,7 +2,7 @@ import { DtrError } from '@dtr/kernel';
 import { createDataSource } from './data-source.js';
 
 /** Key of the PostgreSQL advisory lock that serialises migrations across instances ("dtr-migrate"). */
-export const MIGRATION_LOCK_KEY = 0x647472_6d69;
+const MIGRATION_LOCK_KEY = 0x647472_6d69;
 
 export interface MigrationResult {
   applied: string[];

@@ -16,7 +16,7 @@ export function compileFhirPath(expression: string): Compiled {
   return fn;
 }
 
-export const LAUNCH_CONTEXT = 'http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-launchContext';
+const LAUNCH_CONTEXT = 'http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-launchContext';
 export const VARIABLE = 'http://hl7.org/fhir/StructureDefinition/variable';
 
 /** Names the Questionnaire declares with `launchContext` (patient, encounter, user, …). */

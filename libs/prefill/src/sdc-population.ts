@@ -12,7 +12,7 @@ import { compileFhirPath, rootVariables, VARIABLE } from './fhirpath-expressions
  * @see https://hl7.org/fhir/uv/sdc/STU3/populate.html#expression-based-population
  */
 
-export type ExpressionKind =
+type ExpressionKind =
   | 'initialExpression'
   | 'cqf-expression'
   | 'calculatedExpression'
@@ -35,7 +35,7 @@ interface Expression {
   expression?: string;
 }
 
-export interface PopulationItem extends ItemShape {
+interface PopulationItem extends ItemShape {
   linkId: string;
   text?: string;
   item?: PopulationItem[];
@@ -43,7 +43,7 @@ export interface PopulationItem extends ItemShape {
   extension?: Array<{ url?: string; valueExpression?: Expression }>;
 }
 
-export interface PopulationIssue {
+interface PopulationIssue {
   severity: 'error' | 'warning' | 'information';
   code: string;
   message: string;

@@ -2,7 +2,7 @@
  * Launch context from a SMART token response, in every shape EHRs send it.
  * @see https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html#launch-context-arrives-with-your-access_token
  */
-export interface FhirContextItem {
+interface FhirContextItem {
   /** Relative or absolute literal reference, e.g. `DeviceRequest/123`. */
   reference?: string;
   /** Canonical URL (e.g. a Questionnaire), possibly with `|version`. */

@@ -8,8 +8,8 @@ import { z } from 'zod';
  * A bad or missing setting stops the process with a message naming the setting.
  * The README's configuration reference lists the same settings; keep both in step.
  */
-export const PROFILES = ['development', 'sandbox', 'test', 'production'] as const;
-export type Profile = (typeof PROFILES)[number];
+const PROFILES = ['development', 'sandbox', 'test', 'production'] as const;
+type Profile = (typeof PROFILES)[number];
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];

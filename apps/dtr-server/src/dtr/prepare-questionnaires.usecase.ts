@@ -13,7 +13,7 @@ import {
 import { OUTBOUND_POLICY } from '../smart/smart.module.js';
 import { PrefillPool } from './prefill-pool/prefill-pool.js';
 
-export interface PreparedQuestionnaire {
+interface PreparedQuestionnaire {
   questionnaire: string;
   questionnaireResponse: FhirResource;
   issues: PrefillIssue[];

@@ -3,7 +3,7 @@ import type { NextFunction, Request, Response } from 'express';
 import type { JsonLogger } from '../logging/json-logger.js';
 import { requestContext } from '../logging/request-context.js';
 
-export const REQUEST_ID_HEADER = 'X-Request-Id';
+const REQUEST_ID_HEADER = 'X-Request-Id';
 const ACCEPTABLE_ID = /^[A-Za-z0-9._:-]{8,64}$/;
 
 /**

@@ -20,8 +20,7 @@ import {
 import { type ReceivedSubmission, SUBMISSION_ROUTES, SubmissionLedger } from './submission.service.js';
 
 export type { DtrIgVersion } from './questionnaire-package.usecase.js';
-export type { ReceivedSubmission } from './submission.service.js';
-export { FIXTURE_PACKAGES_DIR, PackageStore, sandboxPackageDirs, type PackageRules } from './package-store.service.js';
+export { sandboxPackageDirs } from './package-store.service.js';
 
 /**
  * Per-request override of the DTR version shaping `$questionnaire-package` responses
@@ -59,7 +58,7 @@ export interface PayerServer {
   close(): Promise<void>;
 }
 
-export interface PackageRequestRecord {
+interface PackageRequestRecord {
   version: DtrIgVersion;
   changedsince?: string;
   questionnaires: string[];

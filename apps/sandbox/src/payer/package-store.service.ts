@@ -175,7 +175,7 @@ function repoRoot(): string {
 }
 
 /** Our own example packages, shipped with the sandbox. */
-export const FIXTURE_PACKAGES_DIR = path.join(repoRoot(), 'apps/sandbox/fixtures/packages');
+const FIXTURE_PACKAGES_DIR = path.join(repoRoot(), 'apps/sandbox/fixtures/packages');
 
 /**
  * Package folders for a sandbox payer: our fixtures, plus each folder of the shared corpus

@@ -3,7 +3,7 @@ import type { SandboxClientConfig } from '../shared/clients.js';
 import type { AccessTokenInfo } from '../shared/tokens.js';
 
 /** Scopes the payer grants to Backend Services clients (SMART v2, plus v1 `.read`/`.write` spellings). */
-export const PAYER_SCOPES = [
+const PAYER_SCOPES = [
   'system/Questionnaire.rs',
   'system/Questionnaire.r',
   'system/Library.rs',

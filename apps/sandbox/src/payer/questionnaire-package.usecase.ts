@@ -11,7 +11,7 @@ import {
 import type { PackageStore } from './package-store.service.js';
 
 export type DtrIgVersion = '2.0.1' | '2.1' | '2.2';
-export const DTR_IG_VERSIONS: readonly DtrIgVersion[] = ['2.0.1', '2.1', '2.2'];
+const DTR_IG_VERSIONS: readonly DtrIgVersion[] = ['2.0.1', '2.1', '2.2'];
 
 export function isDtrIgVersion(v: unknown): v is DtrIgVersion {
   return typeof v === 'string' && (DTR_IG_VERSIONS as readonly string[]).includes(v);
@@ -77,7 +77,7 @@ export function parseQuestionnairePackageInput(body: unknown, version: DtrIgVers
 }
 
 /** Codes of an order, wherever its resource type keeps them. */
-export function orderCodings(order: FhirResource): Coding[] {
+function orderCodings(order: FhirResource): Coding[] {
   const concepts = ['code', 'codeCodeableConcept', 'medicationCodeableConcept', 'productOrService']
     .map((k) => order[k] as { coding?: Coding[] } | undefined)
     .filter((c): c is { coding?: Coding[] } => typeof c === 'object' && c !== null);

@@ -4,7 +4,7 @@ import { DtrError, parseUntrustedJson } from '@dtr/kernel';
 import type { Bundle, FhirResource } from '@dtr/fhir';
 
 /** Which shape a `$questionnaire-package` answer came in. */
-export type PackageShape = '2.2' | '2.1' | '2.0.1' | 'bundle' | 'folder';
+type PackageShape = '2.2' | '2.1' | '2.0.1' | 'bundle' | 'folder';
 
 export interface PackageResponse {
   shape: PackageShape;

@@ -34,7 +34,7 @@ function enumerated(valueSet: FhirResource): boolean {
  * Canonicals of the value sets that the questionnaires' items (answerValueSet) and their libraries (ELM valuesets,
  * includes followed) use, which the package lacks or carries without codes.
  */
-export function valueSetsToExpand(pkg: QuestionnairePackage, questionnaires: FhirResource[]): string[] {
+function valueSetsToExpand(pkg: QuestionnairePackage, questionnaires: FhirResource[]): string[] {
   const wanted = new Set<string>();
   const seen = new Set<object>();
   const visitLibrary = (library: ReturnType<QuestionnairePackage['libraryByCanonical']>) => {
@@ -64,7 +64,7 @@ export function valueSetsToExpand(pkg: QuestionnairePackage, questionnaires: Fhi
 }
 
 /** The order codes (`system|code`, sorted) a payer's rules select questionnaires by; undefined when there are none. */
-export function orderCodesKey(orders: FhirResource[]): string | undefined {
+function orderCodesKey(orders: FhirResource[]): string | undefined {
   const codes = new Set<string>();
   for (const order of orders) {
     for (const key of [

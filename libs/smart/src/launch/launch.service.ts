@@ -266,7 +266,7 @@ export class LaunchService {
 }
 
 /** Scopes for the request: `launch` for EHR launch, `launch/patient` for standalone, OpenID only when supported. */
-export function scopesFor(kind: LaunchKind, credentials: RegistrationCredentials, openId: boolean): string {
+function scopesFor(kind: LaunchKind, credentials: RegistrationCredentials, openId: boolean): string {
   const scopes = new Set(credentials.scopes.filter((s) => s !== 'launch' && s !== 'launch/patient'));
   if (kind === 'ehr') scopes.add('launch');
   // The disclose authorization asks for the patient again, so the answer can be checked against the session's.

@@ -50,9 +50,9 @@ export const tenantInputSchema = z
   .strict();
 
 export type TenantInput = z.input<typeof tenantInputSchema>;
-export type RegistrationInput = z.infer<typeof registrationSchema>;
+type RegistrationInput = z.infer<typeof registrationSchema>;
 
-export interface RegistrationView {
+interface RegistrationView {
   purpose: RegistrationPurpose;
   clientId: string;
   authMethod: ClientAuthMethod;

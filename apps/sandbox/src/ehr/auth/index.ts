@@ -23,7 +23,7 @@ export interface EhrAuthOptions {
   accessTokenTtlSeconds?: number;
 }
 
-export interface LaunchContextInput {
+interface LaunchContextInput {
   patient: string;
   encounter?: string;
   user?: string;
@@ -38,7 +38,7 @@ export interface LaunchContextInput {
 }
 
 /** Ways a test can make the EHR misbehave, to see the client refuse it. */
-export interface EhrMisbehaviour {
+interface EhrMisbehaviour {
   /** Replace the id_token in token responses: signed by a key the EHR does not publish, for another audience, or with another nonce. */
   idToken?: 'foreign-key' | 'wrong-aud' | 'wrong-nonce';
   /** Put this value in the RFC 9207 `iss` parameter of authorization responses. */
@@ -150,7 +150,7 @@ const SCOPE_PERMISSIONS = [
   'ru',
   'rus',
 ];
-export const SMART_RESOURCE_SCOPES = ['patient', 'user', 'system'].flatMap((level) =>
+const SMART_RESOURCE_SCOPES = ['patient', 'user', 'system'].flatMap((level) =>
   SCOPE_TYPES.flatMap((type) => SCOPE_PERMISSIONS.map((perm) => `${level}/${type}.${perm}`)),
 );
 

@@ -33,7 +33,7 @@ const DATE_PATHS = [
   'period.start',
   'issued',
 ];
-export const SUPPORTED_PARAMS = new Set([
+const SUPPORTED_PARAMS = new Set([
   '_id',
   '_lastUpdated',
   '_count',

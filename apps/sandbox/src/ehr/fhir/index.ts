@@ -1,11 +1,9 @@
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { EHR_PATHS } from '../../shared/clients.js';
 import type { PeerServer } from '../../shared/peer-server.js';
-import { fingerprint, type RecordedRequest } from '../../shared/request-log.js';
+import { fingerprint } from '../../shared/request-log.js';
 import type { AccessTokenInfo, IntrospectAccessToken } from '../../shared/tokens.js';
 import { FhirStore, FhirStoreError, type Resource } from './fhir-store.js';
-
-export { FhirStore } from './fhir-store.js';
 
 /**
  * The sandbox EHR's FHIR R4 server (dev/test only): read, vread, search, create, update, conditional create,
@@ -38,7 +36,7 @@ interface Grant {
   interactions: Set<Interaction>;
 }
 
-export function parseScopes(scopes: string[]): Grant[] {
+function parseScopes(scopes: string[]): Grant[] {
   const grants: Grant[] = [];
   for (const scope of scopes) {
     const m = /^(patient|user|system)\/([A-Za-z]+|\*)\.(read|write|\*|c?r?u?d?s?)(?:\?.*)?$/.exec(scope);
@@ -59,11 +57,7 @@ export function parseScopes(scopes: string[]): Grant[] {
 }
 
 /** Which levels allow an interaction on a type: `unlimited` (user/system), `compartment` (patient only) or none. */
-export function access(
-  scopes: string[],
-  type: string,
-  interaction: Interaction,
-): 'unlimited' | 'compartment' | undefined {
+function access(scopes: string[], type: string, interaction: Interaction): 'unlimited' | 'compartment' | undefined {
   const matching = parseScopes(scopes).filter(
     (g) => (g.type === '*' || g.type === type) && g.interactions.has(interaction),
   );

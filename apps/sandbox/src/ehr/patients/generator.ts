@@ -54,11 +54,7 @@ const ORDERS = [
   },
 ];
 /** Payer identifier the sandbox payer is registered under (see the README's payer registration). */
-export const SANDBOX_PAYER_IDENTIFIER = { system: 'http://example.org/payer-id', value: 'SANDBOX-PAYER' };
-
-export interface GeneratedData {
-  resources: Resource[];
-}
+const SANDBOX_PAYER_IDENTIFIER = { system: 'http://example.org/payer-id', value: 'SANDBOX-PAYER' };
 
 /**
  * Synthetic, US Core shaped patients, deterministic from the seed: Patient (MRN), Organization (payer), Coverage,
