@@ -1,15 +1,80 @@
 import type { FhirResource } from '@dtr/fhir';
+import type { AnswerSets } from './answer-check.js';
 import type { FormAuthor, FormDefinition, FormProblem, Origin, ResponseMeta } from './form.types.js';
-
-const notBuilt = (): never => {
-  throw new Error('not built');
-};
+import { isAutomatic, originExtension, readOrigin, type StoredOrigin, withOrigin } from './information-origin.js';
+import {
+  type Answer,
+  calculatedExpressionOf,
+  cloneTree,
+  type ItemDefinition,
+  indexQuestionnaire,
+  initialValues,
+  instancesByPath,
+  isHidden,
+  linkIdOfPath,
+  type QuestionnaireIndex,
+  type ResponseNode,
+  sameValues,
+  setAnswersAt,
+  tidy,
+  valueKey,
+} from './questionnaire-items.js';
+import { pruneDisabled, recompute } from './recompute.js';
+import { normaliseOrigins, shapeResponse } from './response-shape.js';
+import { readSubmission } from './submission.js';
 
 /**
- * Validates a submitted QR against the form, recomputes enableWhen/enableWhenExpression and
- * calculatedExpression to a steady state, drops answers of disabled items, and sets information-origin.
- * `previous` is the last saved QR. Never trusts information-origin or status sent by the page.
+ * The server-side rules of a DTR form: what a save may contain, what the server recomputes, where each answer came
+ * from, when the form may be completed, and how a resumed form takes a fresh prefill. Pure: no I/O, no clock (the
+ * caller passes `now` and `authored`).
+ * @see https://hl7.org/fhir/us/davinci-dtr/STU2.2/specification.html#populating-questionnaires
  */
+
+const itemsOf = (resource: FhirResource | undefined): ResponseNode[] =>
+  resource && Array.isArray(resource['item']) ? (resource['item'] as ResponseNode[]) : [];
+
+function canonicalOf(questionnaire: FhirResource): { url?: string; version?: string } {
+  return {
+    ...(typeof questionnaire['url'] === 'string' ? { url: questionnaire['url'] } : {}),
+    ...(typeof questionnaire['version'] === 'string' ? { version: questionnaire['version'] } : {}),
+  };
+}
+
+const setsOf = (form: FormDefinition): AnswerSets => ({
+  questionnaire: form.questionnaire,
+  valueSets: form.valueSets,
+  ...(form.options ? { options: form.options } : {}),
+});
+
+const labelOf = (d: ItemDefinition | undefined, linkId: string): string =>
+  d?.text ? `"${d.text.slice(0, 120)}"` : `item ${linkId}`;
+
+/** Server-owned items: the clinician cannot change them (readOnly, hidden); calculated ones are recomputed instead. */
+const serverOwned = (d: ItemDefinition | undefined): boolean =>
+  !!d && (d.readOnly === true || isHidden(d)) && calculatedExpressionOf(d) === undefined;
+
+interface Baseline {
+  /** The answers before any clinician touched them, each with its automatic origin. */
+  answers: Answer[];
+}
+
+/**
+ * What the form holds before the clinician answers: the prefill's answers (their own origin), and static `initial[x]`
+ * / `initialSelected` values where the prefill gave nothing. Static initial values are the payer's: `auto-server`
+ * in 2.2, `auto` before.
+ */
+function baselineOf(form: FormDefinition, index: QuestionnaireIndex): Map<string, Baseline> {
+  const out = new Map<string, Baseline>();
+  for (const [path, node] of instancesByPath(itemsOf(form.prefill)))
+    if ((node.answer?.length ?? 0) > 0) out.set(path, { answers: node.answer! });
+  for (const [path, answers] of initialValues(index))
+    if (!out.has(path))
+      out.set(path, {
+        answers: answers.map((a) => withOrigin(a, originExtension('auto-server', form.igVersion, undefined))),
+      });
+  return out;
+}
+
 export function reviseResponse(
   form: FormDefinition,
   submitted: unknown,
@@ -17,46 +82,215 @@ export function reviseResponse(
   author: FormAuthor,
   meta: ResponseMeta,
 ): { ok: true; response: FhirResource; dropped: string[] } | { ok: false; problems: FormProblem[] } {
-  void [form, submitted, previous, author, meta];
-  return notBuilt();
+  const index = indexQuestionnaire(form.questionnaire);
+  // 1. Shape and answers, item by item.
+  const submission = readSubmission(submitted, index, setsOf(form), canonicalOf(form.questionnaire));
+  if (submission.problems.length > 0) return { ok: false, problems: submission.problems };
+  const baseline = baselineOf(form, index);
+  const before = instancesByPath(itemsOf(previous));
+  const sent = instancesByPath(submission.items);
+  const problems: FormProblem[] = [];
+  const items = cloneTree(submission.items);
+
+  // 2. Read-only and hidden items keep the form's value (or the one already saved); left out, they get it back.
+  for (const [path, node] of sent) {
+    const definition = index.byLinkId.get(node.linkId)?.definition;
+    if (!serverOwned(definition) || !node.answer?.length) continue;
+    if (sameValues(node.answer, baseline.get(path)?.answers) || sameValues(node.answer, before.get(path)?.answer))
+      continue;
+    problems.push({
+      linkId: node.linkId,
+      code: 'read-only-changed',
+      message: `${labelOf(definition, node.linkId)}: this answer cannot be changed`,
+    });
+  }
+  for (const [path, { answers }] of baseline) {
+    if (!serverOwned(index.byLinkId.get(linkIdOfPath(path))?.definition)) continue;
+    if (!sent.get(path)?.answer?.length) setAnswersAt(items, path, answers);
+  }
+  // 3. A first response takes the static initial values that neither the prefill nor the page answered.
+  if (!previous) {
+    const prefilled = instancesByPath(itemsOf(form.prefill));
+    const current = instancesByPath(items);
+    for (const [path, answers] of initialValues(index)) {
+      const definition = index.byLinkId.get(linkIdOfPath(path))?.definition;
+      if (!definition || calculatedExpressionOf(definition) !== undefined) continue;
+      if (prefilled.get(path)?.answer?.length || current.get(path)?.answer?.length) continue;
+      setAnswersAt(items, path, answers);
+    }
+  }
+
+  // 4. Calculated values and enablement to a steady state; a calculated answer the page changed is refused.
+  const result = recompute(form.questionnaire, index, form.context, items);
+  for (const [path, node] of sent) {
+    const definition = index.byLinkId.get(node.linkId)?.definition;
+    if (!definition || calculatedExpressionOf(definition) === undefined || !node.answer?.length) continue;
+    if (result.disabled.has(node.linkId)) continue;
+    if (!sameValues(node.answer, result.calculated.get(path) ?? [])) {
+      problems.push({
+        linkId: node.linkId,
+        code: 'calculated-changed',
+        message: `${labelOf(definition, node.linkId)}: this value is calculated by the form and cannot be changed`,
+      });
+    }
+  }
+  if (problems.length > 0) return { ok: false, problems };
+  const dropped = new Set<string>();
+  pruneDisabled(submission.items, result.disabled, dropped);
+
+  // 5. Information origin of every answer, decided here.
+  const final = tidy(result.items, index);
+  for (const [path, node] of instancesByPath(final)) {
+    const definition = index.byLinkId.get(node.linkId)?.definition;
+    node.answer = node.answer?.map((answer) =>
+      withOrigin(answer, originFor(answer, path, definition, baseline, before, author, form)),
+    );
+  }
+  const response = shapeResponse(form, { resourceType: 'QuestionnaireResponse', item: final }, meta, 'in-progress');
+  return { ok: true, response, dropped: [...dropped] };
 }
 
-/** Problems that prevent completion: required enabled items empty (and any reviseResponse problem). */
-export function completionProblems(form: FormDefinition, response: FhirResource): FormProblem[] {
-  void [form, response];
-  return notBuilt();
-}
-
-/** Shapes a QR to the DTR QR profile of meta/igVersion. */
-export function shapeResponse(
+/**
+ * An answer unchanged since the last save keeps the origin (and author) it had; one equal to the form's value keeps
+ * that automatic origin; a calculated value is the client's (`auto-client`); a changed prefilled or initial answer
+ * is `override`, any other `manual`, both with the author.
+ */
+function originFor(
+  answer: Answer,
+  path: string,
+  definition: ItemDefinition | undefined,
+  baseline: Map<string, Baseline>,
+  before: Map<string, ResponseNode>,
+  author: FormAuthor,
   form: FormDefinition,
-  response: FhirResource,
-  meta: ResponseMeta,
-  status: 'in-progress' | 'completed' | 'stopped',
-): FhirResource {
-  void [form, response, meta, status];
-  return notBuilt();
+): Record<string, unknown> {
+  const key = valueKey(answer);
+  const saved = before.get(path)?.answer?.find((a) => valueKey(a) === key);
+  const savedOrigin = saved ? readOrigin(saved) : undefined;
+  if (savedOrigin) return originExtension(savedOrigin.origin, form.igVersion, savedOrigin.author);
+  const base = baseline.get(path)?.answers ?? [];
+  const same = base.find((a) => valueKey(a) === key);
+  if (same) return originExtension(readOrigin(same)?.origin ?? 'auto-client', form.igVersion, undefined);
+  if (definition && calculatedExpressionOf(definition) !== undefined)
+    return originExtension('auto-client', form.igVersion, undefined);
+  return originExtension(base.length > 0 ? 'override' : 'manual', form.igVersion, author);
 }
 
-/** Resume: merges a fresh prefill into a saved QR; override/manual answers never change. */
+export function completionProblems(form: FormDefinition, response: FhirResource): FormProblem[] {
+  const index = indexQuestionnaire(form.questionnaire);
+  const submission = readSubmission(response, index, setsOf(form), canonicalOf(form.questionnaire));
+  if (submission.problems.length > 0) return submission.problems;
+  const { items, disabled } = recompute(form.questionnaire, index, form.context, submission.items);
+  const problems: FormProblem[] = [];
+  const reported = new Set<string>();
+  const hasContent = (node: ResponseNode): boolean =>
+    (node.answer?.length ?? 0) > 0 || (node.item ?? []).some(hasContent);
+  // An absent group counts as one empty instance: its required items are still asked for.
+  const check = (definitions: ItemDefinition[] | undefined, siblings: ResponseNode[]) => {
+    for (const definition of definitions ?? []) {
+      if (definition.type === 'display' || disabled.has(definition.linkId) || isHidden(definition)) continue;
+      const nodes = siblings.filter((n) => n.linkId === definition.linkId);
+      if (definition.required === true && !nodes.some(hasContent) && !reported.has(definition.linkId)) {
+        reported.add(definition.linkId);
+        problems.push({
+          linkId: definition.linkId,
+          code: 'required-missing',
+          message: `${labelOf(definition, definition.linkId)}: an answer is required`,
+        });
+      }
+      const instances = nodes.length > 0 ? nodes : [{ linkId: definition.linkId }];
+      for (const node of instances)
+        check(definition.item, [...(node.item ?? []), ...(node.answer ?? []).flatMap((a) => a.item ?? [])]);
+    }
+  };
+  check(index.roots, items);
+  return problems;
+}
+
 export function mergeResume(
   form: FormDefinition,
   saved: FhirResource,
 ): { response: FhirResource; updated: string[]; added: string[] } {
-  void [form, saved];
-  return notBuilt();
+  const index = indexQuestionnaire(form.questionnaire);
+  const updated = new Set<string>();
+  const added = new Set<string>();
+  const answered = (node: ResponseNode, into: Set<string>) => {
+    if ((node.answer?.length ?? 0) > 0) into.add(node.linkId);
+    node.item?.forEach((n) => answered(n, into));
+  };
+  const merge = (savedList: ResponseNode[], freshList: ResponseNode[]): ResponseNode[] => {
+    const out: ResponseNode[] = [];
+    const seen = new Map<string, number>();
+    for (const node of savedList) {
+      const n = seen.get(node.linkId) ?? 0;
+      seen.set(node.linkId, n + 1);
+      const fresh = freshList.filter((f) => f.linkId === node.linkId)[n];
+      const next: ResponseNode = { ...node };
+      const savedAnswers = node.answer ?? [];
+      const byClinician = savedAnswers.some((a) => !isAutomatic(readOrigin(a)?.origin) || (a.item?.length ?? 0) > 0);
+      if (!byClinician && fresh?.answer?.length) {
+        if (savedAnswers.length === 0) added.add(node.linkId);
+        else if (!sameValues(savedAnswers, fresh.answer)) updated.add(node.linkId);
+        next.answer = structuredClone(fresh.answer);
+      }
+      const children = merge(node.item ?? [], fresh?.item ?? []);
+      if (children.length > 0) next.item = children;
+      out.push(next);
+    }
+    const counts = new Map<string, number>();
+    for (const fresh of freshList) {
+      const n = counts.get(fresh.linkId) ?? 0;
+      counts.set(fresh.linkId, n + 1);
+      if (n >= (seen.get(fresh.linkId) ?? 0)) {
+        out.push(structuredClone(fresh));
+        answered(fresh, added);
+      }
+    }
+    return out;
+  };
+  const item = normaliseOrigins(tidy(merge(itemsOf(saved), itemsOf(form.prefill)), index), form.igVersion);
+  return { response: { ...saved, item }, updated: [...updated], added: [...added] };
 }
 
-/** effectivePeriod ended (at `now`) → the QR must be stopped; returns a message for the clinician or undefined. */
+/** The first instant after a FHIR date or dateTime (a partial date covers its whole year, month or day). */
+function endOf(text: string): number | undefined {
+  const date = /^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$/.exec(text);
+  if (date) {
+    const [, y, m, d] = date;
+    if (d) return Date.UTC(Number(y), Number(m) - 1, Number(d) + 1);
+    if (m) return Date.UTC(Number(y), Number(m), 1);
+    return Date.UTC(Number(y) + 1, 0, 1);
+  }
+  const instant = Date.parse(text);
+  return Number.isNaN(instant) || !/T/.test(text) ? undefined : instant + 1;
+}
+
+/**
+ * A Questionnaire whose effectivePeriod has ended may no longer be answered: the response is stopped.
+ * @see https://hl7.org/fhir/us/davinci-dtr/STU2.2/specification.html#questionnaireresponse-persistence (effectivePeriod)
+ */
 export function expiredQuestionnaire(questionnaire: FhirResource, now: Date): string | undefined {
-  void [questionnaire, now];
-  return notBuilt();
+  const period = questionnaire['effectivePeriod'] as { end?: unknown } | undefined;
+  if (!period || typeof period.end !== 'string') return undefined;
+  const end = endOf(period.end);
+  if (end === undefined || now.getTime() < end) return undefined;
+  const title =
+    typeof questionnaire['title'] === 'string'
+      ? questionnaire['title']
+      : typeof questionnaire['name'] === 'string'
+        ? questionnaire['name']
+        : 'This questionnaire';
+  return `${title.slice(0, 200)} was in effect until ${period.end}: the payer no longer accepts answers to it, so this response is stopped. Ask the payer for the current questionnaire.`;
 }
 
-/** Per item: origin and author of each answered item. */
 export function answerOrigins(
   response: FhirResource,
 ): Array<{ linkId: string; origin: Origin | 'auto'; author?: FormAuthor }> {
-  void response;
-  return notBuilt();
+  const out: Array<{ linkId: string; origin: StoredOrigin; author?: FormAuthor }> = [];
+  for (const node of instancesByPath(itemsOf(response)).values())
+    for (const answer of node.answer ?? []) {
+      const origin = readOrigin(answer);
+      if (origin) out.push({ linkId: node.linkId, ...origin });
+    }
+  return out;
 }

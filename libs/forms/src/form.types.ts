@@ -12,6 +12,8 @@ export interface FormAuthor {
   practitioner?: string;
   practitionerRole?: string;
   display?: string;
+  /** The practitioner's role as a code (information-origin `author.role`, a CodeableConcept in every version). */
+  role?: { system?: string; code: string; display?: string };
 }
 
 /** One reason a submitted answer was refused; `message` is safe to show (no PHI beyond the item itself). */
@@ -46,6 +48,11 @@ export interface FormDefinition {
   prefill: FhirResource;
   /** What FHIRPath enableWhenExpression/calculatedExpression may read (launch contexts: %patient etc.). */
   context?: Record<string, unknown>;
+  /**
+   * candidateExpression results of the prefill (linkId → answers offered): the answer set of a choice item that has
+   * neither answerOption nor answerValueSet.
+   */
+  options?: Record<string, Array<Record<string, unknown>>>;
 }
 
 /** The DTR QuestionnaireResponse profile's fields that come from the session rather than from the page. */
@@ -60,4 +67,6 @@ export interface ResponseMeta {
   encounter?: string;
   /** `url|version` */
   questionnaireCanonical: string;
+  /** intendedUse code from CRD's coverage-information codes (`withorder` when absent). */
+  intendedUse?: 'withpa' | 'withclaim' | 'withorder' | 'retain-doc' | 'OTH';
 }
