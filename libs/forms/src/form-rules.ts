@@ -82,6 +82,29 @@ export function reviseResponse(
   author: FormAuthor,
   meta: ResponseMeta,
 ): { ok: true; response: FhirResource; dropped: string[] } | { ok: false; problems: FormProblem[] } {
+  const revised = revise(form, submitted, previous, author, !previous);
+  if (!revised.ok) return revised;
+  const response = shapeResponse(
+    form,
+    { resourceType: 'QuestionnaireResponse', item: revised.items },
+    meta,
+    'in-progress',
+  );
+  return { ok: true, response, dropped: revised.dropped };
+}
+
+type Revised =
+  | { ok: true; items: ResponseNode[]; dropped: string[]; disabled: Set<string> }
+  | { ok: false; problems: FormProblem[] };
+
+/** Steps 1-5 of a save; `firstResponse` adds the static initial values. */
+function revise(
+  form: FormDefinition,
+  submitted: unknown,
+  previous: FhirResource | undefined,
+  author: FormAuthor,
+  firstResponse: boolean,
+): Revised {
   const index = indexQuestionnaire(form.questionnaire);
   // 1. Shape and answers, item by item.
   const submission = readSubmission(submitted, index, setsOf(form), canonicalOf(form.questionnaire));
@@ -109,7 +132,7 @@ export function reviseResponse(
     if (!sent.get(path)?.answer?.length) setAnswersAt(items, path, answers);
   }
   // 3. A first response takes the static initial values that neither the prefill nor the page answered.
-  if (!previous) {
+  if (firstResponse) {
     const prefilled = instancesByPath(itemsOf(form.prefill));
     const current = instancesByPath(items);
     for (const [path, answers] of initialValues(index)) {
@@ -120,13 +143,16 @@ export function reviseResponse(
     }
   }
 
-  // 4. Calculated values and enablement to a steady state; a calculated answer the page changed is refused.
+  // 4. Calculated values and enablement to a steady state. A calculated answer the page sent must be the recomputed
+  // one; the form's earlier value (a page that has not recalculated yet) is replaced, any other value is refused.
   const result = recompute(form.questionnaire, index, form.context, items);
   for (const [path, node] of sent) {
     const definition = index.byLinkId.get(node.linkId)?.definition;
     if (!definition || calculatedExpressionOf(definition) === undefined || !node.answer?.length) continue;
     if (result.disabled.has(node.linkId)) continue;
-    if (!sameValues(node.answer, result.calculated.get(path) ?? [])) {
+    const stale =
+      sameValues(node.answer, baseline.get(path)?.answers) || sameValues(node.answer, before.get(path)?.answer);
+    if (!stale && !sameValues(node.answer, result.calculated.get(path) ?? [])) {
       problems.push({
         linkId: node.linkId,
         code: 'calculated-changed',
@@ -146,8 +172,7 @@ export function reviseResponse(
       withOrigin(answer, originFor(answer, path, definition, baseline, before, author, form)),
     );
   }
-  const response = shapeResponse(form, { resourceType: 'QuestionnaireResponse', item: final }, meta, 'in-progress');
-  return { ok: true, response, dropped: [...dropped] };
+  return { ok: true, items: final, dropped: [...dropped], disabled: result.disabled };
 }
 
 /**
@@ -178,9 +203,9 @@ function originFor(
 
 export function completionProblems(form: FormDefinition, response: FhirResource): FormProblem[] {
   const index = indexQuestionnaire(form.questionnaire);
-  const submission = readSubmission(response, index, setsOf(form), canonicalOf(form.questionnaire));
-  if (submission.problems.length > 0) return submission.problems;
-  const { items, disabled } = recompute(form.questionnaire, index, form.context, submission.items);
+  const revised = revise(form, response, undefined, {}, false);
+  if (!revised.ok) return revised.problems;
+  const { items, disabled } = revised;
   const problems: FormProblem[] = [];
   const reported = new Set<string>();
   const hasContent = (node: ResponseNode): boolean =>
