@@ -64,6 +64,8 @@ const RELATIVE_REFERENCE = /^[A-Z][A-Za-z]{1,63}\/[A-Za-z0-9\-.]{1,64}(\/_histor
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 const MIME = /^[a-z]+\/[a-z0-9.+\-]+(;.*)?$/i;
 const INT32 = 2 ** 31;
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F]/;
 
 export interface AnswerSets {
   questionnaire: FhirResource;
@@ -175,8 +177,10 @@ export function checkAnswer(
         : problem('wrong-type', `the answer must be ${wanted}`);
     case 'string':
     case 'text':
-      if (typeof value !== 'string' || value.trim() === '')
-        return problem('wrong-type', `the answer must be ${wanted}`);
+      if (typeof value !== 'string') return problem('wrong-type', `the answer must be ${wanted}`);
+      if (value.trim() === '') return problem('invalid-value', 'the answer is empty');
+      // FHIR strings: no control characters other than tab, carriage return and line feed.
+      if (CONTROL.test(value)) return problem('invalid-value', 'the answer contains characters that are not allowed');
       return tooLong(value) ?? keep(value);
     case 'url':
       if (typeof value !== 'string' || !webAddress(value)) return problem('wrong-type', `the answer must be ${wanted}`);

@@ -2,7 +2,7 @@ import type { FhirResource } from '@dtr/fhir';
 import { describe, expect, it } from 'vitest';
 import { answerOrigins, completionProblems, reviseResponse } from './form-rules.js';
 import type { FormProblem } from './form.types.js';
-import { answer, DR_LEE, editable, formFor, META, originsOf, pageCopy, valuesOf } from './test-forms.js';
+import { answer, DR_LEE, editable, formFor, META, originsOf, pageCopy, QUESTIONNAIRE, valuesOf } from './test-forms.js';
 
 function saved(submitted: unknown, previous?: FhirResource, version: '2.0.1' | '2.1' | '2.2' = '2.2') {
   const result = reviseResponse(formFor(version), submitted, previous, DR_LEE, META);
@@ -159,6 +159,15 @@ describe('refused answers, each named after what the clinician sees', () => {
     const problem = problems.find((p) => p.linkId === linkId)!;
     expect(problem.message).toMatch(/^"/);
     expect(problem.message).not.toContain('drop table');
+  });
+
+  it.each([
+    ['only spaces', '   '],
+    ['a control character', 'bell\u0007'],
+  ])('a name that is %s', (_what, text) => {
+    const page = pageCopy();
+    answer(page, 'name', [{ valueString: text }]);
+    expect(refused(page)).toEqual([expect.objectContaining({ linkId: 'name', code: 'invalid-value' })]);
   });
 
   it('an item this questionnaire does not have', () => {
@@ -320,6 +329,30 @@ describe('what the server recomputes', () => {
   });
 });
 
+describe('a calculation the server cannot evaluate', () => {
+  it('leaves the page’s value, as the clinician’s, and reports the item as unverified', () => {
+    const questionnaire = structuredClone(QUESTIONNAIRE) as FhirResource & { item: Array<Record<string, unknown>> };
+    questionnaire.item.push({
+      linkId: 'score',
+      text: 'Risk score',
+      type: 'integer',
+      extension: [
+        {
+          url: 'http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-calculatedExpression',
+          valueExpression: { language: 'text/fhirpath', expression: "%resource.item.noSuchFunction('x')" },
+        },
+      ],
+    });
+    const page = pageCopy();
+    answer(page, 'score', [{ valueInteger: 4 }]);
+    const result = reviseResponse(formFor('2.2', questionnaire), page, undefined, DR_LEE, META);
+    if (!result.ok) throw new Error(JSON.stringify(result.problems));
+    expect(result.unverified).toEqual(['score']);
+    expect(valuesOf(result.response, 'score')).toEqual([{ valueInteger: 4 }]);
+    expect(originsOf(result.response, 'score')).toEqual([{ source: 'manual', author: 'Practitioner/dr-lee' }]);
+  });
+});
+
 describe('static initial values (initial[x])', () => {
   it('a first response gets them as the payer’s values: auto-server in 2.2, auto before', () => {
     const first = saved(pageCopy()).response;
@@ -422,12 +455,16 @@ describe('completion', () => {
     expect(completionProblems(formFor(), response)).toEqual([]);
   });
 
-  it('a response that would be refused on save cannot be completed either', () => {
+  it('a stored answer the form no longer accepts blocks completion, named', () => {
     const page = pageCopy();
-    answer(page, 'mrn', [{ valueString: 'MRN-1' }]);
-    const response = { ...pageCopy(), item: page.item };
-    expect(completionProblems(formFor(), response as unknown as FhirResource)).toEqual([
-      expect.objectContaining({ code: 'read-only-changed' }),
+    page.item.push({ linkId: 'visits', item: [{ linkId: 'visit-date', answer: [{ valueDate: '2026-01-02' }] }] });
+    const response = saved(page).response;
+    (response['item'] as Array<Record<string, unknown>>).push({
+      linkId: 'shift',
+      answer: [{ valueString: 'weekend' }],
+    });
+    expect(completionProblems(formFor(), response)).toEqual([
+      expect.objectContaining({ linkId: 'shift', code: 'not-in-answer-set' }),
     ]);
   });
 });

@@ -81,7 +81,9 @@ export function reviseResponse(
   previous: FhirResource | undefined,
   author: FormAuthor,
   meta: ResponseMeta,
-): { ok: true; response: FhirResource; dropped: string[] } | { ok: false; problems: FormProblem[] } {
+):
+  | { ok: true; response: FhirResource; dropped: string[]; unverified?: string[] }
+  | { ok: false; problems: FormProblem[] } {
   const revised = revise(form, submitted, previous, author, !previous);
   if (!revised.ok) return revised;
   const response = shapeResponse(
@@ -90,14 +92,34 @@ export function reviseResponse(
     meta,
     'in-progress',
   );
-  return { ok: true, response, dropped: revised.dropped };
+  return {
+    ok: true,
+    response,
+    dropped: revised.dropped,
+    ...(revised.unverified.length > 0 ? { unverified: revised.unverified } : {}),
+  };
 }
 
 type Revised =
-  | { ok: true; items: ResponseNode[]; dropped: string[]; disabled: Set<string> }
+  | { ok: true; items: ResponseNode[]; dropped: string[]; disabled: Set<string>; unverified: string[] }
   | { ok: false; problems: FormProblem[] };
 
-/** Steps 1-5 of a save; `firstResponse` adds the static initial values. */
+/** What the steps of a save share. */
+interface Save {
+  form: FormDefinition;
+  index: QuestionnaireIndex;
+  /** The form's own values (prefill, static initial values) by item path. */
+  baseline: Map<string, Baseline>;
+  /** The last saved response's items by path. */
+  before: Map<string, ResponseNode>;
+  /** What the page sent, by path. */
+  sent: Map<string, ResponseNode>;
+  /** The response being built (starts as what the page sent). */
+  items: ResponseNode[];
+  problems: FormProblem[];
+}
+
+/** The steps of a save; `firstResponse` adds the static initial values. */
 function revise(
   form: FormDefinition,
   submitted: unknown,
@@ -109,70 +131,97 @@ function revise(
   // 1. Shape and answers, item by item.
   const submission = readSubmission(submitted, index, setsOf(form), canonicalOf(form.questionnaire));
   if (submission.problems.length > 0) return { ok: false, problems: submission.problems };
-  const baseline = baselineOf(form, index);
-  const before = instancesByPath(itemsOf(previous));
-  const sent = instancesByPath(submission.items);
-  const problems: FormProblem[] = [];
-  const items = cloneTree(submission.items);
-
-  // 2. Read-only and hidden items keep the form's value (or the one already saved); left out, they get it back.
-  for (const [path, node] of sent) {
+  const save: Save = {
+    form,
+    index,
+    baseline: baselineOf(form, index),
+    before: instancesByPath(itemsOf(previous)),
+    sent: instancesByPath(submission.items),
+    items: cloneTree(submission.items),
+    problems: [],
+  };
+  // 2. Read-only and hidden items keep the form's value.
+  keepServerOwned(save);
+  // 3. A first response takes the static initial values.
+  if (firstResponse) addInitialValues(save);
+  // 4. Calculated values and enablement to a steady state.
+  const result = recompute(form.questionnaire, index, form.context, save.items);
+  const unverified = new Set(result.failures);
+  checkCalculated(save, result.calculated, result.disabled, unverified);
+  if (save.problems.length > 0) return { ok: false, problems: save.problems };
+  const dropped = new Set<string>();
+  pruneDisabled(submission.items, result.disabled, dropped);
+  // 5. Information origin of every answer, decided here.
+  const final = tidy(result.items, index);
+  for (const [path, node] of instancesByPath(final)) {
     const definition = index.byLinkId.get(node.linkId)?.definition;
+    const calculated = !!definition && calculatedExpressionOf(definition) !== undefined && !unverified.has(node.linkId);
+    node.answer = node.answer?.map((answer) =>
+      withOrigin(answer, originFor(answer, save.baseline.get(path), save.before.get(path), calculated, author, form)),
+    );
+  }
+  return { ok: true, items: final, dropped: [...dropped], disabled: result.disabled, unverified: [...unverified] };
+}
+
+/** Read-only and hidden answers must be the form's value (or the one already saved); left out, they get it back. */
+function keepServerOwned(save: Save): void {
+  for (const [path, node] of save.sent) {
+    const definition = save.index.byLinkId.get(node.linkId)?.definition;
     if (!serverOwned(definition) || !node.answer?.length) continue;
-    if (sameValues(node.answer, baseline.get(path)?.answers) || sameValues(node.answer, before.get(path)?.answer))
+    if (
+      sameValues(node.answer, save.baseline.get(path)?.answers) ||
+      sameValues(node.answer, save.before.get(path)?.answer)
+    )
       continue;
-    problems.push({
+    save.problems.push({
       linkId: node.linkId,
       code: 'read-only-changed',
       message: `${labelOf(definition, node.linkId)}: this answer cannot be changed`,
     });
   }
-  for (const [path, { answers }] of baseline) {
-    if (!serverOwned(index.byLinkId.get(linkIdOfPath(path))?.definition)) continue;
-    if (!sent.get(path)?.answer?.length) setAnswersAt(items, path, answers);
+  for (const [path, { answers }] of save.baseline) {
+    if (!serverOwned(save.index.byLinkId.get(linkIdOfPath(path))?.definition)) continue;
+    if (!save.sent.get(path)?.answer?.length) setAnswersAt(save.items, path, answers);
   }
-  // 3. A first response takes the static initial values that neither the prefill nor the page answered.
-  if (firstResponse) {
-    const prefilled = instancesByPath(itemsOf(form.prefill));
-    const current = instancesByPath(items);
-    for (const [path, answers] of initialValues(index)) {
-      const definition = index.byLinkId.get(linkIdOfPath(path))?.definition;
-      if (!definition || calculatedExpressionOf(definition) !== undefined) continue;
-      if (prefilled.get(path)?.answer?.length || current.get(path)?.answer?.length) continue;
-      setAnswersAt(items, path, answers);
-    }
-  }
+}
 
-  // 4. Calculated values and enablement to a steady state. A calculated answer the page sent must be the recomputed
-  // one; the form's earlier value (a page that has not recalculated yet) is replaced, any other value is refused.
-  const result = recompute(form.questionnaire, index, form.context, items);
-  for (const [path, node] of sent) {
-    const definition = index.byLinkId.get(node.linkId)?.definition;
+/** The static initial values that neither the prefill nor the page answered. */
+function addInitialValues(save: Save): void {
+  const prefilled = instancesByPath(itemsOf(save.form.prefill));
+  const current = instancesByPath(save.items);
+  for (const [path, answers] of initialValues(save.index)) {
+    const definition = save.index.byLinkId.get(linkIdOfPath(path))?.definition;
+    if (!definition || calculatedExpressionOf(definition) !== undefined) continue;
+    if (prefilled.get(path)?.answer?.length || current.get(path)?.answer?.length) continue;
+    setAnswersAt(save.items, path, answers);
+  }
+}
+
+/**
+ * A calculated answer the page sent must be the recomputed one; the form's earlier value (a page that has not
+ * recalculated yet) is replaced, any other value is refused. Where the server could not evaluate the expression, the
+ * page's value stands (the item stays answerable) and is reported as unverified.
+ */
+function checkCalculated(
+  save: Save,
+  calculated: Map<string, Answer[]>,
+  disabled: Set<string>,
+  unverified: Set<string>,
+): void {
+  for (const [path, node] of save.sent) {
+    const definition = save.index.byLinkId.get(node.linkId)?.definition;
     if (!definition || calculatedExpressionOf(definition) === undefined || !node.answer?.length) continue;
-    if (result.disabled.has(node.linkId)) continue;
+    if (disabled.has(node.linkId) || unverified.has(node.linkId)) continue;
     const stale =
-      sameValues(node.answer, baseline.get(path)?.answers) || sameValues(node.answer, before.get(path)?.answer);
-    if (!stale && !sameValues(node.answer, result.calculated.get(path) ?? [])) {
-      problems.push({
-        linkId: node.linkId,
-        code: 'calculated-changed',
-        message: `${labelOf(definition, node.linkId)}: this value is calculated by the form and cannot be changed`,
-      });
-    }
+      sameValues(node.answer, save.baseline.get(path)?.answers) ||
+      sameValues(node.answer, save.before.get(path)?.answer);
+    if (stale || sameValues(node.answer, calculated.get(path) ?? [])) continue;
+    save.problems.push({
+      linkId: node.linkId,
+      code: 'calculated-changed',
+      message: `${labelOf(definition, node.linkId)}: this value is calculated by the form and cannot be changed`,
+    });
   }
-  if (problems.length > 0) return { ok: false, problems };
-  const dropped = new Set<string>();
-  pruneDisabled(submission.items, result.disabled, dropped);
-
-  // 5. Information origin of every answer, decided here.
-  const final = tidy(result.items, index);
-  for (const [path, node] of instancesByPath(final)) {
-    const definition = index.byLinkId.get(node.linkId)?.definition;
-    node.answer = node.answer?.map((answer) =>
-      withOrigin(answer, originFor(answer, path, definition, baseline, before, author, form)),
-    );
-  }
-  return { ok: true, items: final, dropped: [...dropped], disabled: result.disabled };
 }
 
 /**
@@ -182,28 +231,28 @@ function revise(
  */
 function originFor(
   answer: Answer,
-  path: string,
-  definition: ItemDefinition | undefined,
-  baseline: Map<string, Baseline>,
-  before: Map<string, ResponseNode>,
+  baseline: Baseline | undefined,
+  before: ResponseNode | undefined,
+  calculated: boolean,
   author: FormAuthor,
   form: FormDefinition,
 ): Record<string, unknown> {
   const key = valueKey(answer);
-  const saved = before.get(path)?.answer?.find((a) => valueKey(a) === key);
+  const saved = before?.answer?.find((a) => valueKey(a) === key);
   const savedOrigin = saved ? readOrigin(saved) : undefined;
   if (savedOrigin) return originExtension(savedOrigin.origin, form.igVersion, savedOrigin.author);
-  const base = baseline.get(path)?.answers ?? [];
+  const base = baseline?.answers ?? [];
   const same = base.find((a) => valueKey(a) === key);
   if (same) return originExtension(readOrigin(same)?.origin ?? 'auto-client', form.igVersion, undefined);
-  if (definition && calculatedExpressionOf(definition) !== undefined)
-    return originExtension('auto-client', form.igVersion, undefined);
+  if (calculated) return originExtension('auto-client', form.igVersion, undefined);
   return originExtension(base.length > 0 ? 'override' : 'manual', form.igVersion, author);
 }
 
 export function completionProblems(form: FormDefinition, response: FhirResource): FormProblem[] {
   const index = indexQuestionnaire(form.questionnaire);
-  const revised = revise(form, response, undefined, {}, false);
+  // The response is the server's own (saved or just revised): its read-only and calculated values stand as saved,
+  // while every answer is checked again and enablement recomputed.
+  const revised = revise(form, response, response, {}, false);
   if (!revised.ok) return revised.problems;
   const { items, disabled } = revised;
   const problems: FormProblem[] = [];
@@ -273,7 +322,21 @@ export function mergeResume(
     }
     return out;
   };
-  const item = normaliseOrigins(tidy(merge(itemsOf(saved), itemsOf(form.prefill)), index), form.igVersion);
+  const merged = tidy(merge(itemsOf(saved), itemsOf(form.prefill)), index);
+  // Calculated values follow the merged answers (an override of an input changes them); nothing is dropped here.
+  const { calculated, disabled } = recompute(form.questionnaire, index, form.context, merged);
+  const before = instancesByPath(itemsOf(saved));
+  for (const [path, answers] of calculated) {
+    if (disabled.has(linkIdOfPath(path)) || sameValues(answers, instancesByPath(merged).get(path)?.answer)) continue;
+    if (before.get(path)?.answer?.some((a) => !isAutomatic(readOrigin(a)?.origin))) continue;
+    setAnswersAt(
+      merged,
+      path,
+      answers.map((a) => withOrigin(a, originExtension('auto-client', form.igVersion, undefined))),
+    );
+    updated.add(linkIdOfPath(path));
+  }
+  const item = normaliseOrigins(tidy(merged, index), form.igVersion);
   return { response: { ...saved, item }, updated: [...updated], added: [...added] };
 }
 

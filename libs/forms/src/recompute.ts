@@ -30,14 +30,15 @@ export interface Recomputed {
   /** The recomputed answers of each calculated item instance (path → answers; empty when the expression gave nothing). */
   calculated: Map<string, Answer[]>;
   settled: boolean;
+  /** Calculated items whose expression failed here: their answers are left as they were. */
   failures: string[];
 }
 
+/** The FHIRPath environment over a response; a root variable that fails is left out (expressions using it fail). */
 function environment(
   questionnaire: FhirResource,
   context: Record<string, unknown> | undefined,
   items: ResponseNode[],
-  failures: Set<string>,
 ): Record<string, unknown> {
   const env: Record<string, unknown> = {
     ...(context ?? {}),
@@ -48,7 +49,7 @@ function environment(
     try {
       env[variable.name] = compileFhirPath(variable.expression)({}, env);
     } catch {
-      failures.add(`variable ${variable.name}`);
+      delete env[variable.name];
     }
   }
   return env;
@@ -118,16 +119,16 @@ export function recompute(
   let disabled = new Set<string>();
   let settled = false;
   for (let round = 0; round < MAX_ROUNDS && !settled; round++) {
-    let env = environment(questionnaire, context, pruneDisabled(items, disabled), failures);
+    let env = environment(questionnaire, context, pruneDisabled(items, disabled));
     const enablement = applyEnableWhen(questionnaire, pruneDisabled(items, disabled), env);
     const nextDisabled = enablement.disabled;
     let changed = nextDisabled.size !== disabled.size || [...nextDisabled].some((l) => !disabled.has(l));
     disabled = nextDisabled;
-    if (calculatedDefinitions.length > 0)
-      env = environment(questionnaire, context, pruneDisabled(items, disabled), failures);
+    if (calculatedDefinitions.length > 0) env = environment(questionnaire, context, pruneDisabled(items, disabled));
     for (const definition of calculatedDefinitions) {
       if (disabled.has(definition.linkId)) continue;
-      const answers = calculate(definition, calculatedExpressionOf(definition)!, env, failures) ?? [];
+      const answers = calculate(definition, calculatedExpressionOf(definition)!, env, failures);
+      if (answers === undefined) continue;
       for (const path of pathsFor(items, index, definition.linkId)) {
         const current = instancesByPath(items).get(path)?.answer ?? [];
         calculated.set(path, answers);

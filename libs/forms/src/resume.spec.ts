@@ -49,10 +49,23 @@ describe('resuming a saved draft with a fresh prefill', () => {
     expect(valuesOf(response, 'height')).toEqual([{ valueDecimal: 1.79 }]);
     expect(originsOf(response, 'height')).toEqual([{ source: 'auto-client', author: undefined }]);
     expect(valuesOf(response, 'dob')).toEqual([{ valueDate: '1950-03-01' }]);
-    expect(updated).toEqual(['height']);
+    // The body mass index follows the new height.
+    expect(valuesOf(response, 'bmi')).toEqual([{ valueDecimal: 25.3 }]);
+    expect(updated).toEqual(['height', 'bmi']);
     expect(added).toEqual(['dob']);
     // Unchanged automatic answers are neither updated nor added.
     expect(valuesOf(response, 'mrn')).toEqual([{ valueString: 'MRN-0042' }]);
+  });
+
+  it('a calculated value follows an input the clinician overrode, not the fresh prefill’s', () => {
+    const page = pageCopy();
+    answer(page, 'mass', [{ valueDecimal: 90 }]);
+    const draft = reviseResponse(formFor(), page, undefined, DR_LEE, META);
+    if (!draft.ok) throw new Error('refused');
+    const { response } = mergeResume(freshForm(), draft.response);
+    expect(valuesOf(response, 'mass')).toEqual([{ valueDecimal: 90 }]);
+    expect(valuesOf(response, 'bmi')).toEqual([{ valueDecimal: 28.1 }]);
+    expect(originsOf(response, 'bmi')).toEqual([{ source: 'auto-client', author: undefined }]);
   });
 
   it('keeps the saved response’s identity, context and items in the form’s order', () => {
