@@ -3,6 +3,7 @@ import { expansionOf } from '@dtr/prefill';
 import type { FormProblem } from './form.types.js';
 import {
   type Answer,
+  hasUrl,
   type ItemDefinition,
   MAX_SIZE,
   MIME_TYPE,
@@ -250,7 +251,7 @@ function checkQuantity(
     if (q[k] !== undefined && typeof q[k] !== 'string')
       return problem('wrong-type', 'the unit of the quantity is not valid');
   const units = (definition.extension ?? [])
-    .filter((e) => e.url === UNIT_OPTION || e.url === UNIT)
+    .filter((e) => hasUrl(e, UNIT_OPTION) || hasUrl(e, UNIT))
     .map((e) => e['valueCoding'] as Coding | undefined)
     .filter((c): c is Coding => !!c?.code);
   const clean = {
@@ -289,7 +290,7 @@ function checkReference(
   if (!relative && !(webAddress(reference) && /\/[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}$/.test(reference)))
     return problem('wrong-type', 'the answer must be a reference to a record');
   const types = (definition.extension ?? [])
-    .filter((e) => e.url === REFERENCE_RESOURCE)
+    .filter((e) => hasUrl(e, REFERENCE_RESOURCE))
     .map((e) => e['valueCode'])
     .filter((t): t is string => typeof t === 'string');
   const type = relative ? reference.split('/')[0]! : reference.split('/').slice(-2)[0]!;
@@ -317,7 +318,7 @@ function checkAttachment(
   if (data !== undefined && typeof contentType !== 'string')
     return problem('invalid-value', 'the file type is missing');
   const mimeTypes = (definition.extension ?? [])
-    .filter((e) => e.url === MIME_TYPE)
+    .filter((e) => hasUrl(e, MIME_TYPE))
     .map((e) => e['valueCode'])
     .filter((t): t is string => typeof t === 'string');
   if (
@@ -325,7 +326,7 @@ function checkAttachment(
     (typeof contentType !== 'string' || !mimeTypes.includes(contentType.split(';')[0]!.trim()))
   )
     return problem('invalid-value', `the file must be of type ${mimeTypes.join(' or ')}`);
-  const maxSize = (definition.extension ?? []).find((e) => e.url === MAX_SIZE)?.['valueDecimal'];
+  const maxSize = (definition.extension ?? []).find((e) => hasUrl(e, MAX_SIZE))?.['valueDecimal'];
   const bytes = typeof data === 'string' ? Math.floor((data.length * 3) / 4) - (data.match(/=+$/)?.[0].length ?? 0) : 0;
   if (typeof maxSize === 'number' && bytes > maxSize)
     return problem('too-long', `the file is larger than the ${maxSize} bytes allowed`);

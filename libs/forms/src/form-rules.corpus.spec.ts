@@ -3,16 +3,35 @@ import path from 'node:path';
 import { type FhirResource, QuestionnairePackage } from '@dtr/fhir';
 import { BundleReader, INFORMATION_ORIGIN, PrefillEngine } from '@dtr/prefill';
 import { describe, expect, it } from 'vitest';
-import { completionProblems, reviseResponse } from './form-rules.js';
+import { answerOrigins, completionProblems, reviseResponse } from './form-rules.js';
 import { shapeResponse } from './response-shape.js';
 import type { FormDefinition, ResponseMeta } from './form.types.js';
-import { editable, itemsWith, originsOf } from './test-forms.js';
+import { editable, itemsWith, originsOf, valuesOf as valuesOfItem } from './test-forms.js';
 
 // Content written by others (the Inferno DTR test kit), read where it lies (`../shared/corpus` beside the repository,
 // or DTR_CORPUS) and never copied here.
 const corpus = process.env['DTR_CORPUS'] ?? path.resolve(import.meta.dirname, '../../../../shared/corpus');
 const folder = path.join(corpus, 'packages', 'DinnerOrder');
 const present = existsSync(path.join(folder, 'expected_QR_dinner_order_static.json'));
+const homeOxygen = path.join(corpus, 'packages', 'HomeOxygenTherapy');
+const homeOxygenPresent = existsSync(path.join(homeOxygen, 'original'));
+
+/** The resources of a package as published (a $questionnaire-package Parameters or a Bundle). */
+function published(folder: string): FhirResource[] {
+  const out: FhirResource[] = [];
+  for (const file of readdirSync(path.join(folder, 'original'))) {
+    const json = JSON.parse(readFileSync(path.join(folder, 'original', file), 'utf8')) as FhirResource;
+    const parts =
+      json.resourceType === 'Parameters'
+        ? (json['parameter'] as Array<{ resource: FhirResource }>).map((p) => p.resource)
+        : [json];
+    for (const part of parts)
+      if (part.resourceType === 'Bundle')
+        out.push(...((part['entry'] as Array<{ resource: FhirResource }>) ?? []).map((e) => e.resource));
+      else out.push(part);
+  }
+  return out;
+}
 
 type Node = { linkId: string; answer?: Array<Record<string, unknown>>; item?: Node[] };
 const sourceOf = (a: Record<string, unknown>) =>
@@ -102,6 +121,58 @@ describe('DinnerOrder static questionnaire from the corpus', () => {
       expect(originsOf(completed, 'PBD.1')).toEqual([{ source: 'auto', author: undefined }]);
       expect(originsOf(completed, 'LOC.1')).toEqual([{ source: 'auto', author: undefined }]);
       expect(originsOf(completed, '3.1')).toEqual([{ source: 'manual', author: 'Practitioner/pra-dinner' }]);
+    },
+  );
+});
+
+describe('HomeOxygenTherapy package from the corpus, prefilled for pat015', () => {
+  if (!homeOxygenPresent)
+    it.skip(`SKIPPED: the corpus is absent (looked for ${homeOxygen}; set DTR_CORPUS); the check did not run`, () => {});
+
+  it.skipIf(!homeOxygenPresent)(
+    `each questionnaire's prefill saves untouched, all auto-client, and completion names the required items left empty (${homeOxygen})`,
+    async () => {
+      const pkg = QuestionnairePackage.fromResources(published(homeOxygen));
+      const bundle = JSON.parse(readFileSync(path.join(corpus, 'patients', 'dtr-pat015-inferno.json'), 'utf8'));
+      const questionnaire = pkg.questionnaires.find((q) => q.id === 'HomeOxygenTherapy')!;
+      const prefill = await new PrefillEngine(BundleReader.fromBundle(bundle)).run({
+        pkg,
+        questionnaire,
+        patientId: 'pat015',
+        order: 'DeviceRequest/devreq015',
+        igVersion: '2.2',
+        now: new Date('2026-11-22T12:00:00Z'),
+      });
+      const form: FormDefinition = {
+        questionnaire,
+        valueSets: pkg.valueSets,
+        igVersion: '2.2',
+        prefill: prefill.questionnaireResponse,
+        options: prefill.options,
+      };
+      const meta: ResponseMeta = {
+        subject: 'Patient/pat015',
+        authored: '2026-12-05T10:00:00Z',
+        orders: ['DeviceRequest/devreq015'],
+        coverage: ['Coverage/cov015'],
+        questionnaireCanonical: `${questionnaire['url']}|${questionnaire['version']}`,
+      };
+      const result = reviseResponse(
+        form,
+        prefill.questionnaireResponse,
+        undefined,
+        { practitioner: 'Practitioner/x' },
+        meta,
+      );
+      if (!result.ok) throw new Error(JSON.stringify(result.problems));
+      expect(result.dropped).toEqual([]);
+      const sources = new Set(answerOrigins(result.response).map((o) => o.origin));
+      expect([...sources]).toEqual(['auto-client']);
+      expect(valuesOfItem(result.response, 'PBD.1')).toEqual([{ valueString: 'Oster' }]);
+      const missing = completionProblems(form, result.response);
+      expect(missing.length).toBeGreaterThan(0);
+      expect(missing.every((p) => p.code === 'required-missing')).toBe(true);
+      expect(missing.map((p) => p.linkId)).toContain('SIGPNP.1');
     },
   );
 });

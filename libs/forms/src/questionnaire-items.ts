@@ -1,5 +1,5 @@
 import type { FhirResource } from '@dtr/fhir';
-import { SDC } from '@dtr/fhir';
+import { normaliseExtensionUrl, SDC } from '@dtr/fhir';
 
 /**
  * The parts of a Questionnaire item the rules read, and the response tree they work on.
@@ -78,11 +78,17 @@ export function indexQuestionnaire(questionnaire: FhirResource): QuestionnaireIn
   return index;
 }
 
+/** Whether an extension has this URL (real content misspells some as `hhttp://`). */
+export const hasUrl = (e: { url?: unknown }, url: string): boolean =>
+  typeof e?.url === 'string' && normaliseExtensionUrl(e.url).url === url;
+
 export const isHidden = (d: ItemDefinition): boolean =>
-  (d.extension ?? []).some((e) => e.url === HIDDEN && e['valueBoolean'] === true);
+  (Array.isArray(d.extension) ? d.extension : []).some((e) => hasUrl(e, HIDDEN) && e['valueBoolean'] === true);
 
 export const calculatedExpressionOf = (d: ItemDefinition): string | undefined => {
-  const e = (d.extension ?? []).find((x) => x.url === CALCULATED_EXPRESSION)?.valueExpression;
+  const e = (Array.isArray(d.extension) ? d.extension : []).find((x) =>
+    hasUrl(x, CALCULATED_EXPRESSION),
+  )?.valueExpression;
   return e?.language === 'text/fhirpath' && e.expression ? e.expression : undefined;
 };
 
