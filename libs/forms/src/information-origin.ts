@@ -14,7 +14,7 @@ import type { Answer } from './questionnaire-items.js';
 export type StoredOrigin = Origin | 'auto';
 
 /** The code an origin takes in a version (`auto-client`/`auto-server` → `auto` before 2.2; `auto` → `auto-client` in 2.2). */
-export function originCode(origin: StoredOrigin, version: FormIgVersion): StoredOrigin {
+function originCode(origin: StoredOrigin, version: FormIgVersion): StoredOrigin {
   if (version !== '2.2') return origin === 'auto-client' || origin === 'auto-server' ? 'auto' : origin;
   return origin === 'auto' ? 'auto-client' : origin;
 }

@@ -34,15 +34,15 @@ export interface ResponseNode {
   item?: ResponseNode[];
 }
 
-export const CALCULATED_EXPRESSION = `${SDC}sdc-questionnaire-calculatedExpression`;
-export const HIDDEN = 'http://hl7.org/fhir/StructureDefinition/questionnaire-hidden';
+const CALCULATED_EXPRESSION = `${SDC}sdc-questionnaire-calculatedExpression`;
+const HIDDEN = 'http://hl7.org/fhir/StructureDefinition/questionnaire-hidden';
 export const UNIT_OPTION = 'http://hl7.org/fhir/StructureDefinition/questionnaire-unitOption';
 export const UNIT = 'http://hl7.org/fhir/StructureDefinition/questionnaire-unit';
 export const REFERENCE_RESOURCE = 'http://hl7.org/fhir/StructureDefinition/questionnaire-referenceResource';
 export const MAX_SIZE = 'http://hl7.org/fhir/StructureDefinition/maxSize';
 export const MIME_TYPE = 'http://hl7.org/fhir/StructureDefinition/mimeType';
 
-export interface IndexedItem {
+interface IndexedItem {
   definition: ItemDefinition;
   /** linkId of the enclosing item, undefined at the root. */
   parent?: string;

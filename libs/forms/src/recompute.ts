@@ -23,7 +23,7 @@ import {
 
 const MAX_ROUNDS = 10;
 
-export interface Recomputed {
+interface Recomputed {
   items: ResponseNode[];
   /** linkIds disabled in the final state. */
   disabled: Set<string>;

@@ -10,7 +10,7 @@ import type { Answer, ItemDefinition, QuestionnaireIndex, ResponseNode } from '.
  * status and other fields are never trusted.
  */
 
-export const LIMITS = { depth: 24, items: 5_000, answersPerItem: 500, stringChars: 1_000_000 } as const;
+const LIMITS = { depth: 24, items: 5_000, answersPerItem: 500, stringChars: 1_000_000 } as const;
 
 const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
 
@@ -41,7 +41,7 @@ function screen(value: unknown, depth: number): string | undefined {
   return undefined;
 }
 
-export interface Submission {
+interface Submission {
   items: ResponseNode[];
   problems: FormProblem[];
 }

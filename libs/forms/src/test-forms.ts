@@ -130,7 +130,7 @@ export const QUESTIONNAIRE: FhirResource = {
   ],
 };
 
-export const DEVICE_VALUE_SET: FhirResource = {
+const DEVICE_VALUE_SET: FhirResource = {
   resourceType: 'ValueSet',
   url: 'http://example.org/dtr/ValueSet/device',
   version: '1.0.0',
@@ -153,7 +153,7 @@ export function origin(code: string, practitioner?: string): Record<string, unkn
 }
 
 /** The prefill the engine would give: name, route, vitals and the record number from the EHR. */
-export function prefillFor(version: FormIgVersion): FhirResource {
+function prefillFor(version: FormIgVersion): FhirResource {
   const auto = version === '2.2' ? 'auto-client' : 'auto';
   return {
     resourceType: 'QuestionnaireResponse',
@@ -202,7 +202,7 @@ export const META: ResponseMeta = {
   questionnaireCanonical: 'http://example.org/dtr/Questionnaire/oxygen-form|3.0.0',
 };
 
-export type Page = Record<string, unknown> & { item: Array<Record<string, unknown>> };
+type Page = Record<string, unknown> & { item: Array<Record<string, unknown>> };
 
 /** An editable copy of a response, as the page would send it back. */
 export const editable = (response: FhirResource): Page => structuredClone(response) as unknown as Page;
