@@ -425,6 +425,20 @@ describe('bad input never throws', () => {
   });
 });
 
+describe('a save refused for many reasons', () => {
+  it('names the first hundred problems only', () => {
+    const page = pageCopy();
+    for (let i = 0; i < 3_000; i++) page.item.push({ linkId: `made-up-${i}` });
+    const problems = refused(page);
+    expect(problems).toHaveLength(100);
+    expect(problems[0]).toEqual({
+      linkId: 'made-up-0',
+      code: 'unknown-item',
+      message: 'item made-up-0 is not part of this questionnaire',
+    });
+  });
+});
+
 describe('completion', () => {
   const complete = (page: unknown) => completionProblems(formFor(), saved(page).response);
 

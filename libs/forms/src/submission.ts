@@ -11,6 +11,8 @@ import type { Answer, ItemDefinition, QuestionnaireIndex, ResponseNode } from '.
  */
 
 const LIMITS = { depth: 24, items: 5_000, answersPerItem: 500, stringChars: 1_000_000 } as const;
+/** A save refused for thousands of reasons says the first hundred. */
+const MAX_PROBLEMS = 100;
 
 const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
 
@@ -72,99 +74,111 @@ export function readSubmission(
     )
       return whole('other-questionnaire', 'the response answers another questionnaire than this one');
   }
-  const problems: FormProblem[] = [];
-  let count = 0;
+  const reader: Reader = { index, sets, problems: [], count: 0 };
+  const items = readItems(reader, submitted['item'], index.roots, 0);
+  return { items, problems: reader.problems.slice(0, MAX_PROBLEMS) };
+}
 
-  const readItems = (raw: unknown, allowed: ItemDefinition[] | undefined, depth: number): ResponseNode[] => {
-    if (raw === undefined) return [];
-    if (!Array.isArray(raw)) {
-      problems.push({ linkId: '', code: 'invalid-value', message: 'the response items are not a list' });
-      return [];
-    }
-    if (depth > LIMITS.depth) {
-      problems.push({ linkId: '', code: 'invalid-value', message: 'the response is nested too deeply' });
-      return [];
-    }
-    const out: ResponseNode[] = [];
-    const seen = new Map<string, number>();
-    for (const entry of raw) {
-      if (++count > LIMITS.items) {
-        problems.push({ linkId: '', code: 'invalid-value', message: 'the response has too many items' });
-        return out;
-      }
-      if (!isObject(entry) || typeof entry['linkId'] !== 'string' || entry['linkId'] === '') {
-        problems.push({ linkId: '', code: 'invalid-value', message: 'an item of the response has no linkId' });
-        continue;
-      }
-      const linkId = entry['linkId'];
-      const definition = (allowed ?? []).find((d) => d.linkId === linkId);
-      if (!definition) {
-        problems.push({
-          linkId: linkId.slice(0, 200),
-          code: 'unknown-item',
-          message: index.byLinkId.has(linkId)
-            ? `item ${linkId.slice(0, 200)} is not in this place of the questionnaire`
-            : `item ${linkId.slice(0, 200)} is not part of this questionnaire`,
-        });
-        continue;
-      }
-      seen.set(linkId, (seen.get(linkId) ?? 0) + 1);
-      if (seen.get(linkId) === 2 && !definition.repeats)
-        problems.push({
-          linkId,
-          code: 'not-repeating',
-          message: `${definition.text ? `"${definition.text.slice(0, 120)}"` : `item ${linkId}`}: this item is not repeatable`,
-        });
-      if (definition.type === 'display') continue;
-      const node = readItem(entry, definition, depth);
-      if (node) out.push(node);
-    }
-    return out;
-  };
+/** What reading one submission keeps track of. */
+interface Reader {
+  index: QuestionnaireIndex;
+  sets: AnswerSets;
+  problems: FormProblem[];
+  /** Items read so far (against LIMITS.items). */
+  count: number;
+}
 
-  const readItem = (
-    entry: Record<string, unknown>,
-    definition: ItemDefinition,
-    depth: number,
-  ): ResponseNode | undefined => {
-    const node: ResponseNode = { linkId: definition.linkId };
-    if (typeof definition.text === 'string') node.text = definition.text;
-    const children = readItems(entry['item'], definition.item, depth + 1);
-    if (children.length > 0) node.item = children;
-    const rawAnswers = entry['answer'];
-    if (rawAnswers === undefined) return node;
-    if (!Array.isArray(rawAnswers) || rawAnswers.length > LIMITS.answersPerItem) {
-      problems.push({
-        linkId: definition.linkId,
-        code: 'invalid-value',
-        message: `item ${definition.linkId}: the answers are not a list`,
-      });
-      return node;
+const labelOf = (d: ItemDefinition): string => (d.text ? `"${d.text.slice(0, 120)}"` : `item ${d.linkId}`);
+
+/** A list of items, each of which must be one of `allowed` (the children of the enclosing item, or the roots). */
+function readItems(reader: Reader, raw: unknown, allowed: ItemDefinition[] | undefined, depth: number): ResponseNode[] {
+  const { problems } = reader;
+  if (raw === undefined) return [];
+  if (!Array.isArray(raw)) {
+    problems.push({ linkId: '', code: 'invalid-value', message: 'the response items are not a list' });
+    return [];
+  }
+  if (depth > LIMITS.depth) {
+    problems.push({ linkId: '', code: 'invalid-value', message: 'the response is nested too deeply' });
+    return [];
+  }
+  const out: ResponseNode[] = [];
+  const seen = new Map<string, number>();
+  for (const entry of raw) {
+    if (++reader.count > LIMITS.items) {
+      problems.push({ linkId: '', code: 'invalid-value', message: 'the response has too many items' });
+      return out;
     }
-    const label = definition.text ? `"${definition.text.slice(0, 120)}"` : `item ${definition.linkId}`;
-    if (rawAnswers.length > 1 && !definition.repeats)
-      problems.push({
-        linkId: definition.linkId,
-        code: 'not-repeating',
-        message: `${label}: only one answer is allowed`,
-      });
-    const answers: Answer[] = [];
-    for (const raw of rawAnswers) {
-      if (!isObject(raw)) {
-        problems.push({ linkId: definition.linkId, code: 'wrong-type', message: `${label}: an answer is not valid` });
-        continue;
-      }
-      const nested = readItems(raw['item'], definition.item, depth + 1);
-      const candidate: Answer = Object.fromEntries(Object.entries(raw).filter(([k]) => k.startsWith('value')));
-      if (nested.length > 0) candidate.item = nested;
-      const checked = checkAnswer(definition, candidate, sets);
-      if ('problem' in checked) problems.push(checked.problem);
-      else answers.push(checked.answer);
+    if (!isObject(entry) || typeof entry['linkId'] !== 'string' || entry['linkId'] === '') {
+      problems.push({ linkId: '', code: 'invalid-value', message: 'an item of the response has no linkId' });
+      continue;
     }
-    if (answers.length > 0) node.answer = answers;
+    const linkId = entry['linkId'];
+    const definition = (allowed ?? []).find((d) => d.linkId === linkId);
+    if (!definition) {
+      const shown = linkId.slice(0, 200);
+      problems.push({
+        linkId: shown,
+        code: 'unknown-item',
+        message: reader.index.byLinkId.has(linkId)
+          ? `item ${shown} is not in this place of the questionnaire`
+          : `item ${shown} is not part of this questionnaire`,
+      });
+      continue;
+    }
+    seen.set(linkId, (seen.get(linkId) ?? 0) + 1);
+    if (seen.get(linkId) === 2 && !definition.repeats)
+      problems.push({ linkId, code: 'not-repeating', message: `${labelOf(definition)}: this item is not repeatable` });
+    if (definition.type !== 'display') out.push(readItem(reader, entry, definition, depth));
+  }
+  return out;
+}
+
+/** One item: its children and its answers, each answer checked against the item's definition. */
+function readItem(
+  reader: Reader,
+  entry: Record<string, unknown>,
+  definition: ItemDefinition,
+  depth: number,
+): ResponseNode {
+  const { problems } = reader;
+  const node: ResponseNode = { linkId: definition.linkId };
+  if (typeof definition.text === 'string') node.text = definition.text;
+  const children = readItems(reader, entry['item'], definition.item, depth + 1);
+  if (children.length > 0) node.item = children;
+  const rawAnswers = entry['answer'];
+  if (rawAnswers === undefined) return node;
+  if (!Array.isArray(rawAnswers) || rawAnswers.length > LIMITS.answersPerItem) {
+    problems.push({
+      linkId: definition.linkId,
+      code: 'invalid-value',
+      message: `${labelOf(definition)}: the answers are not a list`,
+    });
     return node;
-  };
-
-  const items = readItems(submitted['item'], index.roots, 0);
-  return { items, problems };
+  }
+  if (rawAnswers.length > 1 && !definition.repeats)
+    problems.push({
+      linkId: definition.linkId,
+      code: 'not-repeating',
+      message: `${labelOf(definition)}: only one answer is allowed`,
+    });
+  const answers: Answer[] = [];
+  for (const raw of rawAnswers) {
+    if (!isObject(raw)) {
+      problems.push({
+        linkId: definition.linkId,
+        code: 'wrong-type',
+        message: `${labelOf(definition)}: an answer is not valid`,
+      });
+      continue;
+    }
+    const nested = readItems(reader, raw['item'], definition.item, depth + 1);
+    const candidate: Answer = Object.fromEntries(Object.entries(raw).filter(([k]) => k.startsWith('value')));
+    if (nested.length > 0) candidate.item = nested;
+    const checked = checkAnswer(definition, candidate, reader.sets);
+    if ('problem' in checked) problems.push(checked.problem);
+    else answers.push(checked.answer);
+  }
+  if (answers.length > 0) node.answer = answers;
+  return node;
 }
