@@ -286,58 +286,85 @@ export function mergeResume(
   saved: FhirResource,
 ): { response: FhirResource; updated: string[]; added: string[] } {
   const index = indexQuestionnaire(form.questionnaire);
-  const updated = new Set<string>();
-  const added = new Set<string>();
-  const answered = (node: ResponseNode, into: Set<string>) => {
-    if ((node.answer?.length ?? 0) > 0) into.add(node.linkId);
-    node.item?.forEach((n) => answered(n, into));
-  };
-  const merge = (savedList: ResponseNode[], freshList: ResponseNode[]): ResponseNode[] => {
-    const out: ResponseNode[] = [];
-    const seen = new Map<string, number>();
-    for (const node of savedList) {
-      const n = seen.get(node.linkId) ?? 0;
-      seen.set(node.linkId, n + 1);
-      const fresh = freshList.filter((f) => f.linkId === node.linkId)[n];
-      const next: ResponseNode = { ...node };
-      const savedAnswers = node.answer ?? [];
-      const byClinician = savedAnswers.some((a) => !isAutomatic(readOrigin(a)?.origin) || (a.item?.length ?? 0) > 0);
-      if (!byClinician && fresh?.answer?.length) {
-        if (savedAnswers.length === 0) added.add(node.linkId);
-        else if (!sameValues(savedAnswers, fresh.answer)) updated.add(node.linkId);
-        next.answer = structuredClone(fresh.answer);
+  const merge: Merge = { index, initial: initialValues(index), updated: new Set(), added: new Set() };
+  const merged = tidy(mergeItems(merge, itemsOf(saved), itemsOf(form.prefill), ''), index);
+  followCalculations(form, merge, itemsOf(saved), merged);
+  const item = normaliseOrigins(tidy(merged, index), form.igVersion);
+  return { response: { ...saved, item }, updated: [...merge.updated], added: [...merge.added] };
+}
+
+interface Merge {
+  index: QuestionnaireIndex;
+  initial: Map<string, Answer[]>;
+  updated: Set<string>;
+  added: Set<string>;
+}
+
+/**
+ * Saved and fresh items, instance by instance. An item with any answer by the clinician (override, manual) is kept as
+ * saved; automatic answers take the fresh values; an automatic answer the fresh prefill no longer gives is removed
+ * (the EHR no longer supports it) unless it is the payer's (auto-server, a static initial value) or calculated.
+ */
+function mergeItems(
+  merge: Merge,
+  savedList: ResponseNode[],
+  freshList: ResponseNode[],
+  prefix: string,
+): ResponseNode[] {
+  const out: ResponseNode[] = [];
+  const seen = new Map<string, number>();
+  for (const node of savedList) {
+    const n = seen.get(node.linkId) ?? 0;
+    seen.set(node.linkId, n + 1);
+    const path = `${prefix}${node.linkId}#${n}`;
+    const fresh = freshList.filter((f) => f.linkId === node.linkId)[n];
+    const next: ResponseNode = { ...node };
+    const savedAnswers = node.answer ?? [];
+    const byClinician = savedAnswers.some((a) => !isAutomatic(readOrigin(a)?.origin) || (a.item?.length ?? 0) > 0);
+    if (!byClinician && fresh?.answer?.length) {
+      if (savedAnswers.length === 0) merge.added.add(node.linkId);
+      else if (!sameValues(savedAnswers, fresh.answer)) merge.updated.add(node.linkId);
+      next.answer = structuredClone(fresh.answer);
+    } else if (!byClinician && savedAnswers.length > 0) {
+      const definition = merge.index.byLinkId.get(node.linkId)?.definition;
+      const payers = savedAnswers.every((a) => readOrigin(a)?.origin === 'auto-server');
+      const kept =
+        payers ||
+        sameValues(savedAnswers, merge.initial.get(path)) ||
+        (definition !== undefined && calculatedExpressionOf(definition) !== undefined);
+      if (!kept) {
+        delete next.answer;
+        merge.updated.add(node.linkId);
       }
-      const children = merge(node.item ?? [], fresh?.item ?? []);
-      if (children.length > 0) next.item = children;
-      out.push(next);
     }
-    const counts = new Map<string, number>();
-    for (const fresh of freshList) {
-      const n = counts.get(fresh.linkId) ?? 0;
-      counts.set(fresh.linkId, n + 1);
-      if (n >= (seen.get(fresh.linkId) ?? 0)) {
-        out.push(structuredClone(fresh));
-        answered(fresh, added);
-      }
-    }
-    return out;
-  };
-  const merged = tidy(merge(itemsOf(saved), itemsOf(form.prefill)), index);
-  // Calculated values follow the merged answers (an override of an input changes them); nothing is dropped here.
-  const { calculated, disabled } = recompute(form.questionnaire, index, form.context, merged);
-  const before = instancesByPath(itemsOf(saved));
+    const children = mergeItems(merge, node.item ?? [], fresh?.item ?? [], `${path}/`);
+    if (children.length > 0) next.item = children;
+    else delete next.item;
+    out.push(next);
+  }
+  const counts = new Map<string, number>();
+  for (const fresh of freshList) {
+    const n = counts.get(fresh.linkId) ?? 0;
+    counts.set(fresh.linkId, n + 1);
+    if (n < (seen.get(fresh.linkId) ?? 0)) continue;
+    out.push(structuredClone(fresh));
+    for (const [, instance] of instancesByPath([fresh]))
+      if ((instance.answer?.length ?? 0) > 0) merge.added.add(instance.linkId);
+  }
+  return out;
+}
+
+/** Calculated values follow the merged answers (an override of an input changes them); nothing is dropped here. */
+function followCalculations(form: FormDefinition, merge: Merge, saved: ResponseNode[], merged: ResponseNode[]): void {
+  const { calculated, disabled } = recompute(form.questionnaire, merge.index, form.context, merged);
+  const before = instancesByPath(saved);
   for (const [path, answers] of calculated) {
     if (disabled.has(linkIdOfPath(path)) || sameValues(answers, instancesByPath(merged).get(path)?.answer)) continue;
     if (before.get(path)?.answer?.some((a) => !isAutomatic(readOrigin(a)?.origin))) continue;
-    setAnswersAt(
-      merged,
-      path,
-      answers.map((a) => withOrigin(a, originExtension('auto-client', form.igVersion, undefined))),
-    );
-    updated.add(linkIdOfPath(path));
+    const tagged = answers.map((a) => withOrigin(a, originExtension('auto-client', form.igVersion, undefined)));
+    setAnswersAt(merged, path, tagged);
+    merge.updated.add(linkIdOfPath(path));
   }
-  const item = normaliseOrigins(tidy(merged, index), form.igVersion);
-  return { response: { ...saved, item }, updated: [...updated], added: [...added] };
 }
 
 /** The first instant after a FHIR date or dateTime (a partial date covers its whole year, month or day). */

@@ -89,6 +89,18 @@ describe('resuming a saved draft with a fresh prefill', () => {
     expect(originsOf(result.response, 'dob')).toEqual([{ source: 'auto-client', author: undefined }]);
   });
 
+  it('an automatic answer the EHR no longer supports is removed and reported; the payer’s initial value stays', () => {
+    const draft = savedDraft();
+    const form = formFor();
+    const prefill = editable(form.prefill);
+    prefill.item = prefill.item.filter((i) => i['linkId'] !== 'mrn');
+    const { response, updated } = mergeResume({ ...form, prefill: prefill as unknown as FhirResource }, draft);
+    expect(valuesOf(response, 'mrn')).toEqual([]);
+    expect(updated).toEqual(['mrn']);
+    expect(valuesOf(response, 'consent')).toEqual([{ valueBoolean: true }]);
+    expect(valuesOf(response, 'plan-id')).toEqual([{ valueString: 'PLAN-7' }]);
+  });
+
   it('a fresh prefill with nothing new changes nothing', () => {
     const draft = savedDraft();
     const { response, updated, added } = mergeResume(formFor(), draft);
