@@ -2,7 +2,18 @@ import type { FhirResource } from '@dtr/fhir';
 import { describe, expect, it } from 'vitest';
 import { answerOrigins, completionProblems, reviseResponse } from './form-rules.js';
 import type { FormProblem } from './form.types.js';
-import { answer, DR_LEE, editable, formFor, META, originsOf, pageCopy, QUESTIONNAIRE, valuesOf } from './test-forms.js';
+import {
+  answer,
+  DR_LEE,
+  editable,
+  formFor,
+  META,
+  origin,
+  originsOf,
+  pageCopy,
+  QUESTIONNAIRE,
+  valuesOf,
+} from './test-forms.js';
 
 function saved(submitted: unknown, previous?: FhirResource, version: '2.0.1' | '2.1' | '2.2' = '2.2') {
   const result = reviseResponse(formFor(version), submitted, previous, DR_LEE, META);
@@ -72,6 +83,20 @@ describe('where each answer came from (information-origin)', () => {
     const { response } = saved(second, previous.response);
     expect(originsOf(response, 'notes')).toEqual([{ source: 'manual', author: 'Practitioner/dr-kim' }]);
     expect(originsOf(response, 'packs')).toEqual([{ source: 'manual', author: 'Practitioner/dr-lee' }]);
+  });
+
+  it('a changed answer that was saved as an override stays an override, now by the new author (spec-137)', () => {
+    const previous: FhirResource = {
+      resourceType: 'QuestionnaireResponse',
+      item: [
+        { linkId: 'notes', answer: [{ valueString: 'first', extension: [origin('override', 'Practitioner/dr-kim')] }] },
+      ],
+    };
+    const page = pageCopy();
+    answer(page, 'notes', [{ valueString: 'second' }]);
+    expect(originsOf(saved(page, previous).response, 'notes')).toEqual([
+      { source: 'override', author: 'Practitioner/dr-lee' },
+    ]);
   });
 
   it('an answer put back to the prefilled value is auto-client again', () => {

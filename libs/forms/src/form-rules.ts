@@ -27,7 +27,9 @@ import { readSubmission } from './submission.js';
  * The server-side rules of a DTR form: what a save may contain, what the server recomputes, where each answer came
  * from, when the form may be completed, and how a resumed form takes a fresh prefill. Pure: no I/O, no clock (the
  * caller passes `now` and `authored`).
- * @see https://hl7.org/fhir/us/davinci-dtr/STU2.2/specification.html#populating-questionnaires
+ * @see https://hl7.org/fhir/us/davinci-dtr/STU2.2/specification.html#separating-user-provided-information-from-cql-retrieved-information (spec-137)
+ * @see https://hl7.org/fhir/us/davinci-dtr/STU2.2/specification.html#populating-resumed-questionnairesresponses (spec-71..73)
+ * @see https://hl7.org/fhir/us/davinci-dtr/STU2.2/specification.html#questionnaireresponse-validation (spec-142..145)
  */
 
 const itemsOf = (resource: FhirResource | undefined): ResponseNode[] =>
@@ -226,8 +228,8 @@ function checkCalculated(
 
 /**
  * An answer unchanged since the last save keeps the origin (and author) it had; one equal to the form's value keeps
- * that automatic origin; a calculated value is the client's (`auto-client`); a changed prefilled or initial answer
- * is `override`, any other `manual`, both with the author.
+ * that automatic origin; a calculated value is the client's (`auto-client`); a changed answer is `override` where the
+ * form had a value or the saved answer was automatic or an override (spec-137), else `manual`; both with the author.
  */
 function originFor(
   answer: Answer,
@@ -245,7 +247,11 @@ function originFor(
   const same = base.find((a) => valueKey(a) === key);
   if (same) return originExtension(readOrigin(same)?.origin ?? 'auto-client', form.igVersion, undefined);
   if (calculated) return originExtension('auto-client', form.igVersion, undefined);
-  return originExtension(base.length > 0 ? 'override' : 'manual', form.igVersion, author);
+  const wasAutomatic = (before?.answer ?? []).some((a) => {
+    const origin = readOrigin(a)?.origin;
+    return isAutomatic(origin) || origin === 'override';
+  });
+  return originExtension(base.length > 0 || wasAutomatic ? 'override' : 'manual', form.igVersion, author);
 }
 
 export function completionProblems(form: FormDefinition, response: FhirResource): FormProblem[] {
@@ -286,7 +292,13 @@ export function mergeResume(
   saved: FhirResource,
 ): { response: FhirResource; updated: string[]; added: string[] } {
   const index = indexQuestionnaire(form.questionnaire);
-  const merge: Merge = { index, initial: initialValues(index), updated: new Set(), added: new Set() };
+  const merge: Merge = {
+    version: form.igVersion,
+    index,
+    initial: initialValues(index),
+    updated: new Set(),
+    added: new Set(),
+  };
   const merged = tidy(mergeItems(merge, itemsOf(saved), itemsOf(form.prefill), ''), index);
   followCalculations(form, merge, itemsOf(saved), merged);
   const item = normaliseOrigins(tidy(merged, index), form.igVersion);
@@ -294,6 +306,7 @@ export function mergeResume(
 }
 
 interface Merge {
+  version: FormDefinition['igVersion'];
   index: QuestionnaireIndex;
   initial: Map<string, Answer[]>;
   updated: Set<string>;
@@ -321,7 +334,15 @@ function mergeItems(
     const next: ResponseNode = { ...node };
     const savedAnswers = node.answer ?? [];
     const byClinician = savedAnswers.some((a) => !isAutomatic(readOrigin(a)?.origin) || (a.item?.length ?? 0) > 0);
-    if (!byClinician && fresh?.answer?.length) {
+    if (byClinician && fresh?.answer?.length) {
+      // spec-72: the clinician's answers stay; where the prefill now asserts a value, `manual` becomes `override`.
+      next.answer = savedAnswers.map((a) => {
+        const origin = readOrigin(a);
+        if (origin?.origin !== 'manual') return a;
+        merge.updated.add(node.linkId);
+        return withOrigin(a, originExtension('override', merge.version, origin.author));
+      });
+    } else if (!byClinician && fresh?.answer?.length) {
       if (savedAnswers.length === 0) merge.added.add(node.linkId);
       else if (!sameValues(savedAnswers, fresh.answer)) merge.updated.add(node.linkId);
       next.answer = structuredClone(fresh.answer);
@@ -381,8 +402,8 @@ function endOf(text: string): number | undefined {
 }
 
 /**
- * A Questionnaire whose effectivePeriod has ended may no longer be answered: the response is stopped.
- * @see https://hl7.org/fhir/us/davinci-dtr/STU2.2/specification.html#questionnaireresponse-persistence (effectivePeriod)
+ * A Questionnaire whose effectivePeriod has ended may no longer be answered: the response is stopped and the user told.
+ * @see https://hl7.org/fhir/us/davinci-dtr/STU2.2/specification.html#retrieving-questionnaire-packages (spec-123)
  */
 export function expiredQuestionnaire(questionnaire: FhirResource, now: Date): string | undefined {
   const period = questionnaire['effectivePeriod'] as { end?: unknown } | undefined;

@@ -41,7 +41,14 @@ describe('resuming a saved draft with a fresh prefill', () => {
     expect(valuesOf(response, 'name')).toEqual([{ valueString: 'Ann Lee-Smith' }]);
     expect(originsOf(response, 'name')).toEqual([{ source: 'override', author: 'Practitioner/dr-lee' }]);
     expect(valuesOf(response, 'smoker')).toEqual([{ valueBoolean: false }]);
-    expect(originsOf(response, 'smoker')).toEqual([{ source: 'manual', author: 'Practitioner/dr-lee' }]);
+  });
+
+  it('a manual answer the EHR now also has a value for becomes override, with its author (spec-72)', () => {
+    const { response, updated } = mergeResume(freshForm(), savedDraft());
+    expect(originsOf(response, 'smoker')).toEqual([{ source: 'override', author: 'Practitioner/dr-lee' }]);
+    expect(updated).toContain('smoker');
+    const unchanged = mergeResume(formFor(), savedDraft()).response;
+    expect(originsOf(unchanged, 'smoker')).toEqual([{ source: 'manual', author: 'Practitioner/dr-lee' }]);
   });
 
   it('automatic answers take the fresh values and new automatic answers are added, both reported', () => {
@@ -51,7 +58,7 @@ describe('resuming a saved draft with a fresh prefill', () => {
     expect(valuesOf(response, 'dob')).toEqual([{ valueDate: '1950-03-01' }]);
     // The body mass index follows the new height.
     expect(valuesOf(response, 'bmi')).toEqual([{ valueDecimal: 25.3 }]);
-    expect(updated).toEqual(['height', 'bmi']);
+    expect(updated.sort()).toEqual(['bmi', 'height', 'smoker']);
     expect(added).toEqual(['dob']);
     // Unchanged automatic answers are neither updated nor added.
     expect(valuesOf(response, 'mrn')).toEqual([{ valueString: 'MRN-0042' }]);
