@@ -344,6 +344,46 @@ describe('what the server recomputes', () => {
     expect(valuesOf(result.response, 'packs')).toEqual([{ valueInteger: 3 }]);
   });
 
+  it('a question nested under an answer is read by the enableWhen of another item', () => {
+    const questionnaire: FhirResource = {
+      resourceType: 'Questionnaire',
+      url: 'http://example.org/dtr/Questionnaire/nested',
+      status: 'active',
+      item: [
+        {
+          linkId: 'uses-oxygen',
+          text: 'Uses oxygen now',
+          type: 'boolean',
+          item: [{ linkId: 'litres', text: 'Litres per minute', type: 'integer' }],
+        },
+        {
+          linkId: 'high-flow-reason',
+          text: 'Why more than 4 L/min',
+          type: 'string',
+          enableWhen: [{ question: 'litres', operator: '>', answerInteger: 4 }],
+        },
+      ],
+    };
+    const form = { ...formFor(), questionnaire, prefill: { resourceType: 'QuestionnaireResponse' } };
+    const submit = (litres: number) => ({
+      resourceType: 'QuestionnaireResponse',
+      item: [
+        {
+          linkId: 'uses-oxygen',
+          answer: [{ valueBoolean: true, item: [{ linkId: 'litres', answer: [{ valueInteger: litres }] }] }],
+        },
+        { linkId: 'high-flow-reason', answer: [{ valueString: 'COPD exacerbation' }] },
+      ],
+    });
+    const meta = { ...META, questionnaireCanonical: 'http://example.org/dtr/Questionnaire/nested' };
+    const high = reviseResponse(form, submit(6), undefined, DR_LEE, meta);
+    const low = reviseResponse(form, submit(2), undefined, DR_LEE, meta);
+    if (!high.ok || !low.ok) throw new Error('refused');
+    expect(valuesOf(high.response, 'high-flow-reason')).toEqual([{ valueString: 'COPD exacerbation' }]);
+    expect(valuesOf(high.response, 'litres')).toEqual([{ valueInteger: 6 }]);
+    expect(low.dropped).toEqual(['high-flow-reason']);
+  });
+
   it('read-only and hidden values the page left out are put back as the form has them', () => {
     const page = pageCopy();
     page.item = page.item.filter((i) => i['linkId'] !== 'mrn');

@@ -78,6 +78,19 @@ export function pruneDisabled(items: ResponseNode[], disabled: Set<string>, drop
   return walk(items);
 }
 
+/** Items nested under answers (a question's children) lifted beside the question's own children, as enableWhen reads them. */
+function liftAnswerItems(items: ResponseNode[]): ResponseNode[] {
+  return items.map((node) => {
+    const nested = (node.answer ?? []).flatMap((a) => a.item ?? []);
+    const children = [...(node.item ?? []), ...nested];
+    return {
+      linkId: node.linkId,
+      ...(node.answer ? { answer: node.answer.map(({ item: _nested, ...a }) => a) } : {}),
+      ...(children.length > 0 ? { item: liftAnswerItems(children) } : {}),
+    };
+  });
+}
+
 /** Evaluates one calculated item at one instance; undefined when the expression fails. */
 function calculate(
   definition: ItemDefinition,
@@ -120,7 +133,7 @@ export function recompute(
   let settled = false;
   for (let round = 0; round < MAX_ROUNDS && !settled; round++) {
     let env = environment(questionnaire, context, pruneDisabled(items, disabled));
-    const enablement = applyEnableWhen(questionnaire, pruneDisabled(items, disabled), env);
+    const enablement = applyEnableWhen(questionnaire, liftAnswerItems(pruneDisabled(items, disabled)), env);
     const nextDisabled = enablement.disabled;
     let changed = nextDisabled.size !== disabled.size || [...nextDisabled].some((l) => !disabled.has(l));
     disabled = nextDisabled;
