@@ -5,3 +5,5 @@ export * from './answers.js';
 export * from './prefill.engine.js';
 export * from './fhir-client-reader.js';
 export * from './prefill-session.js';
+export * from './enable-when.js';
+export * from './fhirpath-expressions.js';
