@@ -65,7 +65,6 @@ const RELATIVE_REFERENCE = /^[A-Z][A-Za-z]{1,63}\/[A-Za-z0-9\-.]{1,64}(\/_histor
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 const MIME = /^[a-z]+\/[a-z0-9.+\-]+(;.*)?$/i;
 const INT32 = 2 ** 31;
-// eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F]/;
 
 export interface AnswerSets {
