@@ -184,6 +184,28 @@ describe('SMART launch against the sandbox EHR', () => {
     const replay = await browser.request(callback.url);
     expect(replay.status).toBe(401);
     expect(replay.body).toContain('already used');
+
+    // The first code presented again, on a fresh launch attempt (its own valid state): it reaches the EHR's token
+    // endpoint a second time, the EHR refuses it, and no session is made from it.
+    const firstCode = new URL(callback.url).searchParams.get('code')!;
+    const second = new TestBrowser();
+    const secondLaunch = auth.createLaunch({ patient: 'p1', user: 'pr1' });
+    let next = `${url}/launch?iss=${encodeURIComponent(auth.fhirBase)}&launch=${secondLaunch}`;
+    for (let hop = 0; hop < 20 && !next.startsWith(`${url}/callback`); hop++) {
+      const response = await second.request(next);
+      next = new URL(response.headers['location']!, next).toString();
+    }
+    const swapped = new URL(next);
+    expect(swapped.searchParams.get('code')).not.toBe(firstCode);
+    swapped.searchParams.set('code', firstCode);
+    const mark = peer.log.mark();
+    const reused = await second.request(swapped.toString());
+    const tokenCalls = peer.log.since(mark).filter((e) => e.path.endsWith('/token'));
+    expect(tokenCalls).toHaveLength(1);
+    expect(tokenCalls[0]!.status).toBe(400);
+    expect(reused.status).toBeGreaterThanOrEqual(400);
+    expect(reused.body).toMatch(/refused|invalid/i);
+    expect((await second.request(`${url}/api/session`)).status).toBe(401);
   });
 
   it('refuses a wrong client secret at the EHR: the page says the EHR refused, nothing is kept', async () => {

@@ -77,17 +77,31 @@ async function ehr(): Promise<{ server: Server; base: string; tokens: Array<stri
 }
 
 /** Records every message the worker threads are sent and every data request that comes back from them. */
-function tapMessages(): { toWorkers: unknown[]; fromWorkers: unknown[]; workers: Set<Worker>; restore: () => void } {
+function tapMessages(): {
+  toWorkers: unknown[];
+  fromWorkers: unknown[];
+  overPorts: unknown[];
+  workers: Set<Worker>;
+  restore: () => void;
+} {
   const toWorkers: unknown[] = [];
   const fromWorkers: unknown[] = [];
+  const overPorts: unknown[] = [];
   const workers = new Set<Worker>();
   const post = Worker.prototype.postMessage;
+  const portPost = MessagePort.prototype.postMessage;
   const on = MessagePort.prototype.on;
   Worker.prototype.postMessage = function (this: Worker, value: unknown, transfer?: never) {
     workers.add(this);
     const { port: _port, ...rest } = value as { port?: unknown };
     toWorkers.push(rest);
     return post.call(this, value, transfer);
+  };
+  // Data replies go to the worker over the job's MessagePort, not through Worker.postMessage: watch both.
+  // (Worker.postMessage itself goes through a port too, so job messages also show up here.)
+  MessagePort.prototype.postMessage = function (this: MessagePort, value: unknown, transfer?: never) {
+    overPorts.push(value);
+    return portPost.call(this, value, transfer);
   };
   MessagePort.prototype.on = function (this: MessagePort, event: string, listener: (...args: unknown[]) => void) {
     if (event !== 'message') return on.call(this, event, listener);
@@ -99,9 +113,11 @@ function tapMessages(): { toWorkers: unknown[]; fromWorkers: unknown[]; workers:
   return {
     toWorkers,
     fromWorkers,
+    overPorts,
     workers,
     restore: () => {
       Worker.prototype.postMessage = post;
+      MessagePort.prototype.postMessage = portPost;
       MessagePort.prototype.on = on;
     },
   };
@@ -175,7 +191,10 @@ describe('PrefillPool (built worker threads)', () => {
       // The EHR saw the token on every request; no message to or from a worker carries it.
       expect(new Set(server.tokens)).toEqual(new Set([TOKEN]));
       expect(tap.toWorkers.length).toBeGreaterThan(0);
-      for (const message of [...tap.toWorkers, ...tap.fromWorkers])
+      // Every data reply (the direction a leak would take) was seen.
+      const replies = tap.overPorts.filter((m) => (m as { ok?: boolean }).ok !== undefined);
+      expect(replies.length).toBe(requests.length);
+      for (const message of [...tap.toWorkers, ...tap.overPorts, ...tap.fromWorkers])
         expect(JSON.stringify(message)).not.toContain(TOKEN);
       // The package went to each worker once: a second job on the same worker names it by key only.
       await pool.run(job, reader());
