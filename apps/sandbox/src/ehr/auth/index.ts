@@ -52,6 +52,8 @@ export interface EhrAuthServer {
   introspect(token: string): Promise<AccessTokenInfo | undefined>;
   createLaunch(ctx: LaunchContextInput): string;
   issuedTokenFingerprints(): Set<string>;
+  /** Test-only: every access token, refresh token, id_token and authorization code issued so far, raw. */
+  issuedSecrets(): string[];
   close(): Promise<void>;
 }
 
@@ -164,6 +166,7 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
   // signed-in browser gets it without a picker (single sign-on).
   const currentPatient = new Map<string, string>();
   const issued = new Set<string>();
+  const secrets = new Set<string>();
 
   const { privateKey } = await generateKeyPair('RS256', { extractable: true });
   const foreign = await generateKeyPair('RS256');
@@ -261,6 +264,10 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
       }
     }
     await next();
+    // Every secret this server hands out is remembered raw, so tests can look for it anywhere it must not be.
+    const redirect = (ctx as unknown as { response: { get(h: string): string } }).response.get('location');
+    const code = redirect ? /[?&#]code=([^&#]+)/.exec(redirect)?.[1] : undefined;
+    if (code) secrets.add(decodeURIComponent(code));
     if (misbehaviour.callbackIss && ctx.status === 303) {
       const location = (ctx as unknown as { response: { get(h: string): string; set(h: string, v: string): void } })
         .response;
@@ -284,6 +291,8 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
           .setProtectedHeader({ alg: 'RS256', kid: 'sandbox-ehr' })
           .sign(misbehaviour.idToken === 'foreign-key' ? foreign.privateKey : privateKey);
       }
+      for (const field of ['access_token', 'refresh_token', 'id_token'])
+        if (typeof body[field] === 'string') secrets.add(body[field]);
       if (typeof token === 'string') {
         issued.add(fingerprint(token));
         const found = await provider.AccessToken.find(token);
@@ -468,6 +477,7 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
     fhirBase,
     createLaunch,
     issuedTokenFingerprints: () => new Set(issued),
+    issuedSecrets: () => [...secrets],
     setMisbehaviour(next) {
       misbehaviour = { ...next };
     },
