@@ -105,7 +105,18 @@ function compareDate(actual: string, query: string): boolean {
  * refused (400), never silently ignored: an ignored filter would widen what a client reads.
  */
 export class FhirStore {
-  private readonly versions = new Map<string, Resource[]>();
+  private versions = new Map<string, Resource[]>();
+
+  /** Runs `fn`; when it throws, every write it made is undone (stored versions are never mutated, only appended). */
+  atomically<T>(fn: () => T): T {
+    const before = new Map([...this.versions].map(([key, history]) => [key, [...history]]));
+    try {
+      return fn();
+    } catch (error) {
+      this.versions = before;
+      throw error;
+    }
+  }
 
   private key(type: string, id: string): string {
     return `${type}/${id}`;
@@ -155,9 +166,13 @@ export class FhirStore {
 
   search(type: string, params: Record<string, string>): Resource[] {
     for (const name of Object.keys(params)) {
-      const base = name.split(':')[0]!;
-      if (!SUPPORTED_PARAMS.has(base))
+      const [base, modifier] = name.split(':');
+      if (!SUPPORTED_PARAMS.has(base!))
         throw new FhirStoreError(400, 'not-supported', `search parameter ${name} is not supported`);
+      // No modifier is implemented (:not, :missing, :in, :exact, ...): refusing beats ignoring one, which would
+      // answer a different search than the one asked (and hide an over-read from the tests).
+      if (modifier !== undefined)
+        throw new FhirStoreError(400, 'not-supported', `search modifier :${modifier} (in ${name}) is not supported`);
     }
     return this.all(type).filter((r) => {
       for (const [name, value] of Object.entries(params)) {

@@ -32,6 +32,13 @@ describe('sandbox EHR FHIR server over HTTP', () => {
       audience: base,
       expiresAt: far,
     });
+    tokens.set('t-patient-write', {
+      clientId: 'app',
+      scopes: ['patient/*.cruds'],
+      patient: 'p1',
+      audience: base,
+      expiresAt: far,
+    });
     tokens.set('t-user-all', { clientId: 'app-disclose', scopes: ['user/*.cruds'], audience: base, expiresAt: far });
     tokens.set('t-v1', {
       clientId: 'app',
@@ -107,6 +114,22 @@ describe('sandbox EHR FHIR server over HTTP', () => {
     expect((await get('/Patient/p1', 'nope')).status).toBe(401);
     expect((await get('/Patient/p1', 't-elsewhere')).status).toBe(401);
     expect((await get('/Observation?patient=p1&value-quantity=gt5', 't-patient-read')).status).toBe(400);
+  });
+
+  it('refuses every search modifier it does not implement, instead of answering another search', async () => {
+    for (const query of [
+      'code:not=2708-6',
+      'status:missing=true',
+      'code:in=http://example.org/ValueSet/oxygen',
+      'patient:Patient=p1',
+      'code:text=oxygen',
+    ]) {
+      const response = await get(`/Observation?patient=p1&${query}`, 't-user-all');
+      expect(response.status, query).toBe(400);
+      const body = (await response.json()) as { issue: Array<{ code: string; diagnostics: string }> };
+      expect(body.issue[0]).toMatchObject({ code: 'not-supported' });
+      expect(body.issue[0]!.diagnostics).toContain(query.split('=')[0]!.split(':')[1]!);
+    }
   });
 
   it('keeps a patient-level token in its patient compartment', async () => {
@@ -185,6 +208,17 @@ describe('sandbox EHR FHIR server over HTTP', () => {
     expect(ok.status).toBe(200);
     expect(((await ok.json()) as { entry: unknown[] }).entry).toHaveLength(2);
     expect(fhir.store.all('Observation').length).toBe(before + 2);
+
+    // The second entry is outside the token's patient compartment: refused, and the first entry is not kept.
+    const refused = await fetch(fhir.baseUrl, {
+      method: 'POST',
+      headers: { authorization: 'Bearer t-patient-write', 'content-type': 'application/fhir+json' },
+      body: JSON.stringify(transaction('Patient/p2')),
+    });
+    expect(refused.status).toBe(403);
+    expect(((await refused.json()) as { resourceType: string }).resourceType).toBe('OperationOutcome');
+    expect(fhir.store.all('Observation').length).toBe(before + 2);
+    expect(fhir.store.all('Observation').filter((o) => (o['code'] as { text?: string })?.text === 'a')).toHaveLength(1);
   });
 
   it('records each request with client, scopes and token fingerprint (never the token)', async () => {

@@ -5,6 +5,12 @@ import { fingerprint } from '../../shared/request-log.js';
 import type { AccessTokenInfo, IntrospectAccessToken } from '../../shared/tokens.js';
 import { FhirStore, FhirStoreError, type Resource } from './fhir-store.js';
 
+class TransactionRefused extends Error {
+  constructor(readonly result: { status: number; error?: [number, string, string] }) {
+    super('transaction entry refused');
+  }
+}
+
 /**
  * The sandbox EHR's FHIR R4 server (dev/test only): read, vread, search, create, update, conditional create,
  * transaction/batch, `_history`; every request needs a bearer token from the sandbox authorization server, whose
@@ -288,40 +294,54 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
     if (bundle?.resourceType !== 'Bundle' || (bundle.type !== 'transaction' && bundle.type !== 'batch')) {
       return outcome(res, 400, 'invalid', 'POST to the base takes a transaction or batch Bundle');
     }
-    const responses = [];
-    for (const entry of bundle.entry ?? []) {
+    const entries = bundle.entry ?? [];
+    for (const entry of entries) {
       const method = entry.request?.method;
-      const [type, id] = (entry.request?.url ?? '').split('?')[0]!.split('/');
+      const type = (entry.request?.url ?? '').split('?')[0]!.split('/')[0];
       if ((method !== 'POST' && method !== 'PUT') || !type || !entry.resource) {
         return outcome(res, 400, 'not-supported', 'transaction entries must be POST or PUT with a resource');
       }
-      // A scratch response collects refusals without answering the whole request.
-      const scratch = {
-        locals: res.locals,
-        headersSent: false,
-        status: () => scratch,
-        type: () => scratch,
-        send: () => scratch,
-        setHeader: () => scratch,
-      } as unknown as Response;
-      const result = write(scratch, method, type, id, entry.resource, entry.request?.ifNoneExist);
-      if (result.status >= 400 && bundle.type === 'transaction') {
-        return outcome(
-          res,
-          result.status,
-          result.error?.[1] ?? 'forbidden',
-          result.error?.[2] ?? 'an entry of the transaction was refused; nothing was written',
-        );
+    }
+    const run = () => {
+      const responses = [];
+      for (const entry of entries) {
+        const method = entry.request!.method as 'POST' | 'PUT';
+        const [type, id] = entry.request!.url!.split('?')[0]!.split('/');
+        // A scratch response collects refusals without answering the whole request.
+        const scratch = {
+          locals: res.locals,
+          headersSent: false,
+          status: () => scratch,
+          type: () => scratch,
+          send: () => scratch,
+          setHeader: () => scratch,
+        } as unknown as Response;
+        const result = write(scratch, method, type!, id, entry.resource!, entry.request?.ifNoneExist);
+        if (result.status >= 400 && bundle.type === 'transaction') throw new TransactionRefused(result);
+        responses.push({
+          response: {
+            status: String(result.status),
+            ...(result.resource
+              ? { location: `${type}/${result.resource.id}/_history/${result.resource.meta?.versionId}` }
+              : {}),
+          },
+          ...(result.resource ? { resource: result.resource } : {}),
+        });
       }
-      responses.push({
-        response: {
-          status: String(result.status),
-          ...(result.resource
-            ? { location: `${type}/${result.resource.id}/_history/${result.resource.meta?.versionId}` }
-            : {}),
-        },
-        ...(result.resource ? { resource: result.resource } : {}),
-      });
+      return responses;
+    };
+    let responses;
+    try {
+      // A transaction is all or nothing: an entry refused after earlier ones were written undoes them.
+      responses = bundle.type === 'transaction' ? store.atomically(run) : run();
+    } catch (error) {
+      if (!(error instanceof TransactionRefused)) throw error;
+      return outcome(
+        res,
+        error.result.status,
+        error.result.error?.[1] ?? 'forbidden',
+        error.result.error?.[2] ?? 'an entry of the transaction was refused; nothing was written',
+      );
     }
     res
       .type('application/fhir+json')
