@@ -58,6 +58,8 @@ describe('SMART launch against the sandbox EHR', () => {
           auth: 'private_key_jwt',
           jwksUri: `${url}/.well-known/jwks.json`,
           grantTypes: ['client_credentials'],
+          // What the EHR registered this client for: anything else asked is refused by the EHR.
+          scopes: ['system/QuestionnaireResponse.cu', 'system/DocumentReference.c'],
         },
       ],
       users: [{ id: 'pr1', fhirUser: 'Practitioner/pr1', display: 'Dr. One' }],
@@ -337,6 +339,51 @@ describe('SMART launch against the sandbox EHR', () => {
     // No second authorization in the browser for system-level disclosure.
     const refused = await browser.request(`${url}/disclose/authorize`);
     expect(refused.status).toBe(409);
+  });
+
+  const systemDisclosureTenant = (discloseScopes: string[]) =>
+    registerTenant(
+      {
+        clientId: 'dtr-supplement',
+        authMethod: 'client_secret_basic',
+        clientSecret: SECRET,
+        scopes: ['launch', 'openid', 'fhirUser', 'patient/*.rs'],
+      },
+      { clientId: 'dtr-disclose-system', authMethod: 'private_key_jwt', signingAlg: 'RS384', scopes: discloseScopes },
+      'system',
+    );
+  const launchedView = async () => {
+    const browser = new TestBrowser();
+    await browser.navigate(
+      `${url}/launch?iss=${encodeURIComponent(auth.fhirBase)}&launch=${auth.createLaunch({ patient: 'p1', user: 'pr1' })}`,
+    );
+    return JSON.parse((await browser.request(`${url}/api/session`)).body) as { disclosure: { authorized: boolean } };
+  };
+
+  it('system-level disclosure asking for a scope the EHR did not register for the client: the EHR refuses it', async () => {
+    await systemDisclosureTenant(['system/QuestionnaireResponse.cu', 'system/Observation.rs']);
+    const mark = peer.log.mark();
+    const view = await launchedView();
+    expect(view.disclosure.authorized).toBe(false);
+    const systemCalls = peer.log.since(mark).filter((e) => e.path.endsWith('/token') && e.status !== 200);
+    expect(systemCalls.length).toBeGreaterThan(0);
+    expect(auth.grantedScopes('dtr-disclose-system').flat()).not.toContain('system/Observation.rs');
+  });
+
+  it('system-level disclosure granted more than its registered scopes: we refuse the token', async () => {
+    await systemDisclosureTenant(['system/QuestionnaireResponse.cu', 'system/DocumentReference.c']);
+    auth.setMisbehaviour({ extraGrantedScope: 'system/*.cruds' });
+    try {
+      const view = await launchedView();
+      expect(view.disclosure.authorized).toBe(false);
+    } finally {
+      auth.setMisbehaviour({});
+    }
+    expect((await launchedView()).disclosure.authorized).toBe(true);
+    expect(auth.grantedScopes('dtr-disclose-system').at(-1)?.sort()).toEqual([
+      'system/DocumentReference.c',
+      'system/QuestionnaireResponse.cu',
+    ]);
   });
 
   it('user-delegated disclosure is refused when it comes back for another patient than the session', async () => {

@@ -122,6 +122,7 @@ export class SmartSessions {
     const config = await smartClientConfiguration(smart, credentials, this.options);
     try {
       const granted = await oidc.clientCredentialsGrant(config, { scope: credentials.scopes.join(' ') });
+      assertNarrowSystemScopes(granted.scope, credentials.scopes);
       return {
         purpose: 'disclose',
         tokenEndpoint: smart.token_endpoint,
@@ -140,4 +141,23 @@ export class SmartSessions {
     if (!tenant) throw new DtrError('UNAUTHENTICATED', 'the EHR is no longer registered');
     return tenant.id;
   }
+}
+
+/**
+ * System-level disclosure holds only the narrow `system/` scopes registered for it: a token response granting any
+ * other scope (a broader or non-system one) is refused before the token is stored or used. No `scope` in the
+ * response means exactly what was asked was granted (RFC 6749 §5.1).
+ * @see https://build.fhir.org/ig/HL7/smart-app-launch/backend-services.html#issue-access-token
+ */
+function assertNarrowSystemScopes(granted: string | undefined, requested: string[]): void {
+  if (granted === undefined) return;
+  const extra = granted
+    .split(' ')
+    .filter(Boolean)
+    .filter((scope) => !scope.startsWith('system/') || !requested.includes(scope));
+  if (extra.length > 0)
+    throw new DtrError(
+      'FORBIDDEN',
+      `the EHR granted system-level disclosure more than its registered system/ scopes (${extra.join(' ')}); the token was not used`,
+    );
 }

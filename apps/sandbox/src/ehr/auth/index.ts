@@ -43,6 +43,8 @@ interface EhrMisbehaviour {
   idToken?: 'foreign-key' | 'wrong-aud' | 'wrong-nonce';
   /** Put this value in the RFC 9207 `iss` parameter of authorization responses. */
   callbackIss?: string;
+  /** Claim in token responses to have granted this scope too (a server granting more than was asked). */
+  extraGrantedScope?: string;
 }
 
 export interface EhrAuthServer {
@@ -54,6 +56,8 @@ export interface EhrAuthServer {
   issuedTokenFingerprints(): Set<string>;
   /** Test-only: every access token, refresh token, id_token and authorization code issued so far, raw. */
   issuedSecrets(): string[];
+  /** The scopes granted in each token response to this client, in order (what the EHR really gave). */
+  grantedScopes(clientId: string): string[][];
   close(): Promise<void>;
 }
 
@@ -167,6 +171,7 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
   const currentPatient = new Map<string, string>();
   const issued = new Set<string>();
   const secrets = new Set<string>();
+  const granted: Array<{ clientId: string; scopes: string[] }> = [];
 
   const { privateKey } = await generateKeyPair('RS256', { extractable: true });
   const foreign = await generateKeyPair('RS256');
@@ -291,6 +296,25 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
           .setProtectedHeader({ alg: 'RS256', kid: 'sandbox-ehr' })
           .sign(misbehaviour.idToken === 'foreign-key' ? foreign.privateKey : privateKey);
       }
+      const client = (ctx as unknown as { oidc?: { client?: { clientId?: string } } }).oidc?.client?.clientId;
+      const registered = options.clients.find((c) => c.clientId === client)?.scopes;
+      const beyond =
+        registered && typeof body['scope'] === 'string'
+          ? body['scope'].split(' ').filter((scope) => scope && !registered.includes(scope))
+          : [];
+      // A client is only ever granted the scopes it is registered for; asking for more is refused.
+      if (beyond.length > 0) {
+        ctx.status = 400;
+        ctx.body = {
+          error: 'invalid_scope',
+          error_description: `client ${client} is not registered for ${beyond.join(' ')}`,
+        };
+        return;
+      }
+      if (misbehaviour.extraGrantedScope && typeof body['scope'] === 'string')
+        body['scope'] = `${body['scope']} ${misbehaviour.extraGrantedScope}`;
+      if (client && typeof body['scope'] === 'string')
+        granted.push({ clientId: client, scopes: body['scope'].split(' ').filter(Boolean) });
       for (const field of ['access_token', 'refresh_token', 'id_token'])
         if (typeof body[field] === 'string') secrets.add(body[field]);
       if (typeof token === 'string') {
@@ -478,6 +502,7 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
     createLaunch,
     issuedTokenFingerprints: () => new Set(issued),
     issuedSecrets: () => [...secrets],
+    grantedScopes: (clientId) => granted.filter((g) => g.clientId === clientId).map((g) => g.scopes),
     setMisbehaviour(next) {
       misbehaviour = { ...next };
     },
