@@ -125,6 +125,64 @@ describe('SessionStore and TokenAccess (real PostgreSQL)', () => {
     expect(calls).toBe(1);
   });
 
+  it('two instances (separate pools) contending for one expired token: one refresh at the EHR, both get it', async () => {
+    const { record } = await newSession('AT-contended', -1000, 'RT-c1');
+    const second = createDataSource({
+      url: inject('databaseUrl'),
+      entities: [EhrTenantEntity, EhrRegistrationEntity],
+      poolMax: 2,
+    });
+    await second.initialize();
+    try {
+      const events: string[] = [];
+      let calls = 0;
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => (release = resolve));
+      const refresher = (instance: string) => async (token: StoredToken) => {
+        calls++;
+        events.push(`${instance} refreshes with ${token.refreshToken}`);
+        // The first refresher holds the row lock until the other instance has asked too.
+        await held;
+        return {
+          accessToken: `AT-from-${instance}`,
+          refreshToken: 'RT-c2',
+          scope: token.scope,
+          expiresAt: new Date(clock.now().getTime() + 300_000),
+        };
+      };
+      const a = new TokenAccess(store, refresher('a'), clock);
+      const bStore = new SessionStore(second, secrets, clock);
+      let bSawExpired!: () => void;
+      const bRead = new Promise<void>((resolve) => (bSawExpired = resolve));
+      const read = bStore.getToken.bind(bStore);
+      bStore.getToken = async (...args: Parameters<SessionStore['getToken']>) => {
+        const token = await read(...args);
+        if (token && token.expiresAt < clock.now()) bSawExpired();
+        return token;
+      };
+      const b = new TokenAccess(bStore, refresher('b'), clock);
+      const first = a.get(record.idHash, 'supplement');
+      // Both instances are inside the refresh path at once: b reads the expired token while a's refresh is in flight.
+      while (calls === 0) await new Promise((r) => setTimeout(r, 5));
+      const other = b.get(record.idHash, 'supplement');
+      await bRead;
+      await new Promise((r) => setTimeout(r, 100));
+      events.push('b waited');
+      release();
+      const [fromA, fromB] = await Promise.all([first, other]);
+      expect(calls).toBe(1);
+      expect(events).toEqual(['a refreshes with RT-c1', 'b waited']);
+      expect(fromA.accessToken).toBe('AT-from-a');
+      expect(fromB.accessToken).toBe('AT-from-a');
+      expect(await store.getToken(record.idHash, 'supplement')).toMatchObject({
+        refreshToken: 'RT-c2',
+        refreshedCount: 1,
+      });
+    } finally {
+      await second.destroy();
+    }
+  });
+
   it('keeps the old refresh token when the server does not rotate it, and refuses when none is left', async () => {
     const { record } = await newSession('AT-a', -1000, 'RT-keep');
     const access = new TokenAccess(
