@@ -313,17 +313,20 @@ describe('payer connectivity (sandbox payer)', () => {
   it('retries a 503 and succeeds; a hanging payer gives UPSTREAM_TIMEOUT, not a hang', async () => {
     const payer = await register('ES384');
     const client = new PayerClient(payer, tokens, policy, new FixedClock(new Date()), { timeoutMs: 400, retries: 1 });
-    peer.faults.set({ failNext: 1, errorStatus: 503, paths: ['/fhir/'] });
-    await expect(client.questionnairePackage({ coverages: [COVERAGE], orders: [ORDER] })).resolves.toMatchObject({
-      shape: '2.2',
-    });
-    peer.faults.set({ hang: true, paths: ['/fhir/'] });
-    const started = Date.now();
-    await expect(client.questionnairePackage({ coverages: [COVERAGE], orders: [ORDER] })).rejects.toMatchObject({
-      code: 'UPSTREAM_TIMEOUT',
-    });
-    expect(Date.now() - started).toBeLessThan(5000);
-    peer.faults.clear();
+    try {
+      peer.faults.set({ failNext: 1, errorStatus: 503, paths: ['/fhir/'] });
+      await expect(client.questionnairePackage({ coverages: [COVERAGE], orders: [ORDER] })).resolves.toMatchObject({
+        shape: '2.2',
+      });
+      peer.faults.set({ hang: true, paths: ['/fhir/'] });
+      const started = Date.now();
+      await expect(client.questionnairePackage({ coverages: [COVERAGE], orders: [ORDER] })).rejects.toMatchObject({
+        code: 'UPSTREAM_TIMEOUT',
+      });
+      expect(Date.now() - started).toBeLessThan(5000);
+    } finally {
+      peer.faults.clear();
+    }
   });
 
   for (const version of ['2.2', '2.1', '2.0.1'] as const) {

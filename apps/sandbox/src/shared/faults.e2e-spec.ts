@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createEhrFhirServer, type EhrFhirServer } from '../ehr/fhir/index.js';
 import { type PeerServer, startPeerServer } from './peer-server.js';
 
@@ -22,6 +22,8 @@ describe('sandbox fault injection', () => {
   afterAll(async () => {
     await peer?.close();
   });
+  // A failed assertion never leaves a fault switched on for the next test.
+  afterEach(() => peer.faults.clear());
 
   const setFaults = (faults: Record<string, unknown>) =>
     fetch(`${peer.origin}/_sandbox/faults`, {
