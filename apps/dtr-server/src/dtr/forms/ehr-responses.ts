@@ -11,6 +11,10 @@ export type EhrSaveResult =
 
 const QR = 'QuestionnaireResponse';
 
+export const CONFLICT_MESSAGE =
+  'Someone else changed this QuestionnaireResponse in the EHR since it was opened here. Both versions are shown: ' +
+  'saving again stores yours as the newest version.';
+
 /**
  * The session's QuestionnaireResponses in the EHR, written with the `supplement` identity (saving the clinician's
  * documentation in the EHR is supplementing it): created on the first save, then updated with `If-Match` on the
@@ -59,9 +63,7 @@ export class EhrResponses {
       return {
         kind: 'conflict',
         ...(theirs ? { theirs } : {}),
-        message:
-          'Someone else changed this QuestionnaireResponse in the EHR since it was opened here. Both versions are ' +
-          'shown: review them, then save again to keep yours on top of theirs.',
+        message: CONFLICT_MESSAGE,
       };
     }
     const reason = DtrError.is(error) ? error.message : 'the EHR could not be reached';

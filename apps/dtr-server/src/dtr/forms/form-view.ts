@@ -1,5 +1,6 @@
 import type { FhirResource } from '@dtr/fhir';
 import { answerOrigins, type FormDefinition, type ResponseMeta } from '@dtr/forms';
+import { CONFLICT_MESSAGE } from './ehr-responses.js';
 import type { FormSession, FormStatus } from './form-session.repository.js';
 
 /** One questionnaire of the session, as the list shows it. */
@@ -29,10 +30,6 @@ export interface FormView {
   /** Set when this form continues a response found in the EHR: which auto answers the fresh prefill changed. */
   resumed?: { from: string; updated: string[]; added: string[] };
 }
-
-export const CONFLICT_MESSAGE =
-  'Someone else changed this QuestionnaireResponse in the EHR since it was opened here. Both versions are shown: ' +
-  'saving again stores yours as the newest version.';
 
 export function summaryOf(form: FormSession): FormSummary {
   return {
