@@ -385,6 +385,13 @@ describe('questionnaire responses API against the sandbox EHR', () => {
     });
     expect(answers(held[0])['family']?.[0]?.['valueString']).toBe('Mendes-Silva');
 
+    // Preparing again in the same session keeps the form and its draft.
+    const again = await browser.request(`${url}/api/session/questionnaires`, { method: 'POST' });
+    expect(again.status).toBe(200);
+    const reopened = JSON.parse(again.body) as { questionnaires: Array<{ formId: string; formStatus: string }> };
+    expect(reopened.questionnaires[0]).toMatchObject({ formId, formStatus: 'in-progress' });
+    expect(answers((await view(browser, formId)).response)['family']?.[0]?.['valueString']).toBe('Mendes-Silva');
+
     // Each refusal: 422 naming the item, nothing stored here or in the EHR.
     const refusals: Array<[string, Qr, string, string]> = [
       ['wrong type', answered(saved.body.response, { smoker: [{ valueString: 'yes' }] }), 'smoker', 'wrong-type'],
@@ -514,6 +521,12 @@ describe('questionnaire responses API against the sandbox EHR', () => {
     expect(JSON.stringify(stored)).toContain('Practitioner/fa-pr');
     // A completed response is no longer changed here.
     expect((await put(browser, formId, done.response)).status).toBe(409);
+
+    // A launch that names the response (fhirContext) opens it as it is in the EHR.
+    const named = await launch(PATIENT, 'fa-order', [{ reference: `QuestionnaireResponse/${opened.ehr.id}` }]);
+    const relaunched = await view(named.browser, named.formId);
+    expect(relaunched).toMatchObject({ status: 'completed', ehr: { id: opened.ehr.id } });
+    expect(answers(relaunched.response)['delivery']?.[0]?.['valueCoding']).toMatchObject({ code: 'concentrator' });
   }, 120_000);
 
   it('stops a questionnaire whose effectivePeriod ended, tells the clinician why and reports it to the payer', async () => {

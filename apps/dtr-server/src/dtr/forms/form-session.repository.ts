@@ -45,7 +45,8 @@ export interface FormSession {
   updatedAt: Date;
 }
 
-export type NewFormSession = Omit<FormSession, 'id' | 'createdAt' | 'updatedAt'>;
+/** A form to store; `id` keeps the id of a form the session already had for the same questionnaire. */
+export type NewFormSession = Omit<FormSession, 'id' | 'createdAt' | 'updatedAt'> & { id?: string };
 
 interface FormRow {
   id: string;
@@ -98,14 +99,14 @@ export class FormSessionRepository {
     return JSON.parse(this.secrets.open(sealed, aad(id, column))) as T;
   }
 
-  /** Replaces the session's forms with a freshly prepared set (a second prepare in a session starts over). */
+  /** Replaces the session's forms with a freshly prepared set (what carries over is decided by the caller). */
   async replaceForSession(sessionIdHash: string, forms: NewFormSession[]): Promise<FormSession[]> {
     const now = this.clock.now();
     return this.dataSource.transaction(async (manager) => {
       await manager.query(`DELETE FROM form_session WHERE session_id_hash = $1`, [sessionIdHash]);
       const created: FormSession[] = [];
       for (const form of forms) {
-        const id = randomUUID();
+        const id = form.id ?? randomUUID();
         await manager.query(
           `INSERT INTO form_session (id, session_id_hash, tenant_id, patient, payer_id, payer_name, questionnaire_url,
              questionnaire_version, questionnaire_title, ig_version, status, stopped_reason, definition_enc, prefill_enc,
@@ -139,6 +140,20 @@ export class FormSessionRepository {
       }
       return created;
     });
+  }
+
+  /** The session's forms without their sealed content (the list view). */
+  async summariesForSession(
+    sessionIdHash: string,
+  ): Promise<Array<Omit<FormSession, 'definition' | 'prefill' | 'draft' | 'conflict'>>> {
+    const rows = await this.query<FormRow>(
+      `SELECT id, session_id_hash, tenant_id, patient, payer_id, payer_name, questionnaire_url, questionnaire_version,
+         questionnaire_title, ig_version, status, stopped_reason, ehr_id, ehr_version_id, ehr_saved_at, ehr_error,
+         created_at, updated_at
+       FROM form_session WHERE session_id_hash = $1 ORDER BY created_at, questionnaire_url`,
+      [sessionIdHash],
+    );
+    return rows.map((row) => this.fromRow(row, false));
   }
 
   async listForSession(sessionIdHash: string): Promise<FormSession[]> {
@@ -202,8 +217,10 @@ export class FormSessionRepository {
     return rows.length;
   }
 
-  private fromRow(row: FormRow): FormSession {
-    return {
+  private fromRow(row: FormRow, sealed?: true): FormSession;
+  private fromRow(row: FormRow, sealed: false): Omit<FormSession, 'definition' | 'prefill' | 'draft' | 'conflict'>;
+  private fromRow(row: FormRow, sealed = true): Omit<FormSession, 'definition' | 'prefill'> & Partial<FormSession> {
+    const base = {
       id: row.id,
       sessionIdHash: row.session_id_hash,
       tenantId: row.tenant_id,
@@ -217,10 +234,6 @@ export class FormSessionRepository {
       igVersion: row.ig_version,
       status: row.status,
       ...(row.stopped_reason ? { stoppedReason: row.stopped_reason } : {}),
-      definition: this.open<FormDefinitionRecord>(row.id, 'definition', row.definition_enc),
-      prefill: this.open<FhirResource>(row.id, 'prefill', row.prefill_enc),
-      ...(row.draft_enc ? { draft: this.open<FhirResource>(row.id, 'draft', row.draft_enc) } : {}),
-      ...(row.conflict_enc ? { conflict: this.open<FhirResource>(row.id, 'conflict', row.conflict_enc) } : {}),
       ehr: {
         ...(row.ehr_id ? { id: row.ehr_id } : {}),
         ...(row.ehr_version_id ? { versionId: row.ehr_version_id } : {}),
@@ -229,6 +242,14 @@ export class FormSessionRepository {
       },
       createdAt: row.created_at,
       updatedAt: row.updated_at,
+    };
+    if (!sealed) return base;
+    return {
+      ...base,
+      definition: this.open<FormDefinitionRecord>(row.id, 'definition', row.definition_enc),
+      prefill: this.open<FhirResource>(row.id, 'prefill', row.prefill_enc),
+      ...(row.draft_enc ? { draft: this.open<FhirResource>(row.id, 'draft', row.draft_enc) } : {}),
+      ...(row.conflict_enc ? { conflict: this.open<FhirResource>(row.id, 'conflict', row.conflict_enc) } : {}),
     };
   }
 }

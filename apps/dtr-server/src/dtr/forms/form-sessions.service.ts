@@ -53,6 +53,8 @@ export class FormSessionsService {
     const ehr = new EhrResponses(this.smart.fhirClient(session, 'supplement', { timeoutMs: 10_000, retries: 1 }));
     const author = await this.author(session);
     const { saved, named, issue } = await this.savedResponses(session, ehr);
+    // Preparing again in the same session keeps each form (its id, and a draft the EHR may not hold yet).
+    const earlier = await this.forms.listForSession(session.idHash);
     const rows: NewFormSession[] = [];
     for (const [i, questionnaire] of prepared.questionnaires.entries()) {
       const prefill = prepared.prefills[i]!;
@@ -83,10 +85,13 @@ export class FormSessionsService {
         prefill: prefill.questionnaireResponse,
         ehr: {},
       };
+      const prior = earlier.find((f) => f.questionnaire.url === row.questionnaire.url);
+      if (prior) row.id = prior.id;
       const match = saved.find(
         (r) => sameQuestionnaire(r, row.questionnaire.url) && forOrders(r, prepared.orders, named),
       );
-      if (match) resume(row, match);
+      if (prior?.draft) carryOver(row, prior);
+      else if (match) resume(row, match);
       await this.stopIfExpired(row, ehr, prepared);
       rows.push(row);
     }
@@ -174,7 +179,7 @@ export class FormSessionsService {
   private async stopIfExpired(row: NewFormSession, ehr: EhrResponses, prepared: PreparedForms): Promise<void> {
     const now = this.clock.now();
     const reason = expiredQuestionnaire(row.definition.questionnaire, now);
-    if (!reason) return;
+    if (!reason || row.status === 'completed' || row.status === 'stopped') return;
     row.status = 'stopped';
     row.stoppedReason = reason;
     const stopped = shapeResponse(definitionOf(row), row.draft ?? row.prefill, metaOf(row, now), 'stopped');
@@ -217,6 +222,17 @@ function resume(row: NewFormSession, saved: FhirResource): void {
   row.status = saved['status'] === 'completed' ? 'completed' : 'in-progress';
   row.ehr = { id: saved.id!, ...(saved.meta?.versionId ? { versionId: saved.meta.versionId } : {}) };
   row.definition.resumed = { from: `QuestionnaireResponse/${saved.id}`, updated: merged.updated, added: merged.added };
+}
+
+/** The session's own earlier form: its draft (fresh prefill merged in while it is open), EHR state and conflict. */
+function carryOver(row: NewFormSession, prior: FormSession): void {
+  const open = prior.status === 'in-progress' || prior.status === 'not-started';
+  row.draft = open ? mergeResume(definitionOf(row), prior.draft!).response : prior.draft!;
+  row.status = prior.status;
+  row.ehr = prior.ehr;
+  if (prior.stoppedReason) row.stoppedReason = prior.stoppedReason;
+  if (prior.conflict) row.conflict = prior.conflict;
+  if (prior.definition.resumed) row.definition.resumed = prior.definition.resumed;
 }
 
 function issueOf(issue: PrefillIssue): FormDefinitionRecord['issues'][number] {

@@ -31,7 +31,7 @@ export interface FormView {
   resumed?: { from: string; updated: string[]; added: string[] };
 }
 
-export function summaryOf(form: FormSession): FormSummary {
+export function summaryOf(form: Omit<FormSession, 'definition' | 'prefill' | 'draft' | 'conflict'>): FormSummary {
   return {
     id: form.id,
     questionnaire: form.questionnaire,
@@ -42,7 +42,7 @@ export function summaryOf(form: FormSession): FormSummary {
   };
 }
 
-function ehrOf(form: FormSession, withError: boolean): FormView['ehr'] {
+function ehrOf(form: Pick<FormSession, 'ehr'>, withError: boolean): FormView['ehr'] {
   return {
     ...(form.ehr.id ? { id: form.ehr.id } : {}),
     ...(form.ehr.versionId ? { versionId: form.ehr.versionId } : {}),

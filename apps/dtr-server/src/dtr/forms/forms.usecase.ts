@@ -31,7 +31,7 @@ export class FormsUseCase {
   ) {}
 
   async list(session: SessionRecord): Promise<{ responses: FormSummary[] }> {
-    return { responses: (await this.forms.listForSession(session.idHash)).map(summaryOf) };
+    return { responses: (await this.forms.summariesForSession(session.idHash)).map(summaryOf) };
   }
 
   async view(session: SessionRecord, id: string): Promise<FormView> {
