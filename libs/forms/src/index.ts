@@ -1,0 +1,2 @@
+export * from './form.types.js';
+export * from './form-rules.js';
