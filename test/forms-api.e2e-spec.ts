@@ -325,6 +325,15 @@ describe('questionnaire responses API against the sandbox EHR', () => {
     expect(res.status).toBe(200);
   }
 
+  it('documents the routes in OpenAPI and guards them with the session', async () => {
+    const docs = (await (await fetch(`${url}/docs-json`)).json()) as { paths: Record<string, Record<string, unknown>> };
+    expect(Object.keys(docs.paths['/api/session/questionnaire-responses/{id}'] ?? {}).sort()).toEqual(['get', 'put']);
+    expect(Object.keys(docs.paths['/api/session/questionnaire-responses/{id}/$complete'] ?? {})).toEqual(['post']);
+    expect(Object.keys(docs.paths['/api/session/questionnaire-responses'] ?? {})).toEqual(['get']);
+    const anonymous = await fetch(`${url}/api/session/questionnaire-responses`);
+    expect(anonymous.status).toBe(401);
+  });
+
   it('lists the prepared form, serves it prefilled, saves drafts in the EHR and refuses what the rules forbid', async () => {
     const { browser, formId } = await launch();
     const list = await browser.request(`${url}/api/session/questionnaire-responses`);
