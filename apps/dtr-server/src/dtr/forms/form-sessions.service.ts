@@ -90,9 +90,27 @@ export class FormSessionsService {
       const match = saved.find(
         (r) => sameQuestionnaire(r, row.questionnaire.url) && forOrders(r, prepared.orders, named),
       );
-      if (prior?.draft) carryOver(row, prior);
-      else if (match) resume(row, match);
-      await this.stopIfExpired(row, ehr, prepared);
+      try {
+        if (prior?.draft) carryOver(row, prior);
+        else if (match) resume(row, match);
+        await this.stopIfExpired(row, ehr, prepared);
+      } catch {
+        // A draft of this session is kept as it was (never lost); otherwise the form starts from the fresh prefill.
+        // Either way the clinician is told.
+        Object.assign(row, {
+          status: prior?.draft ? prior.status : 'not-started',
+          ehr: prior?.draft ? prior.ehr : {},
+          draft: prior?.draft,
+        });
+        delete row.definition.resumed;
+        row.definition.issues.push({
+          severity: 'error',
+          code: 'resume-failed',
+          message: prior?.draft
+            ? 'The new prefill could not be merged into the saved draft; the draft is shown as it was saved.'
+            : 'The saved response could not be continued here; this form starts again from the prefill.',
+        });
+      }
       rows.push(row);
     }
     const created = await this.forms.replaceForSession(session.idHash, rows);
