@@ -24,7 +24,17 @@ export async function registerSandboxPeers(server, options, peers) {
       clientId: supplement.clientId,
       authMethod: 'client_secret_basic',
       clientSecret: supplement.clientSecret,
-      scopes: ['launch', 'openid', 'fhirUser', 'offline_access', 'patient/*.rs', 'user/Practitioner.rs'],
+      scopes: [
+        'launch',
+        'openid',
+        'fhirUser',
+        'offline_access',
+        'patient/*.rs',
+        'user/Practitioner.rs',
+        'user/PractitionerRole.rs',
+        // Drafts and the completed QuestionnaireResponse are saved in the EHR with this identity.
+        'user/QuestionnaireResponse.cu',
+      ],
       redirectUri: `${server.url}/callback`,
     },
     disclose: {

@@ -80,13 +80,18 @@ describe('npm start: the walkable demo in a real browser', () => {
       expect(request.tokenIssuedHere).toBe(true);
       const parts = request.path.split('/').filter(Boolean);
       const isRead = parts.length === 3;
-      const isPatientSearch = parts.length === 2 && request.query['patient'] === patientId;
+      const isPatientSearch =
+        parts.length === 2 &&
+        (request.query['patient'] === patientId ||
+          // The resume search: the patient's in-progress QuestionnaireResponses.
+          (parts[1] === 'QuestionnaireResponse' && request.query['subject'] === `Patient/${patientId}`));
       expect(isRead || isPatientSearch, `${request.path} ${JSON.stringify(request.query)}`).toBe(true);
     }
     expect(fhir.some((e) => e.path === '/fhir/Condition' && e.query['patient'] === patientId)).toBe(true);
-    // Minimum necessary: the package's library retrieves only Conditions, so that is the one type searched, once;
-    // the patient's Observations, Encounters and orders of other kinds are never fetched.
+    // Minimum necessary: the package's library retrieves only Conditions, so that is the one type searched for the
+    // prefill, once (plus the form's resume search for saved responses); the patient's Observations, Encounters and
+    // orders of other kinds are never fetched.
     const searches = fhir.filter((e) => e.path.split('/').filter(Boolean).length === 2);
-    expect(searches.map((e) => e.path)).toEqual(['/fhir/Condition']);
+    expect(searches.map((e) => e.path).sort()).toEqual(['/fhir/Condition', '/fhir/QuestionnaireResponse']);
   });
 });

@@ -23,6 +23,8 @@ import { deviceOrder, sandboxCoverage } from './support/fixtures.js';
 import { ENTITIES } from '../apps/dtr-server/src/entities.js';
 import { PrepareQuestionnairesUseCase } from '../apps/dtr-server/src/dtr/prepare-questionnaires.usecase.js';
 import { PrefillPool } from '../apps/dtr-server/src/dtr/prefill-pool/prefill-pool.js';
+import { FormSessionRepository } from '../apps/dtr-server/src/dtr/forms/form-session.repository.js';
+import { FormSessionsService } from '../apps/dtr-server/src/dtr/forms/form-sessions.service.js';
 
 const EHR_TOKEN = `ehr-${randomBytes(12).toString('hex')}`;
 const RESOURCES = [
@@ -171,6 +173,7 @@ describe('PrepareQuestionnairesUseCase: session → payer package → prefill (r
       policy,
       clock,
       new PrefillPool({ size: 0 }),
+      new FormSessionsService(new FormSessionRepository(dataSource, box, clock), smart, clock),
     ); // in-thread: the worker pool runs from dist/, tested in the e2e tier
   });
 
@@ -221,14 +224,19 @@ describe('PrepareQuestionnairesUseCase: session → payer package → prefill (r
     expect(qr).toContain('"valueBoolean":true');
     expect(qr).toContain('auto-client');
 
-    // Minimum necessary: the context resources by id, one patient-scoped Condition search; nothing else.
+    // Minimum necessary: the context resources by id, one patient-scoped Condition search; then, for the form, the
+    // signed-in practitioner (the author) and the patient's in-progress responses (resume). Nothing else.
     expect(ehr.requests.map((r) => r.url).sort()).toEqual([
       '/fhir/Condition?patient=p1',
       '/fhir/Coverage/cov-1',
       '/fhir/DeviceRequest/o1',
       '/fhir/Encounter/enc-1',
       '/fhir/Patient/p1',
+      '/fhir/Practitioner/pr1',
+      '/fhir/QuestionnaireResponse?subject=Patient%2Fp1&status=in-progress',
     ]);
+    expect(result.questionnaires[0]!.formId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(result.questionnaires[0]!.formStatus).toBe('not-started');
     // The EHR only ever saw its own token; the payer never saw it.
     expect(new Set(ehr.requests.map((r) => r.token))).toEqual(new Set([EHR_TOKEN]));
     const payerTokens = payerPeer.log

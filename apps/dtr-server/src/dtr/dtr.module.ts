@@ -6,6 +6,12 @@ import { APP_CONFIG, type AppConfig } from '../config/app.config.js';
 import { JsonLogger } from '../logging/json-logger.js';
 import { PayersModule } from '../payers/payers.module.js';
 import { SmartModule } from '../smart/smart.module.js';
+import { Clock } from '@dtr/kernel';
+import { SecretBox } from '@dtr/smart';
+import { FormSessionRepository } from './forms/form-session.repository.js';
+import { FormSessionsService } from './forms/form-sessions.service.js';
+import { FormsController } from './forms/forms.controller.js';
+import { FormsUseCase } from './forms/forms.usecase.js';
 import { PrefillPool } from './prefill-pool/prefill-pool.js';
 import { PrepareQuestionnairesUseCase } from './prepare-questionnaires.usecase.js';
 import { QuestionnairesController } from './questionnaires.controller.js';
@@ -14,7 +20,7 @@ import { QuestionnairesPageController } from './questionnaires-page.controller.j
 /** The DTR flow of a session: package retrieval and prefill (then completion and disclosure). */
 @Module({
   imports: [SmartModule, PayersModule],
-  controllers: [QuestionnairesController, QuestionnairesPageController],
+  controllers: [QuestionnairesController, QuestionnairesPageController, FormsController],
   providers: [
     { provide: PackageCache, inject: [getDataSourceToken()], useFactory: (ds: DataSource) => new PackageCache(ds) },
     {
@@ -42,6 +48,13 @@ import { QuestionnairesPageController } from './questionnaires-page.controller.j
       },
     },
     PrepareQuestionnairesUseCase,
+    {
+      provide: FormSessionRepository,
+      inject: [getDataSourceToken(), SecretBox, Clock],
+      useFactory: (ds: DataSource, box: SecretBox, clock: Clock) => new FormSessionRepository(ds, box, clock),
+    },
+    FormSessionsService,
+    FormsUseCase,
   ],
 })
 export class DtrModule {}

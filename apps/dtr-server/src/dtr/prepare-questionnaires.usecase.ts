@@ -11,9 +11,16 @@ import {
   SmartSessions,
 } from '@dtr/smart';
 import { OUTBOUND_POLICY } from '../smart/smart.module.js';
+import { FormSessionsService } from './forms/form-sessions.service.js';
 import { PrefillPool } from './prefill-pool/prefill-pool.js';
 
-interface PreparedQuestionnaire {
+export interface PreparedQuestionnaire {
+  /** The form of this questionnaire in this session: `/app/questionnaires/{formId}`, the questionnaire-responses API. */
+  formId: string;
+  /** `not-started`, or where a response found in the EHR was resumed (`in-progress`), or `stopped` when expired. */
+  formStatus: string;
+  /** The EHR response this form continues, when one was found. */
+  resumedFrom?: string;
   questionnaire: string;
   questionnaireResponse: FhirResource;
   issues: PrefillIssue[];
@@ -55,6 +62,7 @@ export class PrepareQuestionnairesUseCase {
     @Inject(OUTBOUND_POLICY) private readonly policy: OutboundPolicy,
     private readonly clock: Clock,
     private readonly pool: PrefillPool,
+    private readonly forms: FormSessionsService,
   ) {
     this.retrieval = new PackageRetrieval(cache);
   }
@@ -123,7 +131,20 @@ export class PrepareQuestionnairesUseCase {
       },
       reader,
     );
+    const opened = await this.forms.open(session, {
+      payer,
+      payerClient: client,
+      pkg: retrieved.pkg,
+      questionnaires: retrieved.questionnaires,
+      prefills: results,
+      orders: orders.map((o) => `${o.resourceType}/${o.id}`),
+      coverage: `Coverage/${coverage.id}`,
+      ...(encounter ? { encounter } : {}),
+    });
     const questionnaires: PreparedQuestionnaire[] = retrieved.questionnaires.map((questionnaire, i) => ({
+      formId: opened[i]!.id,
+      formStatus: opened[i]!.status,
+      ...(opened[i]!.resumedFrom ? { resumedFrom: opened[i]!.resumedFrom } : {}),
       questionnaire: retrieved.pkg.questionnaireKey(questionnaire),
       questionnaireResponse: results[i]!.questionnaireResponse,
       issues: results[i]!.issues,

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { KeyRingSecretBox } from '../key-ring-secret-box.js';
 import { EhrRegistrationEntity } from './ehr-registration.entity.js';
 import { EhrTenantEntity } from './ehr-tenant.entity.js';
-import { isWriteScope, TenantRegistry, type TenantInput } from './tenant-registry.service.js';
+import { isSupplementWriteScope, isWriteScope, TenantRegistry, type TenantInput } from './tenant-registry.service.js';
 
 const SECRET = 'tenant-secret-value-7f3a9';
 
@@ -92,6 +92,19 @@ describe('TenantRegistry (real PostgreSQL)', () => {
       { ...base, supplement: { ...base.supplement, scopes: ['patient/*.cruds'] } },
       'supplement.scopes',
     );
+    for (const scopes of [
+      ['patient/QuestionnaireResponse.cud'],
+      ['user/Observation.cu'],
+      ['user/*.write'],
+      ['system/QuestionnaireResponse.cu'],
+      ['patient/QuestionnaireResponse.*'],
+      ['user/QuestionnaireResponse.cu', 'patient/DocumentReference.c'],
+    ]) {
+      await expectInvalid(
+        { ...base, supplement: { ...base.supplement, scopes } },
+        `supplement.scopes: may write only the DTR QuestionnaireResponse`,
+      );
+    }
     await expectInvalid(
       { ...base, disclose: { ...base.disclose!, clientId: base.supplement.clientId } },
       'disclose.clientId',
@@ -105,6 +118,22 @@ describe('TenantRegistry (real PostgreSQL)', () => {
     await expectInvalid({ ...base, fhirBase: 'http://ehr.example.org/fhir' }, 'fhirBase');
     await expectInvalid({ ...base, id: 'Bad Id' }, 'id');
     await expectInvalid({ ...base, extra: true }, 'tenant');
+  });
+
+  it('lets the supplement identity create and update the QuestionnaireResponse, in v1 and v2 scope forms', async () => {
+    const base = tenant(`g-${suffix}`);
+    const scopes = [
+      'launch',
+      'patient/*.rs',
+      'user/QuestionnaireResponse.write',
+      'patient/QuestionnaireResponse.write',
+      'user/QuestionnaireResponse.cu',
+      'patient/QuestionnaireResponse.c',
+      'user/QuestionnaireResponse.u',
+      'user/QuestionnaireResponse.crus',
+    ];
+    const view = await registry.upsert({ ...base, supplement: { ...base.supplement, scopes } });
+    expect((await registry.credentialsFor(view.id, 'supplement')).scopes).toEqual(scopes);
   });
 
   it('allows one client for both purposes only with the explicit flag', async () => {
@@ -154,5 +183,27 @@ describe('isWriteScope', () => {
     ]) {
       expect(isWriteScope(s)).toBe(false);
     }
+  });
+});
+
+describe('isSupplementWriteScope', () => {
+  it('allows create/update of the QuestionnaireResponse only', () => {
+    for (const s of [
+      'user/QuestionnaireResponse.write',
+      'patient/QuestionnaireResponse.cu',
+      'user/QuestionnaireResponse.crus',
+    ])
+      expect(isSupplementWriteScope(s)).toBe(true);
+    for (const s of [
+      'user/QuestionnaireResponse.cud',
+      'user/QuestionnaireResponse.d',
+      'user/QuestionnaireResponse.rs',
+      'user/QuestionnaireResponse.*',
+      'system/QuestionnaireResponse.cu',
+      'user/*.cu',
+      'user/Questionnaire.cu',
+      'user/QuestionnaireResponse.cu?status=completed',
+    ])
+      expect(isSupplementWriteScope(s)).toBe(false);
   });
 });

@@ -92,6 +92,21 @@ export function isWriteScope(scope: string): boolean {
   return /^c?r?u?d?s?$/.test(permissions) && /[cud]/.test(permissions);
 }
 
+/**
+ * What the `supplement` identity may write: the DTR QuestionnaireResponse itself (drafts and the completed response
+ * are EHR documentation), created and updated, and nothing else. SMART v1 `patient|user/QuestionnaireResponse.write`
+ * and v2 permission sets with `c` and/or `u` (reads and searches may ride along) but never `d`; `*` types, `.*` and
+ * `system/` levels are not supplementing a user's documentation.
+ * @see https://hl7.org/fhir/us/davinci-dtr/specification.html (storing QuestionnaireResponses in the EHR)
+ * @see https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html#scopes-for-requesting-fhir-resources
+ */
+export function isSupplementWriteScope(scope: string): boolean {
+  const match = /^(patient|user)\/QuestionnaireResponse\.([a-z]+)$/.exec(scope);
+  if (!match) return false;
+  const permissions = match[2]!;
+  return permissions === 'write' || (/^c?r?u?s?$/.test(permissions) && /[cu]/.test(permissions));
+}
+
 const secretAad = (tenantId: string, purpose: RegistrationPurpose) => `ehr_registration:${tenantId}:${purpose}`;
 
 /**
@@ -132,8 +147,13 @@ export class TenantRegistry {
       if (t.disclose) fail('disclose', 'must be absent when singleClient is set (the one client does both)');
     } else {
       if (!t.disclose) fail('disclose', 'is required unless singleClient is set (two client identities)');
-      const write = t.supplement.scopes.filter(isWriteScope);
-      if (write.length > 0) fail('supplement.scopes', `must be read-only; remove ${write.join(' ')}`);
+      const write = t.supplement.scopes.filter((s) => isWriteScope(s) && !isSupplementWriteScope(s));
+      if (write.length > 0) {
+        fail(
+          'supplement.scopes',
+          `may write only the DTR QuestionnaireResponse (create/update, e.g. user/QuestionnaireResponse.cu); remove ${write.join(' ')}`,
+        );
+      }
       if (t.disclose!.clientId === t.supplement.clientId) {
         fail('disclose.clientId', 'must differ from the supplement client id so the EHR can tell the two apart');
       }

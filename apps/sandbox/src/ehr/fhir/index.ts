@@ -88,6 +88,63 @@ function outcome(res: Response, status: number, code: string, diagnostics: strin
     .send(JSON.stringify({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code, diagnostics }] }));
 }
 
+/** The weak ETag of a version (`W/"<versionId>"`), as FHIR servers send it. */
+function etagOf(resource: Resource): string {
+  return `W/"${resource.meta?.versionId ?? '1'}"`;
+}
+
+/**
+ * Version-aware update: `If-Match` must name the current version, else 412 (someone else changed the resource).
+ * Accepts `W/"3"`, `"3"` and a bare `3`.
+ * @see https://hl7.org/fhir/R4/http.html#concurrency
+ */
+function versionMismatch(current: Resource | undefined, ifMatch: string): string | undefined {
+  const wanted = /^(?:W\/)?"?([^"]*)"?$/.exec(ifMatch.trim())?.[1];
+  if (!current) return 'If-Match names a version of a resource that does not exist';
+  const actual = current.meta?.versionId ?? '1';
+  return wanted === actual ? undefined : `If-Match names version ${wanted ?? '?'}, the current version is ${actual}`;
+}
+
+/**
+ * Test and operator view of what this EHR holds: `GET /_sandbox/store/{type}` lists the current version of every
+ * resource of that type (`?history=true` lists every version, newest first); `PUT /_sandbox/store/{type}/{id}` stores
+ * a new version as another EHR user would. Not FHIR-authorized: the sandbox is dev/test only, and `/_sandbox/` is its
+ * control surface.
+ */
+function mountStoreListing(peer: PeerServer, store: FhirStore): void {
+  peer.app.get('/_sandbox/store/:type', (req, res) => {
+    const type = String(req.params['type']);
+    if (!/^[A-Z][A-Za-z]{1,63}$/.test(type)) return outcome(res, 400, 'invalid', `${type} is not a resource type`);
+    const current = store.all(type);
+    const withHistory = req.query['history'] === 'true';
+    res.type('application/fhir+json').send(
+      JSON.stringify({
+        resourceType: 'Bundle',
+        type: 'collection',
+        total: current.length,
+        entry: current.flatMap((resource) =>
+          withHistory ? store.history(type, resource.id!).map((version) => ({ resource: version })) : [{ resource }],
+        ),
+      }),
+    );
+  });
+  // Someone else at the EHR changes a resource (a new version), for tests of concurrent edits.
+  peer.app.put(
+    '/_sandbox/store/:type/:id',
+    express.json({ type: ['application/json', 'application/fhir+json'] }),
+    (req, res) => {
+      const type = String(req.params['type']);
+      const id = String(req.params['id']);
+      const body = req.body as Resource | undefined;
+      if (!body || body.resourceType !== type || body.id !== id)
+        return outcome(res, 400, 'invalid', `the body must be the ${type} with id ${id}`);
+      const stored = store.put(body);
+      res.setHeader('ETag', etagOf(stored));
+      res.type('application/fhir+json').send(JSON.stringify(stored));
+    },
+  );
+}
+
 function nameOf(resource: Resource): string {
   const name = (resource['name'] as Array<{ text?: string; given?: string[]; family?: string }> | undefined)?.[0];
   return name?.text ?? [...(name?.given ?? []), name?.family].filter(Boolean).join(' ') ?? resource.id ?? '';
@@ -204,6 +261,7 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
     if (granted.level === 'compartment' && !inCompartment(found, granted.patient)) {
       return outcome(res, 403, 'forbidden', 'outside the patient compartment of the token');
     }
+    res.setHeader('ETag', etagOf(found));
     res.type('application/fhir+json').send(JSON.stringify(found));
   };
   router.get('/:type/:id', (req, res) =>
@@ -242,6 +300,7 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
     id: string | undefined,
     body: Resource,
     ifNoneExist?: string,
+    ifMatch?: string,
   ): { status: number; resource?: Resource; error?: [number, string, string] } => {
     if (!body || body.resourceType !== type)
       return { status: 400, error: [400, 'invalid', `the body must be a ${type}`] };
@@ -259,14 +318,18 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
       return { status: 201, resource: store.create(body) };
     }
     if (body.id !== id) return { status: 400, error: [400, 'invalid', 'the body id differs from the URL'] };
+    const mismatch = ifMatch === undefined ? undefined : versionMismatch(store.read(type, id!), ifMatch);
+    if (mismatch) return { status: 412, error: [412, 'conflict', mismatch] };
     const existed = store.read(type, id!) !== undefined;
     return { status: existed ? 200 : 201, resource: store.put(body) };
   };
   const send = (res: Response, type: string, result: ReturnType<typeof write>) => {
     if (res.headersSent) return;
     if (result.error) return outcome(res, ...result.error);
-    if (result.resource)
+    if (result.resource) {
       res.setHeader('Location', `${baseUrl}/${type}/${result.resource.id}/_history/${result.resource.meta?.versionId}`);
+      res.setHeader('ETag', etagOf(result.resource));
+    }
     res.status(result.status).type('application/fhir+json').send(JSON.stringify(result.resource));
   };
   router.post('/:type', (req, res) => {
@@ -282,7 +345,15 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
     send(
       res,
       String(req.params['type']),
-      write(res, 'PUT', String(req.params['type']), req.params['id'], req.body as Resource),
+      write(
+        res,
+        'PUT',
+        String(req.params['type']),
+        req.params['id'],
+        req.body as Resource,
+        undefined,
+        req.get('if-match') ?? undefined,
+      ),
     ),
   );
   router.post('/', (req, res) => {
@@ -349,6 +420,7 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
   });
 
   peer.app.use(EHR_PATHS.fhir, router);
+  mountStoreListing(peer, store);
   return {
     baseUrl,
     store,

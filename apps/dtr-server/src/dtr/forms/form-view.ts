@@ -1,0 +1,118 @@
+import type { FhirResource } from '@dtr/fhir';
+import { answerOrigins, type FormDefinition, type ResponseMeta } from '@dtr/forms';
+import { CONFLICT_MESSAGE } from './ehr-responses.js';
+import type { FormSession, FormStatus } from './form-session.repository.js';
+
+/** One questionnaire of the session, as the list shows it. */
+export interface FormSummary {
+  id: string;
+  questionnaire: { url: string; version?: string; title?: string };
+  status: FormStatus;
+  payer: { id: string; name: string };
+  ehr: { id?: string; versionId?: string; savedAt?: string };
+  updatedAt: string;
+}
+
+/** Everything the form page needs for one questionnaire. */
+export interface FormView {
+  id: string;
+  status: FormStatus;
+  igVersion: FormSession['igVersion'];
+  questionnaire: FhirResource;
+  response: FhirResource;
+  issues: Array<{ severity: string; code: string; message: string; linkId?: string }>;
+  origins: Array<{ linkId: string; origin: string; author?: unknown; sources?: string[] }>;
+  options: Record<string, Array<Record<string, unknown>>>;
+  ehr: { id?: string; versionId?: string; savedAt?: string; error?: string };
+  conflict?: { theirs: FhirResource; ours: FhirResource; message: string };
+  author: { known: boolean; display?: string };
+  stoppedReason?: string;
+  /** Set when this form continues a response found in the EHR: which auto answers the fresh prefill changed. */
+  resumed?: { from: string; updated: string[]; added: string[] };
+}
+
+export function summaryOf(form: Omit<FormSession, 'definition' | 'prefill' | 'draft' | 'conflict'>): FormSummary {
+  return {
+    id: form.id,
+    questionnaire: form.questionnaire,
+    status: form.status,
+    payer: form.payer,
+    ehr: ehrOf(form, false),
+    updatedAt: form.updatedAt.toISOString(),
+  };
+}
+
+function ehrOf(form: Pick<FormSession, 'ehr'>, withError: boolean): FormView['ehr'] {
+  return {
+    ...(form.ehr.id ? { id: form.ehr.id } : {}),
+    ...(form.ehr.versionId ? { versionId: form.ehr.versionId } : {}),
+    ...(form.ehr.savedAt ? { savedAt: form.ehr.savedAt.toISOString() } : {}),
+    ...(withError && form.ehr.error ? { error: form.ehr.error } : {}),
+  };
+}
+
+/** `Type/id` of a resource shown with an item (contextExpression results), for "where did this come from". */
+function sourcesOf(resources: unknown[] | undefined): string[] | undefined {
+  const refs = (resources ?? [])
+    .map((r) => r as { resourceType?: unknown; id?: unknown })
+    .filter((r) => typeof r?.resourceType === 'string' && typeof r.id === 'string')
+    .map((r) => `${String(r.resourceType)}/${String(r.id)}`);
+  return refs.length > 0 ? [...new Set(refs)] : undefined;
+}
+
+export function viewOf(form: FormSession): FormView {
+  const response = form.draft ?? form.prefill;
+  const { definition } = form;
+  return {
+    id: form.id,
+    status: form.status,
+    igVersion: form.igVersion,
+    questionnaire: definition.questionnaire,
+    response,
+    issues: definition.issues,
+    origins: answerOrigins(response).map((o) => {
+      const sources = sourcesOf(definition.answerContext[o.linkId]);
+      return { ...o, ...(sources ? { sources } : {}) };
+    }),
+    options: definition.options,
+    ehr: ehrOf(form, true),
+    ...(form.conflict && form.draft
+      ? { conflict: { theirs: form.conflict, ours: form.draft, message: CONFLICT_MESSAGE } }
+      : {}),
+    author: {
+      known: Boolean(definition.author.practitioner),
+      ...(definition.author.display ? { display: definition.author.display } : {}),
+    },
+    ...(form.stoppedReason ? { stoppedReason: form.stoppedReason } : {}),
+    ...(definition.resumed ? { resumed: definition.resumed } : {}),
+  };
+}
+
+/** The pure rules' view of a stored form. */
+export function definitionOf(form: Pick<FormSession, 'definition' | 'igVersion' | 'prefill'>): FormDefinition {
+  return {
+    questionnaire: form.definition.questionnaire,
+    valueSets: form.definition.valueSets,
+    igVersion: form.igVersion,
+    prefill: form.prefill,
+    ...(form.definition.context ? { context: form.definition.context } : {}),
+  };
+}
+
+/** The DTR QR profile fields of a form's response, authored now. */
+export function metaOf(
+  form: Pick<FormSession, 'definition' | 'patient' | 'questionnaire' | 'ehr'>,
+  now: Date,
+): ResponseMeta {
+  const { definition } = form;
+  return {
+    ...(form.ehr.id ? { id: form.ehr.id } : {}),
+    subject: `Patient/${form.patient}`,
+    ...(definition.author.practitioner ? { author: definition.author } : {}),
+    authored: now.toISOString(),
+    orders: definition.orders,
+    ...(definition.coverage.length > 0 ? { coverage: definition.coverage } : {}),
+    ...(definition.encounter ? { encounter: definition.encounter } : {}),
+    questionnaireCanonical: `${form.questionnaire.url}${form.questionnaire.version ? `|${form.questionnaire.version}` : ''}`,
+  };
+}

@@ -1,0 +1,110 @@
+import { Body, Controller, Get, HttpCode, Param, Post, Put, Req, Res } from '@nestjs/common';
+import {
+  ApiBody,
+  ApiConflictResponse,
+  ApiForbiddenResponse,
+  ApiNotFoundResponse,
+  ApiOkResponse,
+  ApiOperation,
+  ApiResponse,
+  ApiTags,
+  ApiUnprocessableEntityResponse,
+} from '@nestjs/swagger';
+import type { Response } from 'express';
+import type { OperationOutcome } from '../../http/operation-outcome.js';
+import type { SessionRequest } from '../../smart/session.controller.js';
+import type { FormSummary, FormView } from './form-view.js';
+import { type FormOutcome, FormsUseCase } from './forms.usecase.js';
+
+const QR_BODY = {
+  description: 'A QuestionnaireResponse (application/json or application/fhir+json)',
+  schema: { type: 'object', properties: { resourceType: { type: 'string', example: 'QuestionnaireResponse' } } },
+};
+
+/** The form page's API: the session's questionnaire responses, drafts and completion. */
+@ApiTags('forms')
+@Controller('api/session/questionnaire-responses')
+export class FormsController {
+  constructor(private readonly forms: FormsUseCase) {}
+
+  @Get()
+  @ApiOperation({ summary: "This session's questionnaire responses with their status and where the EHR holds them" })
+  @ApiOkResponse({ description: '{ responses: [{ id, questionnaire, status, payer, ehr, updatedAt }] }' })
+  list(@Req() req: SessionRequest): Promise<{ responses: FormSummary[] }> {
+    return this.forms.list(req.user);
+  }
+
+  @Get(':id')
+  @ApiOperation({ summary: 'One form: Questionnaire, current response, prefill issues, answer origins and options' })
+  @ApiOkResponse({ description: 'FormView' })
+  @ApiNotFoundResponse({ description: 'Not a form of this session' })
+  get(@Req() req: SessionRequest, @Param('id') id: string): Promise<FormView> {
+    return this.forms.view(req.user, id);
+  }
+
+  @Put(':id')
+  @ApiOperation({
+    summary: 'Save a draft: validated, recomputed and origin-tagged by the server, then stored in the EHR',
+  })
+  @ApiBody(QR_BODY)
+  @ApiOkResponse({ description: 'FormView of the saved draft (in-progress)' })
+  @ApiUnprocessableEntityResponse({ description: 'OperationOutcome, one issue per refused item; nothing stored' })
+  @ApiConflictResponse({ description: 'FormView with `conflict`: the EHR holds a version changed by someone else' })
+  @ApiForbiddenResponse({ description: "The response's subject is not the session's patient" })
+  @ApiResponse({ status: 502, description: 'OperationOutcome: the EHR write failed; the draft is kept here' })
+  @ApiResponse({ status: 503, description: 'OperationOutcome: the EHR was unavailable; the draft is kept here' })
+  async save(
+    @Req() req: SessionRequest,
+    @Param('id') id: string,
+    @Body() body: unknown,
+    @Res({ passthrough: true }) res: Response,
+  ): Promise<FormView | OperationOutcome> {
+    return answer(res, await this.forms.save(req.user, id, body));
+  }
+
+  @Post(':id/$complete')
+  @HttpCode(200)
+  @ApiOperation({ summary: 'Complete: refused while a required enabled item is empty; optional body saved first' })
+  @ApiBody({ ...QR_BODY, required: false })
+  @ApiOkResponse({ description: 'FormView with status completed (stored in the EHR)' })
+  @ApiUnprocessableEntityResponse({ description: 'OperationOutcome naming each item that prevents completion' })
+  @ApiConflictResponse({ description: 'FormView with `conflict`' })
+  @ApiResponse({ status: 502, description: 'OperationOutcome: not completed, the EHR write failed; draft kept' })
+  async complete(
+    @Req() req: SessionRequest,
+    @Param('id') id: string,
+    @Body() body: unknown,
+    @Res({ passthrough: true }) res: Response,
+  ): Promise<FormView | OperationOutcome> {
+    return answer(res, await this.forms.complete(req.user, id, body));
+  }
+}
+
+/** Each outcome's HTTP answer. @see https://hl7.org/fhir/R4/operationoutcome.html */
+function answer(res: Response, outcome: FormOutcome): FormView | OperationOutcome {
+  switch (outcome.kind) {
+    case 'ok':
+      return outcome.view;
+    case 'conflict':
+      res.status(409);
+      return outcome.view;
+    case 'invalid':
+      res.status(422).type('application/fhir+json');
+      return {
+        resourceType: 'OperationOutcome',
+        issue: outcome.problems.map((p) => ({
+          severity: 'error' as const,
+          code: p.code === 'required-missing' ? 'required' : p.code === 'unknown-item' ? 'not-found' : 'invalid',
+          diagnostics: p.message,
+          expression: [p.linkId],
+          details: { coding: [{ system: 'urn:dtr-backend:form-problem', code: p.code }], text: p.message },
+        })),
+      } as OperationOutcome;
+    case 'ehr-failed':
+      res.status(outcome.status).type('application/fhir+json');
+      return {
+        resourceType: 'OperationOutcome',
+        issue: [{ severity: 'error', code: 'transient', diagnostics: outcome.message }],
+      };
+  }
+}

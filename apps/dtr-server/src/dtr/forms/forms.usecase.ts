@@ -1,0 +1,154 @@
+import { Injectable } from '@nestjs/common';
+import { Clock, DtrError } from '@dtr/kernel';
+import type { FhirResource } from '@dtr/fhir';
+import { completionProblems, type FormProblem, reviseResponse, shapeResponse } from '@dtr/forms';
+import { type SessionRecord, SmartSessions } from '@dtr/smart';
+import { EhrResponses, type EhrSaveResult } from './ehr-responses.js';
+import { FormSessionRepository, type FormSession } from './form-session.repository.js';
+import { definitionOf, type FormSummary, type FormView, metaOf, summaryOf, viewOf } from './form-view.js';
+
+/** What a save or completion came to; the controller turns each kind into its HTTP answer. */
+export type FormOutcome =
+  | { kind: 'ok'; view: FormView }
+  /** The submitted response was refused: nothing was stored, the saved draft is untouched. */
+  | { kind: 'invalid'; problems: FormProblem[] }
+  /** The EHR holds a newer version by someone else (412): both are in the view. */
+  | { kind: 'conflict'; view: FormView }
+  /** The EHR write failed: the draft is kept here. */
+  | { kind: 'ehr-failed'; status: 502 | 503; message: string; view: FormView };
+
+/**
+ * The clinician's side of form completion: list, open, save a draft, complete. The server is the arbiter of every
+ * answer (validation, enableWhen, calculated values and information-origin are decided by `@dtr/forms`, never
+ * taken from the page). Every accepted save is kept here first, then written to the EHR with the supplement identity.
+ */
+@Injectable()
+export class FormsUseCase {
+  constructor(
+    private readonly forms: FormSessionRepository,
+    private readonly smart: SmartSessions,
+    private readonly clock: Clock,
+  ) {}
+
+  async list(session: SessionRecord): Promise<{ responses: FormSummary[] }> {
+    return { responses: (await this.forms.summariesForSession(session.idHash)).map(summaryOf) };
+  }
+
+  async view(session: SessionRecord, id: string): Promise<FormView> {
+    return viewOf(await this.find(session, id));
+  }
+
+  async save(session: SessionRecord, id: string, body: unknown): Promise<FormOutcome> {
+    const form = await this.find(session, id);
+    this.assertEditable(form);
+    const revised = this.revise(session, form, body);
+    if (!revised.ok) return { kind: 'invalid', problems: revised.problems };
+    return this.store(session, form, revised.response, 'in-progress');
+  }
+
+  /** Completes only on request and only when no required enabled item is empty; saves the given response first. */
+  async complete(session: SessionRecord, id: string, body: unknown): Promise<FormOutcome> {
+    const form = await this.find(session, id);
+    this.assertEditable(form);
+    const given = body !== undefined && body !== null && !(typeof body === 'object' && Object.keys(body).length === 0);
+    const revised = this.revise(session, form, given ? body : (form.draft ?? form.prefill));
+    if (!revised.ok) return { kind: 'invalid', problems: revised.problems };
+    const problems = completionProblems(definitionOf(form), revised.response);
+    if (problems.length > 0) return { kind: 'invalid', problems };
+    return this.store(session, form, revised.response, 'completed');
+  }
+
+  private async find(session: SessionRecord, id: string): Promise<FormSession> {
+    const form = await this.forms.get(session.idHash, id);
+    if (!form) throw new DtrError('NOT_FOUND', 'no such questionnaire response in this session');
+    return form;
+  }
+
+  private assertEditable(form: FormSession): void {
+    if (form.status === 'completed')
+      throw new DtrError('CONFLICT', 'this questionnaire response is completed; it is no longer changed here');
+    if (form.status === 'stopped')
+      throw new DtrError('CONFLICT', `this questionnaire response was stopped: ${form.stoppedReason ?? 'no reason'}`);
+  }
+
+  private revise(
+    session: SessionRecord,
+    form: FormSession,
+    body: unknown,
+  ): { ok: true; response: FhirResource } | { ok: false; problems: FormProblem[] } {
+    assertSamePatient(body, session, form);
+    const result = reviseResponse(
+      definitionOf(form),
+      body,
+      form.draft,
+      form.definition.author,
+      metaOf(form, this.clock.now()),
+    );
+    return result.ok ? { ok: true, response: result.response } : result;
+  }
+
+  /**
+   * 1. the shaped response is kept here (a failing EHR never loses it); 2. it is written to the EHR (create, then
+   * update with If-Match); 3. what the EHR answered is recorded. A completion counts only once the EHR holds it.
+   */
+  private async store(
+    session: SessionRecord,
+    form: FormSession,
+    revised: FhirResource,
+    status: 'in-progress' | 'completed',
+  ): Promise<FormOutcome> {
+    const now = this.clock.now();
+    const shaped = shapeResponse(definitionOf(form), revised, metaOf(form, now), status);
+    const draftStatus = form.status === 'not-started' ? 'in-progress' : form.status;
+    await this.forms.saveDraft(form.id, { status: draftStatus, draft: shaped, ehr: form.ehr });
+    const ehr = new EhrResponses(this.smart.fhirClient(session, 'supplement', { timeoutMs: 10_000, retries: 1 }));
+    const result = await ehr.save(shaped, form.ehr, now);
+    return this.record(session, form, shaped, status, result);
+  }
+
+  private async record(
+    session: SessionRecord,
+    form: FormSession,
+    shaped: FhirResource,
+    status: 'in-progress' | 'completed',
+    result: EhrSaveResult,
+  ): Promise<FormOutcome> {
+    if (result.kind === 'saved') {
+      const stored = { ...shaped, id: result.id, meta: { ...(result.stored.meta ?? {}) } };
+      const ehr = {
+        id: result.id,
+        ...(result.versionId ? { versionId: result.versionId } : {}),
+        savedAt: result.savedAt,
+      };
+      await this.forms.saveDraft(form.id, { status, draft: stored, ehr, conflict: null });
+      return { kind: 'ok', view: await this.view(session, form.id) };
+    }
+    const draftStatus = form.status === 'not-started' ? 'in-progress' : form.status;
+    if (result.kind === 'conflict') {
+      // The next save is made on top of their version: the clinician has now seen both.
+      const theirs = result.theirs;
+      const versionId = theirs?.meta?.versionId ?? form.ehr.versionId;
+      await this.forms.saveDraft(form.id, {
+        status: draftStatus,
+        draft: shaped,
+        ehr: { ...form.ehr, ...(versionId ? { versionId } : {}), error: result.message },
+        ...(theirs ? { conflict: theirs } : {}),
+      });
+      return { kind: 'conflict', view: await this.view(session, form.id) };
+    }
+    const message =
+      status === 'completed' ? `Not completed yet: ${result.message.replace(/^The/, 'the')}` : result.message;
+    await this.forms.saveDraft(form.id, { status: draftStatus, draft: shaped, ehr: { ...form.ehr, error: message } });
+    return { kind: 'ehr-failed', status: result.status, message, view: await this.view(session, form.id) };
+  }
+}
+
+/** A response for another patient than the session's is refused outright (403), whatever else it holds. */
+function assertSamePatient(body: unknown, session: SessionRecord, form: FormSession): void {
+  const subject = (body as { subject?: { reference?: unknown } } | null)?.subject?.reference;
+  if (subject === undefined) return;
+  const ok =
+    typeof subject === 'string' &&
+    (subject === `Patient/${form.patient}` || subject === `${session.fhirBase}/Patient/${form.patient}`);
+  if (!ok) throw new DtrError('FORBIDDEN', "the response's subject is not the patient of this session");
+}
