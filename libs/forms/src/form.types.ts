@@ -23,7 +23,7 @@ export interface FormProblem {
   message: string;
 }
 
-export type FormProblemCode =
+type FormProblemCode =
   | 'unknown-item'
   | 'wrong-type'
   | 'not-in-answer-set'

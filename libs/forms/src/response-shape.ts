@@ -15,10 +15,10 @@ import type { Answer, ResponseNode } from './questionnaire-items.js';
  */
 
 const DTR = 'http://hl7.org/fhir/us/davinci-dtr/StructureDefinition/';
-export const QR_PROFILE = `${DTR}dtr-questionnaireresponse`;
-export const QR_CONTEXT = `${DTR}qr-context`;
-export const QR_COVERAGE = `${DTR}qr-coverage`;
-export const INTENDED_USE = `${DTR}intendedUse`;
+const QR_PROFILE = `${DTR}dtr-questionnaireresponse`;
+const QR_CONTEXT = `${DTR}qr-context`;
+const QR_COVERAGE = `${DTR}qr-coverage`;
+const INTENDED_USE = `${DTR}intendedUse`;
 /** Written by earlier releases of this app and by some test kits; replaced on every save. */
 const LEGACY_CONTEXT = `${DTR}context`;
 const OURS = new Set([QR_CONTEXT, QR_COVERAGE, INTENDED_USE, LEGACY_CONTEXT]);

@@ -14,7 +14,7 @@ import { OUTBOUND_POLICY } from '../smart/smart.module.js';
 import { FormSessionsService } from './forms/form-sessions.service.js';
 import { PrefillPool } from './prefill-pool/prefill-pool.js';
 
-export interface PreparedQuestionnaire {
+interface PreparedQuestionnaire {
   /** The form of this questionnaire in this session: `/app/questionnaires/{formId}`, the questionnaire-responses API. */
   formId: string;
   /** `not-started`, or where a response found in the EHR was resumed (`in-progress`), or `stopped` when expired. */
