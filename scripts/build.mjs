@@ -2,7 +2,7 @@
 // Transpiles apps/*/src and libs/*/src to dist/ (ESM), one file at a time, and rewrites the
 // `@dtr/<lib>` import aliases to relative paths so plain `node` can run the output.
 // Type checking is separate (`npm run typecheck`); this keeps `npm start` fast on a fresh clone.
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
@@ -77,6 +77,26 @@ for (const srcRoot of roots()) {
     if (result.sourceMapText) writeFileSync(`${outFile}.map`, result.sourceMapText);
     count++;
   }
+}
+// The form page's static files: our own (apps/dtr-server/static) and the LHC-Forms renderer, copied from the lforms
+// package (a build-time source: the server serves these files and never imports the package) under a pinned path.
+const LFORMS_VERSION = JSON.parse(readFileSync(path.join(root, 'node_modules/lforms/package.json'), 'utf8')).version;
+const staticOut = path.join(outRoot, 'static');
+cpSync(path.join(root, 'apps/dtr-server/static'), path.join(staticOut, 'app'), { recursive: true });
+const lformsDist = path.join(root, 'node_modules/lforms/dist/lforms');
+for (const file of [
+  'webcomponent/assets/lib/zone.min.js',
+  'webcomponent/runtime.js',
+  'webcomponent/polyfills.js',
+  'webcomponent/main.js',
+  'webcomponent/styles.css',
+  'webcomponent/down_arrow_gray_10_10.png',
+  'webcomponent/magnifying_glass.png',
+  'fhir/R4/lformsFHIR.min.js',
+]) {
+  const target = path.join(staticOut, 'lforms', LFORMS_VERSION, file);
+  mkdirSync(path.dirname(target), { recursive: true });
+  cpSync(path.join(lformsDist, file), target);
 }
 if (problems.length > 0) {
   rmSync(outRoot, { recursive: true, force: true });

@@ -193,9 +193,9 @@ function answered(qr: Qr, changes: Record<string, Array<Record<string, unknown>>
 }
 
 const originOf = (answer: Record<string, unknown> | undefined) =>
-  (answer?.['extension'] as Array<{ url: string; extension?: Array<{ url: string; valueCoding?: { code?: string } }> }>)
+  (answer?.['extension'] as Array<{ url: string; extension?: Array<{ url: string; valueCode?: string }> }>)
     ?.find((e) => e.url.endsWith('information-origin'))
-    ?.extension?.find((e) => e.url === 'source')?.valueCoding?.code;
+    ?.extension?.find((e) => e.url === 'source')?.valueCode;
 
 /**
  * The form API over real HTTP: the built server and the sandbox EHR and payer (`npm start`), a launched session, every

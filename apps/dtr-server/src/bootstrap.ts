@@ -4,6 +4,7 @@ import type { NestExpressApplication } from '@nestjs/platform-express';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import { EmbeddedPostgresSupervisor, migrate } from '@dtr/persistence';
 import cookieParser from 'cookie-parser';
+import express from 'express';
 import helmet from 'helmet';
 import path from 'node:path';
 import { AppModule } from './app.module.js';
@@ -100,6 +101,7 @@ function configureHttp(app: NestExpressApplication, config: AppConfig, logger: J
       strictTransportSecurity: config.profile === 'production',
     }),
   );
+  serveStatic(app);
   app.use(cookieParser());
   app.use(bodyMiddleware({ maxBytes: config.bodyLimitBytes, maxDepth: config.jsonMaxDepth }, logger));
 
@@ -112,6 +114,16 @@ function configureHttp(app: NestExpressApplication, config: AppConfig, logger: J
       .build(),
   );
   SwaggerModule.setup('docs', app, document, { jsonDocumentUrl: 'docs-json' });
+}
+
+/**
+ * The form page's static files, copied into dist/static by the build (no PHI: open to anyone). The renderer sits under
+ * its pinned version and is cached for a year; the page's own script is revalidated on every load.
+ */
+function serveStatic(app: NestExpressApplication): void {
+  const root = path.resolve(import.meta.dirname, '..', '..', '..', 'static');
+  app.use('/static/lforms', express.static(path.join(root, 'lforms'), { immutable: true, maxAge: '365d', index: false }));
+  app.use('/static/app', express.static(path.join(root, 'app'), { maxAge: 0, index: false }));
 }
 
 /**

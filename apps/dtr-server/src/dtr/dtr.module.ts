@@ -10,6 +10,7 @@ import { Clock } from '@dtr/kernel';
 import { SecretBox } from '@dtr/smart';
 import { FormSessionRepository } from './forms/form-session.repository.js';
 import { FormSessionsService } from './forms/form-sessions.service.js';
+import { FormPageController } from './forms/form-page.controller.js';
 import { FormsController } from './forms/forms.controller.js';
 import { FormsUseCase } from './forms/forms.usecase.js';
 import { PrefillPool } from './prefill-pool/prefill-pool.js';
@@ -20,7 +21,7 @@ import { QuestionnairesPageController } from './questionnaires-page.controller.j
 /** The DTR flow of a session: package retrieval and prefill (then completion and disclosure). */
 @Module({
   imports: [SmartModule, PayersModule],
-  controllers: [QuestionnairesController, QuestionnairesPageController, FormsController],
+  controllers: [QuestionnairesController, QuestionnairesPageController, FormsController, FormPageController],
   providers: [
     { provide: PackageCache, inject: [getDataSourceToken()], useFactory: (ds: DataSource) => new PackageCache(ds) },
     {

@@ -51,6 +51,7 @@ export class QuestionnairesPageController {
       const sections = result.questionnaires
         .map(
           (q) => `<section class="questionnaire"><h2>${esc(q.questionnaire)}</h2>
+<p><a class="open-form" href="/app/questionnaires/${esc(q.formId)}">${q.formStatus === 'in-progress' ? 'Resume your saved response' : q.formStatus === 'not-started' ? 'Open the form to complete it' : `Open the form (${esc(q.formStatus)})`}</a></p>
 <table><thead><tr><th>Question</th><th>Prefilled answer</th></tr></thead><tbody>${rows(q.questionnaireResponse['item'] as QRItem[])}</tbody></table>
 ${
   Object.keys(q.options).length

@@ -1,0 +1,222 @@
+// The form page: loads one form of the session through the questionnire-responses API, renders it with the LHC-Forms
+// web component, and saves and completes it through the same API. The server is the arbiter: after every save the
+// form is rendered again from the server's answer (its validation, recomputed values and answer origins). Every value
+// from the server is written with textContent, never as HTML.
+(function () {
+  'use strict';
+  const formId = document.body.dataset.formId;
+  const api = `/api/session/questionnaire-responses/${encodeURIComponent(formId)}`;
+  const container = document.getElementById('form-container');
+  const messages = document.getElementById('messages');
+  const statusLine = document.getElementById('form-status');
+  const saveButton = document.getElementById('save');
+  const completeButton = document.getElementById('complete');
+  let view;
+
+  function el(tag, text, attributes) {
+    const node = document.createElement(tag);
+    if (text !== undefined) node.textContent = String(text);
+    for (const [name, value] of Object.entries(attributes || {})) node.setAttribute(name, value);
+    return node;
+  }
+
+  function itemTexts(items, into) {
+    for (const item of items || []) {
+      into.set(item.linkId, item.text || item.linkId);
+      itemTexts(item.item, into);
+    }
+    return into;
+  }
+
+  function say(text, ok, details) {
+    messages.replaceChildren(el('p', text));
+    messages.className = ok ? 'ok' : '';
+    if (details && details.length) {
+      const list = el('ul');
+      for (const line of details) list.appendChild(line);
+      messages.appendChild(list);
+    }
+  }
+
+  function describeStatus(current) {
+    const where =
+      current.ehr && current.ehr.id
+        ? `saved in the EHR as QuestionnaireResponse/${current.ehr.id}`
+        : 'not yet saved in the EHR';
+    const author =
+      current.author && current.author.known
+        ? `; answers you change are recorded as by ${current.author.display || 'you'}`
+        : '; the EHR did not say who is signed in, so changed answers carry no author';
+    statusLine.textContent = `Status: ${current.status}, ${where}${author}.`;
+    if (current.stoppedReason) statusLine.textContent += ` Stopped: ${current.stoppedReason}`;
+  }
+
+  function renderOrigins(current, texts) {
+    const body = document.querySelector('#origins tbody');
+    body.replaceChildren();
+    for (const origin of current.origins || []) {
+      const row = el('tr', undefined, { 'data-link-id': origin.linkId });
+      row.appendChild(el('td', texts.get(origin.linkId) || origin.linkId));
+      row.appendChild(el('td', origin.origin, { class: 'origin' }));
+      const sources = el('td');
+      if (origin.sources && origin.sources.length) {
+        const details = el('details');
+        details.appendChild(el('summary', `${origin.sources.length} EHR resource(s)`));
+        const list = el('ul');
+        for (const source of origin.sources) list.appendChild(el('li', source));
+        details.appendChild(list);
+        sources.appendChild(details);
+      }
+      row.appendChild(sources);
+      body.appendChild(row);
+    }
+    const issues = document.getElementById('issues');
+    issues.replaceChildren();
+    for (const issue of current.issues || []) {
+      const where = issue.linkId ? `${texts.get(issue.linkId) || issue.linkId}: ` : '';
+      issues.appendChild(
+        el(
+          'li',
+          `${where}${issue.message} (${issue.severity}; answer it by hand)`,
+          issue.linkId ? { 'data-link-id': issue.linkId } : {},
+        ),
+      );
+    }
+    document.getElementById('issues-section').hidden = !(current.issues && current.issues.length);
+  }
+
+  function renderConflict(current, texts) {
+    const section = document.getElementById('conflict');
+    section.hidden = !current.conflict;
+    if (!current.conflict) return;
+    document.getElementById('conflict-message').textContent = current.conflict.message;
+    const rows = document.getElementById('conflict-rows');
+    rows.replaceChildren();
+    const answers = (qr) => {
+      const map = new Map();
+      const walk = (items) => {
+        for (const item of items || []) {
+          if (item.answer)
+            map.set(
+              item.linkId,
+              JSON.stringify(
+                item.answer.map((a) => Object.fromEntries(Object.entries(a).filter(([k]) => k.startsWith('value')))),
+              ),
+            );
+          walk(item.item);
+        }
+      };
+      walk(qr.item);
+      return map;
+    };
+    const theirs = answers(current.conflict.theirs);
+    const ours = answers(current.conflict.ours);
+    for (const linkId of new Set([...theirs.keys(), ...ours.keys()])) {
+      if (theirs.get(linkId) === ours.get(linkId)) continue;
+      const row = el('tr', undefined, { 'data-link-id': linkId });
+      row.appendChild(el('td', texts.get(linkId) || linkId));
+      row.appendChild(el('td', theirs.get(linkId) || '(no answer)'));
+      row.appendChild(el('td', ours.get(linkId) || '(no answer)'));
+      rows.appendChild(row);
+    }
+  }
+
+  async function render(current) {
+    view = current;
+    const texts = itemTexts(current.questionnaire.item, new Map());
+    document.getElementById('title').textContent =
+      current.questionnaire.title || current.questionnaire.name || 'Questionnaire';
+    document.title = document.getElementById('title').textContent;
+    describeStatus(current);
+    renderOrigins(current, texts);
+    renderConflict(current, texts);
+    const definition = LForms.Util.convertFHIRQuestionnaireToLForms(current.questionnaire, 'R4');
+    const merged = LForms.Util.mergeFHIRDataIntoLForms('QuestionnaireResponse', current.response, definition, 'R4');
+    container.replaceChildren();
+    await LForms.Util.addFormToPage(merged, container);
+    const done = current.status === 'completed' || current.status === 'stopped';
+    saveButton.disabled = done;
+    completeButton.disabled = done;
+    container.dataset.rendered = String(Date.now());
+  }
+
+  function currentResponse() {
+    const qr = LForms.Util.getFormFHIRData('QuestionnaireResponse', 'R4', container);
+    return { ...qr, status: 'in-progress' };
+  }
+
+  async function problemsOf(response) {
+    const texts = itemTexts(view.questionnaire.item, new Map());
+    const outcome = await response.json().catch(() => ({}));
+    return (outcome.issue || []).map((issue) => {
+      const linkId = (issue.expression || [])[0];
+      return el(
+        'li',
+        `${linkId ? `${texts.get(linkId) || linkId}: ` : ''}${issue.diagnostics || issue.code}`,
+        linkId ? { 'data-link-id': linkId } : {},
+      );
+    });
+  }
+
+  async function send(method, url, body, doneText) {
+    saveButton.disabled = true;
+    completeButton.disabled = true;
+    try {
+      const response = await fetch(url, {
+        method,
+        credentials: 'same-origin',
+        headers: { 'content-type': 'application/fhir+json', accept: 'application/json' },
+        body: JSON.stringify(body),
+      });
+      if (response.ok) {
+        await render(await response.json());
+        say(doneText, true);
+      } else if (response.status === 409) {
+        await render(await response.json());
+        say(
+          'Not saved in the EHR: someone else changed this response there. Both versions are shown below; your draft is kept here.',
+        );
+      } else if (response.status === 422) {
+        say('Not saved: some answers need attention.', false, await problemsOf(response));
+      } else if (response.status === 401) {
+        say('Your session has ended: launch the app again from the EHR. Nothing was lost that was saved before.');
+      } else {
+        say(
+          `The EHR could not store the response (${response.status}); your draft is kept here and can be saved again later.`,
+          false,
+          await problemsOf(response),
+        );
+      }
+    } catch (error) {
+      say(
+        `The server could not be reached (${error && error.message ? error.message : 'network error'}); nothing was lost here, try again.`,
+      );
+    } finally {
+      const done = view && (view.status === 'completed' || view.status === 'stopped');
+      saveButton.disabled = Boolean(done);
+      completeButton.disabled = Boolean(done);
+    }
+  }
+
+  saveButton.addEventListener('click', () => send('PUT', api, currentResponse(), 'Draft saved.'));
+  completeButton.addEventListener('click', () =>
+    send('POST', `${api}/$complete`, currentResponse(), 'Completed and saved in the EHR.'),
+  );
+
+  fetch(api, { credentials: 'same-origin', headers: { accept: 'application/json' } })
+    .then(async (response) => {
+      if (!response.ok)
+        throw new Error(
+          response.status === 404 ? 'this form is not part of your session' : `the server answered ${response.status}`,
+        );
+      await render(await response.json());
+      if (view.resumed)
+        say(
+          `Resumed your saved response; answers from the EHR that changed since: ${view.resumed.updated.length}, new: ${view.resumed.added.length}.`,
+          true,
+        );
+    })
+    .catch((error) => {
+      statusLine.textContent = `The form could not be loaded: ${error.message}.`;
+    });
+})();
