@@ -122,7 +122,10 @@ function configureHttp(app: NestExpressApplication, config: AppConfig, logger: J
  */
 function serveStatic(app: NestExpressApplication): void {
   const root = path.resolve(import.meta.dirname, '..', '..', '..', 'static');
-  app.use('/static/lforms', express.static(path.join(root, 'lforms'), { immutable: true, maxAge: '365d', index: false }));
+  app.use(
+    '/static/lforms',
+    express.static(path.join(root, 'lforms'), { immutable: true, maxAge: '365d', index: false }),
+  );
   app.use('/static/app', express.static(path.join(root, 'app'), { maxAge: 0, index: false }));
 }
 
