@@ -32,6 +32,8 @@ export async function registerSandboxPeers(server, options, peers) {
         'patient/*.rs',
         'user/Practitioner.rs',
         'user/PractitionerRole.rs',
+        // The coverage's payor, when the coverage names it by reference (its identifiers match the payer).
+        'user/Organization.rs',
         // Drafts and the completed QuestionnaireResponse are saved in the EHR with this identity.
         'user/QuestionnaireResponse.cu',
       ],

@@ -88,7 +88,21 @@ export class PrepareQuestionnairesUseCase {
     let payer;
     let coverage: FhirResource | undefined;
     for (const candidate of coverages) {
+      // The payor named by reference: its identifiers decide the payer (read from the EHR only when needed).
+      const payors = ((candidate['payor'] as Array<{ reference?: string }> | undefined) ?? [])
+        .map((p) => p.reference)
+        .filter((ref): ref is string => typeof ref === 'string' && /^Organization\/[A-Za-z0-9\-.]{1,64}$/.test(ref));
       payer = await this.payers.forCoverage(candidate);
+      if (!payer && payors.length > 0) {
+        // One the EHR will not show (scopes) leaves the coverage unmatched, as when it names no known payer.
+        const organizations = await Promise.all(
+          payors.map((ref) => reader.read(...splitRef(ref)).catch(() => undefined)),
+        );
+        payer = await this.payers.forCoverage(
+          candidate,
+          organizations.filter((o): o is FhirResource => Boolean(o)),
+        );
+      }
       if (payer) {
         coverage = candidate;
         break;
