@@ -1,7 +1,6 @@
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
-import { spawnServer, type SpawnedServer } from './support/processes.js';
+import { type RunningDemo, startDemo } from './support/demo.js';
 import { launchBrowser } from './support/chromium.js';
 
 /**
@@ -10,30 +9,19 @@ import { launchBrowser } from './support/chromium.js';
  * payer's questionnaire prefilled from the EHR.
  */
 describe('npm start: the walkable demo in a real browser', () => {
-  let db: ScratchDatabase;
-  let app: SpawnedServer;
+  let demo: RunningDemo;
   let browser: Browser;
   let demoUrl: string;
 
   beforeAll(async () => {
-    db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_demo');
-    app = spawnServer(
-      { DATABASE_URL: db.url, DTR_PORT: '0', SANDBOX_EHR_PORT: '0', SANDBOX_PAYER_PORT: '0' },
-      'scripts/start.mjs',
-    );
-    await app.ready;
-    const deadline = Date.now() + 30_000;
-    while (!/Open (http:\/\/\S+) to try it/.test(app.output()) && Date.now() < deadline)
-      await new Promise((r) => setTimeout(r, 100));
-    demoUrl = /Open (http:\/\/\S+) to try it/.exec(app.output())![1]!;
+    demo = await startDemo(inject('adminDatabaseUrl'), 'dtr_demo');
+    demoUrl = demo.demoUrl;
     browser = await launchBrowser();
   });
 
   afterAll(async () => {
     await browser?.close();
-    app?.child.kill('SIGTERM');
-    await app?.exited;
-    await db?.drop();
+    await demo?.stop();
   });
 
   it('prints one URL whose page lists sandbox patients with their orders', async () => {

@@ -6,8 +6,8 @@ import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { launchBrowser } from './support/chromium.js';
 import { corpusPath, haveCorpus, NEEDS_CORPUS } from './support/corpus.js';
-import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
-import { repoRoot, spawnServer, type SpawnedServer } from './support/processes.js';
+import { type RunningDemo, startDemo } from './support/demo.js';
+import { repoRoot } from './support/processes.js';
 
 type Answer = Record<string, unknown> & { extension?: Array<{ url: string; extension?: Ext[] }> };
 type Ext = { url: string; valueCode?: string; extension?: Ext[]; valueReference?: { reference?: string } };
@@ -93,53 +93,38 @@ function registerCorpusInsurer(databaseUrl: string, payerFhirBase: string): void
  * answer intact, complete. The sandbox EHR then holds one completed response with each answer's origin and author.
  */
 describe('the form page in a real browser', () => {
-  let db: ScratchDatabase;
-  let app: SpawnedServer;
+  let demo: RunningDemo;
   let browser: Browser;
   let demoUrl: string;
 
   beforeAll(async () => {
-    db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_form_page');
-    app = spawnServer(
-      {
-        DATABASE_URL: db.url,
-        DTR_PORT: '0',
-        SANDBOX_EHR_PORT: '0',
-        SANDBOX_PAYER_PORT: '0',
-        // Our sdc-features package; with the corpus, its HomeOxygenTherapy package answering E0424 orders.
-        SANDBOX_PACKAGE_DIRS: [
-          path.join(repoRoot, 'apps/sandbox/fixtures/packages/sdc-features-example'),
-          ...(haveCorpus
-            ? [
-                ...['questionnaires', 'libraries', 'valuesets'].map((d) =>
-                  corpusPath('packages', 'HomeOxygenTherapy', d),
-                ),
-                corpusRules(),
-              ]
-            : []),
-        ].join(','),
-        // Our own patient whose order (E0445) the sdc-features package answers; with the corpus, pat015 too.
-        SANDBOX_BUNDLES: [
-          path.join(repoRoot, 'apps/sandbox/fixtures/patients/sdc-grace-okafor.json'),
-          ...(haveCorpus ? [corpusPath('patients', 'dtr-pat015-inferno.json')] : []),
-        ].join(','),
-      },
-      'scripts/start.mjs',
-    );
-    await app.ready;
-    const deadline = Date.now() + 30_000;
-    while (!/Open (http:\/\/\S+) to try it/.test(app.output()) && Date.now() < deadline)
-      await new Promise((r) => setTimeout(r, 100));
-    demoUrl = /Open (http:\/\/\S+) to try it/.exec(app.output())![1]!;
-    if (haveCorpus) registerCorpusInsurer(db.url, /Sandbox payer: (http:\/\/\S+)/.exec(app.output())![1]!);
+    demo = await startDemo(inject('adminDatabaseUrl'), 'dtr_form_page', {
+      // Our sdc-features package; with the corpus, its HomeOxygenTherapy package answering E0424 orders.
+      SANDBOX_PACKAGE_DIRS: [
+        path.join(repoRoot, 'apps/sandbox/fixtures/packages/sdc-features-example'),
+        ...(haveCorpus
+          ? [
+              ...['questionnaires', 'libraries', 'valuesets'].map((d) =>
+                corpusPath('packages', 'HomeOxygenTherapy', d),
+              ),
+              corpusRules(),
+            ]
+          : []),
+      ].join(','),
+      // Our own patient whose order (E0445) the sdc-features package answers; with the corpus, pat015 too.
+      SANDBOX_BUNDLES: [
+        path.join(repoRoot, 'apps/sandbox/fixtures/patients/sdc-grace-okafor.json'),
+        ...(haveCorpus ? [corpusPath('patients', 'dtr-pat015-inferno.json')] : []),
+      ].join(','),
+    });
+    demoUrl = demo.demoUrl;
+    if (haveCorpus) registerCorpusInsurer(demo.db.url, demo.payerFhirBase);
     browser = await launchBrowser();
   });
 
   afterAll(async () => {
     await browser?.close();
-    app?.child.kill('SIGTERM');
-    await app?.exited;
-    await db?.drop();
+    await demo?.stop();
   });
 
   /** Launches from the EHR page for the patient's first order and opens the named questionnaire's form. */
