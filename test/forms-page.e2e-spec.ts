@@ -264,11 +264,59 @@ describe('the form page in a real browser', () => {
       const page = await context.newPage();
       await openForm(page, 'pat015', 'HomeOxygenTherapy', 'DeviceRequest/devreq015 ');
       expect(await page.locator('#form-container input').count()).toBeGreaterThan(5);
-      await page.locator('#complete').click();
+      const already = new Set((await ehrResponses()).map((qr) => qr.id));
       // Untouched, the prefilled form cannot be completed: each required item left empty is named.
+      await page.locator('#complete').click();
       await expect.poll(() => page.locator('#messages').textContent()).toContain('need attention');
-      expect(await page.locator('#messages li').count()).toBeGreaterThan(0);
       expect(await page.locator('#messages').textContent()).toContain('an answer is required');
+      expect(await page.locator('#messages li[data-link-id="SIGPNP.1"]').count()).toBe(1);
+
+      // The clinician answers them with the renderer's own controls (date pickers, open-choice lists, numbers).
+      const date = async (id: string, value: string) => {
+        const field = input(page, id).locator('input');
+        await field.click();
+        await field.fill(value);
+        await field.press('Enter');
+      };
+      const typed = async (id: string, value: string) => {
+        await input(page, id).click();
+        await input(page, id).fill(value);
+        await input(page, id).press('Enter');
+        await input(page, id).press('Tab');
+      };
+      const firstOption = async (id: string) => {
+        await input(page, id).click();
+        await expect.poll(() => page.locator('#lhc-tools-searchResults li').count()).toBeGreaterThan(0);
+        await input(page, id).press('ArrowDown');
+        await input(page, id).press('Enter');
+        await input(page, id).press('Tab');
+      };
+      await date('PND.5/1/1', '11/20/2026');
+      await typed('3.1.1/1/1/1', 'Chronic obstructive pulmonary disease');
+      await typed('3.1.2/1/1/1', 'None');
+      for (const [id, value] of [
+        ['4.4.1/1/1/1', '2'],
+        ['4.4.2/1/1/1', '88'],
+        ['4.5.1/1/1/1', '2'],
+        ['4.5.2/1/1/1', '89'],
+      ] as const) {
+        await input(page, id).fill(value);
+        await input(page, id).press('Tab');
+      }
+      await firstOption('5.3/1/1');
+      await firstOption('5.5/1/1');
+      await input(page, 'SIGPNP.1/1/1').fill('Jane Betty Doe');
+      await input(page, 'SIGPNP.1/1/1').press('Tab');
+      await page.locator('#complete').click();
+      await expect.poll(() => page.locator('#messages').textContent()).toContain('Completed');
+      expect(await page.locator('#form-status').textContent()).toContain('Status: completed');
+      // One new response in the EHR (the corpus patient arrives with responses of its own).
+      const held = (await ehrResponses()).filter((qr) => !already.has(qr.id));
+      expect(held.map((qr) => [qr.subject?.reference, qr.status])).toEqual([['Patient/pat015', 'completed']]);
+      const answers = answersOf(held[0]!);
+      expect(answers.get('SIGPNP.1')?.[0]?.['valueString']).toBe('Jane Betty Doe');
+      expect(originOf(answers.get('SIGPNP.1')?.[0]).source).toBe('manual');
+      expect(originOf(answers.get('PBD.1')?.[0]).source).toBe('auto-client');
       await context.close();
     },
     120_000,
