@@ -165,6 +165,9 @@ describe('the form page in a real browser', () => {
     await expect(input(page, 'patient-name/1').inputValue()).resolves.toBe('Okafor');
     await expect(input(page, 'bmi/1/1').inputValue()).resolves.toBe('27.3');
     expect(await page.locator('#origins tr[data-link-id="patient-name"] .origin').textContent()).toBe('auto-client');
+    // The origin also stands beside the item itself.
+    const badge = page.locator('[id^="item-patient-name/"] > .origin-badge');
+    expect(await badge.textContent()).toBe('auto-client');
     await page.locator('#origins tr[data-link-id="spo2-latest"] summary').click();
     expect(await page.locator('#origins tr[data-link-id="spo2-latest"] li').allTextContents()).toContain(
       'Observation/sdc-spo2-2',
@@ -191,6 +194,7 @@ describe('the form page in a real browser', () => {
     expect(await page.locator('#form-status').textContent()).toContain('saved in the EHR as QuestionnaireResponse/');
     // After the save the page shows what the server decided.
     expect(await page.locator('#origins tr[data-link-id="patient-name"] .origin').textContent()).toBe('override');
+    expect(await badge.textContent()).toBe('override');
     expect(await page.locator('#origins tr[data-link-id="no-copd-reason"] .origin').textContent()).toBe('manual');
     await context.close();
 
@@ -264,6 +268,9 @@ describe('the form page in a real browser', () => {
       const page = await context.newPage();
       await openForm(page, 'pat015', 'HomeOxygenTherapy', 'DeviceRequest/devreq015 ');
       expect(await page.locator('#form-container input').count()).toBeGreaterThan(5);
+      // Defines that failed in the payer's CQL are shown on the items they feed, which stay answerable by hand.
+      const onDiagnoses = page.locator('[id^="item-3.1.1/"] > .prefill-issue');
+      expect(await onDiagnoses.textContent()).toContain('RelevantDiagnoses could not be evaluated');
       const already = new Set((await ehrResponses()).map((qr) => qr.id));
       // Untouched, the prefilled form cannot be completed: each required item left empty is named.
       await page.locator('#complete').click();

@@ -121,6 +121,33 @@
     }
   }
 
+  /** The rendered item of a linkId (the renderer gives each row the id `item-<linkId>/<index…>`). */
+  function renderedItem(linkId) {
+    return Array.from(container.querySelectorAll('[id^="item-"]')).find((node) =>
+      node.id.startsWith(`item-${linkId}/`),
+    );
+  }
+
+  /** Beside each rendered item: its answer's origin, and the prefill issues that affect it (it stays answerable). */
+  function annotateItems(current) {
+    for (const origin of current.origins || []) {
+      const item = renderedItem(origin.linkId);
+      if (!item || item.querySelector(':scope > .origin-badge')) continue;
+      const badge = el('span', origin.origin, { class: 'origin-badge', title: 'Where this answer came from' });
+      item.prepend(badge);
+    }
+    for (const issue of current.issues || []) {
+      const item = issue.linkId && renderedItem(issue.linkId);
+      if (!item) continue;
+      item.prepend(
+        el('p', `Could not be prefilled: ${issue.message}. Answer it by hand.`, {
+          class: 'prefill-issue',
+          role: 'note',
+        }),
+      );
+    }
+  }
+
   async function render(current) {
     view = current;
     const texts = itemTexts(current.questionnaire.item, new Map());
@@ -134,6 +161,7 @@
     const merged = LForms.Util.mergeFHIRDataIntoLForms('QuestionnaireResponse', current.response, definition, 'R4');
     container.replaceChildren();
     await LForms.Util.addFormToPage(merged, container);
+    annotateItems(current, texts);
     const done = current.status === 'completed' || current.status === 'stopped';
     saveButton.disabled = done;
     completeButton.disabled = done;

@@ -61,7 +61,7 @@ export class FormSessionsService {
       const definition: FormDefinitionRecord = {
         questionnaire,
         valueSets: valueSetsOf(questionnaire, prepared.pkg),
-        issues: [...prefill.issues.map(issueOf), ...(issue ? [issue] : [])],
+        issues: [...prefill.issues.flatMap((i) => issuesOnItems(questionnaire, i)), ...(issue ? [issue] : [])],
         options: prefill.options,
         answerContext: prefill.answerContext,
         orders: prepared.orders,
@@ -251,6 +251,39 @@ function carryOver(row: NewFormSession, prior: FormSession): void {
   if (prior.stoppedReason) row.stoppedReason = prior.stoppedReason;
   if (prior.conflict) row.conflict = prior.conflict;
   if (prior.definition.resumed) row.definition.resumed = prior.definition.resumed;
+}
+
+/**
+ * A define that failed affects every item whose expressions name it: the issue is shown on each of those items (the
+ * page puts it beside the item, which stays answerable by hand). An issue naming no item, or a define no item names,
+ * stays one issue of the whole form.
+ */
+function issuesOnItems(
+  questionnaire: FhirResource,
+  issue: PrefillIssue,
+): Array<FormDefinitionRecord['issues'][number]> {
+  const define = issue.define;
+  if (issue.linkId || !define) return [issueOf(issue)];
+  const names = new RegExp(`(^|[."\\s])"?${define.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}"?($|[^A-Za-z0-9_])`);
+  const affected: string[] = [];
+  const visit = (items: unknown) => {
+    if (!Array.isArray(items)) return;
+    for (const item of items as Array<{ linkId?: string; extension?: unknown[]; item?: unknown }>) {
+      if (item.linkId && expressionsIn(item.extension).some((e) => names.test(e))) affected.push(item.linkId);
+      visit(item.item);
+    }
+  };
+  visit(questionnaire['item']);
+  return affected.length > 0 ? affected.map((linkId) => issueOf({ ...issue, linkId })) : [issueOf(issue)];
+}
+
+/** Every `expression` string in an item's extensions (valueExpression, and legacy nested ones). */
+function expressionsIn(value: unknown): string[] {
+  if (Array.isArray(value)) return value.flatMap(expressionsIn);
+  if (!value || typeof value !== 'object') return [];
+  return Object.entries(value as Record<string, unknown>).flatMap(([key, v]) =>
+    key === 'expression' && typeof v === 'string' ? [v] : expressionsIn(v),
+  );
 }
 
 function issueOf(issue: PrefillIssue): FormDefinitionRecord['issues'][number] {
