@@ -30,7 +30,8 @@ function codingsOf(resource: FhirResource): Array<{ system?: string; code?: stri
 function subjectOf(resource: FhirResource): string | undefined {
   for (const key of ['subject', 'patient', 'beneficiary']) {
     const ref = (resource[key] as { reference?: string } | undefined)?.reference;
-    if (ref) return ref.replace(/^.*\/(Patient\/[^/]+)$/, '$1');
+    // `Patient/x`, an absolute URL, or a versioned `Patient/x/_history/n`: the patient is `Patient/x`.
+    if (ref) return ref.replace(/\/_history\/[^/]+$/, '').replace(/^.*\/(Patient\/[^/]+)$/, '$1');
   }
   return undefined;
 }

@@ -363,12 +363,35 @@ export class PrefillEngine {
     let searches = 0;
     let reads = 0;
     const resources = new Map<string, FhirResource>();
+    let unnamed = 0;
+    const note = (issue: PrefillIssue) => {
+      if (!issues.some((i) => i.message === issue.message)) issues.push(issue);
+    };
     const add = (r: FhirResource | undefined) => {
-      if (!r?.id) return;
+      if (!r) return;
       // A resource that does not fit the FHIR model is reported and left out (a Patient: its malformed elements).
       const { resource, issue } = screenResource(r);
-      if (resource) resources.set(`${r.resourceType}/${r.id}`, resource);
-      if (issue && !issues.some((i) => i.message === issue.message)) issues.push(issue);
+      if (issue) note(issue);
+      if (!resource) return;
+      // Kept, never dropped silently: a resource without an id (allowed in a collection bundle) under a key of its
+      // own; two different resources sharing an id both (the same one answered twice by two searches is kept once).
+      let key = r.id ? `${r.resourceType}/${r.id}` : `${r.resourceType}#${++unnamed}`;
+      if (!r.id)
+        note({
+          severity: 'information',
+          code: 'resource-without-id',
+          message: `${r.resourceType} resources without an id were used as they are`,
+        });
+      const existing = resources.get(key);
+      if (existing && existing !== resource && JSON.stringify(existing) !== JSON.stringify(resource)) {
+        note({
+          severity: 'warning',
+          code: 'duplicate-id',
+          message: `different ${r.resourceType} resources share the id ${r.id}; each is used`,
+        });
+        key = `${key}#${++unnamed}`;
+      }
+      resources.set(key, resource);
     };
     const known = new Map((request.known ?? []).filter((r) => r.id).map((r) => [`${r.resourceType}/${r.id}`, r]));
     const read = async (reference: string | undefined) => {
@@ -426,7 +449,10 @@ export class PrefillEngine {
         : planSearches(requirements.retrieves, request.patientId, 40, { codeIn })
       : [];
     let codeInRefused = false;
-    const runSearch = async (search: PlannedSearch): Promise<void> => {
+    // Results are kept per planned search and added in the plan's order once all have answered: the resources reach
+    // the CQL engine in one order whatever order the searches finish in (list defines and First() depend on it).
+    const answered: FhirResource[][] = planned.map(() => []);
+    const runSearch = async (search: PlannedSearch, into: FhirResource[]): Promise<void> => {
       const fetch = () => this.reader.search(search.resourceType, search.params);
       const shared = session?.search(search.resourceType, search.params, fetch);
       if (!shared || shared.fresh) searches++;
@@ -436,7 +462,7 @@ export class PrefillEngine {
             (value) => ({ ok: true as const, value }),
             (error: unknown) => ({ ok: false as const, error }),
           );
-      if (outcome.ok) for (const r of outcome.value) add(r);
+      if (outcome.ok) into.push(...outcome.value);
       else if (
         search.fallback &&
         outcome.error instanceof Error &&
@@ -450,7 +476,7 @@ export class PrefillEngine {
             message: 'the EHR does not support code:in searches; value set codes were listed instead',
           });
         codeInRefused = true;
-        for (const fallback of search.fallback) await runSearch(fallback);
+        for (const fallback of search.fallback) await runSearch(fallback, into);
       } else {
         const error = outcome.error;
         issues.push({
@@ -460,7 +486,12 @@ export class PrefillEngine {
         });
       }
     };
-    await mapBounded(planned, request.concurrency ?? 4, runSearch);
+    await mapBounded(
+      planned.map((search, i) => ({ search, into: answered[i]! })),
+      request.concurrency ?? 4,
+      ({ search, into }) => runSearch(search, into),
+    );
+    for (const results of answered) for (const r of results) add(r);
     const wantedTypes = new Set(
       requirements.retrieves.map((r) => r.resourceType).filter((t) => NON_COMPARTMENT_TYPES.has(t)),
     );
