@@ -201,7 +201,7 @@ describe('SMART launch edge (no EHR needed)', () => {
     expect(refused.status).toBe(403);
     expect(refused.body).toContain('access_denied');
     expect(refused.body).not.toContain(evil);
-    expect(refused.body).toContain('&#60;script&#62;');
+    expect(refused.body).toContain('&lt;script&gt;');
   });
 
   it('keeps the API behind the session: no cookie, no session', async () => {

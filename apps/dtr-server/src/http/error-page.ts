@@ -1,12 +1,8 @@
-import { DtrError } from '@dtr/kernel';
+import { DtrError, html } from '@dtr/kernel';
 import type { Response } from 'express';
 import type { JsonLogger } from '../logging/json-logger.js';
 import { currentRequestId } from '../logging/request-context.js';
 import { toOperationOutcome } from './operation-outcome.js';
-
-function escapeHtml(value: string): string {
-  return value.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
 
 /**
  * Browser-facing errors (launch and callback): a readable page instead of JSON. The message is ours (DtrError)
@@ -26,9 +22,7 @@ export function sendErrorPage(res: Response, error: unknown, logger: JsonLogger,
     .type('text/html')
     .set('Cache-Control', 'no-store')
     .send(
-      `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title></head>` +
-        `<body><h1>${escapeHtml(title)}</h1><p id="message">${escapeHtml(message)}</p>` +
-        `<p>Close this window and launch the app again from the EHR.${requestId ? ` Reference: <code>${escapeHtml(requestId)}</code>` : ''}</p>` +
-        `</body></html>`,
+      html`<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${title}</title></head><body><h1>${title}</h1><p id="message">${message}</p><p>Close this window and launch the app again from the EHR.${requestId ? html` Reference: <code>${requestId}</code>` : ''}</p></body></html>`
+        .value,
     );
 }

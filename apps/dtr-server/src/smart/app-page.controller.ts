@@ -1,9 +1,8 @@
 import { Controller, Get, Query, Req, Res } from '@nestjs/common';
 import { ApiExcludeController } from '@nestjs/swagger';
+import { html } from '@dtr/kernel';
 import type { Response } from 'express';
 import { type SessionRequest, SessionViewService } from './session.controller.js';
-
-const esc = (value: unknown) => String(value ?? '').replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 /**
  * The clinician's page after launch. For now it shows the session context and the disclosure authorization;
@@ -18,24 +17,29 @@ export class AppPageController {
   async page(@Req() req: SessionRequest, @Query('disclose') disclose: unknown, @Res() res: Response): Promise<void> {
     const view = await this.views.view(req.user);
     const list = (items: string[]) =>
-      items.length ? `<ul>${items.map((i) => `<li><code>${esc(i)}</code></li>`).join('')}</ul>` : '<p>none</p>';
+      items.length ? html`<ul>${items.map((i) => html`<li><code>${i}</code></li>`)}</ul>` : html`<p>none</p>`;
     const discloseLine = view.disclosure.authorized
-      ? `<p id="disclosure">Disclosure to the payer: authorized (${esc(view.disclosure.mode)}${view.disclosure.singleClient ? ', single client' : ''}).</p>`
-      : `<p id="disclosure">Disclosure to the payer needs a second authorization. <a href="/disclose/authorize">Authorize sending to the payer</a></p>`;
-    res.status(200).type('text/html').set('Cache-Control', 'no-store')
-      .send(`<!doctype html><html lang="en"><head><meta charset="utf-8"><title>DTR</title>
+      ? html`<p id="disclosure">Disclosure to the payer: authorized (${view.disclosure.mode}${view.disclosure.singleClient ? ', single client' : ''}).</p>`
+      : html`<p id="disclosure">Disclosure to the payer needs a second authorization. <a href="/disclose/authorize">Authorize sending to the payer</a></p>`;
+    res
+      .status(200)
+      .type('text/html')
+      .set('Cache-Control', 'no-store')
+      .send(
+        html`<!doctype html><html lang="en"><head><meta charset="utf-8"><title>DTR</title>
 <style>body{font-family:system-ui,sans-serif;margin:2rem;max-width:50rem}code{background:#f3f3f3;padding:0 .2rem}</style></head>
 <body>
-${view.needPatientBanner ? `<div id="patient-banner"><strong>${esc(view.patient.display ?? view.patient.id)}</strong></div>` : ''}
-<h1>Documentation for ${esc(view.tenant.name)}</h1>
-<p id="signed-in">Signed in as <strong>${esc(view.user.display ?? view.user.fhirUser ?? 'unknown user')}</strong>
- for patient <strong id="patient">${esc(view.patient.display ?? view.patient.id)}</strong>.</p>
-${disclose === 'authorized' ? '<p role="status">Disclosure authorized.</p>' : ''}
+${view.needPatientBanner ? html`<div id="patient-banner"><strong>${view.patient.display ?? view.patient.id}</strong></div>` : ''}
+<h1>Documentation for ${view.tenant.name}</h1>
+<p id="signed-in">Signed in as <strong>${view.user.display ?? view.user.fhirUser ?? 'unknown user'}</strong>
+ for patient <strong id="patient">${view.patient.display ?? view.patient.id}</strong>.</p>
+${disclose === 'authorized' ? html`<p role="status">Disclosure authorized.</p>` : ''}
 <h2>Orders</h2>${list(view.orders)}
 <h2>Coverage</h2>${list(view.coverages)}
 <form method="post" action="/app/questionnaires"><button type="submit" id="prepare">Get the payer's questionnaires, prefilled</button></form>
 ${discloseLine}
 <form method="post" action="/api/session/logout"><button type="submit">Sign out</button></form>
-</body></html>`);
+</body></html>`.value,
+      );
   }
 }

@@ -3,7 +3,7 @@ import type { EhrAuthServer } from '../ehr/auth/index.js';
 import type { EhrFhirServer } from '../ehr/fhir/index.js';
 import type { PayerServer } from '../payer/index.js';
 import type { PeerServer } from '../shared/peer-server.js';
-import { html, type SafeHtml } from './html.js';
+import { html, type SafeHtml } from '@dtr/kernel';
 
 export interface DemoOptions {
   peer: PeerServer;

@@ -1,5 +1,6 @@
 import { Controller, Get, Param, Res } from '@nestjs/common';
 import { ApiExcludeController } from '@nestjs/swagger';
+import { html } from '@dtr/kernel';
 import type { Response } from 'express';
 
 /** The renderer's files, as the build copies them from the lforms package (pinned: bump with the package). */
@@ -10,7 +11,7 @@ const FORM_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
  * The form a clinician completes: a shell page; `/static/app/form.js` loads the form through the session's
  * questionnaire-responses API, renders it with the LHC-Forms web component, and saves and completes through the same
  * API, where the server validates, recomputes and sets every answer's origin. No inline script (CSP `script-src
- * 'self'`); the form id is the only value written into the page, and only when it is a uuid.
+ * 'self'`); the form id is the only value written into the page (escaped, and only when it is a uuid).
  */
 @ApiExcludeController()
 @Controller('app/questionnaires')
@@ -18,7 +19,10 @@ export class FormPageController {
   @Get(':id')
   page(@Param('id') id: string, @Res() res: Response): void {
     if (!FORM_ID.test(id)) {
-      res.status(404).type('text/html').send('<!doctype html><title>Not found</title><p>No such form.</p>');
+      res
+        .status(404)
+        .type('text/html')
+        .send(html`<!doctype html><title>Not found</title><p>No such form.</p>`.value);
       return;
     }
     res
@@ -26,7 +30,7 @@ export class FormPageController {
       .type('text/html')
       .set('Cache-Control', 'no-store')
       .send(
-        `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Questionnaire</title>
+        html`<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Questionnaire</title>
 <link rel="stylesheet" href="${LFORMS}/webcomponent/styles.css"><link rel="stylesheet" href="/static/app/form.css"></head>
 <body data-form-id="${id}">
 <header><p><a href="/app">Back to the session</a></p><h1 id="title">Questionnaire</h1>
@@ -47,7 +51,7 @@ export class FormPageController {
 <script src="${LFORMS}/webcomponent/main.js"></script>
 <script src="${LFORMS}/fhir/R4/lformsFHIR.min.js"></script>
 <script src="/static/app/form.js"></script>
-</body></html>`,
+</body></html>`.value,
       );
   }
 }

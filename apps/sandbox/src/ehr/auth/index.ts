@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { escapeHtml } from '@dtr/kernel';
 import express, { type Request, type Response } from 'express';
 import { decodeJwt, exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { EHR_PATHS, type SandboxClientConfig } from '../../shared/clients.js';
@@ -370,7 +371,7 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
           const items = options.patients
             .map(
               (p) =>
-                `<li><form method="post" action="${EHR_PATHS.auth}/interaction/${details.uid}/patient"><input type="hidden" name="patient" value="${escape(p.id)}"><button type="submit">${escape(p.display)}</button></form></li>`,
+                `<li><form method="post" action="${EHR_PATHS.auth}/interaction/${details.uid}/patient"><input type="hidden" name="patient" value="${escapeHtml(p.id)}"><button type="submit">${escapeHtml(p.display)}</button></form></li>`,
             )
             .join('');
           res
@@ -525,8 +526,4 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
       contexts.clear();
     },
   };
-}
-
-function escape(value: string): string {
-  return value.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }

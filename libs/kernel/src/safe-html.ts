@@ -1,5 +1,8 @@
+// HTML written by our pages (server and sandbox): one escaping rule, and a tagged template that escapes every
+// interpolated value unless it is SafeHtml.
+
 /** Escapes text for HTML element content and attribute values. */
-function escapeHtml(value: unknown): string {
+export function escapeHtml(value: unknown): string {
   return String(value)
     .replaceAll('&', '&amp;')
     .replaceAll('<', '&lt;')

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { html } from './html.js';
+import { html } from './safe-html.js';
 
 describe('html template', () => {
   it('escapes interpolated values, including inside attributes', () => {
