@@ -11,7 +11,8 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 execFileSync(process.execPath, [path.join(root, 'scripts', 'build.mjs')], { stdio: ['ignore', 'ignore', 'inherit'] });
 const load = (rel) => import(pathToFileURL(path.join(root, 'dist', rel)).href);
 
-const { loadAppConfig, ConfigError } = await load('apps/dtr-server/src/config/app.config.js');
+const { loadAppConfig } = await load('apps/dtr-server/src/config/app.config.js');
+const { exitOnConfigError } = await load('apps/dtr-server/src/config/config-exit.js');
 const { startServer, stopOnSignals } = await load('apps/dtr-server/src/bootstrap.js');
 const { JsonLogger } = await load('apps/dtr-server/src/logging/json-logger.js');
 const { loadSandboxOptions } = await load('apps/sandbox/src/sandbox.config.js');
@@ -21,10 +22,7 @@ let config;
 try {
   config = loadAppConfig(process.env);
 } catch (error) {
-  if (error instanceof ConfigError) {
-    process.stderr.write(`dtr-server: ${error.message}\n`);
-    process.exit(78);
-  }
+  exitOnConfigError('dtr-server', error);
   throw error;
 }
 const logger = new JsonLogger(config.logLevel);

@@ -1,5 +1,6 @@
 import 'reflect-metadata';
-import { ConfigError, loadAppConfig } from './config/app.config.js';
+import { loadAppConfig } from './config/app.config.js';
+import { exitOnConfigError } from './config/config-exit.js';
 import { startServer, stopOnSignals } from './bootstrap.js';
 import { JsonLogger } from './logging/json-logger.js';
 
@@ -8,10 +9,7 @@ async function main(): Promise<void> {
   try {
     config = loadAppConfig(process.env);
   } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`dtr-server: ${error.message}\n`);
-      process.exit(78); // EX_CONFIG
-    }
+    exitOnConfigError('dtr-server', error);
     throw error;
   }
   const logger = new JsonLogger(config.logLevel);

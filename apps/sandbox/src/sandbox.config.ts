@@ -3,6 +3,7 @@ import path from 'node:path';
 import { settingsFrom } from '@dtr/kernel';
 import { z } from 'zod';
 import type { SandboxOptions } from './sandbox.js';
+import { DTR_VERSIONS } from '@dtr/fhir';
 
 /**
  * Settings of the sandbox (dev/test only), read from the environment in this one place.
@@ -20,7 +21,7 @@ const schema = z.object({
   SANDBOX_BUNDLES: z.string().default(''),
   /** Comma-separated package folders; default: our own fixtures. */
   SANDBOX_PACKAGE_DIRS: z.string().optional(),
-  SANDBOX_DTR_VERSION: z.enum(['2.0.1', '2.1', '2.2']).default('2.2'),
+  SANDBOX_DTR_VERSION: z.enum(DTR_VERSIONS).default('2.2'),
   SANDBOX_TOKEN_TTL_SECONDS: z.coerce.number().int().positive().optional(),
   /** Our server, as the sandbox registers it. */
   SANDBOX_APP_URL: z.url().default('http://127.0.0.1:3000'),

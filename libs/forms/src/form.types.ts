@@ -1,4 +1,4 @@
-import type { FhirResource } from '@dtr/fhir';
+import type { DtrVersion, FhirResource } from '@dtr/fhir';
 
 /**
  * Where an answer came from, as DTR's information-origin extension records it. 2.0.1 and 2.1 know one
@@ -35,7 +35,7 @@ type FormProblemCode =
   | 'other-questionnaire'
   | 'invalid-value';
 
-export type FormIgVersion = '2.0.1' | '2.1' | '2.2';
+export type FormIgVersion = DtrVersion;
 
 /** Everything the rules need to judge a response: the form, its value sets, the payer's IG version, the prefill. */
 export interface FormDefinition {

@@ -1,13 +1,13 @@
 import { DtrError } from '@dtr/kernel';
 import { rowsOf } from '@dtr/persistence';
-import type { FhirResource } from '@dtr/fhir';
+import { DTR_VERSIONS, type DtrVersion, type FhirResource } from '@dtr/fhir';
 import { assertOutboundUrl, normaliseBaseUrl, type OutboundPolicy, type SecretBox } from '@dtr/smart';
 import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
 import type { TlsCredentials } from './mutual-tls-fetch.js';
 import type { DataSource } from 'typeorm';
 import { z } from 'zod';
 
-type DtrIgVersion = '2.0.1' | '2.1' | '2.2';
+type DtrIgVersion = DtrVersion;
 type SubmissionRoute = 'bundle' | 'pas-claim-submit' | 'cdex-submit-attachment';
 
 const payerInputSchema = z
@@ -23,7 +23,7 @@ const payerInputSchema = z
         z.string().regex(/^system\/[A-Za-z*]+\.[a-z*]+$/, 'Backend Services scopes are system/<Type>.<permissions>'),
       )
       .min(1),
-    igVersion: z.enum(['2.0.1', '2.1', '2.2']).default('2.2'),
+    igVersion: z.enum(DTR_VERSIONS).default('2.2'),
     submissionRoute: z.enum(['bundle', 'pas-claim-submit', 'cdex-submit-attachment']).default('bundle'),
     /** `system|value` (or bare `value`) identifiers of the payer as Coverage.payor carries them. */
     coverageIdentifiers: z.array(z.string().min(1).max(500)).default([]),

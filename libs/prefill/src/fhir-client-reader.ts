@@ -1,6 +1,6 @@
 import type { FhirClient, FhirResource } from '@dtr/fhir';
 import { DtrError } from '@dtr/kernel';
-import { CODE_IN_UNSUPPORTED, PatientDataReader } from './patient-data-reader.js';
+import { CodeInUnsupportedError, PatientDataReader } from './patient-data-reader.js';
 
 /** Per EHR base: whether it answered a `:in` search (true) or refused the modifier (false); bounded. */
 const codeInSupport = new Map<string, boolean>();
@@ -25,7 +25,7 @@ export class FhirClientReader extends PatientDataReader {
     const codeIn = Object.keys(params).some((k) => k.endsWith(':in'));
     const base = this.client.baseUrl;
     // An EHR that refused `:in` once is not asked again (servers must reject modifiers they do not support).
-    if (codeIn && codeInSupport.get(base) === false) throw new Error(CODE_IN_UNSUPPORTED);
+    if (codeIn && codeInSupport.get(base) === false) throw new CodeInUnsupportedError();
     this.searches.push({ resourceType, params });
     try {
       const result = await this.client.search(resourceType, params, { maxPages: this.maxPages });
@@ -36,7 +36,7 @@ export class FhirClientReader extends PatientDataReader {
       // 400 (or 404/501 for an unknown modifier); not an authorization failure, not a server fault.
       if (codeIn && [400, 404, 422, 501].includes(status)) {
         remember(base, false);
-        throw new Error(`${CODE_IN_UNSUPPORTED} (${(error as Error).message})`);
+        throw new CodeInUnsupportedError((error as Error).message);
       }
       throw error;
     }

@@ -1,8 +1,17 @@
 import type { FhirResource } from '@dtr/fhir';
 import { expansionOf } from './cql-runtime.js';
 
-/** What a reader's error says when the EHR does not support the `:in` search modifier (the engine then lists codes). */
-export const CODE_IN_UNSUPPORTED = 'code:in is not supported by this EHR';
+/**
+ * A reader's refusal when the EHR does not support the `:in` search modifier: the engine then lists the value set's
+ * codes instead. A type, not a message to match (the prefill workers carry it across as `reason`).
+ */
+export class CodeInUnsupportedError extends Error {
+  readonly reason = 'code-in-unsupported';
+  constructor(detail?: string) {
+    super(`code:in is not supported by this EHR${detail ? ` (${detail})` : ''}`);
+    this.name = 'CodeInUnsupportedError';
+  }
+}
 
 /**
  * Where the engine gets patient data: the EHR (through the session's FHIR client) or, offline, a bundle.
@@ -121,7 +130,7 @@ export class BundleReader extends PatientDataReader {
     const codeIn = params['code:in'];
     if (codeIn !== undefined) {
       const valueSet = this.options.valueSets?.find((v) => v['url'] === codeIn.split('|')[0]);
-      if (!valueSet) throw new Error(`${CODE_IN_UNSUPPORTED} (400: code:in ${codeIn})`);
+      if (!valueSet) throw new CodeInUnsupportedError(`400: code:in ${codeIn}`);
       const members = new Set((expansionOf(valueSet) ?? []).map((c) => `${c.system ?? ''}|${c.code}`));
       result = result.filter((r) => codingsOf(r).some((c) => members.has(`${c.system ?? ''}|${c.code}`)));
     }

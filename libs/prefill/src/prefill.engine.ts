@@ -1,4 +1,5 @@
 import {
+  type DtrVersion,
   type ElmLibrary,
   type FhirResource,
   parseCqlIdentifier,
@@ -24,11 +25,12 @@ import {
 import { inlineCql, inlineElm } from './inline-expressions.js';
 import { screenResource } from './input-validation.js';
 import { populate } from './sdc-population.js';
-import { CODE_IN_UNSUPPORTED, PatientDataReader } from './patient-data-reader.js';
+import { CodeInUnsupportedError, PatientDataReader } from './patient-data-reader.js';
 import { PreparedPackage } from './prepared-package.js';
 import { PrefillSession } from './prefill-session.js';
 
-export type DtrVersion = '2.0.1' | '2.1' | '2.2';
+/** The IG versions, re-exported for the engine's callers (one definition, in @dtr/fhir). */
+export type { DtrVersion };
 
 export interface PrefillRequest {
   pkg: QuestionnairePackage;
@@ -46,7 +48,7 @@ export interface PrefillRequest {
   known?: FhirResource[];
   /**
    * Search value sets with `code:in` (the EHR expands them) instead of listing their codes; an EHR that refuses the
-   * modifier (the reader's error names CODE_IN_UNSUPPORTED) gets the codes listed.
+   * modifier (the reader throws CodeInUnsupportedError) gets the codes listed.
    */
   codeIn?: boolean;
   /** Reads at most this many searches at once (default 4). */
@@ -463,11 +465,7 @@ export class PrefillEngine {
             (error: unknown) => ({ ok: false as const, error }),
           );
       if (outcome.ok) into.push(...outcome.value);
-      else if (
-        search.fallback &&
-        outcome.error instanceof Error &&
-        outcome.error.message.includes(CODE_IN_UNSUPPORTED)
-      ) {
+      else if (search.fallback && outcome.error instanceof CodeInUnsupportedError) {
         // The EHR does not take `code:in`: the same codes, listed.
         if (!codeInRefused)
           issues.push({

@@ -1,15 +1,11 @@
-import { Body, Controller, Delete, Get, HttpCode, Param, Put, UseGuards } from '@nestjs/common';
-import { ApiBearerAuth, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
+import { Body, Controller, Delete, Get, HttpCode, Param, Put } from '@nestjs/common';
+import { ApiOkResponse, ApiOperation } from '@nestjs/swagger';
 import { DtrError } from '@dtr/kernel';
 import { TenantRegistry, type TenantView } from '@dtr/smart';
-import { Public } from '../auth/public.decorator.js';
-import { AdminGuard } from './admin.guard.js';
+import { AdminOnly } from './admin-only.decorator.js';
 
 /** Registering EHRs: operators only (bearer token), never the browser session. Secrets are write-only. */
-@ApiTags('admin')
-@ApiBearerAuth()
-@Public()
-@UseGuards(AdminGuard)
+@AdminOnly()
 @Controller('admin/tenants')
 export class TenantsController {
   constructor(private readonly tenants: TenantRegistry) {}

@@ -9,7 +9,8 @@ import { readFileSync } from 'node:fs';
 import { parseUntrustedJson } from '@dtr/kernel';
 import type { DataSource } from 'typeorm';
 import path from 'node:path';
-import { ConfigError, loadAppConfig } from '../config/app.config.js';
+import { loadAppConfig } from '../config/app.config.js';
+import { exitOnConfigError } from '../config/config-exit.js';
 import { registerPackageCommands } from './package.commands.js';
 import { registerPrefillCommand } from './prefill.commands.js';
 import { registerTenantCommands } from './tenant.commands.js';
@@ -152,10 +153,7 @@ keys
 registerPrefillCommand(program);
 
 program.parseAsync(process.argv).catch((error: unknown) => {
-  if (error instanceof ConfigError) {
-    process.stderr.write(`dtr: ${error.message}\n`);
-    process.exit(78);
-  }
+  exitOnConfigError('dtr', error);
   process.stderr.write(`dtr: ${error instanceof Error ? error.message : String(error)}\n`);
   process.exit(1);
 });

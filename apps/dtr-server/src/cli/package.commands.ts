@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { compileCqlOnlyLibraries, QuestionnairePackage } from '@dtr/fhir';
+import { compileCqlOnlyLibraries, QuestionnairePackage, isDtrVersion } from '@dtr/fhir';
 import { isUsable, loadPackageFromPath, resourcesOf, validatePackage } from '@dtr/payer';
 
 /**
@@ -15,7 +15,7 @@ export function registerPackageCommands(program: Command): void {
     .option('--ig <version>', 'DTR IG version the payer speaks: 2.0.1, 2.1 or 2.2', '2.2')
     .option('--json', 'print the result as JSON')
     .action(async (target: string, options: { ig: string; json?: boolean }) => {
-      if (!['2.0.1', '2.1', '2.2'].includes(options.ig)) {
+      if (!isDtrVersion(options.ig)) {
         process.stderr.write(`dtr: --ig must be 2.0.1, 2.1 or 2.2 (got ${options.ig})\n`);
         process.exitCode = 64;
         return;

@@ -1,7 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { parseUntrustedJson } from '@dtr/kernel';
-import { compileCqlOnlyLibraries, type FhirResource, QuestionnairePackage } from '@dtr/fhir';
+import { compileCqlOnlyLibraries, type FhirResource, QuestionnairePackage, isDtrVersion } from '@dtr/fhir';
 import { loadPackageFromPath, resourcesOf } from '@dtr/payer';
 import { BundleReader, type DtrVersion, PrefillEngine } from '@dtr/prefill';
 
@@ -35,8 +35,7 @@ export function registerPrefillCommand(program: Command): void {
     .option('--out <file>', 'write the QuestionnaireResponse(s) here instead of standard output')
     .option('--timing', 'print where the time went')
     .action(async (options: PrefillOptions) => {
-      if (!['2.0.1', '2.1', '2.2'].includes(options.ig))
-        throw new Error(`--ig must be 2.0.1, 2.1 or 2.2 (got ${options.ig})`);
+      if (!isDtrVersion(options.ig)) throw new Error(`--ig must be 2.0.1, 2.1 or 2.2 (got ${options.ig})`);
       const started = performance.now();
       const compiled = await compileCqlOnlyLibraries(resourcesOf(loadPackageFromPath(options.package)));
       for (const issue of compiled.issues)

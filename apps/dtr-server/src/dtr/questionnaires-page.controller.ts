@@ -1,11 +1,12 @@
-import { Controller, Post, Req, Res } from '@nestjs/common';
+import { Controller, Post, Res } from '@nestjs/common';
 import { ApiExcludeController } from '@nestjs/swagger';
 import { html, type SafeHtml } from '@dtr/kernel';
 import type { Response } from 'express';
 import { sendErrorPage } from '../http/error-page.js';
 import { JsonLogger } from '../logging/json-logger.js';
-import type { SessionRequest } from '../smart/session.controller.js';
 import { PrepareQuestionnairesUseCase } from './prepare-questionnaires.usecase.js';
+import type { SessionRecord } from '@dtr/smart';
+import { CurrentSession } from '../auth/current-session.decorator.js';
 
 type QRItem = { linkId: string; text?: string; answer?: Array<Record<string, unknown>>; item?: QRItem[] };
 
@@ -35,9 +36,9 @@ export class QuestionnairesPageController {
   ) {}
 
   @Post()
-  async page(@Req() req: SessionRequest, @Res() res: Response): Promise<void> {
+  async page(@CurrentSession() session: SessionRecord, @Res() res: Response): Promise<void> {
     try {
-      const result = await this.prepare.run(req.user);
+      const result = await this.prepare.run(session);
       const rows = (items: QRItem[] = [], depth = 0): SafeHtml[] =>
         items.map(
           (item) =>

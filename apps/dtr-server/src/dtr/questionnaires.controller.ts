@@ -1,7 +1,8 @@
-import { Controller, HttpCode, Post, Req } from '@nestjs/common';
+import { Controller, HttpCode, Post } from '@nestjs/common';
 import { ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
-import type { SessionRequest } from '../smart/session.controller.js';
 import { type PreparedQuestionnaires, PrepareQuestionnairesUseCase } from './prepare-questionnaires.usecase.js';
+import type { SessionRecord } from '@dtr/smart';
+import { CurrentSession } from '../auth/current-session.decorator.js';
 
 @ApiTags('dtr')
 @Controller('api/session/questionnaires')
@@ -14,7 +15,7 @@ export class QuestionnairesController {
     summary: "Retrieve the payer's questionnaires for the order in context and prefill them from the EHR",
   })
   @ApiOkResponse({ description: 'Prefilled QuestionnaireResponses, with the issues of the package and of the prefill' })
-  run(@Req() req: SessionRequest): Promise<PreparedQuestionnaires> {
-    return this.prepare.run(req.user);
+  run(@CurrentSession() session: SessionRecord): Promise<PreparedQuestionnaires> {
+    return this.prepare.run(session);
   }
 }

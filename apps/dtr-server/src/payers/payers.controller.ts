@@ -1,8 +1,8 @@
-import { Body, Controller, Delete, Get, HttpCode, Param, Put, Query, UseGuards } from '@nestjs/common';
-import { ApiBearerAuth, ApiOkResponse, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
+import { Body, Controller, Delete, Get, HttpCode, Param, Put, Query } from '@nestjs/common';
+import { ApiOkResponse, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
 import { DtrError } from '@dtr/kernel';
 import { type Payer, PayerRegistry } from '@dtr/payer';
-import { AdminGuard } from '../admin/admin.guard.js';
+import { AdminOnly } from '../admin/admin-only.decorator.js';
 import { Public } from '../auth/public.decorator.js';
 
 /** What anyone may know about a payer we support: no client ids, no endpoints beyond the name and id. */
@@ -43,10 +43,7 @@ export class SupportedPayersController {
 }
 
 /** Registering payers: operators only (bearer token). */
-@ApiTags('admin')
-@ApiBearerAuth()
-@Public()
-@UseGuards(AdminGuard)
+@AdminOnly()
 @Controller('admin/payers')
 export class PayersAdminController {
   constructor(private readonly payers: PayerRegistry) {}

@@ -1,8 +1,10 @@
-import { Controller, Get, Query, Req, Res } from '@nestjs/common';
+import { Controller, Get, Query, Res } from '@nestjs/common';
 import { ApiExcludeController } from '@nestjs/swagger';
 import { html } from '@dtr/kernel';
 import type { Response } from 'express';
-import { type SessionRequest, SessionViewService } from './session.controller.js';
+import { SessionViewService } from './session.controller.js';
+import type { SessionRecord } from '@dtr/smart';
+import { CurrentSession } from '../auth/current-session.decorator.js';
 
 /**
  * The clinician's page after launch. For now it shows the session context and the disclosure authorization;
@@ -14,8 +16,12 @@ export class AppPageController {
   constructor(private readonly views: SessionViewService) {}
 
   @Get()
-  async page(@Req() req: SessionRequest, @Query('disclose') disclose: unknown, @Res() res: Response): Promise<void> {
-    const view = await this.views.view(req.user);
+  async page(
+    @CurrentSession() session: SessionRecord,
+    @Query('disclose') disclose: unknown,
+    @Res() res: Response,
+  ): Promise<void> {
+    const view = await this.views.view(session);
     const list = (items: string[]) =>
       items.length ? html`<ul>${items.map((i) => html`<li><code>${i}</code></li>`)}</ul>` : html`<p>none</p>`;
     const discloseLine = view.disclosure.authorized

@@ -1,11 +1,10 @@
-import { Controller, Get, HttpCode, Injectable, Post, Req, Res } from '@nestjs/common';
+import { Controller, Get, HttpCode, Injectable, Post, Res } from '@nestjs/common';
 import { ApiOkResponse, ApiOperation, ApiTags, ApiUnauthorizedResponse } from '@nestjs/swagger';
 import type { FhirResource } from '@dtr/fhir';
 import { dtrContextOf, type SessionRecord, SmartSessions, TenantRegistry } from '@dtr/smart';
-import type { Request, Response } from 'express';
+import type { Response } from 'express';
 import { BrowserCookies } from '../auth/cookies.js';
-
-export type SessionRequest = Request & { user: SessionRecord };
+import { CurrentSession } from '../auth/current-session.decorator.js';
 
 export interface SessionView {
   tenant: { id: string; name: string };
@@ -94,18 +93,18 @@ export class SessionController {
   @ApiOperation({ summary: 'The signed-in user, patient, encounter, orders and coverage in context' })
   @ApiOkResponse({ description: 'Session context' })
   @ApiUnauthorizedResponse({ description: 'No live session' })
-  get(@Req() req: SessionRequest): Promise<SessionView> {
-    return this.views.view(req.user);
+  get(@CurrentSession() session: SessionRecord): Promise<SessionView> {
+    return this.views.view(session);
   }
 
   @Post('logout')
   @HttpCode(200)
   @ApiOperation({ summary: 'Ends the session and revokes its tokens at the EHR when it has a revocation endpoint' })
   async logout(
-    @Req() req: SessionRequest,
+    @CurrentSession() session: SessionRecord,
     @Res({ passthrough: true }) res: Response,
   ): Promise<{ loggedOut: true; revokedAtEhr: boolean }> {
-    const { revokedAtEhr } = await this.smart.logout(req.user);
+    const { revokedAtEhr } = await this.smart.logout(session);
     this.cookies.clear(res, this.cookies.session);
     return { loggedOut: true, revokedAtEhr };
   }

@@ -9,9 +9,10 @@ import {
   isResource,
 } from './fhir.types.js';
 import type { PackageStore } from './package-store.service.js';
+import { DTR_VERSIONS, type DtrVersion } from '@dtr/fhir';
 
-export type DtrIgVersion = '2.0.1' | '2.1' | '2.2';
-const DTR_IG_VERSIONS: readonly DtrIgVersion[] = ['2.0.1', '2.1', '2.2'];
+export type DtrIgVersion = DtrVersion;
+const DTR_IG_VERSIONS = DTR_VERSIONS;
 
 export function isDtrIgVersion(v: unknown): v is DtrIgVersion {
   return typeof v === 'string' && (DTR_IG_VERSIONS as readonly string[]).includes(v);

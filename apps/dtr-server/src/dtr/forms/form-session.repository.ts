@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { Clock } from '@dtr/kernel';
-import type { FhirResource } from '@dtr/fhir';
+import type { DtrVersion, FhirResource } from '@dtr/fhir';
 import { rowsOf } from '@dtr/persistence';
 import { SecretBox } from '@dtr/smart';
 import type { DataSource } from 'typeorm';
 
 export type FormStatus = 'not-started' | 'in-progress' | 'completed' | 'stopped';
-export type IgVersion = '2.0.1' | '2.1' | '2.2';
+export type IgVersion = DtrVersion;
 
 /** What a form needs besides the answers, fixed when the session's package was prepared (sealed: it holds PHI). */
 export interface FormDefinitionRecord {

@@ -1,4 +1,4 @@
-import { Body, Controller, Get, HttpCode, Param, Post, Put, Req, Res } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Param, Post, Put, Res } from '@nestjs/common';
 import {
   ApiBody,
   ApiConflictResponse,
@@ -12,9 +12,10 @@ import {
 } from '@nestjs/swagger';
 import type { Response } from 'express';
 import type { OperationOutcome } from '../../http/operation-outcome.js';
-import type { SessionRequest } from '../../smart/session.controller.js';
 import type { FormSummary, FormView } from './form-view.js';
 import { type FormOutcome, FormsUseCase } from './forms.usecase.js';
+import type { SessionRecord } from '@dtr/smart';
+import { CurrentSession } from '../../auth/current-session.decorator.js';
 
 const QR_BODY = {
   description: 'A QuestionnaireResponse (application/json or application/fhir+json)',
@@ -30,16 +31,16 @@ export class FormsController {
   @Get()
   @ApiOperation({ summary: "This session's questionnaire responses with their status and where the EHR holds them" })
   @ApiOkResponse({ description: '{ responses: [{ id, questionnaire, status, payer, ehr, updatedAt }] }' })
-  list(@Req() req: SessionRequest): Promise<{ responses: FormSummary[] }> {
-    return this.forms.list(req.user);
+  list(@CurrentSession() session: SessionRecord): Promise<{ responses: FormSummary[] }> {
+    return this.forms.list(session);
   }
 
   @Get(':id')
   @ApiOperation({ summary: 'One form: Questionnaire, current response, prefill issues, answer origins and options' })
   @ApiOkResponse({ description: 'FormView' })
   @ApiNotFoundResponse({ description: 'Not a form of this session' })
-  get(@Req() req: SessionRequest, @Param('id') id: string): Promise<FormView> {
-    return this.forms.view(req.user, id);
+  get(@CurrentSession() session: SessionRecord, @Param('id') id: string): Promise<FormView> {
+    return this.forms.view(session, id);
   }
 
   @Put(':id')
@@ -54,12 +55,12 @@ export class FormsController {
   @ApiResponse({ status: 502, description: 'OperationOutcome: the EHR write failed; the draft is kept here' })
   @ApiResponse({ status: 503, description: 'OperationOutcome: the EHR was unavailable; the draft is kept here' })
   async save(
-    @Req() req: SessionRequest,
+    @CurrentSession() session: SessionRecord,
     @Param('id') id: string,
     @Body() body: unknown,
     @Res({ passthrough: true }) res: Response,
   ): Promise<FormView | OperationOutcome> {
-    return answer(res, await this.forms.save(req.user, id, body));
+    return answer(res, await this.forms.save(session, id, body));
   }
 
   @Post(':id/$complete')
@@ -71,12 +72,12 @@ export class FormsController {
   @ApiConflictResponse({ description: 'FormView with `conflict`' })
   @ApiResponse({ status: 502, description: 'OperationOutcome: not completed, the EHR write failed; draft kept' })
   async complete(
-    @Req() req: SessionRequest,
+    @CurrentSession() session: SessionRecord,
     @Param('id') id: string,
     @Body() body: unknown,
     @Res({ passthrough: true }) res: Response,
   ): Promise<FormView | OperationOutcome> {
-    return answer(res, await this.forms.complete(req.user, id, body));
+    return answer(res, await this.forms.complete(session, id, body));
   }
 }
 

@@ -1,5 +1,6 @@
 import { MessageChannel } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
+import { CodeInUnsupportedError } from '@dtr/prefill';
 import { PortReader } from './port-reader.js';
 import { type DataReply, dataRequest } from './prefill-protocol.js';
 
@@ -33,6 +34,25 @@ describe('PortReader', () => {
     ]);
     // Each is exactly what the main thread's strict schema accepts.
     for (const request of asked) expect(dataRequest.safeParse(request).success).toBe(true);
+    reader.close();
+    main.close();
+  });
+
+  it('gives the engine a CodeInUnsupportedError when the EHR refused code:in, so it lists the codes instead', async () => {
+    const { port1: worker, port2: main } = new MessageChannel();
+    main.on('message', (request: { id: number }) => {
+      const reply: DataReply =
+        request.id === 0
+          ? { id: 0, ok: false, message: 'code:in is not supported by this EHR (400)', reason: 'code-in-unsupported' }
+          : { id: request.id, ok: false, message: 'code:in is not supported, said the message only' };
+      main.postMessage(reply);
+    });
+    const reader = new PortReader(worker);
+    const refused = reader.search('Condition', { patient: 'p1', 'code:in': 'http://example.org/vs' });
+    await expect(refused).rejects.toBeInstanceOf(CodeInUnsupportedError);
+    // A message that merely says so is not the typed refusal.
+    const other = await reader.search('Condition', { patient: 'p1' }).catch((e: unknown) => e);
+    expect(other).not.toBeInstanceOf(CodeInUnsupportedError);
     reader.close();
     main.close();
   });

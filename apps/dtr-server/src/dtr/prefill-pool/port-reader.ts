@@ -1,5 +1,5 @@
 import type { FhirResource } from '@dtr/fhir';
-import { PatientDataReader } from '@dtr/prefill';
+import { CodeInUnsupportedError, PatientDataReader } from '@dtr/prefill';
 import type { MessagePort } from 'node:worker_threads';
 import type { DataReply, DataRequest } from './prefill-protocol.js';
 
@@ -21,7 +21,10 @@ export class PortReader extends PatientDataReader {
       if (!waiting) return;
       this.pending.delete(reply.id);
       if (reply.ok) waiting.resolve(reply.resources);
-      else waiting.reject(new Error(reply.message));
+      else
+        waiting.reject(
+          reply.reason === 'code-in-unsupported' ? new CodeInUnsupportedError(reply.message) : new Error(reply.message),
+        );
     });
   }
 

@@ -5,7 +5,13 @@ import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
 import type { OnApplicationShutdown } from '@nestjs/common';
 import type { FhirResource, QuestionnairePackage } from '@dtr/fhir';
 import { DtrError, isDtrErrorCode } from '@dtr/kernel';
-import { type PatientDataReader, PrefillEngine, type PrefillRequest, type PrefillResult } from '@dtr/prefill';
+import {
+  CodeInUnsupportedError,
+  type PatientDataReader,
+  PrefillEngine,
+  type PrefillRequest,
+  type PrefillResult,
+} from '@dtr/prefill';
 import {
   type DataReply,
   dataRequest,
@@ -278,7 +284,12 @@ export class PrefillPool implements OnApplicationShutdown {
       answer.then(
         (resources) => reply({ id: request.id, ok: true, resources }),
         (error: unknown) =>
-          reply({ id: request.id, ok: false, message: error instanceof Error ? error.message : 'request failed' }),
+          reply({
+            id: request.id,
+            ok: false,
+            message: error instanceof Error ? error.message : 'request failed',
+            ...(error instanceof CodeInUnsupportedError ? { reason: error.reason } : {}),
+          }),
       );
     });
   }

@@ -64,4 +64,6 @@ export type DataRequest = z.infer<typeof dataRequest>;
 
 /** Main → worker on a job's port: the answer to one data request. */
 export type DataReply =
-  { id: number; ok: true; resources: FhirResource[] } | { id: number; ok: false; message: string };
+  | { id: number; ok: true; resources: FhirResource[] }
+  /** `reason` names a failure the engine acts on (see CodeInUnsupportedError); the message is for people. */
+  | { id: number; ok: false; message: string; reason?: 'code-in-unsupported' };
