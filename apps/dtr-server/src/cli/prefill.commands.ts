@@ -49,7 +49,9 @@ export function registerPrefillCommand(program: Command): void {
         entry?: Array<{ resource?: FhirResource }>;
       };
       if (bundle.resourceType !== 'Bundle') throw new Error(`${options.patient} is not a FHIR Bundle`);
-      const reader = BundleReader.fromBundle(bundle);
+      // The reader expands the package's value sets for `code:in`, as an EHR with a terminology service does, so the
+      // engine plans the same searches offline as in an EHR session.
+      const reader = BundleReader.fromBundle(bundle, { valueSets: pkg.valueSets });
       const patient = reader.resourcesOfType('Patient')[0];
       if (!patient?.id) throw new Error(`${options.patient} has no Patient with an id`);
       const firstOf = (...types: string[]) => {
@@ -77,6 +79,7 @@ export function registerPrefillCommand(program: Command): void {
         ...(coverage ? { coverage } : {}),
         ...(options.user ? { user: options.user } : {}),
         igVersion: options.ig as DtrVersion,
+        codeIn: true,
       });
       const responses = results.map((r) => r.questionnaireResponse);
       const output = JSON.stringify(
