@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import type { FhirResource } from '@dtr/fhir';
-import type { PrefillIssue } from './prefill.engine.js';
+import type { PrefillIssue } from './prefill.types.js';
 
 /**
  * Checks each resource read from the EHR against the shape of the FHIR R4 (4.0.1) model before it is evaluated:
