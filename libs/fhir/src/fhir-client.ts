@@ -1,4 +1,5 @@
 import { DtrError } from '@dtr/kernel';
+import { isFhirId, isResourceType } from './reference.js';
 
 /** The smallest resource shape we rely on; full types come from @medplum/fhirtypes where needed. */
 export interface FhirResource {
@@ -57,9 +58,9 @@ export abstract class FhirClient {
 
 /** A FHIR `id` (R4: [A-Za-z0-9\-\.]{1,64}). */
 export function assertFhirId(id: string, what = 'id'): void {
-  if (!/^[A-Za-z0-9\-.]{1,64}$/.test(id)) throw new DtrError('INVALID_INPUT', `${what} is not a valid FHIR id`);
+  if (!isFhirId(id)) throw new DtrError('INVALID_INPUT', `${what} is not a valid FHIR id`);
 }
 
 export function assertResourceType(type: string): void {
-  if (!/^[A-Z][A-Za-z]{1,63}$/.test(type)) throw new DtrError('INVALID_INPUT', `${type} is not a FHIR resource type`);
+  if (!isResourceType(type)) throw new DtrError('INVALID_INPUT', `${type} is not a FHIR resource type`);
 }

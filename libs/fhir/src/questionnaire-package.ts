@@ -1,4 +1,5 @@
 import type { FhirResource } from './fhir-client.js';
+import { parseCanonical } from './reference.js';
 
 /** A problem found in a payer's package: shown to the user, reported to the payer (no PHI ever goes in here). */
 export interface PackageIssue {
@@ -108,7 +109,7 @@ export class QuestionnairePackage {
 
   /** `url` or `url|version`; without a version the newest-looking one wins (highest version string). */
   libraryByCanonical(canonical: string): PackageLibrary | undefined {
-    const [url, version] = canonical.split('|');
+    const { url, version } = parseCanonical(canonical);
     const matches = this.libraries.filter((l) => l.url === url && (version === undefined || l.version === version));
     return matches.sort((a, b) => (b.version ?? '').localeCompare(a.version ?? '', undefined, { numeric: true }))[0];
   }
@@ -124,7 +125,7 @@ export class QuestionnairePackage {
   }
 
   valueSetByUrl(url: string): FhirResource | undefined {
-    const [base, version] = url.split('|');
+    const { url: base, version } = parseCanonical(url);
     return this.valueSets.find((v) => v['url'] === base && (version === undefined || v['version'] === version));
   }
 

@@ -1,7 +1,7 @@
-/**
- * Launch context from a SMART token response, in every shape EHRs send it.
- * @see https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html#launch-context-arrives-with-your-access_token
- */
+// Launch context from a SMART token response, in every shape EHRs send it.
+// @see https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html#launch-context-arrives-with-your-access_token
+import { isFhirId, parseResourceReference } from '@dtr/fhir';
+
 interface FhirContextItem {
   /** Relative or absolute literal reference, e.g. `DeviceRequest/123`. */
   reference?: string;
@@ -46,11 +46,8 @@ const ORDER_TYPES = new Set([
   'Encounter',
 ]);
 
-const ID = /^[A-Za-z0-9\-.]{1,64}$/;
-
 function typeOf(reference: string): string | undefined {
-  const match = /(?:^|\/)([A-Z][A-Za-z]+)\/[A-Za-z0-9\-.]{1,64}(?:\/_history\/[^/]+)?$/.exec(reference);
-  return match?.[1];
+  return parseResourceReference(reference)?.type;
 }
 
 function asString(value: unknown): string | undefined {
@@ -64,9 +61,9 @@ function asString(value: unknown): string | undefined {
 export function parseLaunchContext(response: Record<string, unknown>): LaunchContext {
   const context: LaunchContext = { fhirContext: [] };
   const patient = asString(response['patient']);
-  if (patient && ID.test(patient)) context.patient = patient;
+  if (patient && isFhirId(patient)) context.patient = patient;
   const encounter = asString(response['encounter']);
-  if (encounter && ID.test(encounter)) context.encounter = encounter;
+  if (encounter && isFhirId(encounter)) context.encounter = encounter;
   if (typeof response['need_patient_banner'] === 'boolean') context.needPatientBanner = response['need_patient_banner'];
   const intent = asString(response['intent']);
   if (intent) context.intent = intent;

@@ -1,6 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { Clock, DtrError } from '@dtr/kernel';
-import type { FhirResource, PackageIssue } from '@dtr/fhir';
+import { type FhirResource, type PackageIssue, parseResourceReference, relativeReference } from '@dtr/fhir';
 import { PackageCache, PackageRetrieval, PayerClient, PayerRegistry } from '@dtr/payer';
 import { FhirClientReader, type PrefillIssue } from '@dtr/prefill';
 import {
@@ -40,9 +40,11 @@ export interface PreparedQuestionnaires {
   dataRead: { searches: number; reads: number };
 }
 
+/** Type and id of a launch-context reference; a malformed one is the EHR's error, refused before any read. */
 const splitRef = (ref: string): [string, string] => {
-  const [type, id] = ref.replace(/^.*\/([A-Z][A-Za-z]+\/[^/]+)$/, '$1').split('/') as [string, string];
-  return [type, id];
+  const parsed = parseResourceReference(ref);
+  if (!parsed) throw new DtrError('INVALID_INPUT', 'the launch context names a malformed reference');
+  return [parsed.type, parsed.id];
 };
 
 /**
@@ -123,11 +125,14 @@ export class PrepareQuestionnairesUseCase {
     // the reader, and the EHR token in it, stay on this thread.
     // The encounter of the launch, or one the EHR named in fhirContext.
     const fromContext = session.context.fhirContext.find(
-      (c) => c.reference && (c.type ?? c.reference.split('/').at(-2)) === 'Encounter',
+      (c) => c.reference && (c.type ?? parseResourceReference(c.reference)?.type) === 'Encounter',
     )?.reference;
+    const contextEncounter = parseResourceReference(fromContext);
     const encounter = session.encounter
       ? `Encounter/${session.encounter}`
-      : fromContext?.replace(/^.*\/(Encounter\/[^/]+)$/, '$1');
+      : contextEncounter?.type === 'Encounter'
+        ? relativeReference(contextEncounter)
+        : undefined;
 
     const results = await this.pool.run(
       {

@@ -1,6 +1,6 @@
 import { Controller, Get, HttpCode, Injectable, Post, Res } from '@nestjs/common';
 import { ApiOkResponse, ApiOperation, ApiTags, ApiUnauthorizedResponse } from '@nestjs/swagger';
-import type { FhirResource } from '@dtr/fhir';
+import { type FhirResource, parseResourceReference } from '@dtr/fhir';
 import { dtrContextOf, type SessionRecord, SmartSessions, TenantRegistry } from '@dtr/smart';
 import type { Response } from 'express';
 import { BrowserCookies } from '../auth/cookies.js';
@@ -63,8 +63,9 @@ export class SessionViewService {
   private async display(session: SessionRecord, given: string): Promise<string | null> {
     // An absolute fhirUser is followed only on the session's own FHIR base: tokens go nowhere else.
     const reference = given.startsWith(`${session.fhirBase}/`) ? given.slice(session.fhirBase.length + 1) : given;
-    if (!/^[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}$/.test(reference)) return null;
-    const [type, id] = reference.split('/') as [string, string];
+    const parsed = parseResourceReference(reference);
+    if (!parsed || parsed.base !== undefined || parsed.version !== undefined) return null;
+    const { type, id } = parsed;
     try {
       const client = this.smart.fhirClient(session, 'supplement', { timeoutMs: 5000, retries: 0 });
       const resource = await client.read<

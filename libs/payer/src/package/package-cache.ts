@@ -1,4 +1,4 @@
-import { type FhirResource, QuestionnairePackage } from '@dtr/fhir';
+import { type FhirResource, parseCanonical, QuestionnairePackage } from '@dtr/fhir';
 import type { DataSource } from 'typeorm';
 
 const CACHED = new Set(['Questionnaire', 'Library', 'ValueSet']);
@@ -109,7 +109,7 @@ export class PackageCache {
     payerId: string,
     canonical: string,
   ): Promise<{ resource: FhirResource; retrievedAt: Date } | undefined> {
-    const [url, version] = canonical.split('|');
+    const { url, version } = parseCanonical(canonical);
     const rows = (await this.dataSource.query(
       `SELECT resource, retrieved_at FROM package_resource
        WHERE payer_id = $1 AND resource_type = 'Questionnaire' AND canonical = $2 AND ($3::text IS NULL OR version = $3)

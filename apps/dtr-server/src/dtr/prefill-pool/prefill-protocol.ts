@@ -1,4 +1,4 @@
-import type { FhirResource } from '@dtr/fhir';
+import { FHIR_ID, FHIR_RESOURCE_TYPE, type FhirResource } from '@dtr/fhir';
 import type { PrefillRequest, PrefillResult } from '@dtr/prefill';
 import type { MessagePort } from 'node:worker_threads';
 import { z } from 'zod';
@@ -36,7 +36,7 @@ export type WorkerMessage =
   /** The worker no longer holds the package it was told it has (evicted): send the job again with it. */
   | { type: 'need-package'; jobId: number };
 
-const resourceType = z.string().regex(/^[A-Z][A-Za-z]{1,63}$/);
+const resourceType = z.string().regex(FHIR_RESOURCE_TYPE);
 
 /**
  * Worker → main on a job's port: the only two questions a worker may ask. Strict: anything else (another field, a
@@ -48,7 +48,7 @@ export const dataRequest = z.discriminatedUnion('type', [
       type: z.literal('read'),
       id: z.number().int().nonnegative(),
       resourceType,
-      resourceId: z.string().regex(/^[A-Za-z0-9\-.]{1,64}$/),
+      resourceId: z.string().regex(FHIR_ID),
     })
     .strict(),
   z
