@@ -30,7 +30,7 @@ export interface ResourceReference {
 }
 
 /** `#id`: a resource contained in the referring one. */
-export interface ContainedReference {
+interface ContainedReference {
   kind: 'contained';
   id: string;
 }

@@ -3,9 +3,6 @@ import type { PrefillSession } from './prefill-session.js';
 
 // The engine's vocabulary, apart from the engine (input validation and the session use it too).
 
-/** The IG versions, re-exported for the engine's callers (one definition, in @dtr/fhir). */
-export type { DtrVersion };
-
 export interface PrefillRequest {
   pkg: QuestionnairePackage;
   questionnaire: FhirResource;

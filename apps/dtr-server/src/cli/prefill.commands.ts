@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { parseUntrustedJson } from '@dtr/kernel';
 import { compileCqlOnlyLibraries, type FhirResource, QuestionnairePackage, isDtrVersion } from '@dtr/fhir';
 import { loadPackageFromPath, resourcesOf } from '@dtr/payer';
-import { BundleReader, type DtrVersion, PrefillEngine } from '@dtr/prefill';
+import { BundleReader, PrefillEngine, type PrefillResult } from '@dtr/prefill';
 
 interface PrefillOptions {
   package: string;
@@ -37,86 +37,23 @@ export function registerPrefillCommand(program: Command): void {
     .action(async (options: PrefillOptions) => {
       if (!isDtrVersion(options.ig)) throw new Error(`--ig must be 2.0.1, 2.1 or 2.2 (got ${options.ig})`);
       const started = performance.now();
-      const compiled = await compileCqlOnlyLibraries(resourcesOf(loadPackageFromPath(options.package)));
-      for (const issue of compiled.issues)
-        process.stderr.write(`package: ${issue.severity.toUpperCase()} ${issue.code}: ${issue.message}\n`);
-      const pkg = QuestionnairePackage.fromResources(compiled.resources);
-      const bundle = parseUntrustedJson(readFileSync(options.patient, 'utf8'), {
-        maxDepth: 128,
-        maxBytes: 256 * 1024 * 1024,
-      }) as {
-        resourceType?: string;
-        entry?: Array<{ resource?: FhirResource }>;
-      };
-      if (bundle.resourceType !== 'Bundle') throw new Error(`${options.patient} is not a FHIR Bundle`);
-      // The reader expands the package's value sets for `code:in`, as an EHR with a terminology service does, so the
-      // engine plans the same searches offline as in an EHR session.
-      const reader = BundleReader.fromBundle(bundle, { valueSets: pkg.valueSets });
-      const patient = reader.resourcesOfType('Patient')[0];
-      if (!patient?.id) throw new Error(`${options.patient} has no Patient with an id`);
-      const firstOf = (...types: string[]) => {
-        for (const t of types) {
-          const found = reader.resourcesOfType(t).find((r) => r.id);
-          if (found) return `${t}/${found.id}`;
-        }
-        return undefined;
-      };
-      const order = options.order ?? firstOf('DeviceRequest', 'ServiceRequest', 'MedicationRequest', 'NutritionOrder');
-      const coverage = options.coverage ?? firstOf('Coverage');
-      const selected = options.questionnaire
-        ? pkg.questionnaires.filter(
-            (q) => q.id === options.questionnaire || pkg.questionnaireKey(q).startsWith(options.questionnaire!),
-          )
-        : pkg.questionnaires;
-      if (selected.length === 0) throw new Error('no questionnaire matches');
+      const input = await loadInput(options);
       const loaded = performance.now();
       // One session for all selected questionnaires: each search and define once.
-      const results = await new PrefillEngine(reader).runAll({
-        pkg,
-        questionnaires: selected,
-        patientId: patient.id,
-        ...(order ? { order } : {}),
-        ...(coverage ? { coverage } : {}),
+      const results = await new PrefillEngine(input.reader).runAll({
+        pkg: input.pkg,
+        questionnaires: input.selected,
+        patientId: input.patientId,
+        ...(input.order ? { order: input.order } : {}),
+        ...(input.coverage ? { coverage: input.coverage } : {}),
         ...(options.user ? { user: options.user } : {}),
-        igVersion: options.ig as DtrVersion,
+        igVersion: options.ig,
         codeIn: true,
       });
-      const responses = results.map((r) => r.questionnaireResponse);
-      const output = JSON.stringify(
-        responses.length === 1
-          ? responses[0]
-          : { resourceType: 'Bundle', type: 'collection', entry: responses.map((resource) => ({ resource })) },
-        null,
-        2,
+      writeResponses(options, results);
+      const report = results.flatMap((result, i) =>
+        reportOf(input.pkg.questionnaireKey(input.selected[i]!), result, options.timing === true),
       );
-      if (options.out) writeFileSync(options.out, `${output}\n`);
-      else process.stdout.write(`${output}\n`);
-      const report: string[] = [];
-      results.forEach((result, i) => {
-        const key = pkg.questionnaireKey(selected[i]!);
-        report.push(`${key}: ${result.issues.length} issue(s)`);
-        for (const issue of result.issues) {
-          report.push(
-            `  ${issue.severity.toUpperCase().padEnd(11)} ${issue.code}: ${issue.message}${issue.linkId ? ` [item ${issue.linkId}]` : ''}`,
-          );
-        }
-        for (const [linkId, offered] of Object.entries(result.options)) {
-          const labels = offered.map((o) => {
-            const c = o['valueCoding'] as { code?: string; display?: string } | undefined;
-            return c ? (c.display ?? c.code ?? '') : JSON.stringify(Object.values(o)[0]);
-          });
-          report.push(`  options offered [item ${linkId}]: ${labels.join('; ')}`);
-        }
-        if (options.timing) {
-          const { ms, searches, reads, resourcesRead, definesEvaluated } = result.stats;
-          report.push(
-            `  timing: resolve ${ms.resolve.toFixed(1)} ms, fetch ${ms.fetch.toFixed(1)} ms, evaluate ${ms.evaluate.toFixed(1)} ms, assemble ${ms.assemble.toFixed(1)} ms, total ${ms.total.toFixed(1)} ms`,
-          );
-          report.push(
-            `  data: ${searches} search(es), ${reads} read(s), ${resourcesRead} resource(s); ${definesEvaluated} define(s) evaluated`,
-          );
-        }
-      });
       if (options.timing) {
         const peakMb = (process.resourceUsage().maxRSS / 1024).toFixed(0);
         report.push(
@@ -125,4 +62,87 @@ export function registerPrefillCommand(program: Command): void {
       }
       process.stderr.write(`${report.join('\n')}\n`);
     });
+}
+
+/** 1. The package (CQL-only libraries compiled), the patient bundle, the context and the questionnaires chosen. */
+async function loadInput(options: PrefillOptions) {
+  const compiled = await compileCqlOnlyLibraries(resourcesOf(loadPackageFromPath(options.package)));
+  for (const issue of compiled.issues)
+    process.stderr.write(`package: ${issue.severity.toUpperCase()} ${issue.code}: ${issue.message}\n`);
+  const pkg = QuestionnairePackage.fromResources(compiled.resources);
+  const bundle = parseUntrustedJson(readFileSync(options.patient, 'utf8'), {
+    maxDepth: 128,
+    maxBytes: 256 * 1024 * 1024,
+  }) as {
+    resourceType?: string;
+    entry?: Array<{ resource?: FhirResource }>;
+  };
+  if (bundle.resourceType !== 'Bundle') throw new Error(`${options.patient} is not a FHIR Bundle`);
+  // The reader expands the package's value sets for `code:in`, as an EHR with a terminology service does, so the
+  // engine plans the same searches offline as in an EHR session.
+  const reader = BundleReader.fromBundle(bundle, { valueSets: pkg.valueSets });
+  const patient = reader.resourcesOfType('Patient')[0];
+  if (!patient?.id) throw new Error(`${options.patient} has no Patient with an id`);
+  const firstOf = (...types: string[]) => {
+    for (const t of types) {
+      const found = reader.resourcesOfType(t).find((r) => r.id);
+      if (found) return `${t}/${found.id}`;
+    }
+    return undefined;
+  };
+  const selected = options.questionnaire
+    ? pkg.questionnaires.filter(
+        (q) => q.id === options.questionnaire || pkg.questionnaireKey(q).startsWith(options.questionnaire!),
+      )
+    : pkg.questionnaires;
+  if (selected.length === 0) throw new Error('no questionnaire matches');
+  return {
+    pkg,
+    reader,
+    selected,
+    patientId: patient.id,
+    order: options.order ?? firstOf('DeviceRequest', 'ServiceRequest', 'MedicationRequest', 'NutritionOrder'),
+    coverage: options.coverage ?? firstOf('Coverage'),
+  };
+}
+
+/** 2. The response (one) or a collection Bundle of them (several), to --out or standard output. */
+function writeResponses(options: PrefillOptions, results: PrefillResult[]): void {
+  const responses = results.map((r) => r.questionnaireResponse);
+  const output = JSON.stringify(
+    responses.length === 1
+      ? responses[0]
+      : { resourceType: 'Bundle', type: 'collection', entry: responses.map((resource) => ({ resource })) },
+    null,
+    2,
+  );
+  if (options.out) writeFileSync(options.out, `${output}\n`);
+  else process.stdout.write(`${output}\n`);
+}
+
+/** 3. Per questionnaire: its issues, the options offered per item, and with --timing where the time went. */
+function reportOf(key: string, result: PrefillResult, timing: boolean): string[] {
+  const report = [`${key}: ${result.issues.length} issue(s)`];
+  for (const issue of result.issues) {
+    report.push(
+      `  ${issue.severity.toUpperCase().padEnd(11)} ${issue.code}: ${issue.message}${issue.linkId ? ` [item ${issue.linkId}]` : ''}`,
+    );
+  }
+  for (const [linkId, offered] of Object.entries(result.options)) {
+    const labels = offered.map((o) => {
+      const c = o['valueCoding'] as { code?: string; display?: string } | undefined;
+      return c ? (c.display ?? c.code ?? '') : JSON.stringify(Object.values(o)[0]);
+    });
+    report.push(`  options offered [item ${linkId}]: ${labels.join('; ')}`);
+  }
+  if (timing) {
+    const { ms, searches, reads, resourcesRead, definesEvaluated } = result.stats;
+    report.push(
+      `  timing: resolve ${ms.resolve.toFixed(1)} ms, fetch ${ms.fetch.toFixed(1)} ms, evaluate ${ms.evaluate.toFixed(1)} ms, assemble ${ms.assemble.toFixed(1)} ms, total ${ms.total.toFixed(1)} ms`,
+    );
+    report.push(
+      `  data: ${searches} search(es), ${reads} read(s), ${resourcesRead} resource(s); ${definesEvaluated} define(s) evaluated`,
+    );
+  }
+  return report;
 }
