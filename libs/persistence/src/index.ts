@@ -3,3 +3,4 @@ export * from './embedded-postgres.supervisor.js';
 export * from './migrate.js';
 export { MIGRATIONS } from './migrations/index.js';
 export * from './query-result.js';
+export * from './query.js';
