@@ -1,4 +1,5 @@
 import { type FhirResource, parseCanonical, QuestionnairePackage } from '@dtr/fhir';
+import { query } from '@dtr/persistence';
 import type { DataSource } from 'typeorm';
 
 const CACHED = new Set(['Questionnaire', 'Library', 'ValueSet']);
@@ -32,7 +33,8 @@ export class PackageCache {
       if (!CACHED.has(resource.resourceType)) continue;
       const canonical = canonicalOf(resource);
       if (!canonical) continue;
-      await this.dataSource.query(
+      await query(
+        this.dataSource,
         `INSERT INTO package_resource (payer_id, resource_type, canonical, version, resource, retrieved_at)
          VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (payer_id, resource_type, canonical, version) DO UPDATE SET resource = EXCLUDED.resource, retrieved_at = EXCLUDED.retrieved_at`,
@@ -52,10 +54,11 @@ export class PackageCache {
 
   /** Every cached resource of a payer (the package content the engine resolves canonicals against). */
   async all(payerId: string): Promise<FhirResource[]> {
-    const rows = (await this.dataSource.query(
+    const rows = await query<{ resource: FhirResource }>(
+      this.dataSource,
       `SELECT resource FROM package_resource WHERE payer_id = $1 ORDER BY resource_type, canonical, version`,
       [payerId],
-    )) as Array<{ resource: FhirResource }>;
+    );
     return rows.map((r) => r.resource);
   }
 
@@ -66,10 +69,11 @@ export class PackageCache {
    * object is shared: callers must not change it.
    */
   async package(payerId: string): Promise<QuestionnairePackage> {
-    const [row] = (await this.dataSource.query(
+    const [row] = await query<{ n: number; x: string; at: Date | null }>(
+      this.dataSource,
       `SELECT count(*)::int AS n, coalesce(max(xmin::text::bigint), 0)::text AS x, max(retrieved_at) AS at FROM package_resource WHERE payer_id = $1`,
       [payerId],
-    )) as Array<{ n: number; x: string; at: Date | null }>;
+    );
     const stamp = `${row?.n ?? 0}|${row?.x ?? ''}|${row?.at ? new Date(row.at).getTime() : ''}`;
     const hit = this.built.get(payerId);
     if (hit?.stamp === stamp) return hit.pkg;
@@ -84,10 +88,11 @@ export class PackageCache {
     payerId: string,
     orderCodes: string,
   ): Promise<{ questionnaires: string[]; retrievedAt: Date } | undefined> {
-    const rows = (await this.dataSource.query(
+    const rows = await query<{ questionnaires: string[]; retrieved_at: Date }>(
+      this.dataSource,
       `SELECT questionnaires, retrieved_at FROM package_selection WHERE payer_id = $1 AND order_codes = $2`,
       [payerId, orderCodes],
-    )) as Array<{ questionnaires: string[]; retrieved_at: Date }>;
+    );
     return rows[0] ? { questionnaires: rows[0].questionnaires, retrievedAt: rows[0].retrieved_at } : undefined;
   }
 
@@ -97,7 +102,8 @@ export class PackageCache {
     questionnaires: string[],
     retrievedAt: Date,
   ): Promise<void> {
-    await this.dataSource.query(
+    await query(
+      this.dataSource,
       `INSERT INTO package_selection (payer_id, order_codes, questionnaires, retrieved_at) VALUES ($1, $2, $3, $4)
        ON CONFLICT (payer_id, order_codes) DO UPDATE SET questionnaires = EXCLUDED.questionnaires, retrieved_at = EXCLUDED.retrieved_at`,
       [payerId, orderCodes, questionnaires, retrievedAt],
@@ -110,12 +116,13 @@ export class PackageCache {
     canonical: string,
   ): Promise<{ resource: FhirResource; retrievedAt: Date } | undefined> {
     const { url, version } = parseCanonical(canonical);
-    const rows = (await this.dataSource.query(
+    const rows = await query<{ resource: FhirResource; retrieved_at: Date }>(
+      this.dataSource,
       `SELECT resource, retrieved_at FROM package_resource
        WHERE payer_id = $1 AND resource_type = 'Questionnaire' AND canonical = $2 AND ($3::text IS NULL OR version = $3)
        ORDER BY retrieved_at DESC LIMIT 1`,
       [payerId, url, version ?? null],
-    )) as Array<{ resource: FhirResource; retrieved_at: Date }>;
+    );
     return rows[0] ? { resource: rows[0].resource, retrievedAt: rows[0].retrieved_at } : undefined;
   }
 }
