@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Clock } from '@dtr/kernel';
 import type { DtrVersion, FhirResource } from '@dtr/fhir';
-import { rowsOf } from '@dtr/persistence';
+import { query } from '@dtr/persistence';
 import { SecretBox } from '@dtr/smart';
 import type { DataSource } from 'typeorm';
 
@@ -87,8 +87,8 @@ export class FormSessionRepository {
     private readonly clock: Clock,
   ) {}
 
-  private async query<T>(sql: string, params: unknown[] = []): Promise<T[]> {
-    return rowsOf<T>(await this.dataSource.query(sql, params));
+  private query<T>(sql: string, params: unknown[] = []): Promise<T[]> {
+    return query<T>(this.dataSource, sql, params);
   }
 
   private seal(id: string, column: string, value: unknown): string {
