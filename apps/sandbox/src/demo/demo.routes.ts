@@ -61,49 +61,8 @@ export function mountDemo(options: DemoOptions): void {
     const users = fhir.listPractitioners();
     const patients = fhir.listPatients();
     const sections: SafeHtml[] = [];
-    for (const patient of patients) {
-      const orders = await ordersOf(patient.id);
-      sections.push(html`
-        <section class="patient" data-patient="${patient.id}">
-          <h2>${patient.display} <small>Patient/${patient.id}</small></h2>
-          ${orders.length === 0 ? html`<p>No orders.</p>` : html``}
-          <ul>
-            ${orders.map(
-              (order) => html`
-                <li>
-                  <form method="post" action="/_sandbox/demo/launch">
-                    <input type="hidden" name="patient" value="${patient.id}">
-                    <input type="hidden" name="order" value="${order.reference}">
-                    <span class="order">${order.text}</span> <small>${order.reference} (${order.status})</small>
-                    <select name="user" aria-label="Clinician">
-                      ${users.map((u) => html`<option value="${u.id}">${u.display}</option>`)}
-                    </select>
-                    <button type="submit">Launch DTR</button>
-                  </form>
-                </li>`,
-            )}
-          </ul>
-        </section>`);
-    }
-    const page = html`<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <title>Sandbox EHR — DTR demo</title>
-  <style>
-    body { font-family: system-ui, sans-serif; margin: 2rem; max-width: 60rem; }
-    section.patient { border: 1px solid #ccc; border-radius: 6px; padding: 0 1rem; margin: 1rem 0; }
-    small { color: #666; }
-    li { margin: .4rem 0; }
-  </style>
-</head>
-<body>
-  <h1>Sandbox EHR</h1>
-  <p>Pick an order and launch the DTR app for it (EHR launch). FHIR base: <code>${fhir.baseUrl}</code>.
-     The sandbox payer has received <strong id="submissions">${payer.submissions().length}</strong> submission(s).</p>
-  ${sections}
-</body>
-</html>`;
+    for (const patient of patients) sections.push(patientSection(patient, await ordersOf(patient.id), users));
+    const page = demoPage(fhir.baseUrl, payer.submissions().length, sections);
     res
       .status(200)
       .set('Content-Security-Policy', "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'")
@@ -146,4 +105,56 @@ export function mountDemo(options: DemoOptions): void {
       res.redirect(303, target.toString());
     },
   );
+}
+
+/** One patient of the demo page: its orders, each with a clinician picker and a launch button. */
+function patientSection(
+  patient: { id: string; display: string },
+  orders: OrderRow[],
+  users: Array<{ id: string; display: string }>,
+): SafeHtml {
+  return html`
+        <section class="patient" data-patient="${patient.id}">
+          <h2>${patient.display} <small>Patient/${patient.id}</small></h2>
+          ${orders.length === 0 ? html`<p>No orders.</p>` : html``}
+          <ul>
+            ${orders.map(
+              (order) => html`
+                <li>
+                  <form method="post" action="/_sandbox/demo/launch">
+                    <input type="hidden" name="patient" value="${patient.id}">
+                    <input type="hidden" name="order" value="${order.reference}">
+                    <span class="order">${order.text}</span> <small>${order.reference} (${order.status})</small>
+                    <select name="user" aria-label="Clinician">
+                      ${users.map((u) => html`<option value="${u.id}">${u.display}</option>`)}
+                    </select>
+                    <button type="submit">Launch DTR</button>
+                  </form>
+                </li>`,
+            )}
+          </ul>
+        </section>`;
+}
+
+/** The demo page around the patients' sections. */
+function demoPage(fhirBase: string, submissions: number, sections: SafeHtml[]): SafeHtml {
+  return html`<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>Sandbox EHR — DTR demo</title>
+  <style>
+    body { font-family: system-ui, sans-serif; margin: 2rem; max-width: 60rem; }
+    section.patient { border: 1px solid #ccc; border-radius: 6px; padding: 0 1rem; margin: 1rem 0; }
+    small { color: #666; }
+    li { margin: .4rem 0; }
+  </style>
+</head>
+<body>
+  <h1>Sandbox EHR</h1>
+  <p>Pick an order and launch the DTR app for it (EHR launch). FHIR base: <code>${fhirBase}</code>.
+     The sandbox payer has received <strong id="submissions">${submissions}</strong> submission(s).</p>
+  ${sections}
+</body>
+</html>`;
 }
