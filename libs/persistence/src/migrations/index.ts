@@ -7,6 +7,7 @@ import { PackageCache1764200000000 } from './1764200000000-package-cache.js';
 import { PackageSelection1764300000000 } from './1764300000000-package-selection.js';
 import { PayerClientCertificate1764400000000 } from './1764400000000-payer-client-certificate.js';
 import { FormSessions1764500000000 } from './1764500000000-form-sessions.js';
+import { Disclosure1764600000000 } from './1764600000000-disclosure.js';
 
 /** Every migration, in order. Explicit on purpose: no globs (see STACK.md). */
 export const MIGRATIONS: Array<new () => MigrationInterface> = [
@@ -18,4 +19,5 @@ export const MIGRATIONS: Array<new () => MigrationInterface> = [
   PackageSelection1764300000000,
   PayerClientCertificate1764400000000,
   FormSessions1764500000000,
+  Disclosure1764600000000,
 ];
