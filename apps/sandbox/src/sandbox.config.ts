@@ -117,6 +117,7 @@ export function loadSandboxOptions(env: NodeJS.ProcessEnv = process.env, extraAr
         jwksUri: `${appUrl}/.well-known/jwks.json`,
         redirectUris: [`${appUrl}/callback`],
         grantTypes: ['authorization_code', 'refresh_token', 'client_credentials'],
+        mayDisclose: true,
       },
     ],
     payerClients: [

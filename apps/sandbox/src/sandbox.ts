@@ -50,6 +50,7 @@ export async function startSandbox(options: SandboxOptions): Promise<RunningSand
     const fhir = await createEhrFhirServer({
       peer: ehrPeer,
       resources,
+      discloseClients: options.ehrClients.filter((c) => c.mayDisclose).map((c) => c.clientId),
       introspect: async (token) => (auth ? auth.introspect(token) : undefined),
     });
     auth = await createEhrAuthServer({

@@ -29,6 +29,7 @@ import { PrefillSession } from './prefill-session.js';
 import { INFORMATION_ORIGIN, type PrefillIssue, type PrefillRequest, type PrefillResult } from './prefill.types.js';
 
 export * from './prefill.types.js';
+import { answerSources } from './answer-sources.js';
 
 const ORDER_PARAMETER: Record<string, string> = {
   DeviceRequest: 'device_request',
@@ -628,12 +629,29 @@ export class PrefillEngine {
       ...(request.user ? { author: { reference: request.user } } : {}),
       item: enablement.items,
     };
+    const sources = answerSources(
+      refs.expressions
+        .filter((r) => r.linkId)
+        .map((r) => {
+          const define = cqlByKey.get(`${r.kind}|${r.linkId}`);
+          return { linkId: r.linkId!, ...(define ? { define } : {}), fhirpath: r.language === 'text/fhirpath' };
+        }),
+      (define) =>
+        new Set(
+          (prepared ? prepared.dataRequirements([define], expand) : dataRequirements(index, [define], expand)).retrieves.map(
+            (r) => r.resourceType,
+          ),
+        ),
+      [...resources.values()],
+      [patient, ...contextResources].filter((r): r is FhirResource => Boolean(r)),
+    );
     const done = performance.now();
     return {
       questionnaireResponse,
       issues,
       options: population.options,
       answerContext: population.answerContext,
+      sources,
       stats: {
         searches,
         reads,

@@ -45,6 +45,13 @@ export interface PrefillIssue {
   define?: string;
 }
 
+/** A resource an answer may have been drawn from: its reference and security labels only. */
+export interface AnswerSource {
+  /** `Type/id`; `Type/*` stands for further resources of that type not listed. */
+  reference: string;
+  labels?: Array<{ system?: string; code?: string }>;
+}
+
 export interface PrefillResult {
   questionnaireResponse: FhirResource;
   issues: PrefillIssue[];
@@ -52,6 +59,8 @@ export interface PrefillResult {
   options: Record<string, Array<Record<string, unknown>>>;
   /** contextExpression: what to show with an item (linkId), e.g. the observations an answer came from. */
   answerContext: Record<string, unknown[]>;
+  /** Per item (linkId): the resources its expression read, for the disclosure rules (sensitivity, Consent). */
+  sources: Record<string, AnswerSource[]>;
   stats: {
     searches: number;
     reads: number;

@@ -192,7 +192,7 @@ export async function createPayerServer(options: PayerOptions): Promise<PayerSer
 
   // Submission routes from the table: a route is required to say what the QR submission scope is.
   for (const route of SUBMISSION_ROUTES) {
-    fhir.post(route.path, guard('QuestionnaireResponse', 'c'), (req, res) => {
+    fhir.post(route.path, guard(route.scopeType, 'c'), (req, res) => {
       const result = ledger.submit(route, req.body, req.get('idempotency-key') ?? undefined);
       send(res, result.status, result.body);
     });

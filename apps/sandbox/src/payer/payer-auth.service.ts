@@ -11,6 +11,7 @@ const PAYER_SCOPES = [
   'system/QuestionnaireResponse.c',
   'system/QuestionnaireResponse.cu',
   'system/Claim.c',
+  'system/DocumentReference.c',
   'system/Communication.c',
   'system/Questionnaire.read',
   'system/Library.read',

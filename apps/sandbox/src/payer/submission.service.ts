@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { type Bundle, type FhirResource, PayerHttpError, isResource } from './fhir.types.js';
+import { type Bundle, type FhirResource, PayerHttpError, isResource, operationOutcome } from './fhir.types.js';
 
 /** One submission as it arrived, in arrival order. */
 export interface ReceivedSubmission {
@@ -29,6 +29,8 @@ export interface SubmissionRoute {
   method: 'POST';
   /** Path under the FHIR base. */
   path: string;
+  /** The resource type whose `system/<type>.c` scope the route requires. */
+  scopeType: string;
   validate(body: unknown): void;
   naturalKey(body: unknown): string | undefined;
   respond(body: unknown, submissionId: string): SubmissionResult;
@@ -39,6 +41,7 @@ export const bundleSubmissionRoute: SubmissionRoute = {
   name: 'bundle',
   method: 'POST',
   path: '/Bundle',
+  scopeType: 'QuestionnaireResponse',
   validate(body) {
     if (!isResource(body) || body.resourceType !== 'Bundle')
       throw new PayerHttpError(400, 'invalid', 'the body must be a Bundle');
@@ -64,7 +67,90 @@ export const bundleSubmissionRoute: SubmissionRoute = {
   },
 };
 
-export const SUBMISSION_ROUTES: readonly SubmissionRoute[] = [bundleSubmissionRoute];
+type Identifier = { system?: string; value?: string };
+const keyOf = (id: Identifier | Identifier[] | undefined) => {
+  const one = Array.isArray(id) ? id[0] : id;
+  return one?.value ? `${one.system ?? ''}|${one.value}` : undefined;
+};
+
+/**
+ * PAS `Claim/$submit`: a Bundle whose first entry is the Claim; answered with a Bundle whose first entry is the
+ * ClaimResponse (the sandbox approves every request, with a preauthorization number).
+ * @see https://hl7.org/fhir/us/davinci-pas/OperationDefinition-Claim-submit.html
+ */
+export const pasSubmissionRoute: SubmissionRoute = {
+  name: 'pas-claim-submit',
+  method: 'POST',
+  path: '/Claim/$submit',
+  scopeType: 'Claim',
+  validate(body) {
+    if (!isResource(body) || body.resourceType !== 'Bundle')
+      throw new PayerHttpError(400, 'invalid', 'Claim/$submit takes a Bundle');
+    const claim = (body as Bundle).entry?.[0]?.resource;
+    if (!isResource(claim) || claim.resourceType !== 'Claim')
+      throw new PayerHttpError(400, 'invalid', 'the first entry of the Bundle must be the Claim');
+    const info = claim['supportingInfo'] as Array<{ valueReference?: { reference?: string } }> | undefined;
+    const refs = new Set((body as Bundle).entry?.map((e) => (e as { fullUrl?: string }).fullUrl));
+    if (!info?.some((i) => i.valueReference?.reference && refs.has(i.valueReference.reference)))
+      throw new PayerHttpError(400, 'invalid', 'the Claim must reference its supporting documentation in the Bundle');
+  },
+  naturalKey(body) {
+    return keyOf((body as Bundle).entry?.[0]?.resource?.['identifier'] as Identifier[] | undefined);
+  },
+  respond(body, submissionId) {
+    const claim = (body as Bundle).entry![0]!.resource!;
+    const response: FhirResource = {
+      resourceType: 'ClaimResponse',
+      id: submissionId,
+      status: 'active',
+      type: claim['type'],
+      use: 'preauthorization',
+      patient: claim['patient'],
+      created: new Date().toISOString(),
+      insurer: { display: 'Sandbox Health Plan' },
+      request: { identifier: (claim['identifier'] as Identifier[] | undefined)?.[0] },
+      outcome: 'complete',
+      disposition: 'approved',
+      preAuthRef: `PA-${createHash('sha256').update(submissionId).digest('hex').slice(0, 10)}`,
+    };
+    return { status: 200, body: { resourceType: 'Bundle', type: 'collection', entry: [{ resource: response }] } };
+  },
+};
+
+/**
+ * CDex `$submit-attachment`: Parameters with a TrackingId and at least one Attachment whose Content is a resource;
+ * answered 200 with an informational OperationOutcome.
+ * @see https://hl7.org/fhir/us/davinci-cdex/OperationDefinition-submit-attachment.html
+ */
+export const cdexSubmissionRoute: SubmissionRoute = {
+  name: 'cdex-submit-attachment',
+  method: 'POST',
+  path: '/$submit-attachment',
+  scopeType: 'DocumentReference',
+  validate(body) {
+    if (!isResource(body) || body.resourceType !== 'Parameters')
+      throw new PayerHttpError(400, 'invalid', '$submit-attachment takes Parameters');
+    const params = (body['parameter'] as Array<{ name?: string; part?: Array<{ name?: string; resource?: unknown }> }>) ?? [];
+    if (!params.some((p) => p.name === 'TrackingId'))
+      throw new PayerHttpError(400, 'required', 'TrackingId is required');
+    const attachment = params.find((p) => p.name === 'Attachment');
+    if (!attachment?.part?.some((p) => p.name === 'Content' && isResource(p.resource)))
+      throw new PayerHttpError(400, 'required', 'an Attachment with a Content resource is required');
+  },
+  naturalKey(body) {
+    const params = (body as { parameter?: Array<{ name?: string; valueIdentifier?: Identifier }> }).parameter ?? [];
+    return keyOf(params.find((p) => p.name === 'TrackingId')?.valueIdentifier);
+  },
+  respond() {
+    return { status: 200, body: operationOutcome('information', 'informational', 'attachment received') };
+  },
+};
+
+export const SUBMISSION_ROUTES: readonly SubmissionRoute[] = [
+  bundleSubmissionRoute,
+  pasSubmissionRoute,
+  cdexSubmissionRoute,
+];
 
 /** Canonical JSON (sorted keys) so a repeat is recognised whatever the key order. */
 function contentHash(body: unknown): string {

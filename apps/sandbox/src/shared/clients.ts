@@ -15,6 +15,11 @@ export interface SandboxClientConfig {
   /** Scopes this client may be granted; default: every scope the server supports. */
   scopes?: string[];
   grantTypes?: Array<'authorization_code' | 'refresh_token' | 'client_credentials'>;
+  /**
+   * EHR only: this client may write the payer-bound copies (DocumentReference and Provenance). The EHR refuses those
+   * writes from any other client, whatever its scopes (the two identities of DESIGN.md).
+   */
+  mayDisclose?: boolean;
 }
 
 /** The sandbox's URL layout: one origin per peer. */

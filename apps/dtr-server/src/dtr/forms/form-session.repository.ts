@@ -15,6 +15,8 @@ export interface FormDefinitionRecord {
   issues: Array<{ severity: string; code: string; message: string; linkId?: string }>;
   options: Record<string, Array<Record<string, unknown>>>;
   answerContext: Record<string, unknown[]>;
+  /** Per item: the resources its prefill expression read (references and security labels), for disclosure. */
+  sources?: Record<string, Array<{ reference: string; labels?: Array<{ system?: string; code?: string }> }>>;
   orders: string[];
   coverage: string[];
   encounter?: string;

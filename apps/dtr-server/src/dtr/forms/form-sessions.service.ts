@@ -3,7 +3,7 @@ import { Clock } from '@dtr/kernel';
 import type { FhirResource, QuestionnairePackage } from '@dtr/fhir';
 import { expiredQuestionnaire, mergeResume, shapeResponse } from '@dtr/forms';
 import type { PayerClient } from '@dtr/payer';
-import type { PrefillIssue } from '@dtr/prefill';
+import type { AnswerSource, PrefillIssue } from '@dtr/prefill';
 import { dtrContextOf, type SessionRecord, SmartSessions } from '@dtr/smart';
 import { contextReferences, EhrResponses, sameReference } from './ehr-responses.js';
 import {
@@ -26,6 +26,7 @@ export interface PreparedForms {
     issues: PrefillIssue[];
     options: Record<string, Array<Record<string, unknown>>>;
     answerContext: Record<string, unknown[]>;
+    sources?: Record<string, AnswerSource[]>;
   }>;
   orders: string[];
   coverage: string;
@@ -64,6 +65,7 @@ export class FormSessionsService {
         issues: [...prefill.issues.flatMap((i) => issuesOnItems(questionnaire, i)), ...(issue ? [issue] : [])],
         options: prefill.options,
         answerContext: prefill.answerContext,
+        sources: prefill.sources ?? {},
         orders: prepared.orders,
         coverage: [prepared.coverage],
         ...(prepared.encounter ? { encounter: prepared.encounter } : {}),

@@ -135,6 +135,8 @@ const SCOPE_TYPES = [
   'QuestionnaireResponse',
   'Questionnaire',
   'DocumentReference',
+  'Provenance',
+  'Consent',
   'DiagnosticReport',
   'AllergyIntolerance',
   'Communication',

@@ -46,6 +46,7 @@ const SUPPORTED_PARAMS = new Set([
   'status',
   'date',
   'identifier',
+  'target',
 ]);
 
 function get(resource: unknown, path: string): unknown[] {
@@ -199,6 +200,10 @@ export class FhirStore {
               : ids.some((i) => i.system === t.slice(0, bar) && i.value === t.slice(bar + 1));
           });
           if (!hit) return false;
+        }
+        if (name === 'target') {
+          const targets = get(r, 'target.reference').map(String);
+          if (!value.split(',').some((t) => targets.some((ref) => ref === t || ref.endsWith(`/${t}`)))) return false;
         }
         if (name === 'date') {
           const dates = DATE_PATHS.flatMap((p) => get(r, p)).map(String);

@@ -25,7 +25,12 @@ export interface EhrFhirOptions {
   peer: PeerServer;
   introspect: IntrospectAccessToken;
   resources: Resource[];
+  /** Client ids allowed to write DocumentReference and Provenance (the disclosure identity). */
+  discloseClients?: string[];
 }
+
+/** What only the disclosure identity may write. */
+const DISCLOSURE_TYPES = new Set(['DocumentReference', 'Provenance']);
 
 export interface EhrFhirServer {
   baseUrl: string;
@@ -306,6 +311,12 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
       return { status: 400, error: [400, 'invalid', `the body must be a ${type}`] };
     const granted = allow(res, type, method === 'POST' ? 'c' : 'u');
     if (!granted) return { status: 403 };
+    const client = (res.locals['token'] as AccessTokenInfo).clientId;
+    if (DISCLOSURE_TYPES.has(type) && !(options.discloseClients ?? []).includes(client ?? ''))
+      return {
+        status: 403,
+        error: [403, 'forbidden', `${type} is written only by a disclosure client; ${client ?? 'this client'} is not one`],
+      };
     if (granted.level === 'compartment' && !inCompartment(body, granted.patient))
       return { status: 403, error: [403, 'forbidden', 'outside the patient compartment of the token'] };
     if (method === 'POST') {
