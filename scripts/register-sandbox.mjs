@@ -43,7 +43,15 @@ export async function registerSandboxPeers(server, options, peers) {
       clientId: disclose.clientId,
       authMethod: 'private_key_jwt',
       signingAlg: 'ES384',
-      scopes: ['openid', 'fhirUser', 'patient/*.rs', 'user/QuestionnaireResponse.cru'],
+      // The payer-bound copy (DocumentReference + Provenance) is written with this identity only.
+      scopes: [
+        'openid',
+        'fhirUser',
+        'patient/*.rs',
+        'user/QuestionnaireResponse.cru',
+        'user/DocumentReference.c',
+        'user/Provenance.c',
+      ],
       redirectUri: `${server.url}/callback`,
     },
   });
@@ -54,7 +62,16 @@ export async function registerSandboxPeers(server, options, peers) {
     tokenEndpoint: peers.payerTokenEndpoint,
     clientId: options.payerClients[0].clientId,
     signingAlg: 'ES384',
-    scopes: ['system/Questionnaire.rs', 'system/Library.rs', 'system/ValueSet.rs'],
+    // Package retrieval, and the submission routes (plain FHIR, PAS Claim/$submit, CDex $submit-attachment).
+    scopes: [
+      'system/Questionnaire.rs',
+      'system/Library.rs',
+      'system/ValueSet.rs',
+      'system/QuestionnaireResponse.c',
+      'system/Claim.c',
+      'system/DocumentReference.c',
+    ],
+    submissionRoute: process.env.SANDBOX_PAYER_ROUTE ?? 'bundle',
     igVersion: options.igVersion,
     coverageIdentifiers: ['http://example.org/payer-id|SANDBOX-PAYER'],
   });

@@ -3,6 +3,7 @@ import { APP_FILTER } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { buildDataSourceOptions } from '@dtr/persistence';
 import { APP_CONFIG, type AppConfig } from './config/app.config.js';
+import { AuditModule } from './audit/audit.module.js';
 import { HealthModule } from './health/health.module.js';
 import { DtrExceptionFilter } from './http/dtr-exception.filter.js';
 import { ENTITIES } from './entities.js';
@@ -37,6 +38,7 @@ export class AppModule {
         }),
         HealthModule,
         SmartModule,
+        AuditModule,
         PayersModule,
         DtrModule,
       ],

@@ -165,6 +165,7 @@
     const done = current.status === 'completed' || current.status === 'stopped';
     saveButton.disabled = done;
     completeButton.disabled = done;
+    document.getElementById('send-link').hidden = current.status !== 'completed';
     container.dataset.rendered = String(Date.now());
   }
 

@@ -29,7 +29,7 @@ function newSubmission(overrides: Partial<NewSubmission> = {}): NewSubmission {
     route: 'bundle',
     igVersion: '2.2',
     questionnaireUrl: 'http://example.org/Questionnaire/q',
-    qrEhrId: 'qr-1',
+    qrEhrId: `qr-${randomUUID()}`,
     choices: {},
     body: '{"resourceType":"Bundle"}',
     sha256: 'x',
@@ -57,10 +57,10 @@ describe('outbox and submissions (real PostgreSQL)', () => {
     await second?.destroy();
   });
 
-  it('keeps one submission per form and payer: a second create returns the first', async () => {
+  it('keeps one submission per questionnaire response and payer: a second create, from any form, returns the first', async () => {
     const input = newSubmission();
     const first = await repo.createOrGet(input);
-    const again = await repo.createOrGet({ ...input, body: '{"other":true}' });
+    const again = await repo.createOrGet({ ...input, formId: randomUUID(), body: '{"other":true}' });
     expect(first.created).toBe(true);
     expect(again.created).toBe(false);
     expect(again.submission.id).toBe(first.submission.id);

@@ -91,7 +91,7 @@ export class SubmissionRepository {
     private readonly clock: Clock,
   ) {}
 
-  /** Creates the submission, or returns the one this form already has for this payer (`created: false`). */
+  /** Creates the submission, or returns the one this response already has for this payer (`created: false`). */
   async createOrGet(input: NewSubmission): Promise<{ submission: Submission; created: boolean }> {
     const id = randomUUID();
     const now = this.clock.now();
@@ -102,7 +102,7 @@ export class SubmissionRepository {
          questionnaire_url, qr_ehr_id, qr_version_id, state, choices, bundle_enc, sha256, sha1, id_map_enc,
          created_at, updated_at)
        VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'writing-back',$12,$13,$14,$15,$16,$17,$17)
-       ON CONFLICT (form_id, payer_id) DO NOTHING RETURNING id`,
+       ON CONFLICT (tenant_id, qr_ehr_id, payer_id) DO NOTHING RETURNING id`,
       [
         id,
         input.formId,
@@ -123,7 +123,7 @@ export class SubmissionRepository {
         now,
       ],
     );
-    const found = await this.forForm(input.formId, input.payerId);
+    const found = await this.forResponse(input.tenantId, input.qrEhrId, input.payerId);
     if (!found) throw new Error('submission vanished after insert');
     return { submission: found, created: inserted.length === 1 };
   }
@@ -134,11 +134,13 @@ export class SubmissionRepository {
     return row ? this.toSubmission(row) : undefined;
   }
 
-  async forForm(formId: string, payerId: string): Promise<Submission | undefined> {
-    const [row] = await query<Row>(this.dataSource, `${SELECT} WHERE s.form_id = $1 AND s.payer_id = $2`, [
-      formId,
-      payerId,
-    ]);
+  /** The submission of a questionnaire response (its EHR id) to a payer, whichever session made it. */
+  async forResponse(tenantId: string, qrEhrId: string, payerId: string): Promise<Submission | undefined> {
+    const [row] = await query<Row>(
+      this.dataSource,
+      `${SELECT} WHERE s.tenant_id = $1 AND s.qr_ehr_id = $2 AND s.payer_id = $3`,
+      [tenantId, qrEhrId, payerId],
+    );
     return row ? this.toSubmission(row) : undefined;
   }
 

@@ -81,8 +81,25 @@ const schema = z
       .min(0, { error: 'must be a whole number of worker threads (0-64; 0 prefills in the request thread)' })
       .max(64, { error: 'must be a whole number of worker threads (0-64; 0 prefills in the request thread)' })
       .default(() => availableParallelism()),
+    /** Keyed hashes of patient and resource ids in the audit trail (base64, 16+ bytes); else derived from the key ring. */
+    DTR_AUDIT_HASH_KEY: z
+      .string()
+      .refine((v) => Buffer.from(v, 'base64').length >= 16, 'must be base64 of at least 16 random bytes')
+      .optional(),
+    DTR_DELIVERY_MAX_ATTEMPTS: positiveInt.max(100).default(8),
+    DTR_DELIVERY_RETRY_BASE_MS: positiveInt.default(2_000),
+    DTR_DELIVERY_RETRY_MAX_MS: positiveInt.default(300_000),
+    DTR_DELIVERY_TIMEOUT_MS: positiveInt.default(20_000),
+    DTR_DELIVERY_LEASE_MS: positiveInt.default(60_000),
+    DTR_DELIVERY_POLL_MS: positiveInt.default(1_000),
   })
   .superRefine((env, ctx) => {
+    if (env.DTR_DELIVERY_LEASE_MS <= env.DTR_DELIVERY_TIMEOUT_MS)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['DTR_DELIVERY_LEASE_MS'],
+        message: 'must be longer than DTR_DELIVERY_TIMEOUT_MS (a send still running must not be claimed again)',
+      });
     if (env.DTR_PROFILE !== 'production') return;
     // Outside the development/sandbox/test profiles nothing secret or public-facing is defaulted.
     if (!env.DTR_PUBLIC_URL) {
@@ -128,6 +145,9 @@ export interface AppConfig {
   sessionTtlMs: number;
   /** Prefill worker threads; 0 evaluates in the request thread (blocks the event loop while CQL runs). */
   prefillWorkers: number;
+  auditHashKey: Buffer | undefined;
+  /** The outbox: attempts before the dead letter, backoff, per-attempt timeout, lease, polling interval. */
+  delivery: { maxAttempts: number; baseDelayMs: number; maxDelayMs: number; timeoutMs: number; leaseMs: number; pollMs: number };
 }
 
 export class ConfigError extends Error {
@@ -166,6 +186,15 @@ export function loadAppConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     adminToken: e.DTR_ADMIN_TOKEN,
     sessionTtlMs: e.DTR_SESSION_TTL_MINUTES * 60_000,
     prefillWorkers: e.DTR_PREFILL_WORKERS,
+    auditHashKey: e.DTR_AUDIT_HASH_KEY ? Buffer.from(e.DTR_AUDIT_HASH_KEY, 'base64') : undefined,
+    delivery: {
+      maxAttempts: e.DTR_DELIVERY_MAX_ATTEMPTS,
+      baseDelayMs: e.DTR_DELIVERY_RETRY_BASE_MS,
+      maxDelayMs: e.DTR_DELIVERY_RETRY_MAX_MS,
+      timeoutMs: e.DTR_DELIVERY_TIMEOUT_MS,
+      leaseMs: e.DTR_DELIVERY_LEASE_MS,
+      pollMs: e.DTR_DELIVERY_POLL_MS,
+    },
   };
 }
 

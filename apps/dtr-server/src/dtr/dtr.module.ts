@@ -1,13 +1,20 @@
 import { Module } from '@nestjs/common';
 import { getDataSourceToken } from '@nestjs/typeorm';
-import { PackageCache } from '@dtr/payer';
+import { AuditLog } from '@dtr/audit';
+import { Outbox, SubmissionRepository } from '@dtr/disclosure';
+import { PayerRegistry, PackageCache } from '@dtr/payer';
 import type { DataSource } from 'typeorm';
 import { APP_CONFIG, type AppConfig } from '../config/app.config.js';
 import { JsonLogger } from '../logging/json-logger.js';
 import { PayersModule } from '../payers/payers.module.js';
-import { SmartModule } from '../smart/smart.module.js';
+import { OUTBOUND_POLICY, SmartModule } from '../smart/smart.module.js';
 import { Clock } from '@dtr/kernel';
-import { SecretBox } from '@dtr/smart';
+import { BackendServicesClient, type OutboundPolicy, SecretBox } from '@dtr/smart';
+import { DeliveryWorker } from './disclosure/delivery.worker.js';
+import { DisclosureController } from './disclosure/disclosure.controller.js';
+import { DisclosureUseCase } from './disclosure/disclosure.usecase.js';
+import { PayerDelivery } from './disclosure/payer-delivery.js';
+import { SendPageController } from './disclosure/send-page.controller.js';
 import { FormSessionRepository } from './forms/form-session.repository.js';
 import { FormSessionsService } from './forms/form-sessions.service.js';
 import { FormPageController } from './forms/form-page.controller.js';
@@ -21,7 +28,14 @@ import { QuestionnairesPageController } from './questionnaires-page.controller.j
 /** The DTR flow of a session: package retrieval and prefill (then completion and disclosure). */
 @Module({
   imports: [SmartModule, PayersModule],
-  controllers: [QuestionnairesController, QuestionnairesPageController, FormsController, FormPageController],
+  controllers: [
+    QuestionnairesController,
+    QuestionnairesPageController,
+    FormsController,
+    FormPageController,
+    DisclosureController,
+    SendPageController,
+  ],
   providers: [
     { provide: PackageCache, inject: [getDataSourceToken()], useFactory: (ds: DataSource) => new PackageCache(ds) },
     {
@@ -56,6 +70,39 @@ import { QuestionnairesPageController } from './questionnaires-page.controller.j
     },
     FormSessionsService,
     FormsUseCase,
+    {
+      provide: SubmissionRepository,
+      inject: [getDataSourceToken(), SecretBox, Clock],
+      useFactory: (ds: DataSource, box: SecretBox, clock: Clock) => new SubmissionRepository(ds, box, clock),
+    },
+    {
+      provide: Outbox,
+      inject: [getDataSourceToken(), SubmissionRepository, Clock, APP_CONFIG],
+      useFactory: (ds: DataSource, repo: SubmissionRepository, clock: Clock, config: AppConfig) =>
+        new Outbox(ds, repo, clock, config.delivery),
+    },
+    {
+      // Started on bootstrap, stopped (in-flight attempt finished) on shutdown.
+      provide: DeliveryWorker,
+      inject: [Outbox, PayerRegistry, BackendServicesClient, OUTBOUND_POLICY, AuditLog, JsonLogger, APP_CONFIG],
+      useFactory: (
+        outbox: Outbox,
+        payers: PayerRegistry,
+        tokens: BackendServicesClient,
+        policy: OutboundPolicy,
+        audit: AuditLog,
+        logger: JsonLogger,
+        config: AppConfig,
+      ) =>
+        new DeliveryWorker(
+          outbox,
+          new PayerDelivery(payers, tokens, policy, config.delivery.timeoutMs),
+          audit,
+          logger,
+          config.delivery.pollMs,
+        ),
+    },
+    DisclosureUseCase,
   ],
 })
 export class DtrModule {}

@@ -1,8 +1,8 @@
 import type { MigrationInterface, QueryRunner } from 'typeorm';
 
 /**
- * Disclosure: one `submission` per questionnaire response and payer (the unique key makes a second "Send" the same
- * submission), the `outbox` row that delivers it (written in the same transaction as the submission's move to
+ * Disclosure: one `submission` per questionnaire response (as the EHR holds it) and payer: the unique key makes a
+ * second "Send", or a Send after the form was resumed in another session, the same submission, the `outbox` row that delivers it (written in the same transaction as the submission's move to
  * `queued`, only after the EHR holds the copy); the audit table gains what disclosure audit needs.
  * What leaves for the payer is PHI: the exact bytes, the opaque-id map and the payer's answer are stored sealed
  * (`*_enc`). Submissions are not tied to the browser session (no cascade): delivery outlives it.
@@ -37,7 +37,7 @@ export class Disclosure1764600000000 implements MigrationInterface {
         last_error text,
         created_at timestamptz NOT NULL,
         updated_at timestamptz NOT NULL,
-        UNIQUE (form_id, payer_id)
+        UNIQUE (tenant_id, qr_ehr_id, payer_id)
       )`);
     await queryRunner.query(`CREATE INDEX submission_session_idx ON submission (session_id_hash, created_at)`);
     await queryRunner.query(`CREATE INDEX submission_state_idx ON submission (state, updated_at)`);

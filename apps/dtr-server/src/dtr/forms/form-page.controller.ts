@@ -41,6 +41,7 @@ export class FormPageController {
 <table><thead><tr><th scope="col">Question</th><th scope="col">In the EHR now</th><th scope="col">Yours</th></tr></thead><tbody id="conflict-rows"></tbody></table></section>
 <div id="form-container"></div>
 <p class="actions"><button type="button" id="save">Save draft</button> <button type="button" id="complete">Complete</button></p>
+<p id="send-link" hidden><a href="/app/questionnaire-responses/${id}/send">Review and send to the payer</a></p>
 <section id="origins-section"><h2>Where the answers came from</h2>
 <table id="origins"><thead><tr><th scope="col">Question</th><th scope="col">Origin</th><th scope="col">From the EHR</th></tr></thead><tbody></tbody></table></section>
 <section id="issues-section" hidden><h2>Prefill issues</h2><ul id="issues"></ul></section>
