@@ -30,14 +30,15 @@ const QR: FhirResource = {
 };
 
 describe('payer-bound copy', () => {
-  it('removes withheld answers (and a withheld group whole), keeping the rest and the original untouched', () => {
+  it('removes withheld items whole (question, answers, nested items), keeping the rest and the original untouched', () => {
     const copy = withholdAnswers(QR, new Set(['dx', 'deep', 'secret-group']));
     const text = JSON.stringify(copy);
     expect(text).not.toContain('psy-1');
+    expect(text).not.toContain('"dx"');
     expect(text).not.toContain('hidden');
     expect(text).not.toContain('"valueInteger":3');
     expect(text).toContain('kept');
-    expect((copy['item'] as Array<{ linkId: string }>).map((i) => i.linkId)).toEqual(['dx', 'plain', 'group']);
+    expect((copy['item'] as Array<{ linkId: string }>).map((i) => i.linkId)).toEqual(['plain', 'group']);
     expect(JSON.stringify(QR)).toContain('psy-1');
     expect(answerReferences(QR)).toEqual(['Condition/psy-1']);
     expect(answerReferences(copy)).toEqual([]);

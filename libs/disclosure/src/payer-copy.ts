@@ -18,16 +18,12 @@ interface Item {
   [key: string]: unknown;
 }
 
-/** A copy without the answers (and answers' nested items) of the withheld items; the EHR keeps the full response. */
+/** A copy without the withheld items (their answers and nested items); the EHR keeps the full response. */
 export function withholdAnswers(qr: FhirResource, withheld: ReadonlySet<string>): FhirResource {
   const strip = (items: Item[] | undefined): Item[] | undefined =>
     items?.flatMap((item) => {
-      if (item.linkId && withheld.has(item.linkId)) {
-        // A withheld group goes whole; a withheld question keeps its place without an answer.
-        if (!item.answer && item.item) return [];
-        const { answer: _answer, ...rest } = item;
-        return [rest];
-      }
+      // A withheld item goes whole: its answers, its nested items, and the question itself (which can tell as much).
+      if (item.linkId && withheld.has(item.linkId)) return [];
       const copy: Item = { ...item };
       if (item.item) copy.item = strip(item.item)!;
       if (item.answer) copy.answer = item.answer.map((a) => (a.item ? { ...a, item: strip(a.item)! } : a));

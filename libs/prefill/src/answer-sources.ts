@@ -33,7 +33,8 @@ export function answerSources(
   const out: Record<string, AnswerSource[]> = {};
   for (const item of items) {
     const drawn = new Set<FhirResource>(context);
-    if (item.define) for (const type of retrieveTypes(item.define)) for (const r of byType.get(type) ?? []) drawn.add(r);
+    if (item.define)
+      for (const type of retrieveTypes(item.define)) for (const r of byType.get(type) ?? []) drawn.add(r);
     if (!item.define && !item.fhirpath) continue;
     const sources = summarise([...drawn]);
     if (sources.length > 0) out[item.linkId] = [...(out[item.linkId] ?? []), ...sources];

@@ -638,9 +638,10 @@ export class PrefillEngine {
         }),
       (define) =>
         new Set(
-          (prepared ? prepared.dataRequirements([define], expand) : dataRequirements(index, [define], expand)).retrieves.map(
-            (r) => r.resourceType,
-          ),
+          (prepared
+            ? prepared.dataRequirements([define], expand)
+            : dataRequirements(index, [define], expand)
+          ).retrieves.map((r) => r.resourceType),
         ),
       [...resources.values()],
       [patient, ...contextResources].filter((r): r is FhirResource => Boolean(r)),

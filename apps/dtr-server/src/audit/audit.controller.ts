@@ -69,7 +69,9 @@ export function auditBundle(events: Awaited<ReturnType<AuditLog['search']>>): Re
     resourceType: 'Bundle',
     type: 'searchset',
     total: events.length,
-    ...(events.length > 0 ? { meta: { tag: [{ system: 'urn:dtr-backend:last-seq', code: String(events.at(-1)!.seq) }] } } : {}),
+    ...(events.length > 0
+      ? { meta: { tag: [{ system: 'urn:dtr-backend:last-seq', code: String(events.at(-1)!.seq) }] } }
+      : {}),
     entry: events.map((e) => ({ resource: toFhirAuditEvent(e, 'dtr-backend') })),
   };
 }

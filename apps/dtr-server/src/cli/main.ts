@@ -11,6 +11,7 @@ import type { DataSource } from 'typeorm';
 import path from 'node:path';
 import { loadAppConfig } from '../config/app.config.js';
 import { exitOnConfigError } from '../config/config-exit.js';
+import { registerDisclosureCommands } from './disclosure.commands.js';
 import { registerPackageCommands } from './package.commands.js';
 import { registerPrefillCommand } from './prefill.commands.js';
 import { registerTenantCommands } from './tenant.commands.js';
@@ -151,6 +152,7 @@ keys
     process.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
   });
 registerPrefillCommand(program);
+registerDisclosureCommands(program, withDatabase);
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   exitOnConfigError('dtr', error);

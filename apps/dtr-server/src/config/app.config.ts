@@ -147,7 +147,14 @@ export interface AppConfig {
   prefillWorkers: number;
   auditHashKey: Buffer | undefined;
   /** The outbox: attempts before the dead letter, backoff, per-attempt timeout, lease, polling interval. */
-  delivery: { maxAttempts: number; baseDelayMs: number; maxDelayMs: number; timeoutMs: number; leaseMs: number; pollMs: number };
+  delivery: {
+    maxAttempts: number;
+    baseDelayMs: number;
+    maxDelayMs: number;
+    timeoutMs: number;
+    leaseMs: number;
+    pollMs: number;
+  };
 }
 
 export class ConfigError extends Error {

@@ -130,7 +130,8 @@ export const cdexSubmissionRoute: SubmissionRoute = {
   validate(body) {
     if (!isResource(body) || body.resourceType !== 'Parameters')
       throw new PayerHttpError(400, 'invalid', '$submit-attachment takes Parameters');
-    const params = (body['parameter'] as Array<{ name?: string; part?: Array<{ name?: string; resource?: unknown }> }>) ?? [];
+    const params =
+      (body['parameter'] as Array<{ name?: string; part?: Array<{ name?: string; resource?: unknown }> }>) ?? [];
     if (!params.some((p) => p.name === 'TrackingId'))
       throw new PayerHttpError(400, 'required', 'TrackingId is required');
     const attachment = params.find((p) => p.name === 'Attachment');

@@ -62,7 +62,12 @@ export class DeliveryWorker implements OnApplicationBootstrap, OnApplicationShut
       await this.outbox.drain(this.sender, this.hook);
     } catch (error) {
       // The database may be restarting: the rows stay and the next round picks them up.
-      this.logger.entry('warn', 'delivery round failed; retrying later', { reason: error instanceof Error ? error.message : 'error' }, 'DeliveryWorker');
+      this.logger.entry(
+        'warn',
+        'delivery round failed; retrying later',
+        { reason: error instanceof Error ? error.message : 'error' },
+        'DeliveryWorker',
+      );
     }
   }
 
@@ -83,8 +88,14 @@ export class DeliveryWorker implements OnApplicationBootstrap, OnApplicationShut
         kind: 'delivery-attempt',
         action: 'C',
         outcome: result.kind === 'accepted' ? '0' : final === 'dead' ? '8' : '4',
-        entities: [{ what: submission.id, role: '20', detail: { attempt, route: submission.route, sha256: submission.sha256 } }],
-        detail: { result: result.kind, ...('status' in result && result.status !== undefined ? { status: result.status } : {}), next: final },
+        entities: [
+          { what: submission.id, role: '20', detail: { attempt, route: submission.route, sha256: submission.sha256 } },
+        ],
+        detail: {
+          result: result.kind,
+          ...('status' in result && result.status !== undefined ? { status: result.status } : {}),
+          next: final,
+        },
       },
       tx,
     );

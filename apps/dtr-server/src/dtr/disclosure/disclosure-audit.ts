@@ -26,7 +26,12 @@ export class DisclosureAudit {
   }
 
   /** The disclose authorization used (single-client tenants marked) and each sensitive choice. */
-  async chosen(submission: Submission, flags: Flags, discloseClientId: string, tenant: TenantView | undefined): Promise<void> {
+  async chosen(
+    submission: Submission,
+    flags: Flags,
+    discloseClientId: string,
+    tenant: TenantView | undefined,
+  ): Promise<void> {
     await this.audit.record({
       ...this.base(submission),
       kind: 'disclose-authorization',
@@ -48,14 +53,23 @@ export class DisclosureAudit {
         entities: [
           isItem
             ? { what: key, role: '4', detail: { choice } }
-            : { what: this.audit.hash(key.slice('resource:'.length)), type: key.slice('resource:'.length).split('/')[0]!, role: '4', detail: { choice } },
+            : {
+                what: this.audit.hash(key.slice('resource:'.length)),
+                type: key.slice('resource:'.length).split('/')[0]!,
+                role: '4',
+                detail: { choice },
+              },
         ],
         detail: { choice },
       });
     }
   }
 
-  async writeBackFailed(submission: Submission, result: Extract<CopyResult, { kind: 'failed' }>, client: string): Promise<void> {
+  async writeBackFailed(
+    submission: Submission,
+    result: Extract<CopyResult, { kind: 'failed' }>,
+    client: string,
+  ): Promise<void> {
     await this.audit.record({
       ...this.base(submission),
       kind: result.step === 'read-back' ? 'ehr-read-back' : 'ehr-write-back',
@@ -68,7 +82,12 @@ export class DisclosureAudit {
   }
 
   /** Written and read back: recorded in the transaction that queues the submission. */
-  async verified(submission: Submission, result: Extract<CopyResult, { kind: 'verified' }>, client: string, tx: Queryable): Promise<void> {
+  async verified(
+    submission: Submission,
+    result: Extract<CopyResult, { kind: 'verified' }>,
+    client: string,
+    tx: Queryable,
+  ): Promise<void> {
     const copy = { what: this.audit.hash(result.documentReference), type: 'DocumentReference', role: '3' };
     await this.audit.record(
       {
@@ -77,7 +96,12 @@ export class DisclosureAudit {
         action: 'C',
         outcome: '0',
         agents: [...this.user(), { type: 'client', who: client, requestor: true }],
-        entities: [{ ...copy, detail: { sha256: submission.sha256, bytes: Buffer.byteLength(submission.body), newCopy: result.created } }],
+        entities: [
+          {
+            ...copy,
+            detail: { sha256: submission.sha256, bytes: Buffer.byteLength(submission.body), newCopy: result.created },
+          },
+        ],
       },
       tx,
     );

@@ -100,12 +100,15 @@ export function flagsOf(
     for (const item of items ?? []) {
       if (item.linkId && item.answer && item.answer.length > 0) {
         const fromSources = (sources[item.linkId] ?? []).flatMap((s) =>
-          sourceReasons(s, rules).map((reason) => `${s.reference.endsWith('/*') ? s.reference.split('/')[0] : 'a source'} ${reason}`),
+          sourceReasons(s, rules).map(
+            (reason) => `${s.reference.endsWith('/*') ? s.reference.split('/')[0] : 'a source'} ${reason}`,
+          ),
         );
         const viaReference = answerReferences({ resourceType: 'QuestionnaireResponse', item: [item] }).flatMap((ref) =>
           (resourceReasons.get(ref) ?? []).length > 0 ? [`it names ${ref.split('/')[0]}, which is sensitive`] : [],
         );
-        const unknown = !restriction && (sources[item.linkId] ?? []).length > 0 ? ['the EHR could not be asked about Consents'] : [];
+        const unknown =
+          !restriction && (sources[item.linkId] ?? []).length > 0 ? ['the EHR could not be asked about Consents'] : [];
         answers.push({
           key: `item:${item.linkId}`,
           linkId: item.linkId,
@@ -119,7 +122,11 @@ export function flagsOf(
     }
   };
   visit((qr as { item?: QItem[] }).item);
-  const resources = [...resourceReasons].map(([reference, reasons]) => ({ key: `resource:${reference}`, reference, reasons }));
+  const resources = [...resourceReasons].map(([reference, reasons]) => ({
+    key: `resource:${reference}`,
+    reference,
+    reasons,
+  }));
   return {
     answers,
     resources,
@@ -131,7 +138,10 @@ export function flagsOf(
 export function readChoices(body: unknown, needsChoice: string[]): Record<string, Choice> {
   const raw = (body as { choices?: unknown } | null | undefined)?.choices ?? {};
   if (!raw || typeof raw !== 'object' || Array.isArray(raw))
-    throw new DtrError('INVALID_INPUT', 'choices must be an object of "item:<linkId>" or "resource:<Type/id>" to include or withhold');
+    throw new DtrError(
+      'INVALID_INPUT',
+      'choices must be an object of "item:<linkId>" or "resource:<Type/id>" to include or withhold',
+    );
   const choices: Record<string, Choice> = {};
   const unknown: string[] = [];
   for (const [key, value] of Object.entries(raw as Record<string, unknown>)) {
@@ -140,13 +150,23 @@ export function readChoices(body: unknown, needsChoice: string[]): Record<string
     else throw new DtrError('INVALID_INPUT', `the choice for ${key.slice(0, 80)} must be include or withhold`);
   }
   if (unknown.length > 0)
-    throw new DtrError('INVALID_INPUT', `no choice is asked for ${unknown.slice(0, 5).map((k) => k.slice(0, 80)).join(', ')}`);
+    throw new DtrError(
+      'INVALID_INPUT',
+      `no choice is asked for ${unknown
+        .slice(0, 5)
+        .map((k) => k.slice(0, 80))
+        .join(', ')}`,
+    );
   const missing = needsChoice.filter((k) => !(k in choices));
   if (missing.length > 0)
-    throw new DtrError('INVALID_INPUT', `each sensitive answer and resource needs include or withhold: ${missing.join(', ')}`, {
-      details: { missing: missing.length },
-      expression: missing,
-    });
+    throw new DtrError(
+      'INVALID_INPUT',
+      `each sensitive answer and resource needs include or withhold: ${missing.join(', ')}`,
+      {
+        details: { missing: missing.length },
+        expression: missing,
+      },
+    );
   return choices;
 }
 

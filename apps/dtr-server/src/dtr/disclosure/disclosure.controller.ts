@@ -24,7 +24,9 @@ export class DisclosureController {
   constructor(private readonly disclosure: DisclosureUseCase) {}
 
   @Get('questionnaire-responses/:id/disclosure')
-  @ApiOperation({ summary: 'What would leave for the payer: every answer and resource, sensitive ones flagged for a choice' })
+  @ApiOperation({
+    summary: 'What would leave for the payer: every answer and resource, sensitive ones flagged for a choice',
+  })
   @ApiOkResponse({ description: 'DisclosureReview' })
   @ApiConflictResponse({ description: 'The response is not completed (and stored in the EHR) yet' })
   review(@CurrentSession() session: SessionRecord, @Param('id') id: string): Promise<DisclosureReview> {
@@ -38,11 +40,15 @@ export class DisclosureController {
       'Send to the payer: the copy is written into the EHR (disclose identity) and verified, then queued; once per response and payer',
   })
   @ApiBody({
-    description: '{ choices: { "item:<linkId>" | "resource:<Type/id>": "include" | "withhold" } } for every flagged entry',
+    description:
+      '{ choices: { "item:<linkId>" | "resource:<Type/id>": "include" | "withhold" } } for every flagged entry',
     schema: { type: 'object', properties: { choices: { type: 'object' } } },
   })
   @ApiAcceptedResponse({ description: 'SubmissionView (queued for delivery); a repeat answers the same submission' })
-  @ApiResponse({ status: 400, description: 'A flagged answer or resource has no choice, or a choice names nothing flagged' })
+  @ApiResponse({
+    status: 400,
+    description: 'A flagged answer or resource has no choice, or a choice names nothing flagged',
+  })
   @ApiForbiddenResponse({ description: 'No disclosure authorization, or not the disclosure identity' })
   @ApiResponse({ status: 502, description: 'The EHR did not take or verify the copy: nothing was sent; retry later' })
   async send(

@@ -17,7 +17,14 @@ import { type Payer, PayerRegistry } from '@dtr/payer';
 import { type SessionRecord, SmartSessions, TenantRegistry } from '@dtr/smart';
 import { FormSessionRepository, type FormSession } from '../forms/form-session.repository.js';
 import { DisclosureAudit } from './disclosure-audit.js';
-import { type Flags, flagsOf, type ReviewedAnswer, type ReviewedResource, readChoices, withheldItems } from './disclosure-review.js';
+import {
+  type Flags,
+  flagsOf,
+  type ReviewedAnswer,
+  type ReviewedResource,
+  readChoices,
+  withheldItems,
+} from './disclosure-review.js';
 import { DeliveryWorker } from './delivery.worker.js';
 import { EhrCopy, sha1Base64, sha256Hex } from './ehr-copy.js';
 import { type SubmissionView, submissionView } from './submission-view.js';
@@ -66,7 +73,10 @@ export class DisclosureUseCase {
     const existing = await this.submissions.forResponse(session.tenantId, form.ehr.id!, payer.id);
     return {
       formId: form.id,
-      questionnaire: { url: form.questionnaire.url, ...(form.questionnaire.title ? { title: form.questionnaire.title } : {}) },
+      questionnaire: {
+        url: form.questionnaire.url,
+        ...(form.questionnaire.title ? { title: form.questionnaire.title } : {}),
+      },
       payer: { id: payer.id, name: payer.name, route: payer.submissionRoute, igVersion: payer.igVersion },
       authorization: {
         mode: tenant?.discloseMode ?? 'user-delegated',
@@ -84,7 +94,8 @@ export class DisclosureUseCase {
   async send(session: SessionRecord, formId: string, body: unknown): Promise<SendOutcome> {
     const { form, qr, payer } = await this.sendable(session, formId);
     const existing = await this.submissions.forResponse(session.tenantId, form.ehr.id!, payer.id);
-    if (existing && existing.state !== 'write-back-failed') return { kind: 'existing', submission: submissionView(existing) };
+    if (existing && existing.state !== 'write-back-failed')
+      return { kind: 'existing', submission: submissionView(existing) };
     const discloseClientId = await this.assertDiscloseIdentity(session);
     let submission: Submission;
     if (existing) {
@@ -97,7 +108,13 @@ export class DisclosureUseCase {
       submission = made.submission;
       if (!made.created && submission.state !== 'write-back-failed')
         return { kind: 'existing', submission: submissionView(submission) };
-      if (made.created) await new DisclosureAudit(this.audit, session).chosen(submission, flags, discloseClientId, await this.tenants.get(session.tenantId));
+      if (made.created)
+        await new DisclosureAudit(this.audit, session).chosen(
+          submission,
+          flags,
+          discloseClientId,
+          await this.tenants.get(session.tenantId),
+        );
     }
     return this.writeBack(session, form, payer, submission, discloseClientId);
   }
@@ -108,11 +125,15 @@ export class DisclosureUseCase {
 
   async get(session: SessionRecord, id: string): Promise<SubmissionView> {
     const found = await this.submissions.get(id);
-    if (!found || found.sessionIdHash !== session.idHash) throw new DtrError('NOT_FOUND', 'no such submission in this session');
+    if (!found || found.sessionIdHash !== session.idHash)
+      throw new DtrError('NOT_FOUND', 'no such submission in this session');
     return submissionView(found, true);
   }
 
-  private async sendable(session: SessionRecord, formId: string): Promise<{ form: FormSession; qr: FhirResource; payer: Payer }> {
+  private async sendable(
+    session: SessionRecord,
+    formId: string,
+  ): Promise<{ form: FormSession; qr: FhirResource; payer: Payer }> {
     const form = await this.forms.get(session.idHash, formId);
     if (!form) throw new DtrError('NOT_FOUND', 'no such questionnaire response in this session');
     if (form.status !== 'completed' || !form.draft || !form.ehr.id)
@@ -131,18 +152,29 @@ export class DisclosureUseCase {
     const ehr = this.smart.fhirClient(session, 'supplement', EHR_TIMEOUTS);
     const referenced = await readAll(ehr, answerReferences(qr));
     const restriction = await this.consents(ehr, form, payer);
-    return { ...flagsOf(form.definition.questionnaire, qr, form.definition.sources ?? {}, referenced, restriction), ...(restriction ? { restriction } : {}) };
+    return {
+      ...flagsOf(form.definition.questionnaire, qr, form.definition.sources ?? {}, referenced, restriction),
+      ...(restriction ? { restriction } : {}),
+    };
   }
 
   /** The patient's active Consents, as they apply to this payer; `undefined` when the EHR cannot be asked. */
-  private async consents(ehr: HttpFhirClient, form: FormSession, payer: Payer): Promise<ConsentRestriction | undefined> {
+  private async consents(
+    ehr: HttpFhirClient,
+    form: FormSession,
+    payer: Payer,
+  ): Promise<ConsentRestriction | undefined> {
     try {
       const found = await ehr.search('Consent', { patient: form.patient, status: 'active' });
       // Consents not all seen are Consents unknown: treated as restricting everything.
       if (found.truncated) return undefined;
       const consents = found.resources;
-      const coverage = form.definition.coverage[0] ? await ehr.read('Coverage', form.definition.coverage[0].split('/').pop()!) : undefined;
-      const payors = ((coverage?.['payor'] as Array<{ reference?: string }> | undefined) ?? []).flatMap((p) => (p.reference ? [p.reference] : []));
+      const coverage = form.definition.coverage[0]
+        ? await ehr.read('Coverage', form.definition.coverage[0].split('/').pop()!)
+        : undefined;
+      const payors = ((coverage?.['payor'] as Array<{ reference?: string }> | undefined) ?? []).flatMap((p) =>
+        p.reference ? [p.reference] : [],
+      );
       return consentRestriction(consents, { references: payors, identifiers: payer.coverageIdentifiers });
     } catch {
       return undefined;
@@ -166,9 +198,13 @@ export class DisclosureUseCase {
     try {
       token = await this.smart.token(session, 'disclose');
     } catch {
-      throw new DtrError('FORBIDDEN', 'sending to the payer needs the disclosure authorization first (/disclose/authorize)', {
-        details: { authorize: '/disclose/authorize' },
-      });
+      throw new DtrError(
+        'FORBIDDEN',
+        'sending to the payer needs the disclosure authorization first (/disclose/authorize)',
+        {
+          details: { authorize: '/disclose/authorize' },
+        },
+      );
     }
     const disclose = tenant.registrations.find((r) => r.purpose === 'disclose')?.clientId;
     if (!tenant.singleClient && token.clientId !== disclose)
@@ -177,7 +213,13 @@ export class DisclosureUseCase {
   }
 
   /** The exact bytes, fixed once: withheld answers out, referenced resources in, opaque ids, the payer's route. */
-  private async build(session: SessionRecord, form: FormSession, qr: FhirResource, payer: Payer, choices: Record<string, 'include' | 'withhold'>) {
+  private async build(
+    session: SessionRecord,
+    form: FormSession,
+    qr: FhirResource,
+    payer: Payer,
+    choices: Record<string, 'include' | 'withhold'>,
+  ) {
     const ehr = this.smart.fhirClient(session, 'supplement', EHR_TIMEOUTS);
     const copy = withholdAnswers(qr, withheldItems(qr, choices));
     const resources = await readAll(ehr, answerReferences(copy));
@@ -187,10 +229,18 @@ export class DisclosureUseCase {
     ]);
     const id = crypto.randomUUID();
     const now = this.clock.now();
-    const bundle = questionnaireResponseBundle({ qr: copy, resources, igVersion: payer.igVersion, submissionId: id, now, fhirBase: session.fhirBase });
+    const bundle = questionnaireResponseBundle({
+      qr: copy,
+      resources,
+      igVersion: payer.igVersion,
+      submissionId: id,
+      now,
+      fhirBase: session.fhirBase,
+    });
     const extra = [patient, coverage].flatMap((r) => identifierValues(r));
     const { bundle: safe, map } = pseudonymizeIds(bundle, extra);
-    const renamed = (ref: string | undefined) => (ref ? (Object.entries(map).find(([, was]) => was === ref)?.[0] ?? ref) : undefined);
+    const renamed = (ref: string | undefined) =>
+      ref ? (Object.entries(map).find(([, was]) => was === ref)?.[0] ?? ref) : undefined;
     const request = routeRequest(payer.submissionRoute, {
       submissionId: id,
       qrBundle: safe,
@@ -223,8 +273,17 @@ export class DisclosureUseCase {
     };
   }
 
-  private async writeBack(session: SessionRecord, form: FormSession, payer: Payer, submission: Submission, discloseClientId: string): Promise<SendOutcome> {
-    const copy = new EhrCopy(this.smart.fhirClient(session, 'disclose', EHR_TIMEOUTS), this.smart.fhirClient(session, 'supplement', EHR_TIMEOUTS));
+  private async writeBack(
+    session: SessionRecord,
+    form: FormSession,
+    payer: Payer,
+    submission: Submission,
+    discloseClientId: string,
+  ): Promise<SendOutcome> {
+    const copy = new EhrCopy(
+      this.smart.fhirClient(session, 'disclose', EHR_TIMEOUTS),
+      this.smart.fhirClient(session, 'supplement', EHR_TIMEOUTS),
+    );
     const result = await copy.write(submission, {
       patient: `Patient/${form.patient}`,
       ...(form.definition.author.practitioner ? { author: form.definition.author.practitioner } : {}),
@@ -238,9 +297,16 @@ export class DisclosureUseCase {
       await this.submissions.writeBackFailed(submission.id, result.message);
       await audit.writeBackFailed(submission, result, discloseClientId);
       const failed = (await this.submissions.get(submission.id))!;
-      return { kind: 'write-back-failed', status: result.status, message: `Not sent: ${result.message}.`, submission: submissionView(failed) };
+      return {
+        kind: 'write-back-failed',
+        status: result.status,
+        message: `Not sent: ${result.message}.`,
+        submission: submissionView(failed),
+      };
     }
-    await this.submissions.queue(submission.id, result, (tx) => audit.verified(submission, result, discloseClientId, tx));
+    await this.submissions.queue(submission.id, result, (tx) =>
+      audit.verified(submission, result, discloseClientId, tx),
+    );
     this.worker.wake();
     return { kind: 'queued', submission: submissionView((await this.submissions.get(submission.id))!) };
   }
@@ -265,5 +331,8 @@ async function readAll(ehr: HttpFhirClient, references: string[]): Promise<FhirR
 function identifierValues(resource: FhirResource | undefined): string[] {
   if (!resource) return [];
   const ids = (resource['identifier'] as Array<{ value?: string }> | undefined) ?? [];
-  return [...ids.map((i) => i.value ?? ''), typeof resource['subscriberId'] === 'string' ? resource['subscriberId'] : ''].filter(Boolean);
+  return [
+    ...ids.map((i) => i.value ?? ''),
+    typeof resource['subscriberId'] === 'string' ? resource['subscriberId'] : '',
+  ].filter(Boolean);
 }

@@ -53,7 +53,8 @@ export class EhrCopy {
     } catch (error) {
       return failed('write', error);
     }
-    if (!document.id) return { kind: 'failed', step: 'write', status: 502, message: 'the EHR did not say where it stored the copy' };
+    if (!document.id)
+      return { kind: 'failed', step: 'write', status: 502, message: 'the EHR did not say where it stored the copy' };
     const documentReference = `DocumentReference/${document.id}`;
     let provenance: FhirResource;
     try {
@@ -81,8 +82,9 @@ export class EhrCopy {
     } catch (error) {
       return failed('read-back', error);
     }
-    const attachment = (stored?.['content'] as Array<{ attachment?: { data?: string; hash?: string } }> | undefined)?.[0]
-      ?.attachment;
+    const attachment = (
+      stored?.['content'] as Array<{ attachment?: { data?: string; hash?: string } }> | undefined
+    )?.[0]?.attachment;
     const bytes = attachment?.data ? Buffer.from(attachment.data, 'base64').toString('utf8') : undefined;
     if (bytes !== submission.body || attachment?.hash !== submission.sha1 || sha1Base64(bytes) !== submission.sha1)
       return {
@@ -98,7 +100,8 @@ export class EhrCopy {
 function failed(step: 'write' | 'provenance' | 'read-back', error: unknown): CopyResult {
   const upstream = error instanceof DtrError ? Number(error.details['status'] ?? 0) : 0;
   const status = error instanceof DtrError && error.code === 'UPSTREAM_TIMEOUT' ? 504 : upstream;
-  const what = step === 'write' ? 'store the copy' : step === 'provenance' ? 'store its provenance' : 'read the copy back';
+  const what =
+    step === 'write' ? 'store the copy' : step === 'provenance' ? 'store its provenance' : 'read the copy back';
   return {
     kind: 'failed',
     step,
@@ -153,13 +156,19 @@ function provenanceOf(submission: Submission, documentReference: string, ctx: Co
       ...(ctx.author
         ? [
             {
-              type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/provenance-participant-type', code: 'author' }] },
+              type: {
+                coding: [
+                  { system: 'http://terminology.hl7.org/CodeSystem/provenance-participant-type', code: 'author' },
+                ],
+              },
               who: { reference: ctx.author },
             },
           ]
         : []),
       {
-        type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/provenance-participant-type', code: 'assembler' }] },
+        type: {
+          coding: [{ system: 'http://terminology.hl7.org/CodeSystem/provenance-participant-type', code: 'assembler' }],
+        },
         who: { identifier: { system: 'urn:dtr-backend:client', value: ctx.discloseClientId }, display: 'DTR backend' },
       },
     ],

@@ -53,7 +53,8 @@ export class PayerDelivery implements DeliverySender {
     }
     const text = await readCapped(response);
     const answer = parseAnswer(text);
-    if (response.ok) return { kind: 'accepted', status: response.status, outcome: outcomeOf(answer), answer: answer ?? {} };
+    if (response.ok)
+      return { kind: 'accepted', status: response.status, outcome: outcomeOf(answer), answer: answer ?? {} };
     if (response.status === 429 || response.status === 408 || response.status >= 500)
       return {
         kind: 'retry',

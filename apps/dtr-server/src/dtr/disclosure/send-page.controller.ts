@@ -15,7 +15,8 @@ td,th{border:1px solid #ccc;padding:.3rem .5rem;text-align:left;vertical-align:t
 function page(title: string, body: SafeHtml, refresh = false): string {
   return html`<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${title}</title>
 ${refresh ? html`<meta http-equiv="refresh" content="2">` : ''}${STYLE}</head><body>
-<p><a href="/app">Back to the session</a> · <a href="/app/submissions">Sent to the payer</a></p>${body}</body></html>`.value;
+<p><a href="/app">Back to the session</a> · <a href="/app/submissions">Sent to the payer</a></p>${body}</body></html>`
+    .value;
 }
 
 function choiceCell(key: string, reasons: string[]): SafeHtml {
@@ -27,10 +28,12 @@ function choiceCell(key: string, reasons: string[]): SafeHtml {
 
 function reviewBody(review: DisclosureReview, id: string, error?: string): SafeHtml {
   const answers = review.answers.map(
-    (a) => html`<tr class="${a.reasons.length ? 'sensitive' : ''}" data-link-id="${a.linkId}"><td>${a.text}</td><td>${a.value}</td>${choiceCell(a.key, a.reasons)}</tr>`,
+    (a) =>
+      html`<tr class="${a.reasons.length ? 'sensitive' : ''}" data-link-id="${a.linkId}"><td>${a.text}</td><td>${a.value}</td>${choiceCell(a.key, a.reasons)}</tr>`,
   );
   const resources = review.resources.map(
-    (r) => html`<tr class="${r.reasons.length ? 'sensitive' : ''}"><td><code>${r.reference}</code></td>${choiceCell(r.key, r.reasons)}</tr>`,
+    (r) =>
+      html`<tr class="${r.reasons.length ? 'sensitive' : ''}"><td><code>${r.reference}</code></td>${choiceCell(r.key, r.reasons)}</tr>`,
   );
   const authorize = review.authorization.authorized
     ? html`<p>Disclosure authorized (${review.authorization.mode}${review.authorization.singleClient ? ', single client' : ''}).</p>`
@@ -55,7 +58,10 @@ function statusBody(s: SubmissionView): SafeHtml {
     delivered: 'Delivered to the payer.',
     dead: 'Not delivered: the payer could not be reached or refused it. An operator can retry it.',
   };
-  const answer = s.payerAnswer === undefined ? '' : html`<details><summary>The payer's answer</summary><pre>${JSON.stringify(s.payerAnswer, null, 2)}</pre></details>`;
+  const answer =
+    s.payerAnswer === undefined
+      ? ''
+      : html`<details><summary>The payer's answer</summary><pre>${JSON.stringify(s.payerAnswer, null, 2)}</pre></details>`;
   return html`<h1>Submission to ${s.payer.id}</h1>
 <p id="submission-state" data-state="${s.state}" role="status">${state[s.state]}${final ? '' : ' (this page refreshes)'}</p>
 <dl><dt>Questionnaire</dt><dd>${s.questionnaire}</dd><dt>Route</dt><dd>${s.route}</dd>
@@ -80,7 +86,11 @@ export class SendPageController {
     if (!UUID.test(id)) throw new DtrError('NOT_FOUND', 'no such form');
     const review = await this.disclosure.review(session, id);
     if (review.submission) return res.redirect(303, `/app/submissions/${review.submission.id}`);
-    res.status(200).type('text/html').set('Cache-Control', 'no-store').send(page('Review and send', reviewBody(review, id)));
+    res
+      .status(200)
+      .type('text/html')
+      .set('Cache-Control', 'no-store')
+      .send(page('Review and send', reviewBody(review, id)));
   }
 
   @Post('questionnaire-responses/:id/send')
@@ -101,7 +111,11 @@ export class SendPageController {
     } catch (error) {
       if (!(error instanceof DtrError) || (error.httpStatus !== 400 && error.httpStatus !== 403)) throw error;
       const review = await this.disclosure.review(session, id);
-      res.status(error.httpStatus).type('text/html').set('Cache-Control', 'no-store').send(page('Review and send', reviewBody(review, id, error.message)));
+      res
+        .status(error.httpStatus)
+        .type('text/html')
+        .set('Cache-Control', 'no-store')
+        .send(page('Review and send', reviewBody(review, id, error.message)));
     }
   }
 
@@ -109,9 +123,19 @@ export class SendPageController {
   async list(@CurrentSession() session: SessionRecord, @Res() res: Response): Promise<void> {
     const { submissions } = await this.disclosure.list(session);
     const rows = submissions.map(
-      (s) => html`<li><a href="/app/submissions/${s.id}">${s.questionnaire}</a>: <span data-state="${s.state}">${s.state}</span>${s.payerOutcome ? html` (${s.payerOutcome})` : ''}</li>`,
+      (s) =>
+        html`<li><a href="/app/submissions/${s.id}">${s.questionnaire}</a>: <span data-state="${s.state}">${s.state}</span>${s.payerOutcome ? html` (${s.payerOutcome})` : ''}</li>`,
     );
-    res.status(200).type('text/html').set('Cache-Control', 'no-store').send(page('Sent to the payer', html`<h1>Sent to the payer</h1>${rows.length ? html`<ul id="submissions">${rows}</ul>` : html`<p>Nothing sent yet.</p>`}`));
+    res
+      .status(200)
+      .type('text/html')
+      .set('Cache-Control', 'no-store')
+      .send(
+        page(
+          'Sent to the payer',
+          html`<h1>Sent to the payer</h1>${rows.length ? html`<ul id="submissions">${rows}</ul>` : html`<p>Nothing sent yet.</p>`}`,
+        ),
+      );
   }
 
   @Get('submissions/:id')
@@ -119,6 +143,10 @@ export class SendPageController {
     if (!UUID.test(id)) throw new DtrError('NOT_FOUND', 'no such submission');
     const s = await this.disclosure.get(session, id);
     const final = s.state === 'delivered' || s.state === 'dead' || s.state === 'write-back-failed';
-    res.status(200).type('text/html').set('Cache-Control', 'no-store').send(page('Submission', statusBody(s), !final));
+    res
+      .status(200)
+      .type('text/html')
+      .set('Cache-Control', 'no-store')
+      .send(page('Submission', statusBody(s), !final));
   }
 }

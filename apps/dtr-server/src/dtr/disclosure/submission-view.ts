@@ -30,7 +30,13 @@ export function submissionView(s: Submission, withAnswer = false): SubmissionVie
     updatedAt: s.updatedAt.toISOString(),
     attempts: s.attempts,
     ...(s.documentReference
-      ? { ehrCopy: { documentReference: s.documentReference, ...(s.provenance ? { provenance: s.provenance } : {}), sha256: s.sha256 } }
+      ? {
+          ehrCopy: {
+            documentReference: s.documentReference,
+            ...(s.provenance ? { provenance: s.provenance } : {}),
+            sha256: s.sha256,
+          },
+        }
       : {}),
     ...(s.payerOutcome ? { payerOutcome: s.payerOutcome } : {}),
     ...(withAnswer && s.payerAnswer !== undefined ? { payerAnswer: s.payerAnswer } : {}),

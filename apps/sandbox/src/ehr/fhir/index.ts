@@ -150,6 +150,14 @@ function mountStoreListing(peer: PeerServer, store: FhirStore): void {
   );
 }
 
+/** Changes the last character of the stored attachment (the stored copy, not the one answered to the writer). */
+function alterAttachment(resource: Resource): void {
+  const attachment = (resource['content'] as Array<{ attachment?: { data?: string } }> | undefined)?.[0]?.attachment;
+  if (!attachment?.data) return;
+  const bytes = Buffer.from(attachment.data, 'base64').toString('utf8');
+  attachment.data = Buffer.from(`${bytes.slice(0, -1)} `, 'utf8').toString('base64');
+}
+
 function nameOf(resource: Resource): string {
   const name = (resource['name'] as Array<{ text?: string; given?: string[]; family?: string }> | undefined)?.[0];
   return name?.text ?? [...(name?.given ?? []), name?.family].filter(Boolean).join(' ') ?? resource.id ?? '';
@@ -160,6 +168,7 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
   const baseUrl = `${peer.origin}${EHR_PATHS.fhir}`;
   const store = new FhirStore();
   for (const resource of options.resources) store.put(resource);
+  const behaviour = { alterAttachments: false };
 
   const router = express.Router();
   router.get('/metadata', (_req, res) => {
@@ -315,7 +324,11 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
     if (DISCLOSURE_TYPES.has(type) && !(options.discloseClients ?? []).includes(client ?? ''))
       return {
         status: 403,
-        error: [403, 'forbidden', `${type} is written only by a disclosure client; ${client ?? 'this client'} is not one`],
+        error: [
+          403,
+          'forbidden',
+          `${type} is written only by a disclosure client; ${client ?? 'this client'} is not one`,
+        ],
       };
     if (granted.level === 'compartment' && !inCompartment(body, granted.patient))
       return { status: 403, error: [403, 'forbidden', 'outside the patient compartment of the token'] };
@@ -326,7 +339,9 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
           return { status: 412, error: [412, 'duplicate', 'If-None-Exist matched several resources'] };
         if (existing.length === 1) return { status: 200, resource: existing[0]! };
       }
-      return { status: 201, resource: store.create(body) };
+      const stored = store.create(body);
+      if (behaviour.alterAttachments && type === 'DocumentReference') alterAttachment(stored);
+      return { status: 201, resource: stored };
     }
     if (body.id !== id) return { status: 400, error: [400, 'invalid', 'the body id differs from the URL'] };
     const mismatch = ifMatch === undefined ? undefined : versionMismatch(store.read(type, id!), ifMatch);
@@ -432,6 +447,12 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
 
   peer.app.use(EHR_PATHS.fhir, router);
   mountStoreListing(peer, store);
+  // Misbehaviour for tests: `alterAttachments` stores DocumentReference attachments with one byte changed (what a
+  // buggy or transcoding EHR would do), so a read-back check has something to catch.
+  peer.app.put('/_sandbox/ehr-behaviour', express.json(), (req, res) => {
+    behaviour.alterAttachments = (req.body as { alterAttachments?: unknown } | undefined)?.alterAttachments === true;
+    res.json(behaviour);
+  });
   return {
     baseUrl,
     store,
