@@ -3,33 +3,31 @@
  * patients and resources are named by keyed hashes, never by id or content; counts and resource types are kept.
  * @see https://profiles.ihe.net/ITI/BALP/
  */
-export const AUDIT_KINDS = [
-  'launch',
-  'ehr-data-access',
-  'qr-save',
-  'disclose-authorization',
-  'sensitive-choice',
-  'ehr-write-back',
-  'ehr-read-back',
-  'delivery-attempt',
-  'payer-answer',
-  'submission-retry',
-] as const;
-export type AuditKind = (typeof AUDIT_KINDS)[number];
+export type AuditKind =
+  | 'launch'
+  | 'ehr-data-access'
+  | 'qr-save'
+  | 'disclose-authorization'
+  | 'sensitive-choice'
+  | 'ehr-write-back'
+  | 'ehr-read-back'
+  | 'delivery-attempt'
+  | 'payer-answer'
+  | 'submission-retry';
 
 /** FHIR AuditEvent.action: create, read, update, delete, execute. */
-export type AuditAction = 'C' | 'R' | 'U' | 'D' | 'E';
+type AuditAction = 'C' | 'R' | 'U' | 'D' | 'E';
 /** FHIR AuditEvent.outcome: success, minor failure, serious failure, major failure. */
-export type AuditOutcome = '0' | '4' | '8' | '12';
+type AuditOutcome = '0' | '4' | '8' | '12';
 
-export interface AuditAgent {
+interface AuditAgent {
   /** `client`: one of our OAuth client ids; `user`: the signed-in user's fhirUser reference; `payer`: a payer id. */
   type: 'client' | 'user' | 'payer' | 'operator' | 'system';
   who: string;
   requestor: boolean;
 }
 
-export interface AuditEntity {
+interface AuditEntity {
   /** What the event touched: a keyed hash of a resource reference, or one of our own ids (submission, form). */
   what: string;
   /** FHIR resource type when the entity is a FHIR resource (or a count of them). */

@@ -2,12 +2,7 @@ import type { FhirResource } from '@dtr/fhir';
 import { SUBMISSION_SYSTEM } from './payer-copy.js';
 
 /** How a payer takes completed documentation: plain FHIR POST of the Bundle, PAS `Claim/$submit`, CDex attachment. */
-export const SUBMISSION_ROUTES = ['bundle', 'pas-claim-submit', 'cdex-submit-attachment'] as const;
-export type SubmissionRoute = (typeof SUBMISSION_ROUTES)[number];
-
-export function isSubmissionRoute(value: unknown): value is SubmissionRoute {
-  return typeof value === 'string' && (SUBMISSION_ROUTES as readonly string[]).includes(value);
-}
+export type SubmissionRoute = 'bundle' | 'pas-claim-submit' | 'cdex-submit-attachment';
 
 export interface RouteContext {
   submissionId: string;

@@ -64,7 +64,7 @@ export class AuditController {
   }
 }
 
-export function auditBundle(events: Awaited<ReturnType<AuditLog['search']>>): Record<string, unknown> {
+function auditBundle(events: Awaited<ReturnType<AuditLog['search']>>): Record<string, unknown> {
   return {
     resourceType: 'Bundle',
     type: 'searchset',

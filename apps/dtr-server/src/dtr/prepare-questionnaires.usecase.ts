@@ -2,7 +2,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { Clock, DtrError } from '@dtr/kernel';
 import { type FhirResource, type PackageIssue, parseResourceReference, relativeReference } from '@dtr/fhir';
 import { PackageCache, PackageRetrieval, PayerClient, PayerRegistry } from '@dtr/payer';
-import { FhirClientReader, type PrefillIssue, type PrefillResult } from '@dtr/prefill';
+import { FhirClientReader, type PrefillIssue } from '@dtr/prefill';
 import {
   BackendServicesClient,
   dtrContextOf,
@@ -28,7 +28,6 @@ interface PreparedQuestionnaire {
   options: Record<string, Array<Record<string, unknown>>>;
   /** contextExpression: the resources shown with an item (linkId). */
   answerContext: Record<string, unknown[]>;
-  sources: PrefillResult['sources'];
 }
 
 export interface PreparedQuestionnaires {
@@ -170,7 +169,6 @@ export class PrepareQuestionnairesUseCase {
       issues: results[i]!.issues,
       options: results[i]!.options,
       answerContext: results[i]!.answerContext,
-      sources: results[i]!.sources,
     }));
     return {
       payer: { id: payer.id, name: payer.name },

@@ -78,7 +78,7 @@ const keyOf = (id: Identifier | Identifier[] | undefined) => {
  * ClaimResponse (the sandbox approves every request, with a preauthorization number).
  * @see https://hl7.org/fhir/us/davinci-pas/OperationDefinition-Claim-submit.html
  */
-export const pasSubmissionRoute: SubmissionRoute = {
+const pasSubmissionRoute: SubmissionRoute = {
   name: 'pas-claim-submit',
   method: 'POST',
   path: '/Claim/$submit',
@@ -122,7 +122,7 @@ export const pasSubmissionRoute: SubmissionRoute = {
  * answered 200 with an informational OperationOutcome.
  * @see https://hl7.org/fhir/us/davinci-cdex/OperationDefinition-submit-attachment.html
  */
-export const cdexSubmissionRoute: SubmissionRoute = {
+const cdexSubmissionRoute: SubmissionRoute = {
   name: 'cdex-submit-attachment',
   method: 'POST',
   path: '/$submit-attachment',

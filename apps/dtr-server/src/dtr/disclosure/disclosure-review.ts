@@ -4,7 +4,6 @@ import {
   type AnswerSource,
   type Choice,
   type ConsentRestriction,
-  sensitiveLabels,
   sourceReasons,
 } from '@dtr/disclosure';
 import { DtrError } from '@dtr/kernel';
@@ -190,6 +189,3 @@ export function withheldItems(qr: FhirResource, choices: Record<string, Choice>)
   visit((qr as { item?: QItem[] }).item);
   return withheld;
 }
-
-/** True when a resource carries a sensitivity label (for the review page's marker). */
-export const isLabelled = (resource: FhirResource) => sensitiveLabels(resource.meta?.security).length > 0;

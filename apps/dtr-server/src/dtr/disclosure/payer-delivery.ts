@@ -100,7 +100,7 @@ function parseAnswer(text: string): Record<string, unknown> | undefined {
 }
 
 /** A short, PHI-free summary of the payer's answer: the ClaimResponse decision, or what was accepted. */
-export function outcomeOf(answer: Record<string, unknown> | undefined): string {
+function outcomeOf(answer: Record<string, unknown> | undefined): string {
   const claimResponse =
     answer?.['resourceType'] === 'ClaimResponse'
       ? answer
