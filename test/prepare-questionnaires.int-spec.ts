@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { AuditLog } from '@dtr/audit';
 import { SystemClock } from '@dtr/kernel';
 import { createDataSource, migrate } from '@dtr/persistence';
 import { PackageCache, PayerRegistry } from '@dtr/payer';
@@ -104,6 +105,7 @@ async function minimalEhr(): Promise<{
 describe('PrepareQuestionnairesUseCase: session → payer package → prefill (real PostgreSQL, real HTTP)', () => {
   let db: ScratchDatabase;
   let dataSource: DataSource;
+  let audit: AuditLog;
   let ehr: Awaited<ReturnType<typeof minimalEhr>>;
   let jwks: Server;
   let payerPeer: PeerServer;
@@ -165,7 +167,9 @@ describe('PrepareQuestionnairesUseCase: session → payer package → prefill (r
     });
     store = new SessionStore(dataSource, box, clock);
     const smart = new SmartSessions(store, tenants, new SmartDiscovery(policy, clock), clock, { policy, keys });
+    audit = new AuditLog(dataSource, Buffer.alloc(32, 1), clock);
     useCase = new PrepareQuestionnairesUseCase(
+      audit,
       smart,
       payers,
       new BackendServicesClient(keys, policy, clock),
@@ -251,5 +255,11 @@ describe('PrepareQuestionnairesUseCase: session → payer package → prefill (r
         .filter((e) => e.path.endsWith('$questionnaire-package'))
         .every((e) => e.tokenIssuedHere),
     ).toBe(true);
+    // The access is audited for reasonableness: counts per type and hashes, no ids or content.
+    const [access] = await audit.search({ sessionIdHash: record.idHash, kind: 'ehr-data-access' });
+    expect(access).toMatchObject({ kind: 'ehr-data-access', action: 'R', patientHash: audit.hash('Patient/p1') });
+    expect(access!.detail).toMatchObject({ searches: result.dataRead.searches, reads: result.dataRead.reads });
+    expect(access!.entities.find((e) => e.type === 'Condition')?.detail).toEqual({ searches: 1, reads: 0 });
+    expect(JSON.stringify(access)).not.toMatch(/p1"|cov-1|o1"|enc-1|1948/);
   });
 });

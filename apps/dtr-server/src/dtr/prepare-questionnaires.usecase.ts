@@ -1,3 +1,4 @@
+import { AuditLog } from '@dtr/audit';
 import { Inject, Injectable } from '@nestjs/common';
 import { Clock, DtrError } from '@dtr/kernel';
 import { type FhirResource, type PackageIssue, parseResourceReference, relativeReference } from '@dtr/fhir';
@@ -57,6 +58,7 @@ export class PrepareQuestionnairesUseCase {
   private readonly retrieval: PackageRetrieval;
 
   constructor(
+    private readonly audit: AuditLog,
     private readonly smart: SmartSessions,
     private readonly payers: PayerRegistry,
     private readonly tokens: BackendServicesClient,
@@ -170,6 +172,7 @@ export class PrepareQuestionnairesUseCase {
       options: results[i]!.options,
       answerContext: results[i]!.answerContext,
     }));
+    await this.auditAccess(session, reader, results);
     return {
       payer: { id: payer.id, name: payer.name },
       questionnaires,
@@ -177,5 +180,35 @@ export class PrepareQuestionnairesUseCase {
       payerOutcomes: retrieved.outcomes,
       dataRead: { searches: reader.searches.length, reads: reader.reads.length },
     };
+  }
+
+  /**
+   * What was read from the EHR for this prefill, for reasonableness review: per resource type the searches and reads
+   * made and the resources returned, with keyed hashes of what was read by id; no ids, no content.
+   */
+  private async auditAccess(session: SessionRecord, reader: FhirClientReader, results: Array<{ stats: { resourcesRead: number } }>): Promise<void> {
+    const byType = new Map<string, { searches: number; reads: number }>();
+    const count = (type: string) => byType.get(type) ?? byType.set(type, { searches: 0, reads: 0 }).get(type)!;
+    for (const s of reader.searches) count(s.resourceType).searches++;
+    for (const r of reader.reads) count(r.split('/')[0]!).reads++;
+    await this.audit.record({
+      kind: 'ehr-data-access',
+      action: 'R',
+      outcome: '0',
+      tenantId: session.tenantId,
+      sessionIdHash: session.idHash,
+      patientHash: this.audit.hash(`Patient/${session.patient}`),
+      agents: [
+        ...(session.fhirUser ? [{ type: 'user' as const, who: session.fhirUser, requestor: true }] : []),
+        { type: 'client', who: 'supplement', requestor: false },
+      ],
+      entities: [...byType].map(([type, n]) => ({ what: `${type}:query`, type, role: '24', detail: n })),
+      detail: {
+        searches: reader.searches.length,
+        reads: reader.reads.length,
+        resources: Math.max(0, ...results.map((r) => r.stats.resourcesRead)),
+        readHashes: reader.reads.slice(0, 50).map((r) => this.audit.hash(r)).join(','),
+      },
+    });
   }
 }

@@ -1,5 +1,6 @@
 import { Controller, Get, Query, Req, Res } from '@nestjs/common';
 import { ApiFoundResponse, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
+import { AuditLog } from '@dtr/audit';
 import { DtrError } from '@dtr/kernel';
 import { LaunchService, opaqueId, type SessionRecord } from '@dtr/smart';
 import type { Request, Response } from 'express';
@@ -21,6 +22,7 @@ export class LaunchController {
     private readonly launches: LaunchService,
     private readonly cookies: BrowserCookies,
     private readonly logger: JsonLogger,
+    private readonly audit: AuditLog,
   ) {}
 
   @Public()
@@ -79,6 +81,18 @@ export class LaunchController {
       const query = req.originalUrl.includes('?') ? req.originalUrl.slice(req.originalUrl.indexOf('?')) : '';
       const result = await this.launches.complete(new URL(`http://callback.invalid/callback${query}`), binding);
       this.cookies.clear(res, this.cookies.binding);
+      const session = 'disclosed' in result ? result.disclosed : result.session;
+      await this.audit.record({
+        kind: 'disclosed' in result ? 'disclose-authorization' : 'launch',
+        action: 'E',
+        outcome: '0',
+        tenantId: session.tenantId,
+        sessionIdHash: session.idHash,
+        ...(session.patient ? { patientHash: this.audit.hash(`Patient/${session.patient}`) } : {}),
+        agents: session.fhirUser ? [{ type: 'user', who: session.fhirUser, requestor: true }] : [],
+        entities: [],
+        detail: { step: 'disclosed' in result ? 'user-delegated disclose authorization' : 'signed in' },
+      });
       if ('disclosed' in result) {
         res.redirect(303, '/app?disclose=authorized');
         return;

@@ -1,4 +1,5 @@
 import { Injectable } from '@nestjs/common';
+import { AuditLog } from '@dtr/audit';
 import { Clock, DtrError } from '@dtr/kernel';
 import type { FhirResource } from '@dtr/fhir';
 import { completionProblems, type FormProblem, reviseResponse, shapeResponse } from '@dtr/forms';
@@ -28,6 +29,7 @@ export class FormsUseCase {
     private readonly forms: FormSessionRepository,
     private readonly smart: SmartSessions,
     private readonly clock: Clock,
+    private readonly audit: AuditLog,
   ) {}
 
   async list(session: SessionRecord): Promise<{ responses: FormSummary[] }> {
@@ -103,6 +105,27 @@ export class FormsUseCase {
     await this.forms.saveDraft(form.id, { status: draftStatus, draft: shaped, ehr: form.ehr });
     const ehr = new EhrResponses(this.smart.fhirClient(session, 'supplement', { timeoutMs: 10_000, retries: 1 }));
     const result = await ehr.save(shaped, form.ehr, now);
+    await this.audit.record({
+      kind: 'qr-save',
+      action: form.ehr.id ? 'U' : 'C',
+      outcome: result.kind === 'saved' ? '0' : result.kind === 'conflict' ? '4' : '8',
+      tenantId: session.tenantId,
+      sessionIdHash: session.idHash,
+      patientHash: this.audit.hash(`Patient/${form.patient}`),
+      agents: [
+        ...(session.fhirUser ? [{ type: 'user' as const, who: session.fhirUser, requestor: true }] : []),
+        { type: 'client', who: 'supplement', requestor: false },
+      ],
+      entities: [
+        {
+          what: result.kind === 'saved' ? this.audit.hash(`QuestionnaireResponse/${result.id}`) : form.id,
+          type: 'QuestionnaireResponse',
+          role: '4',
+          detail: { status, ...(result.kind === 'saved' && result.versionId ? { version: result.versionId } : {}) },
+        },
+      ],
+      detail: { result: result.kind },
+    });
     return this.record(session, form, shaped, status, result);
   }
 

@@ -27,11 +27,31 @@ describe('sandbox EHR: versioned QuestionnaireResponse storage over HTTP', () =>
         },
       ],
       ['read-only', { clientId: 'reader', scopes: ['patient/*.rs'], patient: 'p1', audience: base, expiresAt: far }],
+      // The launch identity granted DocumentReference writes anyway (a misconfigured EHR registration).
+      [
+        'supplement-overgranted',
+        {
+          clientId: 'dtr-supplement',
+          scopes: ['user/DocumentReference.c', 'user/Provenance.c'],
+          audience: base,
+          expiresAt: far,
+        },
+      ],
+      [
+        'disclose',
+        {
+          clientId: 'dtr-disclose',
+          scopes: ['user/DocumentReference.cr', 'user/Provenance.c', 'user/Provenance.rs'],
+          audience: base,
+          expiresAt: far,
+        },
+      ],
     ]);
     fhir = await createEhrFhirServer({
       peer,
       introspect: async (t) => tokens.get(t),
       resources: [{ resourceType: 'Patient', id: 'p1' }],
+      discloseClients: ['dtr-disclose'],
     });
   });
   afterAll(async () => {
@@ -93,6 +113,37 @@ describe('sandbox EHR: versioned QuestionnaireResponse storage over HTTP', () =>
     ).json()) as { entry?: Array<{ resource: { id: string } }> };
     expect(found.entry?.map((e) => e.resource.id)).toContain(created.id);
     expect((await send('POST', '/QuestionnaireResponse', 'read-only', qr)).status).toBe(403);
+  });
+
+  it('takes payer-bound copies only from the disclosure client, once per identifier, with their Provenance', async () => {
+    const doc = {
+      resourceType: 'DocumentReference',
+      identifier: [{ system: 'urn:dtr-backend:submission', value: 's-1' }],
+      status: 'current',
+      subject: { reference: 'Patient/p1' },
+      content: [{ attachment: { contentType: 'application/fhir+json', data: 'e30=' } }],
+    };
+    const refused = await send('POST', '/DocumentReference', 'supplement-overgranted', doc);
+    expect(refused.status).toBe(403);
+    expect(await refused.text()).toContain('written only by a disclosure client');
+    expect((await send('POST', '/Provenance', 'supplement-overgranted', { resourceType: 'Provenance' })).status).toBe(
+      403,
+    );
+    const ifNoneExist = { 'if-none-exist': 'identifier=urn:dtr-backend:submission|s-1' };
+    const first = await send('POST', '/DocumentReference', 'disclose', doc, ifNoneExist);
+    expect(first.status).toBe(201);
+    const again = await send('POST', '/DocumentReference', 'disclose', doc, ifNoneExist);
+    expect(again.status).toBe(200);
+    const id = ((await first.json()) as { id: string }).id;
+    expect(((await again.json()) as { id: string }).id).toBe(id);
+    const provenance = { resourceType: 'Provenance', target: [{ reference: `DocumentReference/${id}` }] };
+    const target = { 'if-none-exist': `target=DocumentReference/${id}` };
+    expect((await send('POST', '/Provenance', 'disclose', provenance, target)).status).toBe(201);
+    expect((await send('POST', '/Provenance', 'disclose', provenance, target)).status).toBe(200);
+    const found = (await (await send('GET', `/Provenance?target=DocumentReference/${id}`, 'disclose')).json()) as {
+      entry?: unknown[];
+    };
+    expect(found.entry).toHaveLength(1);
   });
 
   it('lists what it holds at /_sandbox/store/{type} and lets a test store a version as another user', async () => {
