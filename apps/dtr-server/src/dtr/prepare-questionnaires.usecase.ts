@@ -186,7 +186,11 @@ export class PrepareQuestionnairesUseCase {
    * What was read from the EHR for this prefill, for reasonableness review: per resource type the searches and reads
    * made and the resources returned, with keyed hashes of what was read by id; no ids, no content.
    */
-  private async auditAccess(session: SessionRecord, reader: FhirClientReader, results: Array<{ stats: { resourcesRead: number } }>): Promise<void> {
+  private async auditAccess(
+    session: SessionRecord,
+    reader: FhirClientReader,
+    results: Array<{ stats: { resourcesRead: number } }>,
+  ): Promise<void> {
     const byType = new Map<string, { searches: number; reads: number }>();
     const count = (type: string) => byType.get(type) ?? byType.set(type, { searches: 0, reads: 0 }).get(type)!;
     for (const s of reader.searches) count(s.resourceType).searches++;
@@ -207,7 +211,10 @@ export class PrepareQuestionnairesUseCase {
         searches: reader.searches.length,
         reads: reader.reads.length,
         resources: Math.max(0, ...results.map((r) => r.stats.resourcesRead)),
-        readHashes: reader.reads.slice(0, 50).map((r) => this.audit.hash(r)).join(','),
+        readHashes: reader.reads
+          .slice(0, 50)
+          .map((r) => this.audit.hash(r))
+          .join(','),
       },
     });
   }
