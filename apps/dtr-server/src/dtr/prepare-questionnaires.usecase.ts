@@ -89,29 +89,7 @@ export class PrepareQuestionnairesUseCase {
       coverages = await reader.search('Coverage', { patient: session.patient, status: 'active' });
     if (coverages.length === 0) throw new DtrError('NOT_FOUND', 'no active coverage for this patient in the EHR');
 
-    let payer;
-    let coverage: FhirResource | undefined;
-    for (const candidate of coverages) {
-      // The payor named by reference: its identifiers decide the payer (read from the EHR only when needed).
-      const payors = ((candidate['payor'] as Array<{ reference?: string }> | undefined) ?? [])
-        .map((p) => p.reference)
-        .filter((ref): ref is string => typeof ref === 'string' && /^Organization\/[A-Za-z0-9\-.]{1,64}$/.test(ref));
-      payer = await this.payers.forCoverage(candidate);
-      if (!payer && payors.length > 0) {
-        // One the EHR will not show (scopes) leaves the coverage unmatched, as when it names no known payer.
-        const organizations = await Promise.all(
-          payors.map((ref) => reader.read(...splitRef(ref)).catch(() => undefined)),
-        );
-        payer = await this.payers.forCoverage(
-          candidate,
-          organizations.filter((o): o is FhirResource => Boolean(o)),
-        );
-      }
-      if (payer) {
-        coverage = candidate;
-        break;
-      }
-    }
+    const { payer, coverage } = await this.payerFor(reader, coverages);
     if (!payer || !coverage)
       throw new DtrError('NOT_FOUND', "the patient's coverage is with a payer this service is not registered with");
 
@@ -180,6 +158,37 @@ export class PrepareQuestionnairesUseCase {
       payerOutcomes: retrieved.outcomes,
       dataRead: { searches: reader.searches.length, reads: reader.reads.length },
     };
+  }
+
+  /** The first coverage whose payor (by identifier, or through the Organization it references) is registered. */
+  private async payerFor(
+    reader: FhirClientReader,
+    coverages: FhirResource[],
+  ): Promise<{ payer?: Awaited<ReturnType<PayerRegistry['forCoverage']>>; coverage?: FhirResource }> {
+    let payer: Awaited<ReturnType<PayerRegistry['forCoverage']>>;
+    let coverage: FhirResource | undefined;
+    for (const candidate of coverages) {
+      // The payor named by reference: its identifiers decide the payer (read from the EHR only when needed).
+      const payors = ((candidate['payor'] as Array<{ reference?: string }> | undefined) ?? [])
+        .map((p) => p.reference)
+        .filter((ref): ref is string => typeof ref === 'string' && /^Organization\/[A-Za-z0-9\-.]{1,64}$/.test(ref));
+      payer = await this.payers.forCoverage(candidate);
+      if (!payer && payors.length > 0) {
+        // One the EHR will not show (scopes) leaves the coverage unmatched, as when it names no known payer.
+        const organizations = await Promise.all(
+          payors.map((ref) => reader.read(...splitRef(ref)).catch(() => undefined)),
+        );
+        payer = await this.payers.forCoverage(
+          candidate,
+          organizations.filter((o): o is FhirResource => Boolean(o)),
+        );
+      }
+      if (payer) {
+        coverage = candidate;
+        break;
+      }
+    }
+    return { payer, coverage };
   }
 
   /**
