@@ -148,6 +148,34 @@
     }
   }
 
+  /**
+   * Items bound to a value set by canonical get its codes as answerOptions, from the package's value sets the server
+   * sent with the form (the renderer would otherwise ask a terminology server it does not have).
+   */
+  function withOptions(questionnaire, valueSets) {
+    const byUrl = new Map((valueSets || []).map((vs) => [vs.url, vs]));
+    const codesOf = (vs) =>
+      vs.expansion && vs.expansion.contains
+        ? vs.expansion.contains
+        : ((vs.compose && vs.compose.include) || []).flatMap((inc) =>
+            (inc.concept || []).map((c) => ({ system: inc.system, code: c.code, display: c.display })),
+          );
+    const walk = (items) =>
+      (items || []).map((item) => {
+        const copy = { ...item };
+        const vs = copy.answerValueSet && !copy.answerOption && byUrl.get(copy.answerValueSet.split('|')[0]);
+        if (vs) {
+          copy.answerOption = codesOf(vs).map((c) => ({
+            valueCoding: { system: c.system, code: c.code, ...(c.display ? { display: c.display } : {}) },
+          }));
+          delete copy.answerValueSet;
+        }
+        if (copy.item) copy.item = walk(copy.item);
+        return copy;
+      });
+    return { ...questionnaire, item: walk(questionnaire.item) };
+  }
+
   async function render(current) {
     view = current;
     const texts = itemTexts(current.questionnaire.item, new Map());
@@ -157,7 +185,10 @@
     describeStatus(current);
     renderOrigins(current, texts);
     renderConflict(current, texts);
-    const definition = LForms.Util.convertFHIRQuestionnaireToLForms(current.questionnaire, 'R4');
+    const definition = LForms.Util.convertFHIRQuestionnaireToLForms(
+      withOptions(current.questionnaire, current.valueSets),
+      'R4',
+    );
     const merged = LForms.Util.mergeFHIRDataIntoLForms('QuestionnaireResponse', current.response, definition, 'R4');
     container.replaceChildren();
     await LForms.Util.addFormToPage(merged, container);
@@ -246,6 +277,7 @@
         );
     })
     .catch((error) => {
-      statusLine.textContent = `The form could not be loaded: ${error.message}.`;
+      const reason = error && error.message ? error.message : Array.isArray(error) ? error.join('; ') : String(error);
+      statusLine.textContent = `The form could not be loaded: ${reason}.`;
     });
 })();

@@ -19,6 +19,8 @@ export interface FormView {
   status: FormStatus;
   igVersion: FormSession['igVersion'];
   questionnaire: FhirResource;
+  /** The package's value sets the questionnaire's items are bound to (the page offers their codes). */
+  valueSets: FhirResource[];
   response: FhirResource;
   issues: Array<{ severity: string; code: string; message: string; linkId?: string }>;
   origins: Array<{ linkId: string; origin: string; author?: unknown; sources?: string[] }>;
@@ -68,6 +70,7 @@ export function viewOf(form: FormSession): FormView {
     status: form.status,
     igVersion: form.igVersion,
     questionnaire: definition.questionnaire,
+    valueSets: definition.valueSets,
     response,
     issues: definition.issues,
     origins: answerOrigins(response).map((o) => {
