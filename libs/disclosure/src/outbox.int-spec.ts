@@ -73,6 +73,20 @@ describe('outbox and submissions (real PostgreSQL)', () => {
     expect(row!.bundle_enc).not.toContain('resourceType');
   });
 
+  it('lets one instance write the copy at a time, and another take over a copy abandoned past its lease', async () => {
+    const { submission } = await repo.createOrGet(newSubmission());
+    expect(await repo.claimWriteBack(submission.id, 60)).toBe(true);
+    expect(await repo.claimWriteBack(submission.id, 60)).toBe(false);
+    expect((await repo.abandonedWriteBacks(1000)).map((s) => s.id)).not.toContain(submission.id);
+    await new Promise((r) => setTimeout(r, 80));
+    expect((await repo.abandonedWriteBacks(1000)).map((s) => s.id)).toContain(submission.id);
+    expect(await repo.claimWriteBack(submission.id, 60_000)).toBe(true);
+    await repo.queue(submission.id, { documentReference: 'DocumentReference/7', provenance: 'Provenance/7' });
+    // Queued: no longer waiting for its copy, nobody writes it again.
+    expect(await repo.claimWriteBack(submission.id, 60)).toBe(false);
+    expect((await repo.abandonedWriteBacks(1000)).map((s) => s.id)).not.toContain(submission.id);
+  });
+
   it('queues only once, after the copy, with the outbox row in the same transaction', async () => {
     const { submission } = await repo.createOrGet(newSubmission());
     const outbox = new Outbox(ds, repo, clock, { baseDelayMs: 1, maxAttempts: 3 });

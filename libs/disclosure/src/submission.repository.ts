@@ -175,7 +175,7 @@ export class SubmissionRepository {
       const moved = await query<{ id: string }>(
         tx,
         `UPDATE submission SET state = 'queued', document_reference = $2, provenance = $3, last_error = NULL,
-           updated_at = $4 WHERE id = $1 AND state IN ('writing-back', 'write-back-failed') RETURNING id`,
+           write_lease_until = NULL, updated_at = $4 WHERE id = $1 AND state IN ('writing-back', 'write-back-failed') RETURNING id`,
         [id, copy.documentReference, copy.provenance, now],
       );
       if (moved.length === 0) return false;
@@ -193,21 +193,37 @@ export class SubmissionRepository {
   async writeBackFailed(id: string, error: string): Promise<void> {
     await query(
       this.dataSource,
-      `UPDATE submission SET state = 'write-back-failed', last_error = $2, updated_at = $3
+      `UPDATE submission SET state = 'write-back-failed', last_error = $2, write_lease_until = NULL, updated_at = $3
        WHERE id = $1 AND state IN ('writing-back', 'write-back-failed')`,
       [id, error.slice(0, 500), this.clock.now()],
     );
   }
 
-  /** Starts a write-back again after a failure (the same submission, the same bytes). */
-  async retryWriteBack(id: string): Promise<boolean> {
+  /**
+   * Takes the write-back of a submission for `leaseMs` (one instance writes the copy at a time; a copy left half-way
+   * by an instance that died is taken again once its lease has run out). False when someone else holds it or it is
+   * no longer waiting for its copy.
+   */
+  async claimWriteBack(id: string, leaseMs: number): Promise<boolean> {
+    const now = this.clock.now();
     const rows = await query<{ id: string }>(
       this.dataSource,
-      `UPDATE submission SET state = 'writing-back', updated_at = $2 WHERE id = $1 AND state = 'write-back-failed'
-       RETURNING id`,
-      [id, this.clock.now()],
+      `UPDATE submission SET state = 'writing-back', write_lease_until = $3, updated_at = $2
+       WHERE id = $1 AND state IN ('writing-back', 'write-back-failed')
+         AND (write_lease_until IS NULL OR write_lease_until < $2) RETURNING id`,
+      [id, now, new Date(now.getTime() + leaseMs)],
     );
     return rows.length === 1;
+  }
+
+  /** Submissions whose copy was started and not finished, with no live lease: an instance died while writing it. */
+  async abandonedWriteBacks(limit = 20): Promise<Submission[]> {
+    const rows = await query<Row>(
+      this.dataSource,
+      `${SELECT} WHERE s.state = 'writing-back' AND s.write_lease_until < $1 ORDER BY s.created_at LIMIT $2`,
+      [this.clock.now(), limit],
+    );
+    return rows.map((r) => this.toSubmission(r));
   }
 
   private toSubmission(row: Row): Submission {

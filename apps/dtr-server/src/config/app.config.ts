@@ -92,6 +92,7 @@ const schema = z
     DTR_DELIVERY_TIMEOUT_MS: positiveInt.default(20_000),
     DTR_DELIVERY_LEASE_MS: positiveInt.default(60_000),
     DTR_DELIVERY_POLL_MS: positiveInt.default(1_000),
+    DTR_WRITE_BACK_LEASE_MS: positiveInt.default(90_000),
   })
   .superRefine((env, ctx) => {
     if (env.DTR_DELIVERY_LEASE_MS <= env.DTR_DELIVERY_TIMEOUT_MS)
@@ -154,6 +155,8 @@ export interface AppConfig {
     timeoutMs: number;
     leaseMs: number;
     pollMs: number;
+    /** How long one instance holds a submission's EHR write-back (a dead instance's is taken over after it). */
+    writeBackLeaseMs: number;
   };
 }
 
@@ -201,6 +204,7 @@ export function loadAppConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
       timeoutMs: e.DTR_DELIVERY_TIMEOUT_MS,
       leaseMs: e.DTR_DELIVERY_LEASE_MS,
       pollMs: e.DTR_DELIVERY_POLL_MS,
+      writeBackLeaseMs: e.DTR_WRITE_BACK_LEASE_MS,
     },
   };
 }

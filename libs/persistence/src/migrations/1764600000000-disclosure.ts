@@ -35,6 +35,7 @@ export class Disclosure1764600000000 implements MigrationInterface {
         payer_outcome text,
         payer_answer_enc text,
         last_error text,
+        write_lease_until timestamptz,
         created_at timestamptz NOT NULL,
         updated_at timestamptz NOT NULL,
         UNIQUE (tenant_id, qr_ehr_id, payer_id)

@@ -14,6 +14,7 @@ export class DeliveryWorker implements OnApplicationBootstrap, OnApplicationShut
   private running: Promise<void> | undefined;
   private again = false;
   private stopped = false;
+  private readonly rounds: Array<() => Promise<void>> = [];
 
   constructor(
     private readonly outbox: Outbox,
@@ -31,6 +32,11 @@ export class DeliveryWorker implements OnApplicationBootstrap, OnApplicationShut
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     await this.running;
+  }
+
+  /** Work done at the start of every round (finishing write-backs an instance left half-way). */
+  beforeEachRound(work: () => Promise<void>): void {
+    this.rounds.push(work);
   }
 
   /** Drain now (a submission was just queued). */
@@ -59,6 +65,7 @@ export class DeliveryWorker implements OnApplicationBootstrap, OnApplicationShut
 
   private async drain(): Promise<void> {
     try {
+      for (const work of this.rounds) await work();
       await this.outbox.drain(this.sender, this.hook);
     } catch (error) {
       // The database may be restarting: the rows stay and the next round picks them up.

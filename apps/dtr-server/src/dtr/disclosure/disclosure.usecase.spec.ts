@@ -94,6 +94,8 @@ describe('DisclosureUseCase', () => {
       {} as never,
       {} as never,
       new FixedClock(new Date('2026-12-05T00:00:00Z')),
+      {} as never,
+      { delivery: { writeBackLeaseMs: 60_000 } } as never,
     );
     await expect(useCase.send({ idHash: 'h', tenantId: 't' } as never, 'f1', { choices: {} })).rejects.toMatchObject({
       code: 'FORBIDDEN',

@@ -1,4 +1,4 @@
-import { Injectable } from '@nestjs/common';
+import { Inject, Injectable, type OnModuleInit } from '@nestjs/common';
 import { AuditLog } from '@dtr/audit';
 import {
   consentRestriction,
@@ -14,7 +14,8 @@ import {
 import type { FhirResource, HttpFhirClient } from '@dtr/fhir';
 import { Clock, DtrError } from '@dtr/kernel';
 import { type Payer, PayerRegistry } from '@dtr/payer';
-import { type SessionRecord, SmartSessions, TenantRegistry } from '@dtr/smart';
+import { type SessionRecord, SessionStore, SmartSessions, TenantRegistry } from '@dtr/smart';
+import { APP_CONFIG, type AppConfig } from '../../config/app.config.js';
 import { FormSessionRepository, type FormSession } from '../forms/form-session.repository.js';
 import { DisclosureAudit } from './disclosure-audit.js';
 import {
@@ -54,7 +55,7 @@ const EHR_TIMEOUTS = { timeoutMs: 10_000, retries: 1 };
  * the copy is written with the disclose identity only.
  */
 @Injectable()
-export class DisclosureUseCase {
+export class DisclosureUseCase implements OnModuleInit {
   constructor(
     private readonly forms: FormSessionRepository,
     private readonly smart: SmartSessions,
@@ -64,7 +65,37 @@ export class DisclosureUseCase {
     private readonly audit: AuditLog,
     private readonly worker: DeliveryWorker,
     private readonly clock: Clock,
+    private readonly sessions: SessionStore,
+    @Inject(APP_CONFIG) private readonly config: Pick<AppConfig, 'delivery'>,
   ) {}
+
+  onModuleInit(): void {
+    this.worker.beforeEachRound(() => this.resumeAbandoned());
+  }
+
+  /**
+   * Write-backs an instance started and never finished (it died): taken over once their lease has run out, with the
+   * session's own disclose token; when the session is gone, the submission is marked failed and the clinician sends
+   * again from a new launch (the same submission: its bytes do not change).
+   */
+  async resumeAbandoned(): Promise<void> {
+    for (const submission of await this.submissions.abandonedWriteBacks()) {
+      if (!(await this.submissions.claimWriteBack(submission.id, this.config.delivery.writeBackLeaseMs))) continue;
+      const session = await this.sessions.findByHash(submission.sessionIdHash);
+      const form = session ? await this.forms.get(session.idHash, submission.formId) : undefined;
+      const payer = await this.payers.get(submission.payerId);
+      let client: string | undefined;
+      if (session && form && payer) client = await this.assertDiscloseIdentity(session).catch(() => undefined);
+      if (!session || !form || !payer || !client) {
+        await this.submissions.writeBackFailed(
+          submission.id,
+          'the session ended before the copy was stored in the EHR; nothing was sent; send again from a new launch',
+        );
+        continue;
+      }
+      await this.writeBack(session, form, payer, submission, client);
+    }
+  }
 
   async review(session: SessionRecord, formId: string): Promise<DisclosureReview> {
     const { form, qr, payer } = await this.sendable(session, formId);
@@ -94,7 +125,7 @@ export class DisclosureUseCase {
   async send(session: SessionRecord, formId: string, body: unknown): Promise<SendOutcome> {
     const { form, qr, payer } = await this.sendable(session, formId);
     const existing = await this.submissions.forResponse(session.tenantId, form.ehr.id!, payer.id);
-    if (existing && existing.state !== 'write-back-failed')
+    if (existing && existing.state !== 'write-back-failed' && existing.state !== 'writing-back')
       return { kind: 'existing', submission: submissionView(existing) };
     const discloseClientId = await this.assertDiscloseIdentity(session);
     let submission: Submission;
@@ -106,7 +137,7 @@ export class DisclosureUseCase {
       const built = await this.build(session, form, qr, payer, choices);
       const made = await this.submissions.createOrGet(built);
       submission = made.submission;
-      if (!made.created && submission.state !== 'write-back-failed')
+      if (!made.created && submission.state !== 'write-back-failed' && submission.state !== 'writing-back')
         return { kind: 'existing', submission: submissionView(submission) };
       if (made.created)
         await new DisclosureAudit(this.audit, session).chosen(
@@ -116,6 +147,9 @@ export class DisclosureUseCase {
           await this.tenants.get(session.tenantId),
         );
     }
+    // One writer at a time: a second click while the copy is being written answers the submission as it stands.
+    if (!(await this.submissions.claimWriteBack(submission.id, this.config.delivery.writeBackLeaseMs)))
+      return { kind: 'existing', submission: submissionView((await this.submissions.get(submission.id))!) };
     return this.writeBack(session, form, payer, submission, discloseClientId);
   }
 
