@@ -7,12 +7,12 @@
 // server's resident memory per open session (VmRSS of the server process before and after the concurrent sessions
 // opened their forms). Uses DATABASE_URL when set, else an embedded PostgreSQL in .data/bench-form.
 // BENCH_SESSIONS (default 10) sequential sessions; BENCH_SAVES (default 3) draft saves per session.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { freePort, launch as launchSession, quantile, start } from './lib/harness.mjs';
 import { registerSandboxPeers } from './register-sandbox.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -72,74 +72,6 @@ function benchBundle(count) {
   return { resourceType: 'Bundle', type: 'collection', entry: entry.map((resource) => ({ resource })) };
 }
 
-const freePort = () =>
-  new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-
-/** Spawns a node process and resolves once its output matches `ready` (with the match). */
-function start(args, env, ready, what) {
-  const child = spawn(process.execPath, args, {
-    cwd: root,
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal)));
-  const matched = new Promise((resolve, reject) => {
-    const onData = (chunk) => {
-      output += chunk.toString();
-      const match = ready.exec(output);
-      if (match) resolve(match);
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    void exited.then((code) =>
-      reject(new Error(`${what} exited (${code}) before it was ready:\n${output.slice(-2000)}`)),
-    );
-  });
-  return { child, exited, matched, output: () => output };
-}
-
-/** An EHR launch followed hop by hop with a cookie jar per host; returns our session cookie. */
-async function launch(serverUrl, ehrFhir, patient) {
-  const created = await fetch(`${new URL(ehrFhir).origin}/_sandbox/launches`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ patient, user: 'bench-pr', fhirContext: [{ reference: `DeviceRequest/${patient}-order` }] }),
-  });
-  if (!created.ok) throw new Error(`the sandbox EHR refused the launch: ${created.status} ${await created.text()}`);
-  const { launch: id } = await created.json();
-  const jar = new Map();
-  const cookieHeader = (host) => [...(jar.get(host) ?? new Map())].map(([k, v]) => `${k}=${v}`).join('; ');
-  let url = `${serverUrl}/launch?iss=${encodeURIComponent(ehrFhir)}&launch=${id}`;
-  for (let hop = 0; hop < 20; hop++) {
-    const target = new URL(url);
-    const response = await fetch(target, { redirect: 'manual', headers: { cookie: cookieHeader(target.host) } });
-    for (const line of response.headers.getSetCookie()) {
-      const pair = line.split(';')[0];
-      const eq = pair.indexOf('=');
-      if (!jar.has(target.host)) jar.set(target.host, new Map());
-      jar.get(target.host).set(pair.slice(0, eq).trim(), pair.slice(eq + 1).trim());
-    }
-    await response.arrayBuffer();
-    const location = response.headers.get('location');
-    if (response.status >= 300 && response.status < 400 && location) {
-      url = new URL(location, target).toString();
-      continue;
-    }
-    if (target.pathname !== '/app' || response.status !== 200)
-      throw new Error(`the launch ended at ${target} (${response.status})`);
-    return cookieHeader(new URL(serverUrl).host);
-  }
-  throw new Error('the launch did not reach the app');
-}
-
 async function call(url, cookie, method = 'GET', body) {
   const response = await fetch(url, {
     method,
@@ -161,7 +93,12 @@ function withAnswer(qr, linkId, answer) {
 /** One clinician: launch → form ready, `saves` draft saves, complete. Returns each step's duration (ms). */
 async function session(serverUrl, ehrFhir, patient, saves, onOpen) {
   const t0 = performance.now();
-  const cookie = await launch(serverUrl, ehrFhir, patient);
+  const jar = await launchSession(serverUrl, ehrFhir, {
+    patient,
+    user: 'bench-pr',
+    order: `DeviceRequest/${patient}-order`,
+  });
+  const cookie = jar.header(new URL(serverUrl).host);
   const prepared = await call(`${serverUrl}/api/session/questionnaires`, cookie, 'POST');
   const form = `${serverUrl}/api/session/questionnaire-responses/${prepared.questionnaires[0].formId}`;
   let view = await call(form, cookie);
@@ -187,8 +124,6 @@ async function session(serverUrl, ehrFhir, patient, saves, onOpen) {
   return { ready, saveMs, completeMs };
 }
 
-const quantile = (values, q) =>
-  [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor(q * values.length))];
 const rssMb = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024;
 
 async function main() {

@@ -1,0 +1,356 @@
+#!/usr/bin/env node
+// npm run chaos:disclosure — N submissions (CHAOS_SUBMISSIONS, default 200) sent by clinicians over real HTTP while
+// the DTR server is killed with SIGKILL and restarted (CHAOS_KILLS times, default 3), its PostgreSQL is restarted once,
+// and the sandbox EHR and payer inject 5xx, 429, hangs and responses dropped after commit on the write-back and
+// submission endpoints. Every process is ours, on 127.0.0.1: an embedded PostgreSQL in a temporary folder, the sandbox
+// (its own process, which survives the kills) and the server (dist/). Each clinician: launch, prefill, complete,
+// authorize disclosure, review, choose, Send (clicking again when the server is away or the EHR refused the copy).
+// Then the faults stop and the outbox drains. It prints: submissions requested, delivered, dead letters, duplicates at
+// the payer (a key accepted twice), duplicates in the EHR (more than one copy per submission), early sends (the payer
+// received it before the EHR copy was verified), lost (neither delivered nor dead), and send → delivered p50/p95.
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import pg from 'pg';
+import { freePort, launch, quantile, root, start } from './lib/harness.mjs';
+import { registerSandboxPeers } from './register-sandbox.mjs';
+
+const load = (rel) => import(pathToFileURL(path.join(root, 'dist', rel)).href);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const DELIVERY = { system: 'http://example.org/dtr/CodeSystem/oxygen-delivery', code: 'concentrator' };
+const PATIENTS = 24;
+
+/** Child mode: the DTR server from dist/, registered with the sandbox peers named in the environment. */
+async function serve() {
+  const { loadAppConfig } = await load('apps/dtr-server/src/config/app.config.js');
+  const { startServer, stopOnSignals } = await load('apps/dtr-server/src/bootstrap.js');
+  const { JsonLogger } = await load('apps/dtr-server/src/logging/json-logger.js');
+  const { loadSandboxOptions } = await load('apps/sandbox/src/sandbox.config.js');
+  const config = loadAppConfig(process.env);
+  const logger = new JsonLogger('warn');
+  const server = await startServer(config, logger);
+  const options = loadSandboxOptions({ SANDBOX_APP_URL: server.url }, []);
+  await registerSandboxPeers(server, options, {
+    ehrFhirBase: process.env.CHAOS_EHR_FHIR,
+    payerFhirBase: process.env.CHAOS_PAYER_FHIR,
+    payerTokenEndpoint: process.env.CHAOS_PAYER_TOKEN,
+  });
+  stopOnSignals(() => server.close(), logger, config.shutdownTimeoutMs);
+  process.stderr.write(`chaos server ready: ${server.url}\n`);
+}
+
+/** Patients with a stationary-oxygen order; a third have their qualifying condition labelled (a choice to make). */
+function patients() {
+  const entry = [{ resourceType: 'Practitioner', id: 'chaos-pr', name: [{ family: 'Chaos', given: ['Dee'] }] }];
+  for (let n = 1; n <= PATIENTS; n++) {
+    const id = `chaos-${n}`;
+    entry.push(
+      { resourceType: 'Patient', id, birthDate: '1950-01-01', name: [{ family: 'Chaos', given: [`P${n}`] }] },
+      {
+        resourceType: 'Coverage',
+        id: `${id}-cov`,
+        status: 'active',
+        beneficiary: { reference: `Patient/${id}` },
+        payor: [{ identifier: { system: 'http://example.org/payer-id', value: 'SANDBOX-PAYER' } }],
+      },
+      {
+        resourceType: 'DeviceRequest',
+        id: `${id}-order`,
+        status: 'active',
+        intent: 'order',
+        subject: { reference: `Patient/${id}` },
+        codeCodeableConcept: {
+          coding: [{ system: 'https://bluebutton.cms.gov/resources/codesystem/hcpcs', code: 'E0424' }],
+        },
+      },
+      {
+        resourceType: 'Condition',
+        id: `${id}-cond`,
+        ...(n % 3 === 0
+          ? { meta: { security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'PSY' }] } }
+          : {}),
+        code: { coding: [{ system: 'http://snomed.info/sct', code: '13645005' }] },
+        subject: { reference: `Patient/${id}` },
+      },
+    );
+  }
+  return { resourceType: 'Bundle', type: 'collection', entry: entry.map((resource) => ({ resource })) };
+}
+
+/** Retries `fn` while the server is away (connection refused, 5xx) up to a deadline; 4xx answers are returned. */
+async function persist(fn, what, deadlineMs = 180_000) {
+  const deadline = Date.now() + deadlineMs;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const result = await fn();
+      if (result === undefined || result.status === undefined || result.status < 500) return result;
+      if (Date.now() > deadline) throw new Error(`${what}: still ${result.status}`);
+    } catch (error) {
+      if (Date.now() > deadline) throw new Error(`${what}: ${error.message}`);
+    }
+    await sleep(Math.min(2000, 100 * 2 ** Math.min(attempt, 5)));
+  }
+}
+
+async function json(url, jar, method = 'GET', body) {
+  const host = new URL(url).host;
+  const response = await fetch(url, {
+    method,
+    headers: { cookie: jar.header(host), ...(body ? { 'content-type': 'application/json' } : {}) },
+    ...(body ? { body: JSON.stringify(body) } : {}),
+    signal: AbortSignal.timeout(60_000),
+  });
+  const text = await response.text();
+  return { status: response.status, body: text ? JSON.parse(text) : undefined };
+}
+
+/** One clinician, start to Send; returns the submission id and when Send was first clicked. */
+async function clinician(serverUrl, ehrFhir, n) {
+  const id = `chaos-${1 + (n % PATIENTS)}`;
+  const jar = await persist(
+    () => launch(serverUrl, ehrFhir, { patient: id, user: 'chaos-pr', order: `DeviceRequest/${id}-order` }),
+    'launch',
+  );
+  const prepared = await persist(() => json(`${serverUrl}/api/session/questionnaires`, jar, 'POST'), 'prepare');
+  if (prepared.status !== 200) throw new Error(`prepare answered ${prepared.status}`);
+  const form = `${serverUrl}/api/session/questionnaire-responses/${prepared.body.questionnaires[0].formId}`;
+  const view = await persist(() => json(form, jar), 'open');
+  const qr = structuredClone(view.body.response);
+  qr.item = [
+    ...(qr.item ?? []).filter((i) => i.linkId !== 'delivery-system'),
+    { linkId: 'delivery-system', answer: [{ valueCoding: DELIVERY }] },
+  ];
+  const done = await persist(() => json(`${form}/$complete`, jar, 'POST', qr), 'complete');
+  if (done.status !== 200 && done.status !== 409) throw new Error(`complete answered ${done.status}`);
+  await persist(() => jar.navigate(`${serverUrl}/disclose/authorize`), 'authorize');
+  const review = await persist(() => json(`${form}/disclosure`, jar), 'review');
+  if (review.status !== 200) throw new Error(`review answered ${review.status}: ${JSON.stringify(review.body)}`);
+  const choices = Object.fromEntries(review.body.needsChoice.map((k, i) => [k, (n + i) % 2 ? 'include' : 'withhold']));
+  const sentAt = Date.now();
+  // Send, and Send again while it did not take (the server away, or the EHR refused the copy: nothing was sent).
+  const sent = await persist(async () => {
+    const r = await json(`${form}/$send`, jar, 'POST', { choices });
+    return r.status === 403 ? { status: 503 } : r;
+  }, 'send');
+  if (sent.status !== 200 && sent.status !== 202)
+    throw new Error(`send answered ${sent.status}: ${JSON.stringify(sent.body)}`);
+  return { id: sent.body.id, sentAt };
+}
+
+const FAULTS = [
+  ['ehr', { errorRate: 0.4, errorStatus: 503, paths: ['/fhir/DocumentReference', '/fhir/Provenance'] }],
+  ['ehr', { errorRate: 0.4, errorStatus: 500, paths: ['/fhir/DocumentReference'] }],
+  ['ehr', { errorRate: 0.4, errorStatus: 429, paths: ['/fhir/DocumentReference', '/fhir/Provenance'] }],
+  ['ehr', { dropResponseAfterCommit: true, paths: ['/fhir/DocumentReference'] }],
+  ['ehr', { hang: true, paths: ['/fhir/Provenance'] }],
+  ['payer', { errorRate: 0.5, errorStatus: 503, paths: ['/fhir/Bundle'] }],
+  ['payer', { errorRate: 0.5, errorStatus: 429, paths: ['/fhir/Bundle'] }],
+  ['payer', { dropResponseAfterCommit: true, paths: ['/fhir/Bundle'] }],
+  ['payer', { hang: true, paths: ['/fhir/Bundle'] }],
+];
+
+async function setFaults(origin, settings) {
+  await fetch(`${origin}/_sandbox/faults`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(settings),
+  }).catch(() => undefined);
+}
+
+async function main() {
+  execFileSync(process.execPath, [path.join(root, 'scripts', 'build.mjs')], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const total = Number(process.env.CHAOS_SUBMISSIONS ?? 200);
+  const kills = Number(process.env.CHAOS_KILLS ?? 3);
+  const concurrency = Number(process.env.CHAOS_CONCURRENCY ?? 6);
+  const dir = mkdtempSync(path.join(tmpdir(), 'dtr-chaos-'));
+  // The embedded server runs as user postgres when we are root: it must be able to enter the folder.
+  chmodSync(dir, 0o755);
+  const { EmbeddedPostgresSupervisor } = await load('libs/persistence/src/index.js');
+  const [dbPort, serverPort, ehrPort, payerPort] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+  let db = await EmbeddedPostgresSupervisor.start({ dataDir: path.join(dir, 'pg'), database: 'dtr', port: dbPort });
+  const bundle = path.join(dir, 'patients.json');
+  writeFileSync(bundle, JSON.stringify(patients()));
+  const serverUrl = `http://127.0.0.1:${serverPort}`;
+  const sandbox = start(
+    ['dist/apps/sandbox/src/main.js'],
+    {
+      SANDBOX_EHR_PORT: String(ehrPort),
+      SANDBOX_PAYER_PORT: String(payerPort),
+      SANDBOX_APP_URL: serverUrl,
+      SANDBOX_BUNDLES: bundle,
+      SANDBOX_PATIENTS: '1',
+    },
+    /Sandbox payer: (http:\S+)\s+\(token (http:\S+)\)/,
+    'sandbox',
+  );
+  const [, payerFhir, payerToken] = await sandbox.matched;
+  const ehrFhir = /FHIR (http:\S+)\)/.exec(sandbox.output())[1];
+  const ehr = new URL(ehrFhir).origin;
+  const payer = new URL(payerFhir).origin;
+  const env = {
+    DATABASE_URL: db.url,
+    DTR_PORT: String(serverPort),
+    DTR_ENCRYPTION_KEYS: `chaos:${randomBytes(32).toString('base64')}`,
+    DTR_DATA_DIR: dir,
+    DTR_LOG_LEVEL: 'warn',
+    DTR_DELIVERY_TIMEOUT_MS: '2000',
+    DTR_DELIVERY_LEASE_MS: '5000',
+    DTR_DELIVERY_RETRY_BASE_MS: '200',
+    DTR_DELIVERY_RETRY_MAX_MS: '2000',
+    DTR_DELIVERY_MAX_ATTEMPTS: '30',
+    DTR_DELIVERY_POLL_MS: '250',
+    DTR_WRITE_BACK_LEASE_MS: '8000',
+    CHAOS_EHR_FHIR: ehrFhir,
+    CHAOS_PAYER_FHIR: payerFhir,
+    CHAOS_PAYER_TOKEN: payerToken,
+    CHAOS_CHILD: 'serve',
+  };
+  let server;
+  let stopping = false;
+  const startServer = async () => {
+    server = start([path.join(root, 'scripts', 'chaos-disclosure.mjs')], env, /chaos server ready/, 'server');
+    const current = server;
+    void current.exited.then((code) => {
+      // An exit we did not ask for (the database went away under it): start again, as a supervisor would.
+      if (!stopping && server === current && code !== 'SIGKILL') void startServer().catch(() => undefined);
+    });
+    await current.matched;
+  };
+  await startServer();
+  process.stderr.write(
+    `chaos: ${total} submissions, ${concurrency} clinicians at a time, ${kills} server kills, one database restart\n`,
+  );
+
+  const results = [];
+  const failures = [];
+  let next = 0;
+  let finished = 0;
+  const clinicians = Array.from({ length: concurrency }, async () => {
+    while (next < total) {
+      const n = next++;
+      try {
+        results.push(await clinician(serverUrl, ehrFhir, n));
+      } catch (error) {
+        failures.push(error.message);
+      }
+      finished++;
+    }
+  });
+  const killAt = Array.from({ length: kills }, (_, i) => Math.floor(((i + 1) * total) / (kills + 2)));
+  const dbRestartAt = Math.floor(total * 0.55);
+  let dbRestarted = false;
+  const monkey = (async () => {
+    let f = 0;
+    while (finished < total) {
+      const [peer, settings] = FAULTS[f++ % FAULTS.length];
+      await setFaults(peer === 'ehr' ? ehr : payer, settings);
+      await sleep(1500);
+      await setFaults(peer === 'ehr' ? ehr : payer, {});
+      await sleep(1000);
+      if (killAt.length > 0 && results.length >= killAt[0]) {
+        killAt.shift();
+        process.stderr.write(`chaos: SIGKILL the server at ${results.length} sent\n`);
+        server.child.kill('SIGKILL');
+        await server.exited;
+        await sleep(500);
+        await startServer();
+      }
+      if (!dbRestarted && results.length >= dbRestartAt) {
+        dbRestarted = true;
+        process.stderr.write(`chaos: restarting PostgreSQL at ${results.length} sent\n`);
+        await db.stop();
+        await sleep(1000);
+        db = await EmbeddedPostgresSupervisor.start({ dataDir: path.join(dir, 'pg'), database: 'dtr', port: dbPort });
+      }
+    }
+  })();
+  await Promise.all(clinicians);
+  await monkey;
+  await Promise.all([setFaults(ehr, {}), setFaults(payer, {})]);
+
+  // Drain: every submission delivered or dead, or the deadline.
+  const client = new pg.Client({ connectionString: db.url });
+  await client.connect();
+  const deadline = Date.now() + Number(process.env.CHAOS_DRAIN_MS ?? 180_000);
+  let open = Infinity;
+  while (open > 0 && Date.now() < deadline) {
+    const { rows } = await client.query(
+      `SELECT count(*)::int AS n FROM submission WHERE state NOT IN ('delivered', 'dead')`,
+    );
+    open = rows[0].n;
+    if (open > 0) await sleep(500);
+  }
+  const report = await measure(client, results, ehr, payer);
+  await client.end();
+  stopping = true;
+  server.child.kill('SIGTERM');
+  sandbox.child.kill('SIGTERM');
+  await Promise.all([server.exited, sandbox.exited]);
+  await db.stop();
+  rmSync(dir, { recursive: true, force: true });
+  print(total, results, failures, report);
+  if (report.lost + report.payerDuplicates + report.ehrDuplicates + report.early > 0 || failures.length > 0)
+    process.exitCode = 1;
+}
+
+async function measure(client, results, ehr, payer) {
+  const ids = new Set(results.map((r) => r.id));
+  const { rows } = await client.query(`SELECT id, state FROM submission`);
+  const states = new Map(rows.map((r) => [r.id, r.state]));
+  const events = await client.query(
+    `SELECT submission_id::text AS id, subtype_code AS kind, recorded_at FROM audit_event
+     WHERE subtype_code IN ('ehr-read-back', 'payer-answer') AND outcome = '0' AND submission_id IS NOT NULL`,
+  );
+  const verifiedAt = new Map();
+  const deliveredAt = new Map();
+  for (const e of events.rows)
+    (e.kind === 'ehr-read-back' ? verifiedAt : deliveredAt).set(e.id, e.recorded_at.getTime());
+  const received = await (await fetch(`${payer}/_sandbox/submissions`)).json();
+  const accepted = new Map();
+  const firstAt = new Map();
+  for (const r of received) {
+    if (!r.idempotencyKey) continue;
+    if (!r.duplicate) accepted.set(r.idempotencyKey, (accepted.get(r.idempotencyKey) ?? 0) + 1);
+    if (!firstAt.has(r.idempotencyKey)) firstAt.set(r.idempotencyKey, Date.parse(r.at));
+  }
+  const docs = await (await fetch(`${ehr}/_sandbox/store/DocumentReference`)).json();
+  const copies = new Map();
+  for (const e of docs.entry ?? [])
+    for (const i of e.resource.identifier ?? [])
+      if (i.system === 'urn:dtr-backend:submission') copies.set(i.value, (copies.get(i.value) ?? 0) + 1);
+  const latency = results.filter((r) => deliveredAt.has(r.id)).map((r) => deliveredAt.get(r.id) - r.sentAt);
+  return {
+    delivered: [...ids].filter((id) => states.get(id) === 'delivered').length,
+    dead: [...ids].filter((id) => states.get(id) === 'dead').length,
+    lost: [...ids].filter((id) => states.get(id) !== 'delivered' && states.get(id) !== 'dead').length,
+    payerDuplicates: [...accepted.values()].filter((n) => n > 1).length,
+    redeliveries: received.filter((r) => r.duplicate).length,
+    ehrDuplicates: [...copies.values()].filter((n) => n > 1).length,
+    early: [...firstAt].filter(([id, at]) => !verifiedAt.has(id) || !copies.has(id) || at < verifiedAt.get(id)).length,
+    p50: quantile(latency, 0.5),
+    p95: quantile(latency, 0.95),
+  };
+}
+
+function print(total, results, failures, r) {
+  const line = (label, value) => process.stdout.write(`${label.padEnd(52)} ${value}\n`);
+  process.stdout.write('\nchaos:disclosure\n');
+  line('submissions requested', total);
+  line('submissions made (Send answered)', results.length);
+  line('delivered', r.delivered);
+  line('dead letters (retries exhausted)', r.dead);
+  line('duplicates at the payer (one key accepted twice)', r.payerDuplicates);
+  line('repeats the payer answered from its first result', r.redeliveries);
+  line('duplicates in the EHR (copies per submission > 1)', r.ehrDuplicates);
+  line('sent before the EHR copy was verified', r.early);
+  line('lost (neither delivered nor dead)', r.lost + (total - results.length));
+  line('send → delivered p50 / p95 (ms)', `${Math.round(r.p50)} / ${Math.round(r.p95)}`);
+  if (failures.length > 0)
+    line('clinician flows that failed', `${failures.length}: ${[...new Set(failures)].slice(0, 3).join(' | ')}`);
+}
+
+if (process.env.CHAOS_CHILD === 'serve') await serve();
+else await main();

@@ -1,0 +1,99 @@
+// Shared by the benchmark and chaos scripts: free ports, child processes that announce readiness, and a clinician's
+// EHR launch followed hop by hop with a cookie jar (what a browser does, without one). Loopback only.
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export const freePort = () =>
+  new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+
+/** Spawns a node process and resolves `matched` once its output matches `ready` (with the match). */
+export function start(args, env, ready, what) {
+  const child = spawn(process.execPath, args, {
+    cwd: root,
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal)));
+  const matched = new Promise((resolve, reject) => {
+    const onData = (chunk) => {
+      output = (output + chunk.toString()).slice(-200_000);
+      const match = ready.exec(output);
+      if (match) resolve(match);
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    void exited.then((code) =>
+      reject(new Error(`${what} exited (${code}) before it was ready:\n${output.slice(-2000)}`)),
+    );
+  });
+  matched.catch(() => undefined);
+  return { child, exited, matched, output: () => output };
+}
+
+/** A cookie jar per host, as a browser keeps one. */
+export class CookieJar {
+  jar = new Map();
+
+  header(host) {
+    return [...(this.jar.get(host) ?? new Map())].map(([k, v]) => `${k}=${v}`).join('; ');
+  }
+
+  keep(host, response) {
+    for (const line of response.headers.getSetCookie()) {
+      const pair = line.split(';')[0];
+      const eq = pair.indexOf('=');
+      if (!this.jar.has(host)) this.jar.set(host, new Map());
+      this.jar.get(host).set(pair.slice(0, eq).trim(), pair.slice(eq + 1).trim());
+    }
+  }
+
+  /** GET `url` and follow redirects (each hop with its host's cookies); returns the last URL and status. */
+  async navigate(url, maxHops = 20) {
+    for (let hop = 0; hop < maxHops; hop++) {
+      const target = new URL(url);
+      const response = await fetch(target, { redirect: 'manual', headers: { cookie: this.header(target.host) } });
+      this.keep(target.host, response);
+      await response.arrayBuffer();
+      const location = response.headers.get('location');
+      if (response.status >= 300 && response.status < 400 && location) {
+        url = new URL(location, target).toString();
+        continue;
+      }
+      return { url: target, status: response.status };
+    }
+    throw new Error(`more than ${maxHops} redirects from ${url}`);
+  }
+}
+
+/** An EHR launch of our server by the sandbox EHR for `patient` and `order`; returns the browser's cookie jar. */
+export async function launch(serverUrl, ehrFhir, { patient, user, order }) {
+  const created = await fetch(`${new URL(ehrFhir).origin}/_sandbox/launches`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ patient, user, fhirContext: [{ reference: order }] }),
+  });
+  if (!created.ok) throw new Error(`the sandbox EHR refused the launch: ${created.status} ${await created.text()}`);
+  const { launch: id } = await created.json();
+  const jar = new CookieJar();
+  const end = await jar.navigate(`${serverUrl}/launch?iss=${encodeURIComponent(ehrFhir)}&launch=${id}`);
+  if (end.url.pathname !== '/app' || end.status !== 200)
+    throw new Error(`the launch ended at ${end.url} (${end.status})`);
+  return jar;
+}
+
+export const quantile = (values, q) =>
+  values.length === 0
+    ? NaN
+    : [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor(q * values.length))];
