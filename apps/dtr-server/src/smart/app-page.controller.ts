@@ -44,6 +44,7 @@ ${disclose === 'authorized' ? html`<p role="status">Disclosure authorized.</p>` 
 <h2>Coverage</h2>${list(view.coverages)}
 <form method="post" action="/app/questionnaires"><button type="submit" id="prepare">Get the payer's questionnaires, prefilled</button></form>
 ${discloseLine}
+<p><a href="/app/submissions" id="submissions-link">Sent to the payer</a>: what this session sent, with the payer's answers.</p>
 <form method="post" action="/api/session/logout"><button type="submit">Sign out</button></form>
 </body></html>`.value,
       );
