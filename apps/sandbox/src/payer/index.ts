@@ -74,9 +74,22 @@ interface Caller {
 
 const FHIR_JSON = 'application/fhir+json';
 
+/** What the payer remembers while it runs (what tests ask of it). */
+interface PayerState {
+  igVersion: DtrIgVersion;
+  ledger: SubmissionLedger;
+  loggedErrors: unknown[];
+  packageRequests: PackageRequestRecord[];
+  /** Fingerprints of the access tokens it issued. */
+  issued: Set<string>;
+}
+
+type PayerAuth = Awaited<ReturnType<typeof createPayerAuthorizationServer>>;
+type Guard = (resourceType: string | undefined, interaction: Interaction) => express.RequestHandler;
+
 /**
  * The sandbox payer (dev/test only) on a peer server: Backend Services token endpoint, DTR operations,
- * a submission endpoint, all recorded in `peer.log`.
+ * the submission routes, all recorded in `peer.log`.
  */
 export async function createPayerServer(options: PayerOptions): Promise<PayerServer> {
   const { peer } = options;
@@ -84,13 +97,37 @@ export async function createPayerServer(options: PayerOptions): Promise<PayerSer
   const fhirBase = `${peer.origin}${PAYER_PATHS.fhir}`;
   const store = await PackageStore.load(options.packageDirs);
   const auth = await createPayerAuthorizationServer(issuer, options.clients, options.accessTokenTtlSeconds ?? 300);
-  let igVersion: DtrIgVersion = options.defaultIgVersion ?? '2.2';
-  const ledger = new SubmissionLedger();
-  const loggedErrors: unknown[] = [];
-  const packageRequests: PackageRequestRecord[] = [];
-  const issued = new Set<string>();
+  const state: PayerState = {
+    igVersion: options.defaultIgVersion ?? '2.2',
+    ledger: new SubmissionLedger(),
+    loggedErrors: [],
+    packageRequests: [],
+    issued: new Set(),
+  };
+  mountTokenEndpoint(peer, auth, state.issued);
+  peer.app.use(PAYER_PATHS.fhir, fhirRouter(peer, auth, store, state));
+  peer.app.get(PAYER_PATHS.submissions, (_req, res) => {
+    res.json(state.ledger.all());
+  });
 
-  // Token endpoint: the provider parses its own body, so no JSON/urlencoded parser is mounted before it.
+  return {
+    fhirBase,
+    tokenEndpoint: auth.tokenEndpoint,
+    setIgVersion(v) {
+      state.igVersion = v;
+    },
+    submissions: () => state.ledger.all(),
+    loggedErrors: () => [...state.loggedErrors],
+    issuedTokenFingerprints: () => new Set(state.issued),
+    packageRequests: () => [...state.packageRequests],
+    publish: (resource: FhirResource) => store.publish(resource),
+    content: (resourceType: string, canonical: string) => store.resolve(resourceType, canonical),
+    close: () => peer.close(),
+  };
+}
+
+/** Token endpoint: the provider parses its own body, so no JSON/urlencoded parser is mounted before it. */
+function mountTokenEndpoint(peer: PeerServer, auth: PayerAuth, issued: Set<string>): void {
   const tokenRequests = new WeakMap<object, RecordedRequest>();
   const clientOf = (ctx: OidcContext) => {
     const entry = tokenRequests.get(ctx.req);
@@ -112,17 +149,11 @@ export async function createPayerServer(options: PayerOptions): Promise<PayerSer
     tokenRequests.set(req, record(peer, req, res));
     callback(req, res);
   });
+}
 
-  const fhir = express.Router();
-  fhir.use(express.json({ type: ['application/json', FHIR_JSON], limit: '10mb' }));
-  fhir.use((req, res, next) => {
-    res.locals['entry'] = record(peer, req, res);
-    next();
-  });
-
-  /** Bearer token required (401); the scope must allow the interaction (403). */
-  const guard =
-    (resourceType: string | undefined, interaction: Interaction) =>
+/** Bearer token required (401); the scope must allow the interaction (403). */
+function guardWith(auth: PayerAuth): Guard {
+  return (resourceType, interaction) =>
     (req: Request, res: Response, next: NextFunction): void => {
       void (async () => {
         const entry = res.locals['entry'] as RecordedRequest;
@@ -140,23 +171,57 @@ export async function createPayerServer(options: PayerOptions): Promise<PayerSer
         res.locals['caller'] = { clientId: info.clientId, scopes: info.scopes } satisfies Caller;
       })().then(() => next(), next);
     };
+}
 
-  const send = (res: Response, status: number, body: FhirResource) =>
-    res.status(status).type(FHIR_JSON).send(JSON.stringify(body));
+const send = (res: Response, status: number, body: FhirResource) =>
+  res.status(status).type(FHIR_JSON).send(JSON.stringify(body));
 
+/** The payer's FHIR endpoints: DTR operations, `$expand`, the submission routes, one error mapping. */
+function fhirRouter(peer: PeerServer, auth: PayerAuth, store: PackageStore, state: PayerState): express.Router {
+  const fhir = express.Router();
+  fhir.use(express.json({ type: ['application/json', FHIR_JSON], limit: '10mb' }));
+  fhir.use((req, res, next) => {
+    res.locals['entry'] = record(peer, req, res);
+    next();
+  });
+  const guard = guardWith(auth);
+  mountDtrOperations(fhir, guard, store, state);
+  // Submission routes from the table: each names the scope it requires.
+  for (const route of SUBMISSION_ROUTES) {
+    fhir.post(route.path, guard(route.scopeType, 'c'), (req, res) => {
+      const result = state.ledger.submit(route, req.body, req.get('idempotency-key') ?? undefined);
+      send(res, result.status, result.body);
+    });
+  }
+  fhir.use((_req, _res, next) => next(new PayerHttpError(404, 'not-found', 'no such endpoint on the sandbox payer')));
+  // One place maps errors to an OperationOutcome; unknown errors are a generic 500.
+  fhir.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    if (err instanceof PayerHttpError) {
+      if (err.status === 401) res.setHeader('WWW-Authenticate', 'Bearer');
+      return send(res, err.status, operationOutcome('error', err.code, err.message));
+    }
+    const status = (err as { status?: unknown }).status;
+    if (status === 400 || status === 413)
+      return send(res, status, operationOutcome('error', 'invalid', 'the body is not valid JSON'));
+    return send(res, 500, operationOutcome('error', 'exception', 'internal error'));
+  });
+  return fhir;
+}
+
+function mountDtrOperations(fhir: express.Router, guard: Guard, store: PackageStore, state: PayerState): void {
   // @see https://hl7.org/fhir/us/davinci-dtr/STU2.2/OperationDefinition-questionnaire-package.html
   fhir.post('/Questionnaire/$questionnaire-package', guard('Questionnaire', 'r'), (req, res) => {
     const override = req.get(DTR_VERSION_HEADER);
     if (override !== undefined && !isDtrIgVersion(override)) {
       throw new PayerHttpError(400, 'invalid', `${DTR_VERSION_HEADER} must be 2.0.1, 2.1 or 2.2`);
     }
-    const version = override ?? igVersion;
+    const version = override ?? state.igVersion;
     const input = parseQuestionnairePackageInput(req.body, version);
     const answer = questionnairePackage(store, input, version);
     const returned = (answer.parameter ?? []).flatMap((p) =>
       (p.resource as Bundle | undefined)?.resourceType === 'Bundle' ? ((p.resource as Bundle).entry ?? []) : [],
     );
-    packageRequests.push({
+    state.packageRequests.push({
       version,
       ...(input.changedsince ? { changedsince: input.changedsince } : {}),
       questionnaires: input.questionnaire,
@@ -173,7 +238,7 @@ export async function createPayerServer(options: PayerOptions): Promise<PayerSer
 
   // @see https://hl7.org/fhir/us/davinci-dtr/STU2.2/OperationDefinition-log-questionnaire-errors.html
   fhir.post('/$log-questionnaire-errors', guard(undefined, 'c'), (req, res) => {
-    loggedErrors.push(req.body);
+    state.loggedErrors.push(req.body);
     send(res, 200, operationOutcome('information', 'informational', 'errors recorded'));
   });
 
@@ -189,47 +254,6 @@ export async function createPayerServer(options: PayerOptions): Promise<PayerSer
   };
   fhir.get('/ValueSet/$expand', guard('ValueSet', 'r'), expand);
   fhir.post('/ValueSet/$expand', guard('ValueSet', 'r'), expand);
-
-  // Submission routes from the table: a route is required to say what the QR submission scope is.
-  for (const route of SUBMISSION_ROUTES) {
-    fhir.post(route.path, guard(route.scopeType, 'c'), (req, res) => {
-      const result = ledger.submit(route, req.body, req.get('idempotency-key') ?? undefined);
-      send(res, result.status, result.body);
-    });
-  }
-
-  fhir.use((_req, _res, next) => next(new PayerHttpError(404, 'not-found', 'no such endpoint on the sandbox payer')));
-  // One place maps errors to an OperationOutcome; unknown errors are a generic 500.
-  fhir.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
-    if (err instanceof PayerHttpError) {
-      if (err.status === 401) res.setHeader('WWW-Authenticate', 'Bearer');
-      return send(res, err.status, operationOutcome('error', err.code, err.message));
-    }
-    const status = (err as { status?: unknown }).status;
-    if (status === 400 || status === 413)
-      return send(res, status, operationOutcome('error', 'invalid', 'the body is not valid JSON'));
-    return send(res, 500, operationOutcome('error', 'exception', 'internal error'));
-  });
-  peer.app.use(PAYER_PATHS.fhir, fhir);
-
-  peer.app.get(PAYER_PATHS.submissions, (_req, res) => {
-    res.json(ledger.all());
-  });
-
-  return {
-    fhirBase,
-    tokenEndpoint: auth.tokenEndpoint,
-    setIgVersion(v) {
-      igVersion = v;
-    },
-    submissions: () => ledger.all(),
-    loggedErrors: () => [...loggedErrors],
-    issuedTokenFingerprints: () => new Set(issued),
-    packageRequests: () => [...packageRequests],
-    publish: (resource: FhirResource) => store.publish(resource),
-    content: (resourceType: string, canonical: string) => store.resolve(resourceType, canonical),
-    close: () => peer.close(),
-  };
 }
 
 /** Starts a request-log entry; status and duration are filled in when the response finishes. */

@@ -163,12 +163,32 @@ function nameOf(resource: Resource): string {
   return name?.text ?? [...(name?.given ?? []), name?.family].filter(Boolean).join(' ') ?? resource.id ?? '';
 }
 
+/** What every part of the sandbox EHR's FHIR server shares. */
+interface Ehr {
+  peer: PeerServer;
+  baseUrl: string;
+  store: FhirStore;
+  options: EhrFhirOptions;
+  behaviour: { alterAttachments: boolean };
+}
+
+type WriteResult = { status: number; resource?: Resource; error?: [number, string, string] };
+type Write = (
+  res: Response,
+  method: 'POST' | 'PUT',
+  type: string,
+  id: string | undefined,
+  body: Resource,
+  ifNoneExist?: string,
+  ifMatch?: string,
+) => WriteResult;
+
 export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrFhirServer> {
   const { peer } = options;
   const baseUrl = `${peer.origin}${EHR_PATHS.fhir}`;
   const store = new FhirStore();
   for (const resource of options.resources) store.put(resource);
-  const behaviour = { alterAttachments: false };
+  const ehr: Ehr = { peer, baseUrl, store, options, behaviour: { alterAttachments: false } };
 
   const router = express.Router();
   router.get('/metadata', (_req, res) => {
@@ -183,7 +203,35 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
     );
   });
   router.use(express.json({ type: ['application/json', 'application/fhir+json'], limit: '5mb' }));
-  router.use((req: Request, res: Response, next: NextFunction) => {
+  router.use(authenticate(ehr));
+  mountSearch(router, ehr);
+  mountReads(router, ehr);
+  const write = writer(ehr);
+  mountWrites(router, ehr, write);
+  mountTransaction(router, ehr, write);
+
+  peer.app.use(EHR_PATHS.fhir, router);
+  mountStoreListing(peer, store);
+  // Misbehaviour for tests: `alterAttachments` stores DocumentReference attachments with one byte changed (what a
+  // buggy or transcoding EHR would do), so a read-back check has something to catch.
+  peer.app.put('/_sandbox/ehr-behaviour', express.json(), (req, res) => {
+    ehr.behaviour.alterAttachments =
+      (req.body as { alterAttachments?: unknown } | undefined)?.alterAttachments === true;
+    res.json(ehr.behaviour);
+  });
+  return {
+    baseUrl,
+    store,
+    listPatients: () => store.all('Patient').map((p) => ({ id: p.id!, display: nameOf(p) })),
+    listPractitioners: () =>
+      store.all('Practitioner').map((p) => ({ id: p.id!, fhirUser: `Practitioner/${p.id}`, display: nameOf(p) })),
+  };
+}
+
+/** Bearer token required and introspected; the token's audience must be this server. */
+function authenticate(ehr: Ehr): express.RequestHandler {
+  const { peer, options, baseUrl } = ehr;
+  return (req: Request, res: Response, next: NextFunction) => {
     if (req.path.startsWith('/.well-known/')) return next('router');
     const entry = peer.log.start({
       method: req.method,
@@ -216,18 +264,22 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
       res.locals['token'] = info;
       next();
     })().catch(next);
-  });
-
-  const allow = (res: Response, type: string, interaction: Interaction) => {
-    const info = res.locals['token'] as AccessTokenInfo;
-    const level = access(info.scopes, type, interaction);
-    if (!level) {
-      outcome(res, 403, 'forbidden', `the token's scopes do not allow ${interaction} on ${type}`);
-      return undefined;
-    }
-    return { level, patient: info.patient };
   };
+}
 
+/** The granted access level for an interaction, or a 403 already answered. */
+function allow(res: Response, type: string, interaction: Interaction) {
+  const info = res.locals['token'] as AccessTokenInfo;
+  const level = access(info.scopes, type, interaction);
+  if (!level) {
+    outcome(res, 403, 'forbidden', `the token's scopes do not allow ${interaction} on ${type}`);
+    return undefined;
+  }
+  return { level, patient: info.patient };
+}
+
+function mountSearch(router: express.Router, ehr: Ehr): void {
+  const { store, baseUrl } = ehr;
   router.get('/:type', (req, res) => {
     const type = String(req.params['type']);
     const granted = allow(res, type, 's');
@@ -266,7 +318,10 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
       throw error;
     }
   });
+}
 
+function mountReads(router: express.Router, ehr: Ehr): void {
+  const { store } = ehr;
   const readOne = (req: Request, res: Response, found: Resource | undefined) => {
     const type = String(req.params['type']);
     const granted = allow(res, type, 'r');
@@ -305,9 +360,12 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
       }),
     );
   });
+}
 
-  /** create / conditional create / update, for a plain request or a transaction entry. */
-  const write = (
+/** create / conditional create / update, for a plain request or a transaction entry. */
+function writer(ehr: Ehr): Write {
+  const { store, options, behaviour } = ehr;
+  return (
     res: Response,
     method: 'POST' | 'PUT',
     type: string,
@@ -315,7 +373,7 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
     body: Resource,
     ifNoneExist?: string,
     ifMatch?: string,
-  ): { status: number; resource?: Resource; error?: [number, string, string] } => {
+  ): WriteResult => {
     if (!body || body.resourceType !== type)
       return { status: 400, error: [400, 'invalid', `the body must be a ${type}`] };
     const granted = allow(res, type, method === 'POST' ? 'c' : 'u');
@@ -349,7 +407,11 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
     const existed = store.read(type, id!) !== undefined;
     return { status: existed ? 200 : 201, resource: store.put(body) };
   };
-  const send = (res: Response, type: string, result: ReturnType<typeof write>) => {
+}
+
+function mountWrites(router: express.Router, ehr: Ehr, write: Write): void {
+  const { baseUrl } = ehr;
+  const send = (res: Response, type: string, result: WriteResult) => {
     if (res.headersSent) return;
     if (result.error) return outcome(res, ...result.error);
     if (result.resource) {
@@ -382,6 +444,10 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
       ),
     ),
   );
+}
+
+function mountTransaction(router: express.Router, ehr: Ehr, write: Write): void {
+  const { store } = ehr;
   router.post('/', (req, res) => {
     const bundle = req.body as {
       resourceType?: string;
@@ -444,20 +510,4 @@ export async function createEhrFhirServer(options: EhrFhirOptions): Promise<EhrF
       .type('application/fhir+json')
       .send(JSON.stringify({ resourceType: 'Bundle', type: `${bundle.type}-response`, entry: responses }));
   });
-
-  peer.app.use(EHR_PATHS.fhir, router);
-  mountStoreListing(peer, store);
-  // Misbehaviour for tests: `alterAttachments` stores DocumentReference attachments with one byte changed (what a
-  // buggy or transcoding EHR would do), so a read-back check has something to catch.
-  peer.app.put('/_sandbox/ehr-behaviour', express.json(), (req, res) => {
-    behaviour.alterAttachments = (req.body as { alterAttachments?: unknown } | undefined)?.alterAttachments === true;
-    res.json(behaviour);
-  });
-  return {
-    baseUrl,
-    store,
-    listPatients: () => store.all('Patient').map((p) => ({ id: p.id!, display: nameOf(p) })),
-    listPractitioners: () =>
-      store.all('Practitioner').map((p) => ({ id: p.id!, fhirUser: `Practitioner/${p.id}`, display: nameOf(p) })),
-  };
 }
