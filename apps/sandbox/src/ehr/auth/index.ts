@@ -163,31 +163,80 @@ const SMART_RESOURCE_SCOPES = ['patient', 'user', 'system'].flatMap((level) =>
   SCOPE_TYPES.flatMap((type) => SCOPE_PERMISSIONS.map((perm) => `${level}/${type}.${perm}`)),
 );
 
+/** What the parts of the sandbox EHR's authorization server share. */
+interface AuthState {
+  options: EhrAuthOptions;
+  issuer: string;
+  fhirBase: string;
+  tokenEndpoint: string;
+  launches: Map<string, LaunchContextInput>;
+  contexts: Map<string, LaunchContextInput & { fhirUser?: string }>;
+  /**
+   * The patient open in each browser session (like an EHR's chart): a later `launch/patient` request from the same
+   * signed-in browser gets it without a picker (single sign-on).
+   */
+  currentPatient: Map<string, string>;
+  issued: Set<string>;
+  secrets: Set<string>;
+  granted: Array<{ clientId: string; scopes: string[] }>;
+  misbehaviour: EhrMisbehaviour;
+  userById: Map<string, EhrAuthOptions['users'][number]>;
+  keys: {
+    privateKey: Awaited<ReturnType<typeof generateKeyPair>>['privateKey'];
+    foreign: Awaited<ReturnType<typeof generateKeyPair>>['privateKey'];
+  };
+}
+
+type ProviderErrors = {
+  InvalidClientAuth: new (detail: string) => Error;
+  InvalidRequest: new (detail: string) => Error;
+};
+
 export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrAuthServer> {
   const { peer } = options;
   const issuer = `${peer.origin}${EHR_PATHS.auth}`;
-  const fhirBase = `${peer.origin}${EHR_PATHS.fhir}`;
-  const launches = new Map<string, LaunchContextInput>();
-  const contexts = new Map<string, LaunchContextInput & { fhirUser?: string }>();
-  // The patient open in each browser session (like an EHR's chart): a later `launch/patient` request from the same
-  // signed-in browser gets it without a picker (single sign-on).
-  const currentPatient = new Map<string, string>();
-  const issued = new Set<string>();
-  const secrets = new Set<string>();
-  const granted: Array<{ clientId: string; scopes: string[] }> = [];
-
   const { privateKey } = await generateKeyPair('RS256', { extractable: true });
   const foreign = await generateKeyPair('RS256');
-  let misbehaviour: EhrMisbehaviour = {};
+  const state: AuthState = {
+    options,
+    issuer,
+    fhirBase: `${peer.origin}${EHR_PATHS.fhir}`,
+    tokenEndpoint: `${issuer}/token`,
+    launches: new Map(),
+    contexts: new Map(),
+    currentPatient: new Map(),
+    issued: new Set(),
+    secrets: new Set(),
+    granted: [],
+    misbehaviour: {},
+    userById: new Map(options.users.map((u) => [u.id, u])),
+    keys: { privateKey, foreign: foreign.privateKey },
+  };
   const signingKey = { ...(await exportJWK(privateKey)), alg: 'RS256', use: 'sig', kid: 'sandbox-ehr' };
   const { default: ProviderClass, errors } = (await import('oidc-provider' as string)) as {
     default: new (issuer: string, configuration: Record<string, unknown>) => Provider;
-    errors: { InvalidClientAuth: new (detail: string) => Error; InvalidRequest: new (detail: string) => Error };
+    errors: ProviderErrors;
   };
-  const tokenEndpoint = `${issuer}/token`;
-  const userById = new Map(options.users.map((u) => [u.id, u]));
+  const provider = new ProviderClass(issuer, providerConfiguration(state, signingKey, errors));
+  provider.use(async (ctx, next) => {
+    // SMART: `aud` must name this FHIR server; refused before anything else.
+    if (!audienceOk(ctx, state)) return;
+    await next();
+    recordSecretsAndRedirect(ctx, state);
+    if (ctx.path.endsWith('/token') && ctx.method === 'POST' && ctx.body && typeof ctx.body === 'object')
+      await shapeTokenResponse(ctx, ctx.body as Record<string, unknown>, provider, state);
+  });
+  mountSmartConfiguration(peer, state);
+  return mountEndpoints(peer, provider, state);
+}
 
-  const provider = new ProviderClass(issuer, {
+function providerConfiguration(
+  state: AuthState,
+  signingKey: Record<string, unknown>,
+  errors: ProviderErrors,
+): Record<string, unknown> {
+  const { options, fhirBase, userById, tokenEndpoint } = state;
+  return {
     clients: options.clients.map((c) => ({
       client_id: c.clientId,
       token_endpoint_auth_method: c.auth,
@@ -257,92 +306,111 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
       if (header['typ'] !== undefined && header['typ'] !== 'JWT')
         throw new errors.InvalidClientAuth('client assertion typ must be JWT');
     },
-  });
+  };
+}
 
-  // SMART: `aud` must name this FHIR server; refused before anything else.
-  provider.use(async (ctx, next) => {
-    if (ctx.path === '/auth' || ctx.path.endsWith('/auth')) {
-      const url = new URL(`http://x${(ctx as unknown as { url: string }).url}`);
-      const aud = url.searchParams.get('aud');
-      // SMART requires `aud` on every authorization request, naming this FHIR server.
-      if (url.pathname.endsWith('/auth') && (aud === null || aud.replace(/\/+$/, '') !== fhirBase)) {
-        ctx.status = 400;
-        ctx.body = { error: 'invalid_request', error_description: 'aud must be the FHIR base URL of this server' };
-        return;
-      }
+/** SMART requires `aud` on every authorization request, naming this FHIR server. */
+function audienceOk(ctx: KoaContext, state: AuthState): boolean {
+  if (ctx.path === '/auth' || ctx.path.endsWith('/auth')) {
+    const url = new URL(`http://x${(ctx as unknown as { url: string }).url}`);
+    const aud = url.searchParams.get('aud');
+    if (url.pathname.endsWith('/auth') && (aud === null || aud.replace(/\/+$/, '') !== state.fhirBase)) {
+      ctx.status = 400;
+      ctx.body = { error: 'invalid_request', error_description: 'aud must be the FHIR base URL of this server' };
+      return false;
     }
-    await next();
-    // Every secret this server hands out is remembered raw, so tests can look for it anywhere it must not be.
-    const redirect = (ctx as unknown as { response: { get(h: string): string } }).response.get('location');
-    const code = redirect ? /[?&#]code=([^&#]+)/.exec(redirect)?.[1] : undefined;
-    if (code) secrets.add(decodeURIComponent(code));
-    if (misbehaviour.callbackIss && ctx.status === 303) {
-      const location = (ctx as unknown as { response: { get(h: string): string; set(h: string, v: string): void } })
-        .response;
-      const target = location.get('location');
-      if (target?.includes('iss=')) {
-        const url = new URL(target);
-        url.searchParams.set('iss', misbehaviour.callbackIss);
-        location.set('location', url.toString());
-      }
-    }
-    // Launch context and SMART fields in the token response.
-    if (ctx.path.endsWith('/token') && ctx.method === 'POST' && ctx.body && typeof ctx.body === 'object') {
-      const body = ctx.body as Record<string, unknown>;
-      const token = body['access_token'];
-      if (misbehaviour.idToken && typeof body['id_token'] === 'string') {
-        const claims = decodeJwt(body['id_token']);
-        const forged = { ...claims } as Record<string, unknown>;
-        if (misbehaviour.idToken === 'wrong-aud') forged['aud'] = 'someone-else';
-        if (misbehaviour.idToken === 'wrong-nonce') forged['nonce'] = 'not-the-nonce';
-        body['id_token'] = await new SignJWT(forged)
-          .setProtectedHeader({ alg: 'RS256', kid: 'sandbox-ehr' })
-          .sign(misbehaviour.idToken === 'foreign-key' ? foreign.privateKey : privateKey);
-      }
-      const client = (ctx as unknown as { oidc?: { client?: { clientId?: string } } }).oidc?.client?.clientId;
-      const registered = options.clients.find((c) => c.clientId === client)?.scopes;
-      const beyond =
-        registered && typeof body['scope'] === 'string'
-          ? body['scope'].split(' ').filter((scope) => scope && !registered.includes(scope))
-          : [];
-      // A client is only ever granted the scopes it is registered for; asking for more is refused.
-      if (beyond.length > 0) {
-        ctx.status = 400;
-        ctx.body = {
-          error: 'invalid_scope',
-          error_description: `client ${client} is not registered for ${beyond.join(' ')}`,
-        };
-        return;
-      }
-      if (misbehaviour.extraGrantedScope && typeof body['scope'] === 'string')
-        body['scope'] = `${body['scope']} ${misbehaviour.extraGrantedScope}`;
-      if (client && typeof body['scope'] === 'string')
-        granted.push({ clientId: client, scopes: body['scope'].split(' ').filter(Boolean) });
-      for (const field of ['access_token', 'refresh_token', 'id_token'])
-        if (typeof body[field] === 'string') secrets.add(body[field]);
-      if (typeof token === 'string') {
-        issued.add(fingerprint(token));
-        const found = await provider.AccessToken.find(token);
-        const launch = found?.grantId ? contexts.get(found.grantId) : undefined;
-        if (launch) {
-          body['patient'] = launch.patient;
-          if (launch.encounter) body['encounter'] = launch.encounter;
-          if (launch.fhirContext) {
-            body['fhirContext'] =
-              launch.fhirContextStyle === '2.0-strings'
-                ? launch.fhirContext.map((c) => (typeof c === 'string' ? c : (c.reference ?? c.canonical ?? '')))
-                : launch.fhirContext.map((c) => (typeof c === 'string' ? { reference: c } : c));
-          }
-          body['need_patient_banner'] = launch.needPatientBanner ?? true;
-          if (launch.intent) body['intent'] = launch.intent;
-          if (launch.tenant) body['tenant'] = launch.tenant;
-          if (launch.appContext) body['appContext'] = launch.appContext;
-        }
-      }
-    }
-  });
+  }
+  return true;
+}
 
-  // Interactions: automatic login (the launch's user, else the first user), the standalone patient picker, consent.
+function recordSecretsAndRedirect(ctx: KoaContext, state: AuthState): void {
+  const { secrets, misbehaviour } = state;
+  // Every secret this server hands out is remembered raw, so tests can look for it anywhere it must not be.
+  const redirect = (ctx as unknown as { response: { get(h: string): string } }).response.get('location');
+  const code = redirect ? /[?&#]code=([^&#]+)/.exec(redirect)?.[1] : undefined;
+  if (code) secrets.add(decodeURIComponent(code));
+  if (misbehaviour.callbackIss && ctx.status === 303) {
+    const location = (ctx as unknown as { response: { get(h: string): string; set(h: string, v: string): void } })
+      .response;
+    const target = location.get('location');
+    if (target?.includes('iss=')) {
+      const url = new URL(target);
+      url.searchParams.set('iss', misbehaviour.callbackIss);
+      location.set('location', url.toString());
+    }
+  }
+}
+
+/** Token responses: id_token misbehaviour, registered scopes enforced, launch context and SMART fields added. */
+async function shapeTokenResponse(
+  ctx: KoaContext,
+  body: Record<string, unknown>,
+  provider: Provider,
+  state: AuthState,
+): Promise<void> {
+  const { misbehaviour, options, granted, secrets, issued, contexts } = state;
+  const { privateKey, foreign } = state.keys;
+  const token = body['access_token'];
+  if (misbehaviour.idToken && typeof body['id_token'] === 'string') {
+    const claims = decodeJwt(body['id_token']);
+    const forged = { ...claims } as Record<string, unknown>;
+    if (misbehaviour.idToken === 'wrong-aud') forged['aud'] = 'someone-else';
+    if (misbehaviour.idToken === 'wrong-nonce') forged['nonce'] = 'not-the-nonce';
+    body['id_token'] = await new SignJWT(forged)
+      .setProtectedHeader({ alg: 'RS256', kid: 'sandbox-ehr' })
+      .sign(misbehaviour.idToken === 'foreign-key' ? foreign : privateKey);
+  }
+  const client = (ctx as unknown as { oidc?: { client?: { clientId?: string } } }).oidc?.client?.clientId;
+  const registered = options.clients.find((c) => c.clientId === client)?.scopes;
+  const beyond =
+    registered && typeof body['scope'] === 'string'
+      ? body['scope'].split(' ').filter((scope) => scope && !registered.includes(scope))
+      : [];
+  // A client is only ever granted the scopes it is registered for; asking for more is refused.
+  if (beyond.length > 0) {
+    ctx.status = 400;
+    ctx.body = {
+      error: 'invalid_scope',
+      error_description: `client ${client} is not registered for ${beyond.join(' ')}`,
+    };
+    return;
+  }
+  if (misbehaviour.extraGrantedScope && typeof body['scope'] === 'string')
+    body['scope'] = `${body['scope']} ${misbehaviour.extraGrantedScope}`;
+  if (client && typeof body['scope'] === 'string')
+    granted.push({ clientId: client, scopes: body['scope'].split(' ').filter(Boolean) });
+  for (const field of ['access_token', 'refresh_token', 'id_token'])
+    if (typeof body[field] === 'string') secrets.add(body[field]);
+  if (typeof token === 'string') {
+    issued.add(fingerprint(token));
+    const found = await provider.AccessToken.find(token);
+    const launch = found?.grantId ? contexts.get(found.grantId) : undefined;
+    if (launch) {
+      body['patient'] = launch.patient;
+      if (launch.encounter) body['encounter'] = launch.encounter;
+      if (launch.fhirContext) {
+        body['fhirContext'] =
+          launch.fhirContextStyle === '2.0-strings'
+            ? launch.fhirContext.map((c) => (typeof c === 'string' ? c : (c.reference ?? c.canonical ?? '')))
+            : launch.fhirContext.map((c) => (typeof c === 'string' ? { reference: c } : c));
+      }
+      body['need_patient_banner'] = launch.needPatientBanner ?? true;
+      if (launch.intent) body['intent'] = launch.intent;
+      if (launch.tenant) body['tenant'] = launch.tenant;
+      if (launch.appContext) body['appContext'] = launch.appContext;
+    }
+  }
+}
+
+/** Interactions: automatic login (the launch's user, else the first user), the standalone patient picker, consent. */
+function interactionRouter(provider: Provider, state: AuthState): express.Router {
+  const { options, launches, currentPatient } = state;
+  const finishConsent = (
+    req: Request,
+    res: Response,
+    details: Awaited<ReturnType<Provider['interactionDetails']>>,
+    context: LaunchContextInput | undefined,
+  ) => completeConsent(provider, state, req, res, details, context);
   const interaction = express.Router();
   interaction.get('/interaction/:uid', async (req: Request, res: Response) => {
     try {
@@ -414,25 +482,33 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
     },
   );
 
-  async function finishConsent(
-    req: Request,
-    res: Response,
-    details: Awaited<ReturnType<Provider['interactionDetails']>>,
-    context: LaunchContextInput | undefined,
-  ): Promise<void> {
-    const accountId = details.session?.accountId ?? options.users[0]?.id ?? 'sandbox-user';
-    const grant = new provider.Grant({ accountId, clientId: String(details.params['client_id']) });
-    for (const scope of String(details.params['scope'] ?? '')
-      .split(' ')
-      .filter(Boolean))
-      grant.addOIDCScope(scope);
-    const grantId = await grant.save();
-    if (context) contexts.set(grantId, { ...context, fhirUser: userById.get(accountId)?.fhirUser });
-    if (context?.patient && details.session?.uid) currentPatient.set(details.session.uid, context.patient);
-    await provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
-  }
+  return interaction;
+}
 
-  // smart-configuration at the FHIR base.
+async function completeConsent(
+  provider: Provider,
+  state: AuthState,
+  req: Request,
+  res: Response,
+  details: Awaited<ReturnType<Provider['interactionDetails']>>,
+  context: LaunchContextInput | undefined,
+): Promise<void> {
+  const { options, contexts, currentPatient, userById } = state;
+  const accountId = details.session?.accountId ?? options.users[0]?.id ?? 'sandbox-user';
+  const grant = new provider.Grant({ accountId, clientId: String(details.params['client_id']) });
+  for (const scope of String(details.params['scope'] ?? '')
+    .split(' ')
+    .filter(Boolean))
+    grant.addOIDCScope(scope);
+  const grantId = await grant.save();
+  if (context) contexts.set(grantId, { ...context, fhirUser: userById.get(accountId)?.fhirUser });
+  if (context?.patient && details.session?.uid) currentPatient.set(details.session.uid, context.patient);
+  await provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+}
+
+/** smart-configuration at the FHIR base. */
+function mountSmartConfiguration(peer: PeerServer, state: AuthState): void {
+  const { options, issuer, tokenEndpoint } = state;
   peer.app.get(EHR_PATHS.smartConfiguration, (_req: Request, res: Response) => {
     res.json({
       ...(options.omitIssuerInSmartConfiguration ? {} : { issuer, jwks_uri: `${issuer}/jwks` }),
@@ -473,6 +549,12 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
       ],
     });
   });
+}
+
+/** The launch-creation control, the interactions and the provider's endpoints; the server's handle. */
+function mountEndpoints(peer: PeerServer, provider: Provider, state: AuthState): EhrAuthServer {
+  const { options, issuer, fhirBase, launches, contexts, issued, secrets, granted } = state;
+  const interaction = interactionRouter(provider, state);
   peer.app.post(EHR_PATHS.launches, express.json(), (req: Request, res: Response) => {
     const body = (req.body ?? {}) as LaunchContextInput;
     if (typeof body.patient !== 'string' || !options.patients.some((p) => p.id === body.patient)) {
@@ -507,7 +589,7 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
     issuedSecrets: () => [...secrets],
     grantedScopes: (clientId) => granted.filter((g) => g.clientId === clientId).map((g) => g.scopes),
     setMisbehaviour(next) {
-      misbehaviour = { ...next };
+      state.misbehaviour = { ...next };
     },
     async introspect(token) {
       const found = await provider.AccessToken.find(token);

@@ -62,15 +62,43 @@ const SANDBOX_PAYER_IDENTIFIER = { system: 'http://example.org/payer-id', value:
  * and one or two orders each (DeviceRequest, ServiceRequest or MedicationRequest). Some resources carry security
  * labels (restricted, HIV, substance use) so disclosure rules can be exercised. All references resolve.
  */
+/** The seeded random draws every generator step shares (their order is part of the determinism). */
+interface Draw {
+  random: () => number;
+  pick: <T>(list: readonly T[]) => T;
+  date: (fromYear: number, toYear: number) => string;
+}
+
 export function generatePatients(options: { seed: number; count: number }): Resource[] {
   const random = prng(options.seed);
-  const pick = <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)]!;
-  const date = (fromYear: number, toYear: number) => {
-    const year = fromYear + Math.floor(random() * (toYear - fromYear + 1));
-    const month = 1 + Math.floor(random() * 12);
-    const day = 1 + Math.floor(random() * 28);
-    return `${year}-${String(month).padStart(2, '0')}-${String(day).padStart(2, '0')}`;
+  const draw: Draw = {
+    random,
+    pick: <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)]!,
+    date: (fromYear: number, toYear: number) => {
+      const year = fromYear + Math.floor(random() * (toYear - fromYear + 1));
+      const month = 1 + Math.floor(random() * 12);
+      const day = 1 + Math.floor(random() * 28);
+      return `${year}-${String(month).padStart(2, '0')}-${String(day).padStart(2, '0')}`;
+    },
   };
+  const { resources, practitioners } = organizations(draw);
+  for (let n = 1; n <= options.count; n++) {
+    const pid = `pat-${String(n).padStart(3, '0')}`;
+    const given = draw.pick(GIVEN);
+    const family = draw.pick(FAMILY);
+    const [city, state, zip] = draw.pick(CITIES);
+    const practitioner = draw.pick(practitioners);
+    const encounter = `enc-${pid}`;
+    resources.push(...patientRecord(draw, { pid, given, family, city, state, zip, practitioner, encounter }));
+    resources.push(...conditions(draw, pid), ...observations(draw, pid));
+    resources.push(...orders(draw, n, pid, encounter, practitioner));
+  }
+  return resources;
+}
+
+/** The payer and clinic Organizations, three Practitioners with their roles. */
+function organizations(draw: Draw): { resources: Resource[]; practitioners: string[] } {
+  const { pick } = draw;
   const resources: Resource[] = [
     {
       resourceType: 'Organization',
@@ -103,164 +131,194 @@ export function generatePatients(options: { seed: number; count: number }): Reso
     });
     return id;
   });
-  for (let n = 1; n <= options.count; n++) {
-    const pid = `pat-${String(n).padStart(3, '0')}`;
-    const given = pick(GIVEN);
-    const family = pick(FAMILY);
-    const [city, state, zip] = pick(CITIES);
-    const practitioner = pick(practitioners);
-    resources.push({
-      resourceType: 'Patient',
-      id: pid,
-      meta: { profile: ['http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient'] },
-      identifier: [
-        {
-          type: {
-            coding: [
-              { system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'MR', display: 'Medical record number' },
-            ],
-          },
-          system: 'urn:oid:2.16.840.1.113883.3.0.1',
-          value: `MRN${String(100000 + Math.floor(random() * 900000))}`,
+  return { resources, practitioners };
+}
+
+interface PatientFacts {
+  pid: string;
+  given: string;
+  family: string;
+  city: string;
+  state: string;
+  zip: string;
+  practitioner: string;
+  encounter: string;
+}
+
+/** Patient (MRN), Coverage with the sandbox payer, an ambulatory Encounter. */
+function patientRecord(draw: Draw, f: PatientFacts): Resource[] {
+  const { random, date } = draw;
+  const { pid, given, family, city, state, zip, practitioner, encounter } = f;
+  const resources: Resource[] = [];
+  resources.push({
+    resourceType: 'Patient',
+    id: pid,
+    meta: { profile: ['http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient'] },
+    identifier: [
+      {
+        type: {
+          coding: [
+            { system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'MR', display: 'Medical record number' },
+          ],
         },
-      ],
-      active: true,
-      name: [{ use: 'official', given: [given], family }],
-      gender: random() < 0.5 ? 'female' : 'male',
-      birthDate: date(1938, 1975),
-      telecom: [
-        { system: 'phone', value: `555-01${String(Math.floor(random() * 100)).padStart(2, '0')}`, use: 'home' },
-      ],
-      address: [{ line: [`${1 + Math.floor(random() * 900)} Main St`], city, state, postalCode: zip, country: 'US' }],
-    });
-    resources.push({
-      resourceType: 'Coverage',
-      id: `cov-${pid}`,
-      status: 'active',
-      subscriberId: `SUB${String(Math.floor(random() * 1e8)).padStart(8, '0')}`,
-      beneficiary: { reference: `Patient/${pid}` },
-      relationship: {
-        coding: [{ system: 'http://terminology.hl7.org/CodeSystem/subscriber-relationship', code: 'self' }],
+        system: 'urn:oid:2.16.840.1.113883.3.0.1',
+        value: `MRN${String(100000 + Math.floor(random() * 900000))}`,
       },
-      payor: [{ reference: 'Organization/org-payer', identifier: SANDBOX_PAYER_IDENTIFIER }],
-      class: [
+    ],
+    active: true,
+    name: [{ use: 'official', given: [given], family }],
+    gender: random() < 0.5 ? 'female' : 'male',
+    birthDate: date(1938, 1975),
+    telecom: [{ system: 'phone', value: `555-01${String(Math.floor(random() * 100)).padStart(2, '0')}`, use: 'home' }],
+    address: [{ line: [`${1 + Math.floor(random() * 900)} Main St`], city, state, postalCode: zip, country: 'US' }],
+  });
+  resources.push({
+    resourceType: 'Coverage',
+    id: `cov-${pid}`,
+    status: 'active',
+    subscriberId: `SUB${String(Math.floor(random() * 1e8)).padStart(8, '0')}`,
+    beneficiary: { reference: `Patient/${pid}` },
+    relationship: {
+      coding: [{ system: 'http://terminology.hl7.org/CodeSystem/subscriber-relationship', code: 'self' }],
+    },
+    payor: [{ reference: 'Organization/org-payer', identifier: SANDBOX_PAYER_IDENTIFIER }],
+    class: [
+      {
+        type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/coverage-class', code: 'plan' }] },
+        value: 'PLAN-A',
+        name: 'Sandbox Plan A',
+      },
+    ],
+  });
+  resources.push({
+    resourceType: 'Encounter',
+    id: encounter,
+    status: 'finished',
+    class: { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'AMB' },
+    subject: { reference: `Patient/${pid}` },
+    participant: [{ individual: { reference: `Practitioner/${practitioner}` } }],
+    period: { start: `${date(2026, 2026)}T09:00:00Z` },
+  });
+  return resources;
+}
+
+/** One to three Conditions, a fifth of them labelled restricted and HIV, PSY or SUD. */
+function conditions(draw: Draw, pid: string): Resource[] {
+  const { random, pick, date } = draw;
+  const resources: Resource[] = [];
+  const conditionCount = 1 + Math.floor(random() * 3);
+  for (let c = 0; c < conditionCount; c++) {
+    const code = pick(CONDITIONS);
+    const sensitive = random() < 0.2;
+    resources.push({
+      resourceType: 'Condition',
+      id: `cond-${pid}-${c + 1}`,
+      ...(sensitive
+        ? {
+            meta: {
+              security: [
+                { system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'R' },
+                { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: pick(['HIV', 'PSY', 'SUD']) },
+              ],
+            },
+          }
+        : {}),
+      clinicalStatus: {
+        coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: 'active' }],
+      },
+      category: [
         {
-          type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/coverage-class', code: 'plan' }] },
-          value: 'PLAN-A',
-          name: 'Sandbox Plan A',
+          coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-category', code: 'problem-list-item' }],
         },
       ],
-    });
-    const encounter = `enc-${pid}`;
-    resources.push({
-      resourceType: 'Encounter',
-      id: encounter,
-      status: 'finished',
-      class: { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'AMB' },
+      code: { coding: [code], text: code.display },
       subject: { reference: `Patient/${pid}` },
-      participant: [{ individual: { reference: `Practitioner/${practitioner}` } }],
-      period: { start: `${date(2026, 2026)}T09:00:00Z` },
+      recordedDate: date(2019, 2026),
     });
-    const conditionCount = 1 + Math.floor(random() * 3);
-    for (let c = 0; c < conditionCount; c++) {
-      const code = pick(CONDITIONS);
-      const sensitive = random() < 0.2;
-      resources.push({
-        resourceType: 'Condition',
-        id: `cond-${pid}-${c + 1}`,
-        ...(sensitive
-          ? {
-              meta: {
-                security: [
-                  { system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'R' },
-                  { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: pick(['HIV', 'PSY', 'SUD']) },
-                ],
-              },
-            }
-          : {}),
-        clinicalStatus: {
-          coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: 'active' }],
+  }
+  return resources;
+}
+
+/** Three SpO2 or pO2 Observations, some entered-in-error. */
+function observations(draw: Draw, pid: string): Resource[] {
+  const { random, date } = draw;
+  const resources: Resource[] = [];
+  for (let o = 0; o < 3; o++) {
+    const spo2 = random() < 0.5;
+    resources.push({
+      resourceType: 'Observation',
+      id: `obs-${pid}-${o + 1}`,
+      status: random() < 0.1 ? 'entered-in-error' : 'final',
+      category: [
+        {
+          coding: [
+            {
+              system: 'http://terminology.hl7.org/CodeSystem/observation-category',
+              code: spo2 ? 'vital-signs' : 'laboratory',
+            },
+          ],
         },
-        category: [
-          {
-            coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-category', code: 'problem-list-item' }],
-          },
-        ],
-        code: { coding: [code], text: code.display },
-        subject: { reference: `Patient/${pid}` },
-        recordedDate: date(2019, 2026),
-      });
-    }
-    for (let o = 0; o < 3; o++) {
-      const spo2 = random() < 0.5;
-      resources.push({
-        resourceType: 'Observation',
-        id: `obs-${pid}-${o + 1}`,
-        status: random() < 0.1 ? 'entered-in-error' : 'final',
-        category: [
-          {
+      ],
+      code: spo2
+        ? {
             coding: [
               {
-                system: 'http://terminology.hl7.org/CodeSystem/observation-category',
-                code: spo2 ? 'vital-signs' : 'laboratory',
+                system: 'http://loinc.org',
+                code: '59408-5',
+                display: 'Oxygen saturation in Arterial blood by Pulse oximetry',
               },
+              { system: 'http://loinc.org', code: '2708-6' },
+            ],
+          }
+        : {
+            coding: [
+              { system: 'http://loinc.org', code: '2703-7', display: 'Oxygen [Partial pressure] in Arterial blood' },
             ],
           },
-        ],
-        code: spo2
-          ? {
-              coding: [
-                {
-                  system: 'http://loinc.org',
-                  code: '59408-5',
-                  display: 'Oxygen saturation in Arterial blood by Pulse oximetry',
-                },
-                { system: 'http://loinc.org', code: '2708-6' },
-              ],
-            }
-          : {
-              coding: [
-                { system: 'http://loinc.org', code: '2703-7', display: 'Oxygen [Partial pressure] in Arterial blood' },
-              ],
-            },
-        subject: { reference: `Patient/${pid}` },
-        effectiveDateTime: `${date(2023, 2026)}T10:00:00Z`,
-        valueQuantity: spo2
-          ? { value: 84 + Math.floor(random() * 12), unit: '%', system: 'http://unitsofmeasure.org', code: '%' }
-          : {
-              value: 50 + Math.floor(random() * 30),
-              unit: 'mm[Hg]',
-              system: 'http://unitsofmeasure.org',
-              code: 'mm[Hg]',
-            },
-      });
-    }
-    const orderCount = 1 + Math.floor(random() * 2);
-    for (let o = 0; o < orderCount; o++) {
-      const order = o === 0 ? ORDERS[n % 2 === 1 ? 0 : Math.floor(random() * ORDERS.length)]! : pick(ORDERS);
-      const id = `${order.kind === 'DeviceRequest' ? 'dr' : order.kind === 'ServiceRequest' ? 'sr' : 'mr'}-${pid}-${o + 1}`;
-      const common = {
-        id,
-        status: 'active',
-        intent: 'order',
-        subject: { reference: `Patient/${pid}` },
-        encounter: { reference: `Encounter/${encounter}` },
-        authoredOn: date(2026, 2026),
-        requester: { reference: `Practitioner/${practitioner}` },
-        insurance: [{ reference: `Coverage/cov-${pid}` }],
-      };
-      const concept = {
-        coding: [{ system: order.system, code: order.code, display: order.display }],
-        text: order.display,
-      };
-      resources.push(
-        order.kind === 'DeviceRequest'
-          ? { resourceType: 'DeviceRequest', ...common, codeCodeableConcept: concept }
-          : order.kind === 'ServiceRequest'
-            ? { resourceType: 'ServiceRequest', ...common, code: concept }
-            : { resourceType: 'MedicationRequest', ...common, medicationCodeableConcept: concept },
-      );
-    }
+      subject: { reference: `Patient/${pid}` },
+      effectiveDateTime: `${date(2023, 2026)}T10:00:00Z`,
+      valueQuantity: spo2
+        ? { value: 84 + Math.floor(random() * 12), unit: '%', system: 'http://unitsofmeasure.org', code: '%' }
+        : {
+            value: 50 + Math.floor(random() * 30),
+            unit: 'mm[Hg]',
+            system: 'http://unitsofmeasure.org',
+            code: 'mm[Hg]',
+          },
+    });
+  }
+  return resources;
+}
+
+/** One or two orders (DeviceRequest, ServiceRequest or MedicationRequest); odd patients' first is the home-oxygen one. */
+function orders(draw: Draw, n: number, pid: string, encounter: string, practitioner: string): Resource[] {
+  const { random, pick, date } = draw;
+  const resources: Resource[] = [];
+  const orderCount = 1 + Math.floor(random() * 2);
+  for (let o = 0; o < orderCount; o++) {
+    const order = o === 0 ? ORDERS[n % 2 === 1 ? 0 : Math.floor(random() * ORDERS.length)]! : pick(ORDERS);
+    const id = `${order.kind === 'DeviceRequest' ? 'dr' : order.kind === 'ServiceRequest' ? 'sr' : 'mr'}-${pid}-${o + 1}`;
+    const common = {
+      id,
+      status: 'active',
+      intent: 'order',
+      subject: { reference: `Patient/${pid}` },
+      encounter: { reference: `Encounter/${encounter}` },
+      authoredOn: date(2026, 2026),
+      requester: { reference: `Practitioner/${practitioner}` },
+      insurance: [{ reference: `Coverage/cov-${pid}` }],
+    };
+    const concept = {
+      coding: [{ system: order.system, code: order.code, display: order.display }],
+      text: order.display,
+    };
+    resources.push(
+      order.kind === 'DeviceRequest'
+        ? { resourceType: 'DeviceRequest', ...common, codeCodeableConcept: concept }
+        : order.kind === 'ServiceRequest'
+          ? { resourceType: 'ServiceRequest', ...common, code: concept }
+          : { resourceType: 'MedicationRequest', ...common, medicationCodeableConcept: concept },
+    );
   }
   return resources;
 }
