@@ -43,7 +43,7 @@ export function start(args, env, ready, what) {
 }
 
 /** A cookie jar per host, as a browser keeps one. */
-export class CookieJar {
+class CookieJar {
   jar = new Map();
 
   header(host) {
