@@ -152,7 +152,7 @@ describe('disclosure: EHR copy first, then exactly one delivery', () => {
   }
 
   /** Launch, prepare, complete the home-oxygen form, authorize disclosure: the completed form's id. */
-  async function completedForm(): Promise<{ browser: TestBrowser; formId: string }> {
+  async function completedForm(authorize = true): Promise<{ browser: TestBrowser; formId: string }> {
     const created = await fetch(`${ehr}/_sandbox/launches`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
@@ -183,8 +183,10 @@ describe('disclosure: EHR copy first, then exactly one delivery', () => {
       body: JSON.stringify(response),
     });
     expect(completed.status, completed.body).toBe(200);
-    const authorized = await browser.navigate(`${url}/disclose/authorize`);
-    expect(authorized.at(-1)!.url).toBe(`${url}/app?disclose=authorized`);
+    if (authorize) {
+      const authorized = await browser.navigate(`${url}/disclose/authorize`);
+      expect(authorized.at(-1)!.url).toBe(`${url}/app?disclose=authorized`);
+    }
     return { browser, formId };
   }
 
@@ -369,6 +371,60 @@ describe('disclosure: EHR copy first, then exactly one delivery', () => {
       .map((l) => JSON.parse(l) as Json);
     expect(lines.map((l) => (l['subtype'] as Array<{ code: string }>)[0]!.code)).toContain('submission-retry');
     expect(exported.stdout).not.toContain(PATIENT);
+  });
+
+  it('writes the copy with a system-level disclose token when the tenant says so, with no second authorization', async () => {
+    const auth = { authorization: `Bearer ${adminToken}` };
+    const tenant = (await (await fetch(`${url}/admin/tenants/sandbox-ehr`, { headers: auth })).json()) as {
+      registrations: Array<{
+        purpose: string;
+        clientId: string;
+        authMethod: string;
+        scopes: string[];
+        redirectUri: string;
+        signingAlg: string | null;
+      }>;
+    } & Json;
+    const registration = (purpose: string) => tenant.registrations.find((r) => r.purpose === purpose)!;
+    const body = (mode: string, discloseScopes: string[]) => ({
+      id: 'sandbox-ehr',
+      name: tenant['name'],
+      fhirBase: tenant['fhirBase'],
+      discloseMode: mode,
+      supplement: {
+        clientId: registration('supplement').clientId,
+        authMethod: 'client_secret_basic',
+        clientSecret: 'sandbox-only-supplement-secret',
+        scopes: registration('supplement').scopes,
+        redirectUri: registration('supplement').redirectUri,
+      },
+      disclose: {
+        clientId: registration('disclose').clientId,
+        authMethod: 'private_key_jwt',
+        signingAlg: registration('disclose').signingAlg,
+        scopes: discloseScopes,
+        redirectUri: registration('disclose').redirectUri,
+      },
+    });
+    await put(
+      `${url}/admin/tenants/sandbox-ehr`,
+      body('system', ['system/QuestionnaireResponse.cu', 'system/DocumentReference.c', 'system/Provenance.c']),
+      auth,
+    );
+    try {
+      const { browser, formId } = await completedForm(false);
+      const sent = await send(browser, formId, { 'item:qualifying-condition': 'withhold' });
+      expect(sent.status, JSON.stringify(sent.body)).toBe(202);
+      expect((await settled(browser, sent.body.id)).state).toBe('delivered');
+      expect(await copies(sent.body.id)).toHaveLength(1);
+      const audit = (await (
+        await fetch(`${url}/admin/audit?submission=${sent.body.id}`, { headers: auth })
+      ).json()) as { entry: Array<{ resource: { outcomeDesc?: string; subtype: Array<{ code: string }> } }> };
+      const authorization = audit.entry.find((e) => e.resource.subtype[0]!.code === 'disclose-authorization');
+      expect(authorization?.resource.outcomeDesc).toBe('mode=system; singleClient=false');
+    } finally {
+      await put(`${url}/admin/tenants/sandbox-ehr`, body('user-delegated', registration('disclose').scopes), auth);
+    }
   });
 
   it('delivers on the PAS route (Claim/$submit, ClaimResponse shown) and the CDex route ($submit-attachment)', async () => {

@@ -86,20 +86,24 @@ interface Provider {
     addResourceScope(resource: string, scope: string): void;
     save(): Promise<string>;
   };
-  AccessToken: {
-    find(token: string): Promise<
-      | {
-          clientId?: string;
-          scope?: string;
-          exp?: number;
-          accountId?: string;
-          grantId?: string;
-          aud?: string | string[];
-        }
-      | undefined
-    >;
-  };
+  AccessToken: TokenModel;
+  /** Backend Services (client_credentials) tokens live in their own model. */
+  ClientCredentials: TokenModel;
   on(event: string, listener: (...args: unknown[]) => void): void;
+}
+
+interface TokenModel {
+  find(token: string): Promise<
+    | {
+        clientId?: string;
+        scope?: string;
+        exp?: number;
+        accountId?: string;
+        grantId?: string;
+        aud?: string | string[];
+      }
+    | undefined
+  >;
 }
 
 interface KoaContext {
@@ -592,7 +596,7 @@ function mountEndpoints(peer: PeerServer, provider: Provider, state: AuthState):
       state.misbehaviour = { ...next };
     },
     async introspect(token) {
-      const found = await provider.AccessToken.find(token);
+      const found = (await provider.AccessToken.find(token)) ?? (await provider.ClientCredentials.find(token));
       if (!found?.clientId || !found.exp || found.exp * 1000 < Date.now()) return undefined;
       const context = found.grantId ? contexts.get(found.grantId) : undefined;
       return {
