@@ -21,7 +21,7 @@ execFileSync(process.execPath, [path.join(root, 'scripts', 'build.mjs')], { stdi
 const load = (rel) => import(pathToFileURL(path.join(root, 'dist', rel)).href);
 const { QuestionnairePackage } = await load('libs/fhir/src/index.js');
 const { loadPackageFromPath, resourcesOf } = await load('libs/payer/src/index.js');
-const { BundleReader, PrefillEngine, setEngineFastPaths, warmUp } = await load('libs/prefill/src/index.js');
+const { BASELINE, BundleReader, PrefillEngine, setEngineFastPaths, warmUp } = await load('libs/prefill/src/index.js');
 
 const WARM_RUNS = Number(process.env.BENCH_RUNS ?? 30);
 const PACKAGE = 'HomeOxygenTherapy';
@@ -59,7 +59,7 @@ async function prefill(bundle, baseline) {
   if (baseline) {
     results = [];
     for (const questionnaire of pkg.questionnaires)
-      results.push(await new PrefillEngine(reader).run({ ...common, questionnaire, baseline: true }));
+      results.push(await new PrefillEngine(reader, BASELINE).run({ ...common, questionnaire }));
   } else {
     results = await new PrefillEngine(reader).runAll({ ...common, questionnaires: pkg.questionnaires });
   }

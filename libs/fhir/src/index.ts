@@ -5,3 +5,5 @@ export * from './questionnaire-expressions.js';
 export * from './reference.js';
 export * from './cql-compiler.js';
 export * from './ig-versions.js';
+export * from './issues.js';
+export * from './expression-binding.js';

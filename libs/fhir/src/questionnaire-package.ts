@@ -1,18 +1,10 @@
+import type { Issue } from './issues.js';
 import type { FhirResource } from './fhir-client.js';
 import { parseCanonical } from './reference.js';
 
 /** A problem found in a payer's package: shown to the user, reported to the payer (no PHI ever goes in here). */
-export interface PackageIssue {
-  severity: 'error' | 'warning' | 'information';
-  /** Stable code, e.g. `missing-library`, `unknown-define`, `missing-include`. */
-  code: string;
-  message: string;
-  questionnaire?: string;
-  linkId?: string;
-  library?: string;
-  define?: string;
-  valueSet?: string;
-}
+/** What the package validator reports: the one Issue type (see issues.ts). */
+export type PackageIssue = Issue;
 
 interface ElmIdentifier {
   id: string;

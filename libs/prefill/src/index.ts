@@ -7,3 +7,5 @@ export * from './fhir-client-reader.js';
 export * from './prefill-session.js';
 export * from './enable-when.js';
 export * from './fhirpath-expressions.js';
+export * from './prefill-strategy.js';
+export { BASELINE } from './baseline-strategy.js';

@@ -1,4 +1,4 @@
-import type { DtrVersion, FhirResource, QuestionnairePackage } from '@dtr/fhir';
+import type { DtrVersion, FhirResource, Issue, QuestionnairePackage } from '@dtr/fhir';
 import type { PrefillSession } from './prefill-session.js';
 
 // The engine's vocabulary, apart from the engine (input validation and the session use it too).
@@ -25,25 +25,14 @@ export interface PrefillRequest {
   /** Reads at most this many searches at once (default 4). */
   concurrency?: number;
   /**
-   * Baseline mode, for benchmarks only: evaluate every define of every library over every resource of the retrieved
-   * types (how a reference DTR app works), instead of the referenced defines over minimum data.
-   */
-  baseline?: boolean;
-  /**
    * Shares reads, searches and define results with the other questionnaires of the same patient and launch (see
    * `runAll`, which makes one).
    */
   session?: PrefillSession;
 }
 
-export interface PrefillIssue {
-  severity: 'error' | 'warning' | 'information';
-  code: string;
-  message: string;
-  linkId?: string;
-  library?: string;
-  define?: string;
-}
+/** What the prefill engine reports: the one Issue type of `@dtr/fhir`. */
+export type PrefillIssue = Issue;
 
 /** A resource an answer may have been drawn from: its reference and security labels only. */
 export interface AnswerSource {

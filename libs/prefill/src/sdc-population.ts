@@ -1,4 +1,4 @@
-import { type FhirResource, normaliseExtensionUrl, SDC } from '@dtr/fhir';
+import { type FhirResource, type Issue, normaliseExtensionUrl, SDC } from '@dtr/fhir';
 import { type Answer, type ItemShape, toAnswers } from './answers.js';
 import type { ResponseItem } from './enable-when.js';
 import { compileFhirPath, rootVariables, VARIABLE } from './fhirpath-expressions.js';
@@ -43,12 +43,7 @@ interface PopulationItem extends ItemShape {
   extension?: Array<{ url?: string; valueExpression?: Expression }>;
 }
 
-interface PopulationIssue {
-  severity: 'error' | 'warning' | 'information';
-  code: string;
-  message: string;
-  linkId?: string;
-}
+type PopulationIssue = Pick<Issue, 'severity' | 'code' | 'message' | 'linkId'>;
 
 export interface PopulationInput {
   questionnaire: FhirResource;

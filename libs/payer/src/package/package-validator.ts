@@ -1,8 +1,7 @@
 import {
   type PackageIssue,
   type PackageLibrary,
-  parseCqlIdentifier,
-  parseCqlReference,
+  bindExpression,
   type QuestionnairePackage,
   questionnaireReferences,
 } from '@dtr/fhir';
@@ -80,58 +79,25 @@ export function validatePackage(pkg: QuestionnairePackage): PackageIssue[] {
         }
         continue;
       }
-      if (ref.language !== 'text/cql' && ref.language !== 'text/cql-identifier') continue;
-      const parsed =
-        ref.language === 'text/cql-identifier' ? parseCqlIdentifier(ref.expression) : parseCqlReference(ref.expression);
-      if (!parsed) {
-        if (ref.language === 'text/cql-identifier') {
-          issues.push({
-            severity: 'error',
-            code: 'bad-expression',
-            message: `${ref.kind} "${ref.expression}" is not a CQL identifier`,
-            ...where,
-          });
-        }
-        continue; // arbitrary CQL is evaluated as text/cql-expression by the engine
+      const binding = bindExpression(ref, pkg, declared);
+      if (binding.kind === 'unbound') {
+        // Reported once per questionnaire (no cqf-library) or per library (no ELM), not per item.
+        if (binding.issue.code !== 'missing-cqf-library' && binding.issue.code !== 'library-without-elm')
+          issues.push({ ...binding.issue, ...where });
+        const library = binding.issue.library
+          ? pkg.libraryByIdentifier(binding.issue.library.split('|')[0]!)
+          : undefined;
+        if (library) used.add(library);
+        continue;
       }
-      let library: PackageLibrary | undefined;
-      if (parsed.library) {
-        library = pkg.libraryByIdentifier(parsed.library);
-        if (!library) {
-          issues.push({
-            severity: 'error',
-            code: 'unknown-library',
-            message: `${ref.kind} names library ${parsed.library}, which is not in the package`,
-            library: parsed.library,
-            define: parsed.define,
-            ...where,
-          });
-          continue;
-        }
-        if (!declared.includes(library) && refs.libraries.length > 0) {
-          issues.push({
-            severity: 'warning',
-            code: 'library-not-declared',
-            message: `${ref.kind} uses ${parsed.library}, which the Questionnaire does not list in cqf-library`,
-            library: parsed.library,
-            ...where,
-          });
-        }
-      } else {
-        library =
-          declared.find((l) => l.elm?.library.statements?.def?.some((s) => s.name === parsed.define)) ?? declared[0];
-        if (!library) continue;
-      }
-      used.add(library);
-      const statements = library.elm?.library.statements?.def;
-      if (statements && !statements.some((s) => s.name === parsed.define)) {
-        // One item cannot be prefilled (the clinician answers it by hand): a content bug, not an unusable package.
+      if (binding.kind !== 'define') continue; // inline CQL and FHIRPath are evaluated as they are
+      used.add(binding.library);
+      if (!declared.includes(binding.library) && refs.libraries.length > 0) {
         issues.push({
           severity: 'warning',
-          code: 'unknown-define',
-          message: `${ref.kind} refers to ${parsed.define}, which ${libraryLabel(library)} does not define`,
-          library: libraryLabel(library),
-          define: parsed.define,
+          code: 'library-not-declared',
+          message: `${ref.kind} uses ${binding.libraryId}, which the Questionnaire does not list in cqf-library`,
+          library: binding.libraryId,
           ...where,
         });
       }

@@ -21,7 +21,7 @@ import {
 } from './prefill-protocol.js';
 
 /** One patient's prefill of several questionnaires of one package (what `PrefillEngine.runAll` takes). */
-export type PrefillJob = Omit<PrefillRequest, 'questionnaire' | 'session' | 'baseline'> & {
+export type PrefillJob = Omit<PrefillRequest, 'questionnaire' | 'session'> & {
   questionnaires: FhirResource[];
 };
 

@@ -10,7 +10,7 @@ import { z } from 'zod';
  */
 
 /** What a worker needs to prefill: everything of a PrefillRequest except the package object and the reader. */
-export type PrefillJobContext = Omit<PrefillRequest, 'pkg' | 'questionnaire' | 'session' | 'baseline' | 'now'> & {
+export type PrefillJobContext = Omit<PrefillRequest, 'pkg' | 'questionnaire' | 'session' | 'now'> & {
   /** Evaluation time (ISO 8601), the same for every questionnaire of the job. */
   now: string;
 };
