@@ -98,49 +98,49 @@ const MAX_CALCULATION_ROUNDS = 10;
 const plain = (value: unknown): unknown =>
   value && typeof value === 'object' && '_json' in value ? (value as { _json: unknown })._json : value;
 
-export function populate(input: PopulationInput): PopulationResult {
-  const issues: PopulationIssue[] = [];
-  const failed = new Set<string>();
-  const fail = (linkId: string | undefined, what: string, error: unknown) => {
+/** One population run: the issues, options and context it collects, and the expression evaluation it shares. */
+class Population {
+  readonly issues: PopulationIssue[] = [];
+  readonly options: PopulationResult['options'] = {};
+  readonly answerContext: PopulationResult['answerContext'] = {};
+  private readonly failed = new Set<string>();
+
+  constructor(private readonly input: PopulationInput) {}
+
+  fail(linkId: string | undefined, what: string, error: unknown): void {
     const key = `${linkId ?? ''}|${what}`;
-    if (failed.has(key)) return;
-    failed.add(key);
-    issues.push({
+    if (this.failed.has(key)) return;
+    this.failed.add(key);
+    this.issues.push({
       severity: 'warning',
       code: 'expression-failed',
       message: `${what}: ${error instanceof Error ? error.message.slice(0, 160) : 'error'}`,
       ...(linkId ? { linkId } : {}),
     });
-  };
-  const options: PopulationResult['options'] = {};
-  const answerContext: PopulationResult['answerContext'] = {};
+  }
 
   /** Evaluates an item's expression of a kind: FHIRPath here, CQL from the evaluated defines; undefined when none. */
-  const evaluate = (
+  evaluate(
     item: PopulationItem,
     kind: ExpressionKind,
     expression: Expression,
     env: Record<string, unknown>,
-  ): unknown[] | undefined => {
+  ): unknown[] | undefined {
     if (expression.language === 'text/fhirpath' && expression.expression) {
       try {
         return compileFhirPath(expression.expression)({}, env);
       } catch (error) {
-        fail(item.linkId, `${kind} "${expression.expression.slice(0, 60)}"`, error);
+        this.fail(item.linkId, `${kind} "${expression.expression.slice(0, 60)}"`, error);
         return undefined;
       }
     }
-    const value = input.cql(kind, item.linkId);
+    const value = this.input.cql(kind, item.linkId);
     if (!value) return undefined;
     const v = value.value;
     return v === null || v === undefined ? [] : Array.isArray(v) ? v : [v];
-  };
+  }
 
-  const withVariables = (
-    item: PopulationItem,
-    variables: Expression[],
-    env: Record<string, unknown>,
-  ): Record<string, unknown> => {
+  withVariables(item: PopulationItem, variables: Expression[], env: Record<string, unknown>): Record<string, unknown> {
     if (variables.length === 0) return env;
     const scoped = { ...env };
     for (const variable of variables) {
@@ -148,17 +148,17 @@ export function populate(input: PopulationInput): PopulationResult {
       try {
         scoped[variable.name] = compileFhirPath(variable.expression)({}, scoped);
       } catch (error) {
-        fail(item.linkId, `variable ${variable.name}`, error);
+        this.fail(item.linkId, `variable ${variable.name}`, error);
       }
     }
     return scoped;
-  };
+  }
 
-  const answersFor = (item: PopulationItem, values: unknown[] | undefined, kind: ExpressionKind): Answer[] => {
+  private answersFor(item: PopulationItem, values: unknown[] | undefined, kind: ExpressionKind): Answer[] {
     if (values === undefined) return [];
-    const answers = toAnswers(values.length === 1 ? values[0] : values, input.optionsFor(item));
+    const answers = toAnswers(values.length === 1 ? values[0] : values, this.input.optionsFor(item));
     if (answers.length === 0 && values.some((v) => v !== null && v !== undefined)) {
-      issues.push({
+      this.issues.push({
         severity: 'information',
         code: 'answer-type-mismatch',
         message: `the value of the ${kind} does not fit a ${item.type} item`,
@@ -166,66 +166,137 @@ export function populate(input: PopulationInput): PopulationResult {
       });
     }
     return answers;
-  };
+  }
 
-  const tag = (answers: Answer[]) => answers.map((a) => ({ ...a, extension: [input.origin] }));
+  tag(answers: Answer[]): Answer[] {
+    return answers.map((a) => ({ ...a, extension: [this.input.origin] }));
+  }
 
-  // 1. Initial values, options, context and repeating-group contexts, item by item.
-  const build = (items: PopulationItem[] | undefined, env: Record<string, unknown>): ResponseItem[] => {
+  /** Initial values, options, context and repeating-group contexts, item by item. */
+  build(items: PopulationItem[] | undefined, env: Record<string, unknown>): ResponseItem[] {
     const out: ResponseItem[] = [];
     for (const item of items ?? []) {
       if (item.type === 'display') continue;
       const { byKind, variables } = expressionsOf(item);
       const populationContext = byKind.get('itemPopulationContext');
-      if (populationContext && item.type === 'group') {
-        // CQL gives wrapped FHIR values: the FHIRPath of the group's items reads their JSON.
-        const contexts = (
-          evaluate(item, 'itemPopulationContext', populationContext, withVariables(item, variables, env)) ?? []
-        ).map(plain);
-        const name = populationContext.name ?? 'itemContext';
-        for (const context of contexts) {
-          const scoped = withVariables(item, variables, { ...env, [name]: context });
-          const children = build(item.item, scoped);
-          if (children.length > 0)
-            out.push({
-              linkId: item.linkId,
-              ...(item.text ? { text: item.text } : {}),
-              item: children,
-            } as ResponseItem);
-        }
-        continue;
+      if (populationContext && item.type === 'group')
+        out.push(...this.repeated(item, populationContext, variables, env));
+      else {
+        const built = this.item(item, byKind, this.withVariables(item, variables, env));
+        if (built) out.push(built);
       }
-      const scoped = withVariables(item, variables, env);
-      const candidate = byKind.get('candidateExpression');
-      if (candidate) {
-        const values = evaluate(item, 'candidateExpression', candidate, scoped);
-        const offered = values ? toAnswers(values, { ...input.optionsFor(item), repeats: true }) : [];
-        if (offered.length > 0) options[item.linkId] = offered;
-      }
-      const context = byKind.get('contextExpression');
-      if (context) {
-        const values = evaluate(item, 'contextExpression', context, scoped);
-        if (values && values.length > 0) answerContext[item.linkId] = values.map(plain);
-      }
-      const initial = byKind.get('initialExpression') ?? byKind.get('cqf-expression');
-      const kind: ExpressionKind = byKind.has('initialExpression') ? 'initialExpression' : 'cqf-expression';
-      let answers = initial ? answersFor(item, evaluate(item, kind, initial, scoped), kind) : [];
-      // A calculated value in CQL does not depend on the response: it is known now.
-      const calculated = byKind.get('calculatedExpression');
-      if (calculated && calculated.language !== 'text/fhirpath')
-        answers = answersFor(item, evaluate(item, 'calculatedExpression', calculated, scoped), 'calculatedExpression');
-      const children = build(item.item, scoped);
-      if (answers.length === 0 && children.length === 0 && !(calculated?.language === 'text/fhirpath')) continue;
-      out.push({
-        linkId: item.linkId,
-        ...(item.text ? { text: item.text } : {}),
-        ...(answers.length > 0 ? { answer: tag(answers) } : {}),
-        ...(children.length > 0 ? { item: children } : {}),
-      } as ResponseItem);
     }
     return out;
-  };
+  }
 
+  /** A group repeated once per value of its itemPopulationContext. */
+  private repeated(
+    item: PopulationItem,
+    populationContext: Expression,
+    variables: Expression[],
+    env: Record<string, unknown>,
+  ): ResponseItem[] {
+    // CQL gives wrapped FHIR values: the FHIRPath of the group's items reads their JSON.
+    const contexts = (
+      this.evaluate(item, 'itemPopulationContext', populationContext, this.withVariables(item, variables, env)) ?? []
+    ).map(plain);
+    const name = populationContext.name ?? 'itemContext';
+    const out: ResponseItem[] = [];
+    for (const context of contexts) {
+      const children = this.build(item.item, this.withVariables(item, variables, { ...env, [name]: context }));
+      if (children.length > 0)
+        out.push({ linkId: item.linkId, ...(item.text ? { text: item.text } : {}), item: children } as ResponseItem);
+    }
+    return out;
+  }
+
+  private item(
+    item: PopulationItem,
+    byKind: Map<ExpressionKind, Expression>,
+    scoped: Record<string, unknown>,
+  ): ResponseItem | undefined {
+    const candidate = byKind.get('candidateExpression');
+    if (candidate) {
+      const values = this.evaluate(item, 'candidateExpression', candidate, scoped);
+      const offered = values ? toAnswers(values, { ...this.input.optionsFor(item), repeats: true }) : [];
+      if (offered.length > 0) this.options[item.linkId] = offered;
+    }
+    const context = byKind.get('contextExpression');
+    if (context) {
+      const values = this.evaluate(item, 'contextExpression', context, scoped);
+      if (values && values.length > 0) this.answerContext[item.linkId] = values.map(plain);
+    }
+    const initial = byKind.get('initialExpression') ?? byKind.get('cqf-expression');
+    const kind: ExpressionKind = byKind.has('initialExpression') ? 'initialExpression' : 'cqf-expression';
+    let answers = initial ? this.answersFor(item, this.evaluate(item, kind, initial, scoped), kind) : [];
+    // A calculated value in CQL does not depend on the response: it is known now.
+    const calculated = byKind.get('calculatedExpression');
+    if (calculated && calculated.language !== 'text/fhirpath')
+      answers = this.answersFor(
+        item,
+        this.evaluate(item, 'calculatedExpression', calculated, scoped),
+        'calculatedExpression',
+      );
+    const children = this.build(item.item, scoped);
+    if (answers.length === 0 && children.length === 0 && !(calculated?.language === 'text/fhirpath')) return undefined;
+    return {
+      linkId: item.linkId,
+      ...(item.text ? { text: item.text } : {}),
+      ...(answers.length > 0 ? { answer: this.tag(answers) } : {}),
+      ...(children.length > 0 ? { item: children } : {}),
+    } as ResponseItem;
+  }
+
+  /** Calculated values (FHIRPath over %resource and the variables), recomputed to a steady state. */
+  calculate(
+    calculatedItems: PopulationItem[],
+    start: ResponseItem[],
+    resourceEnv: (list: ResponseItem[]) => Record<string, unknown>,
+  ): { items: ResponseItem[]; env: Record<string, unknown> } {
+    let items = start;
+    let env = resourceEnv(items);
+    if (calculatedItems.length === 0) return { items, env };
+    let settled = false;
+    for (let round = 0; round < MAX_CALCULATION_ROUNDS && !settled; round++) {
+      settled = true;
+      for (const definition of calculatedItems) {
+        const { byKind, variables } = expressionsOf(definition);
+        const values = this.evaluate(
+          definition,
+          'calculatedExpression',
+          byKind.get('calculatedExpression')!,
+          this.withVariables(definition, variables, env),
+        );
+        const answers = values
+          ? this.tag(toAnswers(values.length === 1 ? values[0] : values, this.input.optionsFor(definition)))
+          : [];
+        const next = setAnswers(items, definition.linkId, answers);
+        if (next !== items) {
+          items = next;
+          settled = false;
+        }
+      }
+      if (!settled) env = resourceEnv(items);
+    }
+    if (!settled) {
+      this.issues.push({
+        severity: 'warning',
+        code: 'calculation-cycle',
+        message: `calculated values still change after ${MAX_CALCULATION_ROUNDS} rounds: check the calculatedExpressions; the last values are kept`,
+      });
+    }
+    return { items, env };
+  }
+}
+
+/** Items kept only for a calculation that gave nothing are dropped. */
+const prune = (list: ResponseItem[]): ResponseItem[] =>
+  list
+    .map((i) => (i.item ? { ...i, item: prune(i.item) } : i))
+    .filter((i) => (i.answer?.length ?? 0) > 0 || (i.item?.length ?? 0) > 0);
+
+export function populate(input: PopulationInput): PopulationResult {
+  const population = new Population(input);
   // Root variables see %resource, the response so far (empty while initial values are computed).
   const { rootVariables, calculatedItems, variablesUsedEarly } = shapeOf(input.questionnaire);
   const resourceEnv = (list: ResponseItem[]): Record<string, unknown> => {
@@ -237,58 +308,26 @@ export function populate(input: PopulationInput): PopulationResult {
       try {
         env[variable.name] = compileFhirPath(variable.expression)({}, env);
       } catch (error) {
-        fail(undefined, `variable ${variable.name}`, error);
+        population.fail(undefined, `variable ${variable.name}`, error);
       }
     }
     return env;
   };
   // Root variables are computed for the initial values only when an expression other than a calculation uses them.
-  let items = build(
+  const initial = population.build(
     input.questionnaire['item'] as PopulationItem[] | undefined,
     variablesUsedEarly
       ? resourceEnv([])
       : { ...input.env, resource: { resourceType: 'QuestionnaireResponse', item: [] } },
   );
-
-  // 2. Calculated values (FHIRPath over %resource and the variables), recomputed to a steady state.
-  let env = resourceEnv(items);
-  if (calculatedItems.length > 0) {
-    let settled = false;
-    for (let round = 0; round < MAX_CALCULATION_ROUNDS && !settled; round++) {
-      settled = true;
-      for (const definition of calculatedItems) {
-        const expression = expressionsOf(definition).byKind.get('calculatedExpression')!;
-        const values = evaluate(
-          definition,
-          'calculatedExpression',
-          expression,
-          withVariables(definition, expressionsOf(definition).variables, env),
-        );
-        const answers = values
-          ? tag(toAnswers(values.length === 1 ? values[0] : values, input.optionsFor(definition)))
-          : [];
-        const next = setAnswers(items, definition.linkId, answers);
-        if (next !== items) {
-          items = next;
-          settled = false;
-        }
-      }
-      if (!settled) env = resourceEnv(items);
-    }
-    if (!settled) {
-      issues.push({
-        severity: 'warning',
-        code: 'calculation-cycle',
-        message: `calculated values still change after ${MAX_CALCULATION_ROUNDS} rounds: check the calculatedExpressions; the last values are kept`,
-      });
-    }
-  }
-  // Items kept only for a calculation that gave nothing are dropped.
-  const prune = (list: ResponseItem[]): ResponseItem[] =>
-    list
-      .map((i) => (i.item ? { ...i, item: prune(i.item) } : i))
-      .filter((i) => (i.answer?.length ?? 0) > 0 || (i.item?.length ?? 0) > 0);
-  return { items: prune(items), options, answerContext, env, issues };
+  const { items, env } = population.calculate(calculatedItems, initial, resourceEnv);
+  return {
+    items: prune(items),
+    options: population.options,
+    answerContext: population.answerContext,
+    env,
+    issues: population.issues,
+  };
 }
 
 interface QuestionnaireShape {
