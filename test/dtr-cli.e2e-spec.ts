@@ -8,7 +8,6 @@ import { createDataSource } from '@dtr/persistence';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { composeServices } from '../apps/dtr-server/src/compose-services.js';
 import { loadAppConfig } from '../apps/dtr-server/src/config/app.config.js';
-import { ENTITIES } from '../apps/dtr-server/src/entities.js';
 import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
 import { makeTestPki, type TestPki } from './support/pki.js';
 import { repoRoot } from './support/processes.js';
@@ -107,7 +106,7 @@ describe('dtr tenant and dtr payer on a real database, secrets sealed with the c
     expect(leakedSecrets(await dump('SELECT * FROM ehr_registration'), [CLIENT_SECRET])).toEqual([]);
 
     // The server's composition, on the same database and configuration, opens what the command line sealed.
-    const dataSource = createDataSource({ url: db.url, entities: ENTITIES });
+    const dataSource = createDataSource({ url: db.url });
     await dataSource.initialize();
     try {
       const services = composeServices(dataSource, loadAppConfig(env));
@@ -154,7 +153,7 @@ describe('dtr tenant and dtr payer on a real database, secrets sealed with the c
     for (const run of [put, list]) expect(run.stdout + run.stderr).not.toContain('PRIVATE KEY');
     expect(await dump('SELECT * FROM payer')).not.toContain('PRIVATE KEY');
 
-    const dataSource = createDataSource({ url: db.url, entities: ENTITIES });
+    const dataSource = createDataSource({ url: db.url });
     await dataSource.initialize();
     try {
       const services = composeServices(dataSource, loadAppConfig(env));

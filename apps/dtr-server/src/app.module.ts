@@ -5,7 +5,6 @@ import { buildDataSourceOptions } from '@dtr/persistence';
 import { APP_CONFIG, type AppConfig } from './config/app.config.js';
 import { HealthModule } from './health/health.module.js';
 import { DtrExceptionFilter } from './http/dtr-exception.filter.js';
-import { ENTITIES } from './entities.js';
 import { JsonLogger } from './logging/json-logger.js';
 import { DtrModule } from './dtr/dtr.module.js';
 import { PayersModule } from './payers/payers.module.js';
@@ -18,7 +17,7 @@ export interface AppModuleOptions {
   logger: JsonLogger;
 }
 
-/** Composition root: the one place that lists modules, entities and global providers. */
+/** Composition root: the one place that lists modules and global providers. */
 @Module({})
 export class AppModule {
   static forRoot(options: AppModuleOptions): DynamicModule {
@@ -30,7 +29,6 @@ export class AppModule {
           ...buildDataSourceOptions({
             url: options.databaseUrl,
             poolMax: options.config.dbPoolMax,
-            entities: ENTITIES,
           }),
           retryAttempts: 3,
           retryDelay: 500,

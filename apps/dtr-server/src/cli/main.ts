@@ -1,7 +1,6 @@
 import 'reflect-metadata';
 import { Command } from 'commander';
 import { createDataSource, EmbeddedPostgresSupervisor, migrate } from '@dtr/persistence';
-import { ENTITIES } from '../entities.js';
 import { readFileSync } from 'node:fs';
 import { parseUntrustedJson } from '@dtr/kernel';
 import path from 'node:path';
@@ -64,7 +63,7 @@ async function withDatabaseUrl<T>(
 function withServices<T>(fn: (services: Services) => Promise<T>): Promise<T> {
   return withDatabaseUrl(async (url, config) => {
     await migrate(url);
-    const dataSource = createDataSource({ url, entities: ENTITIES, poolMax: 2, applicationName: 'dtr-cli' });
+    const dataSource = createDataSource({ url, poolMax: 2, applicationName: 'dtr-cli' });
     await dataSource.initialize();
     try {
       return await fn(composeServices(dataSource, config));
