@@ -21,7 +21,6 @@ import { type PeerServer, startPeerServer } from '../apps/sandbox/src/shared/pee
 import { fingerprint } from '../apps/sandbox/src/shared/request-log.js';
 import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
 import { deviceOrder, sandboxCoverage } from './support/fixtures.js';
-import { ENTITIES } from '../apps/dtr-server/src/entities.js';
 import { PrepareQuestionnairesUseCase } from '../apps/dtr-server/src/dtr/prepare-questionnaires.usecase.js';
 import { PrefillPool } from '../apps/dtr-server/src/dtr/prefill-pool/prefill-pool.js';
 import { FormSessionRepository } from '../apps/dtr-server/src/dtr/forms/form-session.repository.js';
@@ -118,7 +117,7 @@ describe('PrepareQuestionnairesUseCase: session → payer package → prefill (r
   beforeAll(async () => {
     db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_prepare');
     await migrate(db.url);
-    dataSource = createDataSource({ url: db.url, entities: ENTITIES });
+    dataSource = createDataSource({ url: db.url });
     await dataSource.initialize();
     const box = new KeyRingSecretBox(new Map([['k', randomBytes(32)]]));
     const keys = new SigningKeyStore(dataSource, box, clock);

@@ -6,7 +6,6 @@ import { APP_CONFIG, type AppConfig } from './config/app.config.js';
 import { AuditModule } from './audit/audit.module.js';
 import { HealthModule } from './health/health.module.js';
 import { DtrExceptionFilter } from './http/dtr-exception.filter.js';
-import { ENTITIES } from './entities.js';
 import { JsonLogger } from './logging/json-logger.js';
 import { DtrModule } from './dtr/dtr.module.js';
 import { PayersModule } from './payers/payers.module.js';
@@ -19,7 +18,7 @@ export interface AppModuleOptions {
   logger: JsonLogger;
 }
 
-/** Composition root: the one place that lists modules, entities and global providers. */
+/** Composition root: the one place that lists modules and global providers. */
 @Module({})
 export class AppModule {
   static forRoot(options: AppModuleOptions): DynamicModule {
@@ -31,7 +30,6 @@ export class AppModule {
           ...buildDataSourceOptions({
             url: options.databaseUrl,
             poolMax: options.config.dbPoolMax,
-            entities: ENTITIES,
           }),
           retryAttempts: 3,
           retryDelay: 500,

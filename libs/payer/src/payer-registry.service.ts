@@ -1,14 +1,13 @@
 import { DtrError } from '@dtr/kernel';
-import { rowsOf } from '@dtr/persistence';
 import { DTR_VERSIONS, type DtrVersion, type FhirResource } from '@dtr/fhir';
 import { assertOutboundUrl, normaliseBaseUrl, type OutboundPolicy, type SecretBox } from '@dtr/smart';
 import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
 import type { TlsCredentials } from './mutual-tls-fetch.js';
+import { PayerRepository, type StoredPayer, type SubmissionRoute } from './payer.repository.js';
 import type { DataSource } from 'typeorm';
 import { z } from 'zod';
 
 type DtrIgVersion = DtrVersion;
-type SubmissionRoute = 'bundle' | 'pas-claim-submit' | 'cdex-submit-attachment';
 
 const payerInputSchema = z
   .object({
@@ -69,22 +68,6 @@ export interface Payer {
   clientCertificate: { subject: string; fingerprint256: string; validTo: string } | null;
 }
 
-interface PayerRow {
-  id: string;
-  name: string;
-  fhir_base: string;
-  token_endpoint: string;
-  client_id: string;
-  signing_alg: 'RS384' | 'ES384';
-  scopes: string;
-  ig_version: DtrIgVersion;
-  submission_route: SubmissionRoute;
-  coverage_identifiers: string[];
-  client_certificate: string | null;
-  client_certificate_key_sealed: string | null;
-  server_ca: string | null;
-}
-
 function certificateFacts(pem: string): { subject: string; fingerprint256: string; validTo: string } {
   const x509 = new X509Certificate(pem);
   return {
@@ -94,20 +77,10 @@ function certificateFacts(pem: string): { subject: string; fingerprint256: strin
   };
 }
 
-function toPayer(row: PayerRow): Payer {
-  return {
-    id: row.id,
-    name: row.name,
-    fhirBase: row.fhir_base,
-    tokenEndpoint: row.token_endpoint,
-    clientId: row.client_id,
-    signingAlg: row.signing_alg,
-    scopes: row.scopes.split(' ').filter(Boolean),
-    igVersion: row.ig_version,
-    submissionRoute: row.submission_route,
-    coverageIdentifiers: row.coverage_identifiers,
-    clientCertificate: row.client_certificate ? certificateFacts(row.client_certificate) : null,
-  };
+/** The view of a stored payer: its certificate's public facts, never its key. */
+function toPayer(stored: StoredPayer): Payer {
+  const { clientCertificate, clientCertificateKeySealed: _key, serverCa: _ca, ...payer } = stored;
+  return { ...payer, clientCertificate: clientCertificate ? certificateFacts(clientCertificate) : null };
 }
 
 /**
@@ -115,12 +88,16 @@ function toPayer(row: PayerRow): Payer {
  * a launch or a Coverage is ever called unless it is one of these.
  */
 export class PayerRegistry {
+  private readonly payers: PayerRepository;
+
   constructor(
-    private readonly dataSource: DataSource,
+    dataSource: DataSource,
     private readonly policy: OutboundPolicy,
     /** Seals client certificate keys; without it, a client certificate cannot be stored. */
     private readonly box?: SecretBox,
-  ) {}
+  ) {
+    this.payers = new PayerRepository(dataSource);
+  }
 
   async upsert(input: unknown): Promise<Payer> {
     const parsed = payerInputSchema.safeParse(input);
@@ -149,60 +126,40 @@ export class PayerRegistry {
     const certificate = p.clientCertificate
       ? this.checkCertificate(p.id, p.clientCertificate, [p.fhirBase, p.tokenEndpoint])
       : undefined;
-    await this.dataSource
-      .query(
-        `INSERT INTO payer (id, name, fhir_base, token_endpoint, client_id, signing_alg, scopes, ig_version, submission_route,
-                          coverage_identifiers, client_certificate, client_certificate_key_sealed, server_ca)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-       ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, fhir_base = EXCLUDED.fhir_base, token_endpoint = EXCLUDED.token_endpoint,
-         client_id = EXCLUDED.client_id, signing_alg = EXCLUDED.signing_alg, scopes = EXCLUDED.scopes, ig_version = EXCLUDED.ig_version,
-         submission_route = EXCLUDED.submission_route, coverage_identifiers = EXCLUDED.coverage_identifiers,
-         client_certificate = CASE WHEN $14 THEN EXCLUDED.client_certificate ELSE payer.client_certificate END,
-         client_certificate_key_sealed = CASE WHEN $14 THEN EXCLUDED.client_certificate_key_sealed ELSE payer.client_certificate_key_sealed END,
-         server_ca = CASE WHEN $14 THEN EXCLUDED.server_ca ELSE payer.server_ca END,
-         updated_at = now()`,
-        [
-          p.id,
-          p.name,
-          fhirBase,
-          p.tokenEndpoint,
-          p.clientId,
-          p.signingAlg,
-          p.scopes.join(' '),
-          p.igVersion,
-          p.submissionRoute,
-          p.coverageIdentifiers,
-          certificate?.certificate ?? null,
-          certificate?.sealedKey ?? null,
-          certificate?.serverCa ?? null,
-          p.clientCertificate !== undefined,
-        ],
-      )
-      .catch((error: { driverError?: { code?: string }; code?: string }) => {
-        if ((error.driverError?.code ?? error.code) === '23505')
-          throw new DtrError('CONFLICT', 'another payer is registered with this fhirBase');
-        throw error;
-      });
+    await this.payers.save(
+      {
+        id: p.id,
+        name: p.name,
+        fhirBase,
+        tokenEndpoint: p.tokenEndpoint,
+        clientId: p.clientId,
+        signingAlg: p.signingAlg,
+        scopes: p.scopes,
+        igVersion: p.igVersion,
+        submissionRoute: p.submissionRoute,
+        coverageIdentifiers: p.coverageIdentifiers,
+        clientCertificate: certificate?.certificate ?? null,
+        clientCertificateKeySealed: certificate?.sealedKey ?? null,
+        serverCa: certificate?.serverCa ?? null,
+      },
+      p.clientCertificate !== undefined,
+    );
     return (await this.get(p.id))!;
   }
 
   /** Our mutual TLS credentials for this payer, key unsealed (for the outbound client only), when it has them. */
   async tlsCredentials(id: string): Promise<TlsCredentials | undefined> {
-    const rows = (await this.dataSource.query(
-      'SELECT client_certificate, client_certificate_key_sealed, server_ca FROM payer WHERE id = $1',
-      [id],
-    )) as PayerRow[];
-    const row = rows[0];
-    if (!row?.client_certificate || !row.client_certificate_key_sealed) return undefined;
+    const row = await this.payers.get(id);
+    if (!row?.clientCertificate || !row.clientCertificateKeySealed) return undefined;
     if (!this.box)
       throw new DtrError(
         'CONFIGURATION',
         `payer ${id} has a client certificate, but no key ring is configured to open its key (DTR_ENCRYPTION_KEYS)`,
       );
     return {
-      certificate: row.client_certificate,
-      privateKey: this.box.open(row.client_certificate_key_sealed, `payer-client-certificate:${id}`),
-      ...(row.server_ca ? { serverCa: row.server_ca } : {}),
+      certificate: row.clientCertificate,
+      privateKey: this.box.open(row.clientCertificateKeySealed, `payer-client-certificate:${id}`),
+      ...(row.serverCa ? { serverCa: row.serverCa } : {}),
     };
   }
 
@@ -253,16 +210,16 @@ export class PayerRegistry {
   }
 
   async list(): Promise<Payer[]> {
-    return ((await this.dataSource.query('SELECT * FROM payer ORDER BY id')) as PayerRow[]).map(toPayer);
+    return (await this.payers.list()).map(toPayer);
   }
 
   async get(id: string): Promise<Payer | undefined> {
-    const rows = (await this.dataSource.query('SELECT * FROM payer WHERE id = $1', [id])) as PayerRow[];
-    return rows[0] ? toPayer(rows[0]) : undefined;
+    const stored = await this.payers.get(id);
+    return stored ? toPayer(stored) : undefined;
   }
 
   async remove(id: string): Promise<boolean> {
-    return rowsOf(await this.dataSource.query('DELETE FROM payer WHERE id = $1 RETURNING id', [id])).length > 0;
+    return this.payers.remove(id);
   }
 
   /**

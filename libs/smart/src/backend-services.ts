@@ -3,7 +3,7 @@ import { Clock, DtrError } from '@dtr/kernel';
 import { translateOAuthError } from './launch/launch.service.js';
 import { assertOutboundUrl, isLoopback, type OutboundPolicy } from './outbound-policy.js';
 import { type ClientKeyProvider, privateKeyJwt } from './smart-client.js';
-import type { SigningAlg } from './tenants/ehr-registration.entity.js';
+import type { SigningAlg } from './tenants/tenant.types.js';
 
 export interface BackendServicesRegistration {
   tokenEndpoint: string;

@@ -1,6 +1,6 @@
 import * as oidc from 'openid-client';
 import { DtrError } from '@dtr/kernel';
-import type { SigningAlg } from './tenants/ehr-registration.entity.js';
+import type { SigningAlg } from './tenants/tenant.types.js';
 import type { RegistrationCredentials } from './tenants/tenant-registry.service.js';
 import { isLoopback, type OutboundPolicy } from './outbound-policy.js';
 import { supportsOpenId, type SmartConfiguration } from './smart-configuration.js';

@@ -1,13 +1,8 @@
 import 'reflect-metadata';
 import { Command } from 'commander';
 import { createDataSource, EmbeddedPostgresSupervisor, migrate } from '@dtr/persistence';
-import { SystemClock } from '@dtr/kernel';
-import { SigningKeyStore, TenantRegistry } from '@dtr/smart';
-import { ENTITIES } from '../entities.js';
-import { PayerRegistry } from '@dtr/payer';
 import { readFileSync } from 'node:fs';
 import { parseUntrustedJson } from '@dtr/kernel';
-import type { DataSource } from 'typeorm';
 import path from 'node:path';
 import { loadAppConfig } from '../config/app.config.js';
 import { exitOnConfigError } from '../config/config-exit.js';
@@ -15,7 +10,7 @@ import { registerDisclosureCommands } from './disclosure.commands.js';
 import { registerPackageCommands } from './package.commands.js';
 import { registerPrefillCommand } from './prefill.commands.js';
 import { registerTenantCommands } from './tenant.commands.js';
-import { secretBoxFromConfig } from '../smart/secret-box-from-config.js';
+import { composeServices, type Services } from '../compose-services.js';
 
 /**
  * The `dtr` command line. Each command reads the same configuration as the server (environment),
@@ -65,31 +60,21 @@ async function withDatabaseUrl<T>(
   }
 }
 
-/** Runs `fn` on the configured database (migrated), then releases it. */
-function withDatabase<T>(
-  fn: (dataSource: DataSource, config: ReturnType<typeof loadAppConfig>) => Promise<T>,
-): Promise<T> {
+/** Runs `fn` with the services composed as the server composes them, on the configured database (migrated). */
+function withServices<T>(fn: (services: Services) => Promise<T>): Promise<T> {
   return withDatabaseUrl(async (url, config) => {
     await migrate(url);
-    const dataSource = createDataSource({ url, entities: ENTITIES, poolMax: 2, applicationName: 'dtr-cli' });
+    const dataSource = createDataSource({ url, poolMax: 2, applicationName: 'dtr-cli' });
     await dataSource.initialize();
     try {
-      return await fn(dataSource, config);
+      return await fn(composeServices(dataSource, config));
     } finally {
       await dataSource.destroy();
     }
   });
 }
 
-registerTenantCommands(program, (fn) =>
-  withDatabase((dataSource, config) =>
-    fn(
-      new TenantRegistry(dataSource, secretBoxFromConfig(config), {
-        allowInsecureLoopback: config.profile !== 'production',
-      }),
-    ),
-  ),
-);
+registerTenantCommands(program, (fn) => withServices((services) => fn(services.tenants)));
 
 const payer = program.command('payer').description('payers we call with SMART Backend Services');
 payer
@@ -101,22 +86,14 @@ payer
       maxDepth: 16,
       maxBytes: 64 * 1024,
     });
-    const view = await withDatabase((dataSource, config) =>
-      new PayerRegistry(
-        dataSource,
-        { allowInsecureLoopback: config.profile !== 'production' },
-        secretBoxFromConfig(config),
-      ).upsert(input),
-    );
+    const view = await withServices((services) => services.payers.upsert(input));
     process.stdout.write(`${JSON.stringify(view, null, 2)}\n`);
   });
 payer
   .command('list')
   .description('list registered payers')
   .action(async () => {
-    const list = await withDatabase((dataSource, config) =>
-      new PayerRegistry(dataSource, { allowInsecureLoopback: config.profile !== 'production' }).list(),
-    );
+    const list = await withServices((services) => services.payers.list());
     process.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
   });
 
@@ -136,9 +113,7 @@ for (const [name, description] of [
     .description(description)
     .requiredOption('--alg <alg>', 'RS384 or ES384', algOption)
     .action(async (options: { alg: 'RS384' | 'ES384' }) => {
-      const key = await withDatabase((dataSource, config) =>
-        new SigningKeyStore(dataSource, secretBoxFromConfig(config), new SystemClock()).generate(options.alg),
-      );
+      const key = await withServices((services) => services.signingKeys.generate(options.alg));
       process.stdout.write(`${JSON.stringify(key)}\n`);
     });
 }
@@ -146,9 +121,7 @@ keys
   .command('list')
   .description('kid, algorithm, status and dates of every key (never private parts)')
   .action(async () => {
-    const list = await withDatabase((dataSource, config) =>
-      new SigningKeyStore(dataSource, secretBoxFromConfig(config), new SystemClock()).list(),
-    );
+    const list = await withServices((services) => services.signingKeys.list());
     process.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
   });
 registerPrefillCommand(program);

@@ -1,12 +1,11 @@
-import { Inject, Module, type OnApplicationBootstrap } from '@nestjs/common';
+import { type FactoryProvider, type InjectionToken, Inject, Module, type OnApplicationBootstrap } from '@nestjs/common';
 import { APP_GUARD } from '@nestjs/core';
 import { PassportModule } from '@nestjs/passport';
 import { getDataSourceToken } from '@nestjs/typeorm';
-import { Clock, SystemClock } from '@dtr/kernel';
+import { Clock } from '@dtr/kernel';
 import {
   ClientKeyProvider,
   LaunchService,
-  type OutboundPolicy,
   SecretBox,
   SessionStore,
   SigningKeyStore,
@@ -20,15 +19,22 @@ import { TenantsController } from '../admin/tenants.controller.js';
 import { BrowserCookies } from '../auth/cookies.js';
 import { SessionCookieStrategy } from '../auth/session-cookie.strategy.js';
 import { SessionGuard } from '../auth/session.guard.js';
+import { composeServices, type Services } from '../compose-services.js';
 import { APP_CONFIG, type AppConfig } from '../config/app.config.js';
 import { JsonLogger } from '../logging/json-logger.js';
 import { AppPageController } from './app-page.controller.js';
-import { secretBoxFromConfig } from './secret-box-from-config.js';
 import { JwksController } from './jwks.controller.js';
 import { LaunchController } from './launch.controller.js';
 import { SessionController, SessionViewService } from './session.controller.js';
 
 export const OUTBOUND_POLICY = Symbol('OUTBOUND_POLICY');
+/** The process's services (see compose-services.ts); every SMART and payer provider is taken from it. */
+const SERVICES = Symbol('SERVICES');
+
+/** A provider for `token` that hands out the composed service `key`. */
+export function fromServices(token: InjectionToken, key: keyof Services): FactoryProvider {
+  return { provide: token, inject: [SERVICES], useFactory: (services: Services) => services[key] };
+}
 
 /**
  * SMART confidential launch: tenants, discovery, launch/callback, sessions and the token vault, the global
@@ -38,86 +44,26 @@ export const OUTBOUND_POLICY = Symbol('OUTBOUND_POLICY');
   imports: [PassportModule],
   controllers: [LaunchController, SessionController, AppPageController, TenantsController, JwksController],
   providers: [
-    { provide: Clock, useClass: SystemClock },
     {
-      provide: SecretBox,
-      inject: [APP_CONFIG, JsonLogger],
-      useFactory: (config: AppConfig, logger: JsonLogger) => secretBoxFromConfig(config, logger),
+      provide: SERVICES,
+      inject: [getDataSourceToken(), APP_CONFIG, JsonLogger],
+      useFactory: (ds: DataSource, config: AppConfig, logger: JsonLogger) => composeServices(ds, config, { logger }),
     },
-    {
-      provide: SigningKeyStore,
-      inject: [getDataSourceToken(), SecretBox, Clock],
-      useFactory: (ds: DataSource, box: SecretBox, clock: Clock) => new SigningKeyStore(ds, box, clock),
-    },
+    fromServices(Clock, 'clock'),
+    fromServices(OUTBOUND_POLICY, 'policy'),
+    fromServices(SecretBox, 'secretBox'),
+    fromServices(SigningKeyStore, 'signingKeys'),
     { provide: ClientKeyProvider, useExisting: SigningKeyStore },
-    {
-      provide: OUTBOUND_POLICY,
-      inject: [APP_CONFIG],
-      // Plain http only to loopback, and never in production.
-      useFactory: (config: AppConfig): OutboundPolicy => ({ allowInsecureLoopback: config.profile !== 'production' }),
-    },
+    fromServices(TenantRegistry, 'tenants'),
+    fromServices(SmartDiscovery, 'discovery'),
+    fromServices(SessionStore, 'sessionStore'),
+    fromServices(LaunchService, 'launches'),
+    fromServices(SmartSessions, 'smartSessions'),
     {
       provide: BrowserCookies,
       inject: [APP_CONFIG],
       useFactory: (config: AppConfig) =>
         new BrowserCookies(config.profile === 'production' || (config.publicUrl ?? '').startsWith('https://')),
-    },
-    {
-      provide: TenantRegistry,
-      inject: [getDataSourceToken(), SecretBox, OUTBOUND_POLICY],
-      useFactory: (ds: DataSource, box: SecretBox, policy: OutboundPolicy) => new TenantRegistry(ds, box, policy),
-    },
-    {
-      provide: SmartDiscovery,
-      inject: [OUTBOUND_POLICY, Clock],
-      useFactory: (policy: OutboundPolicy, clock: Clock) => new SmartDiscovery(policy, clock),
-    },
-    {
-      provide: SessionStore,
-      inject: [getDataSourceToken(), SecretBox, Clock],
-      useFactory: (ds: DataSource, box: SecretBox, clock: Clock) => new SessionStore(ds, box, clock),
-    },
-    {
-      provide: LaunchService,
-      inject: [
-        getDataSourceToken(),
-        TenantRegistry,
-        SmartDiscovery,
-        SessionStore,
-        SecretBox,
-        Clock,
-        OUTBOUND_POLICY,
-        ClientKeyProvider,
-        APP_CONFIG,
-      ],
-      useFactory: (
-        ds: DataSource,
-        tenants: TenantRegistry,
-        discovery: SmartDiscovery,
-        sessions: SessionStore,
-        box: SecretBox,
-        clock: Clock,
-        policy: OutboundPolicy,
-        keys: ClientKeyProvider,
-        config: AppConfig,
-      ) =>
-        new LaunchService(ds, tenants, discovery, sessions, box, clock, {
-          policy,
-          keys,
-          sessionTtlMs: config.sessionTtlMs,
-        }),
-    },
-    {
-      provide: SmartSessions,
-      inject: [SessionStore, TenantRegistry, SmartDiscovery, Clock, OUTBOUND_POLICY, ClientKeyProvider],
-      useFactory: (
-        store: SessionStore,
-        tenants: TenantRegistry,
-        discovery: SmartDiscovery,
-        clock: Clock,
-        policy: OutboundPolicy,
-        keys: ClientKeyProvider,
-      ) => new SmartSessions(store, tenants, discovery, clock, { policy, keys }),
     },
     SessionViewService,
     SessionCookieStrategy,
@@ -125,6 +71,7 @@ export const OUTBOUND_POLICY = Symbol('OUTBOUND_POLICY');
     { provide: APP_GUARD, useClass: SessionGuard },
   ],
   exports: [
+    SERVICES,
     TenantRegistry,
     SmartSessions,
     SessionStore,

@@ -3,24 +3,15 @@ import { Clock, DtrError } from '@dtr/kernel';
 import type { DataSource } from 'typeorm';
 import { SecretBox } from '../secret-box.js';
 import { ClientKeyProvider, type SigningCryptoKey } from '../smart-client.js';
-import type { SigningAlg } from '../tenants/ehr-registration.entity.js';
+import type { SigningAlg } from '../tenants/tenant.types.js';
+import { SigningKeyRepository, type SigningKeyStatus } from './signing-key.repository.js';
 
 export interface SigningKeyView {
   kid: string;
   alg: SigningAlg;
-  status: 'active' | 'retiring' | 'retired';
+  status: SigningKeyStatus;
   createdAt: Date;
   retireAfter: Date | null;
-}
-
-interface KeyRow {
-  kid: string;
-  alg: SigningAlg;
-  public_jwk: JWK;
-  private_jwk_enc: string;
-  status: SigningKeyView['status'];
-  created_at: Date;
-  retire_after: Date | null;
 }
 
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'];
@@ -33,14 +24,16 @@ const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'];
  */
 export class SigningKeyStore extends ClientKeyProvider {
   private readonly imported = new Map<string, Promise<SigningCryptoKey>>();
+  private readonly keys: SigningKeyRepository;
 
   constructor(
-    private readonly dataSource: DataSource,
+    dataSource: DataSource,
     private readonly secrets: SecretBox,
     private readonly clock: Clock,
     private readonly graceMs = 24 * 60 * 60 * 1000,
   ) {
     super();
+    this.keys = new SigningKeyRepository(dataSource);
   }
 
   /** A new active key for `alg`; the previous active one (if any) starts retiring. */
@@ -50,29 +43,21 @@ export class SigningKeyStore extends ClientKeyProvider {
     const kid = await calculateJwkThumbprint(publicJwk);
     const privateJwk = await exportJWK(privateKey);
     const published: JWK = { ...publicJwk, kid, alg, use: 'sig' };
-    await this.dataSource.transaction(async (manager) => {
-      await manager.query(
-        `UPDATE client_signing_key SET status = 'retiring', retire_after = $2 WHERE alg = $1 AND status = 'active'`,
-        [alg, new Date(this.clock.now().getTime() + this.graceMs)],
-      );
-      await manager.query(
-        `INSERT INTO client_signing_key (kid, alg, public_jwk, private_jwk_enc, status) VALUES ($1, $2, $3, $4, 'active')`,
-        [
-          kid,
-          alg,
-          JSON.stringify(published),
-          this.secrets.seal(JSON.stringify(privateJwk), `client_signing_key:${kid}`),
-        ],
-      );
-    });
+    await this.keys.activate(
+      {
+        kid,
+        alg,
+        public_jwk: published,
+        private_jwk_enc: this.secrets.seal(JSON.stringify(privateJwk), `client_signing_key:${kid}`),
+      },
+      new Date(this.clock.now().getTime() + this.graceMs),
+    );
     return (await this.list()).find((k) => k.kid === kid)!;
   }
 
   async list(): Promise<SigningKeyView[]> {
     await this.retireExpired();
-    const rows = (await this.dataSource.query(
-      `SELECT kid, alg, status, created_at, retire_after FROM client_signing_key ORDER BY created_at DESC`,
-    )) as KeyRow[];
+    const rows = await this.keys.list();
     return rows.map((r) => ({
       kid: r.kid,
       alg: r.alg,
@@ -85,13 +70,7 @@ export class SigningKeyStore extends ClientKeyProvider {
   /** Public keys of active and retiring keys, never a private member. */
   async publicJwks(): Promise<{ keys: JWK[] }> {
     // Read-only (a public endpoint serves this): a retiring key past its grace is simply not selected.
-    const rows = (await this.dataSource.query(
-      `SELECT public_jwk FROM client_signing_key
-       WHERE status = 'active' OR (status = 'retiring' AND (retire_after IS NULL OR retire_after > $1))
-       ORDER BY created_at DESC`,
-      [this.clock.now()],
-    )) as Array<Pick<KeyRow, 'public_jwk'>>;
-    const keys = rows.map((r) => r.public_jwk);
+    const keys = await this.keys.publishedPublicJwks(this.clock.now());
     for (const key of keys) {
       if (PRIVATE_MEMBERS.some((m) => m in key))
         throw new DtrError('INTERNAL', 'a private key member reached the public JWKS');
@@ -100,11 +79,7 @@ export class SigningKeyStore extends ClientKeyProvider {
   }
 
   async privateKey(alg: SigningAlg): Promise<{ key: SigningCryptoKey; kid: string }> {
-    const rows = (await this.dataSource.query(
-      `SELECT kid, private_jwk_enc FROM client_signing_key WHERE alg = $1 AND status = 'active'`,
-      [alg],
-    )) as Array<Pick<KeyRow, 'kid' | 'private_jwk_enc'>>;
-    const row = rows[0];
+    const row = await this.keys.active(alg);
     if (!row)
       throw new DtrError('CONFIGURATION', `no active ${alg} signing key: run "npx dtr keys generate --alg ${alg}"`);
     let key = this.imported.get(row.kid);
@@ -128,20 +103,13 @@ export class SigningKeyStore extends ClientKeyProvider {
         created.push(await this.generate(alg));
       } catch (error) {
         // Another instance starting at the same moment created it first (unique active key per alg).
-        if (
-          (error as { driverError?: { code?: string }; code?: string }).driverError?.code !== '23505' &&
-          (error as { code?: string }).code !== '23505'
-        )
-          throw error;
+        if (!(error instanceof DtrError && error.code === 'CONFLICT')) throw error;
       }
     }
     return created;
   }
 
   private async retireExpired(): Promise<void> {
-    await this.dataSource.query(
-      `UPDATE client_signing_key SET status = 'retired' WHERE status = 'retiring' AND retire_after <= $1`,
-      [this.clock.now()],
-    );
+    await this.keys.retireExpired(this.clock.now());
   }
 }

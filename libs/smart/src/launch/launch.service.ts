@@ -1,6 +1,5 @@
 import * as oidc from 'openid-client';
 import { Clock, DtrError } from '@dtr/kernel';
-import { rowsOf } from '@dtr/persistence';
 import type { DataSource } from 'typeorm';
 import { sameHash, sha256 } from '../hashing.js';
 import { type LaunchContext, parseLaunchContext } from '../launch-context.js';
@@ -8,10 +7,9 @@ import { SecretBox } from '../secret-box.js';
 import type { SessionRecord, SessionStore, TokenSet } from '../sessions/session-store.js';
 import { smartClientConfiguration, type SmartClientOptions } from '../smart-client.js';
 import { type SmartConfiguration, type SmartDiscovery, supportsOpenId } from '../smart-configuration.js';
-import type { RegistrationPurpose } from '../tenants/ehr-registration.entity.js';
+import type { RegistrationPurpose } from '../tenants/tenant.types.js';
 import type { RegistrationCredentials, TenantRegistry, TenantView } from '../tenants/tenant-registry.service.js';
-
-export type LaunchKind = 'ehr' | 'standalone' | 'disclose';
+import { LaunchAttemptRepository, type LaunchKind } from './launch-attempt.repository.js';
 
 export interface LaunchServiceOptions extends SmartClientOptions {
   /** How long a started authorization may take to come back. */
@@ -30,19 +28,6 @@ export interface CompletedLaunch {
   session: SessionRecord;
 }
 
-interface AttemptRow {
-  tenant_id: string;
-  purpose: RegistrationPurpose;
-  kind: LaunchKind;
-  fhir_base: string;
-  issuer: string | null;
-  token_endpoint: string;
-  code_verifier_enc: string;
-  nonce_hash: string | null;
-  browser_binding_hash: string;
-  session_id_hash: string | null;
-}
-
 const stateAad = (stateHash: string) => `launch_attempt:${stateHash}`;
 
 /**
@@ -58,9 +43,10 @@ const stateAad = (stateHash: string) => `launch_attempt:${stateHash}`;
 export class LaunchService {
   private readonly attemptTtlMs: number;
   private readonly sessionTtlMs: number;
+  private readonly attempts: LaunchAttemptRepository;
 
   constructor(
-    private readonly dataSource: DataSource,
+    dataSource: DataSource,
     private readonly tenants: TenantRegistry,
     private readonly discovery: SmartDiscovery,
     private readonly sessions: SessionStore,
@@ -70,6 +56,7 @@ export class LaunchService {
   ) {
     this.attemptTtlMs = options.attemptTtlMs ?? 10 * 60 * 1000;
     this.sessionTtlMs = options.sessionTtlMs ?? 8 * 60 * 60 * 1000;
+    this.attempts = new LaunchAttemptRepository(dataSource);
   }
 
   /** EHR launch: `iss` must be a registered tenant; nothing is fetched from an unknown one. */
@@ -112,25 +99,20 @@ export class LaunchService {
     const state = oidc.randomState();
     const nonce = openId ? oidc.randomNonce() : undefined;
     const stateHash = sha256(state);
-    await this.dataSource.query(
-      `INSERT INTO launch_attempt (state_hash, tenant_id, purpose, kind, fhir_base, issuer, token_endpoint,
-                                   code_verifier_enc, nonce_hash, browser_binding_hash, session_id_hash, expires_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
-      [
-        stateHash,
-        tenant.id,
-        credentials.purpose,
-        kind,
-        tenant.fhirBase,
-        smart.issuer ?? null,
-        smart.token_endpoint,
-        this.secrets.seal(JSON.stringify({ verifier, nonce }), stateAad(stateHash)),
-        nonce ? sha256(nonce) : null,
-        sha256(browserBinding),
-        extra.sessionIdHash ?? null,
-        new Date(this.clock.now().getTime() + this.attemptTtlMs),
-      ],
-    );
+    await this.attempts.insert({
+      state_hash: stateHash,
+      tenant_id: tenant.id,
+      purpose: credentials.purpose,
+      kind,
+      fhir_base: tenant.fhirBase,
+      issuer: smart.issuer ?? null,
+      token_endpoint: smart.token_endpoint,
+      code_verifier_enc: this.secrets.seal(JSON.stringify({ verifier, nonce }), stateAad(stateHash)),
+      nonce_hash: nonce ? sha256(nonce) : null,
+      browser_binding_hash: sha256(browserBinding),
+      session_id_hash: extra.sessionIdHash ?? null,
+      expires_at: new Date(this.clock.now().getTime() + this.attemptTtlMs),
+    });
     const params: Record<string, string> = {
       response_type: 'code',
       redirect_uri: credentials.redirectUri,
@@ -153,7 +135,7 @@ export class LaunchService {
     const state = callbackUrl.searchParams.get('state');
     if (!state) throw new DtrError('INVALID_INPUT', 'the callback carries no state');
     const stateHash = sha256(state);
-    const attempt = await this.consumeAttempt(stateHash);
+    const attempt = await this.attempts.consume(stateHash, this.clock.now());
     if (!attempt)
       throw new DtrError('UNAUTHENTICATED', 'this sign-in link is unknown, expired or already used; launch again');
     if (!sameHash(attempt.browser_binding_hash, sha256(browserBinding))) {
@@ -251,17 +233,6 @@ export class LaunchService {
       { ...tokenSet, ...meta },
     );
     return { sessionId, session: record };
-  }
-
-  private async consumeAttempt(stateHash: string): Promise<AttemptRow | undefined> {
-    const result: unknown = await this.dataSource.query(
-      `UPDATE launch_attempt SET used_at = now()
-       WHERE state_hash = $1 AND used_at IS NULL AND expires_at > $2
-       RETURNING tenant_id, purpose, kind, fhir_base, issuer, token_endpoint, code_verifier_enc, nonce_hash,
-                 browser_binding_hash, session_id_hash`,
-      [stateHash, this.clock.now()],
-    );
-    return rowsOf<AttemptRow>(result)[0];
   }
 }
 

@@ -5,8 +5,6 @@ import type { DataSource } from 'typeorm';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { KeyRingSecretBox } from '../key-ring-secret-box.js';
-import { EhrRegistrationEntity } from '../tenants/ehr-registration.entity.js';
-import { EhrTenantEntity } from '../tenants/ehr-tenant.entity.js';
 import { TenantRegistry } from '../tenants/tenant-registry.service.js';
 import { SessionStore, type StoredToken } from './session-store.js';
 import { TokenAccess } from './token-access.js';
@@ -21,7 +19,6 @@ describe('SessionStore and TokenAccess (real PostgreSQL)', () => {
   beforeAll(async () => {
     dataSource = createDataSource({
       url: inject('databaseUrl'),
-      entities: [EhrTenantEntity, EhrRegistrationEntity],
       poolMax: 20,
     });
     await dataSource.initialize();
@@ -129,7 +126,6 @@ describe('SessionStore and TokenAccess (real PostgreSQL)', () => {
     const { record } = await newSession('AT-contended', -1000, 'RT-c1');
     const second = createDataSource({
       url: inject('databaseUrl'),
-      entities: [EhrTenantEntity, EhrRegistrationEntity],
       poolMax: 2,
     });
     await second.initialize();

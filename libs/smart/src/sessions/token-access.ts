@@ -1,5 +1,5 @@
 import { Clock, DtrError } from '@dtr/kernel';
-import type { RegistrationPurpose } from '../tenants/ehr-registration.entity.js';
+import type { RegistrationPurpose } from '../tenants/tenant.types.js';
 import type { SessionStore, StoredToken, TokenSet } from './session-store.js';
 
 export interface UsableToken {

@@ -4,8 +4,6 @@ import type { DataSource } from 'typeorm';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { KeyRingSecretBox } from '../key-ring-secret-box.js';
-import { EhrRegistrationEntity } from './ehr-registration.entity.js';
-import { EhrTenantEntity } from './ehr-tenant.entity.js';
 import { isSupplementWriteScope, isWriteScope, TenantRegistry, type TenantInput } from './tenant-registry.service.js';
 
 const SECRET = 'tenant-secret-value-7f3a9';
@@ -40,7 +38,7 @@ describe('TenantRegistry (real PostgreSQL)', () => {
   const suffix = Math.random().toString(36).slice(2, 8);
 
   beforeAll(async () => {
-    dataSource = createDataSource({ url: inject('databaseUrl'), entities: [EhrTenantEntity, EhrRegistrationEntity] });
+    dataSource = createDataSource({ url: inject('databaseUrl') });
     await dataSource.initialize();
     registry = new TenantRegistry(dataSource, new KeyRingSecretBox(new Map([['test', randomBytes(32)]])), {
       allowInsecureLoopback: false,

@@ -1,15 +1,10 @@
 import { DtrError } from '@dtr/kernel';
-import type { DataSource, Repository } from 'typeorm';
+import type { DataSource } from 'typeorm';
 import { z } from 'zod';
 import { assertOutboundUrl, normaliseBaseUrl, type OutboundPolicy } from '../outbound-policy.js';
 import { SecretBox } from '../secret-box.js';
-import {
-  type ClientAuthMethod,
-  EhrRegistrationEntity,
-  type RegistrationPurpose,
-  type SigningAlg,
-} from './ehr-registration.entity.js';
-import { type DiscloseMode, EhrTenantEntity } from './ehr-tenant.entity.js';
+import { type StoredTenant, TenantRepository } from './tenant.repository.js';
+import type { ClientAuthMethod, DiscloseMode, RegistrationPurpose, SigningAlg } from './tenant.types.js';
 
 const registrationSchema = z
   .object({
@@ -114,14 +109,14 @@ const secretAad = (tenantId: string, purpose: RegistrationPurpose) => `ehr_regis
  * refused before any request is made to it.
  */
 export class TenantRegistry {
-  private readonly tenants: Repository<EhrTenantEntity>;
+  private readonly tenants: TenantRepository;
 
   constructor(
     dataSource: DataSource,
     private readonly secrets: SecretBox,
     private readonly policy: OutboundPolicy,
   ) {
-    this.tenants = dataSource.getRepository(EhrTenantEntity);
+    this.tenants = new TenantRepository(dataSource);
   }
 
   /** Checks the input and the rules of the two client identities; throws INVALID_INPUT naming the field. */
@@ -177,45 +172,37 @@ export class TenantRegistry {
   async upsert(input: unknown): Promise<TenantView> {
     const t = this.validate(input);
     const fhirBase = normaliseBaseUrl(t.fhirBase);
-    const clash = await this.tenants.findOne({ where: { fhirBase } });
+    const clash = await this.tenants.findByFhirBase(fhirBase);
     if (clash && clash.id !== t.id) {
       throw new DtrError('CONFLICT', `fhirBase is already registered as tenant ${clash.id}`);
     }
     const registrations: Array<[RegistrationPurpose, RegistrationInput]> = [['supplement', t.supplement]];
     if (t.disclose) registrations.push(['disclose', t.disclose]);
-    await this.tenants.manager.transaction(async (manager) => {
-      await manager.delete(EhrRegistrationEntity, { tenantId: t.id });
-      await manager.save(
-        manager.create(EhrTenantEntity, {
-          id: t.id,
-          name: t.name,
-          fhirBase,
-          discloseMode: t.discloseMode,
-          singleClient: t.singleClient,
-          registrations: registrations.map(([purpose, r]) =>
-            manager.create(EhrRegistrationEntity, {
-              tenantId: t.id,
-              purpose,
-              clientId: r.clientId,
-              authMethod: r.authMethod,
-              clientSecretEnc: r.clientSecret ? this.secrets.seal(r.clientSecret, secretAad(t.id, purpose)) : null,
-              signingAlg: r.signingAlg ?? null,
-              scopes: r.scopes.join(' '),
-              redirectUri: r.redirectUri,
-            }),
-          ),
-        }),
-      );
+    await this.tenants.save({
+      id: t.id,
+      name: t.name,
+      fhirBase,
+      discloseMode: t.discloseMode,
+      singleClient: t.singleClient,
+      registrations: registrations.map(([purpose, r]) => ({
+        purpose,
+        clientId: r.clientId,
+        authMethod: r.authMethod,
+        clientSecretEnc: r.clientSecret ? this.secrets.seal(r.clientSecret, secretAad(t.id, purpose)) : null,
+        signingAlg: r.signingAlg ?? null,
+        scopes: r.scopes.join(' '),
+        redirectUri: r.redirectUri,
+      })),
     });
     return (await this.get(t.id))!;
   }
 
   async list(): Promise<TenantView[]> {
-    return (await this.tenants.find({ order: { id: 'ASC' } })).map(toView);
+    return (await this.tenants.list()).map(toView);
   }
 
   async get(id: string): Promise<TenantView | undefined> {
-    const tenant = await this.tenants.findOne({ where: { id } });
+    const tenant = await this.tenants.get(id);
     return tenant ? toView(tenant) : undefined;
   }
 
@@ -227,18 +214,17 @@ export class TenantRegistry {
     } catch {
       return undefined;
     }
-    const tenant = await this.tenants.findOne({ where: { fhirBase } });
+    const tenant = await this.tenants.findByFhirBase(fhirBase);
     return tenant ? toView(tenant) : undefined;
   }
 
   async remove(id: string): Promise<boolean> {
-    const result = await this.tenants.delete({ id });
-    return (result.affected ?? 0) > 0;
+    return this.tenants.remove(id);
   }
 
   /** The registration used for a purpose: `disclose` falls back to `supplement` for single-client tenants. */
   async credentialsFor(tenantId: string, purpose: RegistrationPurpose): Promise<RegistrationCredentials> {
-    const tenant = await this.tenants.findOne({ where: { id: tenantId } });
+    const tenant = await this.tenants.get(tenantId);
     if (!tenant) throw new DtrError('NOT_FOUND', `no tenant ${tenantId}`);
     const registration =
       tenant.registrations.find((r) => r.purpose === purpose) ??
@@ -259,7 +245,7 @@ export class TenantRegistry {
   }
 }
 
-function toView(tenant: EhrTenantEntity): TenantView {
+function toView(tenant: StoredTenant): TenantView {
   return {
     id: tenant.id,
     name: tenant.name,

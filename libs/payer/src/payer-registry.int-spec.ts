@@ -1,0 +1,51 @@
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { sandboxCoverage } from '../../../test/support/fixtures.js';
+import { LOOPBACK_POLICY, openScratchDataSource, type ScratchDataSource } from '../../../test/support/payer-sandbox.js';
+import { PayerRegistry } from './payer-registry.service.js';
+
+const COVERAGE = sandboxCoverage('cov-1', 'p1', 'Organization/org-1');
+
+describe('PayerRegistry (real PostgreSQL)', () => {
+  let db: ScratchDataSource;
+  let registry: PayerRegistry;
+
+  beforeAll(async () => {
+    db = await openScratchDataSource(inject('adminDatabaseUrl'));
+    registry = new PayerRegistry(db.dataSource, LOOPBACK_POLICY);
+  });
+
+  afterAll(async () => {
+    await db?.close();
+  });
+
+  it('maps a Coverage to its registered payer by payor identifier', async () => {
+    await registry.upsert({
+      id: 'sandbox-payer',
+      name: 'Sandbox payer',
+      fhirBase: 'https://payer.example.org/fhir',
+      tokenEndpoint: 'https://payer.example.org/auth/token',
+      clientId: 'dtr-backend',
+      signingAlg: 'ES384',
+      scopes: ['system/Questionnaire.rs', 'system/Library.rs', 'system/ValueSet.rs'],
+      coverageIdentifiers: ['http://example.org/payer-id|SANDBOX-PAYER'],
+    });
+    expect((await registry.forCoverage(COVERAGE))?.id).toBe('sandbox-payer');
+    expect(
+      await registry.forCoverage({ ...COVERAGE, payor: [{ identifier: { value: 'SOMEONE-ELSE' } }] }),
+    ).toBeUndefined();
+  });
+
+  it('refuses to register a payer over plain http outside loopback, naming the field', async () => {
+    await expect(
+      new PayerRegistry(db.dataSource, { allowInsecureLoopback: false }).upsert({
+        id: 'x',
+        name: 'x',
+        fhirBase: 'http://payer.example.org/fhir',
+        tokenEndpoint: 'https://payer.example.org/token',
+        clientId: 'c',
+        signingAlg: 'RS384',
+        scopes: ['system/Questionnaire.rs'],
+      }),
+    ).rejects.toMatchObject({ code: 'INVALID_INPUT', message: expect.stringMatching(/^fhirBase: /) });
+  });
+});

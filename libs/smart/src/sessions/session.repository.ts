@@ -1,0 +1,124 @@
+import { query } from '@dtr/persistence';
+import type { DataSource, EntityManager } from 'typeorm';
+import type { LaunchContext } from '../launch-context.js';
+import type { RegistrationPurpose } from '../tenants/tenant.types.js';
+
+export interface SessionRow {
+  id_hash: string;
+  tenant_id: string;
+  fhir_base: string;
+  patient: string | null;
+  encounter: string | null;
+  fhir_user: string | null;
+  context: LaunchContext & { singleClient?: boolean };
+  created_at: Date;
+  expires_at: Date;
+}
+
+export type NewSessionRow = Omit<SessionRow, 'created_at'>;
+
+/** A token row: the tokens are ciphertext (sealed by SessionStore). */
+export interface TokenRow {
+  session_id_hash: string;
+  purpose: RegistrationPurpose;
+  fhir_base: string;
+  token_endpoint: string;
+  client_id: string;
+  scope: string;
+  access_token_enc: string;
+  refresh_token_enc: string | null;
+  id_token_enc: string | null;
+  expires_at: Date;
+  refreshed_count: number;
+}
+
+export type TokenWrite = Omit<TokenRow, 'refreshed_count'>;
+
+/**
+ * The `app_session` and `session_token` tables. Raw SQL here only; sealing and the session rules live in SessionStore.
+ * `transaction` hands out a repository bound to one transaction (for the token row lock).
+ */
+export class SessionRepository {
+  constructor(private readonly db: DataSource | EntityManager) {}
+
+  transaction<T>(fn: (tx: SessionRepository) => Promise<T>): Promise<T> {
+    return this.db.transaction((manager) => fn(new SessionRepository(manager)));
+  }
+
+  async insertSession(row: NewSessionRow): Promise<void> {
+    await query(
+      this.db,
+      `INSERT INTO app_session (id_hash, tenant_id, fhir_base, patient, encounter, fhir_user, context, expires_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+      [
+        row.id_hash,
+        row.tenant_id,
+        row.fhir_base,
+        row.patient,
+        row.encounter,
+        row.fhir_user,
+        JSON.stringify(row.context),
+        row.expires_at,
+      ],
+    );
+  }
+
+  /** The session with this id hash if it is live at `now` (not revoked, not expired), marking it seen. */
+  async touchLive(idHash: string, now: Date): Promise<SessionRow | undefined> {
+    const [row] = await query<SessionRow>(
+      this.db,
+      `UPDATE app_session SET last_seen_at = now()
+       WHERE id_hash = $1 AND revoked_at IS NULL AND expires_at > $2
+       RETURNING id_hash, tenant_id, fhir_base, patient, encounter, fhir_user, context, created_at, expires_at`,
+      [idHash, now],
+    );
+    return row;
+  }
+
+  async revoke(idHash: string): Promise<void> {
+    await query(this.db, `UPDATE app_session SET revoked_at = now() WHERE id_hash = $1 AND revoked_at IS NULL`, [
+      idHash,
+    ]);
+  }
+
+  /** A session's token row for a purpose; `lock` holds the row until the transaction ends (FOR UPDATE). */
+  async token(idHash: string, purpose: RegistrationPurpose, lock = false): Promise<TokenRow | undefined> {
+    const [row] = await query<TokenRow>(
+      this.db,
+      `SELECT session_id_hash, purpose, fhir_base, token_endpoint, client_id, scope, access_token_enc, refresh_token_enc,
+              id_token_enc, expires_at, refreshed_count
+       FROM session_token WHERE session_id_hash = $1 AND purpose = $2${lock ? ' FOR UPDATE' : ''}`,
+      [idHash, purpose],
+    );
+    return row;
+  }
+
+  /** Stores a session's token for a purpose (replacing the previous one); an id token not given is kept. */
+  async writeToken(row: TokenWrite, refreshed: boolean): Promise<void> {
+    await query(
+      this.db,
+      `INSERT INTO session_token (session_id_hash, purpose, fhir_base, token_endpoint, client_id, scope,
+                                  access_token_enc, refresh_token_enc, id_token_enc, expires_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+       ON CONFLICT (session_id_hash, purpose) DO UPDATE SET
+         scope = EXCLUDED.scope, access_token_enc = EXCLUDED.access_token_enc,
+         refresh_token_enc = EXCLUDED.refresh_token_enc,
+         id_token_enc = COALESCE(EXCLUDED.id_token_enc, session_token.id_token_enc),
+         expires_at = EXCLUDED.expires_at, updated_at = now(),
+         refreshed_count = session_token.refreshed_count + $11`,
+      [
+        row.session_id_hash,
+        row.purpose,
+        row.fhir_base,
+        row.token_endpoint,
+        row.client_id,
+        row.scope,
+        row.access_token_enc,
+        row.refresh_token_enc,
+        row.id_token_enc,
+        row.expires_at,
+        refreshed ? 1 : 0,
+      ],
+    );
+  }
+}
