@@ -1,3 +1,5 @@
+import { AuditLog } from '@dtr/audit';
+import { Outbox, SubmissionRepository } from '@dtr/disclosure';
 import { Clock, SystemClock } from '@dtr/kernel';
 import { PackageCache, PayerRegistry } from '@dtr/payer';
 import {
@@ -12,12 +14,14 @@ import {
   TenantRegistry,
 } from '@dtr/smart';
 import type { DataSource } from 'typeorm';
+import { auditHashKey } from './audit/audit-hash-key.js';
 import type { AppConfig } from './config/app.config.js';
 import type { JsonLogger } from './logging/json-logger.js';
 import { secretBoxFromConfig } from './smart/secret-box-from-config.js';
 
-/** The SMART and payer services of one process, built once from the database and the configuration. */
+/** The SMART, payer, audit and disclosure services of one process, built once from the database and the configuration. */
 export interface Services {
+  dataSource: DataSource;
   clock: Clock;
   /** Where outbound requests may go: plain http only to loopback, and never in production. */
   policy: OutboundPolicy;
@@ -31,6 +35,11 @@ export interface Services {
   payers: PayerRegistry;
   backendServices: BackendServicesClient;
   packageCache: PackageCache;
+  /** The append-only audit trail. */
+  audit: AuditLog;
+  /** Payer-bound submissions and the outbox that delivers them. */
+  submissions: SubmissionRepository;
+  outbox: Outbox;
 }
 
 export interface ComposeOptions {
@@ -40,7 +49,7 @@ export interface ComposeOptions {
 }
 
 /**
- * The one composition of the SMART and payer services: the Nest modules take their providers from it and the
+ * The one composition of the SMART, payer, audit and disclosure services: the Nest modules take their providers from it and the
  * `dtr` command line calls it, so both see the same key ring, policy and stores (a payer's sealed client key
  * opens the same way in `dtr payer list` as in the server).
  */
@@ -53,7 +62,9 @@ export function composeServices(dataSource: DataSource, config: AppConfig, optio
   const discovery = new SmartDiscovery(policy, clock);
   const sessionStore = new SessionStore(dataSource, secretBox, clock);
   const client = { policy, keys: signingKeys };
+  const submissions = new SubmissionRepository(dataSource, secretBox, clock);
   return {
+    dataSource,
     clock,
     policy,
     secretBox,
@@ -69,5 +80,9 @@ export function composeServices(dataSource: DataSource, config: AppConfig, optio
     payers: new PayerRegistry(dataSource, policy, secretBox),
     backendServices: new BackendServicesClient(signingKeys, policy, clock),
     packageCache: new PackageCache(dataSource),
+    // After the secret box: in development it creates the key the audit hash key is derived from.
+    audit: new AuditLog(dataSource, auditHashKey(config), clock),
+    submissions,
+    outbox: new Outbox(dataSource, submissions, clock, config.delivery),
   };
 }

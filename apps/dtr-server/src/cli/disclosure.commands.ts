@@ -1,16 +1,12 @@
 import type { Command } from 'commander';
-import { AuditLog, toFhirAuditEvent } from '@dtr/audit';
-import { Outbox, type SubmissionState, SubmissionRepository } from '@dtr/disclosure';
-import { SystemClock } from '@dtr/kernel';
-import type { DataSource } from 'typeorm';
+import { toFhirAuditEvent } from '@dtr/audit';
+import type { SubmissionState } from '@dtr/disclosure';
 import { auditFilterOf } from '../audit/audit.controller.js';
-import { auditHashKey } from '../audit/audit-hash-key.js';
-import type { AppConfig } from '../config/app.config.js';
+import type { Services } from '../compose-services.js';
 import { submissionView } from '../dtr/disclosure/submission-view.js';
-import { secretBoxFromConfig } from '../smart/secret-box-from-config.js';
 
-/** Runs `fn` on the configured (migrated) database, then releases it. */
-export type WithDatabase = <T>(fn: (dataSource: DataSource, config: AppConfig) => Promise<T>) => Promise<T>;
+/** Runs `fn` with the composed services on the configured (migrated) database, then releases it. */
+type WithServices = <T>(fn: (services: Services) => Promise<T>) => Promise<T>;
 
 const STATES: SubmissionState[] = ['writing-back', 'write-back-failed', 'queued', 'delivered', 'dead'];
 
@@ -20,10 +16,8 @@ const STATES: SubmissionState[] = ['writing-back', 'write-back-failed', 'queued'
  *   dtr submissions retry <id>            a dead letter delivered again (a running server sends it)
  *   dtr audit export [--patient p] [--submission s] [--from d] [--to d]   NDJSON of FHIR AuditEvents
  */
-export function registerDisclosureCommands(program: Command, withDatabase: WithDatabase): void {
+export function registerDisclosureCommands(program: Command, withServices: WithServices): void {
   const submissions = program.command('submissions').description('payer-bound submissions (outbox)');
-  const repository = (dataSource: DataSource, config: AppConfig) =>
-    new SubmissionRepository(dataSource, secretBoxFromConfig(config), new SystemClock());
 
   submissions
     .command('list')
@@ -32,8 +26,8 @@ export function registerDisclosureCommands(program: Command, withDatabase: WithD
     .action(async (options: { state?: string }) => {
       if (options.state !== undefined && !STATES.includes(options.state as SubmissionState))
         throw new Error(`--state must be one of ${STATES.join(', ')}`);
-      const list = await withDatabase((ds, config) =>
-        repository(ds, config).list(options.state ? { state: options.state as SubmissionState } : {}),
+      const list = await withServices((services) =>
+        services.submissions.list(options.state ? { state: options.state as SubmissionState } : {}),
       );
       const rows = list.map((s) => {
         const { choices: _choices, ...view } = submissionView(s);
@@ -46,16 +40,13 @@ export function registerDisclosureCommands(program: Command, withDatabase: WithD
     .command('retry <id>')
     .description('deliver a dead-lettered submission again (same bytes, same idempotency key); audited')
     .action(async (id: string) => {
-      const done = await withDatabase(async (ds, config) => {
-        const clock = new SystemClock();
-        const repo = repository(ds, config);
+      const done = await withServices(async ({ submissions: repo, outbox, audit, dataSource }) => {
         const found = await repo.get(id);
         if (!found) throw new Error(`no submission ${id}`);
         if (found.state !== 'dead')
           throw new Error(`submission ${id} is ${found.state}; only a dead letter is retried`);
-        const audit = new AuditLog(ds, auditHashKey(config), clock);
-        return ds.transaction(async (tx) => {
-          const retried = await new Outbox(ds, repo, clock).retry(id, tx);
+        return dataSource.transaction(async (tx) => {
+          const retried = await outbox.retry(id, tx);
           if (retried)
             await audit.record(
               {
@@ -89,8 +80,7 @@ export function registerDisclosureCommands(program: Command, withDatabase: WithD
     .option('--from <date>', 'ISO date or instant, inclusive')
     .option('--to <date>', 'ISO date or instant, exclusive')
     .action(async (options: Record<string, string | undefined>) => {
-      await withDatabase(async (ds, config) => {
-        const audit = new AuditLog(ds, auditHashKey(config), new SystemClock());
+      await withServices(async ({ audit }) => {
         const filter = auditFilterOf(Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)));
         let after: number | undefined;
         for (;;) {

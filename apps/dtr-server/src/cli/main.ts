@@ -125,7 +125,7 @@ keys
     process.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
   });
 registerPrefillCommand(program);
-registerDisclosureCommands(program, withDatabase);
+registerDisclosureCommands(program, withServices);
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   exitOnConfigError('dtr', error);

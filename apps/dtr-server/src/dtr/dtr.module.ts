@@ -2,12 +2,12 @@ import { Module } from '@nestjs/common';
 import { getDataSourceToken } from '@nestjs/typeorm';
 import { AuditLog } from '@dtr/audit';
 import { Outbox, SubmissionRepository } from '@dtr/disclosure';
-import { PayerRegistry, PackageCache } from '@dtr/payer';
+import { PayerRegistry } from '@dtr/payer';
 import type { DataSource } from 'typeorm';
 import { APP_CONFIG, type AppConfig } from '../config/app.config.js';
 import { JsonLogger } from '../logging/json-logger.js';
 import { PayersModule } from '../payers/payers.module.js';
-import { OUTBOUND_POLICY, SmartModule } from '../smart/smart.module.js';
+import { fromServices, OUTBOUND_POLICY, SmartModule } from '../smart/smart.module.js';
 import { Clock } from '@dtr/kernel';
 import { BackendServicesClient, type OutboundPolicy, SecretBox } from '@dtr/smart';
 import { DeliveryWorker } from './disclosure/delivery.worker.js';
@@ -37,7 +37,6 @@ import { QuestionnairesPageController } from './questionnaires-page.controller.j
     SendPageController,
   ],
   providers: [
-    { provide: PackageCache, inject: [getDataSourceToken()], useFactory: (ds: DataSource) => new PackageCache(ds) },
     {
       // Terminated on application shutdown (Nest calls its onApplicationShutdown).
       provide: PrefillPool,
@@ -70,17 +69,8 @@ import { QuestionnairesPageController } from './questionnaires-page.controller.j
     },
     FormSessionsService,
     FormsUseCase,
-    {
-      provide: SubmissionRepository,
-      inject: [getDataSourceToken(), SecretBox, Clock],
-      useFactory: (ds: DataSource, box: SecretBox, clock: Clock) => new SubmissionRepository(ds, box, clock),
-    },
-    {
-      provide: Outbox,
-      inject: [getDataSourceToken(), SubmissionRepository, Clock, APP_CONFIG],
-      useFactory: (ds: DataSource, repo: SubmissionRepository, clock: Clock, config: AppConfig) =>
-        new Outbox(ds, repo, clock, config.delivery),
-    },
+    fromServices(SubmissionRepository, 'submissions'),
+    fromServices(Outbox, 'outbox'),
     {
       // Started on bootstrap, stopped (in-flight attempt finished) on shutdown.
       provide: DeliveryWorker,
