@@ -44,6 +44,34 @@ describe('HttpFhirClient', () => {
     expect(calls.map((c) => c.authorization)).toEqual(['Bearer t1', 'Bearer t2']);
   });
 
+  it('sends a long search (hundreds of codes) as a form POST to _search, then follows next links with GET', async () => {
+    const bodies: string[] = [];
+    const { fn, calls } = server((call) =>
+      call.url.includes('_page=') ? json(page(['c'])) : json(page(['a', 'b'], `${BASE}/Observation?_page=x&_offset=2`)),
+    );
+    const spy = (async (input: string | URL | Request, init?: RequestInit) => {
+      if (init?.body) bodies.push(`${new Headers(init.headers).get('content-type')} ${String(init.body)}`);
+      return fn(input, init);
+    }) as typeof fetch;
+    const codes = Array.from({ length: 300 }, (_, i) => `http://loinc.org|${10000 + i}-1`);
+    const result = await new HttpFhirClient({ baseUrl: BASE, fetch: spy }).search('Observation', {
+      patient: 'p1',
+      code: codes.join(','),
+    });
+    expect(result.resources.map((r) => r.id)).toEqual(['a', 'b', 'c']);
+    expect(calls.map((c) => `${c.method} ${c.url.replace(BASE, '')}`)).toEqual([
+      'POST /Observation/_search',
+      'GET /Observation?_page=x&_offset=2',
+    ]);
+    expect(bodies).toHaveLength(1);
+    expect(bodies[0]).toMatch(
+      /^application\/x-www-form-urlencoded patient=p1&code=http%3A%2F%2Floinc.org%7C10000-1%2C/,
+    );
+    // A short search stays a GET.
+    await new HttpFhirClient({ baseUrl: BASE, fetch: spy }).search('Observation', { patient: 'p1' });
+    expect(calls.at(-1)!.method).toBe('GET');
+  });
+
   it('never follows a next link to another server (the token would go there)', async () => {
     const { fn, calls } = server(() => json(page(['a'], 'https://evil.example.org/fhir/Observation?page=2')));
     const client = new HttpFhirClient({ baseUrl: BASE, fetch: fn, accessToken: async () => 't' });

@@ -35,6 +35,9 @@ const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 const MAX_ERROR_BODY_BYTES = 1024 * 1024;
 const FHIR_JSON = 'application/fhir+json';
 
+/** Longer search URLs go as a POST to `_search` (servers and proxies commonly cap URLs near 2–8 KB). */
+const MAX_GET_URL = 2000;
+
 /**
  * FHIR over HTTP: paging through `next` links (only on this base), bounded retries with backoff for idempotent
  * calls, OperationOutcome bodies turned into DtrErrors once, here.
@@ -76,6 +79,10 @@ export class HttpFhirClient extends FhirClient {
     for (const [key, value] of Object.entries(params))
       for (const v of Array.isArray(value) ? value : [value]) query.append(key, v);
     let url: string | undefined = `${this.baseUrl}/${resourceType}${query.size > 0 ? `?${query}` : ''}`;
+    // A long query (hundreds of codes) goes as a form body to `_search`, which every FHIR server takes; later pages
+    // follow the server's own `next` links.
+    let post = url.length > MAX_GET_URL ? query : undefined;
+    if (post) url = `${this.baseUrl}/${resourceType}/_search`;
     const maxPages = options.maxPages ?? 20;
     const result: SearchResult<T> = { resources: [], included: [], pages: 0, truncated: false };
     while (url) {
@@ -83,7 +90,9 @@ export class HttpFhirClient extends FhirClient {
         result.truncated = true;
         break;
       }
-      const bundle = (await this.json(await this.exchange('GET', url, undefined, true), url)) as Bundle;
+      const response = await this.exchange(post ? 'POST' : 'GET', url, post, true);
+      post = undefined;
+      const bundle = (await this.json(response, url)) as Bundle;
       if (bundle.resourceType !== 'Bundle')
         throw new DtrError('UPSTREAM_ERROR', `search ${resourceType} did not return a Bundle`);
       result.pages++;
@@ -147,7 +156,8 @@ export class HttpFhirClient extends FhirClient {
     let lastError: DtrError | undefined;
     for (let attempt = 1; attempt <= attempts; attempt++) {
       const headers: Record<string, string> = { accept: FHIR_JSON, ...extraHeaders };
-      if (body !== undefined) headers['content-type'] = FHIR_JSON;
+      const form = body instanceof URLSearchParams;
+      if (body !== undefined) headers['content-type'] = form ? 'application/x-www-form-urlencoded' : FHIR_JSON;
       if (this.options.accessToken) headers['authorization'] = `Bearer ${await this.options.accessToken()}`;
       const started = Date.now();
       let response: Response;
@@ -155,7 +165,7 @@ export class HttpFhirClient extends FhirClient {
         response = await this.fetchFn(url, {
           method,
           headers,
-          ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+          ...(body !== undefined ? { body: form ? body.toString() : JSON.stringify(body) } : {}),
           redirect: 'error',
           signal: AbortSignal.timeout(this.timeoutMs),
         });

@@ -1,4 +1,4 @@
-import type { ElmLibrary, FhirResource } from '@dtr/fhir';
+import { type ElmLibrary, type FhirResource, parseResourceReference } from '@dtr/fhir';
 
 /** ELM libraries by identifier (`id` or `id|version`). */
 export type ElmIndex = Map<string, ElmLibrary>;
@@ -307,7 +307,7 @@ export interface PlannedSearch {
 export function planSearches(
   retrieves: Retrieve[],
   patientId: string,
-  chunkSize = 40,
+  chunkSize = 500,
   options: { codeIn?: boolean } = {},
 ): PlannedSearch[] {
   const byType = new Map<
@@ -369,8 +369,8 @@ export function referencesTo(resources: FhirResource[], types: Set<string>): str
     walk(resource, (node) => {
       const ref = node['reference'];
       if (typeof ref === 'string') {
-        const match = /(?:^|\/)([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})$/.exec(ref);
-        if (match && types.has(match[1]!)) found.add(`${match[1]}/${match[2]}`);
+        const parsed = parseResourceReference(ref);
+        if (parsed && types.has(parsed.type)) found.add(`${parsed.type}/${parsed.id}`);
       }
     });
   }
@@ -384,8 +384,8 @@ export function referencedNonCompartment(resources: FhirResource[]): string[] {
     walk(resource, (node) => {
       const ref = node['reference'];
       if (typeof ref === 'string') {
-        const match = /(?:^|\/)([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})$/.exec(ref);
-        if (match && NON_COMPARTMENT_TYPES.has(match[1]!)) found.add(`${match[1]}/${match[2]}`);
+        const parsed = parseResourceReference(ref);
+        if (parsed && NON_COMPARTMENT_TYPES.has(parsed.type)) found.add(`${parsed.type}/${parsed.id}`);
       }
     });
   }

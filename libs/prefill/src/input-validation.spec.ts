@@ -173,10 +173,13 @@ describe('the engine leaves invalid resources out of evaluation', () => {
       igVersion: '2.2',
     });
     expect(answerOf(result.questionnaireResponse, 'qualifying-condition')).toMatchObject({ valueBoolean: false });
+    // The issue names the item whose answer the left-out resource may change.
     expect(result.issues).toContainEqual({
       severity: 'warning',
       code: 'invalid-resource',
-      message: 'Condition/c-broken: code.coding must be an array; left out of evaluation',
+      message:
+        'Condition/c-broken: code.coding must be an array; left out of evaluation; answers it may change: qualifying-condition',
+      linkId: 'qualifying-condition',
     });
     expect(result.issues.filter((i) => i.code === 'invalid-resource')).toHaveLength(1);
     expect(result.stats.resourcesRead).toBe(1);
@@ -215,7 +218,8 @@ describe('the engine leaves invalid resources out of evaluation', () => {
       expect(result.issues).toContainEqual({
         severity: 'warning',
         code: 'invalid-resource',
-        message: 'Patient/p1: name must be an array; evaluated without name',
+        message: 'Patient/p1: name must be an array; evaluated without name; answers it may change: birth-date',
+        linkId: 'birth-date',
       });
     }
   });

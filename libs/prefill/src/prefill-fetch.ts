@@ -39,6 +39,8 @@ async function mapBounded<T, R>(items: T[], limit: number, fn: (item: T) => Prom
  */
 export class PatientDataFetch {
   readonly resources = new Map<string, FhirResource>();
+  /** Resources that do not fit the FHIR model, with their issue (reported by the engine, naming the items). */
+  readonly invalid: Array<{ resourceType: string; issue: PrefillIssue }> = [];
   searches = 0;
   reads = 0;
   private unnamed = 0;
@@ -67,7 +69,8 @@ export class PatientDataFetch {
   add(r: FhirResource | undefined): void {
     if (!r) return;
     const { resource, issue } = screenResource(r);
-    if (issue) this.note(issue);
+    if (issue && !this.invalid.some((i) => i.issue.message === issue.message))
+      this.invalid.push({ resourceType: r.resourceType, issue });
     if (!resource) return;
     let key = r.id ? `${r.resourceType}/${r.id}` : `${r.resourceType}#${++this.unnamed}`;
     if (!r.id)

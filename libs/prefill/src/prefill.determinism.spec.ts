@@ -95,7 +95,7 @@ valueset "Oximetry": 'http://example.org/ValueSet/oximetry'
 context Patient
 define "Reading Ids": [Observation: "Oximetry"] O return O.id.value
 define "Reading Count": Count([Observation: "Oximetry"])`;
-  const codes = Array.from({ length: 60 }, (_, i) => ({ system: 'http://example.org/codes', code: `c${i + 1}` }));
+  const codes = Array.from({ length: 600 }, (_, i) => ({ system: 'http://example.org/codes', code: `c${i + 1}` }));
   const { resources, issues } = await compileCqlOnlyLibraries([
     {
       resourceType: 'Library',
@@ -170,9 +170,9 @@ describe('several searches of one type feeding one list', () => {
     const patientBundle = {
       entry: [
         { resourceType: 'Patient', id: 'p1', birthDate: '1950-01-01' },
-        observation('obs-a', 'c55'),
+        observation('obs-a', 'c550'),
         observation('obs-b', 'c5'),
-        observation('obs-c', 'c50'),
+        observation('obs-c', 'c520'),
         observation('obs-d', 'c10'),
       ].map((resource) => ({ resource: resource as FhirResource })),
     };
@@ -190,7 +190,7 @@ describe('several searches of one type feeding one list', () => {
     };
     const plainReader = BundleReader.fromBundle(patientBundle);
     const expected = await readings(plainReader);
-    // Two searches (codes 1-40 and 41-60), and every observation in the list.
+    // Two searches (codes 1-500 and 501-600), and every observation in the list.
     expect(plainReader.searches.filter((s) => s.resourceType === 'Observation')).toHaveLength(2);
     expect([...expected].sort()).toEqual(['obs-a', 'obs-b', 'obs-c', 'obs-d']);
     for (let seed = 1; seed <= 16; seed++)
@@ -208,7 +208,7 @@ describe('resources the bundle allows but an id-keyed store would lose', () => {
     const patientBundle = {
       entry: [
         { resourceType: 'Patient', id: 'p1' },
-        observation('obs-a', 'c55'),
+        observation('obs-a', 'c550'),
         observation('obs-b', 'c5'),
         observation('obs-b', 'c6'),
         withoutId,

@@ -102,6 +102,7 @@ export class PrefillEngine {
       issues,
     });
     const sources = this.sourcesOf(bindings, prepared, expand, data, [patient, ...contextResources]);
+    this.reportInvalid(bindings, prepared, expand, data, [patient, ...contextResources], issues);
     const done = performance.now();
     return {
       ...assembled,
@@ -130,6 +131,42 @@ export class PrefillEngine {
         code: 'valueset-not-expanded',
         message: `value set ${url} is not expanded in the package: its retrieve reads the whole type`,
       });
+    }
+  }
+
+  /**
+   * Each resource that does not fit the FHIR model, with the items whose answers it may change: those whose define
+   * retrieves its type, and the FHIRPath ones when it is a launch context resource (the patient, the order…).
+   */
+  private reportInvalid(
+    bindings: Bindings,
+    prepared: PackageEvaluation,
+    expand: (url: string) => Array<{ system?: string; code: string }> | undefined,
+    data: PatientDataFetch,
+    context: Array<FhirResource | undefined>,
+    issues: PrefillIssue[],
+  ): void {
+    const contextTypes = new Set(context.filter(Boolean).map((r) => r!.resourceType));
+    for (const { resourceType, issue } of data.invalid) {
+      const items = new Set<string>();
+      for (const ref of bindings.refs.expressions) {
+        if (!ref.linkId) continue;
+        const define = bindings.cqlByKey.get(`${ref.kind}|${ref.linkId}`);
+        const reads = define
+          ? prepared.dataRequirements([define], expand).retrieves.some((r) => r.resourceType === resourceType)
+          : ref.language === 'text/fhirpath' && contextTypes.has(resourceType);
+        if (reads) items.add(ref.linkId);
+      }
+      const named = [...items];
+      issues.push(
+        named.length === 0
+          ? issue
+          : {
+              ...issue,
+              message: `${issue.message}; answers it may change: ${named.slice(0, 12).join(', ')}${named.length > 12 ? ', …' : ''}`,
+              ...(named.length === 1 ? { linkId: named[0]! } : {}),
+            },
+      );
     }
   }
 

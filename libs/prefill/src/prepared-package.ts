@@ -19,6 +19,12 @@ type CompiledLibrary = NonNullable<ReturnType<InstanceType<typeof cql.Repository
  * evaluation state in the context, so sharing the compiled libraries between prefills is safe (answers are compared
  * with uncached runs in the tests).
  */
+/**
+ * Codes listed per search when a value set is searched without `code:in`: a long list goes as a POST to `_search`
+ * (HttpFhirClient), so a large value set is a few searches, not hundreds.
+ */
+const CODES_PER_SEARCH = 500;
+
 export class PreparedPackage {
   readonly elms: ElmLibrary[];
   readonly index: ElmIndex;
@@ -59,7 +65,11 @@ export class PreparedPackage {
   planSearches(requirements: DataRequirements, patientId: string, codeIn = false): PlannedSearch[] {
     const plans = codeIn ? this.plansCodeIn : this.plans;
     let plan = plans.get(requirements);
-    if (!plan) plans.set(requirements, (plan = planSearches(requirements.retrieves, '\u0000patient', 40, { codeIn })));
+    if (!plan)
+      plans.set(
+        requirements,
+        (plan = planSearches(requirements.retrieves, '\u0000patient', CODES_PER_SEARCH, { codeIn })),
+      );
     const forPatient = (search: PlannedSearch): PlannedSearch => ({
       resourceType: search.resourceType,
       params: { ...search.params, patient: patientId },

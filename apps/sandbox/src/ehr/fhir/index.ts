@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { EHR_PATHS } from '../../shared/clients.js';
 import type { PeerServer } from '../../shared/peer-server.js';
@@ -280,23 +281,31 @@ function allow(res: Response, type: string, interaction: Interaction) {
 
 function mountSearch(router: express.Router, ehr: Ehr): void {
   const { store, baseUrl } = ehr;
-  router.get('/:type', (req, res) => {
+  // GET with the query, or POST to `_search` with the same parameters as a form body (long queries).
+  const pages = new Map<string, Record<string, string>>();
+  const search = (req: Request, res: Response, source: Record<string, unknown>) => {
     const type = String(req.params['type']);
     const granted = allow(res, type, 's');
     if (!granted) return;
-    const params = Object.fromEntries(
-      Object.entries(req.query).map(([k, v]) => [k, Array.isArray(v) ? v.join(',') : String(v)]),
+    const given = Object.fromEntries(
+      Object.entries(source).map(([k, v]) => [k, Array.isArray(v) ? v.join(',') : String(v)]),
     );
+    // A next page names its search by an opaque id, as servers do (the query itself may be kilobytes of codes).
+    const saved = given['_page'] ? pages.get(given['_page']) : undefined;
+    if (given['_page'] && !saved) return outcome(res, 410, 'expired', 'this search page is no longer available');
+    const params = saved ? { ...saved, _offset: given['_offset'] ?? '0' } : given;
     try {
       let hits = store.search(type, params);
       if (granted.level === 'compartment') hits = hits.filter((r) => inCompartment(r, granted.patient));
       const count = Math.min(Math.max(Number(params['_count'] ?? 50) || 50, 1), 200);
       const offset = Math.max(Number(params['_offset'] ?? 0) || 0, 0);
       const page = hits.slice(offset, offset + count);
-      const link = (o: number) => {
-        const q = new URLSearchParams({ ...params, _count: String(count), _offset: String(o) });
-        return `${baseUrl}/${type}?${q}`;
-      };
+      const pageId = given['_page'] ?? randomUUID();
+      if (!saved && hits.length > count) {
+        pages.set(pageId, params);
+        if (pages.size > 10_000) pages.delete(pages.keys().next().value!);
+      }
+      const link = (o: number) => `${baseUrl}/${type}?_page=${pageId}&_count=${count}&_offset=${o}`;
       res.type('application/fhir+json').send(
         JSON.stringify({
           resourceType: 'Bundle',
@@ -317,7 +326,11 @@ function mountSearch(router: express.Router, ehr: Ehr): void {
       if (error instanceof FhirStoreError) return outcome(res, error.status, error.code, error.message);
       throw error;
     }
-  });
+  };
+  router.get('/:type', (req, res) => search(req, res, req.query));
+  router.post('/:type/_search', express.urlencoded({ extended: false, limit: '1mb' }), (req, res) =>
+    search(req, res, (req.body ?? {}) as Record<string, unknown>),
+  );
 }
 
 function mountReads(router: express.Router, ehr: Ehr): void {
