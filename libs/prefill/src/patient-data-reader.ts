@@ -114,6 +114,11 @@ export class BundleReader extends PatientDataReader {
     return this.byType.get(resourceType) ?? [];
   }
 
+  /** Every resource the reader holds, by type. */
+  all(): FhirResource[] {
+    return [...this.byType.values()].flat();
+  }
+
   async search(resourceType: string, params: Record<string, string>): Promise<FhirResource[]> {
     this.searches.push({ resourceType, params });
     let result = this.resourcesOfType(resourceType);
