@@ -12,7 +12,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { freePort, launch as launchSession, quantile, start } from './lib/harness.mjs';
+import { freePort, launch as launchSession, oxygenOrderRecord, quantile, start } from './lib/harness.mjs';
 import { registerSandboxPeers } from './register-sandbox.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -50,23 +50,7 @@ function benchBundle(count) {
     const patient = `bench-form-${n}`;
     entry.push(
       { resourceType: 'Patient', id: patient, birthDate: '1950-01-01', name: [{ family: 'Form', given: [`B${n}`] }] },
-      {
-        resourceType: 'Coverage',
-        id: `${patient}-cov`,
-        status: 'active',
-        beneficiary: { reference: `Patient/${patient}` },
-        payor: [{ identifier: { system: 'http://example.org/payer-id', value: 'SANDBOX-PAYER' } }],
-      },
-      {
-        resourceType: 'DeviceRequest',
-        id: `${patient}-order`,
-        status: 'active',
-        intent: 'order',
-        subject: { reference: `Patient/${patient}` },
-        codeCodeableConcept: {
-          coding: [{ system: 'https://bluebutton.cms.gov/resources/codesystem/hcpcs', code: 'E0424' }],
-        },
-      },
+      ...oxygenOrderRecord(patient),
     );
   }
   return { resourceType: 'Bundle', type: 'collection', entry: entry.map((resource) => ({ resource })) };

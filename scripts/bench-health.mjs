@@ -6,12 +6,12 @@
 // (p50/p99/max) and the prefill durations, once with the prefill worker pool and once with DTR_PREFILL_WORKERS=0
 // (CQL in the request thread). Uses DATABASE_URL when set, else an embedded PostgreSQL in .data/bench-health.
 // BENCH_ROUNDS (default 3) rounds of two concurrent prefills per mode; BENCH_SAMPLE_MS (default 5) between samples.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { freePort, oxygenOrderRecord, start } from './lib/harness.mjs';
 import { registerSandboxPeers } from './register-sandbox.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -57,27 +57,7 @@ function heavyBundle() {
         name: [{ family: 'Heavy', given: [`Bench${n}`] }],
       },
     });
-    entry.push({
-      resource: {
-        resourceType: 'Coverage',
-        id: `${patient}-cov`,
-        status: 'active',
-        beneficiary: { reference: `Patient/${patient}` },
-        payor: [{ identifier: { system: 'http://example.org/payer-id', value: 'SANDBOX-PAYER' } }],
-      },
-    });
-    entry.push({
-      resource: {
-        resourceType: 'DeviceRequest',
-        id: `${patient}-order`,
-        status: 'active',
-        intent: 'order',
-        subject: { reference: `Patient/${patient}` },
-        codeCodeableConcept: {
-          coding: [{ system: 'https://bluebutton.cms.gov/resources/codesystem/hcpcs', code: 'E0424' }],
-        },
-      },
-    });
+    entry.push(...oxygenOrderRecord(patient).map((resource) => ({ resource })));
     for (let i = 0; i < CONDITIONS; i++) {
       const codes = Array.from({ length: CODINGS }, (_, k) => ({
         system: 'http://snomed.info/sct',
@@ -95,40 +75,6 @@ function heavyBundle() {
     }
   }
   return { resourceType: 'Bundle', type: 'collection', entry };
-}
-
-const freePort = () =>
-  new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-
-/** Spawns a node process and resolves once its output matches `ready` (with the match). */
-function start(args, env, ready, what) {
-  const child = spawn(process.execPath, args, {
-    cwd: root,
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal)));
-  const matched = new Promise((resolve, reject) => {
-    const onData = (chunk) => {
-      output += chunk.toString();
-      const match = ready.exec(output);
-      if (match) resolve(match);
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    void exited.then((code) =>
-      reject(new Error(`${what} exited (${code}) before it was ready:\n${output.slice(-2000)}`)),
-    );
-  });
-  return { child, exited, matched, output: () => output };
 }
 
 /** A browser's cookies per host, and redirects followed by hand (the SMART launch crosses our server and the EHR). */

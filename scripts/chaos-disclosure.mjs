@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
-import { freePort, launch, quantile, root, start } from './lib/harness.mjs';
+import { freePort, launch, oxygenOrderRecord, quantile, root, start } from './lib/harness.mjs';
 import { registerSandboxPeers } from './register-sandbox.mjs';
 
 const load = (rel) => import(pathToFileURL(path.join(root, 'dist', rel)).href);
@@ -49,23 +49,7 @@ function patients() {
     const id = `chaos-${n}`;
     entry.push(
       { resourceType: 'Patient', id, birthDate: '1950-01-01', name: [{ family: 'Chaos', given: [`P${n}`] }] },
-      {
-        resourceType: 'Coverage',
-        id: `${id}-cov`,
-        status: 'active',
-        beneficiary: { reference: `Patient/${id}` },
-        payor: [{ identifier: { system: 'http://example.org/payer-id', value: 'SANDBOX-PAYER' } }],
-      },
-      {
-        resourceType: 'DeviceRequest',
-        id: `${id}-order`,
-        status: 'active',
-        intent: 'order',
-        subject: { reference: `Patient/${id}` },
-        codeCodeableConcept: {
-          coding: [{ system: 'https://bluebutton.cms.gov/resources/codesystem/hcpcs', code: 'E0424' }],
-        },
-      },
+      ...oxygenOrderRecord(id),
       {
         resourceType: 'Condition',
         id: `${id}-cond`,

@@ -170,6 +170,22 @@ describe('SMART launch edge (no EHR needed)', () => {
     expect(dump).not.toContain(SECRET);
   });
 
+  it('takes a launch value of up to 8 KiB (a signed JWT from a launcher), and refuses a longer one saying the limit', async () => {
+    const jwt = `eyJ${'a'.repeat(1123)}`;
+    for (const launch of [jwt, 'b'.repeat(8192)]) {
+      const response = await new TestBrowser().request(
+        `${url}/launch?iss=${encodeURIComponent(ehr.base)}&launch=${launch}`,
+      );
+      expect(response.status, `launch of ${launch.length} characters`).toBe(302);
+      expect(new URL(response.headers['location']!).searchParams.get('launch')).toBe(launch);
+    }
+    const refused = await new TestBrowser().request(
+      `${url}/launch?iss=${encodeURIComponent(ehr.base)}&launch=${'c'.repeat(8193)}`,
+    );
+    expect(refused.status).toBe(400);
+    expect(refused.body).toContain('at most 8192 (8 KiB)');
+  });
+
   it('refuses a callback from another browser, an unknown state, and escapes what the EHR sent', async () => {
     const noBinding = await new TestBrowser().request(`${url}/callback?code=c&state=s`);
     expect(noBinding.status).toBe(401);

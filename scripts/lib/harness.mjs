@@ -97,3 +97,29 @@ export const quantile = (values, q) =>
   values.length === 0
     ? NaN
     : [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor(q * values.length))];
+
+/**
+ * A patient's active Coverage with the sandbox payer and a stationary-oxygen order (HCPCS E0424, which the
+ * home-oxygen package answers): the `-cov` and `-order` resources of `patient`.
+ */
+export function oxygenOrderRecord(patient) {
+  return [
+    {
+      resourceType: 'Coverage',
+      id: `${patient}-cov`,
+      status: 'active',
+      beneficiary: { reference: `Patient/${patient}` },
+      payor: [{ identifier: { system: 'http://example.org/payer-id', value: 'SANDBOX-PAYER' } }],
+    },
+    {
+      resourceType: 'DeviceRequest',
+      id: `${patient}-order`,
+      status: 'active',
+      intent: 'order',
+      subject: { reference: `Patient/${patient}` },
+      codeCodeableConcept: {
+        coding: [{ system: 'https://bluebutton.cms.gov/resources/codesystem/hcpcs', code: 'E0424' }],
+      },
+    },
+  ];
+}

@@ -30,6 +30,8 @@ export interface CompletedLaunch {
 
 const stateAad = (stateHash: string) => `launch_attempt:${stateHash}`;
 
+/** The longest `launch` value accepted from an EHR (SMART does not bound it; launchers send JWTs of over 1 KiB). */
+const MAX_LAUNCH_CHARS = 8192;
 /**
  * The SMART App Launch flows of a confidential client:
  * - EHR launch (`launch` + `iss`) and standalone launch (`launch/patient`) with the `supplement` registration;
@@ -61,7 +63,13 @@ export class LaunchService {
 
   /** EHR launch: `iss` must be a registered tenant; nothing is fetched from an unknown one. */
   async startEhrLaunch(iss: string, launch: string, browserBinding: string): Promise<StartedAuthorization> {
-    if (!launch || launch.length > 1024) throw new DtrError('INVALID_INPUT', 'launch is missing or too long');
+    // EHRs send opaque handles or whole signed JWTs (an inline-JWKS launch is over 1 KiB): up to 8 KiB is taken.
+    if (!launch) throw new DtrError('INVALID_INPUT', 'the launch parameter is missing');
+    if (launch.length > MAX_LAUNCH_CHARS)
+      throw new DtrError(
+        'INVALID_INPUT',
+        `the launch parameter is ${launch.length} characters long; at most ${MAX_LAUNCH_CHARS} (8 KiB) are accepted`,
+      );
     const tenant = await this.tenants.findByFhirBase(iss);
     if (!tenant) throw new DtrError('FORBIDDEN', 'this EHR (iss) is not registered with this DTR service');
     return this.start(tenant, 'ehr', 'supplement', browserBinding, { launch });
