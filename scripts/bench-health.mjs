@@ -177,6 +177,10 @@ async function measure(workers, env, rounds, sampleMs) {
       await sampler;
     }
     return { health, durations };
+  } catch (error) {
+    // What the server logged says why (its error entries carry the request id the answer quoted).
+    process.stderr.write(`${server.output().slice(-3000)}\n`);
+    throw error;
   } finally {
     server.child.kill('SIGTERM');
     await server.exited;
