@@ -11,37 +11,29 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { freePort, launch as launchSession, oxygenOrderRecord, quantile, start } from './lib/harness.mjs';
-import { registerSandboxPeers } from './register-sandbox.mjs';
+import { fileURLToPath } from 'node:url';
+import {
+  freePort,
+  launch as launchSession,
+  oxygenOrderRecord,
+  quantile,
+  start,
+  serveRegistered,
+} from './lib/harness.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const load = (rel) => import(pathToFileURL(path.join(root, 'dist', rel)).href);
 const DELIVERY = { system: 'http://example.org/dtr/CodeSystem/oxygen-delivery', code: 'concentrator' };
 
-/** Child mode: the DTR server from dist/, registered with the sandbox peers whose URLs are in the environment. */
-async function serve() {
-  const { loadAppConfig } = await load('apps/dtr-server/src/config/app.config.js');
-  const { startServer, stopOnSignals } = await load('apps/dtr-server/src/bootstrap.js');
-  const { JsonLogger } = await load('apps/dtr-server/src/logging/json-logger.js');
-  const { loadSandboxOptions } = await load('apps/sandbox/src/sandbox.config.js');
-  const config = loadAppConfig(process.env);
-  const logger = new JsonLogger(config.logLevel);
-  const server = await startServer(config, logger);
-  const options = loadSandboxOptions({ SANDBOX_APP_URL: server.url }, []);
-  await registerSandboxPeers(server, options, {
-    ehrFhirBase: process.env.BENCH_EHR_FHIR,
-    payerFhirBase: process.env.BENCH_PAYER_FHIR,
-    payerTokenEndpoint: process.env.BENCH_PAYER_TOKEN,
-  });
-  stopOnSignals(
-    () => server.close(),
-    logger,
-    config.shutdownTimeoutMs,
-    () => server.embedded?.stop(1000),
+/** Child mode: the DTR server from dist/, registered with the sandbox peers named in the environment. */
+const serve = () =>
+  serveRegistered(
+    {
+      ehrFhirBase: process.env.BENCH_EHR_FHIR,
+      payerFhirBase: process.env.BENCH_PAYER_FHIR,
+      payerTokenEndpoint: process.env.BENCH_PAYER_TOKEN,
+    },
+    'bench server',
   );
-  process.stderr.write(`bench server ready: ${server.url}\n`);
-}
 
 /** Patients with an active coverage with the sandbox payer and a stationary-oxygen order (the home-oxygen package). */
 function benchBundle(count) {

@@ -15,8 +15,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
-import { freePort, launch, oxygenOrderRecord, quantile, root, start } from './lib/harness.mjs';
-import { registerSandboxPeers } from './register-sandbox.mjs';
+import { freePort, launch, oxygenOrderRecord, quantile, root, start, serveRegistered } from './lib/harness.mjs';
 
 const load = (rel) => import(pathToFileURL(path.join(root, 'dist', rel)).href);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -24,23 +23,15 @@ const DELIVERY = { system: 'http://example.org/dtr/CodeSystem/oxygen-delivery', 
 const PATIENTS = 24;
 
 /** Child mode: the DTR server from dist/, registered with the sandbox peers named in the environment. */
-async function serve() {
-  const { loadAppConfig } = await load('apps/dtr-server/src/config/app.config.js');
-  const { startServer, stopOnSignals } = await load('apps/dtr-server/src/bootstrap.js');
-  const { JsonLogger } = await load('apps/dtr-server/src/logging/json-logger.js');
-  const { loadSandboxOptions } = await load('apps/sandbox/src/sandbox.config.js');
-  const config = loadAppConfig(process.env);
-  const logger = new JsonLogger('warn');
-  const server = await startServer(config, logger);
-  const options = loadSandboxOptions({ SANDBOX_APP_URL: server.url }, []);
-  await registerSandboxPeers(server, options, {
-    ehrFhirBase: process.env.CHAOS_EHR_FHIR,
-    payerFhirBase: process.env.CHAOS_PAYER_FHIR,
-    payerTokenEndpoint: process.env.CHAOS_PAYER_TOKEN,
-  });
-  stopOnSignals(() => server.close(), logger, config.shutdownTimeoutMs);
-  process.stderr.write(`chaos server ready: ${server.url}\n`);
-}
+const serve = () =>
+  serveRegistered(
+    {
+      ehrFhirBase: process.env.CHAOS_EHR_FHIR,
+      payerFhirBase: process.env.CHAOS_PAYER_FHIR,
+      payerTokenEndpoint: process.env.CHAOS_PAYER_TOKEN,
+    },
+    'chaos server',
+  );
 
 /** Patients with a stationary-oxygen order; a third have their qualifying condition labelled (a choice to make). */
 function patients() {

@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -122,4 +122,28 @@ export function oxygenOrderRecord(patient) {
       },
     },
   ];
+}
+
+/**
+ * Child mode of the benchmark and chaos scripts: the DTR server from dist/ (configured from the environment), registered
+ * with the sandbox peers named in `peers`, stopped on SIGTERM; prints `<label> ready: <url>` once it serves.
+ */
+export async function serveRegistered(peers, label) {
+  const load = (rel) => import(pathToFileURL(path.join(root, 'dist', rel)).href);
+  const { registerSandboxPeers } = await import('../register-sandbox.mjs');
+  const { loadAppConfig } = await load('apps/dtr-server/src/config/app.config.js');
+  const { startServer, stopOnSignals } = await load('apps/dtr-server/src/bootstrap.js');
+  const { JsonLogger } = await load('apps/dtr-server/src/logging/json-logger.js');
+  const { loadSandboxOptions } = await load('apps/sandbox/src/sandbox.config.js');
+  const config = loadAppConfig(process.env);
+  const logger = new JsonLogger(config.logLevel);
+  const server = await startServer(config, logger);
+  await registerSandboxPeers(server, loadSandboxOptions({ SANDBOX_APP_URL: server.url }, []), peers);
+  stopOnSignals(
+    () => server.close(),
+    logger,
+    config.shutdownTimeoutMs,
+    () => server.embedded?.stop(1000),
+  );
+  process.stderr.write(`${label} ready: ${server.url}\n`);
 }
