@@ -44,6 +44,8 @@ export class PatientDataFetch {
   searches = 0;
   reads = 0;
   private unnamed = 0;
+  /** Keys of resources read by reference (the launch context) and not yet returned by a search. */
+  private readonly readOnly = new Set<string>();
   private codeInRefused = false;
   private readonly known: Map<string, FhirResource>;
 
@@ -66,7 +68,7 @@ export class PatientDataFetch {
    * elements); one without an id (allowed in a collection bundle) under a key of its own; two different resources
    * sharing an id both (the same one answered twice by two searches is kept once).
    */
-  add(r: FhirResource | undefined): void {
+  add(r: FhirResource | undefined, searched = false): void {
     if (!r) return;
     const { resource, issue } = screenResource(r);
     if (issue && !this.invalid.some((i) => i.issue.message === issue.message))
@@ -87,7 +89,12 @@ export class PatientDataFetch {
         message: `different ${r.resourceType} resources share the id ${r.id}; each is used`,
       });
       key = `${key}#${++this.unnamed}`;
+    } else if (existing && searched && this.readOnly.delete(key)) {
+      // A context resource read first takes the place its type's search gives it: a type's resources are then in
+      // the order the search returns them, as evaluation over the whole record has them.
+      this.resources.delete(key);
     }
+    if (!searched && !existing) this.readOnly.add(key);
     this.resources.set(key, resource);
   }
 
@@ -167,7 +174,7 @@ export class PatientDataFetch {
       concurrency,
       ({ search, into }) => this.runSearch(search, into),
     );
-    for (const results of answered) for (const r of results) this.add(r);
+    for (const results of answered) for (const r of results) this.add(r, true);
   }
 
   private async runSearch(search: PlannedSearch, into: FhirResource[]): Promise<void> {

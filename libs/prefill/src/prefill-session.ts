@@ -20,10 +20,11 @@ type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown };
 export class PrefillSession {
   private readonly reads = new Map<string, Promise<Outcome<FhirResource | undefined>>>();
   private readonly searches = new Map<string, Promise<Outcome<FhirResource[]>>>();
-  private readonly pool = new Map<string, FhirResource>();
+  /** Every resource gathered, by `Type/id` (by the object itself when it has no id). */
+  private readonly pool = new Map<unknown, FhirResource>();
   private readonly contexts = new Map<string, InstanceType<typeof cql.PatientContext>>();
   private readonly values = new Map<string, Outcome<unknown>>();
-  private current: { version: FhirModelVersion; size: number; patient: CqlPatient } | undefined;
+  private current: { version: FhirModelVersion; patient: CqlPatient } | undefined;
   private binding: string | undefined;
   /** What cql-execution's contexts hold: retrieves go to the current pool, however it has grown. */
   private readonly patientView = {
@@ -73,15 +74,28 @@ export class PrefillSession {
     return memo(this.searches, key, fetch);
   }
 
-  /** The patient cql-execution sees: the pool of every resource gathered so far in the session, these included. */
+  /**
+   * The patient cql-execution sees: the pool of every resource gathered so far in the session, these included, and
+   * these last, in their order: the resources a questionnaire's retrieves select are then in the order its own
+   * searches gave them (as plain evaluation over the whole record has them), however earlier questionnaires
+   * gathered some of them.
+   */
   patient(version: FhirModelVersion, resources: Iterable<FhirResource>): CqlPatient {
-    for (const r of resources) if (r.id) this.pool.set(`${r.resourceType}/${r.id}`, r);
+    const incoming = [...resources];
+    const tail = [...this.pool.values()].slice(-incoming.length);
+    const unchanged = incoming.length === tail.length && incoming.every((r, i) => tail[i] === r);
+    if (!unchanged)
+      for (const r of incoming) {
+        const key = r.id ? `${r.resourceType}/${r.id}` : r;
+        this.pool.delete(key);
+        this.pool.set(key, r);
+      }
     if (this.current && this.current.version !== version)
       throw new Error('a PrefillSession evaluates one FHIR model version');
-    if (!this.current || this.current.size !== this.pool.size) {
+    if (!this.current || !unchanged) {
       const patient = patientFor(version, [...this.pool.values()]);
       if (!patient) throw new Error('no Patient among the session resources');
-      this.current = { version, size: this.pool.size, patient };
+      this.current = { version, patient };
     }
     return this.patientView as unknown as CqlPatient;
   }
