@@ -238,7 +238,11 @@ const megabytes = (bytes: number) => `${(bytes / (1024 * 1024)).toFixed(bytes < 
  * The body as text, failing with a clear error (and the transfer cancelled) once it passes `max` bytes, whether the
  * server declared its length or streams without one.
  */
-async function readCapped(response: Response, max: number, url: string): Promise<string> {
+/**
+ * A response body as text, refused (UPSTREAM_ERROR naming the limit) past `max` bytes, declared or counted: an
+ * upstream never makes us hold more than that.
+ */
+export async function readCapped(response: Response, max: number, url: string): Promise<string> {
   const tooLarge = (size: string) =>
     new DtrError(
       'UPSTREAM_ERROR',

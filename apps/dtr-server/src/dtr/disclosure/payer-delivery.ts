@@ -1,4 +1,5 @@
 import type { DeliveryResult, DeliverySender, Submission } from '@dtr/disclosure';
+import { readCapped } from '@dtr/fhir';
 import { parseUntrustedJson } from '@dtr/kernel';
 import { mutualTlsFetch, type PayerRegistry } from '@dtr/payer';
 import { assertOutboundUrl, type BackendServicesClient, type OutboundPolicy } from '@dtr/smart';
@@ -51,7 +52,8 @@ export class PayerDelivery implements DeliverySender {
       const timedOut = error instanceof Error && (error.name === 'TimeoutError' || error.name === 'AbortError');
       return { kind: 'retry', error: timedOut ? 'the payer did not answer in time' : 'the payer could not be reached' };
     }
-    const text = await readCapped(response);
+    // The payer's status decides; an answer too large to keep is dropped (its status still counts).
+    const text = await readCapped(response, MAX_ANSWER_BYTES, url).catch(() => '');
     const answer = parseAnswer(text);
     if (response.ok)
       return { kind: 'accepted', status: response.status, outcome: outcomeOf(answer), answer: answer ?? {} };
@@ -69,24 +71,6 @@ export class PayerDelivery implements DeliverySender {
       ...(answer ? { answer } : {}),
     };
   }
-}
-
-async function readCapped(response: Response): Promise<string> {
-  const reader = response.body?.getReader();
-  if (!reader) return '';
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > MAX_ANSWER_BYTES) {
-      await reader.cancel();
-      return '';
-    }
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks).toString('utf8');
 }
 
 function parseAnswer(text: string): Record<string, unknown> | undefined {
