@@ -55,7 +55,11 @@ export interface ComposeOptions {
  */
 export function composeServices(dataSource: DataSource, config: AppConfig, options: ComposeOptions = {}): Services {
   const clock = options.clock ?? new SystemClock();
-  const policy: OutboundPolicy = { allowInsecureLoopback: config.profile !== 'production' };
+  const policy: OutboundPolicy = {
+    allowInsecureLoopback: config.profile !== 'production',
+    allowedNetworks: config.outbound.allowedNetworks,
+    limits: config.outbound.limits,
+  };
   const secretBox = secretBoxFromConfig(config, options.logger);
   const signingKeys = new SigningKeyStore(dataSource, secretBox, clock);
   const tenants = new TenantRegistry(dataSource, secretBox, policy);

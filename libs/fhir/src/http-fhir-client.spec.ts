@@ -72,12 +72,70 @@ describe('HttpFhirClient', () => {
     expect(calls.at(-1)!.method).toBe('GET');
   });
 
-  it('never follows a next link to another server (the token would go there)', async () => {
+  it('never follows a next link to another server (the token would go there): the search fails', async () => {
     const { fn, calls } = server(() => json(page(['a'], 'https://evil.example.org/fhir/Observation?page=2')));
     const client = new HttpFhirClient({ baseUrl: BASE, fetch: fn, accessToken: async () => 't' });
-    const result = await client.search('Observation');
-    expect(result.resources).toHaveLength(1);
+    await expect(client.search('Observation')).rejects.toMatchObject({
+      code: 'UPSTREAM_ERROR',
+      message: expect.stringContaining('next page link leaves the FHIR base'),
+    });
     expect(calls).toHaveLength(1);
+  });
+
+  it.each([
+    `${BASE}/%2e%2e/admin/Observation?page=2`,
+    `${BASE}/%2E%2E/%2e%2e/fhir/Observation?page=2`,
+    `${BASE}/Observation/%2e%2e%2f..%2fadmin?page=2`,
+    `${BASE}/../admin?page=2`,
+    `${BASE}x/Observation?page=2`,
+    `https://ehr.example.org:8443/fhir/Observation?page=2`,
+    `https://user:pw@ehr.example.org/fhir/Observation?page=2`,
+  ])('refuses a next link that escapes the base once parsed: %s', async (next) => {
+    const { fn, calls } = server(() => json(page(['a'], next)));
+    const client = new HttpFhirClient({ baseUrl: BASE, fetch: fn, accessToken: async () => 't' });
+    await expect(client.search('Observation')).rejects.toMatchObject({ code: 'UPSTREAM_ERROR' });
+    expect(calls).toHaveLength(1);
+  });
+
+  it('answers larger than maxResponseBytes fail the call, declared or streamed without a length', async () => {
+    const big = JSON.stringify(page(Array.from({ length: 2000 }, (_, i) => `obs-${i}`)));
+    const declared = server(() => json(JSON.parse(big)));
+    await expect(
+      new HttpFhirClient({ baseUrl: BASE, fetch: declared.fn, maxResponseBytes: 10_000 }).search('Observation'),
+    ).rejects.toMatchObject({ code: 'UPSTREAM_ERROR', message: expect.stringContaining('accepted in one response') });
+    const streamed = server(
+      () =>
+        new Response(
+          new ReadableStream({
+            start(controller) {
+              for (let i = 0; i < big.length; i += 1000)
+                controller.enqueue(new TextEncoder().encode(big.slice(i, i + 1000)));
+              controller.close();
+            },
+          }),
+          { headers: { 'content-type': 'application/fhir+json' } },
+        ),
+    );
+    await expect(
+      new HttpFhirClient({ baseUrl: BASE, fetch: streamed.fn, maxResponseBytes: 10_000 }).search('Observation'),
+    ).rejects.toMatchObject({ code: 'UPSTREAM_ERROR', message: expect.stringContaining('more than') });
+  });
+
+  it.each([
+    ['a __proto__ key', '{"resourceType":"Patient","id":"p","__proto__":{"admin":true}}', '__proto__'],
+    [
+      'a constructor key',
+      '{"resourceType":"Patient","id":"p","name":[{"constructor":{"prototype":{}}}]}',
+      'constructor',
+    ],
+    ['deep nesting', `{"resourceType":"Patient","id":"p","x":${'['.repeat(500)}${']'.repeat(500)}}`, 'nesting'],
+    ['a NUL character', '{"resourceType":"Patient","id":"p","gender":"ma\\u0000le"}', 'NUL'],
+    ['text that is not JSON', '<html>gateway</html>', 'not valid JSON'],
+  ])('refuses an answer with %s as an upstream error', async (_what, body, reason) => {
+    const { fn } = server(() => new Response(body, { headers: { 'content-type': 'application/fhir+json' } }));
+    const error = await new HttpFhirClient({ baseUrl: BASE, fetch: fn }).read('Patient', 'p').catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'UPSTREAM_ERROR', message: expect.stringContaining(reason) });
+    expect(({} as Record<string, unknown>)['admin']).toBeUndefined();
   });
 
   it('stops at maxPages and says so', async () => {
@@ -119,6 +177,9 @@ describe('HttpFhirClient', () => {
     const client = new HttpFhirClient({ baseUrl: BASE, fetch: fn });
     expect(await client.read('Patient', 'nope')).toBeUndefined();
     await expect(client.read('Patient', '../admin')).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    for (const dots of ['.', '..', '...'])
+      await expect(client.read('Patient', dots)).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    await expect(client.update({ resourceType: 'Patient', id: '..' })).rejects.toMatchObject({ code: 'INVALID_INPUT' });
     await expect(client.search('patient?x=')).rejects.toMatchObject({ code: 'INVALID_INPUT' });
     expect(calls).toHaveLength(1);
   });

@@ -1,4 +1,5 @@
 import { DtrError } from '@dtr/kernel';
+import { EHR_RESPONSE_LIMITS, readCapped, readUpstreamJson } from './upstream-body.js';
 import {
   assertFhirId,
   assertResourceType,
@@ -21,16 +22,17 @@ export interface HttpFhirClientOptions {
   /** Base delay of the exponential backoff, ms (default 200); `Retry-After` wins when given (capped at 5 s). */
   backoffMs?: number;
   /**
-   * The largest response body accepted, in bytes (default 64 MiB: far above a search page or a questionnaire
-   * package). A larger one fails the exchange as soon as the limit is passed, so a faulty server cannot fill memory.
+   * The largest response body accepted, in bytes (default 10 MiB: far above a search page). A larger one fails the
+   * exchange as soon as the limit is passed, so a faulty server cannot fill memory.
    */
   maxResponseBytes?: number;
+  /** Deepest JSON nesting accepted in an answer (default 100); answers are checked as inbound bodies are. */
+  maxJsonDepth?: number;
   /** Called once per HTTP exchange (for the audit/minimum-necessary record). Never receives the token. */
   onExchange?: (exchange: { method: string; url: string; status: number | 'error'; ms: number }) => void;
 }
 
 const RETRYABLE = new Set([429, 502, 503, 504]);
-const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 /** An error body is read only for its OperationOutcome text. */
 const MAX_ERROR_BODY_BYTES = 1024 * 1024;
 const FHIR_JSON = 'application/fhir+json';
@@ -49,6 +51,7 @@ export class HttpFhirClient extends FhirClient {
   private readonly retries: number;
   private readonly backoffMs: number;
   private readonly maxResponseBytes: number;
+  private readonly maxJsonDepth: number;
 
   constructor(private readonly options: HttpFhirClientOptions) {
     super();
@@ -57,7 +60,8 @@ export class HttpFhirClient extends FhirClient {
     this.timeoutMs = options.timeoutMs ?? 15_000;
     this.retries = options.retries ?? 2;
     this.backoffMs = options.backoffMs ?? 200;
-    this.maxResponseBytes = options.maxResponseBytes ?? MAX_RESPONSE_BYTES;
+    this.maxResponseBytes = options.maxResponseBytes ?? EHR_RESPONSE_LIMITS.maxBytes;
+    this.maxJsonDepth = options.maxJsonDepth ?? EHR_RESPONSE_LIMITS.maxDepth;
   }
 
   async read<T extends FhirResource>(resourceType: string, id: string): Promise<T | undefined> {
@@ -109,8 +113,10 @@ export class HttpFhirClient extends FhirClient {
         }
       }
       const next = bundle.link?.find((l) => l.relation === 'next')?.url;
-      // Never follow (and send a token to) a link that leaves this server.
-      url = next && (next.startsWith(`${this.baseUrl}/`) || next.startsWith(`${this.baseUrl}?`)) ? next : undefined;
+      // Never follow (and send a token to) a link that leaves this server's base.
+      if (next !== undefined && !isUnderBase(next, this.baseUrl))
+        throw new DtrError('UPSTREAM_ERROR', `search ${resourceType}: the next page link leaves the FHIR base`);
+      url = next;
     }
     return result;
   }
@@ -136,7 +142,9 @@ export class HttpFhirClient extends FhirClient {
 
   /** POST an operation; `idempotent` (a read-only operation such as $questionnaire-package) allows retries. */
   async operation<T>(path: string, body: unknown, options: { idempotent?: boolean } = {}): Promise<T> {
-    if (!/^[A-Za-z]*\/?\$[a-z][a-z-]*$|^[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}\/\$[a-z][a-z-]*$/.test(path)) {
+    if (
+      !/^[A-Za-z]*\/?\$[a-z][a-z-]*$|^[A-Z][A-Za-z]+\/(?!\.+(?:\/|$))[A-Za-z0-9\-.]{1,64}\/\$[a-z][a-z-]*$/.test(path)
+    ) {
       throw new DtrError('INVALID_INPUT', `${path} is not an operation path`);
     }
     const url = `${this.baseUrl}/${path}`;
@@ -207,13 +215,32 @@ export class HttpFhirClient extends FhirClient {
   }
 
   private async json(response: Response, url: string): Promise<unknown> {
-    const text = await readCapped(response, this.maxResponseBytes, url);
-    try {
-      return JSON.parse(text) as unknown;
-    } catch (cause) {
-      throw new DtrError('UPSTREAM_ERROR', 'the FHIR server answered with something that is not JSON', { cause });
-    }
+    return readUpstreamJson(response, { maxBytes: this.maxResponseBytes, maxDepth: this.maxJsonDepth }, url);
   }
+}
+
+/**
+ * Whether a link (a search's `next`) stays on this FHIR base: same origin, and a path under the base's once both are
+ * parsed and normalised (`..` and percent-encoded dots or slashes in a path segment do not pass).
+ */
+function isUnderBase(link: string, baseUrl: string): boolean {
+  // A dot segment, plain or percent-encoded, is refused as written (even when it would resolve back under the base).
+  if (/(^|\/)(\.|%2e){1,2}(\/|$)/i.test(link.split(/[?#]/)[0]!)) return false;
+  let url: URL;
+  let base: URL;
+  try {
+    url = new URL(link);
+    base = new URL(baseUrl);
+  } catch {
+    return false;
+  }
+  if (url.origin !== base.origin || url.username || url.password) return false;
+  // Dots or slashes that a server or proxy may decode into `..` or a separator later.
+  if (/%2e|%2f|%5c|\\/i.test(url.pathname)) return false;
+  const segments = url.pathname.split('/');
+  if (segments.some((s) => s === '.' || s === '..')) return false;
+  const basePath = base.pathname.replace(/\/+$/, '');
+  return url.pathname === basePath || url.pathname.startsWith(`${basePath}/`);
 }
 
 function stripQuery(url: string): string {
@@ -230,47 +257,6 @@ function hostOf(url: string): string {
 
 function pathOf(url: string, base: string): string {
   return stripQuery(url).slice(base.length) || '/';
-}
-
-const megabytes = (bytes: number) => `${(bytes / (1024 * 1024)).toFixed(bytes < 1024 * 1024 ? 2 : 0)} MB`;
-
-/**
- * The body as text, failing with a clear error (and the transfer cancelled) once it passes `max` bytes, whether the
- * server declared its length or streams without one.
- */
-/**
- * A response body as text, refused (UPSTREAM_ERROR naming the limit) past `max` bytes, declared or counted: an
- * upstream never makes us hold more than that.
- */
-export async function readCapped(response: Response, max: number, url: string): Promise<string> {
-  const tooLarge = (size: string) =>
-    new DtrError(
-      'UPSTREAM_ERROR',
-      `${hostOf(url)} answered ${pathOf(url, new URL(url).origin)} with ${size}, more than the ${megabytes(max)} accepted in one response`,
-      {
-        details: { maxResponseBytes: max },
-      },
-    );
-  const declared = Number(response.headers.get('content-length') ?? NaN);
-  if (declared > max) {
-    await response.body?.cancel().catch(() => undefined);
-    throw tooLarge(megabytes(declared));
-  }
-  if (!response.body) return '';
-  const reader = response.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > max) {
-      await reader.cancel().catch(() => undefined);
-      throw tooLarge(`more than ${megabytes(max)}`);
-    }
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks).toString('utf8');
 }
 
 async function outcomeText(response: Response, url: string): Promise<string | undefined> {

@@ -7,3 +7,5 @@ export * from './cql-compiler.js';
 export * from './ig-versions.js';
 export * from './issues.js';
 export * from './expression-binding.js';
+export * from './upstream-body.js';
+export * from './patient-compartment.js';

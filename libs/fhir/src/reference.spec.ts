@@ -1,5 +1,16 @@
 import { describe, expect, it } from 'vitest';
-import { parseCanonical, parseReference, parseResourceReference, relativeReference } from './reference.js';
+import { isFhirId, parseCanonical, parseReference, parseResourceReference, relativeReference } from './reference.js';
+
+describe('isFhirId', () => {
+  it('refuses ids made of dots only (path segments, not ids) and keeps ids with dots in them', () => {
+    for (const dots of ['.', '..', '...', '.'.repeat(64)]) expect(isFhirId(dots)).toBe(false);
+    for (const id of ['a.b', '.a', 'a..', '1.2.840', 'x-1']) expect(isFhirId(id)).toBe(true);
+    expect(parseReference('Patient/..')).toBeUndefined();
+    expect(parseReference('Patient/./_history/1')).toBeUndefined();
+    expect(parseReference('Patient/p1/_history/..')).toBeUndefined();
+    expect(parseReference('#..')).toBeUndefined();
+  });
+});
 
 describe('parseReference', () => {
   it('reads Type/id and Type/id/_history/v', () => {

@@ -4,8 +4,11 @@
  * @see https://hl7.org/fhir/R4/datatypes.html#id
  */
 
-/** A FHIR `id`: `[A-Za-z0-9\-\.]{1,64}`. */
-export const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
+/**
+ * A FHIR `id`: `[A-Za-z0-9\-\.]{1,64}`, but not made of dots only (`.` and `..` are path segments, not ids: in a URL
+ * they walk out of the resource type).
+ */
+export const FHIR_ID = /^(?!\.+$)[A-Za-z0-9\-.]{1,64}$/;
 
 /** A resource type name as it appears in a reference or a REST path (`Patient`, `DeviceRequest`). */
 export const FHIR_RESOURCE_TYPE = /^[A-Z][A-Za-z]{1,63}$/;

@@ -61,7 +61,8 @@ const DATE = /^\d{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?)?$/;
 const DATE_TIME =
   /^\d{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01])(T([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)(\.\d{1,9})?(Z|[+-]((0\d|1[0-3]):[0-5]\d|14:00)))?)?)?$/;
 const TIME = /^([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)(\.\d{1,9})?$/;
-const RELATIVE_REFERENCE = /^[A-Z][A-Za-z]{1,63}\/[A-Za-z0-9\-.]{1,64}(\/_history\/[A-Za-z0-9\-.]{1,64})?$/;
+const RELATIVE_REFERENCE =
+  /^[A-Z][A-Za-z]{1,63}\/(?!\.+(?:\/|$))[A-Za-z0-9\-.]{1,64}(\/_history\/(?!\.+(?:\/|$))[A-Za-z0-9\-.]{1,64})?$/;
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 const MIME = /^[a-z]+\/[a-z0-9.+\-]+(;.*)?$/i;
 const INT32 = 2 ** 31;
@@ -286,7 +287,7 @@ function checkReference(
     return problem('wrong-type', 'the answer must be a reference to a record');
   const reference = r.reference;
   const relative = RELATIVE_REFERENCE.test(reference);
-  if (!relative && !(webAddress(reference) && /\/[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}$/.test(reference)))
+  if (!relative && !(webAddress(reference) && /\/[A-Z][A-Za-z]+\/(?!\.+(?:\/|$))[A-Za-z0-9\-.]{1,64}$/.test(reference)))
     return problem('wrong-type', 'the answer must be a reference to a record');
   const types = (definition.extension ?? [])
     .filter((e) => hasUrl(e, REFERENCE_RESOURCE))

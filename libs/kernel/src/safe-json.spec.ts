@@ -34,6 +34,7 @@ describe('parseUntrustedJson', () => {
   it('refuses a __proto__ key at any depth and leaves prototypes alone', () => {
     expect(codeOf(() => parseUntrustedJson('{"__proto__":{"polluted":true}}'))).toBe('INVALID_INPUT');
     expect(codeOf(() => parseUntrustedJson('{"a":[{"b":{"__proto__":{"x":1}}}]}'))).toBe('INVALID_INPUT');
+    expect(codeOf(() => parseUntrustedJson('{"a":{"constructor":{"prototype":{"x":1}}}}'))).toBe('INVALID_INPUT');
     expect(({} as Record<string, unknown>)['polluted']).toBeUndefined();
   });
 

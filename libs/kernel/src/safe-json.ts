@@ -14,7 +14,7 @@ const DEFAULT_JSON_LIMITS: JsonLimits = { maxDepth: 64, maxBytes: 5 * 1024 * 102
  * - text over `maxBytes` (PAYLOAD_TOO_LARGE),
  * - nesting deeper than `maxDepth` (deep JSON that JSON.parse accepts overflows the stack later in
  *   JSON.stringify/structuredClone),
- * - `__proto__` keys (they change prototypes through Object.assign and spreads),
+ * - `__proto__` and `constructor` keys (they change prototypes through Object.assign, spreads and merges),
  * - NUL characters anywhere (PostgreSQL jsonb refuses `\u0000`).
  */
 export function parseUntrustedJson(text: string, limits: JsonLimits = DEFAULT_JSON_LIMITS): unknown {
@@ -71,8 +71,8 @@ function assertNoForbiddenContent(root: unknown): void {
       for (let i = 0; i < value.length; i++) stack.push({ value: value[i], path: `${path}[${i}]` });
     } else if (value !== null && typeof value === 'object') {
       for (const key of Object.keys(value)) {
-        if (key === '__proto__') {
-          throw new DtrError('INVALID_INPUT', `forbidden key "__proto__" at ${path}`, { expression: [path] });
+        if (key === '__proto__' || key === 'constructor') {
+          throw new DtrError('INVALID_INPUT', `forbidden key "${key}" at ${path}`, { expression: [path] });
         }
         if (key.includes('\u0000')) {
           throw new DtrError('INVALID_INPUT', `NUL character in a key at ${path}`, { expression: [path] });

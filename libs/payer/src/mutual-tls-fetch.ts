@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { request as httpsRequest, Agent } from 'node:https';
 import { DtrError } from '@dtr/kernel';
+import { type OutboundPolicy, outboundFetch } from '@dtr/smart';
 
 /** What a payer's mutual TLS needs: our client certificate and key, and the CA of the payer's server certificate. */
 export interface TlsCredentials {
@@ -12,31 +13,31 @@ export interface TlsCredentials {
 
 /**
  * A `fetch` that presents our client certificate (mutual TLS) on every connection, for one payer: its token endpoint
- * and FHIR calls go through it. https only: a client certificate over plain http would mean nothing.
- * Supports what the FHIR and OAuth clients use: method, headers, a string or bytes body, AbortSignal.
+ * and FHIR calls go through it. https only: a client certificate over plain http would mean nothing. Connections are
+ * checked against the outbound policy as every other outbound call's are (see outboundFetch).
  */
-export function mutualTlsFetch(credentials: TlsCredentials): typeof fetch {
-  // One keep-alive agent per set of credentials for the process, not one per session (each would hold its sockets).
+export function mutualTlsFetch(credentials: TlsCredentials, policy: OutboundPolicy): typeof fetch {
+  // One keep-alive connection pool per set of credentials for the process, not one per session.
   const key = createHash('sha256')
     .update(`${credentials.certificate}\u0000${credentials.privateKey}\u0000${credentials.serverCa ?? ''}`)
     .digest('hex');
-  let agent = agents.get(key);
-  if (!agent) {
-    if (agents.size >= 100) {
-      for (const old of agents.values()) old.destroy();
-      agents.clear();
-    }
-    agent = new Agent({
-      cert: credentials.certificate,
-      key: credentials.privateKey,
-      ...(credentials.serverCa ? { ca: credentials.serverCa } : {}),
-      keepAlive: true,
-    });
-    agents.set(key, agent);
+  let byPolicy = fetches.get(key);
+  if (!byPolicy) {
+    if (fetches.size >= 100) fetches.clear();
+    fetches.set(key, (byPolicy = new WeakMap()));
   }
-  return agentFetch(agent);
+  let fn = byPolicy.get(policy);
+  if (!fn) {
+    fn = outboundFetch(policy, {
+      certificate: credentials.certificate,
+      privateKey: credentials.privateKey,
+      ...(credentials.serverCa ? { serverCa: credentials.serverCa } : {}),
+    });
+    byPolicy.set(policy, fn);
+  }
+  return fn;
 }
-const agents = new Map<string, Agent>();
+const fetches = new Map<string, WeakMap<OutboundPolicy, typeof fetch>>();
 
 /** A `fetch` over node:https with this agent's TLS settings (https URLs only). */
 export function agentFetch(agent: Agent): typeof fetch {

@@ -1,6 +1,13 @@
 import { Clock, DtrError } from '@dtr/kernel';
-import { type FhirResource, HttpFhirClient } from '@dtr/fhir';
-import { assertOutboundUrl, type BackendServicesClient, type OutboundPolicy } from '@dtr/smart';
+import { compartmentOf, type FhirResource, HttpFhirClient } from '@dtr/fhir';
+import {
+  assertOutboundUrl,
+  type BackendServicesClient,
+  limitsOf,
+  type OutboundLimits,
+  type OutboundPolicy,
+  outboundFetch,
+} from '@dtr/smart';
 import { type PackageResponse, parsePackageResponse } from './package/package-response.js';
 import type { PackageIssue } from '@dtr/fhir';
 import type { Payer } from './payer-registry.service.js';
@@ -16,7 +23,17 @@ export interface PackageRequest {
   context?: string;
   /** On resume: only what changed since. */
   changedSince?: Date;
+  /**
+   * The session's patient: every order's subject and every coverage's beneficiary must name them, else nothing is
+   * sent to the payer.
+   */
+  patient?: string;
+  /** Who the remembered questionnaire choice belongs to (a keyed hash of tenant and patient); never sent. */
+  selectionScope?: string;
 }
+
+/** Codes asked for per `$expand` page. */
+const EXPAND_PAGE = 1000;
 
 /**
  * Talks to one registered payer: SMART Backend Services token (ours, never the EHR's), then DTR operations on the
@@ -25,6 +42,7 @@ export interface PackageRequest {
  */
 export class PayerClient {
   private readonly fhir: HttpFhirClient;
+  private readonly limits: OutboundLimits;
 
   constructor(
     readonly payer: Payer,
@@ -35,7 +53,9 @@ export class PayerClient {
   ) {
     assertOutboundUrl(payer.fhirBase, policy, `payer ${payer.id} fhirBase`);
     // With a client certificate, every call to this payer (token endpoint and FHIR) presents it.
-    const connection = options.tls ? mutualTlsFetch(options.tls) : options.fetch;
+    const connection = options.tls ? mutualTlsFetch(options.tls, policy) : (options.fetch ?? outboundFetch(policy));
+    const limits = limitsOf(policy);
+    this.limits = limits;
     this.fhir = new HttpFhirClient({
       baseUrl: payer.fhirBase,
       accessToken: () =>
@@ -46,7 +66,9 @@ export class PayerClient {
           scopes: payer.scopes,
           ...(options.tls ? { fetch: connection } : {}),
         }),
-      ...(connection ? { fetch: connection } : {}),
+      fetch: connection,
+      maxResponseBytes: limits.payer.maxBytes,
+      maxJsonDepth: limits.payer.maxDepth,
       timeoutMs: options.timeoutMs ?? 20_000,
       retries: options.retries ?? 2,
     });
@@ -56,6 +78,16 @@ export class PayerClient {
   packageParameters(request: PackageRequest): FhirResource {
     if (request.coverages.length === 0)
       throw new DtrError('INVALID_INPUT', 'a coverage is required to ask for a questionnaire package');
+    if (request.patient !== undefined) {
+      const patient = request.patient;
+      for (const resource of [...request.orders, ...request.coverages]) {
+        if (compartmentOf(resource, patient) !== 'patient')
+          throw new DtrError(
+            'CONFLICT',
+            `the ${resource.resourceType === 'Coverage' ? "coverage's beneficiary" : `${resource.resourceType}'s subject`} is not the patient of this session: nothing was sent to the payer`,
+          );
+      }
+    }
     const coverages = this.payer.igVersion === '2.2' ? request.coverages.slice(0, 1) : request.coverages;
     return {
       resourceType: 'Parameters',
@@ -73,7 +105,7 @@ export class PayerClient {
     const body = await this.fhir.operation('Questionnaire/$questionnaire-package', this.packageParameters(request), {
       idempotent: true,
     });
-    return { ...parsePackageResponse(body), retrievedAt: this.clock.now() };
+    return { ...parsePackageResponse(body, this.limits.packageMaxResources), retrievedAt: this.clock.now() };
   }
 
   /**
@@ -82,20 +114,55 @@ export class PayerClient {
    * @see https://hl7.org/fhir/R4/valueset-operation-expand.html
    */
   async expandValueSet(url: string): Promise<FhirResource> {
-    const body = await this.fhir.operation<FhirResource>(
-      'ValueSet/$expand',
-      { resourceType: 'Parameters', parameter: [{ name: 'url', valueUri: url }] },
-      { idempotent: true },
-    );
-    const expansion = (body as { expansion?: { contains?: unknown } } | undefined)?.expansion;
-    if (
-      body?.resourceType !== 'ValueSet' ||
-      !expansion ||
-      (expansion.contains !== undefined && !Array.isArray(expansion.contains))
-    ) {
-      throw new DtrError('UPSTREAM_ERROR', `the payer's $expand of ${url} did not answer a ValueSet with an expansion`);
+    const { expandMaxPages, expandMaxCodes } = this.limits;
+    let first: FhirResource | undefined;
+    const contains: unknown[] = [];
+    // Paged with `offset`/`count` when the payer pages (`expansion.total` above what came back), within the limits.
+    for (let page = 0; ; page++) {
+      const body = await this.fhir.operation<FhirResource>(
+        'ValueSet/$expand',
+        {
+          resourceType: 'Parameters',
+          parameter: [
+            { name: 'url', valueUri: url },
+            ...(page > 0 ? [{ name: 'offset', valueInteger: contains.length }] : []),
+            { name: 'count', valueInteger: Math.min(EXPAND_PAGE, expandMaxCodes) },
+          ],
+        },
+        { idempotent: true },
+      );
+      const expansion = (body as { expansion?: { contains?: unknown; total?: unknown } } | undefined)?.expansion;
+      if (
+        body?.resourceType !== 'ValueSet' ||
+        !expansion ||
+        (expansion.contains !== undefined && !Array.isArray(expansion.contains))
+      ) {
+        throw new DtrError(
+          'UPSTREAM_ERROR',
+          `the payer's $expand of ${url} did not answer a ValueSet with an expansion`,
+        );
+      }
+      first ??= body;
+      const got = (expansion.contains as unknown[] | undefined) ?? [];
+      contains.push(...got);
+      const total = typeof expansion.total === 'number' ? expansion.total : undefined;
+      if (contains.length > expandMaxCodes || (total ?? 0) > expandMaxCodes)
+        throw new DtrError(
+          'UPSTREAM_ERROR',
+          `the expansion of ${url} has ${Math.max(total ?? 0, contains.length)} codes, more than the ${expandMaxCodes} accepted`,
+          { details: { maxCodes: expandMaxCodes } },
+        );
+      if (total === undefined || got.length === 0 || contains.length >= total) break;
+      if (page + 1 >= expandMaxPages)
+        throw new DtrError(
+          'UPSTREAM_ERROR',
+          `the expansion of ${url} needs more than the ${expandMaxPages} $expand pages accepted`,
+          { details: { maxPages: expandMaxPages } },
+        );
     }
-    return body;
+    const expansion = first['expansion'] as Record<string, unknown>;
+    if (contains.length === ((expansion['contains'] as unknown[] | undefined) ?? []).length) return first;
+    return { ...first, expansion: { ...expansion, offset: 0, contains } };
   }
 
   /**

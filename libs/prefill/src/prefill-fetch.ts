@@ -1,4 +1,10 @@
-import { type FhirResource, parseResourceReference, relativeReference } from '@dtr/fhir';
+import {
+  compartmentOf,
+  type FhirResource,
+  hasPatientSearch,
+  parseResourceReference,
+  relativeReference,
+} from '@dtr/fhir';
 import {
   type DataRequirements,
   NON_COMPARTMENT_TYPES,
@@ -54,6 +60,7 @@ export class PatientDataFetch {
     private readonly issues: PrefillIssue[],
     private readonly session: PrefillSession | undefined,
     known: FhirResource[] = [],
+    private readonly patientId?: string,
   ) {
     this.known = new Map(known.filter((r) => r.id).map((r) => [`${r.resourceType}/${r.id}`, r]));
   }
@@ -69,7 +76,7 @@ export class PatientDataFetch {
    * sharing an id both (the same one answered twice by two searches is kept once).
    */
   add(r: FhirResource | undefined, searched = false): void {
-    if (!r) return;
+    if (!r || !this.ofThePatient(r)) return;
     const { resource, issue } = screenResource(r);
     if (issue && !this.invalid.some((i) => i.issue.message === issue.message))
       this.invalid.push({ resourceType: r.resourceType, issue });
@@ -96,6 +103,26 @@ export class PatientDataFetch {
     }
     if (!searched && !existing) this.readOnly.add(key);
     this.resources.set(key, resource);
+  }
+
+  /**
+   * Whether a resource may be used for this patient: it is in the patient's compartment (its patient reference, per
+   * type, names them) or a type reached by reference (Practitioner, Organization, Medication…). Others are left out
+   * with an issue naming the type only (never an id or content: it is another patient's data).
+   */
+  private ofThePatient(r: FhirResource): boolean {
+    if (this.patientId === undefined) return true;
+    const where = compartmentOf(r, this.patientId);
+    if (where === 'patient' || where === 'referenced') return true;
+    this.note({
+      severity: 'warning',
+      code: where === 'foreign' ? 'not-patient-compartment' : 'not-patient-data',
+      message:
+        where === 'foreign'
+          ? `the EHR returned a ${r.resourceType} resource that does not belong to this patient; it was left out`
+          : `the EHR returned a ${r.resourceType} resource, a type outside the patient compartment; it was left out`,
+    });
+    return false;
   }
 
   /** A resource by reference: already known, shared through the session, or read. */
@@ -167,7 +194,15 @@ export class PatientDataFetch {
    * The planned searches, at most `concurrency` at once; results are added in the plan's order once all have
    * answered, so the resources reach the CQL engine in one order whatever order the searches finish in.
    */
-  async search(planned: PlannedSearch[], concurrency: number): Promise<void> {
+  async search(all: PlannedSearch[], concurrency: number): Promise<void> {
+    // Only types with a `patient` search parameter are searched by patient (another type would be searched unfiltered).
+    const planned = all.filter((s) => s.params['patient'] === undefined || hasPatientSearch(s.resourceType));
+    for (const type of new Set(all.filter((s) => !planned.includes(s)).map((s) => s.resourceType)))
+      this.note({
+        severity: 'warning',
+        code: 'not-searchable-by-patient',
+        message: `${type} has no patient search parameter: it was not searched, and defines that use it see none`,
+      });
     const answered: FhirResource[][] = planned.map(() => []);
     await mapBounded(
       planned.map((search, i) => ({ search, into: answered[i]! })),

@@ -60,7 +60,7 @@ export class PrefillEngine {
     const resolved = performance.now();
 
     // 3. Minimum data: the patient, the context resources, the planned searches, referenced non-compartment ones.
-    const data = new PatientDataFetch(this.reader, issues, request.session, request.known);
+    const data = new PatientDataFetch(this.reader, issues, request.session, request.known, request.patientId);
     const { patient, contextResources } = await data.context(request, requirements);
     const codeIn = request.codeIn === true && this.strategy.narrowing;
     if (patient)

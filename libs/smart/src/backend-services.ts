@@ -1,7 +1,9 @@
 import * as oidc from 'openid-client';
+import { boundedFetch } from '@dtr/fhir';
 import { Clock, DtrError } from '@dtr/kernel';
+import { outboundFetch } from './outbound-fetch.js';
 import { translateOAuthError } from './launch/launch.service.js';
-import { assertOutboundUrl, isLoopback, type OutboundPolicy } from './outbound-policy.js';
+import { assertOutboundUrl, isLoopback, limitsOf, type OutboundPolicy } from './outbound-policy.js';
 import { type ClientKeyProvider, privateKeyJwt } from './smart-client.js';
 import type { SigningAlg } from './tenants/tenant.types.js';
 
@@ -28,14 +30,17 @@ interface Cached {
 export class BackendServicesClient {
   private readonly cache = new Map<string, Cached>();
   private readonly inflight = new Map<string, Promise<Cached>>();
+  private readonly fetchFn: typeof fetch;
 
   constructor(
     private readonly keys: ClientKeyProvider,
     private readonly policy: OutboundPolicy,
     private readonly clock: Clock,
-    private readonly fetchFn: typeof fetch = fetch,
+    fetchFn?: typeof fetch,
     private readonly refreshBeforeMs = 60_000,
-  ) {}
+  ) {
+    this.fetchFn = fetchFn ?? outboundFetch(policy);
+  }
 
   async token(registration: BackendServicesRegistration): Promise<string> {
     const key = `${registration.tokenEndpoint}|${registration.clientId}|${[...registration.scopes].sort().join(' ')}`;
@@ -69,7 +74,7 @@ export class BackendServicesClient {
       { token_endpoint_auth_signing_alg: registration.signingAlg },
       privateKeyJwt(key, kid, endpoint.toString()),
     );
-    const fetchFn = registration.fetch ?? this.fetchFn;
+    const fetchFn = boundedFetch(registration.fetch ?? this.fetchFn, limitsOf(this.policy).discovery);
     config[oidc.customFetch] = (url, init) =>
       fetchFn(url, { ...init, signal: AbortSignal.timeout(10_000) } as RequestInit);
     if (this.policy.allowInsecureLoopback && isLoopback(endpoint)) oidc.allowInsecureRequests(config);

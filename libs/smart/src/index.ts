@@ -13,3 +13,4 @@ export * from './sessions/smart-sessions.service.js';
 export * from './keys/signing-key-store.js';
 export * from './backend-services.js';
 export * from './key-ring-secret-box.js';
+export * from './outbound-fetch.js';

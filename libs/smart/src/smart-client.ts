@@ -1,8 +1,10 @@
 import * as oidc from 'openid-client';
+import { boundedFetch } from '@dtr/fhir';
 import { DtrError } from '@dtr/kernel';
+import { outboundFetch } from './outbound-fetch.js';
 import type { SigningAlg } from './tenants/tenant.types.js';
 import type { RegistrationCredentials } from './tenants/tenant-registry.service.js';
-import { isLoopback, type OutboundPolicy } from './outbound-policy.js';
+import { isLoopback, limitsOf, type OutboundPolicy } from './outbound-policy.js';
 import { supportsOpenId, type SmartConfiguration } from './smart-configuration.js';
 
 /** The private-key type openid-client signs with (a WebCrypto CryptoKey). */
@@ -93,7 +95,8 @@ export async function smartClientConfiguration(
   };
   const config = new oidc.Configuration(server, credentials.clientId, client, auth);
   const timeoutMs = options.timeoutMs ?? 10_000;
-  const baseFetch = options.fetch ?? fetch;
+  // Token answers and the JWKS are read within the discovery limit and checked before openid-client parses them.
+  const baseFetch = boundedFetch(options.fetch ?? outboundFetch(options.policy), limitsOf(options.policy).discovery);
   config[oidc.customFetch] = (url, init) =>
     baseFetch(url, { ...init, signal: init.signal ?? AbortSignal.timeout(timeoutMs) } as RequestInit);
   if (

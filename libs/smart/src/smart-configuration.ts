@@ -1,5 +1,7 @@
+import { readUpstreamJson } from '@dtr/fhir';
 import { Clock, DtrError } from '@dtr/kernel';
-import { assertOutboundUrl, normaliseBaseUrl, type OutboundPolicy } from './outbound-policy.js';
+import { outboundFetch } from './outbound-fetch.js';
+import { assertOutboundUrl, limitsOf, normaliseBaseUrl, type OutboundPolicy } from './outbound-policy.js';
 
 /**
  * The subset of `.well-known/smart-configuration` we rely on.
@@ -90,14 +92,17 @@ interface CacheEntry {
 export class SmartDiscovery {
   private readonly cache = new Map<string, CacheEntry>();
   private readonly inflight = new Map<string, Promise<SmartConfiguration>>();
+  private readonly fetchFn: typeof fetch;
 
   constructor(
     private readonly policy: OutboundPolicy,
     private readonly clock: Clock,
-    private readonly fetchFn: typeof fetch = fetch,
+    fetchFn?: typeof fetch,
     private readonly ttlMs = 60 * 60 * 1000,
     private readonly timeoutMs = 10_000,
-  ) {}
+  ) {
+    this.fetchFn = fetchFn ?? outboundFetch(policy);
+  }
 
   async get(fhirBase: string): Promise<SmartConfiguration> {
     const key = normaliseBaseUrl(fhirBase);
@@ -137,12 +142,16 @@ export class SmartDiscovery {
     if (!response.ok) {
       throw new DtrError('UPSTREAM_ERROR', `the EHR's smart-configuration answered ${response.status}`);
     }
-    let body: unknown;
-    try {
-      body = await response.json();
-    } catch (cause) {
-      throw new DtrError('UPSTREAM_ERROR', `the EHR's smart-configuration is not JSON`, { cause });
-    }
+    // A few KiB in practice: read within the discovery limit and checked as inbound JSON is.
+    const body = await readUpstreamJson(response, limitsOf(this.policy).discovery, url.toString()).catch(
+      (cause: unknown) => {
+        throw new DtrError(
+          'UPSTREAM_ERROR',
+          `the EHR's smart-configuration was refused: ${cause instanceof Error ? cause.message : 'unreadable'}`,
+          { cause },
+        );
+      },
+    );
     const config = parseSmartConfiguration(body, this.policy);
     this.cache.set(base, { config, fetchedAt: this.clock.now().getTime() });
     return config;

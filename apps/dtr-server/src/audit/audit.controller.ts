@@ -23,7 +23,7 @@ export function auditFilterOf(query: Record<string, unknown>): AuditFilter {
     if (Number.isNaN(parsed.getTime())) throw new DtrError('INVALID_INPUT', `${name} is not a date`);
     return parsed;
   };
-  const patient = text('patient', /^[A-Za-z0-9\-.]{1,64}$/);
+  const patient = text('patient', /^(?!\.+(?:\/|$))[A-Za-z0-9\-.]{1,64}$/);
   const session = text('session', /^[A-Za-z0-9_-]{8,128}$/);
   const submission = text('submission', UUID);
   const from = date('from');

@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { settingsFrom } from '@dtr/kernel';
+import { DEFAULT_OUTBOUND_LIMITS, networkList, type OutboundLimits } from '@dtr/smart';
 import { z } from 'zod';
 
 /**
@@ -52,6 +53,21 @@ const encryptionKeys = z.string().transform((value, ctx) => {
   return keys;
 });
 
+const networks = z.string().transform((value, ctx) => {
+  const cidrs = value
+    .split(',')
+    .map((v) => v.trim())
+    .filter(Boolean);
+  try {
+    networkList(cidrs);
+  } catch (error) {
+    ctx.addIssue({ code: 'custom', message: (error as Error).message });
+    return z.NEVER;
+  }
+  return cidrs;
+});
+const d = DEFAULT_OUTBOUND_LIMITS;
+
 const schema = z
   .object({
     DTR_PROFILE: z.enum(PROFILES).default('development'),
@@ -93,6 +109,14 @@ const schema = z
     DTR_DELIVERY_LEASE_MS: positiveInt.default(60_000),
     DTR_DELIVERY_POLL_MS: positiveInt.default(1_000),
     DTR_WRITE_BACK_LEASE_MS: positiveInt.default(90_000),
+    DTR_OUTBOUND_ALLOWED_NETWORKS: networks.optional(),
+    DTR_EHR_MAX_RESPONSE_BYTES: positiveInt.default(d.ehr.maxBytes),
+    DTR_PAYER_MAX_RESPONSE_BYTES: positiveInt.default(d.payer.maxBytes),
+    DTR_DISCOVERY_MAX_RESPONSE_BYTES: positiveInt.default(d.discovery.maxBytes),
+    DTR_UPSTREAM_JSON_MAX_DEPTH: positiveInt.max(1000).default(d.ehr.maxDepth),
+    DTR_PACKAGE_MAX_RESOURCES: positiveInt.default(d.packageMaxResources),
+    DTR_EXPAND_MAX_PAGES: positiveInt.max(1000).default(d.expandMaxPages),
+    DTR_EXPAND_MAX_CODES: positiveInt.default(d.expandMaxCodes),
   })
   .superRefine((env, ctx) => {
     if (env.DTR_DELIVERY_LEASE_MS <= env.DTR_DELIVERY_TIMEOUT_MS)
@@ -158,6 +182,8 @@ export interface AppConfig {
     /** How long one instance holds a submission's EHR write-back (a dead instance's is taken over after it). */
     writeBackLeaseMs: number;
   };
+  /** Outbound calls: private networks that may be reached (CIDR), and how much upstreams may answer. */
+  outbound: { allowedNetworks: string[]; limits: OutboundLimits };
 }
 
 export class ConfigError extends Error {
@@ -205,6 +231,17 @@ export function loadAppConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
       leaseMs: e.DTR_DELIVERY_LEASE_MS,
       pollMs: e.DTR_DELIVERY_POLL_MS,
       writeBackLeaseMs: e.DTR_WRITE_BACK_LEASE_MS,
+    },
+    outbound: {
+      allowedNetworks: e.DTR_OUTBOUND_ALLOWED_NETWORKS ?? [],
+      limits: {
+        ehr: { maxBytes: e.DTR_EHR_MAX_RESPONSE_BYTES, maxDepth: e.DTR_UPSTREAM_JSON_MAX_DEPTH },
+        payer: { maxBytes: e.DTR_PAYER_MAX_RESPONSE_BYTES, maxDepth: e.DTR_UPSTREAM_JSON_MAX_DEPTH },
+        discovery: { maxBytes: e.DTR_DISCOVERY_MAX_RESPONSE_BYTES, maxDepth: d.discovery.maxDepth },
+        packageMaxResources: e.DTR_PACKAGE_MAX_RESOURCES,
+        expandMaxPages: e.DTR_EXPAND_MAX_PAGES,
+        expandMaxCodes: e.DTR_EXPAND_MAX_CODES,
+      },
     },
   };
 }

@@ -100,6 +100,8 @@ export class PrepareQuestionnairesUseCase {
       orders,
       questionnaires: context.questionnaires,
       ...(context.coverageAssertion ? { context: context.coverageAssertion } : {}),
+      patient: session.patient,
+      selectionScope: this.audit.hash(`${session.tenantId}|Patient/${session.patient}`),
     });
     // One job for all questionnaires (reads, searches and defines shared), evaluated off the event loop by the pool;
     // the reader, and the EHR token in it, stay on this thread.

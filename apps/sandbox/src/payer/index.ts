@@ -250,7 +250,24 @@ function mountDtrOperations(fhir: express.Router, guard: Guard, store: PackageSt
     if (!url) throw new PayerHttpError(400, 'required', 'url is required');
     const vs = store.expand(url);
     if (!vs) throw new PayerHttpError(404, 'not-found', `ValueSet ${url} is not known to this payer`);
-    send(res, 200, vs);
+    // Paged as servers page an expansion: `offset` and `count` (in the body or the query), `total` kept.
+    const integer = (name: string) => {
+      const part = (
+        (req.body as { parameter?: Array<{ name?: string; valueInteger?: number }> } | undefined)?.parameter ?? []
+      ).find((p) => p.name === name)?.valueInteger;
+      const value = Number(req.query[name] ?? part);
+      return Number.isInteger(value) && value >= 0 ? value : undefined;
+    };
+    const offset = integer('offset');
+    const count = integer('count');
+    const expansion = vs['expansion'] as { contains?: unknown[] } & Record<string, unknown>;
+    if ((offset === undefined && count === undefined) || !Array.isArray(expansion.contains)) {
+      send(res, 200, vs);
+      return;
+    }
+    const start = offset ?? 0;
+    const contains = expansion.contains.slice(start, count === undefined ? undefined : start + count);
+    send(res, 200, { ...vs, expansion: { ...expansion, total: expansion.contains.length, offset: start, contains } });
   };
   fhir.get('/ValueSet/$expand', guard('ValueSet', 'r'), expand);
   fhir.post('/ValueSet/$expand', guard('ValueSet', 'r'), expand);

@@ -19,8 +19,45 @@ export interface FaultSettings {
   dropResponseAfterCommit?: boolean;
   /** New connections are refused: the peer's listening socket is closed until this is switched off. */
   refuseConnections?: boolean;
+  /** Requests are answered 200 with this text as `application/fhir+json` (hostile or broken JSON), unhandled. */
+  rawBody?: string;
+  /**
+   * The handler's answer is followed by this many bytes of JSON whitespace, streamed without a Content-Length (a
+   * valid but oversized answer that only counting can stop).
+   */
+  padBytes?: number;
+  /** EHR searches: one resource of the searched type from another patient's record is added to each page. */
+  foreignPatientInSearch?: boolean;
+  /** EHR searches: each page's `next` link is this URL. */
+  nextLink?: string;
   /** Only apply the faults to requests whose path starts with one of these (default: all). */
   paths?: string[];
+}
+
+/** Streams the answer the handler sends, then `bytes` of spaces, in chunks and without a Content-Length. */
+function padAnswer(res: Response, bytes: number): void {
+  const send = res.send.bind(res);
+  res.send = ((body?: unknown) => {
+    if (res.statusCode !== 200 || (typeof body !== 'string' && !Buffer.isBuffer(body))) return send(body);
+    res.removeHeader('Content-Length');
+    res.write(body);
+    const chunk = Buffer.alloc(64 * 1024, 0x20);
+    let left = bytes;
+    const more = (): void => {
+      while (left > 0) {
+        const piece = left >= chunk.length ? chunk : chunk.subarray(0, left);
+        left -= piece.length;
+        if (!res.write(piece)) {
+          res.once('drain', more);
+          return;
+        }
+      }
+      res.end();
+    };
+    res.once('close', () => (left = 0));
+    more();
+    return res;
+  }) as typeof res.send;
 }
 
 export class FaultInjector {
@@ -79,6 +116,11 @@ export class FaultInjector {
             );
           return;
         }
+        if (s.rawBody !== undefined) {
+          res.status(200).type('application/fhir+json').send(s.rawBody);
+          return;
+        }
+        if (s.padBytes && s.padBytes > 0) padAnswer(res, s.padBytes);
         if (s.dropResponseAfterCommit) {
           // Let the handler run to completion, then drop the connection instead of answering.
           const socket = res.socket;

@@ -83,30 +83,33 @@ export class PackageCache {
     return pkg;
   }
 
-  /** The questionnaires (`url|version`) the payer last answered for orders with these codes, and when. */
+  /**
+   * The questionnaires (`url|version`) the payer last answered for this selection key (tenant, patient, coverage and
+   * order codes, hashed: see PackageRetrieval), and when.
+   */
   async selection(
     payerId: string,
-    orderCodes: string,
+    selectionKey: string,
   ): Promise<{ questionnaires: string[]; retrievedAt: Date } | undefined> {
     const rows = await query<{ questionnaires: string[]; retrieved_at: Date }>(
       this.dataSource,
-      `SELECT questionnaires, retrieved_at FROM package_selection WHERE payer_id = $1 AND order_codes = $2`,
-      [payerId, orderCodes],
+      `SELECT questionnaires, retrieved_at FROM package_selection WHERE payer_id = $1 AND selection_key = $2`,
+      [payerId, selectionKey],
     );
     return rows[0] ? { questionnaires: rows[0].questionnaires, retrievedAt: rows[0].retrieved_at } : undefined;
   }
 
   async rememberSelection(
     payerId: string,
-    orderCodes: string,
+    selectionKey: string,
     questionnaires: string[],
     retrievedAt: Date,
   ): Promise<void> {
     await query(
       this.dataSource,
-      `INSERT INTO package_selection (payer_id, order_codes, questionnaires, retrieved_at) VALUES ($1, $2, $3, $4)
-       ON CONFLICT (payer_id, order_codes) DO UPDATE SET questionnaires = EXCLUDED.questionnaires, retrieved_at = EXCLUDED.retrieved_at`,
-      [payerId, orderCodes, questionnaires, retrievedAt],
+      `INSERT INTO package_selection (payer_id, selection_key, questionnaires, retrieved_at) VALUES ($1, $2, $3, $4)
+       ON CONFLICT (payer_id, selection_key) DO UPDATE SET questionnaires = EXCLUDED.questionnaires, retrieved_at = EXCLUDED.retrieved_at`,
+      [payerId, selectionKey, questionnaires, retrievedAt],
     );
   }
 

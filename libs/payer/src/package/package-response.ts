@@ -20,7 +20,19 @@ const BUNDLE_PARTS: Record<string, PackageShape> = { packagebundle: '2.2', Packa
  * `PackageBundle` (2.1) or `return` (2.0.1) parts, possibly several; or a bare Bundle.
  * @see https://hl7.org/fhir/us/davinci-dtr/OperationDefinition-questionnaire-package.html
  */
-export function parsePackageResponse(body: unknown): PackageResponse {
+export function parsePackageResponse(body: unknown, maxResources = Infinity): PackageResponse {
+  const response = packageShapeOf(body);
+  const count = response.bundles.reduce((n, b) => n + (Array.isArray(b.entry) ? b.entry.length : 0), 0);
+  if (count > maxResources)
+    throw new DtrError(
+      'UPSTREAM_ERROR',
+      `the questionnaire package has ${count} entries, more than the ${maxResources} accepted in one package`,
+      { details: { entries: count, maxResources } },
+    );
+  return response;
+}
+
+function packageShapeOf(body: unknown): PackageResponse {
   if (!body || typeof body !== 'object' || Array.isArray(body)) {
     throw new DtrError('UPSTREAM_ERROR', 'the questionnaire package is not a FHIR resource');
   }

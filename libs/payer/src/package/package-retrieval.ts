@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { CQF_LIBRARY, type FhirResource, type PackageIssue, QuestionnairePackage } from '@dtr/fhir';
 import type { PayerClient, PackageRequest } from '../payer-client.js';
 import { compileCqlOnlyLibraries } from '@dtr/fhir';
@@ -88,6 +89,27 @@ function orderCodesKey(orders: FhirResource[]): string | undefined {
 }
 
 /**
+ * What decides the payer's questionnaire choice, hashed: the caller's scope (tenant and patient, a keyed hash), the
+ * coverage (id, plan and other classes, payor) and the order codes. Undefined when the orders carry no codes.
+ */
+function selectionKeyOf(request: PackageRequest, codes: string | undefined): string | undefined {
+  if (!codes) return undefined;
+  const coverage = request.coverages[0];
+  const plan = coverage
+    ? {
+        id: coverage.id ?? null,
+        class: ((coverage['class'] as Array<{ type?: { coding?: unknown[] }; value?: unknown }> | undefined) ?? []).map(
+          (c) => [c.type?.coding ?? null, c.value ?? null],
+        ),
+        payor: coverage['payor'] ?? null,
+      }
+    : null;
+  return createHash('sha256')
+    .update(JSON.stringify([request.selectionScope ?? '', plan, codes]))
+    .digest('hex');
+}
+
+/**
  * Obtains the questionnaire package for a session: asks the payer (with `changedsince` when the content is already
  * cached), caches what comes back, validates the questionnaires in use, and reports blocking problems to the payer.
  */
@@ -96,7 +118,7 @@ export class PackageRetrieval {
 
   async retrieve(client: PayerClient, request: PackageRequest): Promise<RetrievedPackage> {
     const payerId = client.payer.id;
-    const codes = orderCodesKey(request.orders);
+    const codes = selectionKeyOf(request, orderCodesKey(request.orders));
     // What the session needs: the questionnaires the launch named, else those the payer answered last time for orders
     // with the same codes. When all of them are cached, ask only for what changed since the oldest retrieval.
     const fromLaunch = request.questionnaires ?? [];

@@ -2,6 +2,8 @@ import * as oidc from 'openid-client';
 import { HttpFhirClient } from '@dtr/fhir';
 import { Clock, DtrError } from '@dtr/kernel';
 import { translateOAuthError } from '../launch/launch.service.js';
+import { outboundFetch } from '../outbound-fetch.js';
+import { limitsOf } from '../outbound-policy.js';
 import { smartClientConfiguration, type SmartClientOptions } from '../smart-client.js';
 import type { SmartDiscovery } from '../smart-configuration.js';
 import type { TenantRegistry } from '../tenants/tenant-registry.service.js';
@@ -57,8 +59,12 @@ export class SmartSessions {
     purpose: 'supplement' | 'disclose',
     options: { timeoutMs?: number; retries?: number } = {},
   ): HttpFhirClient {
+    const { ehr } = limitsOf(this.options.policy);
     return new HttpFhirClient({
       baseUrl: session.fhirBase,
+      fetch: this.options.fetch ?? outboundFetch(this.options.policy),
+      maxResponseBytes: ehr.maxBytes,
+      maxJsonDepth: ehr.maxDepth,
       accessToken: async () => {
         const token = await this.token(session, purpose);
         if (token.fhirBase !== session.fhirBase)

@@ -2,7 +2,7 @@ import type { DeliveryResult, DeliverySender, Submission } from '@dtr/disclosure
 import { readCapped } from '@dtr/fhir';
 import { parseUntrustedJson } from '@dtr/kernel';
 import { mutualTlsFetch, type PayerRegistry } from '@dtr/payer';
-import { assertOutboundUrl, type BackendServicesClient, type OutboundPolicy } from '@dtr/smart';
+import { assertOutboundUrl, type BackendServicesClient, type OutboundPolicy, outboundFetch } from '@dtr/smart';
 
 /** Answers larger than this are not read further (the payer's answer is kept, not its attachments). */
 const MAX_ANSWER_BYTES = 2 * 1024 * 1024;
@@ -27,7 +27,7 @@ export class PayerDelivery implements DeliverySender {
     const url = `${payer.fhirBase.replace(/\/+$/, '')}/${submission.path}`;
     assertOutboundUrl(url, this.policy, `payer ${payer.id} submission endpoint`);
     const tls = await this.payers.tlsCredentials(payer.id);
-    const connection: typeof fetch = tls ? mutualTlsFetch(tls) : fetch;
+    const connection: typeof fetch = tls ? mutualTlsFetch(tls, this.policy) : outboundFetch(this.policy);
     let response: Response;
     try {
       const token = await this.tokens.token({

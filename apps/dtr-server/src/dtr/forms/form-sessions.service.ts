@@ -175,7 +175,7 @@ export class FormSessionsService {
     const role = session.context.fhirContext.find(
       (c) => c.reference && (c.type ?? c.reference.split('/').at(-2)) === 'PractitionerRole',
     )?.reference;
-    if (!user || !/^(Practitioner|PractitionerRole)\/[A-Za-z0-9\-.]{1,64}$/.test(user)) return {};
+    if (!user || !/^(Practitioner|PractitionerRole)\/(?!\.+(?:\/|$))[A-Za-z0-9\-.]{1,64}$/.test(user)) return {};
     const [type, id] = user.split('/') as [string, string];
     let display: string | undefined;
     try {

@@ -279,6 +279,19 @@ function allow(res: Response, type: string, interaction: Interaction) {
   return { level, patient: info.patient };
 }
 
+/**
+ * The `foreignPatientInSearch` fault: a resource of the searched type that belongs to another patient (a copy of a
+ * stored one with its patient reference changed), as a faulty EHR might return it.
+ */
+function foreignResource(store: FhirStore, type: string): Resource | undefined {
+  const model = store.search(type, {})[0];
+  if (!model) return undefined;
+  const copy = { ...structuredClone(model), id: `foreign-${model.id}` } as Resource;
+  const key = ['subject', 'patient', 'beneficiary'].find((k) => copy[k] !== undefined) ?? 'subject';
+  copy[key] = { reference: 'Patient/someone-else' };
+  return copy;
+}
+
 function mountSearch(router: express.Router, ehr: Ehr): void {
   const { store, baseUrl } = ehr;
   // GET with the query, or POST to `_search` with the same parameters as a form body (long queries).
@@ -306,15 +319,16 @@ function mountSearch(router: express.Router, ehr: Ehr): void {
         if (pages.size > 10_000) pages.delete(pages.keys().next().value!);
       }
       const link = (o: number) => `${baseUrl}/${type}?_page=${pageId}&_count=${count}&_offset=${o}`;
+      const faults = ehr.peer.faults.current;
+      const foreign = faults.foreignPatientInSearch ? foreignResource(store, type) : undefined;
+      if (foreign) page.push(foreign);
+      const next = faults.nextLink ?? (offset + count < hits.length ? link(offset + count) : undefined);
       res.type('application/fhir+json').send(
         JSON.stringify({
           resourceType: 'Bundle',
           type: 'searchset',
           total: hits.length,
-          link: [
-            { relation: 'self', url: link(offset) },
-            ...(offset + count < hits.length ? [{ relation: 'next', url: link(offset + count) }] : []),
-          ],
+          link: [{ relation: 'self', url: link(offset) }, ...(next ? [{ relation: 'next', url: next }] : [])],
           entry: page.map((resource) => ({
             fullUrl: `${baseUrl}/${type}/${resource.id}`,
             resource,
