@@ -127,8 +127,9 @@ export function oxygenOrderRecord(patient) {
 /**
  * Child mode of the benchmark and chaos scripts: the DTR server from dist/ (configured from the environment), registered
  * with the sandbox peers named in `peers`, stopped on SIGTERM; prints `<label> ready: <url>` once it serves.
+ * `publicUrl`: where browsers reach it when that is not its own address (a balancer in front of several instances).
  */
-export async function serveRegistered(peers, label) {
+export async function serveRegistered(peers, label, publicUrl) {
   const load = (rel) => import(pathToFileURL(path.join(root, 'dist', rel)).href);
   const { registerSandboxPeers } = await import('../register-sandbox.mjs');
   const { loadAppConfig } = await load('apps/dtr-server/src/config/app.config.js');
@@ -138,7 +139,12 @@ export async function serveRegistered(peers, label) {
   const config = loadAppConfig(process.env);
   const logger = new JsonLogger(config.logLevel);
   const server = await startServer(config, logger);
-  await registerSandboxPeers(server, loadSandboxOptions({ SANDBOX_APP_URL: server.url }, []), peers);
+  const reachedAt = publicUrl ?? server.url;
+  await registerSandboxPeers(
+    { app: server.app, url: reachedAt },
+    loadSandboxOptions({ SANDBOX_APP_URL: reachedAt }, []),
+    peers,
+  );
   stopOnSignals(
     () => server.close(),
     logger,
