@@ -15,12 +15,11 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import pg from 'pg';
 import { clinicianToSend, json, peerRecords } from './lib/clinician.mjs';
+import { runDatabase } from './lib/database.mjs';
 import { freePort, oxygenOrderRecord, root, serveRegistered, start } from './lib/harness.mjs';
 
-const load = (rel) => import(pathToFileURL(path.join(root, 'dist', rel)).href);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const PATIENTS = 12;
 
@@ -90,12 +89,9 @@ async function main() {
   const concurrency = Number(process.env.CHAOS_CONCURRENCY ?? 6);
   const dir = mkdtempSync(path.join(tmpdir(), 'dtr-twins-'));
   chmodSync(dir, 0o755);
-  const { EmbeddedPostgresSupervisor } = await load('libs/persistence/src/index.js');
-  const ports = await Promise.all(Array.from({ length: 6 }, freePort));
-  const [dbPort, lbPort, portA, portB, ehrPort, payerPort] = ports;
-  const db = process.env.DATABASE_URL
-    ? await scratchDatabase(process.env.DATABASE_URL)
-    : await EmbeddedPostgresSupervisor.start({ dataDir: path.join(dir, 'pg'), database: 'dtr', port: dbPort });
+  const ports = await Promise.all(Array.from({ length: 5 }, freePort));
+  const [lbPort, portA, portB, ehrPort, payerPort] = ports;
+  const db = await runDatabase(dir, 'chaos_instances');
   const bundle = path.join(dir, 'patients.json');
   writeFileSync(bundle, JSON.stringify(patients()));
   const publicUrl = `http://127.0.0.1:${lbPort}`;
@@ -169,22 +165,6 @@ async function main() {
   print(total, outcome, report, lb.served);
   if (report.lostSessions + report.duplicateRefreshes + report.duplicateSubmissions + report.early > 0)
     process.exitCode = 1;
-}
-
-/** With DATABASE_URL: a database of our own on that server for the run, dropped at the end. */
-async function scratchDatabase(serverUrl) {
-  const name = `dtr_chaos_instances_${randomBytes(4).toString('hex')}`;
-  const admin = new URL(serverUrl);
-  admin.pathname = '/postgres';
-  const run = async (sql) => {
-    const c = new pg.Client({ connectionString: admin.toString() });
-    await c.connect();
-    await c.query(sql).finally(() => c.end());
-  };
-  await run(`CREATE DATABASE ${name}`);
-  const url = new URL(serverUrl);
-  url.pathname = `/${name}`;
-  return { url: url.toString(), stop: () => run(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`) };
 }
 
 /** The clinicians, with each instance killed (SIGKILL) and restarted once while they work. */

@@ -45,6 +45,8 @@ export function start(args, env, ready, what) {
 /** A cookie jar per host, as a browser keeps one. */
 class CookieJar {
   jar = new Map();
+  /** Requests made per host (each redirect hop is one). */
+  requests = new Map();
 
   header(host) {
     return [...(this.jar.get(host) ?? new Map())].map(([k, v]) => `${k}=${v}`).join('; ');
@@ -63,6 +65,7 @@ class CookieJar {
   async navigate(url, maxHops = 20) {
     for (let hop = 0; hop < maxHops; hop++) {
       const target = new URL(url);
+      this.requests.set(target.host, (this.requests.get(target.host) ?? 0) + 1);
       const response = await fetch(target, { redirect: 'manual', headers: { cookie: this.header(target.host) } });
       this.keep(target.host, response);
       await response.arrayBuffer();
