@@ -145,7 +145,16 @@ export async function serveRegistered(peers, label, publicUrl) {
   const reachedAt = publicUrl ?? server.url;
   await registerSandboxPeers(
     { app: server.app, url: reachedAt },
-    loadSandboxOptions({ SANDBOX_APP_URL: reachedAt }, []),
+    loadSandboxOptions(
+      {
+        SANDBOX_APP_URL: reachedAt,
+        // A run that gave the sandbox its own client secret registers the same one.
+        ...(process.env.SANDBOX_APP_CLIENT_SECRET
+          ? { SANDBOX_APP_CLIENT_SECRET: process.env.SANDBOX_APP_CLIENT_SECRET }
+          : {}),
+      },
+      [],
+    ),
     peers,
   );
   stopOnSignals(

@@ -21,6 +21,8 @@ export interface FaultSettings {
   refuseConnections?: boolean;
   /** Only apply the faults to requests whose path starts with one of these (default: all). */
   paths?: string[];
+  /** The injected error's diagnostics text (default `injected fault`): lets a test plant text an upstream might send. */
+  diagnostics?: string;
 }
 
 export class FaultInjector {
@@ -72,7 +74,7 @@ export class FaultInjector {
                   {
                     severity: 'error',
                     code: status === 429 ? 'throttled' : 'transient',
-                    diagnostics: 'injected fault',
+                    diagnostics: s.diagnostics ?? 'injected fault',
                   },
                 ],
               }),
