@@ -58,7 +58,7 @@ const hostileScalar = fc.oneof(
 );
 
 /** A JSON value with hostile leaves and keys (prototype keys included). */
-export const hostileJson = fc.letrec((tie) => ({
+const hostileJson = fc.letrec((tie) => ({
   value: fc.oneof({ depthSize: 'small', withCrossShrink: true }, hostileScalar, tie('array'), tie('object')),
   array: fc.array(tie('value'), { maxLength: 5 }),
   object: fc
@@ -98,7 +98,7 @@ export const hostileBodyText = fc.oneof(
 );
 
 /** Replaces (or removes) the `pick`-th node of a JSON document with `value`; the document is copied. */
-export function mutate(document, pick, value, remove) {
+function mutate(document, pick, value, remove) {
   const copy = structuredClone(document);
   const nodes = [];
   const walk = (parent, key, node) => {
