@@ -7,3 +7,4 @@ export * from './cql-compiler.js';
 export * from './ig-versions.js';
 export * from './issues.js';
 export * from './expression-binding.js';
+export * from './resource-shape.js';
