@@ -15,11 +15,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
-import { freePort, launch, oxygenOrderRecord, quantile, root, start, serveRegistered } from './lib/harness.mjs';
+import { clinicianToSend, peerRecords } from './lib/clinician.mjs';
+import { freePort, oxygenOrderRecord, quantile, root, start, serveRegistered } from './lib/harness.mjs';
 
 const load = (rel) => import(pathToFileURL(path.join(root, 'dist', rel)).href);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const DELIVERY = { system: 'http://example.org/dtr/CodeSystem/oxygen-delivery', code: 'concentrator' };
 const PATIENTS = 24;
 
 /** Child mode: the DTR server from dist/, registered with the sandbox peers named in the environment. */
@@ -55,64 +55,11 @@ function patients() {
   return { resourceType: 'Bundle', type: 'collection', entry: entry.map((resource) => ({ resource })) };
 }
 
-/** Retries `fn` while the server is away (connection refused, 5xx) up to a deadline; 4xx answers are returned. */
-async function persist(fn, what, deadlineMs = 180_000) {
-  const deadline = Date.now() + deadlineMs;
-  for (let attempt = 0; ; attempt++) {
-    try {
-      const result = await fn();
-      if (result === undefined || result.status === undefined || result.status < 500) return result;
-      if (Date.now() > deadline) throw new Error(`${what}: still ${result.status}`);
-    } catch (error) {
-      if (Date.now() > deadline) throw new Error(`${what}: ${error.message}`);
-    }
-    await sleep(Math.min(2000, 100 * 2 ** Math.min(attempt, 5)));
-  }
-}
-
-async function json(url, jar, method = 'GET', body) {
-  const host = new URL(url).host;
-  const response = await fetch(url, {
-    method,
-    headers: { cookie: jar.header(host), ...(body ? { 'content-type': 'application/json' } : {}) },
-    ...(body ? { body: JSON.stringify(body) } : {}),
-    signal: AbortSignal.timeout(60_000),
-  });
-  const text = await response.text();
-  return { status: response.status, body: text ? JSON.parse(text) : undefined };
-}
-
 /** One clinician, start to Send; returns the submission id and when Send was first clicked. */
 async function clinician(serverUrl, ehrFhir, n) {
-  const id = `chaos-${1 + (n % PATIENTS)}`;
-  const jar = await persist(
-    () => launch(serverUrl, ehrFhir, { patient: id, user: 'chaos-pr', order: `DeviceRequest/${id}-order` }),
-    'launch',
-  );
-  const prepared = await persist(() => json(`${serverUrl}/api/session/questionnaires`, jar, 'POST'), 'prepare');
-  if (prepared.status !== 200) throw new Error(`prepare answered ${prepared.status}`);
-  const form = `${serverUrl}/api/session/questionnaire-responses/${prepared.body.questionnaires[0].formId}`;
-  const view = await persist(() => json(form, jar), 'open');
-  const qr = structuredClone(view.body.response);
-  qr.item = [
-    ...(qr.item ?? []).filter((i) => i.linkId !== 'delivery-system'),
-    { linkId: 'delivery-system', answer: [{ valueCoding: DELIVERY }] },
-  ];
-  const done = await persist(() => json(`${form}/$complete`, jar, 'POST', qr), 'complete');
-  if (done.status !== 200 && done.status !== 409) throw new Error(`complete answered ${done.status}`);
-  await persist(() => jar.navigate(`${serverUrl}/disclose/authorize`), 'authorize');
-  const review = await persist(() => json(`${form}/disclosure`, jar), 'review');
-  if (review.status !== 200) throw new Error(`review answered ${review.status}: ${JSON.stringify(review.body)}`);
-  const choices = Object.fromEntries(review.body.needsChoice.map((k, i) => [k, (n + i) % 2 ? 'include' : 'withhold']));
-  const sentAt = Date.now();
-  // Send, and Send again while it did not take (the server away, or the EHR refused the copy: nothing was sent).
-  const sent = await persist(async () => {
-    const r = await json(`${form}/$send`, jar, 'POST', { choices });
-    return r.status === 403 ? { status: 503 } : r;
-  }, 'send');
-  if (sent.status !== 200 && sent.status !== 202)
-    throw new Error(`send answered ${sent.status}: ${JSON.stringify(sent.body)}`);
-  return { id: sent.body.id, sentAt };
+  const patient = `chaos-${1 + (n % PATIENTS)}`;
+  const { ids, sentAt } = await clinicianToSend(serverUrl, ehrFhir, { patient, user: 'chaos-pr', n });
+  return { id: ids[0], sentAt };
 }
 
 const FAULTS = [
@@ -283,19 +230,7 @@ async function measure(client, results, ehr, payer) {
   const deliveredAt = new Map();
   for (const e of events.rows)
     (e.kind === 'ehr-read-back' ? verifiedAt : deliveredAt).set(e.id, e.recorded_at.getTime());
-  const received = await (await fetch(`${payer}/_sandbox/submissions`)).json();
-  const accepted = new Map();
-  const firstAt = new Map();
-  for (const r of received) {
-    if (!r.idempotencyKey) continue;
-    if (!r.duplicate) accepted.set(r.idempotencyKey, (accepted.get(r.idempotencyKey) ?? 0) + 1);
-    if (!firstAt.has(r.idempotencyKey)) firstAt.set(r.idempotencyKey, Date.parse(r.at));
-  }
-  const docs = await (await fetch(`${ehr}/_sandbox/store/DocumentReference`)).json();
-  const copies = new Map();
-  for (const e of docs.entry ?? [])
-    for (const i of e.resource.identifier ?? [])
-      if (i.system === 'urn:dtr-backend:submission') copies.set(i.value, (copies.get(i.value) ?? 0) + 1);
+  const { received, accepted, firstAt, copies } = await peerRecords(ehr, payer);
   const latency = results.filter((r) => deliveredAt.has(r.id)).map((r) => deliveredAt.get(r.id) - r.sentAt);
   return {
     delivered: [...ids].filter((id) => states.get(id) === 'delivered').length,

@@ -45,6 +45,8 @@ export function start(args, env, ready, what) {
 /** A cookie jar per host, as a browser keeps one. */
 class CookieJar {
   jar = new Map();
+  /** Requests made per host (each redirect hop is one). */
+  requests = new Map();
 
   header(host) {
     return [...(this.jar.get(host) ?? new Map())].map(([k, v]) => `${k}=${v}`).join('; ');
@@ -63,6 +65,7 @@ class CookieJar {
   async navigate(url, maxHops = 20) {
     for (let hop = 0; hop < maxHops; hop++) {
       const target = new URL(url);
+      this.requests.set(target.host, (this.requests.get(target.host) ?? 0) + 1);
       const response = await fetch(target, { redirect: 'manual', headers: { cookie: this.header(target.host) } });
       this.keep(target.host, response);
       await response.arrayBuffer();
@@ -127,8 +130,9 @@ export function oxygenOrderRecord(patient) {
 /**
  * Child mode of the benchmark and chaos scripts: the DTR server from dist/ (configured from the environment), registered
  * with the sandbox peers named in `peers`, stopped on SIGTERM; prints `<label> ready: <url>` once it serves.
+ * `publicUrl`: where browsers reach it when that is not its own address (a balancer in front of several instances).
  */
-export async function serveRegistered(peers, label) {
+export async function serveRegistered(peers, label, publicUrl) {
   const load = (rel) => import(pathToFileURL(path.join(root, 'dist', rel)).href);
   const { registerSandboxPeers } = await import('../register-sandbox.mjs');
   const { loadAppConfig } = await load('apps/dtr-server/src/config/app.config.js');
@@ -138,7 +142,21 @@ export async function serveRegistered(peers, label) {
   const config = loadAppConfig(process.env);
   const logger = new JsonLogger(config.logLevel);
   const server = await startServer(config, logger);
-  await registerSandboxPeers(server, loadSandboxOptions({ SANDBOX_APP_URL: server.url }, []), peers);
+  const reachedAt = publicUrl ?? server.url;
+  await registerSandboxPeers(
+    { app: server.app, url: reachedAt },
+    loadSandboxOptions(
+      {
+        SANDBOX_APP_URL: reachedAt,
+        // A run that gave the sandbox its own client secret registers the same one.
+        ...(process.env.SANDBOX_APP_CLIENT_SECRET
+          ? { SANDBOX_APP_CLIENT_SECRET: process.env.SANDBOX_APP_CLIENT_SECRET }
+          : {}),
+      },
+      [],
+    ),
+    peers,
+  );
   stopOnSignals(
     () => server.close(),
     logger,

@@ -23,6 +23,8 @@ const schema = z.object({
   SANDBOX_PACKAGE_DIRS: z.string().optional(),
   SANDBOX_DTR_VERSION: z.enum(DTR_VERSIONS).default('2.2'),
   SANDBOX_TOKEN_TTL_SECONDS: z.coerce.number().int().positive().optional(),
+  /** `1`: the EHR issues a new refresh token at each refresh and the old one is spent (reuse revokes the grant). */
+  SANDBOX_ROTATE_REFRESH_TOKENS: z.enum(['0', '1']).default('0'),
   /** Our server, as the sandbox registers it. */
   SANDBOX_APP_URL: z.url().default('http://127.0.0.1:3000'),
   SANDBOX_APP_CLIENT_SECRET: z.string().min(16).optional(),
@@ -102,6 +104,7 @@ export function loadSandboxOptions(env: NodeJS.ProcessEnv = process.env, extraAr
       : packageFolders(FIXTURE_PACKAGES),
     igVersion: e.SANDBOX_DTR_VERSION,
     ...(e.SANDBOX_TOKEN_TTL_SECONDS ? { accessTokenTtlSeconds: e.SANDBOX_TOKEN_TTL_SECONDS } : {}),
+    ...(e.SANDBOX_ROTATE_REFRESH_TOKENS === '1' ? { rotateRefreshTokens: true } : {}),
     appLaunchUrl: `${appUrl}/launch`,
     ehrClients: [
       {

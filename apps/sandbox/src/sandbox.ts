@@ -24,6 +24,8 @@ export interface SandboxOptions {
   /** Where the demo page sends an EHR launch (`?iss=…&launch=…` is appended). */
   appLaunchUrl: string;
   accessTokenTtlSeconds?: number;
+  /** The EHR spends a refresh token at each refresh and issues a new one (reuse then revokes the grant). */
+  rotateRefreshTokens?: boolean;
 }
 
 export interface RunningSandbox {
@@ -59,6 +61,7 @@ export async function startSandbox(options: SandboxOptions): Promise<RunningSand
       users: fhir.listPractitioners(),
       patients: fhir.listPatients(),
       ...(options.accessTokenTtlSeconds ? { accessTokenTtlSeconds: options.accessTokenTtlSeconds } : {}),
+      ...(options.rotateRefreshTokens ? { rotateRefreshTokens: true } : {}),
     });
     const payer = await createPayerServer({
       peer: payerPeer,

@@ -9,3 +9,4 @@ export * from './issues.js';
 export * from './expression-binding.js';
 export * from './upstream-body.js';
 export * from './patient-compartment.js';
+export * from './resource-shape.js';

@@ -1,4 +1,4 @@
-import type { FhirResource } from '@dtr/fhir';
+import { type FhirResource, checkedBundleResources } from '@dtr/fhir';
 import { expansionOf } from './cql-runtime.js';
 
 /**
@@ -78,9 +78,11 @@ export class BundleReader extends PatientDataReader {
     bundle: { entry?: Array<{ fullUrl?: string; resource?: FhirResource }> },
     options: { valueSets?: FhirResource[] } = {},
   ): BundleReader {
-    const entries = (bundle.entry ?? []).filter((e): e is { fullUrl?: string; resource: FhirResource } =>
-      Boolean(e.resource),
-    );
+    // Each entry's resource is checked before it is indexed: a wrong-typed element is refused, naming it.
+    const entries = checkedBundleResources(bundle, 'the patient bundle', 'INVALID_INPUT') as Array<{
+      fullUrl?: string;
+      resource: FhirResource;
+    }>;
     const byFullUrl = new Map<string, string>();
     for (const e of entries)
       if (e.fullUrl && e.resource.id) byFullUrl.set(e.fullUrl, `${e.resource.resourceType}/${e.resource.id}`);

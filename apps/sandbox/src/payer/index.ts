@@ -49,6 +49,8 @@ export interface PayerServer {
   /** Bodies received by $log-questionnaire-errors. */
   loggedErrors(): unknown[];
   issuedTokenFingerprints(): Set<string>;
+  /** Test-only: every access token it issued, raw (leak scans look for them). */
+  issuedSecrets(): string[];
   /** The $questionnaire-package requests received, in order: the DTR shape, `changedsince`, and what was sent back. */
   packageRequests(): PackageRequestRecord[];
   /** Changes content as the payer would (a new questionnaire version, edited rules): see `PackageStore.publish`. */
@@ -82,6 +84,8 @@ interface PayerState {
   packageRequests: PackageRequestRecord[];
   /** Fingerprints of the access tokens it issued. */
   issued: Set<string>;
+  /** The access tokens it issued, raw (test-only: leak scans). */
+  secrets: Set<string>;
 }
 
 type PayerAuth = Awaited<ReturnType<typeof createPayerAuthorizationServer>>;
@@ -103,8 +107,9 @@ export async function createPayerServer(options: PayerOptions): Promise<PayerSer
     loggedErrors: [],
     packageRequests: [],
     issued: new Set(),
+    secrets: new Set(),
   };
-  mountTokenEndpoint(peer, auth, state.issued);
+  mountTokenEndpoint(peer, auth, state);
   peer.app.use(PAYER_PATHS.fhir, fhirRouter(peer, auth, store, state));
   peer.app.get(PAYER_PATHS.submissions, (_req, res) => {
     res.json(state.ledger.all());
@@ -119,6 +124,7 @@ export async function createPayerServer(options: PayerOptions): Promise<PayerSer
     submissions: () => state.ledger.all(),
     loggedErrors: () => [...state.loggedErrors],
     issuedTokenFingerprints: () => new Set(state.issued),
+    issuedSecrets: () => [...state.secrets],
     packageRequests: () => [...state.packageRequests],
     publish: (resource: FhirResource) => store.publish(resource),
     content: (resourceType: string, canonical: string) => store.resolve(resourceType, canonical),
@@ -127,7 +133,7 @@ export async function createPayerServer(options: PayerOptions): Promise<PayerSer
 }
 
 /** Token endpoint: the provider parses its own body, so no JSON/urlencoded parser is mounted before it. */
-function mountTokenEndpoint(peer: PeerServer, auth: PayerAuth, issued: Set<string>): void {
+function mountTokenEndpoint(peer: PeerServer, auth: PayerAuth, { issued, secrets }: PayerState): void {
   const tokenRequests = new WeakMap<object, RecordedRequest>();
   const clientOf = (ctx: OidcContext) => {
     const entry = tokenRequests.get(ctx.req);
@@ -139,6 +145,7 @@ function mountTokenEndpoint(peer: PeerServer, auth: PayerAuth, issued: Set<strin
     const token = (ctx.body as { access_token?: unknown } | undefined)?.access_token;
     if (typeof token === 'string') {
       issued.add(fingerprint(token));
+      secrets.add(token);
       const entry = tokenRequests.get(ctx.req);
       if (entry) entry.tokenFingerprint = fingerprint(token);
     }

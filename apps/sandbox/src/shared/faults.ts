@@ -32,6 +32,8 @@ export interface FaultSettings {
   nextLink?: string;
   /** Only apply the faults to requests whose path starts with one of these (default: all). */
   paths?: string[];
+  /** The injected error's diagnostics text (default `injected fault`): lets a test plant text an upstream might send. */
+  diagnostics?: string;
 }
 
 /** Streams the answer the handler sends, then `bytes` of spaces, in chunks and without a Content-Length. */
@@ -109,7 +111,7 @@ export class FaultInjector {
                   {
                     severity: 'error',
                     code: status === 429 ? 'throttled' : 'transient',
-                    diagnostics: 'injected fault',
+                    diagnostics: s.diagnostics ?? 'injected fault',
                   },
                 ],
               }),

@@ -22,6 +22,11 @@ export interface RecordedRequest {
   tokenIssuedHere?: boolean;
   status?: number;
   ms?: number;
+  /**
+   * At a token endpoint: the grant type, and for a refresh the fingerprint of the refresh token presented (so a refresh
+   * token exchanged twice, by two instances racing, is visible). Never the token itself.
+   */
+  grant?: { type: string; refreshTokenFingerprint?: string };
 }
 
 export function fingerprint(token: string): string {

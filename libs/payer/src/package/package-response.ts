@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { DtrError, parseUntrustedJson } from '@dtr/kernel';
-import type { Bundle, FhirResource } from '@dtr/fhir';
+import { type Bundle, type FhirResource, checkedBundleResources, resourceShapeProblem } from '@dtr/fhir';
 
 /** Which shape a `$questionnaire-package` answer came in. */
 type PackageShape = '2.2' | '2.1' | '2.0.1' | 'bundle' | 'folder';
@@ -36,6 +36,9 @@ function packageShapeOf(body: unknown): PackageResponse {
   if (!body || typeof body !== 'object' || Array.isArray(body)) {
     throw new DtrError('UPSTREAM_ERROR', 'the questionnaire package is not a FHIR resource');
   }
+  // Every element our code reads has its JSON type, in the whole answer (nested bundles included), before any walk.
+  const problem = resourceShapeProblem(body);
+  if (problem) throw new DtrError('UPSTREAM_ERROR', `the questionnaire package is malformed: ${problem}`);
   const resource = body as FhirResource;
   if (resource.resourceType === 'Bundle') return { shape: 'bundle', bundles: [resource as Bundle], outcomes: [] };
   if (resource.resourceType !== 'Parameters') {
@@ -73,10 +76,12 @@ function packageShapeOf(body: unknown): PackageResponse {
   return result;
 }
 
-/** All resources of the bundles (entries without a resource are skipped). */
+/** All resources of the bundles (entries without a resource are skipped; a malformed one is refused). */
 export function resourcesOf(response: PackageResponse): FhirResource[] {
   return response.bundles.flatMap((bundle) =>
-    (bundle.entry ?? []).map((e) => e.resource).filter((r): r is FhirResource => Boolean(r)),
+    checkedBundleResources(bundle, 'the questionnaire package', 'UPSTREAM_ERROR').map(
+      (e) => e.resource as FhirResource,
+    ),
   );
 }
 

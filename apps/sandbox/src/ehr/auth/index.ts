@@ -4,7 +4,7 @@ import express, { type Request, type Response } from 'express';
 import { decodeJwt, exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { EHR_PATHS, type SandboxClientConfig } from '../../shared/clients.js';
 import type { PeerServer } from '../../shared/peer-server.js';
-import { fingerprint } from '../../shared/request-log.js';
+import { fingerprint, type RecordedRequest } from '../../shared/request-log.js';
 import type { AccessTokenInfo } from '../../shared/tokens.js';
 
 /**
@@ -22,6 +22,8 @@ export interface EhrAuthOptions {
   patients: Array<{ id: string; display: string }>;
   omitIssuerInSmartConfiguration?: boolean;
   accessTokenTtlSeconds?: number;
+  /** Each refresh spends the refresh token and issues a new one; presenting a spent one revokes the grant. */
+  rotateRefreshTokens?: boolean;
 }
 
 interface LaunchContextInput {
@@ -112,6 +114,7 @@ interface KoaContext {
   body?: unknown;
   status?: number;
   oidc?: { params?: Record<string, unknown> };
+  req: { sandboxGrant?: RecordedRequest['grant'] };
 }
 
 /**
@@ -226,6 +229,7 @@ export async function createEhrAuthServer(options: EhrAuthOptions): Promise<EhrA
     // SMART: `aud` must name this FHIR server; refused before anything else.
     if (!audienceOk(ctx, state)) return;
     await next();
+    recordGrant(ctx);
     recordSecretsAndRedirect(ctx, state);
     if (ctx.path.endsWith('/token') && ctx.method === 'POST' && ctx.body && typeof ctx.body === 'object')
       await shapeTokenResponse(ctx, ctx.body as Record<string, unknown>, provider, state);
@@ -278,6 +282,7 @@ function providerConfiguration(
       clientCredentials: { enabled: true },
       resourceIndicators: { enabled: false },
     },
+    rotateRefreshToken: () => state.options.rotateRefreshTokens === true,
     issueRefreshToken: async (_ctx: unknown, client: { grantTypeAllowed(g: string): boolean }) =>
       client.grantTypeAllowed('refresh_token'),
     ttl: {
@@ -310,6 +315,17 @@ function providerConfiguration(
       if (header['typ'] !== undefined && header['typ'] !== 'JWT')
         throw new errors.InvalidClientAuth('client assertion typ must be JWT');
     },
+  };
+}
+
+/** For the request log: which grant a token request made, and which refresh token it presented (fingerprinted). */
+function recordGrant(ctx: KoaContext): void {
+  const params = ctx.oidc?.params;
+  if (!ctx.path.endsWith('/token') || typeof params?.['grant_type'] !== 'string') return;
+  const refresh = params['refresh_token'];
+  ctx.req.sandboxGrant = {
+    type: params['grant_type'],
+    ...(typeof refresh === 'string' ? { refreshTokenFingerprint: fingerprint(refresh) } : {}),
   };
 }
 
@@ -575,7 +591,11 @@ function mountEndpoints(peer: PeerServer, provider: Provider, state: AuthState):
       path: `${EHR_PATHS.auth}${req.path}`,
       query: req.query as Record<string, string>,
     });
-    res.once('finish', () => (entry.status = res.statusCode));
+    res.once('finish', () => {
+      entry.status = res.statusCode;
+      const grant = (req as Request & { sandboxGrant?: RecordedRequest['grant'] }).sandboxGrant;
+      if (grant) entry.grant = grant;
+    });
     callback(req, res);
   });
 
