@@ -100,7 +100,7 @@ async function clinician(serverUrl, ehrFhir, n) {
   ];
   const done = await persist(() => json(`${form}/$complete`, jar, 'POST', qr), 'complete');
   if (done.status !== 200 && done.status !== 409) throw new Error(`complete answered ${done.status}`);
-  await persist(() => jar.navigate(`${serverUrl}/disclose/authorize`), 'authorize');
+  await persist(() => jar.navigate(`${serverUrl}/disclose/authorize`, 20, 'POST'), 'authorize');
   const review = await persist(() => json(`${form}/disclosure`, jar), 'review');
   if (review.status !== 200) throw new Error(`review answered ${review.status}: ${JSON.stringify(review.body)}`);
   const choices = Object.fromEntries(review.body.needsChoice.map((k, i) => [k, (n + i) % 2 ? 'include' : 'withhold']));

@@ -305,7 +305,7 @@ describe('SMART launch against the sandbox EHR', () => {
     const before = JSON.parse((await browser.request(`${url}/api/session`)).body);
     expect(before.disclosure).toMatchObject({ mode: 'user-delegated', authorized: false });
     const mark = peer.log.mark();
-    const hops = await browser.navigate(`${url}/disclose/authorize`);
+    const hops = await browser.navigate(`${url}/disclose/authorize`, { method: 'POST' });
     expect(hops[hops.length - 1]!.url).toBe(`${url}/app?disclose=authorized`);
     const after = JSON.parse((await browser.request(`${url}/api/session`)).body);
     expect(after.disclosure.authorized).toBe(true);
@@ -344,7 +344,7 @@ describe('SMART launch against the sandbox EHR', () => {
     const authorizations = peer.log.since(mark).filter((e) => /\/auth\/auth$/.test(e.path));
     expect(authorizations.map((e) => e.query['client_id'])).toEqual(['dtr-supplement']);
     // No second authorization in the browser for system-level disclosure.
-    const refused = await browser.request(`${url}/disclose/authorize`);
+    const refused = await browser.request(`${url}/disclose/authorize`, { method: 'POST' });
     expect(refused.status).toBe(409);
   });
 
@@ -419,7 +419,7 @@ describe('SMART launch against the sandbox EHR', () => {
       `UPDATE app_session SET patient = 'p2', context = jsonb_set(context, '{patient}', '"p2"') WHERE id_hash = (SELECT id_hash FROM app_session ORDER BY created_at DESC LIMIT 1)`,
     );
     await client.end();
-    const hops = await browser.navigate(`${url}/disclose/authorize`);
+    const hops = await browser.navigate(`${url}/disclose/authorize`, { method: 'POST' });
     const last = hops[hops.length - 1]!;
     expect(last.status).toBe(403);
     expect(last.body).toContain('different patient');
