@@ -94,7 +94,7 @@ describe('sending to the payer in a real browser', () => {
     expect(await flagged.textContent()).toContain('SUD');
     expect(await page.locator('tr.sensitive').count()).toBe(1);
     const reviewUrl = page.url();
-    await page.locator('#authorize a').click();
+    await page.locator('#authorize button').click();
     await page.waitForURL(/\/app\?disclose=authorized$/);
     await page.goto(reviewUrl);
     expect(await page.locator('#authorize').count()).toBe(0);

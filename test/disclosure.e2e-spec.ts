@@ -184,7 +184,7 @@ describe('disclosure: EHR copy first, then exactly one delivery', () => {
     });
     expect(completed.status, completed.body).toBe(200);
     if (authorize) {
-      const authorized = await browser.navigate(`${url}/disclose/authorize`);
+      const authorized = await browser.navigate(`${url}/disclose/authorize`, { method: 'POST' });
       expect(authorized.at(-1)!.url).toBe(`${url}/app?disclose=authorized`);
     }
     return { browser, formId };

@@ -147,6 +147,9 @@ describe('dtr-server HTTP edge', () => {
     const response = await fetch(`${url}/health/live`);
     expect(response.headers.get('x-content-type-options')).toBe('nosniff');
     expect(response.headers.get('content-security-policy')).toContain("default-src 'self'");
+    // Nobody frames our pages unless a tenant lists its EHR's origins (test/embedded-app.e2e-spec.ts).
+    expect(response.headers.get('content-security-policy')).toContain("frame-ancestors 'none'");
+    expect(response.headers.get('x-frame-options')).toBe('DENY');
     expect(response.headers.get('x-powered-by')).toBeNull();
   });
 

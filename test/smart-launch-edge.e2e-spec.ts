@@ -1,8 +1,9 @@
-import { execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
@@ -12,6 +13,7 @@ import { repoRoot, spawnServer, type SpawnedServer } from './support/processes.j
 const ADMIN = randomBytes(24).toString('hex');
 const SECRET = `supplement-secret-${randomBytes(6).toString('hex')}`;
 const KEYS = `k1:${randomBytes(32).toString('base64')}`;
+const TOKEN_REFUSAL = 'redirect_uri <b>http://localhost/callback</b> does not match the one the code was issued for';
 
 /** A stand-in EHR that only answers smart-configuration and counts every request it gets. */
 async function fakeEhr(): Promise<{ server: Server; base: string; requests: string[] }> {
@@ -19,6 +21,13 @@ async function fakeEhr(): Promise<{ server: Server; base: string; requests: stri
   const server = createServer((req, res) => {
     requests.push(`${req.method} ${req.url}`);
     const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    if (req.url === '/auth/token' && req.method === 'POST') {
+      // An EHR refusing every code, saying why in words an administrator can act on (markup included, to be escaped).
+      res.statusCode = 400;
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ error: 'invalid_grant', error_description: TOKEN_REFUSAL }));
+      return;
+    }
     if (req.url === '/fhir/.well-known/smart-configuration') {
       res.setHeader('content-type', 'application/json');
       res.end(
@@ -81,6 +90,17 @@ describe('SMART launch edge (no EHR needed)', () => {
     await db?.drop();
   });
 
+  /**
+   * The CLI on the server's database. Run without blocking this process: a test blocked for longer than the server's
+   * keep-alive timeout would next reuse a connection the server has closed meanwhile.
+   */
+  const dtr = (args: string[]) =>
+    promisify(execFile)(process.execPath, [path.join(repoRoot, 'bin/dtr.mjs'), ...args], {
+      cwd: repoRoot,
+      env: { PATH: process.env['PATH'] ?? '', DATABASE_URL: db.url, DTR_ENCRYPTION_KEYS: KEYS },
+      encoding: 'utf8',
+    });
+
   const admin = (method: string, pathname: string, body?: unknown, token: string | null = ADMIN) =>
     fetch(`${url}${pathname}`, {
       method,
@@ -120,12 +140,8 @@ describe('SMART launch edge (no EHR needed)', () => {
     });
   });
 
-  it('the CLI sees the same tenants (same database and key ring)', () => {
-    const out = execFileSync(process.execPath, [path.join(repoRoot, 'bin/dtr.mjs'), 'tenant', 'list'], {
-      cwd: repoRoot,
-      env: { PATH: process.env['PATH'] ?? '', DATABASE_URL: db.url, DTR_ENCRYPTION_KEYS: KEYS },
-      encoding: 'utf8',
-    });
+  it('the CLI sees the same tenants (same database and key ring)', async () => {
+    const { stdout: out } = await dtr(['tenant', 'list']);
     expect(JSON.parse(out).map((t: { id: string }) => t.id)).toContain('fake-ehr');
     expect(out).not.toContain(SECRET);
   });
@@ -137,6 +153,21 @@ describe('SMART launch edge (no EHR needed)', () => {
     expect(page.headers['content-type']).toMatch(/text\/html/);
     expect(page.body).toContain('not registered');
     expect(stranger.requests).toEqual([]);
+  });
+
+  it('names the refused iss on the page, escaped, so a localhost / 127.0.0.1 mix-up shows', async () => {
+    // The registered EHR, addressed as localhost instead of 127.0.0.1: another iss, refused, and the page says which.
+    const asLocalhost = ehr.base.replace('127.0.0.1', 'localhost');
+    const page = await new TestBrowser().request(`${url}/launch?iss=${encodeURIComponent(asLocalhost)}&launch=abc`);
+    expect(page.status).toBe(403);
+    expect(page.body).toContain(`iss ${asLocalhost}`);
+    expect(page.body).toContain('localhost vs 127.0.0.1');
+    const hostile = `${ehr.base}"><script>alert(1)</script>`;
+    const escaped = await new TestBrowser().request(`${url}/launch?iss=${encodeURIComponent(hostile)}&launch=abc`);
+    expect(escaped.status).toBe(403);
+    expect(escaped.body).not.toContain('<script>alert(1)</script>');
+    expect(escaped.body).toContain(`iss ${ehr.base}&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;`);
+    expect(ehr.requests.filter((r) => r.includes('alert'))).toEqual([]);
   });
 
   it('starts an EHR launch for a registered iss: PKCE S256, state, aud, launch, scopes, and a browser binding cookie', async () => {
@@ -220,6 +251,120 @@ describe('SMART launch edge (no EHR needed)', () => {
     expect(refused.body).toContain('&lt;script&gt;');
   });
 
+  it("shows the token endpoint's error_description (escaped) on the page and logs it with the page's request id", async () => {
+    const browser = new TestBrowser();
+    const start = await browser.request(`${url}/launch?iss=${encodeURIComponent(ehr.base)}&launch=l4`);
+    const state = new URL(start.headers['location']!).searchParams.get('state')!;
+    const refused = await browser.request(`${url}/callback?code=some-code&state=${state}`);
+    expect(refused.status).toBe(403);
+    expect(refused.headers['content-type']).toMatch(/text\/html/);
+    expect(refused.body).toContain('the token endpoint refused the request: invalid_grant');
+    expect(refused.body).not.toContain('<b>');
+    expect(refused.body).toContain('redirect_uri &lt;b&gt;http://localhost/callback&lt;/b&gt; does not match');
+    const requestId = /Reference: <code>([^<]+)<\/code>/.exec(refused.body)?.[1];
+    expect(requestId).toBe(refused.headers['x-request-id']);
+    await expect
+      .poll(() =>
+        server
+          .output()
+          .split('\n')
+          .filter((line) => line.includes(`"requestId":"${requestId}"`) && line.includes('browser flow refused')),
+      )
+      .toEqual([expect.stringContaining(JSON.stringify(TOKEN_REFUSAL).slice(1, -1))]);
+  });
+
+  it('opens the launch to framing only for a tenant that lists its EHR origins, with cookies that work in a frame', async () => {
+    const launchOnce = () => new TestBrowser().request(`${url}/launch?iss=${encodeURIComponent(ehr.base)}&launch=f1`);
+    const plain = await launchOnce();
+    expect(plain.status).toBe(302);
+    expect(plain.headers['content-security-policy']).toContain("frame-ancestors 'none'");
+    expect(plain.headers['x-frame-options']).toBe('DENY');
+    expect(plain.setCookies.join(';')).toMatch(/SameSite=Lax/i);
+    expect(plain.setCookies.join(';')).not.toMatch(/Partitioned|SameSite=None/i);
+
+    const framed = await admin('PUT', '/admin/tenants/fake-ehr', {
+      ...tenant(),
+      frameAncestors: ['https://portal.example.org', 'http://localhost:4000'],
+    });
+    expect(framed.status).toBe(200);
+    expect(await framed.json()).toMatchObject({
+      frameAncestors: ['https://portal.example.org', 'http://localhost:4000'],
+    });
+    const embedded = await launchOnce();
+    expect(embedded.status).toBe(302);
+    expect(embedded.headers['content-security-policy']).toContain(
+      "frame-ancestors 'self' https://portal.example.org http://localhost:4000",
+    );
+    expect(embedded.headers['content-security-policy']).not.toContain("frame-ancestors 'none'");
+    expect(embedded.headers['x-frame-options']).toBeUndefined();
+    const cookie = embedded.setCookies.find((c) => c.startsWith('dtr_launch='))!;
+    expect(cookie).toMatch(/; Secure/);
+    expect(cookie).toMatch(/; SameSite=None/);
+    expect(cookie).toMatch(/; Partitioned/);
+    expect(cookie).toMatch(/; HttpOnly/);
+    // Its error pages can be shown in the frame too; an unknown EHR's never.
+    const tooLong = await new TestBrowser().request(
+      `${url}/launch?iss=${encodeURIComponent(ehr.base)}&launch=${'c'.repeat(8193)}`,
+    );
+    expect(tooLong.status).toBe(400);
+    expect(tooLong.headers['content-security-policy']).toContain("frame-ancestors 'self' https://portal.example.org");
+    const unknown = await new TestBrowser().request(`${url}/launch?iss=${encodeURIComponent(stranger.base)}&launch=a`);
+    expect(unknown.headers['content-security-policy']).toContain("frame-ancestors 'none'");
+
+    const bad = await admin('PUT', '/admin/tenants/fake-ehr', {
+      ...tenant(),
+      frameAncestors: ['https://*.example.org'],
+    });
+    expect(bad.status).toBe(400);
+    expect(await bad.json()).toMatchObject({
+      issue: [{ diagnostics: expect.stringMatching(/^frameAncestors\.0: wildcards are not accepted/) }],
+    });
+    expect((await admin('PUT', '/admin/tenants/fake-ehr', tenant())).status).toBe(200);
+    expect((await launchOnce()).headers['content-security-policy']).toContain("frame-ancestors 'none'");
+  });
+
+  it('refuses a state-changing request from another site (Origin, Sec-Fetch-Site) before reading it', async () => {
+    const post = (headers: Record<string, string>, body = '{}') =>
+      fetch(`${url}/api/session/logout`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...headers },
+        body,
+      });
+    const foreign = await post({ origin: 'https://evil.example' });
+    expect(foreign.status).toBe(403);
+    expect(await foreign.json()).toMatchObject({
+      resourceType: 'OperationOutcome',
+      issue: [{ code: 'forbidden', diagnostics: expect.stringContaining('another origin (https://evil.example)') }],
+    });
+    // Another port of the same host is another origin (and the same site): refused either way.
+    const port = new URL(url).port;
+    expect((await post({ origin: `http://127.0.0.1:${Number(port) + 1}` })).status).toBe(403);
+    expect((await post({ origin: 'null' })).status).toBe(403);
+    for (const site of ['cross-site', 'same-site']) {
+      const page = await post({ 'sec-fetch-site': site, accept: 'text/html,application/xhtml+xml,*/*;q=0.8' });
+      expect(page.status, site).toBe(403);
+      expect(page.headers.get('content-type')).toMatch(/text\/html/);
+      const text = await page.text();
+      expect(text).toContain('Request refused');
+      expect(text).toContain(`Sec-Fetch-Site: ${site}`);
+    }
+    // Refused without reading a large body, and the connection answered (not reset).
+    const big = await post({ origin: 'https://evil.example' }, JSON.stringify({ x: 'y'.repeat(2 * 1024 * 1024) }));
+    expect(big.status).toBe(403);
+    // Our own origin, or no browser headers at all (an API client): past the check, to the session guard (401).
+    expect((await post({ origin: url })).status).toBe(401);
+    expect((await post({ 'sec-fetch-site': 'same-origin', origin: url })).status).toBe(401);
+    expect((await post({})).status).toBe(401);
+    // The admin API too: a bearer call from a script passes, one a foreign page makes is refused.
+    const adminFromPage = await fetch(`${url}/admin/tenants/fake-ehr`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json', origin: 'https://evil.example' },
+      body: JSON.stringify(tenant()),
+    });
+    expect(adminFromPage.status).toBe(403);
+    expect((await admin('PUT', '/admin/tenants/fake-ehr', tenant())).status).toBe(200);
+  });
+
   it('keeps the API behind the session: no cookie, no session', async () => {
     const response = await fetch(`${url}/api/session`);
     expect(response.status).toBe(401);
@@ -240,10 +385,7 @@ describe('SMART launch edge (no EHR needed)', () => {
       expect(Object.keys(key).filter((m) => ['d', 'p', 'q', 'dp', 'dq', 'qi'].includes(m))).toEqual([]);
 
     // `dtr keys rotate` makes a new ES384 key; the old one stays published while it retires.
-    execFileSync(process.execPath, [path.join(repoRoot, 'bin/dtr.mjs'), 'keys', 'rotate', '--alg', 'ES384'], {
-      cwd: repoRoot,
-      env: { PATH: process.env['PATH'] ?? '', DATABASE_URL: db.url, DTR_ENCRYPTION_KEYS: KEYS },
-    });
+    await dtr(['keys', 'rotate', '--alg', 'ES384']);
     const after = (await (await fetch(`${url}/.well-known/jwks.json`)).json()) as {
       keys: Array<Record<string, unknown>>;
     };

@@ -223,6 +223,8 @@ describe('SMART launch against the sandbox EHR', () => {
     const last = hops[hops.length - 1]!;
     expect(last.status).toBe(403);
     expect(last.body).toContain('invalid_client');
+    // The EHR's own words (its error_description) are on the page: what the administrator has to fix.
+    expect(last.body).toContain('(client authentication failed)');
     expect(browser.cookie(new URL(url).host, 'dtr_session')).toBeUndefined();
   });
 
@@ -304,8 +306,32 @@ describe('SMART launch against the sandbox EHR', () => {
     );
     const before = JSON.parse((await browser.request(`${url}/api/session`)).body);
     expect(before.disclosure).toMatchObject({ mode: 'user-delegated', authorized: false });
+    // The app page offers it as a form (a POST), allowed by its CSP to lead on to the EHR's authorization endpoint.
+    const app = await browser.request(`${url}/app`);
+    expect(app.body).toContain('<form method="post" action="/disclose/authorize">');
+    expect(app.headers['content-security-policy']).toContain(`form-action 'self' ${new URL(auth.fhirBase).origin}`);
+    // A GET (an old link, a prefetch) starts nothing: 405, a page pointing to the button, no request to the EHR.
+    const getMark = peer.log.mark();
+    const got = await browser.request(`${url}/disclose/authorize`);
+    expect(got.status).toBe(405);
+    expect(got.headers['allow']).toBe('POST');
+    expect(got.headers['location']).toBeUndefined();
+    expect(got.setCookies).toEqual([]);
+    expect(got.body).toContain('Authorize sending to the payer');
+    expect(peer.log.since(getMark)).toEqual([]);
+    // A POST from another site is refused; the page's own (same-origin) one starts the authorization.
+    const forged = await browser.request(`${url}/disclose/authorize`, {
+      method: 'POST',
+      headers: { origin: auth.fhirBase.replace(/\/fhir$/, ''), accept: 'text/html' },
+    });
+    expect(forged.status).toBe(403);
+    expect(forged.body).toContain('another origin');
+    expect(peer.log.since(getMark)).toEqual([]);
     const mark = peer.log.mark();
-    const hops = await browser.navigate(`${url}/disclose/authorize`);
+    const hops = await browser.navigate(`${url}/disclose/authorize`, {
+      method: 'POST',
+      headers: { origin: url, 'sec-fetch-site': 'same-origin' },
+    });
     expect(hops[hops.length - 1]!.url).toBe(`${url}/app?disclose=authorized`);
     const after = JSON.parse((await browser.request(`${url}/api/session`)).body);
     expect(after.disclosure.authorized).toBe(true);
@@ -344,7 +370,7 @@ describe('SMART launch against the sandbox EHR', () => {
     const authorizations = peer.log.since(mark).filter((e) => /\/auth\/auth$/.test(e.path));
     expect(authorizations.map((e) => e.query['client_id'])).toEqual(['dtr-supplement']);
     // No second authorization in the browser for system-level disclosure.
-    const refused = await browser.request(`${url}/disclose/authorize`);
+    const refused = await browser.request(`${url}/disclose/authorize`, { method: 'POST' });
     expect(refused.status).toBe(409);
   });
 
@@ -419,7 +445,7 @@ describe('SMART launch against the sandbox EHR', () => {
       `UPDATE app_session SET patient = 'p2', context = jsonb_set(context, '{patient}', '"p2"') WHERE id_hash = (SELECT id_hash FROM app_session ORDER BY created_at DESC LIMIT 1)`,
     );
     await client.end();
-    const hops = await browser.navigate(`${url}/disclose/authorize`);
+    const hops = await browser.navigate(`${url}/disclose/authorize`, { method: 'POST' });
     const last = hops[hops.length - 1]!;
     expect(last.status).toBe(403);
     expect(last.body).toContain('different patient');
@@ -439,7 +465,27 @@ describe('SMART launch against the sandbox EHR', () => {
     );
     const cookie = browser.cookie(new URL(url).host, 'dtr_session')!;
     const mark = peer.log.mark();
-    const out = await browser.request(`${url}/api/session/logout`, { method: 'POST' });
+    // Another site making the browser post (its cookie riding along) is refused, whatever it says; the session stays.
+    for (const headers of <Array<Record<string, string>>>[
+      { origin: 'https://evil.example' },
+      { origin: 'https://evil.example', 'sec-fetch-site': 'cross-site' },
+      { 'sec-fetch-site': 'cross-site' },
+      { origin: auth.fhirBase.replace(/\/fhir$/, ''), 'sec-fetch-site': 'same-site' },
+    ]) {
+      const forged = await browser.request(`${url}/api/session/logout`, { method: 'POST', headers });
+      expect(forged.status, JSON.stringify(headers)).toBe(403);
+      expect(JSON.parse(forged.body)).toMatchObject({
+        resourceType: 'OperationOutcome',
+        issue: [{ code: 'forbidden' }],
+      });
+    }
+    expect(peer.log.since(mark)).toEqual([]);
+    expect((await browser.request(`${url}/api/session`)).status).toBe(200);
+    // The app's own page posting (same origin) is let through.
+    const out = await browser.request(`${url}/api/session/logout`, {
+      method: 'POST',
+      headers: { origin: url, 'sec-fetch-site': 'same-origin' },
+    });
     expect(out.status).toBe(200);
     expect(JSON.parse(out.body)).toEqual({ loggedOut: true, revokedAtEhr: true });
     expect(peer.log.since(mark).some((e) => e.path.endsWith('/token/revocation') && e.status === 200)).toBe(true);

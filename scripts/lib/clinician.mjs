@@ -86,7 +86,7 @@ export async function clinicianToSend(serverUrl, ehrFhir, { patient, user, n, se
 
 /** The second authorization (user-delegated disclose): followed hop by hop as a browser does. */
 async function authorizeDisclosure(serverUrl, jar) {
-  const end = await jar.navigate(`${serverUrl}/disclose/authorize`);
+  const end = await jar.navigate(`${serverUrl}/disclose/authorize`, 20, 'POST');
   if (end.status >= 400) throw new Error(`disclosure authorization ended at ${end.url} (${end.status})`);
   return end;
 }

@@ -61,12 +61,19 @@ class CookieJar {
     }
   }
 
-  /** GET `url` and follow redirects (each hop with its host's cookies); returns the last URL and status. */
-  async navigate(url, maxHops = 20) {
+  /**
+   * GET `url` (or POST it, as a page's form does, when `method` is 'POST') and follow redirects as GETs (each hop with
+   * its host's cookies); returns the last URL and status.
+   */
+  async navigate(url, maxHops = 20, method = 'GET') {
     for (let hop = 0; hop < maxHops; hop++) {
       const target = new URL(url);
       this.requests.set(target.host, (this.requests.get(target.host) ?? 0) + 1);
-      const response = await fetch(target, { redirect: 'manual', headers: { cookie: this.header(target.host) } });
+      const response = await fetch(target, {
+        method: hop === 0 ? method : 'GET',
+        redirect: 'manual',
+        headers: { cookie: this.header(target.host) },
+      });
       this.keep(target.host, response);
       await response.arrayBuffer();
       const location = response.headers.get('location');

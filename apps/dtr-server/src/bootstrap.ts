@@ -12,6 +12,7 @@ import type { AppConfig } from './config/app.config.js';
 import { LifecycleState } from './health/lifecycle-state.js';
 import { bodyMiddleware } from './http/body.middleware.js';
 import { requestIdMiddleware } from './http/request-id.middleware.js';
+import { requestOriginMiddleware } from './http/request-origin.middleware.js';
 import { JsonLogger } from './logging/json-logger.js';
 
 export interface RunningServer {
@@ -95,13 +96,17 @@ function configureHttp(app: NestExpressApplication, config: AppConfig, logger: J
           // Swagger UI at /docs needs inline styles and data: images; nothing else is relaxed.
           'style-src': ["'self'", "'unsafe-inline'"],
           'img-src': ["'self'", 'data:'],
+          // Nobody frames our pages, unless a tenant lists its EHR's origins (content-security-policy.ts opens its responses).
+          'frame-ancestors': ["'none'"],
           'upgrade-insecure-requests': config.profile === 'production' ? [] : null,
         },
       },
       strictTransportSecurity: config.profile === 'production',
+      xFrameOptions: { action: 'deny' },
     }),
   );
   serveStatic(app);
+  app.use(requestOriginMiddleware(config.publicUrl, logger));
   app.use(cookieParser());
   app.use(bodyMiddleware({ maxBytes: config.bodyLimitBytes, maxDepth: config.jsonMaxDepth }, logger));
 

@@ -1,8 +1,17 @@
 import { Injectable } from '@nestjs/common';
 import { PassportStrategy } from '@nestjs/passport';
-import { SessionStore, type SessionRecord } from '@dtr/smart';
+import { SessionStore, type SessionRecord, TenantRegistry } from '@dtr/smart';
 import type { Request } from 'express';
+import { allowFraming } from '../http/content-security-policy.js';
 import { BrowserCookies } from './cookies.js';
+
+/** A request the session guard authenticated: the origins its tenant lets frame the app (empty: none). */
+export type SessionRequest = Request & { sessionId?: string; frameAncestors?: string[] };
+
+/** Whether the session's cookies are the embedded kind (SameSite=None; Partitioned): see BrowserCookies. */
+export function embeddedSession(req: Request): boolean {
+  return ((req as SessionRequest).frameAncestors?.length ?? 0) > 0;
+}
 
 type Verify = (req: Request, done: (error: unknown, user?: SessionRecord | false) => void) => void;
 
@@ -30,15 +39,20 @@ export class SessionCookieStrategy extends PassportStrategy(CookieStrategy, 'ses
   constructor(
     private readonly sessions: SessionStore,
     private readonly cookies: BrowserCookies,
+    private readonly tenants: TenantRegistry,
   ) {
     super();
   }
 
-  async validate(req: Request): Promise<SessionRecord | false> {
+  /** The session of the cookie; its tenant's frame policy is applied to the response (see content-security-policy.ts). */
+  async validate(req: SessionRequest): Promise<SessionRecord | false> {
     const id = this.cookies.read(req, this.cookies.session);
     if (!id) return false;
     const session = await this.sessions.find(id);
-    if (session) (req as Request & { sessionId?: string }).sessionId = id;
-    return session ?? false;
+    if (!session) return false;
+    req.sessionId = id;
+    req.frameAncestors = await this.tenants.frameAncestors(session.tenantId);
+    if (req.res) allowFraming(req.res, req.frameAncestors);
+    return session;
   }
 }

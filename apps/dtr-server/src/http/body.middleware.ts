@@ -31,29 +31,7 @@ export function bodyMiddleware(limits: BodyLimits, logger: JsonLogger) {
     }
     const mediaType = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
     const isJson = JSON_TYPES.test(mediaType);
-    const refuse = AsyncResource.bind((error: DtrError) => {
-      // Answering while the client is still uploading makes it fail with EPIPE before it reads the answer: drain the
-      // rest of the upload first (up to a bound), then answer and close the connection.
-      res.setHeader('Connection', 'close');
-      let drained = 0;
-      let answered = false;
-      const answer = () => {
-        if (answered) return;
-        answered = true;
-        sendError(res, error, logger);
-      };
-      if (req.readableEnded) return answer();
-      req.on('data', (chunk: Buffer) => {
-        drained += chunk.length;
-        if (drained > MAX_DRAIN_BYTES) {
-          answer();
-          req.destroy();
-        }
-      });
-      req.once('end', answer);
-      req.once('error', answer);
-      req.resume();
-    });
+    const refuse = (error: DtrError) => answerUnread(req, res, () => sendError(res, error, logger));
     if (!isJson && mediaType !== FORM_TYPE) {
       refuse(
         new DtrError(
@@ -112,6 +90,34 @@ export function bodyMiddleware(limits: BodyLimits, logger: JsonLogger) {
       }),
     );
   };
+}
+
+/**
+ * Answers a request whose body is not wanted. Answering while the client is still uploading makes it fail with EPIPE
+ * before it reads the answer: the rest of the upload is drained first (up to a bound), then `answer` runs and the
+ * connection is closed.
+ */
+export function answerUnread(req: Request, res: Response, answer: () => void): void {
+  res.setHeader('Connection', 'close');
+  let drained = 0;
+  let answered = false;
+  // Stream events fire outside the request's async context: bound, so the answer's log lines keep the request id.
+  const once = AsyncResource.bind(() => {
+    if (answered) return;
+    answered = true;
+    answer();
+  });
+  if (req.readableEnded) return once();
+  req.on('data', (chunk: Buffer) => {
+    drained += chunk.length;
+    if (drained > MAX_DRAIN_BYTES) {
+      once();
+      req.destroy();
+    }
+  });
+  req.once('end', once);
+  req.once('error', once);
+  req.resume();
 }
 
 function tooLarge(maxBytes: number): DtrError {

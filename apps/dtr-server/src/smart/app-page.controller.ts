@@ -3,8 +3,9 @@ import { ApiExcludeController } from '@nestjs/swagger';
 import { html } from '@dtr/kernel';
 import type { Response } from 'express';
 import { SessionViewService } from './session.controller.js';
-import type { SessionRecord } from '@dtr/smart';
+import { LaunchService, type SessionRecord } from '@dtr/smart';
 import { CurrentSession } from '../auth/current-session.decorator.js';
+import { allowFormTarget } from '../http/content-security-policy.js';
 
 /**
  * The clinician's page after launch. For now it shows the session context and the disclosure authorization;
@@ -13,7 +14,10 @@ import { CurrentSession } from '../auth/current-session.decorator.js';
 @ApiExcludeController()
 @Controller('app')
 export class AppPageController {
-  constructor(private readonly views: SessionViewService) {}
+  constructor(
+    private readonly views: SessionViewService,
+    private readonly launches: LaunchService,
+  ) {}
 
   @Get()
   async page(
@@ -22,11 +26,13 @@ export class AppPageController {
     @Res() res: Response,
   ): Promise<void> {
     const view = await this.views.view(session);
+    // The disclose button's answer redirects to the EHR's authorization endpoint: the page's form-action must allow it.
+    if (!view.disclosure.authorized) allowFormTarget(res, await this.launches.authorizationOrigin(session.tenantId));
     const list = (items: string[]) =>
       items.length ? html`<ul>${items.map((i) => html`<li><code>${i}</code></li>`)}</ul>` : html`<p>none</p>`;
     const discloseLine = view.disclosure.authorized
       ? html`<p id="disclosure">Disclosure to the payer: authorized (${view.disclosure.mode}${view.disclosure.singleClient ? ', single client' : ''}).</p>`
-      : html`<p id="disclosure">Disclosure to the payer needs a second authorization. <a href="/disclose/authorize">Authorize sending to the payer</a></p>`;
+      : html`<p id="disclosure">Disclosure to the payer needs a second authorization.</p><form method="post" action="/disclose/authorize"><button type="submit" id="authorize-disclosure">Authorize sending to the payer</button></form>`;
     res
       .status(200)
       .type('text/html')

@@ -1,12 +1,14 @@
-import { Controller, Get, Query, Req, Res } from '@nestjs/common';
-import { ApiFoundResponse, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
+import { Controller, Get, Post, Query, Req, Res } from '@nestjs/common';
+import { ApiFoundResponse, ApiOperation, ApiQuery, ApiSeeOtherResponse, ApiTags } from '@nestjs/swagger';
 import { AuditLog } from '@dtr/audit';
-import { DtrError } from '@dtr/kernel';
-import { LaunchService, opaqueId, type SessionRecord } from '@dtr/smart';
+import { DtrError, html } from '@dtr/kernel';
+import { LaunchService, opaqueId, type SessionRecord, type StartedAuthorization, TenantRegistry } from '@dtr/smart';
 import type { Request, Response } from 'express';
 import { BrowserCookies } from '../auth/cookies.js';
 import { Public } from '../auth/public.decorator.js';
+import { embeddedSession } from '../auth/session-cookie.strategy.js';
 import { sendErrorPage } from '../http/error-page.js';
+import { allowFraming } from '../http/content-security-policy.js';
 import { JsonLogger } from '../logging/json-logger.js';
 
 const ATTEMPT_COOKIE_MS = 10 * 60 * 1000;
@@ -23,6 +25,7 @@ export class LaunchController {
     private readonly cookies: BrowserCookies,
     private readonly logger: JsonLogger,
     private readonly audit: AuditLog,
+    private readonly tenants: TenantRegistry,
   ) {}
 
   @Public()
@@ -36,10 +39,12 @@ export class LaunchController {
       if (typeof iss !== 'string' || typeof launch !== 'string') {
         throw new DtrError('INVALID_INPUT', 'the launch needs exactly one iss and one launch parameter');
       }
-      const binding = this.bindBrowser(res);
-      const { authorizationUrl } = await this.launches.startEhrLaunch(iss, launch, binding);
-      res.redirect(302, authorizationUrl);
+      const binding = opaqueId();
+      this.redirectToEhr(res, binding, await this.launches.startEhrLaunch(iss, launch, binding));
     } catch (error) {
+      const tenant =
+        typeof iss === 'string' ? await this.tenants.findByFhirBase(iss).catch(() => undefined) : undefined;
+      allowFraming(res, tenant?.frameAncestors ?? []);
       sendErrorPage(res, error, this.logger, 'Launch refused');
     }
   }
@@ -51,37 +56,63 @@ export class LaunchController {
   async standaloneLaunch(@Query('tenant') tenant: unknown, @Res() res: Response): Promise<void> {
     try {
       if (typeof tenant !== 'string') throw new DtrError('INVALID_INPUT', 'tenant is required');
-      const binding = this.bindBrowser(res);
-      const { authorizationUrl } = await this.launches.startStandaloneLaunch(tenant, binding);
-      res.redirect(302, authorizationUrl);
+      const binding = opaqueId();
+      this.redirectToEhr(res, binding, await this.launches.startStandaloneLaunch(tenant, binding));
     } catch (error) {
+      const known = typeof tenant === 'string' ? await this.tenants.get(tenant).catch(() => undefined) : undefined;
+      allowFraming(res, known?.frameAncestors ?? []);
       sendErrorPage(res, error, this.logger, 'Launch refused');
     }
   }
 
-  @Get('disclose/authorize')
-  @ApiOperation({ summary: 'User-delegated disclosure: a second authorization with the disclose client' })
+  @Post('disclose/authorize')
+  @ApiOperation({
+    summary: 'User-delegated disclosure: starts a second authorization with the disclose client (a form on /app)',
+  })
+  @ApiSeeOtherResponse({ description: 'Redirect to the EHR' })
   async discloseAuthorize(@Req() req: Request & { user: SessionRecord }, @Res() res: Response): Promise<void> {
     try {
-      const binding = this.bindBrowser(res);
-      const { authorizationUrl } = await this.launches.startDisclose(req.user, binding);
-      res.redirect(302, authorizationUrl);
+      const binding = opaqueId();
+      const started = await this.launches.startDisclose(req.user, binding);
+      // The session's frame policy is already on the response (session guard); the binding cookie follows it.
+      res.cookie(this.cookies.binding, binding, this.cookies.options(ATTEMPT_COOKIE_MS, embeddedSession(req)));
+      res.redirect(303, started.authorizationUrl);
     } catch (error) {
-      sendErrorPage(res, error, this.logger, 'Authorization refused');
+      sendErrorPage(res, error, this.logger, 'Authorization refused', 'Go back to the app and try again.');
     }
+  }
+
+  /** The authorization used to start from a link: a GET (a stale bookmark, a prefetch) no longer starts anything. */
+  @Public()
+  @Get('disclose/authorize')
+  @ApiOperation({ summary: 'Answers 405: the disclosure authorization starts with a POST (the button on /app)' })
+  discloseAuthorizeGet(@Res() res: Response): void {
+    res
+      .status(405)
+      .set('Allow', 'POST')
+      .set('Cache-Control', 'no-store')
+      .type('text/html')
+      .send(
+        html`<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Use the button on the app page</title></head><body><h1>Use the button on the app page</h1><p id="message">Sending to the payer is authorized with the <strong>Authorize sending to the payer</strong> button on the app page, not by opening this address.</p><p><a href="/app">Back to the app</a></p></body></html>`
+          .value,
+      );
   }
 
   @Public()
   @Get('callback')
   @ApiOperation({ summary: 'OAuth redirect URI: exchanges the code, then sets the session cookie (opaque, no token)' })
   async callback(@Req() req: Request, @Res() res: Response): Promise<void> {
+    let embedded = false;
     try {
       const binding = this.cookies.read(req, this.cookies.binding);
       if (!binding) throw new DtrError('UNAUTHENTICATED', 'this browser did not start the sign-in (or took too long)');
       const query = req.originalUrl.includes('?') ? req.originalUrl.slice(req.originalUrl.indexOf('?')) : '';
       const result = await this.launches.complete(new URL(`http://callback.invalid/callback${query}`), binding);
-      this.cookies.clear(res, this.cookies.binding);
       const session = 'disclosed' in result ? result.disclosed : result.session;
+      const frameAncestors = await this.tenants.frameAncestors(session.tenantId);
+      embedded = frameAncestors.length > 0;
+      allowFraming(res, frameAncestors);
+      this.cookies.clear(res, this.cookies.binding, embedded);
       await this.audit.record({
         kind: 'disclosed' in result ? 'disclose-authorization' : 'launch',
         action: 'E',
@@ -101,18 +132,29 @@ export class LaunchController {
       res.cookie(
         this.cookies.session,
         result.sessionId,
-        this.cookies.options(result.session.expiresAt.getTime() - Date.now()),
+        this.cookies.options(result.session.expiresAt.getTime() - Date.now(), embedded),
       );
       res.redirect(303, '/app');
     } catch (error) {
-      this.cookies.clear(res, this.cookies.binding);
+      // A sign-in that failed after its attempt was found names its tenant: its page may be shown in that EHR's frame.
+      const tenantId = error instanceof DtrError ? error.details['tenantId'] : undefined;
+      const frameAncestors =
+        typeof tenantId === 'string' ? await this.tenants.frameAncestors(tenantId).catch(() => []) : [];
+      embedded ||= frameAncestors.length > 0;
+      allowFraming(res, frameAncestors);
+      this.cookies.clear(res, this.cookies.binding, embedded);
       sendErrorPage(res, error, this.logger);
     }
   }
 
-  private bindBrowser(res: Response): string {
-    const binding = opaqueId();
-    res.cookie(this.cookies.binding, binding, this.cookies.options(ATTEMPT_COOKIE_MS));
-    return binding;
+  /**
+   * Binds this browser to the started authorization (a short-lived cookie, of the embedded kind for a tenant whose EHR
+   * frames the app), opens the response to that tenant's frame policy, and sends the browser to the EHR.
+   */
+  private redirectToEhr(res: Response, binding: string, started: StartedAuthorization): void {
+    const embedded = started.frameAncestors.length > 0;
+    allowFraming(res, started.frameAncestors);
+    res.cookie(this.cookies.binding, binding, this.cookies.options(ATTEMPT_COOKIE_MS, embedded));
+    res.redirect(302, started.authorizationUrl);
   }
 }

@@ -1,10 +1,11 @@
-import { Controller, Get, HttpCode, Injectable, Post, Res } from '@nestjs/common';
+import { Controller, Get, HttpCode, Injectable, Post, Req, Res } from '@nestjs/common';
 import { ApiOkResponse, ApiOperation, ApiTags, ApiUnauthorizedResponse } from '@nestjs/swagger';
 import { type FhirResource, parseResourceReference } from '@dtr/fhir';
 import { dtrContextOf, type SessionRecord, SmartSessions, TenantRegistry } from '@dtr/smart';
-import type { Response } from 'express';
+import type { Request, Response } from 'express';
 import { BrowserCookies } from '../auth/cookies.js';
 import { CurrentSession } from '../auth/current-session.decorator.js';
+import { embeddedSession } from '../auth/session-cookie.strategy.js';
 
 export interface SessionView {
   tenant: { id: string; name: string };
@@ -103,10 +104,11 @@ export class SessionController {
   @ApiOperation({ summary: 'Ends the session and revokes its tokens at the EHR when it has a revocation endpoint' })
   async logout(
     @CurrentSession() session: SessionRecord,
+    @Req() req: Request,
     @Res({ passthrough: true }) res: Response,
   ): Promise<{ loggedOut: true; revokedAtEhr: boolean }> {
     const { revokedAtEhr } = await this.smart.logout(session);
-    this.cookies.clear(res, this.cookies.session);
+    this.cookies.clear(res, this.cookies.session, embeddedSession(req));
     return { loggedOut: true, revokedAtEhr };
   }
 }

@@ -73,6 +73,7 @@ export function fromServices(token: InjectionToken, key: keyof Services): Factor
   exports: [
     SERVICES,
     TenantRegistry,
+    LaunchService,
     SmartSessions,
     SessionStore,
     SecretBox,

@@ -20,6 +20,9 @@ export interface LaunchServiceOptions extends SmartClientOptions {
 export interface StartedAuthorization {
   /** Where to send the browser. */
   authorizationUrl: string;
+  tenantId: string;
+  /** Origins the tenant lets frame the app (its cookies and frame policy depend on it); empty: none. */
+  frameAncestors: string[];
 }
 
 export interface CompletedLaunch {
@@ -71,7 +74,14 @@ export class LaunchService {
         `the launch parameter is ${launch.length} characters long; at most ${MAX_LAUNCH_CHARS} (8 KiB) are accepted`,
       );
     const tenant = await this.tenants.findByFhirBase(iss);
-    if (!tenant) throw new DtrError('FORBIDDEN', 'this EHR (iss) is not registered with this DTR service');
+    if (!tenant) {
+      const line = iss.replace(/[\u0000-\u001f\u007f]/g, '?');
+      const shown = line.length > 300 ? `${line.slice(0, 300)}…` : line;
+      throw new DtrError(
+        'FORBIDDEN',
+        `this EHR (iss ${shown}) is not registered with this DTR service; a registered FHIR base must match it exactly (https vs http, localhost vs 127.0.0.1, port, path)`,
+      );
+    }
     return this.start(tenant, 'ehr', 'supplement', browserBinding, { launch });
   }
 
@@ -90,6 +100,20 @@ export class LaunchService {
       throw new DtrError('CONFLICT', 'this EHR uses system-level disclosure; no second authorization is needed');
     }
     return this.start(tenant, 'disclose', 'disclose', browserBinding, { sessionIdHash: session.idHash });
+  }
+
+  /**
+   * The origin of the tenant's authorization endpoint (from its cached SMART configuration), for the CSP of a page
+   * whose form starts an authorization there; undefined when the tenant or its configuration cannot be had now.
+   */
+  async authorizationOrigin(tenantId: string): Promise<string | undefined> {
+    try {
+      const tenant = await this.tenants.get(tenantId);
+      if (!tenant) return undefined;
+      return new URL((await this.discovery.get(tenant.fhirBase)).authorization_endpoint).origin;
+    } catch {
+      return undefined;
+    }
   }
 
   private async start(
@@ -132,7 +156,11 @@ export class LaunchService {
       ...(extra.launch ? { launch: extra.launch } : {}),
       ...(nonce ? { nonce } : {}),
     };
-    return { authorizationUrl: oidc.buildAuthorizationUrl(config, params).toString() };
+    return {
+      authorizationUrl: oidc.buildAuthorizationUrl(config, params).toString(),
+      tenantId: tenant.id,
+      frameAncestors: tenant.frameAncestors,
+    };
   }
 
   /**
@@ -146,17 +174,37 @@ export class LaunchService {
     const attempt = await this.attempts.consume(stateHash, this.clock.now());
     if (!attempt)
       throw new DtrError('UNAUTHENTICATED', 'this sign-in link is unknown, expired or already used; launch again');
+    try {
+      return await this.completeAttempt(attempt, state, stateHash, callbackUrl, browserBinding);
+    } catch (error) {
+      // Which EHR the failed sign-in was for: its error page may be shown in that EHR's frame.
+      if (!(error instanceof DtrError)) throw error;
+      throw new DtrError(error.code, error.message, {
+        cause: error.cause,
+        details: { ...error.details, tenantId: attempt.tenant_id },
+        expression: error.expression,
+      });
+    }
+  }
+
+  private async completeAttempt(
+    attempt: NonNullable<Awaited<ReturnType<LaunchAttemptRepository['consume']>>>,
+    state: string,
+    stateHash: string,
+    callbackUrl: URL,
+    browserBinding: string,
+  ): Promise<CompletedLaunch | { disclosed: SessionRecord }> {
     if (!sameHash(attempt.browser_binding_hash, sha256(browserBinding))) {
       throw new DtrError('FORBIDDEN', 'this sign-in was started in another browser');
     }
     const error = callbackUrl.searchParams.get('error');
     if (error) {
-      const description = callbackUrl.searchParams.get('error_description');
+      const description = oauthDescription(callbackUrl.searchParams.get('error_description'));
       throw new DtrError(
         'FORBIDDEN',
-        `the EHR did not authorize the app: ${error}${description ? ` (${description})` : ''}`,
+        `the EHR did not authorize the app: ${error.slice(0, 100)}${description ? ` (${description})` : ''}`,
         {
-          details: { oauthError: error },
+          details: { oauthError: error.slice(0, 100), ...(description ? { oauthErrorDescription: description } : {}) },
         },
       );
     }
@@ -260,6 +308,31 @@ function scopesFor(kind: LaunchKind, credentials: RegistrationCredentials, openI
   return [...scopes].join(' ');
 }
 
+/** The longest part of an EHR's own words (`error_description`) we repeat to the user and the log. */
+const MAX_DESCRIPTION_CHARS = 300;
+
+/** An EHR's `error_description`, as one line of printable text, capped; undefined when absent or not a string. */
+function oauthDescription(value: unknown): string | undefined {
+  if (typeof value !== 'string') return undefined;
+  const line = value.replace(/[\u0000-\u001f\u007f]+/g, ' ').trim();
+  if (!line) return undefined;
+  return line.length > MAX_DESCRIPTION_CHARS ? `${line.slice(0, MAX_DESCRIPTION_CHARS)}…` : line;
+}
+
+/**
+ * The EHR's token endpoint refused the code or our client: its error code and, when it gave one, its description
+ * (what the administrator needs to fix a registration: "redirect_uri mismatch", "client authentication failed"…).
+ * The page escapes it; the log keeps it with the request id.
+ */
+function tokenEndpointRefusal(oauthError: string, description: unknown, cause: unknown): DtrError {
+  const text = oauthDescription(description);
+  return new DtrError(
+    'FORBIDDEN',
+    `the token endpoint refused the request: ${oauthError.slice(0, 100)}${text ? ` (${text})` : ''}`,
+    { cause, details: { oauthError: oauthError.slice(0, 100), ...(text ? { oauthErrorDescription: text } : {}) } },
+  );
+}
+
 /** openid-client's errors become DtrErrors once, here; the OAuth error code is kept, nothing else leaks. */
 export function translateOAuthError(cause: unknown): DtrError {
   if (cause instanceof DtrError) return cause;
@@ -273,14 +346,10 @@ export function translateOAuthError(cause: unknown): DtrError {
   };
   // A 401 with WWW-Authenticate (openid-client's WWWAuthenticateChallengeError): our client authentication was refused.
   if (error?.code === 'OAUTH_WWW_AUTHENTICATE_CHALLENGE' || error?.name === 'WWWAuthenticateChallengeError') {
-    const challenge = Array.isArray(error.cause)
-      ? (error.cause[0] as { parameters?: { error?: string } } | undefined)?.parameters?.error
+    const parameters = Array.isArray(error.cause)
+      ? (error.cause[0] as { parameters?: { error?: string; error_description?: string } } | undefined)?.parameters
       : undefined;
-    const oauthError = challenge ?? 'invalid_client';
-    return new DtrError('FORBIDDEN', `the token endpoint refused the request: ${oauthError}`, {
-      cause,
-      details: { oauthError },
-    });
+    return tokenEndpointRefusal(parameters?.error ?? 'invalid_client', parameters?.error_description, cause);
   }
   if (error?.name === 'TimeoutError' || error?.name === 'AbortError') {
     return new DtrError('UPSTREAM_TIMEOUT', 'the token endpoint did not answer in time', { cause });
@@ -301,10 +370,7 @@ export function translateOAuthError(cause: unknown): DtrError {
     );
   }
   if (typeof error?.error === 'string') {
-    return new DtrError('FORBIDDEN', `the token endpoint refused the request: ${error.error}`, {
-      cause,
-      details: { oauthError: error.error },
-    });
+    return tokenEndpointRefusal(error.error, (cause as { error_description?: unknown }).error_description, cause);
   }
   return new DtrError('UPSTREAM_ERROR', `the token request failed: ${error?.message ?? 'unknown error'}`, { cause });
 }

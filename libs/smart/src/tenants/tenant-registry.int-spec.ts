@@ -146,6 +146,57 @@ describe('TenantRegistry (real PostgreSQL)', () => {
     expect((await registry.credentialsFor(`d-${suffix}`, 'disclose')).purpose).toBe('supplement');
   });
 
+  it('stores the origins allowed to frame the app, normalised, and refuses anything but exact https origins', async () => {
+    const id = `g-${suffix}`;
+    const plain = await registry.upsert(tenant(id));
+    expect(plain.frameAncestors).toEqual([]);
+    const framed = await registry.upsert(
+      tenant(id, {
+        frameAncestors: [
+          'https://EHR.North.example.org',
+          'https://portal.example.org:8443/',
+          'https://ehr.north.example.org:443',
+        ],
+      }),
+    );
+    expect(framed.frameAncestors).toEqual(['https://ehr.north.example.org', 'https://portal.example.org:8443']);
+    expect(await registry.frameAncestors(id)).toEqual(framed.frameAncestors);
+    expect((await registry.list()).find((t) => t.id === id)?.frameAncestors).toEqual(framed.frameAncestors);
+    expect(await registry.frameAncestors('no-such-tenant')).toEqual([]);
+
+    const refused: Array<[string, RegExp]> = [
+      ['https://*.example.org', /wildcards are not accepted/],
+      ['*', /wildcards are not accepted/],
+      ["'self'", /is not an origin/],
+      ['https://ehr.example.org/app', /origin only/],
+      ['https://ehr.example.org/?x=1', /origin only/],
+      ['https://user:pw@ehr.example.org', /origin only/],
+      ['http://ehr.example.org', /must use https/],
+      ['http://127.0.0.1:3001', /must use https \(got/],
+      ['data:text/html,hi', /origin only/],
+      ['https://ok.example.org; script-src *', /wildcards|not an origin|origin only/],
+    ];
+    for (const [origin, message] of refused) {
+      const error = await registry.upsert(tenant(id, { frameAncestors: ['https://ok.example.org', origin] })).then(
+        () => undefined,
+        (e: unknown) => e as { code: string; message: string; expression: string[] },
+      );
+      expect(error, origin).toMatchObject({ code: 'INVALID_INPUT', expression: ['frameAncestors.1'] });
+      expect(error!.message, origin).toMatch(/^frameAncestors\.1: /);
+      expect(error!.message, origin).toMatch(message);
+    }
+    // Loopback http only where the outbound policy allows it (development and tests).
+    const dev = new TenantRegistry(dataSource, new KeyRingSecretBox(new Map([['test', randomBytes(32)]])), {
+      allowInsecureLoopback: true,
+    });
+    expect(
+      dev.validate(tenant(id, { frameAncestors: ['http://127.0.0.1:3001', 'http://localhost:8080'] })).frameAncestors,
+    ).toEqual(['http://127.0.0.1:3001', 'http://localhost:8080']);
+    expect(() => dev.validate(tenant(id, { frameAncestors: ['http://ehr.example.org'] }))).toThrow(/loopback/);
+    // A PUT replaces the tenant: an update without the list clears it.
+    expect((await registry.upsert(tenant(id))).frameAncestors).toEqual([]);
+  });
+
   it('refuses a second tenant on the same FHIR base, and replaces registrations on update', async () => {
     await registry.upsert(tenant(`e-${suffix}`));
     await expect(

@@ -1,7 +1,7 @@
 import { DtrError } from '@dtr/kernel';
 import type { DataSource } from 'typeorm';
 import { z } from 'zod';
-import { assertOutboundUrl, normaliseBaseUrl, type OutboundPolicy } from '../outbound-policy.js';
+import { assertOutboundUrl, isLoopback, normaliseBaseUrl, type OutboundPolicy } from '../outbound-policy.js';
 import { SecretBox } from '../secret-box.js';
 import { type StoredTenant, TenantRepository } from './tenant.repository.js';
 import type { ClientAuthMethod, DiscloseMode, RegistrationPurpose, SigningAlg } from './tenant.types.js';
@@ -39,6 +39,7 @@ export const tenantInputSchema = z
     fhirBase: z.url(),
     discloseMode: z.enum(['user-delegated', 'system']),
     singleClient: z.boolean().default(false),
+    frameAncestors: z.array(z.string().max(300)).max(20, 'at most 20 origins').default([]),
     supplement: registrationSchema,
     disclose: registrationSchema.optional(),
   })
@@ -63,6 +64,8 @@ export interface TenantView {
   fhirBase: string;
   discloseMode: DiscloseMode;
   singleClient: boolean;
+  /** Origins that may embed the app in a frame (CSP frame-ancestors, besides our own); empty: none. */
+  frameAncestors: string[];
   registrations: RegistrationView[];
 }
 
@@ -102,6 +105,31 @@ export function isSupplementWriteScope(scope: string): boolean {
   return permissions === 'write' || (/^c?r?u?s?$/.test(permissions) && /[cu]/.test(permissions));
 }
 
+/**
+ * One `frameAncestors` entry: an origin exactly (`https://host[:port]`, no path), https, or http on a loopback host
+ * where the policy allows insecure loopback (development and tests). Wildcards and CSP keywords are refused: a
+ * wildcard would let every host under a domain frame a clinician's session. Returns the origin, normalised.
+ */
+function frameAncestorOrigin(value: string, policy: OutboundPolicy): string {
+  if (value.includes('*')) throw new Error('wildcards are not accepted; list each origin (https://ehr.example.org)');
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new Error('is not an origin (https://host or https://host:port)');
+  }
+  if (url.origin === 'null' || `${url.origin}/` !== url.href.replace(/\/?$/, '/') || url.username || url.password) {
+    throw new Error('must be an origin only (scheme, host and port; no path, query or credentials)');
+  }
+  if (url.protocol === 'https:') return url.origin;
+  if (url.protocol === 'http:' && policy.allowInsecureLoopback && isLoopback(url)) return url.origin;
+  throw new Error(
+    policy.allowInsecureLoopback
+      ? 'must use https (http only on a loopback host: localhost, 127.0.0.1, [::1])'
+      : 'must use https',
+  );
+}
+
 const secretAad = (tenantId: string, purpose: RegistrationPurpose) => `ehr_registration:${tenantId}:${purpose}`;
 
 /**
@@ -138,6 +166,17 @@ export class TenantRegistry {
     } catch (error) {
       fail('fhirBase', error instanceof Error ? error.message.replace(/^fhirBase /, '') : 'is not allowed');
     }
+    t.frameAncestors = [
+      ...new Set(
+        t.frameAncestors.map((origin, i) => {
+          try {
+            return frameAncestorOrigin(origin, this.policy);
+          } catch (error) {
+            return fail(`frameAncestors.${i}`, `${(error as Error).message} (got ${JSON.stringify(origin)})`);
+          }
+        }),
+      ),
+    ];
     if (t.singleClient) {
       if (t.disclose) fail('disclose', 'must be absent when singleClient is set (the one client does both)');
     } else {
@@ -184,6 +223,7 @@ export class TenantRegistry {
       fhirBase,
       discloseMode: t.discloseMode,
       singleClient: t.singleClient,
+      frameAncestors: t.frameAncestors,
       registrations: registrations.map(([purpose, r]) => ({
         purpose,
         clientId: r.clientId,
@@ -216,6 +256,11 @@ export class TenantRegistry {
     }
     const tenant = await this.tenants.findByFhirBase(fhirBase);
     return tenant ? toView(tenant) : undefined;
+  }
+
+  /** The origins that may frame the app for a tenant's sessions (besides ours); empty when none or no tenant. */
+  async frameAncestors(tenantId: string): Promise<string[]> {
+    return this.tenants.frameAncestors(tenantId);
   }
 
   async remove(id: string): Promise<boolean> {
@@ -252,6 +297,7 @@ function toView(tenant: StoredTenant): TenantView {
     fhirBase: tenant.fhirBase,
     discloseMode: tenant.discloseMode,
     singleClient: tenant.singleClient,
+    frameAncestors: tenant.frameAncestors,
     registrations: [...tenant.registrations]
       .sort((a, b) => a.purpose.localeCompare(b.purpose))
       .map((r) => ({

@@ -25,6 +25,8 @@ export interface StoredTenant {
   discloseMode: DiscloseMode;
   /** The EHR could register only one client: payer-bound writes reuse it, and every audit record says so. */
   singleClient: boolean;
+  /** Origins allowed to embed the app in a frame (CSP frame-ancestors); empty: none. */
+  frameAncestors: string[];
   registrations: StoredRegistration[];
 }
 
@@ -34,6 +36,7 @@ interface TenantRow {
   fhir_base: string;
   disclose_mode: DiscloseMode;
   single_client: boolean;
+  frame_ancestors: string[];
 }
 
 interface RegistrationRow {
@@ -55,7 +58,7 @@ export class TenantRepository {
     return this.withRegistrations(
       await query<TenantRow>(
         this.dataSource,
-        `SELECT id, name, fhir_base, disclose_mode, single_client FROM ehr_tenant ORDER BY id`,
+        `SELECT id, name, fhir_base, disclose_mode, single_client, frame_ancestors FROM ehr_tenant ORDER BY id`,
       ),
     );
   }
@@ -63,7 +66,7 @@ export class TenantRepository {
   async get(id: string): Promise<StoredTenant | undefined> {
     const rows = await query<TenantRow>(
       this.dataSource,
-      `SELECT id, name, fhir_base, disclose_mode, single_client FROM ehr_tenant WHERE id = $1`,
+      `SELECT id, name, fhir_base, disclose_mode, single_client, frame_ancestors FROM ehr_tenant WHERE id = $1`,
       [id],
     );
     return (await this.withRegistrations(rows))[0];
@@ -72,7 +75,7 @@ export class TenantRepository {
   async findByFhirBase(fhirBase: string): Promise<StoredTenant | undefined> {
     const rows = await query<TenantRow>(
       this.dataSource,
-      `SELECT id, name, fhir_base, disclose_mode, single_client FROM ehr_tenant WHERE fhir_base = $1`,
+      `SELECT id, name, fhir_base, disclose_mode, single_client, frame_ancestors FROM ehr_tenant WHERE fhir_base = $1`,
       [fhirBase],
     );
     return (await this.withRegistrations(rows))[0];
@@ -84,10 +87,12 @@ export class TenantRepository {
       await this.dataSource.transaction(async (manager) => {
         await query(
           manager,
-          `INSERT INTO ehr_tenant (id, name, fhir_base, disclose_mode, single_client) VALUES ($1, $2, $3, $4, $5)
+          `INSERT INTO ehr_tenant (id, name, fhir_base, disclose_mode, single_client, frame_ancestors)
+           VALUES ($1, $2, $3, $4, $5, $6)
            ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, fhir_base = EXCLUDED.fhir_base,
-             disclose_mode = EXCLUDED.disclose_mode, single_client = EXCLUDED.single_client, updated_at = now()`,
-          [tenant.id, tenant.name, tenant.fhirBase, tenant.discloseMode, tenant.singleClient],
+             disclose_mode = EXCLUDED.disclose_mode, single_client = EXCLUDED.single_client,
+             frame_ancestors = EXCLUDED.frame_ancestors, updated_at = now()`,
+          [tenant.id, tenant.name, tenant.fhirBase, tenant.discloseMode, tenant.singleClient, tenant.frameAncestors],
         );
         await query(manager, `DELETE FROM ehr_registration WHERE tenant_id = $1`, [tenant.id]);
         for (const r of tenant.registrations) {
@@ -105,6 +110,16 @@ export class TenantRepository {
         throw new DtrError('CONFLICT', 'fhirBase is already registered as another tenant', { cause: error });
       throw error;
     }
+  }
+
+  /** The origins that may frame the app for this tenant (one small query: asked on every session request). */
+  async frameAncestors(id: string): Promise<string[]> {
+    const rows = await query<{ frame_ancestors: string[] }>(
+      this.dataSource,
+      `SELECT frame_ancestors FROM ehr_tenant WHERE id = $1`,
+      [id],
+    );
+    return rows[0]?.frame_ancestors ?? [];
   }
 
   /** Removes a tenant; its registrations, launch attempts and sessions go with it (ON DELETE CASCADE). */
@@ -126,6 +141,7 @@ export class TenantRepository {
       fhirBase: t.fhir_base,
       discloseMode: t.disclose_mode,
       singleClient: t.single_client,
+      frameAncestors: t.frame_ancestors,
       registrations: registrations
         .filter((r) => r.tenant_id === t.id)
         .map((r) => ({

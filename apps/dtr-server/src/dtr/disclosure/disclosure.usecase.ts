@@ -234,7 +234,7 @@ export class DisclosureUseCase implements OnModuleInit {
     } catch {
       throw new DtrError(
         'FORBIDDEN',
-        'sending to the payer needs the disclosure authorization first (/disclose/authorize)',
+        'sending to the payer needs the disclosure authorization first (POST /disclose/authorize: the button on the app page)',
         {
           details: { authorize: '/disclose/authorize' },
         },

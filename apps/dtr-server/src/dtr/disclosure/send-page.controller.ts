@@ -1,9 +1,10 @@
 import { Body, Controller, Get, Param, Post, Res } from '@nestjs/common';
 import { ApiExcludeController } from '@nestjs/swagger';
 import { DtrError, html, type SafeHtml } from '@dtr/kernel';
-import type { SessionRecord } from '@dtr/smart';
+import { LaunchService, type SessionRecord } from '@dtr/smart';
 import type { Response } from 'express';
 import { CurrentSession } from '../../auth/current-session.decorator.js';
+import { allowFormTarget } from '../../http/content-security-policy.js';
 import { type DisclosureReview, DisclosureUseCase } from './disclosure.usecase.js';
 import type { SubmissionView } from './submission-view.js';
 
@@ -37,7 +38,7 @@ function reviewBody(review: DisclosureReview, id: string, error?: string): SafeH
   );
   const authorize = review.authorization.authorized
     ? html`<p>Disclosure authorized (${review.authorization.mode}${review.authorization.singleClient ? ', single client' : ''}).</p>`
-    : html`<p class="error" id="authorize">Sending needs the disclosure authorization first. <a href="/disclose/authorize">Authorize sending to the payer</a></p>`;
+    : html`<div id="authorize"><p class="error">Sending needs the disclosure authorization first.</p><form method="post" action="/disclose/authorize"><button type="submit" id="authorize-disclosure">Authorize sending to the payer</button></form></div>`;
   return html`<h1>Review before sending to ${review.payer.name}</h1>
 ${error ? html`<p class="error" role="alert" id="send-error">${error}</p>` : ''}
 <p>${review.questionnaire.title ?? review.questionnaire.url}: this is exactly what will leave. A copy is stored in the EHR first.
@@ -79,13 +80,23 @@ ${s.state === 'write-back-failed' ? html`<form method="post" action="/app/questi
 @ApiExcludeController()
 @Controller('app')
 export class SendPageController {
-  constructor(private readonly disclosure: DisclosureUseCase) {}
+  constructor(
+    private readonly disclosure: DisclosureUseCase,
+    private readonly launches: LaunchService,
+  ) {}
+
+  /** The review's authorize button redirects to the EHR's authorization endpoint: form-action must allow it. */
+  private async allowAuthorizeButton(res: Response, session: SessionRecord, review: DisclosureReview): Promise<void> {
+    if (!review.authorization.authorized)
+      allowFormTarget(res, await this.launches.authorizationOrigin(session.tenantId));
+  }
 
   @Get('questionnaire-responses/:id/send')
   async review(@CurrentSession() session: SessionRecord, @Param('id') id: string, @Res() res: Response): Promise<void> {
     if (!UUID.test(id)) throw new DtrError('NOT_FOUND', 'no such form');
     const review = await this.disclosure.review(session, id);
     if (review.submission) return res.redirect(303, `/app/submissions/${review.submission.id}`);
+    await this.allowAuthorizeButton(res, session, review);
     res
       .status(200)
       .type('text/html')
@@ -111,6 +122,7 @@ export class SendPageController {
     } catch (error) {
       if (!(error instanceof DtrError) || (error.httpStatus !== 400 && error.httpStatus !== 403)) throw error;
       const review = await this.disclosure.review(session, id);
+      await this.allowAuthorizeButton(res, session, review);
       res
         .status(error.httpStatus)
         .type('text/html')
