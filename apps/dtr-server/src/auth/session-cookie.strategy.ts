@@ -39,6 +39,8 @@ export class SessionCookieStrategy extends PassportStrategy(CookieStrategy, 'ses
     if (!id) return false;
     const session = await this.sessions.find(id);
     if (session) (req as Request & { sessionId?: string }).sessionId = id;
+    // A cookie whose session ended (idle, past its lifetime, logged out, replaced by a newer launch).
+    else (req as Request & { sessionEnded?: boolean }).sessionEnded = true;
     return session ?? false;
   }
 }

@@ -2,7 +2,7 @@ import { Controller, Get, Query, Req, Res } from '@nestjs/common';
 import { ApiFoundResponse, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
 import { AuditLog } from '@dtr/audit';
 import { DtrError } from '@dtr/kernel';
-import { LaunchService, opaqueId, type SessionRecord } from '@dtr/smart';
+import { LaunchService, opaqueId, type SessionRecord, SessionStore, SmartSessions } from '@dtr/smart';
 import type { Request, Response } from 'express';
 import { BrowserCookies } from '../auth/cookies.js';
 import { Public } from '../auth/public.decorator.js';
@@ -23,6 +23,8 @@ export class LaunchController {
     private readonly cookies: BrowserCookies,
     private readonly logger: JsonLogger,
     private readonly audit: AuditLog,
+    private readonly sessions: SessionStore,
+    private readonly smart: SmartSessions,
   ) {}
 
   @Public()
@@ -97,6 +99,7 @@ export class LaunchController {
         res.redirect(303, '/app?disclose=authorized');
         return;
       }
+      await this.endPreviousSession(req);
       // A new id, unrelated to anything the browser held before sign-in (session fixation defense).
       res.cookie(
         this.cookies.session,
@@ -108,6 +111,19 @@ export class LaunchController {
       this.cookies.clear(res, this.cookies.binding);
       sendErrorPage(res, error, this.logger);
     }
+  }
+
+  /**
+   * A launch completed in a browser that still held a session: that older session ends (revoked at the EHR when it
+   * can be, its tokens deleted here), so one browser holds one live session.
+   */
+  private async endPreviousSession(req: Request): Promise<void> {
+    const previous = this.cookies.read(req, this.cookies.session);
+    if (!previous) return;
+    const session = await this.sessions.find(previous);
+    if (!session) return;
+    await this.smart.logout(session);
+    this.logger.entry('info', 'a new launch in this browser ended its previous session', {}, 'LaunchController');
   }
 
   private bindBrowser(res: Response): string {
