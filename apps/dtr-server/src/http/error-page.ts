@@ -1,8 +1,8 @@
-import { DtrError, html } from '@dtr/kernel';
+import { html } from '@dtr/kernel';
 import type { Response } from 'express';
 import type { JsonLogger } from '../logging/json-logger.js';
 import { currentRequestId } from '../logging/request-context.js';
-import { toOperationOutcome } from './operation-outcome.js';
+import { problemFields, toOperationOutcome } from './operation-outcome.js';
 
 /**
  * Browser-facing errors (launch and callback): a readable page instead of JSON. The message is ours (DtrError)
@@ -12,7 +12,7 @@ export function sendErrorPage(res: Response, error: unknown, logger: JsonLogger,
   const { status, body, internal } = toOperationOutcome(error);
   logger.entry(internal ? 'error' : 'warn', 'browser flow refused', {
     status,
-    code: error instanceof DtrError ? error.code : undefined,
+    ...problemFields(error),
     error: internal && error instanceof Error ? error.message : undefined,
   });
   const message = body.issue[0]?.diagnostics ?? 'Something went wrong.';

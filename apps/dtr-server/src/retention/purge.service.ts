@@ -37,19 +37,17 @@ export class PurgeService {
   }
 
   /**
-   * Runs the purge. A dry run only counts (no lease, nothing audited). `dueAfterMs` skips the run when the last one
+   * Runs the purge. A dry run only counts (no lease, nothing audited, nothing deleted). `dueAfterMs` skips the run when the last one
    * finished less than that long ago (the server's interval); a lease held elsewhere skips it too.
    */
   async run(options: { dryRun?: boolean; dueAfterMs?: number } = {}): Promise<PurgeOutcome> {
-    if (options.dryRun) {
-      return { ran: true, dryRun: true, counts: await this.repository.purge(this.options.windows, true) };
-    }
+    if (options.dryRun) return { ran: true, dryRun: true, counts: await this.dryRun() };
     if (!(await this.repository.claim(this.owner, LEASE_MS, options.dueAfterMs))) {
       return { ran: false, reason: options.dueAfterMs === undefined ? 'busy' : 'not-due' };
     }
     let counts: PurgeCounts;
     try {
-      counts = await this.repository.purge(this.options.windows, false);
+      counts = await this.repository.purge(this.options.windows);
     } catch (error) {
       await this.repository.release(this.owner, { error: error instanceof Error ? error.name : 'error' });
       throw error;
@@ -69,6 +67,21 @@ export class PurgeService {
       await new RetentionRepository(tx, this.options.idleMs).release(this.owner, counts);
     });
     return { ran: true, dryRun: false, counts };
+  }
+
+  /** The purge's own statements in one transaction, rolled back: exactly what a run now would delete. */
+  private async dryRun(): Promise<PurgeCounts> {
+    let counts: PurgeCounts | undefined;
+    const rollback = new Error('dry run');
+    await this.dataSource
+      .transaction(async (tx) => {
+        counts = await new RetentionRepository(tx, this.options.idleMs).purge(this.options.windows);
+        throw rollback;
+      })
+      .catch((error: unknown) => {
+        if (error !== rollback) throw error;
+      });
+    return counts!;
   }
 }
 

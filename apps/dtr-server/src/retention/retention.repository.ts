@@ -15,8 +15,6 @@ export interface PurgeCounts {
 
 interface Step {
   key: keyof PurgeCounts;
-  /** Counts what the step would delete. */
-  count: string;
   /** Deletes it, `RETURNING 1` per row (or one row `n` for the audit function). */
   remove: string;
   /** The statements' parameters, in milliseconds: the idle timeout and the window, as each statement uses them. */
@@ -33,30 +31,24 @@ const IDLE_PAYERS = `SELECT payer_id FROM package_resource GROUP BY payer_id HAV
 
 /**
  * Every purge step, in order: a step's rows may hold back a later one (a session stays while forms of it remain).
- * Each step's count and delete share one predicate, so a dry run counts exactly what a run would delete.
+ * A dry run runs the same statements in a transaction that is rolled back (see PurgeService).
  */
 const STEPS: Step[] = [
   {
     // Tokens of an ended session are deleted at once (window 0), whatever else is kept.
     key: 'sessionTokens',
-    count: `SELECT count(*)::int AS n FROM session_token t JOIN app_session s ON s.id_hash = t.session_id_hash
-            WHERE ${ENDED}`,
     remove: `DELETE FROM session_token t USING app_session s WHERE s.id_hash = t.session_id_hash AND ${ENDED}
              RETURNING 1`,
     params: (idle) => [idle],
   },
   {
     key: 'completedForms',
-    count: `SELECT count(*)::int AS n FROM form_session f JOIN app_session s ON s.id_hash = f.session_id_hash
-            WHERE ${ENDED} AND ${FINISHED} AND f.updated_at < now() - ${ms(2)}`,
     remove: `DELETE FROM form_session f USING app_session s WHERE s.id_hash = f.session_id_hash AND ${ENDED}
              AND ${FINISHED} AND f.updated_at < now() - ${ms(2)} RETURNING 1`,
     params: (idle, w) => [idle, w.completedFormMs],
   },
   {
     key: 'abandonedDrafts',
-    count: `SELECT count(*)::int AS n FROM form_session f JOIN app_session s ON s.id_hash = f.session_id_hash
-            WHERE ${ENDED} AND NOT ${FINISHED} AND f.updated_at < now() - ${ms(2)}`,
     remove: `DELETE FROM form_session f USING app_session s WHERE s.id_hash = f.session_id_hash AND ${ENDED}
              AND NOT ${FINISHED} AND f.updated_at < now() - ${ms(2)} RETURNING 1`,
     params: (idle, w) => [idle, w.draftMs],
@@ -64,16 +56,12 @@ const STEPS: Step[] = [
   {
     // A session row outlives its window while forms of it are kept (they cascade with it).
     key: 'sessions',
-    count: `SELECT count(*)::int AS n FROM app_session s WHERE ${ENDED_AT} < now() - ${ms(2)}
-            AND NOT EXISTS (SELECT 1 FROM form_session f WHERE f.session_id_hash = s.id_hash)`,
     remove: `DELETE FROM app_session s WHERE ${ENDED_AT} < now() - ${ms(2)}
              AND NOT EXISTS (SELECT 1 FROM form_session f WHERE f.session_id_hash = s.id_hash) RETURNING 1`,
     params: (idle, w) => [idle, w.sessionMs],
   },
   {
     key: 'launchAttempts',
-    count: `SELECT count(*)::int AS n FROM launch_attempt
-            WHERE LEAST(expires_at, COALESCE(used_at, 'infinity'::timestamptz)) < now() - ${ms(1)}`,
     remove: `DELETE FROM launch_attempt
              WHERE LEAST(expires_at, COALESCE(used_at, 'infinity'::timestamptz)) < now() - ${ms(1)}
              RETURNING 1`,
@@ -81,21 +69,18 @@ const STEPS: Step[] = [
   },
   {
     key: 'packageResources',
-    count: `SELECT count(*)::int AS n FROM package_resource WHERE payer_id IN (${IDLE_PAYERS})`,
     remove: `DELETE FROM package_resource WHERE payer_id IN (${IDLE_PAYERS}) RETURNING 1`,
     params: (_idle, w) => [w.packageMs],
   },
   {
     // Without its selection a session asks the payer for the whole package again: nothing is ever used stale.
     key: 'packageSelections',
-    count: `SELECT count(*)::int AS n FROM package_selection WHERE retrieved_at < now() - ${ms(1)}`,
     remove: `DELETE FROM package_selection WHERE retrieved_at < now() - ${ms(1)} RETURNING 1`,
     params: (_idle, w) => [w.packageMs],
   },
   {
     // Only through the database's own purge function, which refuses any cutoff less than 365 days ago.
     key: 'auditEvents',
-    count: `SELECT count(*)::int AS n FROM audit_event WHERE recorded_at < now() - ${ms(1)}`,
     remove: `SELECT audit_event_purge(now() - ${ms(1)})::int AS n`,
     params: (_idle, w) => [w.auditMs],
   },
@@ -111,15 +96,12 @@ export class RetentionRepository {
     private readonly idleMs: number,
   ) {}
 
-  /** Counts (dry run) or deletes, step by step; each step is its own statement. */
-  async purge(windows: RetentionWindows, dryRun: boolean): Promise<PurgeCounts> {
+  /** Deletes, step by step, each step one statement. */
+  async purge(windows: RetentionWindows): Promise<PurgeCounts> {
     const counts = {} as PurgeCounts;
     for (const step of STEPS) {
       const params = step.params(this.idleMs, windows);
-      if (dryRun) {
-        const [row] = await query<{ n: number }>(this.db, step.count, params);
-        counts[step.key] = row?.n ?? 0;
-      } else if (step.key === 'auditEvents') {
+      if (step.key === 'auditEvents') {
         const [row] = await query<{ n: number }>(this.db, step.remove, params);
         counts[step.key] = row?.n ?? 0;
       } else {

@@ -11,6 +11,11 @@ export interface FaultSettings {
   errorRate?: number;
   /** Status used for injected errors: 500, 502, 503 or 429 (429 and 503 carry Retry-After: 1). */
   errorStatus?: number;
+  /**
+   * The injected OperationOutcome's diagnostics (default `injected fault`): a test plants a marker here (as an EHR's
+   * error text may quote a patient or a token) and checks it never reaches a browser or a log.
+   */
+  errorDiagnostics?: string;
   /** Deterministic variant: the next N requests fail with `errorStatus`. */
   failNext?: number;
   /** Requests are accepted and never answered (the client must time out). */
@@ -72,7 +77,7 @@ export class FaultInjector {
                   {
                     severity: 'error',
                     code: status === 429 ? 'throttled' : 'transient',
-                    diagnostics: 'injected fault',
+                    diagnostics: s.errorDiagnostics ?? 'injected fault',
                   },
                 ],
               }),

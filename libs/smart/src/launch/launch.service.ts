@@ -301,10 +301,18 @@ export function translateOAuthError(cause: unknown): DtrError {
     );
   }
   if (typeof error?.error === 'string') {
-    return new DtrError('FORBIDDEN', `the token endpoint refused the request: ${error.error}`, {
+    // The OAuth error code only, and only when it looks like one: the rest of the body is the server's own text.
+    const oauthError = /^[A-Za-z0-9_.-]{1,64}$/.test(error.error) ? error.error : 'unrecognized_error';
+    return new DtrError('FORBIDDEN', `the token endpoint refused the request: ${oauthError}`, {
       cause,
-      details: { oauthError: error.error },
+      details: { oauthError },
     });
   }
-  return new DtrError('UPSTREAM_ERROR', `the token request failed: ${error?.message ?? 'unknown error'}`, { cause });
+  // Anything else (an unexpected status, a body that is not a token response, a dropped connection): our words and
+  // the HTTP status only, never what came back (a parser's message can quote the body).
+  const status = typeof error?.status === 'number' ? error.status : undefined;
+  return new DtrError('UPSTREAM_ERROR', `the token request failed${status ? ` (HTTP ${status})` : ''}`, {
+    cause,
+    details: { ...(status ? { status } : {}), reason: typeof error?.code === 'string' ? error.code : 'error' },
+  });
 }
