@@ -171,7 +171,11 @@ describe('sessions, retention purge and upstream errors', () => {
     const api = await browser.request(`${url}/api/session`);
     expect(api.status).toBe(401);
     expect(JSON.parse(api.body).issue[0].diagnostics).toMatch(/session has expired.*launch the app again/);
-    expect((await browser.request(`${url}/app`)).status).toBe(401);
+    // The page answers with a readable page (still a 401), the API with an OperationOutcome.
+    const page = await browser.request(`${url}/app`, { headers: { accept: 'text/html' } });
+    expect(page.status).toBe(401);
+    expect(page.headers['content-type']).toMatch(/text\/html/);
+    expect(page.body).toMatch(/<h1>Session expired<\/h1>.*this session has expired/);
     expect(await tokensOf(idHash)).toBe(0);
   });
 
