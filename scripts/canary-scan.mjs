@@ -96,7 +96,7 @@ async function errorPaths(serverUrl, ehrFhir, sandbox, planted) {
     [sandbox.ehr.peer, ['/fhir/Condition', '/fhir/Coverage']],
     [sandbox.payer.peer, ['/fhir/Questionnaire']],
   ]) {
-    peer.faults.set({ failNext: 50, errorStatus: 500, paths, diagnostics: planted });
+    peer.faults.set({ failNext: 50, errorStatus: 500, paths, errorDiagnostics: planted });
     await json(`${serverUrl}/api/session/questionnaires`, jar, 'POST');
     const page = await fetch(`${serverUrl}/app/questionnaires`, {
       method: 'POST',

@@ -523,6 +523,75 @@ describe('SMART launch against the sandbox EHR', () => {
     });
   }
 
+  it("a refresh authenticates as the session's tenant, even once its EHR base is registered to another tenant", async () => {
+    await registerTenant({
+      clientId: 'dtr-supplement',
+      authMethod: 'client_secret_basic',
+      clientSecret: SECRET,
+      scopes: ['launch', 'openid', 'fhirUser', 'offline_access', 'patient/*.rs', 'user/QuestionnaireResponse.cu'],
+    });
+    const browser = new TestBrowser();
+    await browser.navigate(
+      `${url}/launch?iss=${encodeURIComponent(auth.fhirBase)}&launch=${auth.createLaunch({ patient: 'p1', user: 'pr1' })}`,
+    );
+    const admin = (path: string, method: string, body?: unknown) =>
+      fetch(`${url}/admin/tenants/${path}`, {
+        method,
+        headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
+        ...(body ? { body: JSON.stringify(body) } : {}),
+      });
+    // The session's tenant moves to another base; another tenant, with another client, takes this EHR's base.
+    const moved = await admin('sandbox-ehr', 'PUT', {
+      name: 'Sandbox EHR (moved)',
+      fhirBase: `${auth.fhirBase}/moved`,
+      discloseMode: 'user-delegated',
+      singleClient: true,
+      supplement: {
+        clientId: 'dtr-supplement',
+        authMethod: 'client_secret_basic',
+        clientSecret: SECRET,
+        scopes: ['launch', 'offline_access', 'patient/*.rs', 'user/QuestionnaireResponse.cu'],
+        redirectUri: `${url}/callback`,
+      },
+    });
+    expect(moved.status, await moved.clone().text()).toBe(200);
+    const other = await admin('other-ehr', 'PUT', {
+      name: 'Another tenant on the same EHR',
+      fhirBase: auth.fhirBase,
+      discloseMode: 'user-delegated',
+      singleClient: true,
+      supplement: {
+        clientId: 'dtr-standalone-rs',
+        authMethod: 'private_key_jwt',
+        signingAlg: 'RS384',
+        scopes: ['launch/patient', 'patient/*.rs', 'user/QuestionnaireResponse.cu'],
+        redirectUri: `${url}/callback`,
+      },
+    });
+    expect(other.status, await other.clone().text()).toBe(200);
+    try {
+      const client = new pg.Client({ connectionString: db.url });
+      await client.connect();
+      try {
+        await client.query(`UPDATE session_token SET expires_at = now() - interval '1 second'`);
+      } finally {
+        await client.end();
+      }
+      const mark = peer.log.mark();
+      const grants = (clientId: string) => auth.grantedScopes(clientId).length;
+      const [supplementBefore, otherBefore] = [grants('dtr-supplement'), grants('dtr-standalone-rs')];
+      expect((await browser.request(`${url}/api/session`)).status).toBe(200);
+      const refreshes = peer.log.since(mark).filter((e) => e.path.endsWith('/token'));
+      // One refresh, granted, to the client the session's tenant registered (which the refresh token was issued to);
+      // the other tenant's client was never used for it.
+      expect(refreshes.map((e) => e.status)).toEqual([200]);
+      expect(grants('dtr-supplement')).toBe(supplementBefore + 1);
+      expect(grants('dtr-standalone-rs')).toBe(otherBefore);
+    } finally {
+      expect((await admin('other-ehr', 'DELETE')).status).toBeLessThan(300);
+    }
+  });
+
   it('never wrote a token, secret, code or state to its log', () => {
     const log = server.output();
     expect(log).not.toContain(SECRET);

@@ -20,7 +20,13 @@ export interface SpawnedServer {
 export function spawnServer(env: Record<string, string>, entry = 'dist/apps/dtr-server/src/main.js'): SpawnedServer {
   const child = spawn(process.execPath, [path.join(repoRoot, entry)], {
     cwd: repoRoot,
-    env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/root', ...env },
+    // Every launch of a test comes from loopback: the per-address launch limit is lifted unless a test sets it.
+    env: {
+      PATH: process.env['PATH'] ?? '/usr/bin:/bin',
+      HOME: process.env['HOME'] ?? '/root',
+      DTR_LAUNCH_RATE_LIMIT: '1000000',
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';

@@ -9,6 +9,7 @@ import { DtrExceptionFilter } from './http/dtr-exception.filter.js';
 import { JsonLogger } from './logging/json-logger.js';
 import { DtrModule } from './dtr/dtr.module.js';
 import { PayersModule } from './payers/payers.module.js';
+import { RetentionModule } from './retention/retention.module.js';
 import { SmartModule } from './smart/smart.module.js';
 
 export interface AppModuleOptions {
@@ -39,6 +40,7 @@ export class AppModule {
         AuditModule,
         PayersModule,
         DtrModule,
+        RetentionModule,
       ],
       providers: [
         { provide: APP_CONFIG, useValue: options.config },

@@ -11,6 +11,7 @@ import { AppModule } from './app.module.js';
 import type { AppConfig } from './config/app.config.js';
 import { LifecycleState } from './health/lifecycle-state.js';
 import { bodyMiddleware } from './http/body.middleware.js';
+import { rateLimitMiddleware } from './http/rate-limit.middleware.js';
 import { requestIdMiddleware } from './http/request-id.middleware.js';
 import { requestOriginMiddleware } from './http/request-origin.middleware.js';
 import { JsonLogger } from './logging/json-logger.js';
@@ -105,11 +106,15 @@ function configureHttp(app: NestExpressApplication, config: AppConfig, logger: J
       xFrameOptions: { action: 'deny' },
     }),
   );
+  // Launch starts work at the EHR and writes a launch attempt: limited per client address before anything else.
+  app.use('/launch', rateLimitMiddleware(config.launchRateLimit, logger));
   serveStatic(app);
   app.use(requestOriginMiddleware(config.publicUrl, logger));
   app.use(cookieParser());
   app.use(bodyMiddleware({ maxBytes: config.bodyLimitBytes, maxDepth: config.jsonMaxDepth }, logger));
 
+  // Production serves no API documentation unless DTR_DOCS=true: it describes every route to anyone who asks.
+  if (!config.docs) return;
   const document = SwaggerModule.createDocument(
     app,
     new DocumentBuilder()

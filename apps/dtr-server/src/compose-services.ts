@@ -64,7 +64,7 @@ export function composeServices(dataSource: DataSource, config: AppConfig, optio
   const signingKeys = new SigningKeyStore(dataSource, secretBox, clock);
   const tenants = new TenantRegistry(dataSource, secretBox, policy);
   const discovery = new SmartDiscovery(policy, clock);
-  const sessionStore = new SessionStore(dataSource, secretBox, clock);
+  const sessionStore = new SessionStore(dataSource, secretBox, clock, { idleMs: config.sessionIdleMs });
   const client = { policy, keys: signingKeys };
   const submissions = new SubmissionRepository(dataSource, secretBox, clock);
   return {

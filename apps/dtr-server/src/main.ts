@@ -19,7 +19,7 @@ async function main(): Promise<void> {
     profile: config.profile,
     database: server.embedded ? 'embedded' : 'external',
   });
-  process.stderr.write(`\nDTR server ready: ${server.url}  (API docs: ${server.url}/docs)\n\n`);
+  process.stderr.write(`\nDTR server ready: ${server.url}${config.docs ? `  (API docs: ${server.url}/docs)` : ''}\n\n`);
 
   stopOnSignals(
     () => server.close(),

@@ -13,7 +13,8 @@ export type AuditKind =
   | 'ehr-read-back'
   | 'delivery-attempt'
   | 'payer-answer'
-  | 'submission-retry';
+  | 'submission-retry'
+  | 'retention-purge';
 
 /** FHIR AuditEvent.action: create, read, update, delete, execute. */
 type AuditAction = 'C' | 'R' | 'U' | 'D' | 'E';
@@ -75,6 +76,7 @@ const TYPE_OF: Record<AuditKind, { system: string; code: string; display: string
   'delivery-attempt': { system: DCM, code: '110106', display: 'Export' },
   'payer-answer': { system: DCM, code: '110107', display: 'Import' },
   'submission-retry': { system: DCM, code: '110106', display: 'Export' },
+  'retention-purge': { system: DCM, code: '110100', display: 'Application Activity' },
 };
 
 export function auditTypeOf(kind: AuditKind): { system: string; code: string; display: string } {

@@ -158,17 +158,22 @@ describe('HttpFhirClient', () => {
     expect(calls).toHaveLength(3);
   });
 
-  it('does not retry a plain create, and reports the OperationOutcome text', async () => {
+  it('does not retry a plain create, and reports its status, never the upstream text (it may carry PHI)', async () => {
     const outcome = {
       resourceType: 'OperationOutcome',
-      issue: [{ severity: 'error', code: 'transient', diagnostics: 'database busy' }],
+      issue: [
+        { severity: 'error', code: 'transient', diagnostics: 'database busy for patient Jane Roe, SSN 123-45-6789' },
+      ],
     };
     const { fn, calls } = server(() => json(outcome, 503));
     const client = new HttpFhirClient({ baseUrl: BASE, fetch: fn, backoffMs: 1 });
-    await expect(client.create({ resourceType: 'QuestionnaireResponse' })).rejects.toMatchObject({
+    const error = await client.create({ resourceType: 'QuestionnaireResponse' }).catch((e: unknown) => e);
+    expect(error).toMatchObject({
       code: 'UPSTREAM_ERROR',
-      message: expect.stringContaining('database busy'),
+      message: 'POST /QuestionnaireResponse answered 503',
+      details: { status: 503 },
     });
+    expect(JSON.stringify(error, Object.getOwnPropertyNames(error))).not.toMatch(/Jane|123-45|database busy/);
     expect(calls).toHaveLength(1);
   });
 

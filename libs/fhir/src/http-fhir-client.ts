@@ -1,5 +1,5 @@
 import { DtrError } from '@dtr/kernel';
-import { EHR_RESPONSE_LIMITS, readCapped, readUpstreamJson } from './upstream-body.js';
+import { EHR_RESPONSE_LIMITS, readUpstreamJson } from './upstream-body.js';
 import {
   assertFhirId,
   assertResourceType,
@@ -33,8 +33,6 @@ export interface HttpFhirClientOptions {
 }
 
 const RETRYABLE = new Set([429, 502, 503, 504]);
-/** An error body is read only for its OperationOutcome text. */
-const MAX_ERROR_BODY_BYTES = 1024 * 1024;
 const FHIR_JSON = 'application/fhir+json';
 
 /** Longer search URLs go as a POST to `_search` (servers and proxies commonly cap URLs near 2–8 KB). */
@@ -192,14 +190,16 @@ export class HttpFhirClient extends FhirClient {
       }
       this.options.onExchange?.({ method, url: stripQuery(url), status: response.status, ms: Date.now() - started });
       if (response.ok || acceptedErrors.includes(response.status)) return response;
-      const diagnostics = await outcomeText(response, url);
+      // The upstream's body (an OperationOutcome's diagnostics may quote PHI or tokens) is never read into the error:
+      // its status and our own words only, so nothing of it can reach a browser or a log line.
+      await response.body?.cancel().catch(() => undefined);
       lastError = new DtrError(
         response.status === 404
           ? 'NOT_FOUND'
           : response.status === 409 || response.status === 412
             ? 'CONFLICT'
             : 'UPSTREAM_ERROR',
-        `${method} ${pathOf(url, this.baseUrl)} answered ${response.status}${diagnostics ? `: ${diagnostics}` : ''}`,
+        `${method} ${pathOf(url, this.baseUrl)} answered ${response.status}`,
         { details: { status: response.status } },
       );
       if (!RETRYABLE.has(response.status) || attempt >= attempts) break;
@@ -257,21 +257,4 @@ function hostOf(url: string): string {
 
 function pathOf(url: string, base: string): string {
   return stripQuery(url).slice(base.length) || '/';
-}
-
-async function outcomeText(response: Response, url: string): Promise<string | undefined> {
-  try {
-    const body = JSON.parse(await readCapped(response, MAX_ERROR_BODY_BYTES, url)) as {
-      resourceType?: string;
-      issue?: Array<{ diagnostics?: string; details?: { text?: string } }>;
-    };
-    if (body.resourceType !== 'OperationOutcome') return undefined;
-    return body.issue
-      ?.map((i) => i.diagnostics ?? i.details?.text)
-      .filter(Boolean)
-      .join('; ')
-      .slice(0, 300);
-  } catch {
-    return undefined;
-  }
 }

@@ -10,6 +10,7 @@ const DTR_ERROR_CODES = {
   // identity and access
   UNAUTHENTICATED: { status: 401, issue: 'login' },
   FORBIDDEN: { status: 403, issue: 'forbidden' },
+  TOO_MANY_REQUESTS: { status: 429, issue: 'throttled' },
   // resources
   NOT_FOUND: { status: 404, issue: 'not-found' },
   CONFLICT: { status: 409, issue: 'conflict' },

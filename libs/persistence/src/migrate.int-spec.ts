@@ -62,24 +62,48 @@ describe('audit_event is append-only', () => {
     });
   });
 
-  it('lets only the retention purge delete, inside its own transaction', async () => {
+  it('lets only the retention purge delete, and only events older than its cutoff, itself a year old or more', async () => {
     await withClient(async (client) => {
-      const inserted = await client.query<{ id: string }>(
-        `INSERT INTO audit_event (type_code, action, outcome) VALUES ('rest', 'R', '0') RETURNING id`,
-      );
-      const id = inserted.rows[0]!.id;
+      const at = async (daysAgo: number) =>
+        (
+          await client.query<{ id: string }>(
+            `INSERT INTO audit_event (type_code, action, outcome, recorded_at)
+             VALUES ('rest', 'R', '0', now() - make_interval(days => $1)) RETURNING id`,
+            [daysAgo],
+          )
+        ).rows[0]!.id;
+      const exists = async (id: string) =>
+        (await client.query(`SELECT 1 FROM audit_event WHERE id = $1`, [id])).rowCount === 1;
+      const old = await at(400);
+      const recent = await at(100);
+
+      // The former switch no longer opens anything.
       await client.query('BEGIN');
       await client.query(`SET LOCAL dtr.audit_purge = 'on'`);
-      const deleted = await client.query(`DELETE FROM audit_event WHERE id = $1`, [id]);
-      await client.query('COMMIT');
-      expect(deleted.rowCount).toBe(1);
-      // The switch does not outlive the transaction.
-      const other = await client.query<{ id: string }>(
-        `INSERT INTO audit_event (type_code, action, outcome) VALUES ('rest', 'R', '0') RETURNING id`,
+      await expect(client.query(`DELETE FROM audit_event WHERE id = $1`, [old])).rejects.toThrow(/append-only/);
+      await client.query('ROLLBACK');
+      // A cutoff less than a year ago opens nothing either, set by hand or asked of the purge function.
+      await client.query('BEGIN');
+      await client.query(`SELECT set_config('dtr.audit_purge_before', (now() - interval '10 days')::text, true)`);
+      await expect(client.query(`DELETE FROM audit_event WHERE id = $1`, [old])).rejects.toThrow(/append-only/);
+      await client.query('ROLLBACK');
+      await expect(client.query(`SELECT audit_event_purge(now() - interval '30 days')`)).rejects.toThrow(
+        /at least 365 days/,
       );
-      await expect(client.query(`DELETE FROM audit_event WHERE id = $1`, [other.rows[0]!.id])).rejects.toThrow(
-        /append-only/,
-      );
+      // Rows younger than a year-old cutoff stay even when named explicitly.
+      await client.query('BEGIN');
+      await client.query(`SELECT set_config('dtr.audit_purge_before', (now() - interval '370 days')::text, true)`);
+      await expect(client.query(`DELETE FROM audit_event WHERE id = $1`, [recent])).rejects.toThrow(/append-only/);
+      await client.query('ROLLBACK');
+
+      const purged = await client.query<{ n: string }>(`SELECT audit_event_purge(now() - interval '370 days') AS n`);
+      expect(Number(purged.rows[0]!.n)).toBeGreaterThanOrEqual(1);
+      expect(await exists(old)).toBe(false);
+      expect(await exists(recent)).toBe(true);
+      // Nothing stays open after the purge: the next delete, of an old row, is refused.
+      const another = await at(500);
+      await expect(client.query(`DELETE FROM audit_event WHERE id = $1`, [another])).rejects.toThrow(/append-only/);
+      await expect(client.query(`TRUNCATE audit_event`)).rejects.toThrow(/append-only/);
     });
   });
 });

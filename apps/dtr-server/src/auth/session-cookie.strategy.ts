@@ -6,7 +6,7 @@ import { allowFraming } from '../http/content-security-policy.js';
 import { BrowserCookies } from './cookies.js';
 
 /** A request the session guard authenticated: the origins its tenant lets frame the app (empty: none). */
-export type SessionRequest = Request & { sessionId?: string; frameAncestors?: string[] };
+export type SessionRequest = Request & { sessionId?: string; frameAncestors?: string[]; sessionEnded?: boolean };
 
 /** Whether the session's cookies are the embedded kind (SameSite=None; Partitioned): see BrowserCookies. */
 export function embeddedSession(req: Request): boolean {
@@ -49,7 +49,11 @@ export class SessionCookieStrategy extends PassportStrategy(CookieStrategy, 'ses
     const id = this.cookies.read(req, this.cookies.session);
     if (!id) return false;
     const session = await this.sessions.find(id);
-    if (!session) return false;
+    if (!session) {
+      // A cookie whose session ended (idle, past its lifetime, logged out, replaced by a newer launch).
+      req.sessionEnded = true;
+      return false;
+    }
     req.sessionId = id;
     req.frameAncestors = await this.tenants.frameAncestors(session.tenantId);
     if (req.res) allowFraming(req.res, req.frameAncestors);

@@ -16,9 +16,17 @@ export class SessionGuard extends AuthGuard('session') {
     return isPublic ? true : super.canActivate(context);
   }
 
-  override handleRequest<T>(error: unknown, user: T): T {
+  override handleRequest<T>(error: unknown, user: T, _info: unknown, context: ExecutionContext): T {
     if (error) throw error;
-    if (!user) throw new DtrError('UNAUTHENTICATED', 'no signed-in session: launch the app from the EHR');
+    if (!user) {
+      const ended = context.switchToHttp().getRequest<{ sessionEnded?: boolean }>().sessionEnded;
+      throw new DtrError(
+        'UNAUTHENTICATED',
+        ended
+          ? 'this session has expired (unused for too long, past its lifetime, or signed out): launch the app again from the EHR'
+          : 'no signed-in session: launch the app from the EHR',
+      );
+    }
     return user;
   }
 }

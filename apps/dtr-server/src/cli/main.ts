@@ -4,11 +4,12 @@ import { createDataSource, EmbeddedPostgresSupervisor, migrate } from '@dtr/pers
 import { readFileSync } from 'node:fs';
 import { parseUntrustedJson } from '@dtr/kernel';
 import path from 'node:path';
-import { loadAppConfig } from '../config/app.config.js';
+import { type AppConfig, loadAppConfig } from '../config/app.config.js';
 import { exitOnConfigError } from '../config/config-exit.js';
 import { registerDisclosureCommands } from './disclosure.commands.js';
 import { registerPackageCommands } from './package.commands.js';
 import { registerPrefillCommand } from './prefill.commands.js';
+import { registerPurgeCommand } from './purge.commands.js';
 import { registerTenantCommands } from './tenant.commands.js';
 import { composeServices, type Services } from '../compose-services.js';
 
@@ -61,13 +62,13 @@ async function withDatabaseUrl<T>(
 }
 
 /** Runs `fn` with the services composed as the server composes them, on the configured database (migrated). */
-function withServices<T>(fn: (services: Services) => Promise<T>): Promise<T> {
+function withServices<T>(fn: (services: Services, config: AppConfig) => Promise<T>): Promise<T> {
   return withDatabaseUrl(async (url, config) => {
     await migrate(url);
     const dataSource = createDataSource({ url, poolMax: 2, applicationName: 'dtr-cli' });
     await dataSource.initialize();
     try {
-      return await fn(composeServices(dataSource, config));
+      return await fn(composeServices(dataSource, config), config);
     } finally {
       await dataSource.destroy();
     }
@@ -126,6 +127,7 @@ keys
   });
 registerPrefillCommand(program);
 registerDisclosureCommands(program, withServices);
+registerPurgeCommand(program, withServices);
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   exitOnConfigError('dtr', error);

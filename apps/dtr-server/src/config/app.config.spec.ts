@@ -81,6 +81,51 @@ describe('loadAppConfig', () => {
       ]);
   });
 
+  it('refuses a non-loopback host when no profile is given, with a message saying what to do', () => {
+    for (const host of ['0.0.0.0', '10.1.2.3', '::', 'dtr.example.org'])
+      expect(problemsOf({ DTR_HOST: host })).toEqual([
+        expect.stringMatching(/^DTR_HOST: .*not a loopback address.*DTR_PROFILE=production/),
+      ]);
+    for (const host of ['127.0.0.1', '127.1.2.3', 'localhost', '::1', '[::1]'])
+      expect(loadAppConfig({ DTR_HOST: host }).host).toBe(host);
+    const production = loadAppConfig({
+      DTR_PROFILE: 'production',
+      DTR_HOST: '0.0.0.0',
+      DTR_PUBLIC_URL: 'https://dtr.example.org',
+      DTR_ENCRYPTION_KEYS: `k1:${KEY}`,
+      DATABASE_URL: 'postgres://db/dtr',
+    });
+    expect(production.host).toBe('0.0.0.0');
+    expect(production.docs).toBe(false);
+  });
+
+  it('serves /docs outside production, and in production only when DTR_DOCS says so', () => {
+    expect(loadAppConfig({}).docs).toBe(true);
+    expect(loadAppConfig({ DTR_DOCS: 'false' }).docs).toBe(false);
+    const production = {
+      DTR_PROFILE: 'production',
+      DTR_PUBLIC_URL: 'https://dtr.example.org',
+      DTR_ENCRYPTION_KEYS: `k1:${KEY}`,
+      DATABASE_URL: 'postgres://db/dtr',
+    };
+    expect(loadAppConfig(production).docs).toBe(false);
+    expect(loadAppConfig({ ...production, DTR_DOCS: 'true' }).docs).toBe(true);
+  });
+
+  it('reads the idle timeout, launch limit and retention windows, and keeps audit for at least a year', () => {
+    const config = loadAppConfig({});
+    expect(config.sessionIdleMs).toBe(30 * 60_000);
+    expect(config.launchRateLimit).toEqual({ max: 120, windowMs: 60_000 });
+    expect(config.retention.auditMs).toBe(2192 * 24 * 60 * 60_000);
+    expect(loadAppConfig({ DTR_RETENTION_DRAFT_DAYS: '3' }).retention.draftMs).toBe(3 * 24 * 60 * 60_000);
+    expect(problemsOf({ DTR_RETENTION_AUDIT_DAYS: '30' })).toEqual([
+      expect.stringMatching(/^DTR_RETENTION_AUDIT_DAYS: must be at least 365/),
+    ]);
+    expect(problemsOf({ DTR_SESSION_IDLE_MINUTES: '0' })).toEqual([
+      expect.stringMatching(/^DTR_SESSION_IDLE_MINUTES: must be a positive integer/),
+    ]);
+  });
+
   it('treats empty values as unset', () => {
     expect(loadAppConfig({ DATABASE_URL: '', DTR_PORT: '' }).databaseUrl).toBeUndefined();
   });

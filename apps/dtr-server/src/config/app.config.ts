@@ -91,6 +91,21 @@ const schema = z
       .regex(/^[\x21-\x7e]{32,512}$/, 'must be 32 or more printable characters (e.g. openssl rand -hex 32)')
       .optional(),
     DTR_SESSION_TTL_MINUTES: positiveInt.max(24 * 60).default(480),
+    DTR_SESSION_IDLE_MINUTES: positiveInt.max(24 * 60).default(30),
+    DTR_DOCS: bool.optional(),
+    DTR_LAUNCH_RATE_LIMIT: positiveInt.max(1_000_000).default(120),
+    DTR_LAUNCH_RATE_WINDOW_SECONDS: positiveInt.max(86_400).default(60),
+    DTR_PURGE_INTERVAL_MINUTES: positiveInt.max(7 * 24 * 60).default(60),
+    DTR_RETENTION_SESSION_DAYS: positiveInt.max(3650).default(1),
+    DTR_RETENTION_LAUNCH_ATTEMPT_HOURS: positiveInt.max(24 * 3650).default(24),
+    DTR_RETENTION_COMPLETED_FORM_DAYS: positiveInt.max(3650).default(1),
+    DTR_RETENTION_DRAFT_DAYS: positiveInt.max(3650).default(14),
+    DTR_RETENTION_PACKAGE_DAYS: positiveInt.max(3650).default(30),
+    // The database refuses to delete an audit event younger than 365 days whatever this says (see the migration).
+    DTR_RETENTION_AUDIT_DAYS: positiveInt
+      .min(365, { error: 'must be at least 365 (days); audit events are kept for years (default 2192, six years)' })
+      .max(36_500)
+      .default(2192),
     DTR_PREFILL_WORKERS: z.coerce
       .number({ error: 'must be a whole number of worker threads (0-64; 0 prefills in the request thread)' })
       .int({ error: 'must be a whole number of worker threads (0-64; 0 prefills in the request thread)' })
@@ -168,6 +183,14 @@ export interface AppConfig {
   /** Bearer token of the admin API; the admin API is off without one. */
   adminToken: string | undefined;
   sessionTtlMs: number;
+  /** A session not used for this long answers as expired (its absolute lifetime is `sessionTtlMs`). */
+  sessionIdleMs: number;
+  /** Swagger UI at /docs and the document at /docs-json: on outside production unless DTR_DOCS says otherwise. */
+  docs: boolean;
+  /** `/launch` requests per client address per window (each instance counts its own). */
+  launchRateLimit: { max: number; windowMs: number };
+  /** The purge job: how often it runs (one instance at a time) and how long each kind of row is kept. */
+  retention: RetentionWindows & { intervalMs: number };
   /** Prefill worker threads; 0 evaluates in the request thread (blocks the event loop while CQL runs). */
   prefillWorkers: number;
   auditHashKey: Buffer | undefined;
@@ -184,6 +207,30 @@ export interface AppConfig {
   };
   /** Outbound calls: private networks that may be reached (CIDR), and how much upstreams may answer. */
   outbound: { allowedNetworks: string[]; limits: OutboundLimits };
+}
+
+/** How long rows are kept after they stop being needed (see README: Retention). */
+export interface RetentionWindows {
+  /** Ended sessions (expired, idle, revoked, logged out): their row; their tokens are deleted at once. */
+  sessionMs: number;
+  /** Launch attempts after they expired or were used. */
+  launchAttemptMs: number;
+  /** Completed or stopped forms of ended sessions (the EHR holds them), after their last change. */
+  completedFormMs: number;
+  /** Other drafts of ended sessions (abandoned), after their last change. */
+  draftMs: number;
+  /** A payer's cached package content, when nothing of it was retrieved for this long. */
+  packageMs: number;
+  /** Audit events, after they were recorded. */
+  auditMs: number;
+}
+
+const DAY_MS = 24 * 60 * 60_000;
+
+/** Loopback names and addresses: what a server without a profile may listen on. */
+function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }
 
 export class ConfigError extends Error {
@@ -205,6 +252,12 @@ export function loadAppConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     );
   }
   const e = parsed.data;
+  if (input['DTR_PROFILE'] === undefined && !isLoopbackHost(e.DTR_HOST)) {
+    throw new ConfigError([
+      `DTR_HOST: ${e.DTR_HOST} is not a loopback address; without DTR_PROFILE the server listens on loopback only. ` +
+        'Set DTR_PROFILE=production (with its required settings) to listen on other interfaces',
+    ]);
+  }
   return {
     profile: e.DTR_PROFILE,
     host: e.DTR_HOST,
@@ -221,6 +274,18 @@ export function loadAppConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     encryptionKeys: e.DTR_ENCRYPTION_KEYS,
     adminToken: e.DTR_ADMIN_TOKEN,
     sessionTtlMs: e.DTR_SESSION_TTL_MINUTES * 60_000,
+    sessionIdleMs: e.DTR_SESSION_IDLE_MINUTES * 60_000,
+    docs: e.DTR_DOCS ?? e.DTR_PROFILE !== 'production',
+    launchRateLimit: { max: e.DTR_LAUNCH_RATE_LIMIT, windowMs: e.DTR_LAUNCH_RATE_WINDOW_SECONDS * 1000 },
+    retention: {
+      intervalMs: e.DTR_PURGE_INTERVAL_MINUTES * 60_000,
+      sessionMs: e.DTR_RETENTION_SESSION_DAYS * DAY_MS,
+      launchAttemptMs: e.DTR_RETENTION_LAUNCH_ATTEMPT_HOURS * 60 * 60_000,
+      completedFormMs: e.DTR_RETENTION_COMPLETED_FORM_DAYS * DAY_MS,
+      draftMs: e.DTR_RETENTION_DRAFT_DAYS * DAY_MS,
+      packageMs: e.DTR_RETENTION_PACKAGE_DAYS * DAY_MS,
+      auditMs: e.DTR_RETENTION_AUDIT_DAYS * DAY_MS,
+    },
     prefillWorkers: e.DTR_PREFILL_WORKERS,
     auditHashKey: e.DTR_AUDIT_HASH_KEY ? Buffer.from(e.DTR_AUDIT_HASH_KEY, 'base64') : undefined,
     delivery: {

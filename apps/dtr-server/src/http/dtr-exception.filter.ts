@@ -1,5 +1,7 @@
 import { type ArgumentsHost, Catch, type ExceptionFilter } from '@nestjs/common';
-import type { Response } from 'express';
+import { DtrError } from '@dtr/kernel';
+import type { Request, Response } from 'express';
+import { sendErrorPage } from './error-page.js';
 import type { JsonLogger } from '../logging/json-logger.js';
 import { sendError } from './operation-outcome.js';
 
@@ -9,6 +11,20 @@ export class DtrExceptionFilter implements ExceptionFilter {
   constructor(private readonly logger: JsonLogger) {}
 
   catch(exception: unknown, host: ArgumentsHost): void {
-    sendError(host.switchToHttp().getResponse<Response>(), exception, this.logger);
+    const http = host.switchToHttp();
+    const req = http.getRequest<Request>();
+    const res = http.getResponse<Response>();
+    // A page (not the JSON API) opened without a live session: a readable page saying so, still a 401.
+    if (
+      DtrError.is(exception, 'UNAUTHENTICATED') &&
+      req.method === 'GET' &&
+      /^\/app(\/|$)/.test(req.path) &&
+      req.accepts(['json', 'html']) === 'html'
+    ) {
+      const ended = (req as Request & { sessionEnded?: boolean }).sessionEnded;
+      sendErrorPage(res, exception, this.logger, ended ? 'Session expired' : 'Not signed in');
+      return;
+    }
+    sendError(res, exception, this.logger);
   }
 }

@@ -1,8 +1,8 @@
-import { DtrError, html } from '@dtr/kernel';
+import { html } from '@dtr/kernel';
 import type { Response } from 'express';
 import type { JsonLogger } from '../logging/json-logger.js';
 import { currentRequestId } from '../logging/request-context.js';
-import { toOperationOutcome } from './operation-outcome.js';
+import { problemFields, toOperationOutcome } from './operation-outcome.js';
 
 const RELAUNCH = 'Close this window and launch the app again from the EHR.';
 
@@ -22,10 +22,9 @@ export function sendErrorPage(
   const message = body.issue[0]?.diagnostics ?? 'Something went wrong.';
   logger.entry(internal ? 'error' : 'warn', 'browser flow refused', {
     status,
-    code: error instanceof DtrError ? error.code : undefined,
+    ...problemFields(error),
     error: internal && error instanceof Error ? error.message : undefined,
     message: internal ? undefined : message,
-    oauthError: error instanceof DtrError ? (error.details['oauthError'] as string | undefined) : undefined,
   });
   const requestId = currentRequestId();
   res

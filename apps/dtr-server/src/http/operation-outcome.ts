@@ -43,8 +43,14 @@ export function toOperationOutcome(error: unknown): { status: number; body: Oper
     };
   }
   if (error instanceof DtrError && error.code !== 'INTERNAL' && error.code !== 'CONFIGURATION') {
-    // Upstream and availability errors: the message is ours and safe; the cause stays in the log.
-    return { status: error.httpStatus, internal: true, body: outcome(error.issueType, error.message) };
+    // Upstream and availability errors: the message is ours and safe (never the upstream's text); the request id lets
+    // an operator find the log line with the upstream status and code.
+    const requestId = currentRequestId();
+    return {
+      status: error.httpStatus,
+      internal: true,
+      body: outcome(error.issueType, `${error.message}${requestId ? ` (request id ${requestId})` : ''}`),
+    };
   }
   if (error instanceof HttpException && error.getStatus() < 500) {
     const status = error.getStatus();
@@ -77,17 +83,32 @@ function httpMessage(error: HttpException): string {
   return error.message;
 }
 
+/**
+ * What a log line says of an error's origin: our code, the upstream's HTTP status and short reason when a peer failed,
+ * and the cause's type and system code. Never a cause's message: a parser's or a peer's text can quote the upstream
+ * body (PHI, tokens).
+ */
+export function problemFields(error: unknown): Record<string, string | number | undefined> {
+  const cause = error instanceof Error && error.cause instanceof Error ? error.cause : undefined;
+  const details = error instanceof DtrError ? error.details : {};
+  const code = (cause as { code?: unknown } | undefined)?.code;
+  return {
+    code: error instanceof DtrError ? error.code : undefined,
+    upstreamStatus: typeof details['status'] === 'number' ? details['status'] : undefined,
+    oauthError: typeof details['oauthError'] === 'string' ? details['oauthError'] : undefined,
+    cause: cause ? `${cause.name}${typeof code === 'string' ? ` ${code}` : ''}` : undefined,
+  };
+}
+
 /** Writes the error response and logs it: 5xx with the cause and stack, 4xx as a one-line warning. */
 export function sendError(res: Response, error: unknown, logger: JsonLogger): void {
   const { status, body, internal } = toOperationOutcome(error);
   if (internal) {
-    const cause = error instanceof Error && error.cause instanceof Error ? error.cause : undefined;
     logger.entry('error', error instanceof Error ? error.message : 'non-error thrown', {
       status,
       error: error instanceof Error ? error.name : typeof error,
-      code: error instanceof DtrError ? error.code : undefined,
+      ...problemFields(error),
       stack: error instanceof Error ? error.stack : undefined,
-      cause: cause ? `${cause.name}: ${cause.message}` : undefined,
     });
   } else {
     logger.entry('warn', 'request refused', {

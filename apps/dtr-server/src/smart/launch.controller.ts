@@ -2,7 +2,15 @@ import { Controller, Get, Post, Query, Req, Res } from '@nestjs/common';
 import { ApiFoundResponse, ApiOperation, ApiQuery, ApiSeeOtherResponse, ApiTags } from '@nestjs/swagger';
 import { AuditLog } from '@dtr/audit';
 import { DtrError, html } from '@dtr/kernel';
-import { LaunchService, opaqueId, type SessionRecord, type StartedAuthorization, TenantRegistry } from '@dtr/smart';
+import {
+  LaunchService,
+  opaqueId,
+  type SessionRecord,
+  SessionStore,
+  SmartSessions,
+  type StartedAuthorization,
+  TenantRegistry,
+} from '@dtr/smart';
 import type { Request, Response } from 'express';
 import { BrowserCookies } from '../auth/cookies.js';
 import { Public } from '../auth/public.decorator.js';
@@ -26,6 +34,8 @@ export class LaunchController {
     private readonly logger: JsonLogger,
     private readonly audit: AuditLog,
     private readonly tenants: TenantRegistry,
+    private readonly sessions: SessionStore,
+    private readonly smart: SmartSessions,
   ) {}
 
   @Public()
@@ -128,6 +138,7 @@ export class LaunchController {
         res.redirect(303, '/app?disclose=authorized');
         return;
       }
+      await this.endPreviousSession(req);
       // A new id, unrelated to anything the browser held before sign-in (session fixation defense).
       res.cookie(
         this.cookies.session,
@@ -156,5 +167,18 @@ export class LaunchController {
     allowFraming(res, started.frameAncestors);
     res.cookie(this.cookies.binding, binding, this.cookies.options(ATTEMPT_COOKIE_MS, embedded));
     res.redirect(302, started.authorizationUrl);
+  }
+
+  /**
+   * A launch completed in a browser that still held a session: that older session ends (revoked at the EHR when it
+   * can be, its tokens deleted here), so one browser holds one live session.
+   */
+  private async endPreviousSession(req: Request): Promise<void> {
+    const previous = this.cookies.read(req, this.cookies.session);
+    if (!previous) return;
+    const session = await this.sessions.find(previous);
+    if (!session) return;
+    await this.smart.logout(session);
+    this.logger.entry('info', 'a new launch in this browser ended its previous session', {}, 'LaunchController');
   }
 }

@@ -11,6 +11,11 @@ export interface FaultSettings {
   errorRate?: number;
   /** Status used for injected errors: 500, 502, 503 or 429 (429 and 503 carry Retry-After: 1). */
   errorStatus?: number;
+  /**
+   * The injected OperationOutcome's diagnostics (default `injected fault`): a test plants a marker here (as an EHR's
+   * error text may quote a patient or a token) and checks it never reaches a browser or a log.
+   */
+  errorDiagnostics?: string;
   /** Deterministic variant: the next N requests fail with `errorStatus`. */
   failNext?: number;
   /** Requests are accepted and never answered (the client must time out). */
@@ -32,8 +37,6 @@ export interface FaultSettings {
   nextLink?: string;
   /** Only apply the faults to requests whose path starts with one of these (default: all). */
   paths?: string[];
-  /** The injected error's diagnostics text (default `injected fault`): lets a test plant text an upstream might send. */
-  diagnostics?: string;
 }
 
 /** Streams the answer the handler sends, then `bytes` of spaces, in chunks and without a Content-Length. */
@@ -111,7 +114,7 @@ export class FaultInjector {
                   {
                     severity: 'error',
                     code: status === 429 ? 'throttled' : 'transient',
-                    diagnostics: s.diagnostics ?? 'injected fault',
+                    diagnostics: s.errorDiagnostics ?? 'injected fault',
                   },
                 ],
               }),

@@ -10,6 +10,7 @@ import { FormSessions1764500000000 } from './1764500000000-form-sessions.js';
 import { Disclosure1764600000000 } from './1764600000000-disclosure.js';
 import { TenantFrameAncestors1764730000000 } from './1764730000000-tenant-frame-ancestors.js';
 import { PackageSelectionKey1764750000000 } from './1764750000000-package-selection-key.js';
+import { Retention1764760000000 } from './1764760000000-retention.js';
 
 /** Every migration, in order. Explicit on purpose: no globs (see STACK.md). */
 export const MIGRATIONS: Array<new () => MigrationInterface> = [
@@ -24,4 +25,5 @@ export const MIGRATIONS: Array<new () => MigrationInterface> = [
   Disclosure1764600000000,
   TenantFrameAncestors1764730000000,
   PackageSelectionKey1764750000000,
+  Retention1764760000000,
 ];

@@ -372,5 +372,11 @@ export function translateOAuthError(cause: unknown): DtrError {
   if (typeof error?.error === 'string') {
     return tokenEndpointRefusal(error.error, (cause as { error_description?: unknown }).error_description, cause);
   }
-  return new DtrError('UPSTREAM_ERROR', `the token request failed: ${error?.message ?? 'unknown error'}`, { cause });
+  // Anything else (an unexpected status, a body that is not a token response, a dropped connection): our words and
+  // the HTTP status only, never what came back (a parser's message can quote the body).
+  const status = typeof error?.status === 'number' ? error.status : undefined;
+  return new DtrError('UPSTREAM_ERROR', `the token request failed${status ? ` (HTTP ${status})` : ''}`, {
+    cause,
+    details: { ...(status ? { status } : {}), reason: typeof error?.code === 'string' ? error.code : 'error' },
+  });
 }

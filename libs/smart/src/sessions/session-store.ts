@@ -34,6 +34,8 @@ export interface TokenMeta {
 
 export interface StoredToken extends TokenSet, TokenMeta {
   fhirBase: string;
+  /** The tenant of the session the token belongs to: a refresh authenticates with this tenant's registration. */
+  tenantId: string;
   refreshedCount: number;
 }
 
@@ -48,12 +50,17 @@ const aad = (idHash: string, purpose: RegistrationPurpose, field: string) =>
 export class SessionStore {
   private readonly repository: SessionRepository;
 
+  private readonly idleMs: number;
+
   constructor(
     dataSource: DataSource,
     private readonly secrets: SecretBox,
     private readonly clock: Clock,
+    /** A session not used for this long has ended (default 30 minutes). */
+    options: { idleMs?: number } = {},
   ) {
     this.repository = new SessionRepository(dataSource);
+    this.idleMs = options.idleMs ?? 30 * 60_000;
   }
 
   /** Creates a session with its first token set; returns the new opaque id (for the cookie) and the record. */
@@ -63,7 +70,8 @@ export class SessionStore {
   ): Promise<{ sessionId: string; record: SessionRecord }> {
     const sessionId = opaqueId();
     const idHash = sha256(sessionId);
-    const expiresAt = new Date(this.clock.now().getTime() + input.ttlMs);
+    const now = this.clock.now();
+    const expiresAt = new Date(now.getTime() + input.ttlMs);
     await this.repository.transaction(async (tx) => {
       await tx.insertSession({
         id_hash: idHash,
@@ -74,6 +82,7 @@ export class SessionStore {
         fhir_user: input.fhirUser,
         context: input.context,
         expires_at: expiresAt,
+        last_seen_at: now,
       });
       await tx.writeToken(this.sealToken(idHash, input.fhirBase, token), false);
     });
@@ -88,8 +97,14 @@ export class SessionStore {
 
   /** The live session with this id hash (the server side of a cookie), marking it seen. */
   async findByHash(idHash: string): Promise<SessionRecord | undefined> {
-    const row = await this.repository.touchLive(idHash, this.clock.now());
-    if (!row) return undefined;
+    const now = this.clock.now();
+    const idleSince = new Date(now.getTime() - this.idleMs);
+    const row = await this.repository.touchLive(idHash, now, idleSince);
+    if (!row) {
+      // An ended session's tokens go as soon as anyone presents it (the purge job takes the others).
+      await this.repository.transaction((tx) => tx.endIfEnded(idHash, now, idleSince));
+      return undefined;
+    }
     return {
       idHash: row.id_hash,
       tenantId: row.tenant_id,
@@ -103,8 +118,9 @@ export class SessionStore {
     };
   }
 
+  /** Ends a session: revoked, and its tokens deleted in the same transaction. */
   async revoke(idHash: string): Promise<void> {
-    await this.repository.revoke(idHash);
+    await this.repository.transaction((tx) => tx.revoke(idHash));
   }
 
   async storeToken(idHash: string, fhirBase: string, token: TokenSet & TokenMeta): Promise<void> {
@@ -145,6 +161,7 @@ export class SessionStore {
     const { session_id_hash: idHash, purpose } = row;
     return {
       purpose,
+      tenantId: row.tenant_id,
       fhirBase: row.fhir_base,
       tokenEndpoint: row.token_endpoint,
       clientId: row.client_id,

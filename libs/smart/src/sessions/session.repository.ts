@@ -15,11 +15,13 @@ export interface SessionRow {
   expires_at: Date;
 }
 
-export type NewSessionRow = Omit<SessionRow, 'created_at'>;
+export type NewSessionRow = Omit<SessionRow, 'created_at'> & { last_seen_at: Date };
 
 /** A token row: the tokens are ciphertext (sealed by SessionStore). */
 export interface TokenRow {
   session_id_hash: string;
+  /** The tenant of the token's session (the registration a refresh authenticates with). */
+  tenant_id: string;
   purpose: RegistrationPurpose;
   fhir_base: string;
   token_endpoint: string;
@@ -32,7 +34,7 @@ export interface TokenRow {
   refreshed_count: number;
 }
 
-export type TokenWrite = Omit<TokenRow, 'refreshed_count'>;
+export type TokenWrite = Omit<TokenRow, 'refreshed_count' | 'tenant_id'>;
 
 /**
  * The `app_session` and `session_token` tables. Raw SQL here only; sealing and the session rules live in SessionStore.
@@ -48,8 +50,9 @@ export class SessionRepository {
   async insertSession(row: NewSessionRow): Promise<void> {
     await query(
       this.db,
-      `INSERT INTO app_session (id_hash, tenant_id, fhir_base, patient, encounter, fhir_user, context, expires_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+      `INSERT INTO app_session (id_hash, tenant_id, fhir_base, patient, encounter, fhir_user, context, expires_at,
+                                last_seen_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
       [
         row.id_hash,
         row.tenant_id,
@@ -59,35 +62,57 @@ export class SessionRepository {
         row.fhir_user,
         JSON.stringify(row.context),
         row.expires_at,
+        row.last_seen_at,
       ],
     );
   }
 
-  /** The session with this id hash if it is live at `now` (not revoked, not expired), marking it seen. */
-  async touchLive(idHash: string, now: Date): Promise<SessionRow | undefined> {
+  /**
+   * The session with this id hash if it is live at `now` (not revoked, not past its lifetime, used since `idleSince`),
+   * marking it seen.
+   */
+  async touchLive(idHash: string, now: Date, idleSince: Date): Promise<SessionRow | undefined> {
     const [row] = await query<SessionRow>(
       this.db,
-      `UPDATE app_session SET last_seen_at = now()
-       WHERE id_hash = $1 AND revoked_at IS NULL AND expires_at > $2
+      `UPDATE app_session SET last_seen_at = $2
+       WHERE id_hash = $1 AND revoked_at IS NULL AND expires_at > $2 AND last_seen_at > $3
        RETURNING id_hash, tenant_id, fhir_base, patient, encounter, fhir_user, context, created_at, expires_at`,
-      [idHash, now],
+      [idHash, now, idleSince],
     );
     return row;
   }
 
+  /** Revokes a session and deletes its tokens (the ciphertexts are gone, not only unusable). */
   async revoke(idHash: string): Promise<void> {
     await query(this.db, `UPDATE app_session SET revoked_at = now() WHERE id_hash = $1 AND revoked_at IS NULL`, [
       idHash,
     ]);
+    await query(this.db, `DELETE FROM session_token WHERE session_id_hash = $1`, [idHash]);
+  }
+
+  /**
+   * If this session has ended (expired, idle or revoked): marks it revoked, so it never comes back (a clock running
+   * behind on another instance), and deletes its tokens. Returns how many tokens were deleted.
+   */
+  async endIfEnded(idHash: string, now: Date, idleSince: Date): Promise<number> {
+    const ended = await query(
+      this.db,
+      `UPDATE app_session SET revoked_at = COALESCE(revoked_at, $2)
+       WHERE id_hash = $1 AND (revoked_at IS NOT NULL OR expires_at <= $2 OR last_seen_at <= $3) RETURNING 1`,
+      [idHash, now, idleSince],
+    );
+    if (ended.length === 0) return 0;
+    return (await query(this.db, `DELETE FROM session_token WHERE session_id_hash = $1 RETURNING 1`, [idHash])).length;
   }
 
   /** A session's token row for a purpose; `lock` holds the row until the transaction ends (FOR UPDATE). */
   async token(idHash: string, purpose: RegistrationPurpose, lock = false): Promise<TokenRow | undefined> {
     const [row] = await query<TokenRow>(
       this.db,
-      `SELECT session_id_hash, purpose, fhir_base, token_endpoint, client_id, scope, access_token_enc, refresh_token_enc,
-              id_token_enc, expires_at, refreshed_count
-       FROM session_token WHERE session_id_hash = $1 AND purpose = $2${lock ? ' FOR UPDATE' : ''}`,
+      `SELECT t.session_id_hash, s.tenant_id, t.purpose, t.fhir_base, t.token_endpoint, t.client_id, t.scope,
+              t.access_token_enc, t.refresh_token_enc, t.id_token_enc, t.expires_at, t.refreshed_count
+       FROM session_token t JOIN app_session s ON s.id_hash = t.session_id_hash
+       WHERE t.session_id_hash = $1 AND t.purpose = $2${lock ? ' FOR UPDATE OF t' : ''}`,
       [idHash, purpose],
     );
     return row;

@@ -98,8 +98,13 @@ export class SmartSessions {
     return { revokedAtEhr };
   }
 
+  /**
+   * A new token for an expiring one. The registration is the session's tenant's (stored with the session at launch),
+   * never one looked up from the token's FHIR base: a base re-registered under another tenant must not lend that
+   * tenant's client to this session.
+   */
   private async renew(token: StoredToken): Promise<TokenSet> {
-    const tenantId = await this.tenantOf(token);
+    const tenantId = token.tenantId;
     if (!token.refreshToken) return this.systemToken(tenantId);
     const smart = { ...(await this.discovery.get(token.fhirBase)), token_endpoint: token.tokenEndpoint };
     const credentials = await this.tenants.credentialsFor(tenantId, token.purpose);
@@ -140,12 +145,6 @@ export class SmartSessions {
     } catch (cause) {
       throw translateOAuthError(cause);
     }
-  }
-
-  private async tenantOf(token: StoredToken): Promise<string> {
-    const tenant = await this.tenants.findByFhirBase(token.fhirBase);
-    if (!tenant) throw new DtrError('UNAUTHENTICATED', 'the EHR is no longer registered');
-    return tenant.id;
   }
 }
 

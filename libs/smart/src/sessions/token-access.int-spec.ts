@@ -95,6 +95,52 @@ describe('SessionStore and TokenAccess (real PostgreSQL)', () => {
     clock.advance(-3_600_001);
   });
 
+  const tokenRows = async (idHash: string) =>
+    Number(
+      (
+        (await dataSource.query(`SELECT count(*)::int AS n FROM session_token WHERE session_id_hash = $1`, [
+          idHash,
+        ])) as Array<{ n: number }>
+      )[0]!.n,
+    );
+
+  it('ends a session unused for the idle timeout (default 30 minutes) while its lifetime runs on; its tokens go', async () => {
+    const { sessionId, record } = await newSession('AT-idle', 600_000, 'RT-idle');
+    clock.advance(29 * 60_000);
+    // Used within the idle timeout: live, and the use restarts the idle clock.
+    expect(await store.find(sessionId)).toBeDefined();
+    clock.advance(29 * 60_000);
+    expect(await store.find(sessionId)).toBeDefined();
+    expect(await tokenRows(record.idHash)).toBe(1);
+    clock.advance(30 * 60_000 + 1);
+    expect(await store.find(sessionId)).toBeUndefined();
+    // Presenting the idle session deleted its tokens (ciphertexts gone, not only unusable).
+    expect(await tokenRows(record.idHash)).toBe(0);
+    // It stays ended when used again.
+    clock.advance(-(88 * 60_000 + 1));
+    expect(await store.find(sessionId)).toBeUndefined();
+
+    const shortIdle = new SessionStore(dataSource, secrets, clock, { idleMs: 60_000 });
+    const other = await newSession('AT-idle-2', 600_000);
+    clock.advance(61_000);
+    expect(await shortIdle.find(other.sessionId)).toBeUndefined();
+    expect(await store.find(other.sessionId)).toBeUndefined();
+    clock.advance(-61_000);
+  });
+
+  it('deletes the tokens when a session is revoked (logout), not only marks them', async () => {
+    const { record } = await newSession('AT-out', 600_000, 'RT-out');
+    expect(await tokenRows(record.idHash)).toBe(1);
+    await store.revoke(record.idHash);
+    expect(await tokenRows(record.idHash)).toBe(0);
+    expect(await store.getToken(record.idHash, 'supplement')).toBeUndefined();
+  });
+
+  it('gives a token with the tenant of its session (the registration a refresh uses)', async () => {
+    const { record } = await newSession('AT-tenant', 600_000);
+    expect((await store.getToken(record.idHash, 'supplement'))?.tenantId).toBe(tenantId);
+  });
+
   it('refreshes once for 50 concurrent callers of an expired token, and stores the newest refresh token', async () => {
     const { record } = await newSession('AT-old', -1000, 'RT-1');
     let calls = 0;
