@@ -2,7 +2,7 @@ import { DtrError, html } from '@dtr/kernel';
 import type { Response } from 'express';
 import type { JsonLogger } from '../logging/json-logger.js';
 import { currentRequestId } from '../logging/request-context.js';
-import { toOperationOutcome } from './operation-outcome.js';
+import { retryAfterOf, toOperationOutcome } from './operation-outcome.js';
 
 /**
  * Browser-facing errors (launch and callback): a readable page instead of JSON. The message is ours (DtrError)
@@ -17,6 +17,8 @@ export function sendErrorPage(res: Response, error: unknown, logger: JsonLogger,
   });
   const message = body.issue[0]?.diagnostics ?? 'Something went wrong.';
   const requestId = currentRequestId();
+  const retryAfter = retryAfterOf(error);
+  if (retryAfter !== undefined) res.set('Retry-After', String(retryAfter));
   res
     .status(status)
     .type('text/html')
