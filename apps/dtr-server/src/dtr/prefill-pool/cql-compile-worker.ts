@@ -38,8 +38,8 @@ const defaultWorkerFile = new URL('./cql-compile.worker.js', import.meta.url);
  * the next translation starts a fresh one. It never keeps the process alive on its own.
  */
 export class CqlCompileWorker implements OnApplicationShutdown {
-  private worker: Worker | undefined;
-  private outOfMemory = new WeakSet<Worker>();
+  private worker: { thread: Worker; ready: Promise<void> } | undefined;
+  private readonly outOfMemory = new WeakSet<Worker>();
   private nextId = 0;
   /** Translations run one after another: this is the end of the chain. */
   private tail: Promise<unknown> = Promise.resolve();
@@ -64,38 +64,52 @@ export class CqlCompileWorker implements OnApplicationShutdown {
   async close(): Promise<void> {
     const worker = this.worker;
     this.worker = undefined;
-    await worker?.terminate();
+    await worker?.thread.terminate();
   }
 
   onApplicationShutdown(): Promise<void> {
     return this.close();
   }
 
-  private start(): Worker {
-    const worker = new Worker(this.workerFile, {
+  private start(): { thread: Worker; ready: Promise<void> } {
+    const thread = new Worker(this.workerFile, {
       env: {},
       resourceLimits: { maxOldGenerationSizeMb: this.options.memoryMb ?? 1024 },
     });
-    worker.unref();
+    thread.unref();
+    const ready = new Promise<void>((resolve, reject) => {
+      thread.once('message', () => resolve());
+      thread.once('exit', (code) => reject(new Error(`the CQL translator did not start (exit code ${code})`)));
+    });
+    ready.catch(() => undefined);
+    const started = { thread, ready };
     const forget = () => {
-      if (this.worker === worker) this.worker = undefined;
+      if (this.worker === started) this.worker = undefined;
     };
-    worker.once('exit', forget);
-    worker.on('error', (error: Error & { code?: string }) => {
-      if (error.code === 'ERR_WORKER_OUT_OF_MEMORY') this.outOfMemory.add(worker);
+    thread.once('exit', forget);
+    thread.on('error', (error: Error & { code?: string }) => {
+      if (error.code === 'ERR_WORKER_OUT_OF_MEMORY') this.outOfMemory.add(thread);
       forget();
     });
-    return worker;
+    return started;
   }
 
-  private translateNow(
+  private async translateNow(
     text: string,
     sources: ReadonlyMap<string, string>,
   ): Promise<{ elm?: string; errors: string[] }> {
-    const worker = (this.worker ??= this.start());
-    const id = this.nextId++;
+    const started = (this.worker ??= this.start());
+    const worker = started.thread;
     // Kept alive while it works (a CLI waits for it), let go when idle.
     worker.ref();
+    try {
+      // The translator loads before the deadline starts.
+      await started.ready;
+    } catch (error) {
+      worker.unref();
+      throw error;
+    }
+    const id = this.nextId++;
     return new Promise((resolve, reject) => {
       const done = () => {
         worker.unref();
@@ -120,7 +134,7 @@ export class CqlCompileWorker implements OnApplicationShutdown {
       };
       const timer = setTimeout(() => {
         done();
-        if (this.worker === worker) this.worker = undefined;
+        if (this.worker === started) this.worker = undefined;
         void worker.terminate();
         reject(new Error(`the CQL did not compile within the deadline of ${this.options.deadlineMs} ms`));
       }, this.options.deadlineMs);
