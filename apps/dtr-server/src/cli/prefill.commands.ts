@@ -26,6 +26,14 @@ interface PrefillOptions {
   deadline: number;
 }
 
+/** The heap limit of the CLI's workers, as the server's (DTR_PREFILL_WORKER_MEMORY_MB). */
+const workerMemoryMb = () =>
+  positiveIntFrom(
+    'DTR_PREFILL_WORKER_MEMORY_MB',
+    process.env['DTR_PREFILL_WORKER_MEMORY_MB'],
+    PREFILL_LIMIT_DEFAULTS.memoryMb,
+  );
+
 /** A positive whole number from an option or the environment, or the default; anything else is refused by name. */
 function positiveIntFrom(name: string, value: string | undefined, fallback: number): number {
   if (value === undefined || value === '') return fallback;
@@ -71,11 +79,7 @@ export function registerPrefillCommand(program: Command): void {
       const pool = new PrefillPool({
         size: 1,
         deadlineMs: options.deadline,
-        memoryMb: positiveIntFrom(
-          'DTR_PREFILL_WORKER_MEMORY_MB',
-          process.env['DTR_PREFILL_WORKER_MEMORY_MB'],
-          PREFILL_LIMIT_DEFAULTS.memoryMb,
-        ),
+        memoryMb: workerMemoryMb(),
       });
       let results: PrefillResult[];
       try {
@@ -115,6 +119,7 @@ async function loadInput(options: PrefillOptions) {
   // CQL-only libraries are translated in a worker thread, under the server's size cap and deadline.
   const compiler = new CqlCompileWorker({
     deadlineMs: positiveIntFrom('DTR_CQL_COMPILE_DEADLINE_MS', process.env['DTR_CQL_COMPILE_DEADLINE_MS'], 30_000),
+    memoryMb: workerMemoryMb(),
   });
   const compiled = await compileCqlOnlyLibraries(resourcesOf(loadPackageFromPath(options.package)), {
     translate: compiler.translate,
