@@ -20,7 +20,13 @@ export interface SpawnedServer {
 export function spawnServer(env: Record<string, string>, entry = 'dist/apps/dtr-server/src/main.js'): SpawnedServer {
   const child = spawn(process.execPath, [path.join(repoRoot, entry)], {
     cwd: repoRoot,
-    env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/root', ...env },
+    env: {
+      PATH: process.env['PATH'] ?? '/usr/bin:/bin',
+      HOME: process.env['HOME'] ?? '/root',
+      // The machine running the tests may be busy: a generous prefill deadline, unless a test sets its own.
+      DTR_PREFILL_DEADLINE_MS: '60000',
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
