@@ -82,6 +82,30 @@ describe('a package whose library ships CQL only', () => {
     );
   });
 
+  it('uses the translation it is given, and does not translate a library larger than the size cap', async () => {
+    const asked: string[] = [];
+    const translate = async (text: string) => {
+      asked.push(text);
+      return { errors: ['the given translation answered'] };
+    };
+    const given = await compileCqlOnlyLibraries(cqlOnly(shipped), { translate });
+    expect(asked).toEqual([expect.stringContaining('library HomeOxygenExample')]);
+    expect(given.issues).toEqual([
+      expect.objectContaining({ code: 'cql-compile-failed', message: expect.stringMatching(/the given translation/) }),
+    ]);
+    const capped = await compileCqlOnlyLibraries(cqlOnly(shipped), { translate, maxCqlBytes: 64 });
+    expect(asked).toHaveLength(1);
+    expect(capped.resources).toEqual(cqlOnly(shipped));
+    expect(capped.issues).toEqual([
+      expect.objectContaining({
+        severity: 'error',
+        code: 'cql-compile-failed',
+        library: 'HomeOxygenExample|1.0.0',
+        message: expect.stringMatching(/its CQL \(\d+ bytes\) is larger than the 64 bytes this server compiles/),
+      }),
+    ]);
+  });
+
   it('returns the resources untouched, with no issue, when every library ships ELM', async () => {
     const { resources, issues } = await compileCqlOnlyLibraries(shipped);
     expect(resources).toBe(shipped);

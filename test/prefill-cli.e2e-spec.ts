@@ -9,6 +9,8 @@ function dtr(args: string[]): { code: number | null; stdout: string; stderr: str
   const run = spawnSync(process.execPath, [path.join(repoRoot, 'bin/dtr.mjs'), ...args], {
     cwd: repoRoot,
     encoding: 'utf8',
+    // A generous deadline: this machine may be busy; the hostile cases below set a short one with --deadline.
+    env: { ...process.env, DTR_PREFILL_DEADLINE_MS: '120000' },
   });
   return { code: run.status, stdout: run.stdout, stderr: run.stderr };
 }
@@ -77,5 +79,36 @@ describe('npx dtr prefill (offline, for payers testing their packages)', () => {
     expect(missing.code).not.toBe(0);
     expect(missing.stderr).toMatch(/no-such-package/);
     expect(() => readFileSync(out)).toThrow();
+  });
+
+  it("stops a payer's logic at the deadline: prints the issue, writes nothing, exits non-zero", () => {
+    const patient = path.join(dir, 'hostile-patient.json');
+    writeFileSync(
+      patient,
+      JSON.stringify({
+        resourceType: 'Bundle',
+        type: 'collection',
+        entry: [{ resource: { resourceType: 'Patient', id: 'h1', birthDate: '1950-03-04' } }],
+      }),
+    );
+    const hostile = 'test/fixtures/hostile-package';
+    for (const questionnaire of ['hostile-regex', 'hostile-expand']) {
+      const out = path.join(dir, `${questionnaire}.json`);
+      const args = ['prefill', '--package', hostile, '--patient', patient, '--questionnaire', questionnaire];
+      const result = dtr([...args, '--deadline', '1500', '--out', out]);
+      expect(result.code, result.stderr).not.toBe(0);
+      expect(result.stderr).toMatch(
+        /dtr: the prefill (did not finish within its deadline of 1500 ms|needed more memory)/,
+      );
+      expect(result.stderr).not.toContain('1950-03-04');
+      expect(() => readFileSync(out)).toThrow();
+    }
+    // The well-behaved questionnaire of the same package prefills under the same deadline.
+    const fine = dtr(['prefill', '--package', hostile, '--patient', patient, '--questionnaire', 'well-behaved']);
+    expect(fine.code, fine.stderr).toBe(0);
+    expect(fine.stdout).toContain('"valueInteger": 42');
+    const bad = dtr(['prefill', '--package', hostile, '--patient', patient, '--deadline', 'soon']);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toContain('--deadline must be a positive whole number (got soon)');
   });
 });

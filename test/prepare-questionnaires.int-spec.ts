@@ -177,6 +177,7 @@ describe('PrepareQuestionnairesUseCase: session → payer package → prefill (r
       clock,
       new PrefillPool({ size: 0 }),
       new FormSessionsService(new FormSessionRepository(dataSource, box, clock), smart, clock),
+      {},
     ); // in-thread: the worker pool runs from dist/, tested in the e2e tier
   });
 

@@ -78,6 +78,18 @@ describe('dtr-server start-up', () => {
     }
   });
 
+  it("refuses to start in production with prefill in the request thread (no bounds on a payer's logic)", async () => {
+    const server = spawnServer({
+      DTR_PROFILE: 'production',
+      DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none',
+      DTR_PUBLIC_URL: 'https://dtr.example.org',
+      DTR_ENCRYPTION_KEYS: `k1:${Buffer.alloc(32, 3).toString('base64')}`,
+      DTR_PREFILL_WORKERS: '0',
+    });
+    expect(await server.exited).toBe(78);
+    expect(server.output()).toMatch(/DTR_PREFILL_WORKERS: must be 1 or more in the production profile/);
+  });
+
   it('fails clearly when the database cannot be reached', async () => {
     const server = spawnServer({ DTR_PORT: '0', DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none' });
     expect(await server.exited).toBe(1);

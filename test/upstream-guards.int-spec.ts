@@ -137,6 +137,7 @@ describe('EHR answers bounded and checked, patient compartment enforced (sandbox
       clock,
       new PrefillPool({ size: 0 }),
       new FormSessionsService(new FormSessionRepository(dataSource, box, clock), smart, clock),
+      {},
     );
   });
 

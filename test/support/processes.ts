@@ -25,6 +25,8 @@ export function spawnServer(env: Record<string, string>, entry = 'dist/apps/dtr-
       PATH: process.env['PATH'] ?? '/usr/bin:/bin',
       HOME: process.env['HOME'] ?? '/root',
       DTR_LAUNCH_RATE_LIMIT: '1000000',
+      // The machine running the tests may be busy: a generous prefill deadline, unless a test sets its own.
+      DTR_PREFILL_DEADLINE_MS: '60000',
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -142,6 +142,25 @@ export async function translateCql(
 }
 let ucumService: unknown;
 
+/** CQL text (and the CQL of libraries it may include, by name) to ELM JSON or the translator's messages. */
+export type CqlTranslate = (
+  text: string,
+  sources: ReadonlyMap<string, string>,
+) => Promise<{ elm?: string; errors: string[] }>;
+
+export interface CompileCqlOptions {
+  /**
+   * The translation to use; by default translateCql on this thread. A server passes one that runs in a worker thread
+   * with a deadline, so a large library does not block its other requests.
+   */
+  translate?: CqlTranslate;
+  /** A CQL-only library whose CQL is larger than this (UTF-8 bytes) is not compiled: an issue says so. */
+  maxCqlBytes?: number;
+}
+
+/** The default size cap of a CQL-only library compiled here (1 MiB; the largest payer libraries seen are ~200 KB). */
+export const CQL_MAX_BYTES_DEFAULT = 1024 * 1024;
+
 /**
  * The package's resources with every CQL-only Library compiled to ELM (added as application/elm+json content,
  * tagged COMPILED_FROM_CQL_TAG, which the validator reports as `compiled-from-cql`), and a `cql-compile-failed` issue
@@ -152,10 +171,16 @@ let ucumService: unknown;
  */
 export async function compileCqlOnlyLibraries(
   resources: FhirResource[],
+  options: CompileCqlOptions = {},
 ): Promise<{ resources: FhirResource[]; issues: PackageIssue[] }> {
+  const translate = options.translate ?? translateCql;
+  const maxBytes = options.maxCqlBytes ?? CQL_MAX_BYTES_DEFAULT;
+  const fits = (cql: string) => Buffer.byteLength(cql, 'utf8') <= maxBytes;
   // The package model's own reading of each Library (decoded CQL, parsed ELM).
   const libraries = resources.filter((r) => r.resourceType === 'Library').map(libraryOf);
-  const sources = new Map(libraries.filter((l) => l.cql && l.name).map((l) => [l.name!, l.cql!] as const));
+  const sources = new Map(
+    libraries.filter((l) => l.cql && l.name && fits(l.cql)).map((l) => [l.name!, l.cql!] as const),
+  );
   const cqlOnly = libraries.filter((l) => l.cql && !l.elm) as Array<PackageLibrary & { cql: string }>;
   if (cqlOnly.length === 0) return { resources, issues: [] };
 
@@ -163,8 +188,17 @@ export async function compileCqlOnlyLibraries(
   const compiled = new Map<FhirResource, FhirResource>();
   for (const library of cqlOnly) {
     const label = labelOf(library.resource);
+    if (!fits(library.cql)) {
+      issues.push({
+        severity: 'error',
+        code: 'cql-compile-failed',
+        message: `${label} ships CQL only and its CQL (${Buffer.byteLength(library.cql, 'utf8')} bytes) is larger than the ${maxBytes} bytes this server compiles: it was not compiled`,
+        library: label,
+      });
+      continue;
+    }
     try {
-      const translated = await translateCql(library.cql, sources);
+      const translated = await translate(library.cql, sources);
       if (translated.errors.length > 0) {
         issues.push({
           severity: 'error',

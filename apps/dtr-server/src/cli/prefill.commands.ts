@@ -1,9 +1,17 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { parseUntrustedJson } from '@dtr/kernel';
-import { compileCqlOnlyLibraries, type FhirResource, QuestionnairePackage, isDtrVersion } from '@dtr/fhir';
+import {
+  CQL_MAX_BYTES_DEFAULT,
+  compileCqlOnlyLibraries,
+  type FhirResource,
+  QuestionnairePackage,
+  isDtrVersion,
+} from '@dtr/fhir';
 import { loadPackageFromPath, resourcesOf } from '@dtr/payer';
-import { BundleReader, PrefillEngine, type PrefillResult } from '@dtr/prefill';
+import { BundleReader, type PrefillResult } from '@dtr/prefill';
+import { CqlCompileWorker } from '../dtr/prefill-pool/cql-compile-worker.js';
+import { PREFILL_LIMIT_DEFAULTS, PrefillPool } from '../dtr/prefill-pool/prefill-pool.js';
 
 interface PrefillOptions {
   package: string;
@@ -15,6 +23,23 @@ interface PrefillOptions {
   ig: string;
   out?: string;
   timing?: boolean;
+  deadline: number;
+}
+
+/** The heap limit of the CLI's workers, as the server's (DTR_PREFILL_WORKER_MEMORY_MB). */
+const workerMemoryMb = () =>
+  positiveIntFrom(
+    'DTR_PREFILL_WORKER_MEMORY_MB',
+    process.env['DTR_PREFILL_WORKER_MEMORY_MB'],
+    PREFILL_LIMIT_DEFAULTS.memoryMb,
+  );
+
+/** A positive whole number from an option or the environment, or the default; anything else is refused by name. */
+function positiveIntFrom(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined || value === '') return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive whole number (got ${value})`);
+  return n;
 }
 
 /**
@@ -34,22 +59,47 @@ export function registerPrefillCommand(program: Command): void {
     .option('--ig <version>', 'DTR IG version: 2.0.1, 2.1 or 2.2', '2.2')
     .option('--out <file>', 'write the QuestionnaireResponse(s) here instead of standard output')
     .option('--timing', 'print where the time went')
+    .option(
+      '--deadline <ms>',
+      'stop the evaluation after this long (default: DTR_PREFILL_DEADLINE_MS, else 5000)',
+      (value) => positiveIntFrom('--deadline', value, 0),
+      positiveIntFrom(
+        'DTR_PREFILL_DEADLINE_MS',
+        process.env['DTR_PREFILL_DEADLINE_MS'],
+        PREFILL_LIMIT_DEFAULTS.deadlineMs,
+      ),
+    )
     .action(async (options: PrefillOptions) => {
       if (!isDtrVersion(options.ig)) throw new Error(`--ig must be 2.0.1, 2.1 or 2.2 (got ${options.ig})`);
       const started = performance.now();
       const input = await loadInput(options);
       const loaded = performance.now();
-      // One session for all selected questionnaires: each search and define once.
-      const results = await new PrefillEngine(input.reader).runAll({
-        pkg: input.pkg,
-        questionnaires: input.selected,
-        patientId: input.patientId,
-        ...(input.order ? { order: input.order } : {}),
-        ...(input.coverage ? { coverage: input.coverage } : {}),
-        ...(options.user ? { user: options.user } : {}),
-        igVersion: options.ig,
-        codeIn: true,
+      // The payer's logic runs in a worker thread under the deadline and memory limit the server uses, so a package
+      // that would never finish (a runaway regular expression, a huge expand) is stopped and reported.
+      const pool = new PrefillPool({
+        size: 1,
+        deadlineMs: options.deadline,
+        memoryMb: workerMemoryMb(),
       });
+      let results: PrefillResult[];
+      try {
+        // One session for all selected questionnaires: each search and define once.
+        results = await pool.run(
+          {
+            pkg: input.pkg,
+            questionnaires: input.selected,
+            patientId: input.patientId,
+            ...(input.order ? { order: input.order } : {}),
+            ...(input.coverage ? { coverage: input.coverage } : {}),
+            ...(options.user ? { user: options.user } : {}),
+            igVersion: options.ig,
+            codeIn: true,
+          },
+          input.reader,
+        );
+      } finally {
+        await pool.close();
+      }
       writeResponses(options, results);
       const report = results.flatMap((result, i) =>
         reportOf(input.pkg.questionnaireKey(input.selected[i]!), result, options.timing === true),
@@ -66,7 +116,15 @@ export function registerPrefillCommand(program: Command): void {
 
 /** 1. The package (CQL-only libraries compiled), the patient bundle, the context and the questionnaires chosen. */
 async function loadInput(options: PrefillOptions) {
-  const compiled = await compileCqlOnlyLibraries(resourcesOf(loadPackageFromPath(options.package)));
+  // CQL-only libraries are translated in a worker thread, under the server's size cap and deadline.
+  const compiler = new CqlCompileWorker({
+    deadlineMs: positiveIntFrom('DTR_CQL_COMPILE_DEADLINE_MS', process.env['DTR_CQL_COMPILE_DEADLINE_MS'], 30_000),
+    memoryMb: workerMemoryMb(),
+  });
+  const compiled = await compileCqlOnlyLibraries(resourcesOf(loadPackageFromPath(options.package)), {
+    translate: compiler.translate,
+    maxCqlBytes: positiveIntFrom('DTR_CQL_MAX_BYTES', process.env['DTR_CQL_MAX_BYTES'], CQL_MAX_BYTES_DEFAULT),
+  }).finally(() => compiler.close());
   for (const issue of compiled.issues)
     process.stderr.write(`package: ${issue.severity.toUpperCase()} ${issue.code}: ${issue.message}\n`);
   const pkg = QuestionnairePackage.fromResources(compiled.resources);

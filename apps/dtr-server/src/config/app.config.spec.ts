@@ -126,6 +126,34 @@ describe('loadAppConfig', () => {
     ]);
   });
 
+  it('bounds the payer logic by default and refuses in-thread prefill (no bounds) in production', () => {
+    expect(loadAppConfig({}).prefillLimits).toEqual({
+      deadlineMs: 5_000,
+      queueMax: 32,
+      workerMemoryMb: 512,
+      workerStackMb: 4,
+    });
+    expect(loadAppConfig({}).cqlCompile).toEqual({ deadlineMs: 30_000, maxBytes: 1024 * 1024 });
+    expect(
+      loadAppConfig({ DTR_PREFILL_DEADLINE_MS: '1500', DTR_PREFILL_QUEUE_MAX: '3', DTR_CQL_MAX_BYTES: '2048' }),
+    ).toMatchObject({ prefillLimits: { deadlineMs: 1500, queueMax: 3 }, cqlCompile: { maxBytes: 2048 } });
+    expect(problemsOf({ DTR_PREFILL_DEADLINE_MS: '0', DTR_PREFILL_WORKER_MEMORY_MB: '8' })).toEqual([
+      expect.stringMatching(/^DTR_PREFILL_DEADLINE_MS: /),
+      expect.stringMatching(/^DTR_PREFILL_WORKER_MEMORY_MB: /),
+    ]);
+    const production = {
+      DTR_PROFILE: 'production',
+      DTR_PUBLIC_URL: 'https://dtr.example.org',
+      DTR_ENCRYPTION_KEYS: `k1:${KEY}`,
+      DATABASE_URL: 'postgres://db/dtr',
+    };
+    expect(problemsOf({ ...production, DTR_PREFILL_WORKERS: '0' })).toEqual([
+      expect.stringMatching(/^DTR_PREFILL_WORKERS: must be 1 or more in the production profile/),
+    ]);
+    expect(loadAppConfig({ ...production, DTR_PREFILL_WORKERS: '1' }).prefillWorkers).toBe(1);
+    expect(loadAppConfig({ DTR_PROFILE: 'sandbox', DTR_PREFILL_WORKERS: '0' }).prefillWorkers).toBe(0);
+  });
+
   it('treats empty values as unset', () => {
     expect(loadAppConfig({ DATABASE_URL: '', DTR_PORT: '' }).databaseUrl).toBeUndefined();
   });

@@ -112,6 +112,12 @@ const schema = z
       .min(0, { error: 'must be a whole number of worker threads (0-64; 0 prefills in the request thread)' })
       .max(64, { error: 'must be a whole number of worker threads (0-64; 0 prefills in the request thread)' })
       .default(() => availableParallelism()),
+    DTR_PREFILL_DEADLINE_MS: positiveInt.max(600_000).default(5_000),
+    DTR_PREFILL_QUEUE_MAX: positiveInt.max(10_000).default(32),
+    DTR_PREFILL_WORKER_MEMORY_MB: positiveInt.min(16).max(16_384).default(512),
+    DTR_PREFILL_WORKER_STACK_MB: positiveInt.max(256).default(4),
+    DTR_CQL_COMPILE_DEADLINE_MS: positiveInt.max(600_000).default(30_000),
+    DTR_CQL_MAX_BYTES: positiveInt.max(64 * 1024 * 1024).default(1024 * 1024),
     /** Keyed hashes of patient and resource ids in the audit trail (base64, 16+ bytes); else derived from the key ring. */
     DTR_AUDIT_HASH_KEY: z
       .string()
@@ -141,6 +147,13 @@ const schema = z
         message: 'must be longer than DTR_DELIVERY_TIMEOUT_MS (a send still running must not be claimed again)',
       });
     if (env.DTR_PROFILE !== 'production') return;
+    if (env.DTR_PREFILL_WORKERS === 0)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['DTR_PREFILL_WORKERS'],
+        message:
+          "must be 1 or more in the production profile (0 runs the payer's logic in the request thread, with no deadline or memory limit)",
+      });
     // Outside the development/sandbox/test profiles nothing secret or public-facing is defaulted.
     if (!env.DTR_PUBLIC_URL) {
       ctx.addIssue({ code: 'custom', path: ['DTR_PUBLIC_URL'], message: 'is required in the production profile' });
@@ -193,6 +206,14 @@ export interface AppConfig {
   retention: RetentionWindows & { intervalMs: number };
   /** Prefill worker threads; 0 evaluates in the request thread (blocks the event loop while CQL runs). */
   prefillWorkers: number;
+  /** Bounds on the payer's logic: see PrefillPoolOptions and CqlCompileWorker. */
+  prefillLimits: {
+    deadlineMs: number;
+    queueMax: number;
+    workerMemoryMb: number;
+    workerStackMb: number;
+  };
+  cqlCompile: { deadlineMs: number; maxBytes: number };
   auditHashKey: Buffer | undefined;
   /** The outbox: attempts before the dead letter, backoff, per-attempt timeout, lease, polling interval. */
   delivery: {
@@ -287,6 +308,13 @@ export function loadAppConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
       auditMs: e.DTR_RETENTION_AUDIT_DAYS * DAY_MS,
     },
     prefillWorkers: e.DTR_PREFILL_WORKERS,
+    prefillLimits: {
+      deadlineMs: e.DTR_PREFILL_DEADLINE_MS,
+      queueMax: e.DTR_PREFILL_QUEUE_MAX,
+      workerMemoryMb: e.DTR_PREFILL_WORKER_MEMORY_MB,
+      workerStackMb: e.DTR_PREFILL_WORKER_STACK_MB,
+    },
+    cqlCompile: { deadlineMs: e.DTR_CQL_COMPILE_DEADLINE_MS, maxBytes: e.DTR_CQL_MAX_BYTES },
     auditHashKey: e.DTR_AUDIT_HASH_KEY ? Buffer.from(e.DTR_AUDIT_HASH_KEY, 'base64') : undefined,
     delivery: {
       maxAttempts: e.DTR_DELIVERY_MAX_ATTEMPTS,

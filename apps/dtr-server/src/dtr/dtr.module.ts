@@ -2,6 +2,7 @@ import { Module } from '@nestjs/common';
 import { getDataSourceToken } from '@nestjs/typeorm';
 import { AuditLog } from '@dtr/audit';
 import { Outbox, SubmissionRepository } from '@dtr/disclosure';
+import type { CompileCqlOptions } from '@dtr/fhir';
 import { PayerRegistry } from '@dtr/payer';
 import type { DataSource } from 'typeorm';
 import { APP_CONFIG, type AppConfig } from '../config/app.config.js';
@@ -20,6 +21,7 @@ import { FormSessionsService } from './forms/form-sessions.service.js';
 import { FormPageController } from './forms/form-page.controller.js';
 import { FormsController } from './forms/forms.controller.js';
 import { FormsUseCase } from './forms/forms.usecase.js';
+import { CQL_COMPILE, CqlCompileWorker } from './prefill-pool/cql-compile-worker.js';
 import { PrefillPool } from './prefill-pool/prefill-pool.js';
 import { PrepareQuestionnairesUseCase } from './prepare-questionnaires.usecase.js';
 import { QuestionnairesController } from './questionnaires.controller.js';
@@ -44,6 +46,10 @@ import { QuestionnairesPageController } from './questionnaires-page.controller.j
       useFactory: (config: AppConfig, logger: JsonLogger) => {
         const pool = new PrefillPool({
           size: config.prefillWorkers,
+          deadlineMs: config.prefillLimits.deadlineMs,
+          queueMax: config.prefillLimits.queueMax,
+          memoryMb: config.prefillLimits.workerMemoryMb,
+          stackMb: config.prefillLimits.workerStackMb,
           onWorkerExit: ({ threadId, exitCode, reason }) =>
             logger.entry(
               'warn',
@@ -55,11 +61,29 @@ import { QuestionnairesPageController } from './questionnaires-page.controller.j
         logger.entry(
           'info',
           pool.size > 0 ? 'prefill workers started' : 'prefill runs in the request thread',
-          { workers: pool.size },
+          { workers: pool.size, ...config.prefillLimits },
           'PrefillPool',
         );
         return pool;
       },
+    },
+    {
+      // CQL-only payer libraries are translated in a worker thread (started on first use).
+      provide: CqlCompileWorker,
+      inject: [APP_CONFIG],
+      useFactory: (config: AppConfig) =>
+        new CqlCompileWorker({
+          deadlineMs: config.cqlCompile.deadlineMs,
+          memoryMb: config.prefillLimits.workerMemoryMb,
+        }),
+    },
+    {
+      provide: CQL_COMPILE,
+      inject: [CqlCompileWorker, APP_CONFIG],
+      useFactory: (compiler: CqlCompileWorker, config: AppConfig): CompileCqlOptions => ({
+        translate: compiler.translate,
+        maxCqlBytes: config.cqlCompile.maxBytes,
+      }),
     },
     PrepareQuestionnairesUseCase,
     {

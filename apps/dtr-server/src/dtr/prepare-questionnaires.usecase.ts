@@ -1,7 +1,13 @@
 import { AuditLog } from '@dtr/audit';
 import { Inject, Injectable } from '@nestjs/common';
 import { Clock, DtrError } from '@dtr/kernel';
-import { type FhirResource, type PackageIssue, parseResourceReference, relativeReference } from '@dtr/fhir';
+import {
+  type CompileCqlOptions,
+  type FhirResource,
+  type PackageIssue,
+  parseResourceReference,
+  relativeReference,
+} from '@dtr/fhir';
 import { PackageCache, PackageRetrieval, PayerClient, PayerRegistry } from '@dtr/payer';
 import { FhirClientReader, type PrefillIssue } from '@dtr/prefill';
 import {
@@ -13,6 +19,7 @@ import {
 } from '@dtr/smart';
 import { OUTBOUND_POLICY } from '../smart/smart.module.js';
 import { FormSessionsService } from './forms/form-sessions.service.js';
+import { CQL_COMPILE } from './prefill-pool/cql-compile-worker.js';
 import { PrefillPool } from './prefill-pool/prefill-pool.js';
 
 interface PreparedQuestionnaire {
@@ -56,6 +63,8 @@ const splitRef = (ref: string): [string, string] => {
 @Injectable()
 export class PrepareQuestionnairesUseCase {
   private readonly retrieval: PackageRetrieval;
+  /** Sessions whose questionnaires are being prepared (in this process): one prepare per session at a time. */
+  private readonly preparing = new Set<string>();
 
   constructor(
     private readonly audit: AuditLog,
@@ -67,11 +76,31 @@ export class PrepareQuestionnairesUseCase {
     private readonly clock: Clock,
     private readonly pool: PrefillPool,
     private readonly forms: FormSessionsService,
+    /** How CQL-only libraries are compiled: in a worker with a size cap (see DtrModule); `{}` on this thread. */
+    @Inject(CQL_COMPILE) compile: CompileCqlOptions,
   ) {
-    this.retrieval = new PackageRetrieval(cache);
+    this.retrieval = new PackageRetrieval(cache, compile);
   }
 
+  /**
+   * Prepares the session's questionnaires. A second prepare of the same session while one runs is refused (409): it
+   * would read the same data and run the same payer logic again, and let one session hold several prefill workers.
+   */
   async run(session: SessionRecord): Promise<PreparedQuestionnaires> {
+    if (this.preparing.has(session.idHash))
+      throw new DtrError(
+        'CONFLICT',
+        'the questionnaires of this session are already being prepared; wait for that to finish, then try again',
+      );
+    this.preparing.add(session.idHash);
+    try {
+      return await this.prepare(session);
+    } finally {
+      this.preparing.delete(session.idHash);
+    }
+  }
+
+  private async prepare(session: SessionRecord): Promise<PreparedQuestionnaires> {
     if (!session.patient) throw new DtrError('CONFLICT', 'the session has no patient in context');
     const ehr = this.smart.fhirClient(session, 'supplement');
     const reader = new FhirClientReader(ehr);

@@ -2,7 +2,7 @@ import { html } from '@dtr/kernel';
 import type { Response } from 'express';
 import type { JsonLogger } from '../logging/json-logger.js';
 import { currentRequestId } from '../logging/request-context.js';
-import { problemFields, toOperationOutcome } from './operation-outcome.js';
+import { problemFields, retryAfterOf, toOperationOutcome } from './operation-outcome.js';
 
 const RELAUNCH = 'Close this window and launch the app again from the EHR.';
 
@@ -27,6 +27,8 @@ export function sendErrorPage(
     message: internal ? undefined : message,
   });
   const requestId = currentRequestId();
+  const retryAfter = retryAfterOf(error);
+  if (retryAfter !== undefined) res.set('Retry-After', String(retryAfter));
   res
     .status(status)
     .type('text/html')

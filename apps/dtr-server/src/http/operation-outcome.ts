@@ -100,6 +100,12 @@ export function problemFields(error: unknown): Record<string, string | number | 
   };
 }
 
+/** Seconds after which a refused request may be tried again (a full queue says so), for `Retry-After`. */
+export function retryAfterOf(error: unknown): number | undefined {
+  const seconds = error instanceof DtrError ? error.details['retryAfterSeconds'] : undefined;
+  return typeof seconds === 'number' && Number.isInteger(seconds) && seconds > 0 ? seconds : undefined;
+}
+
 /** Writes the error response and logs it: 5xx with the cause and stack, 4xx as a one-line warning. */
 export function sendError(res: Response, error: unknown, logger: JsonLogger): void {
   const { status, body, internal } = toOperationOutcome(error);
@@ -121,5 +127,7 @@ export function sendError(res: Response, error: unknown, logger: JsonLogger): vo
     res.destroy();
     return;
   }
+  const retryAfter = retryAfterOf(error);
+  if (retryAfter !== undefined) res.set('Retry-After', String(retryAfter));
   res.status(status).type('application/fhir+json').send(JSON.stringify(body));
 }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { CQF_LIBRARY, type FhirResource, type PackageIssue, QuestionnairePackage } from '@dtr/fhir';
 import type { PayerClient, PackageRequest } from '../payer-client.js';
-import { compileCqlOnlyLibraries } from '@dtr/fhir';
+import { type CompileCqlOptions, compileCqlOnlyLibraries } from '@dtr/fhir';
 import { PackageCache } from './package-cache.js';
 import { resourcesOf } from './package-response.js';
 import { isUsable, validatePackage } from './package-validator.js';
@@ -114,7 +114,11 @@ function selectionKeyOf(request: PackageRequest, codes: string | undefined): str
  * cached), caches what comes back, validates the questionnaires in use, and reports blocking problems to the payer.
  */
 export class PackageRetrieval {
-  constructor(private readonly cache: PackageCache) {}
+  /** `compile`: how CQL-only libraries are translated (a server passes a worker thread's, with its size cap). */
+  constructor(
+    private readonly cache: PackageCache,
+    private readonly compile: CompileCqlOptions = {},
+  ) {}
 
   async retrieve(client: PayerClient, request: PackageRequest): Promise<RetrievedPackage> {
     const payerId = client.payer.id;
@@ -133,7 +137,10 @@ export class PackageRetrieval {
       : undefined;
     const response = await client.questionnairePackage({ ...request, ...(changedSince ? { changedSince } : {}) });
     // Libraries shipped as CQL only are compiled to ELM once, as they arrive; the cache keeps the compiled form.
-    const { resources: fresh, issues: compileIssues } = await compileCqlOnlyLibraries(resourcesOf(response));
+    const { resources: fresh, issues: compileIssues } = await compileCqlOnlyLibraries(
+      resourcesOf(response),
+      this.compile,
+    );
     await this.cache.store(payerId, fresh, response.retrievedAt);
     const freshQuestionnaires = fresh.filter((r) => r.resourceType === 'Questionnaire');
     let questionnaires = freshQuestionnaires;

@@ -317,6 +317,103 @@ describe('PrefillPool (built worker threads)', () => {
     }
   });
 
+  describe("bounds on the payer's logic (our hostile fixture package)", () => {
+    const HOSTILE = path.join(root, 'test/fixtures/hostile-package');
+    const hostileResources = readdirSync(HOSTILE)
+      .filter((f) => f.endsWith('.json') && f !== 'rules.json')
+      .map((f) => JSON.parse(readFileSync(path.join(HOSTILE, f), 'utf8')) as FhirResource);
+    const hostile = QuestionnairePackage.fromResources(hostileResources);
+    const jobFor = (id: string) => ({
+      ...job,
+      pkg: hostile,
+      questionnaires: hostile.questionnaires.filter((q) => q.id === id),
+    });
+    const answersOf = (results: PrefillResult[]) => JSON.stringify(results[0]!.questionnaireResponse['item']);
+
+    it('a job past the deadline fails naming it, its worker is replaced, and the job queued behind it succeeds', async () => {
+      const exits: Array<{ reason: string | undefined }> = [];
+      const pool = new Pool({ size: 1, deadlineMs: 1500, onWorkerExit: (e) => exits.push(e) });
+      try {
+        const [before] = pool.threadIds;
+        // One worker: the well-behaved job waits behind the runaway regular expression.
+        const [failure, fine] = await Promise.all([
+          pool.run(jobFor('hostile-regex'), reader()).catch((error: unknown) => error),
+          pool.run(jobFor('well-behaved'), reader()),
+        ]);
+        expect(failure).toMatchObject({
+          name: 'DtrError',
+          code: 'UPSTREAM_TIMEOUT',
+          message: expect.stringMatching(/did not finish within its deadline of 1500 ms.*nothing was prefilled/),
+        });
+        expect((failure as Error).message).not.toMatch(/1948|Okafor|Grace/);
+        expect(answersOf(fine)).toContain('"valueDate":"1948-07-09"');
+        expect(answersOf(fine)).toContain('"valueInteger":42');
+        expect(pool.threadIds).toHaveLength(1);
+        expect(pool.threadIds[0]).not.toBe(before);
+        expect(exits).toEqual([expect.objectContaining({ reason: expect.stringMatching(/deadline/) })]);
+      } finally {
+        await pool.close();
+      }
+    });
+
+    it('a CQL expand of a huge interval and a query over billions of tuples are stopped', async () => {
+      const pool = new Pool({ size: 2, deadlineMs: 1500 });
+      try {
+        const failures = await Promise.all(
+          ['hostile-expand', 'hostile-nested-query'].map((id) =>
+            pool.run(jobFor(id), reader()).catch((error: unknown) => error),
+          ),
+        );
+        for (const failure of failures)
+          expect(failure).toMatchObject({
+            name: 'DtrError',
+            message: expect.stringMatching(/deadline of 1500 ms|memory than its limit/),
+          });
+        expect(answersOf(await pool.run(jobFor('well-behaved'), reader()))).toContain('"valueInteger":42');
+      } finally {
+        await pool.close();
+      }
+    });
+
+    it('a worker past its memory limit fails its job naming the limit and is replaced', async () => {
+      const pool = new Pool({ size: 1, memoryMb: 64, deadlineMs: 120_000 });
+      try {
+        const [before] = pool.threadIds;
+        const failure = await pool.run(jobFor('hostile-expand'), reader()).catch((error: unknown) => error);
+        expect(failure).toMatchObject({
+          name: 'DtrError',
+          code: 'UPSTREAM_ERROR',
+          message: expect.stringMatching(/more memory than its limit of 64 MB/),
+        });
+        expect(pool.threadIds[0]).not.toBe(before);
+        expect(answersOf(await pool.run(jobFor('well-behaved'), reader()))).toContain('"valueInteger":42');
+      } finally {
+        await pool.close();
+      }
+    }, 180_000);
+
+    it('refuses a job past the queue cap with NOT_READY and a retry delay', async () => {
+      const pool = new Pool({ size: 1, queueMax: 1, deadlineMs: 2500 });
+      try {
+        // Once its worker is ready, a job starts at once: the first runs, the second waits, the third is refused.
+        await pool.run(jobFor('well-behaved'), reader());
+        const running = pool.run(jobFor('hostile-regex'), reader()).catch((error: unknown) => error);
+        const queued = pool.run(jobFor('well-behaved'), reader());
+        const refused = await pool.run(jobFor('well-behaved'), reader()).catch((error: unknown) => error);
+        expect(refused).toMatchObject({
+          name: 'DtrError',
+          code: 'NOT_READY',
+          message: expect.stringMatching(/as many questionnaires as it can queue \(1 waiting\); try again in 3 s/),
+          details: { retryAfterSeconds: 3 },
+        });
+        expect(await running).toMatchObject({ code: 'UPSTREAM_TIMEOUT' });
+        expect(answersOf(await queued)).toContain('"valueInteger":42');
+      } finally {
+        await pool.close();
+      }
+    });
+  });
+
   it('close() stops the workers and refuses new jobs; size 0 prefills in-thread', async () => {
     const pool = new Pool({ size: 2 });
     await pool.run(job, reader());

@@ -30,9 +30,22 @@ export interface PrefillPoolOptions {
   size: number;
   /** The worker's entry module; by default the built `prefill.worker.js` beside this module. */
   workerFile?: URL;
-  /** Told about workers that stop unexpectedly (never about data). */
+  /** Told about workers that stop unexpectedly or are stopped at the deadline (never about data). */
   onWorkerExit?: (event: { threadId: number; exitCode: number; reason: string | undefined }) => void;
+  /**
+   * How long a job may run in its worker; past it the worker is terminated (whatever the payer's logic was doing: a
+   * runaway regular expression, a huge expand, a long nested query) and replaced, and the job fails. Default 5000.
+   */
+  deadlineMs?: number;
+  /** Jobs that may wait for a worker; past it `run` refuses with NOT_READY (503) and a retry delay. Default 32. */
+  queueMax?: number;
+  /** Heap (old generation) of each worker in MB; a worker past it dies and its job fails. Default 512. */
+  memoryMb?: number;
+  /** Stack of each worker in MB (bounds deep recursion). Default 4. */
+  stackMb?: number;
 }
+
+export const PREFILL_LIMIT_DEFAULTS = { deadlineMs: 5_000, queueMax: 32, memoryMb: 512, stackMb: 4 } as const;
 
 interface Job {
   id: number;
@@ -53,6 +66,11 @@ interface Slot {
   current: { job: Job; port: MessagePort } | undefined;
   ready: boolean;
   lastError: string | undefined;
+  /** The worker died of its heap limit (its `error` event said so). */
+  outOfMemory: boolean;
+  /** Being terminated (deadline): given no more jobs; its exit replaces it. */
+  retiring: boolean;
+  deadline: NodeJS.Timeout | undefined;
 }
 
 const defaultWorkerFile = new URL('./prefill.worker.js', import.meta.url);
@@ -77,10 +95,17 @@ export class PrefillPool implements OnApplicationShutdown {
   private startFailures = 0;
   private broken: string | undefined;
   private readonly keys = new WeakMap<QuestionnairePackage, { key: string; resources: FhirResource[] }>();
+  private readonly limits: Required<Pick<PrefillPoolOptions, 'deadlineMs' | 'queueMax' | 'memoryMb' | 'stackMb'>>;
 
   constructor(private readonly options: PrefillPoolOptions) {
     if (!Number.isInteger(options.size) || options.size < 0)
       throw new DtrError('CONFIGURATION', 'the prefill pool size must be a whole number, 0 or more');
+    this.limits = {
+      deadlineMs: options.deadlineMs ?? PREFILL_LIMIT_DEFAULTS.deadlineMs,
+      queueMax: options.queueMax ?? PREFILL_LIMIT_DEFAULTS.queueMax,
+      memoryMb: options.memoryMb ?? PREFILL_LIMIT_DEFAULTS.memoryMb,
+      stackMb: options.stackMb ?? PREFILL_LIMIT_DEFAULTS.stackMb,
+    };
     this.workerFile = options.workerFile ?? defaultWorkerFile;
     if (options.size > 0 && !existsSync(fileURLToPath(this.workerFile))) {
       throw new DtrError(
@@ -107,6 +132,17 @@ export class PrefillPool implements OnApplicationShutdown {
       return Promise.reject(new DtrError('NOT_READY', 'the server is shutting down; the prefill was not started'));
     if (this.options.size === 0) return new PrefillEngine(reader).runAll(job);
     if (this.broken) return Promise.reject(new DtrError('INTERNAL', `prefill workers cannot start: ${this.broken}`));
+    if (this.queue.length >= this.limits.queueMax) {
+      // Every worker is busy and the queue is full: a running job ends within the deadline.
+      const retryAfterSeconds = Math.max(1, Math.ceil(this.limits.deadlineMs / 1000));
+      return Promise.reject(
+        new DtrError(
+          'NOT_READY',
+          `the server is prefilling as many questionnaires as it can queue (${this.limits.queueMax} waiting); try again in ${retryAfterSeconds} s`,
+          { details: { retryAfterSeconds } },
+        ),
+      );
+    }
     return new Promise((resolve, reject) => {
       this.queue.push({ id: this.nextJob++, job: { ...job, now: job.now ?? new Date() }, reader, resolve, reject });
       this.dispatch();
@@ -133,7 +169,12 @@ export class PrefillPool implements OnApplicationShutdown {
 
   private spawn(): Slot {
     // No environment: the worker needs no settings, and secrets in the environment stay out of it.
-    const worker = new Worker(this.workerFile, { env: {}, stdout: false, stderr: false });
+    const worker = new Worker(this.workerFile, {
+      env: {},
+      stdout: false,
+      stderr: false,
+      resourceLimits: { maxOldGenerationSizeMb: this.limits.memoryMb, stackSizeMb: this.limits.stackMb },
+    });
     const slot: Slot = {
       worker,
       threadId: worker.threadId,
@@ -141,9 +182,13 @@ export class PrefillPool implements OnApplicationShutdown {
       current: undefined,
       ready: false,
       lastError: undefined,
+      outOfMemory: false,
+      retiring: false,
+      deadline: undefined,
     };
     worker.on('message', (message: WorkerMessage) => this.onWorkerMessage(slot, message));
-    worker.on('error', (error) => {
+    worker.on('error', (error: Error & { code?: string }) => {
+      if (error.code === 'ERR_WORKER_OUT_OF_MEMORY') slot.outOfMemory = true;
       slot.lastError = error.message.slice(0, 300);
     });
     worker.on('exit', (exitCode) => this.onExit(slot, exitCode));
@@ -157,10 +202,15 @@ export class PrefillPool implements OnApplicationShutdown {
     this.options.onWorkerExit?.({ threadId: slot.threadId, exitCode, reason });
     this.finish(slot, (job) =>
       job.reject(
-        new DtrError(
-          'INTERNAL',
-          `the prefill worker stopped unexpectedly (exit code ${exitCode}${reason ? `: ${reason}` : ''}); nothing was prefilled, try again`,
-        ),
+        slot.outOfMemory
+          ? new DtrError(
+              'UPSTREAM_ERROR',
+              `the prefill needed more memory than its limit of ${this.limits.memoryMb} MB: the payer's logic (CQL or FHIRPath expressions) builds too much; nothing was prefilled`,
+            )
+          : new DtrError(
+              'INTERNAL',
+              `the prefill worker stopped unexpectedly (exit code ${exitCode}${reason ? `: ${reason}` : ''}); nothing was prefilled, try again`,
+            ),
       ),
     );
     if (!slot.ready && ++this.startFailures >= MAX_START_FAILURES) {
@@ -179,6 +229,7 @@ export class PrefillPool implements OnApplicationShutdown {
     if (message.type === 'ready') {
       slot.ready = true;
       this.startFailures = 0;
+      this.dispatch();
       return;
     }
     const current = slot.current;
@@ -209,6 +260,8 @@ export class PrefillPool implements OnApplicationShutdown {
     const current = slot.current;
     if (!current) return;
     slot.current = undefined;
+    clearTimeout(slot.deadline);
+    slot.deadline = undefined;
     current.port.close();
     settle(current.job);
   }
@@ -216,9 +269,27 @@ export class PrefillPool implements OnApplicationShutdown {
   private dispatch(): void {
     for (const slot of this.slots) {
       if (this.queue.length === 0) return;
-      if (slot.current) continue;
+      // A worker still loading its engine is not sent a job yet: the deadline measures the job, not the start.
+      if (slot.current || !slot.ready || slot.retiring) continue;
       this.start(slot, this.queue.shift()!);
     }
+  }
+
+  /** The job ran past the deadline: it fails, and its worker (still running the payer's logic) is terminated. */
+  private expire(slot: Slot): void {
+    const deadlineMs = this.limits.deadlineMs;
+    this.finish(slot, (job) =>
+      job.reject(
+        new DtrError(
+          'UPSTREAM_TIMEOUT',
+          `the prefill did not finish within its deadline of ${deadlineMs} ms: the payer's logic (CQL or FHIRPath expressions) takes too long; nothing was prefilled`,
+        ),
+      ),
+    );
+    slot.retiring = true;
+    slot.lastError = `stopped at the prefill deadline (${deadlineMs} ms)`;
+    // Its exit (onExit) replaces it.
+    void slot.worker.terminate();
   }
 
   private start(slot: Slot, job: Job): void {
@@ -240,6 +311,7 @@ export class PrefillPool implements OnApplicationShutdown {
     const { key, resources } = this.packageOf(pkg);
     const channel = new MessageChannel();
     slot.current = { job, port: channel.port1 };
+    slot.deadline = setTimeout(() => this.expire(slot), this.limits.deadlineMs);
     this.serve(channel.port1, job.reader);
     const context: PrefillJobContext = { ...rest, now: (now ?? new Date()).toISOString() };
     const message: JobMessage = {
