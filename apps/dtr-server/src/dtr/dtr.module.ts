@@ -22,6 +22,7 @@ import { FormsController } from './forms/forms.controller.js';
 import { FormsUseCase } from './forms/forms.usecase.js';
 import { PrefillPool } from './prefill-pool/prefill-pool.js';
 import { PrepareQuestionnairesUseCase } from './prepare-questionnaires.usecase.js';
+import { OrderContextController } from './order-context.controller.js';
 import { QuestionnairesController } from './questionnaires.controller.js';
 import { QuestionnairesPageController } from './questionnaires-page.controller.js';
 
@@ -30,6 +31,7 @@ import { QuestionnairesPageController } from './questionnaires-page.controller.j
   imports: [SmartModule, PayersModule],
   controllers: [
     QuestionnairesController,
+    OrderContextController,
     QuestionnairesPageController,
     FormsController,
     FormPageController,

@@ -2,6 +2,7 @@ import * as oidc from 'openid-client';
 import { HttpFhirClient } from '@dtr/fhir';
 import { Clock, DtrError } from '@dtr/kernel';
 import { translateOAuthError } from '../launch/launch.service.js';
+import type { ChosenContext } from '../launch-context.js';
 import { smartClientConfiguration, type SmartClientOptions } from '../smart-client.js';
 import type { SmartDiscovery } from '../smart-configuration.js';
 import type { TenantRegistry } from '../tenants/tenant-registry.service.js';
@@ -67,6 +68,11 @@ export class SmartSessions {
       },
       ...options,
     });
+  }
+
+  /** Records the clinician's choice of order (already checked against the EHR) on the session, sealed. */
+  recordChoice(session: SessionRecord, chosen: ChosenContext): Promise<SessionRecord> {
+    return this.store.recordChoice(session, chosen);
   }
 
   /** Revokes at the EHR when it advertises a revocation endpoint, then ends the session here either way. */
