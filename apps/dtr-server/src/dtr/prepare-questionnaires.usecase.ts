@@ -212,8 +212,15 @@ export class PrepareQuestionnairesUseCase {
     reader: FhirClientReader,
   ): Promise<FhirResource[]> {
     const refs = [...context.orders];
+    // A resource of another patient is refused by the EHR (patient compartment) or by the check here alike.
+    const read = (ref: string, what: string) =>
+      reader.read(...splitRef(ref)).catch((error: unknown) => {
+        if (DtrError.is(error) && error.details['status'] === 403)
+          throw new DtrError('FORBIDDEN', `${what} in context is not for the patient in context`, { cause: error });
+        throw error;
+      });
     for (const ref of context.tasks) {
-      const task = await reader.read(...splitRef(ref));
+      const task = await read(ref, 'the Task');
       if (!task) throw new DtrError('NOT_FOUND', 'the Task in context could not be read from the EHR');
       if (!belongsTo(task, patient)) throw new DtrError('FORBIDDEN', 'the Task in context is not for this patient');
       for (const order of ordersOfTask(task)) if (!refs.includes(order)) refs.push(order);
@@ -223,8 +230,8 @@ export class PrepareQuestionnairesUseCase {
         'CONFLICT',
         'the launch named no order: choose the order that needs documentation (GET /api/session/order-candidates, then POST /api/session/context)',
       );
-    const orders = (await Promise.all(refs.map((ref) => reader.read(...splitRef(ref))))).filter(
-      (r): r is FhirResource => Boolean(r),
+    const orders = (await Promise.all(refs.map((ref) => read(ref, 'the order')))).filter((r): r is FhirResource =>
+      Boolean(r),
     );
     if (orders.length === 0) throw new DtrError('NOT_FOUND', 'the order in context could not be read from the EHR');
     if (orders.some((o) => !belongsTo(o, patient)))
