@@ -65,6 +65,22 @@ const BUNDLE = {
       focus: { reference: 'DeviceRequest/oc-order' },
     },
     { resourceType: 'Condition', id: 'oc-c1', subject: { reference: 'Patient/oc-p1' }, code: { coding: [COPD] } },
+    { resourceType: 'Patient', id: 'oc-p4', birthDate: '1947-04-04', name: [{ family: 'Resume', given: ['Rita'] }] },
+    sandboxCoverage('oc-cov-p4', 'oc-p4'),
+    deviceOrder('oc-p4-order', 'oc-p4'),
+    {
+      resourceType: 'QuestionnaireResponse',
+      id: 'oc-qr4',
+      status: 'in-progress',
+      questionnaire: 'http://example.org/dtr/Questionnaire/home-oxygen|1.0.0',
+      subject: { reference: 'Patient/oc-p4' },
+      extension: [
+        {
+          url: 'http://hl7.org/fhir/us/davinci-dtr/StructureDefinition/qr-context',
+          valueReference: { reference: 'DeviceRequest/oc-p4-order' },
+        },
+      ],
+    },
   ].map((resource) => ({ resource })),
 };
 
@@ -265,6 +281,31 @@ describe('order context: picker, Task, coverage-information, one package per pay
     expect(requests.map((r) => ({ coverages: r.coverages, context: r.context }))).toEqual([
       { coverages: ['Coverage/oc-cov-b'], context: 'CRD-OC-B' },
     ]);
+  });
+
+  it('the picker offers an in-progress response to resume: choosing it continues that response for its order', async () => {
+    const client = await standaloneLaunch('oc-p4');
+    const { candidates } = JSON.parse((await client.request(`${url}/api/session/order-candidates`)).body) as {
+      candidates: Array<{ reference: string; order?: string }>;
+    };
+    expect(candidates).toContainEqual(
+      expect.objectContaining({ reference: 'QuestionnaireResponse/oc-qr4', order: 'DeviceRequest/oc-p4-order' }),
+    );
+    const chosen = await client.request(`${url}/api/session/context`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ order: 'QuestionnaireResponse/oc-qr4' }),
+    });
+    expect(JSON.parse(chosen.body)).toEqual({
+      chosen: { order: 'DeviceRequest/oc-p4-order', questionnaireResponse: 'QuestionnaireResponse/oc-qr4' },
+    });
+    const prepared = await prepare(client);
+    expect(prepared.status, JSON.stringify(prepared.body)).toBe(200);
+    expect(prepared.body.orders).toEqual(['DeviceRequest/oc-p4-order']);
+    expect(prepared.body.payers[0]!.questionnaires[0]).toMatchObject({
+      formStatus: 'in-progress',
+      resumedFrom: 'QuestionnaireResponse/oc-qr4',
+    });
   });
 
   it('a patient covered by two payers: one package request per payer with only its own coverage; the page groups per payer', async () => {
