@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import pg from 'pg';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { TestBrowser } from './support/browser.js';
@@ -265,6 +266,13 @@ describe('order context: picker, Task, coverage-information, one package per pay
     const chosen = await choose('DeviceRequest/oc-order-ci');
     expect(chosen.status, chosen.body).toBe(200);
     expect(JSON.parse(chosen.body)).toEqual({ chosen: { order: 'DeviceRequest/oc-order-ci' } });
+    // The choice is stored sealed with the session, never in plain text.
+    const db = new pg.Client({ connectionString: demo.db.url });
+    await db.connect();
+    const contexts = (await db.query<{ context: string }>('SELECT context::text AS context FROM app_session')).rows;
+    await db.end();
+    expect(contexts.some((r) => r.context.includes('"chosenSealed"'))).toBe(true);
+    expect(contexts.filter((r) => r.context.includes('oc-order-ci'))).toEqual([]);
     const mark = (await log(payers.first)).length;
     const prepared = await prepare(client);
     expect(prepared.status, JSON.stringify(prepared.body)).toBe(200);
