@@ -76,7 +76,7 @@ async function session(serverUrl, ehrFhir, patient, saves, onOpen) {
   });
   const cookie = jar.header(new URL(serverUrl).host);
   const prepared = await call(`${serverUrl}/api/session/questionnaires`, cookie, 'POST');
-  const form = `${serverUrl}/api/session/questionnaire-responses/${prepared.questionnaires[0].formId}`;
+  const form = `${serverUrl}/api/session/questionnaire-responses/${prepared.payers[0].questionnaires[0].formId}`;
   let view = await call(form, cookie);
   const ready = performance.now() - t0;
   if (!JSON.stringify(view.response).includes('valueDate')) throw new Error('the form was served without its prefill');

@@ -108,7 +108,7 @@ async function prefill(serverUrl, cookie) {
   const ms = performance.now() - t0;
   if (response.status !== 200)
     throw new Error(`prefill failed: ${response.status} ${JSON.stringify(body).slice(0, 500)}`);
-  const qr = JSON.stringify(body.questionnaires?.[0]?.questionnaireResponse ?? {});
+  const qr = JSON.stringify(body.payers?.[0]?.questionnaires?.[0]?.questionnaireResponse ?? {});
   if (!qr.includes('"valueBoolean":true'))
     throw new Error(
       'the prefill did not find the qualifying condition: the measurement would not be of a real prefill',

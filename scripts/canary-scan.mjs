@@ -106,7 +106,7 @@ async function errorPaths(serverUrl, ehrFhir, sandbox, planted) {
     peer.faults.clear();
   }
   const prepared = await json(`${serverUrl}/api/session/questionnaires`, jar, 'POST');
-  const form = `${serverUrl}/api/session/questionnaire-responses/${prepared.body?.questionnaires?.[0]?.formId}`;
+  const form = `${serverUrl}/api/session/questionnaire-responses/${prepared.body?.payers?.[0]?.questionnaires?.[0]?.formId}`;
   await json(form, jar, 'PUT', { resourceType: 'Patient', id: '../x' });
   await json(form, jar, 'PUT', { resourceType: 'QuestionnaireResponse', status: 'bogus', item: 'x' });
   await json(`${serverUrl}/api/session/questionnaire-responses/not-a-form`, jar);

@@ -311,7 +311,9 @@ async function startPeers(dir, db, seed) {
       order: 'DeviceRequest/fuzz-1-order',
     });
     const prepared = await json(`${serverUrl}/api/session/questionnaires`, ctx.jar, 'POST');
-    ctx.ids = [...new Set([...ctx.ids, ...(prepared.body?.questionnaires ?? []).map((q) => q.formId)])];
+    ctx.ids = [
+      ...new Set([...ctx.ids, ...(prepared.body?.payers ?? []).flatMap((p) => p.questionnaires).map((q) => q.formId)]),
+    ];
   };
   ctx.restart = async () => {
     server = start([path.join(root, 'scripts', 'fuzz.mjs')], env, /fuzz server ready/, 'server');

@@ -68,7 +68,7 @@ async function worker(serverUrl, ehrFhir, index, until, stats) {
       stats.requests++;
       if (prepared.status !== 200) throw new Error(`prepare ${prepared.status}`);
       stats.prepare.push(performance.now() - t);
-      const form = `${serverUrl}/api/session/questionnaire-responses/${prepared.body.questionnaires[0].formId}`;
+      const form = `${serverUrl}/api/session/questionnaire-responses/${prepared.body.payers[0].questionnaires[0].formId}`;
       const view = await json(form, jar);
       stats.requests++;
       if (view.status !== 200) throw new Error(`open ${view.status}`);

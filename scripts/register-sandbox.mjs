@@ -9,7 +9,8 @@ const load = (rel) => import(pathToFileURL(path.join(root, 'dist', rel)).href);
 /**
  * @param server the started server (`startServer`): its Nest app and URL
  * @param options the sandbox options (`loadSandboxOptions`): the OAuth clients it created for us, its DTR version
- * @param peers where the sandbox listens: EHR FHIR base, payer FHIR base and token endpoint
+ * @param peers where the sandbox listens: EHR FHIR base, payer FHIR base and token endpoint (and the second payer's,
+ *   registered when given)
  */
 export async function registerSandboxPeers(server, options, peers) {
   const { TenantRegistry } = await load('libs/smart/src/index.js');
@@ -55,11 +56,7 @@ export async function registerSandboxPeers(server, options, peers) {
       redirectUri: `${server.url}/callback`,
     },
   });
-  await server.app.get(PayerRegistry).upsert({
-    id: 'sandbox-payer',
-    name: 'Sandbox Health Plan',
-    fhirBase: peers.payerFhirBase,
-    tokenEndpoint: peers.payerTokenEndpoint,
+  const payer = {
     clientId: options.payerClients[0].clientId,
     signingAlg: 'ES384',
     // Package retrieval, and the submission routes (plain FHIR, PAS Claim/$submit, CDex $submit-attachment).
@@ -73,6 +70,24 @@ export async function registerSandboxPeers(server, options, peers) {
     ],
     submissionRoute: process.env.SANDBOX_PAYER_ROUTE ?? 'bundle',
     igVersion: options.igVersion,
+  };
+  await server.app.get(PayerRegistry).upsert({
+    ...payer,
+    id: 'sandbox-payer',
+    name: 'Sandbox Health Plan',
+    fhirBase: peers.payerFhirBase,
+    tokenEndpoint: peers.payerTokenEndpoint,
     coverageIdentifiers: ['http://example.org/payer-id|SANDBOX-PAYER'],
   });
+  // Another insurer, for the patient covered by both (pat-two-payers): each gets only its own coverage.
+  if (peers.secondPayerFhirBase) {
+    await server.app.get(PayerRegistry).upsert({
+      ...payer,
+      id: 'sandbox-payer-2',
+      name: 'Second Sandbox Health Plan',
+      fhirBase: peers.secondPayerFhirBase,
+      tokenEndpoint: peers.secondPayerTokenEndpoint,
+      coverageIdentifiers: ['http://example.org/payer-id|SANDBOX-PAYER-2'],
+    });
+  }
 }

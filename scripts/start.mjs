@@ -36,6 +36,8 @@ try {
     ehrFhirBase: sandbox.ehr.fhirBase,
     payerFhirBase: sandbox.payer.fhirBase,
     payerTokenEndpoint: sandbox.payer.tokenEndpoint,
+    secondPayerFhirBase: sandbox.secondPayer.fhirBase,
+    secondPayerTokenEndpoint: sandbox.secondPayer.tokenEndpoint,
   });
 } catch (error) {
   process.stderr.write(`npm start: failed to start: ${error instanceof Error ? error.message : String(error)}\n`);
@@ -53,6 +55,7 @@ stopOnSignals(
 );
 process.stderr.write(
   `\nDTR server ready: ${server.url}  (API docs: ${server.url}/docs)\n` +
-    `Sandbox EHR: ${sandbox.ehr.fhirBase}   Sandbox payer: ${sandbox.payer.fhirBase}\n\n` +
+    `Sandbox EHR: ${sandbox.ehr.fhirBase}   Sandbox payer: ${sandbox.payer.fhirBase}   ` +
+    `Second sandbox payer: ${sandbox.secondPayer.fhirBase}\n\n` +
     `Open ${sandbox.ehr.demoUrl} to try it: pick a patient and an order, then launch.\n\n`,
 );

@@ -44,9 +44,11 @@ describe('npm start: the walkable demo in a real browser', () => {
     expect(await page.locator('#signed-in').textContent()).toContain('Signed in as');
     await page.locator('#prepare').click();
     await page.waitForURL(/\/app\/questionnaires$/);
-    const heading = await page.locator('h1').textContent();
-    expect(heading).toContain('Sandbox Health Plan');
-    expect(await page.locator('section.questionnaire h2').first().textContent()).toContain('home-oxygen');
+    // Grouped per payer: the patient's one coverage is with the sandbox payer.
+    expect(await page.locator('section.payer h2').allTextContents()).toEqual([
+      'Questionnaires from Sandbox Health Plan',
+    ]);
+    expect(await page.locator('section.questionnaire h3').first().textContent()).toContain('home-oxygen');
     const birthDate = await page.locator('tr[data-link-id="birth-date"] td.answer').textContent();
     expect(birthDate).toMatch(/^\d{4}-\d{2}-\d{2}$/);
     expect(patientId).toMatch(/^pat-/);

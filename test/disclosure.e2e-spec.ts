@@ -164,8 +164,8 @@ describe('disclosure: EHR copy first, then exactly one delivery', () => {
     expect(hops.at(-1)!.url).toBe(`${url}/app`);
     const prepared = await browser.request(`${url}/api/session/questionnaires`, { method: 'POST' });
     expect(prepared.status, prepared.body).toBe(200);
-    const formId = (JSON.parse(prepared.body) as { questionnaires: Array<{ formId: string }> }).questionnaires[0]!
-      .formId;
+    const formId = (JSON.parse(prepared.body) as { payers: Array<{ questionnaires: Array<{ formId: string }> }> })
+      .payers[0]!.questionnaires[0]!.formId;
     const view = JSON.parse((await browser.request(`${url}/api/session/questionnaire-responses/${formId}`)).body) as {
       response: Json & { item?: Json[] };
     };

@@ -288,8 +288,8 @@ describe('questionnaire responses API against the sandbox EHR', () => {
     expect(hops.at(-1)!.url).toBe(`${url}/app`);
     const prepared = await browser.request(`${url}/api/session/questionnaires`, { method: 'POST' });
     expect(prepared.status, prepared.body).toBe(200);
-    const body = JSON.parse(prepared.body) as { questionnaires: Array<{ formId: string }> };
-    return { browser, formId: body.questionnaires[0]!.formId, prepared: body as unknown as Json };
+    const body = JSON.parse(prepared.body) as { payers: Array<{ questionnaires: Array<{ formId: string }> }> };
+    return { browser, formId: body.payers[0]!.questionnaires[0]!.formId, prepared: body as unknown as Json };
   }
 
   const api = (formId: string, suffix = '') => `${url}/api/session/questionnaire-responses/${formId}${suffix}`;
@@ -397,8 +397,10 @@ describe('questionnaire responses API against the sandbox EHR', () => {
     // Preparing again in the same session keeps the form and its draft.
     const again = await browser.request(`${url}/api/session/questionnaires`, { method: 'POST' });
     expect(again.status).toBe(200);
-    const reopened = JSON.parse(again.body) as { questionnaires: Array<{ formId: string; formStatus: string }> };
-    expect(reopened.questionnaires[0]).toMatchObject({ formId, formStatus: 'in-progress' });
+    const reopened = JSON.parse(again.body) as {
+      payers: Array<{ questionnaires: Array<{ formId: string; formStatus: string }> }>;
+    };
+    expect(reopened.payers[0]!.questionnaires[0]).toMatchObject({ formId, formStatus: 'in-progress' });
     expect(answers((await view(browser, formId)).response)['family']?.[0]?.['valueString']).toBe('Mendes-Silva');
 
     // Each refusal: 422 naming the item, nothing stored here or in the EHR.

@@ -218,8 +218,9 @@ describe('PrepareQuestionnairesUseCase: session → payer package → prefill (r
         expiresAt: new Date(Date.now() + 600_000),
       },
     );
-    const result = await useCase.run(record);
-    expect(result.payer.id).toBe('sandbox-payer');
+    const prepared = await useCase.run(record);
+    expect(prepared.payers.map((p) => p.payer.id)).toEqual(['sandbox-payer']);
+    const result = prepared.payers[0]!;
     expect(result.questionnaires.map((q) => q.questionnaire)).toEqual([
       'http://example.org/dtr/Questionnaire/home-oxygen|1.0.0',
     ]);
@@ -258,7 +259,7 @@ describe('PrepareQuestionnairesUseCase: session → payer package → prefill (r
     // The access is audited for reasonableness: counts per type and hashes, no ids or content.
     const [access] = await audit.search({ sessionIdHash: record.idHash, kind: 'ehr-data-access' });
     expect(access).toMatchObject({ kind: 'ehr-data-access', action: 'R', patientHash: audit.hash('Patient/p1') });
-    expect(access!.detail).toMatchObject({ searches: result.dataRead.searches, reads: result.dataRead.reads });
+    expect(access!.detail).toMatchObject({ searches: prepared.dataRead.searches, reads: prepared.dataRead.reads });
     expect(access!.entities.find((e) => e.type === 'Condition')?.detail).toEqual({ searches: 1, reads: 0 });
     expect(JSON.stringify(access)).not.toMatch(/p1"|cov-1|o1"|enc-1|1948/);
   });

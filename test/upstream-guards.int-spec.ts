@@ -181,7 +181,7 @@ describe('EHR answers bounded and checked, patient compartment enforced (sandbox
   }
 
   const issuesOf = (result: Awaited<ReturnType<PrepareQuestionnairesUseCase['run']>>) =>
-    result.questionnaires.flatMap((q) => q.issues);
+    result.payers.flatMap((p) => p.questionnaires).flatMap((q) => q.issues);
 
   it('drops a resource of another patient that the EHR returns in a search, with an issue naming only its type', async () => {
     ehrPeer.faults.set({ foreignPatientInSearch: true, paths: [CONDITIONS] });

@@ -57,7 +57,7 @@ export async function clinicianToSend(serverUrl, ehrFhir, { patient, user, n, se
   const prepared = await persist(() => json(`${serverUrl}/api/session/questionnaires`, jar, 'POST'), 'prepare');
   if (prepared.status !== 200) throw new Error(`prepare answered ${prepared.status}`);
   if (between) await between(jar);
-  const form = `${serverUrl}/api/session/questionnaire-responses/${prepared.body.questionnaires[0].formId}`;
+  const form = `${serverUrl}/api/session/questionnaire-responses/${prepared.body.payers[0].questionnaires[0].formId}`;
   const view = await persist(() => json(form, jar), 'open');
   const qr = structuredClone(view.body.response);
   qr.item = [

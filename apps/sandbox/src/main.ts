@@ -10,7 +10,8 @@ async function main(): Promise<void> {
   const sandbox = await startSandbox(options);
   process.stderr.write(
     `\nSandbox EHR:   ${sandbox.ehr.demoUrl}  (FHIR ${sandbox.ehr.fhirBase})\n` +
-      `Sandbox payer: ${sandbox.payer.fhirBase}  (token ${sandbox.payer.tokenEndpoint})\n\n`,
+      `Sandbox payer: ${sandbox.payer.fhirBase}  (token ${sandbox.payer.tokenEndpoint})\n` +
+      `Second sandbox payer: ${sandbox.secondPayer.fhirBase}  (token ${sandbox.secondPayer.tokenEndpoint})\n\n`,
   );
   const stop = () => {
     void sandbox.close().then(() => process.exit(0));

@@ -15,6 +15,8 @@ const schema = z.object({
   SANDBOX_HOST: z.string().min(1).default('127.0.0.1'),
   SANDBOX_EHR_PORT: port.default(3001),
   SANDBOX_PAYER_PORT: port.default(3002),
+  /** The second sandbox payer (another insurer); default: the payer's port + 1, or a free one when that is 0. */
+  SANDBOX_SECOND_PAYER_PORT: port.optional(),
   SANDBOX_SEED: z.coerce.number().int().default(20261122),
   SANDBOX_PATIENTS: z.coerce.number().int().min(1).max(500).default(6),
   /** Comma-separated FHIR Bundle files (or folders of them) loaded into the EHR. */
@@ -94,6 +96,7 @@ export function loadSandboxOptions(env: NodeJS.ProcessEnv = process.env, extraAr
     host: e.SANDBOX_HOST,
     ehrPort: e.SANDBOX_EHR_PORT,
     payerPort: e.SANDBOX_PAYER_PORT,
+    secondPayerPort: e.SANDBOX_SECOND_PAYER_PORT ?? (e.SANDBOX_PAYER_PORT === 0 ? 0 : e.SANDBOX_PAYER_PORT + 1),
     seed: e.SANDBOX_SEED,
     patientCount: e.SANDBOX_PATIENTS,
     bundleFiles: expandBundleArgs([e.SANDBOX_BUNDLES, ...extraArgs].filter(Boolean).join(',')),

@@ -1,6 +1,6 @@
 import { createEhrAuthServer, type EhrAuthServer } from './ehr/auth/index.js';
 import { createEhrFhirServer, type EhrFhirServer } from './ehr/fhir/index.js';
-import { generatePatients, loadBundleFiles } from './ehr/patients/generator.js';
+import { generatePatients, loadBundleFiles, twoPayerPatient } from './ehr/patients/generator.js';
 import { mountDemo } from './demo/demo.routes.js';
 import { createPayerServer, type DtrIgVersion, type PayerServer } from './payer/index.js';
 import type { SandboxClientConfig } from './shared/clients.js';
@@ -11,6 +11,8 @@ export interface SandboxOptions {
   /** 0 picks a free port. */
   ehrPort: number;
   payerPort: number;
+  /** The second sandbox payer: another insurer, for patients covered by two payers. */
+  secondPayerPort: number;
   /** Synthetic patients: deterministic from the seed. */
   seed: number;
   patientCount: number;
@@ -31,6 +33,8 @@ export interface SandboxOptions {
 export interface RunningSandbox {
   ehr: { peer: PeerServer; auth: EhrAuthServer; fhir: EhrFhirServer; fhirBase: string; demoUrl: string };
   payer: { peer: PeerServer; server: PayerServer; fhirBase: string; tokenEndpoint: string };
+  /** Another insurer (payor identifier `http://example.org/payer-id|SANDBOX-PAYER-2`), with its own request log. */
+  secondPayer: { peer: PeerServer; server: PayerServer; fhirBase: string; tokenEndpoint: string };
   close(): Promise<void>;
 }
 
@@ -41,9 +45,14 @@ export interface RunningSandbox {
 export async function startSandbox(options: SandboxOptions): Promise<RunningSandbox> {
   const ehrPeer = await startPeerServer('ehr', options.host, options.ehrPort);
   const payerPeer = await startPeerServer('payer', options.host, options.payerPort);
+  const secondPeer = await startPeerServer('payer', options.host, options.secondPayerPort).catch(async (error) => {
+    await Promise.allSettled([ehrPeer.close(), payerPeer.close()]);
+    throw error;
+  });
   try {
     const resources = [
       ...generatePatients({ seed: options.seed, count: options.patientCount }),
+      ...twoPayerPatient(),
       ...loadBundleFiles(options.bundleFiles),
     ];
     // The FHIR server checks tokens with the auth server, which needs the FHIR server's patients for its
@@ -70,17 +79,25 @@ export async function startSandbox(options: SandboxOptions): Promise<RunningSand
       defaultIgVersion: options.igVersion,
       ...(options.accessTokenTtlSeconds ? { accessTokenTtlSeconds: options.accessTokenTtlSeconds } : {}),
     });
+    const second = await createPayerServer({
+      peer: secondPeer,
+      clients: options.payerClients,
+      packageDirs: options.packageDirs,
+      defaultIgVersion: options.igVersion,
+      ...(options.accessTokenTtlSeconds ? { accessTokenTtlSeconds: options.accessTokenTtlSeconds } : {}),
+    });
     mountDemo({ peer: ehrPeer, fhir, auth, payer, appLaunchUrl: options.appLaunchUrl });
     return {
       ehr: { peer: ehrPeer, auth, fhir, fhirBase: fhir.baseUrl, demoUrl: `${ehrPeer.origin}/` },
       payer: { peer: payerPeer, server: payer, fhirBase: payer.fhirBase, tokenEndpoint: payer.tokenEndpoint },
+      secondPayer: { peer: secondPeer, server: second, fhirBase: second.fhirBase, tokenEndpoint: second.tokenEndpoint },
       async close() {
-        await Promise.allSettled([auth?.close(), payer.close()]);
-        await Promise.allSettled([ehrPeer.close(), payerPeer.close()]);
+        await Promise.allSettled([auth?.close(), payer.close(), second.close()]);
+        await Promise.allSettled([ehrPeer.close(), payerPeer.close(), secondPeer.close()]);
       },
     };
   } catch (error) {
-    await Promise.allSettled([ehrPeer.close(), payerPeer.close()]);
+    await Promise.allSettled([ehrPeer.close(), payerPeer.close(), secondPeer.close()]);
     throw error;
   }
 }

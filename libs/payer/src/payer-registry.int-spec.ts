@@ -33,6 +33,36 @@ describe('PayerRegistry (real PostgreSQL)', () => {
     expect(
       await registry.forCoverage({ ...COVERAGE, payor: [{ identifier: { value: 'SOMEONE-ELSE' } }] }),
     ).toBeUndefined();
+    // The right value without its system, or under another system, is not this payer.
+    expect(await registry.forCoverage({ ...COVERAGE, payor: [{ identifier: { value: 'SANDBOX-PAYER' } }] })).toBe(
+      undefined,
+    );
+    expect(
+      await registry.forCoverage({
+        ...COVERAGE,
+        payor: [{ identifier: { system: 'http://other.example.org/ids', value: 'SANDBOX-PAYER' } }],
+      }),
+    ).toBeUndefined();
+  });
+
+  it('refuses a bare coverage identifier, saying it must be system|value', async () => {
+    const error = await registry
+      .upsert({
+        id: 'bare-payer',
+        name: 'Bare',
+        fhirBase: 'http://127.0.0.1:1/fhir',
+        tokenEndpoint: 'http://127.0.0.1:1/token',
+        clientId: 'c',
+        signingAlg: 'ES384',
+        scopes: ['system/Questionnaire.rs'],
+        coverageIdentifiers: ['http://example.org/payer-id|OK', 'ACME'],
+      })
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({
+      code: 'INVALID_INPUT',
+      message: expect.stringMatching(/^coverageIdentifiers\.1: each must be system\|value/),
+    });
+    expect(await registry.get('bare-payer')).toBeUndefined();
   });
 
   it('refuses to register a payer over plain http outside loopback, naming the field', async () => {

@@ -24,8 +24,21 @@ const payerInputSchema = z
       .min(1),
     igVersion: z.enum(DTR_VERSIONS).default('2.2'),
     submissionRoute: z.enum(['bundle', 'pas-claim-submit', 'cdex-submit-attachment']).default('bundle'),
-    /** `system|value` (or bare `value`) identifiers of the payer as Coverage.payor carries them. */
-    coverageIdentifiers: z.array(z.string().min(1).max(500)).default([]),
+    /**
+     * `system|value` identifiers of the payer as Coverage.payor (or its Organization) carries them. A bare value is
+     * refused: the same value under another system may be another insurer.
+     */
+    coverageIdentifiers: z
+      .array(
+        z
+          .string()
+          .max(500)
+          .regex(
+            /^[^|\s]+\|[^|\s]+$/,
+            'each must be system|value (e.g. http://example.org/payer-id|ACME): a bare value could match another insurer',
+          ),
+      )
+      .default([]),
     /**
      * Our client certificate for mutual TLS with this payer (PEM), its private key (PEM; stored sealed, never
      * returned) and, when the payer's server certificate is not from a public CA, that CA (PEM). Omitted: the stored
@@ -224,14 +237,13 @@ export class PayerRegistry {
 
   /**
    * The payer of a Coverage: by `Coverage.payor` identifiers (on the reference, or on the contained/referenced
-   * Organization given) matching a registered payer's coverage identifiers.
+   * Organization given) matching a registered payer's coverage identifiers, as `system|value` only: an identifier
+   * without a system never matches (the same value may be another insurer's under another system).
    */
   async forCoverage(coverage: FhirResource, organizations: FhirResource[] = []): Promise<Payer | undefined> {
     const tokens = new Set<string>();
     const addIdentifier = (identifier: { system?: string; value?: string } | undefined) => {
-      if (!identifier?.value) return;
-      tokens.add(identifier.value);
-      if (identifier.system) tokens.add(`${identifier.system}|${identifier.value}`);
+      if (identifier?.value && identifier.system) tokens.add(`${identifier.system}|${identifier.value}`);
     };
     const payors =
       (coverage['payor'] as

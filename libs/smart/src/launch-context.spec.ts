@@ -36,6 +36,8 @@ describe('parseLaunchContext', () => {
     expect(context.tenant).toBe('north');
     expect(dtrContextOf(context)).toEqual({
       orders: ['ServiceRequest/sr-9'],
+      tasks: [],
+      orderChosen: false,
       coverages: [],
       questionnaireResponses: [],
       questionnaires: ['http://payer.example.org/Questionnaire/home-o2|2.0'],
@@ -77,5 +79,28 @@ describe('parseLaunchContext', () => {
       appContext: 'order=DeviceRequest/a&coverage=Coverage/c',
     });
     expect(dtrContextOf(context)).toMatchObject({ orders: ['DeviceRequest/a'], coverages: ['Coverage/c'] });
+  });
+
+  it('keeps a Task apart (its focus names the order) and takes an Encounter as the order only when nothing else is', () => {
+    const withTask = parseLaunchContext({ fhirContext: ['Task/t1', 'Encounter/e1'] });
+    expect(dtrContextOf(withTask)).toMatchObject({ orders: [], tasks: ['Task/t1'] });
+    const withOrder = parseLaunchContext({ fhirContext: ['Encounter/e1', 'DeviceRequest/d1'] });
+    expect(dtrContextOf(withOrder)).toMatchObject({ orders: ['DeviceRequest/d1'], tasks: [] });
+    const encounterOnly = parseLaunchContext({ fhirContext: ['Encounter/e1'] });
+    expect(dtrContextOf(encounterOnly)).toMatchObject({ orders: ['Encounter/e1'], orderChosen: false });
+    const appointment = parseLaunchContext({ fhirContext: ['Appointment/a1'] });
+    expect(dtrContextOf(appointment).orders).toEqual(['Appointment/a1']);
+  });
+
+  it("uses the clinician's chosen order only when the launch named none", () => {
+    const chosen = { order: 'ServiceRequest/s1', questionnaireResponse: 'QuestionnaireResponse/q1' };
+    const none = { ...parseLaunchContext({ patient: 'p1' }), chosen };
+    expect(dtrContextOf(none)).toMatchObject({
+      orders: ['ServiceRequest/s1'],
+      orderChosen: true,
+      questionnaireResponses: ['QuestionnaireResponse/q1'],
+    });
+    const named = { ...parseLaunchContext({ fhirContext: ['DeviceRequest/d1'] }), chosen };
+    expect(dtrContextOf(named)).toMatchObject({ orders: ['DeviceRequest/d1'], orderChosen: false });
   });
 });

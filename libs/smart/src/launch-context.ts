@@ -23,11 +23,25 @@ export interface LaunchContext {
   smartStyleUrl?: string;
   /** Legacy DTR launchers: `appContext` of `order=…&coverage=…&response=…` (or JSON). */
   appContext?: { orders: string[]; coverage?: string; response?: string; raw: string };
+  /**
+   * What the clinician chose in the order picker when the launch named no order (checked against the EHR first):
+   * the order, and the in-progress response to resume when that was the choice. Stored sealed with the session.
+   */
+  chosen?: ChosenContext;
+}
+
+export interface ChosenContext {
+  order: string;
+  questionnaireResponse?: string;
 }
 
 /** Context items grouped the way DTR uses them. */
 export interface DtrContext {
   orders: string[];
+  /** Tasks in fhirContext: their `focus` and `basedOn` name the order(s). */
+  tasks: string[];
+  /** True when the order is the clinician's choice in the order picker, not the launch's. */
+  orderChosen: boolean;
   coverages: string[];
   questionnaireResponses: string[];
   questionnaires: string[];
@@ -35,7 +49,7 @@ export interface DtrContext {
   coverageAssertion?: string;
 }
 
-const ORDER_TYPES = new Set([
+export const ORDER_TYPES = new Set([
   'DeviceRequest',
   'ServiceRequest',
   'MedicationRequest',
@@ -142,10 +156,18 @@ function parseAppContext(raw: string): NonNullable<LaunchContext['appContext']> 
 
 /** What DTR needs from the context: orders, coverages, an in-progress response, questionnaires. */
 export function dtrContextOf(context: LaunchContext): DtrContext {
-  const dtr: DtrContext = { orders: [], coverages: [], questionnaireResponses: [], questionnaires: [] };
+  const dtr: DtrContext = {
+    orders: [],
+    tasks: [],
+    orderChosen: false,
+    coverages: [],
+    questionnaireResponses: [],
+    questionnaires: [],
+  };
   const add = (list: string[], value: string) => {
     if (!list.includes(value)) list.push(value);
   };
+  const encounters: string[] = [];
   for (const item of context.fhirContext) {
     if (item.canonical && (item.type === 'Questionnaire' || item.type === undefined))
       add(dtr.questionnaires, item.canonical);
@@ -158,12 +180,21 @@ export function dtrContextOf(context: LaunchContext): DtrContext {
     const type = item.type ?? typeOf(item.reference);
     if (type === 'Coverage') add(dtr.coverages, item.reference);
     else if (type === 'QuestionnaireResponse') add(dtr.questionnaireResponses, item.reference);
-    else if (type && ORDER_TYPES.has(type) && type !== 'Encounter') add(dtr.orders, item.reference);
+    else if (type === 'Task') add(dtr.tasks, item.reference);
+    else if (type === 'Encounter') add(encounters, item.reference);
+    else if (type && ORDER_TYPES.has(type)) add(dtr.orders, item.reference);
   }
   if (context.appContext) {
     for (const order of context.appContext.orders) add(dtr.orders, order);
     if (context.appContext.coverage) add(dtr.coverages, context.appContext.coverage);
     if (context.appContext.response) add(dtr.questionnaireResponses, context.appContext.response);
+  }
+  // An Encounter in fhirContext is the visit the launch happens in; it is the order itself only when nothing else is.
+  if (dtr.orders.length === 0 && dtr.tasks.length === 0) for (const e of encounters) add(dtr.orders, e);
+  if (dtr.orders.length === 0 && dtr.tasks.length === 0 && context.chosen && typeOf(context.chosen.order)) {
+    add(dtr.orders, context.chosen.order);
+    dtr.orderChosen = true;
+    if (context.chosen.questionnaireResponse) add(dtr.questionnaireResponses, context.chosen.questionnaireResponse);
   }
   return dtr;
 }

@@ -24,6 +24,7 @@ import { FormsUseCase } from './forms/forms.usecase.js';
 import { CQL_COMPILE, CqlCompileWorker } from './prefill-pool/cql-compile-worker.js';
 import { PrefillPool } from './prefill-pool/prefill-pool.js';
 import { PrepareQuestionnairesUseCase } from './prepare-questionnaires.usecase.js';
+import { OrderContextController } from './order-context.controller.js';
 import { QuestionnairesController } from './questionnaires.controller.js';
 import { QuestionnairesPageController } from './questionnaires-page.controller.js';
 
@@ -32,6 +33,7 @@ import { QuestionnairesPageController } from './questionnaires-page.controller.j
   imports: [SmartModule, PayersModule],
   controllers: [
     QuestionnairesController,
+    OrderContextController,
     QuestionnairesPageController,
     FormsController,
     FormPageController,

@@ -30,13 +30,14 @@ const BUNDLE = {
   ].map((resource) => ({ resource })),
 };
 
+interface PreparedQuestionnaire {
+  formId?: string;
+  questionnaire: string;
+  questionnaireResponse: { item?: unknown[]; authored?: string };
+  issues: Array<{ code: string; message: string }>;
+}
 interface Prepared {
-  questionnaires: Array<{
-    formId?: string;
-    questionnaire: string;
-    questionnaireResponse: { item?: unknown[]; authored?: string };
-    issues: Array<{ code: string; message: string }>;
-  }>;
+  payers: Array<{ payer: { id: string }; questionnaires: PreparedQuestionnaire[] }>;
 }
 
 /**
@@ -120,7 +121,8 @@ describe('prepare questionnaires through the prefill pool, against the sandbox E
     const pooled = await prepare(2);
     expect(outputs.get(2)).toMatch(/"msg":"prefill workers started".*"workers":2/);
     expect(pooled.status).toBe(200);
-    const [home] = pooled.body.questionnaires;
+    expect(pooled.body.payers.map((p) => p.payer.id)).toEqual(['sandbox-payer']);
+    const [home] = pooled.body.payers[0]!.questionnaires;
     expect(home!.questionnaire).toBe('http://example.org/dtr/Questionnaire/home-oxygen|1.0.0');
     const qr = JSON.stringify(home!.questionnaireResponse);
     expect(qr).toContain('"valueDate":"1948-07-09"');
@@ -139,7 +141,7 @@ describe('prepare questionnaires through the prefill pool, against the sandbox E
     expect(outputs.get(0)).toMatch(/"msg":"prefill runs in the request thread"/);
     expect(inThread.status).toBe(200);
     const strip = (p: Prepared) =>
-      p.questionnaires.map((q) => ({
+      p.payers[0]!.questionnaires.map((q) => ({
         ...q,
         // Each run opens its own form (a new id).
         formId: undefined,

@@ -1,15 +1,36 @@
 import { Controller, Get, Query, Res } from '@nestjs/common';
 import { ApiExcludeController } from '@nestjs/swagger';
-import { html } from '@dtr/kernel';
+import { html, type SafeHtml } from '@dtr/kernel';
 import type { Response } from 'express';
 import { SessionViewService } from './session.controller.js';
 import { LaunchService, type SessionRecord } from '@dtr/smart';
+import { type OrderCandidates, OrderCandidatesService } from '../dtr/order-candidates.service.js';
 import { CurrentSession } from '../auth/current-session.decorator.js';
 import { allowFormTarget } from '../http/content-security-policy.js';
 
+/** The order picker: the patient's orders (and in-progress responses to resume), one to choose. */
+function orderPicker(found: OrderCandidates): SafeHtml {
+  const label = (c: OrderCandidates['candidates'][number]) =>
+    c.resourceType === 'QuestionnaireResponse'
+      ? html`Resume the in-progress response <code>${c.reference}</code> (${c.description ?? 'questionnaire'}) for <code>${c.order ?? ''}</code>`
+      : html`${c.description ?? c.resourceType} <code>${c.reference}</code> (${c.status}${c.date ? `, ${c.date}` : ''})`;
+  const chosen = found.chosen?.questionnaireResponse ?? found.chosen?.order;
+  return html`<section id="order-picker"><h2>Which order needs documentation?</h2>
+<p>The launch named no order. Choose one of the patient's orders in the EHR:</p>
+${found.issues.map((i) => html`<p class="order-search-issue" role="alert">${i.resourceType} could not be searched: ${i.message}</p>`)}
+${
+  found.candidates.length
+    ? html`<form method="post" action="/app/questionnaires" id="choose-order">${found.candidates.map(
+        (c) =>
+          html`<p><label><input type="radio" name="order" value="${c.reference}" required${c.reference === chosen ? html` checked` : ''}> ${label(c)}</label></p>`,
+      )}<button type="submit" id="choose">Get the payer's questionnaires for this order, prefilled</button></form>`
+    : html`<p id="no-orders">The EHR holds no active order, appointment or encounter for this patient. Create the order in the EHR, then launch again.</p>`
+}</section>`;
+}
+
 /**
- * The clinician's page after launch. For now it shows the session context and the disclosure authorization;
- * the form (prefill, completion, send) grows here.
+ * The clinician's page after launch: the session context, the disclosure authorization, and the way to the
+ * prefilled questionnaires; when the launch named no order, the order picker.
  */
 @ApiExcludeController()
 @Controller('app')
@@ -17,6 +38,7 @@ export class AppPageController {
   constructor(
     private readonly views: SessionViewService,
     private readonly launches: LaunchService,
+    private readonly orders: OrderCandidatesService,
   ) {}
 
   @Get()
@@ -28,6 +50,8 @@ export class AppPageController {
     const view = await this.views.view(session);
     // The disclose button's answer redirects to the EHR's authorization endpoint: the page's form-action must allow it.
     if (!view.disclosure.authorized) allowFormTarget(res, await this.launches.authorizationOrigin(session.tenantId));
+    const launchNamedOrder = !view.orderChosen && (view.orders.length > 0 || view.tasks.length > 0);
+    const picker = launchNamedOrder ? undefined : orderPicker(await this.orders.candidates(session));
     const list = (items: string[]) =>
       items.length ? html`<ul>${items.map((i) => html`<li><code>${i}</code></li>`)}</ul>` : html`<p>none</p>`;
     const discloseLine = view.disclosure.authorized
@@ -46,9 +70,9 @@ ${view.needPatientBanner ? html`<div id="patient-banner"><strong>${view.patient.
 <p id="signed-in">Signed in as <strong>${view.user.display ?? view.user.fhirUser ?? 'unknown user'}</strong>
  for patient <strong id="patient">${view.patient.display ?? view.patient.id}</strong>.</p>
 ${disclose === 'authorized' ? html`<p role="status">Disclosure authorized.</p>` : ''}
-<h2>Orders</h2>${list(view.orders)}
+<h2>Orders</h2>${list(view.orders)}${view.tasks.length ? html`<h2>Tasks</h2>${list(view.tasks)}` : ''}
 <h2>Coverage</h2>${list(view.coverages)}
-<form method="post" action="/app/questionnaires"><button type="submit" id="prepare">Get the payer's questionnaires, prefilled</button></form>
+${picker ?? html`<form method="post" action="/app/questionnaires"><button type="submit" id="prepare">Get the payer's questionnaires, prefilled</button></form>`}
 ${discloseLine}
 <p><a href="/app/submissions" id="submissions-link">Sent to the payer</a>: what this session sent, with the payer's answers.</p>
 <form method="post" action="/api/session/logout"><button type="submit">Sign out</button></form>

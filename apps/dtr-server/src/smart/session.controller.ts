@@ -13,6 +13,10 @@ export interface SessionView {
   patient: { id: string | null; display: string | null };
   encounter: string | null;
   orders: string[];
+  /** Tasks the launch named (their focus/basedOn give the orders). */
+  tasks: string[];
+  /** True when the order is the clinician's choice in the order picker. */
+  orderChosen: boolean;
   coverages: string[];
   questionnaireResponses: string[];
   questionnaires: string[];

@@ -23,6 +23,7 @@ import { composeServices, type Services } from '../compose-services.js';
 import { APP_CONFIG, type AppConfig } from '../config/app.config.js';
 import { JsonLogger } from '../logging/json-logger.js';
 import { AppPageController } from './app-page.controller.js';
+import { OrderCandidatesService } from '../dtr/order-candidates.service.js';
 import { JwksController } from './jwks.controller.js';
 import { LaunchController } from './launch.controller.js';
 import { SessionController, SessionViewService } from './session.controller.js';
@@ -66,12 +67,14 @@ export function fromServices(token: InjectionToken, key: keyof Services): Factor
         new BrowserCookies(config.profile === 'production' || (config.publicUrl ?? '').startsWith('https://')),
     },
     SessionViewService,
+    OrderCandidatesService,
     SessionCookieStrategy,
     AdminGuard,
     { provide: APP_GUARD, useClass: SessionGuard },
   ],
   exports: [
     SERVICES,
+    OrderCandidatesService,
     TenantRegistry,
     LaunchService,
     SmartSessions,

@@ -223,7 +223,15 @@ function mountDtrOperations(fhir: express.Router, guard: Guard, store: PackageSt
       throw new PayerHttpError(400, 'invalid', `${DTR_VERSION_HEADER} must be 2.0.1, 2.1 or 2.2`);
     }
     const version = override ?? state.igVersion;
+    // Which coverages (and coverage-assertion id) each request carried, for tests and operators; before validation.
+    const entry = res.locals['entry'] as RecordedRequest;
+    const parameters = (req.body as { parameter?: unknown } | undefined)?.parameter;
+    entry.coverages = (Array.isArray(parameters) ? (parameters as Array<Record<string, unknown>>) : [])
+      .filter((p) => p?.['name'] === 'coverage')
+      .map((p) => p['resource'] as { resourceType?: unknown; id?: unknown } | undefined)
+      .map((c) => `${String(c?.resourceType ?? 'unknown')}/${String(c?.id ?? '')}`);
     const input = parseQuestionnairePackageInput(req.body, version);
+    if (input.context) entry.context = input.context;
     const answer = questionnairePackage(store, input, version);
     const returned = (answer.parameter ?? []).flatMap((p) =>
       (p.resource as Bundle | undefined)?.resourceType === 'Bundle' ? ((p.resource as Bundle).entry ?? []) : [],

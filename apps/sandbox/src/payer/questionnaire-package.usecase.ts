@@ -77,10 +77,17 @@ export function parseQuestionnairePackageInput(body: unknown, version: DtrIgVers
   };
 }
 
-/** Codes of an order, wherever its resource type keeps them. */
+/** Codes of an order, wherever its resource type keeps them (an Appointment's serviceType, an Encounter's type). */
 function orderCodings(order: FhirResource): Coding[] {
-  const concepts = ['code', 'codeCodeableConcept', 'medicationCodeableConcept', 'productOrService']
-    .map((k) => order[k] as { coding?: Coding[] } | undefined)
+  const concepts = [
+    'code',
+    'codeCodeableConcept',
+    'medicationCodeableConcept',
+    'productOrService',
+    'serviceType',
+    'type',
+  ]
+    .flatMap((k) => (Array.isArray(order[k]) ? (order[k] as unknown[]) : [order[k]]))
     .filter((c): c is { coding?: Coding[] } => typeof c === 'object' && c !== null);
   return concepts.flatMap((c) => (Array.isArray(c.coding) ? c.coding : []));
 }

@@ -20,6 +20,9 @@ export interface RecordedRequest {
   tokenFingerprint?: string;
   /** Whether the presented bearer token was issued by this same peer. */
   tokenIssuedHere?: boolean;
+  /** Payer DTR operations: the Coverage(s) the request carried (`Coverage/<id>`) and its `context` (assertion id). */
+  coverages?: string[];
+  context?: string;
   status?: number;
   ms?: number;
   /**

@@ -74,6 +74,7 @@ function orderCodesKey(orders: FhirResource[]): string | undefined {
       'medicationCodeableConcept',
       'productOrService',
       'serviceType',
+      'type',
       'oralDiet',
     ]) {
       const value = order[key] as

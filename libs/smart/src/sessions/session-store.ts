@@ -1,10 +1,10 @@
 import { Clock, DtrError } from '@dtr/kernel';
 import type { DataSource } from 'typeorm';
 import { opaqueId, sha256 } from '../hashing.js';
-import type { LaunchContext } from '../launch-context.js';
+import type { ChosenContext, LaunchContext } from '../launch-context.js';
 import { SecretBox } from '../secret-box.js';
 import type { RegistrationPurpose } from '../tenants/tenant.types.js';
-import { SessionRepository, type TokenRow } from './session.repository.js';
+import { SessionRepository, type SessionRow, type TokenRow } from './session.repository.js';
 
 export interface SessionRecord {
   idHash: string;
@@ -41,6 +41,7 @@ export interface StoredToken extends TokenSet, TokenMeta {
 
 const aad = (idHash: string, purpose: RegistrationPurpose, field: string) =>
   `session_token:${idHash}:${purpose}:${field}`;
+const chosenAad = (idHash: string) => `app_session:${idHash}:chosen`;
 
 /**
  * Browser sessions and the token vault. The browser holds only the opaque session id (cookie); here it is
@@ -112,10 +113,29 @@ export class SessionStore {
       patient: row.patient,
       encounter: row.encounter,
       fhirUser: row.fhir_user,
-      context: row.context,
+      context: this.openContext(row),
       createdAt: row.created_at,
       expiresAt: row.expires_at,
     };
+  }
+
+  /**
+   * Records the clinician's choice (order picker) on the session's context, sealed like its tokens (AAD naming the
+   * session), and returns the session as it is now.
+   */
+  async recordChoice(session: SessionRecord, chosen: ChosenContext): Promise<SessionRecord> {
+    const { chosen: _previous, ...context } = session.context;
+    const stored = { ...context, chosenSealed: this.secrets.seal(JSON.stringify(chosen), chosenAad(session.idHash)) };
+    await this.repository.updateContext(session.idHash, stored);
+    return { ...session, context: { ...context, chosen } };
+  }
+
+  /** The stored context with the sealed choice opened (and the ciphertext left out). */
+  private openContext(row: SessionRow): SessionRecord['context'] {
+    const { chosenSealed, ...context } = row.context;
+    if (!chosenSealed) return context;
+    const chosen = JSON.parse(this.secrets.open(chosenSealed, chosenAad(row.id_hash))) as ChosenContext;
+    return { ...context, chosen };
   }
 
   /** Ends a session: revoked, and its tokens deleted in the same transaction. */

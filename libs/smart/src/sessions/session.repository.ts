@@ -10,7 +10,8 @@ export interface SessionRow {
   patient: string | null;
   encounter: string | null;
   fhir_user: string | null;
-  context: LaunchContext & { singleClient?: boolean };
+  /** The launch context; the clinician's choice in the order picker only sealed (`chosenSealed`). */
+  context: LaunchContext & { singleClient?: boolean; chosenSealed?: string };
   created_at: Date;
   expires_at: Date;
 }
@@ -80,6 +81,13 @@ export class SessionRepository {
       [idHash, now, idleSince],
     );
     return row;
+  }
+
+  async updateContext(idHash: string, context: SessionRow['context']): Promise<void> {
+    await query(this.db, `UPDATE app_session SET context = $2 WHERE id_hash = $1 AND revoked_at IS NULL`, [
+      idHash,
+      JSON.stringify(context),
+    ]);
   }
 
   /** Revokes a session and deletes its tokens (the ciphertexts are gone, not only unusable). */

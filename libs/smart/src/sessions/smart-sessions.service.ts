@@ -4,6 +4,7 @@ import { Clock, DtrError } from '@dtr/kernel';
 import { translateOAuthError } from '../launch/launch.service.js';
 import { outboundFetch } from '../outbound-fetch.js';
 import { limitsOf } from '../outbound-policy.js';
+import type { ChosenContext } from '../launch-context.js';
 import { smartClientConfiguration, type SmartClientOptions } from '../smart-client.js';
 import type { SmartDiscovery } from '../smart-configuration.js';
 import type { TenantRegistry } from '../tenants/tenant-registry.service.js';
@@ -73,6 +74,11 @@ export class SmartSessions {
       },
       ...options,
     });
+  }
+
+  /** Records the clinician's choice of order (already checked against the EHR) on the session, sealed. */
+  recordChoice(session: SessionRecord, chosen: ChosenContext): Promise<SessionRecord> {
+    return this.store.recordChoice(session, chosen);
   }
 
   /** Revokes at the EHR when it advertises a revocation endpoint, then ends the session here either way. */

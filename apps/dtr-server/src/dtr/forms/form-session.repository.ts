@@ -102,10 +102,17 @@ export class FormSessionRepository {
   }
 
   /** Replaces the session's forms with a freshly prepared set (what carries over is decided by the caller). */
-  async replaceForSession(sessionIdHash: string, forms: NewFormSession[]): Promise<FormSession[]> {
+  async replaceForSession(sessionIdHash: string, forms: NewFormSession[], payerId?: string): Promise<FormSession[]> {
     const now = this.clock.now();
     return this.dataSource.transaction(async (manager) => {
-      await manager.query(`DELETE FROM form_session WHERE session_id_hash = $1`, [sessionIdHash]);
+      // With a payer: only that payer's forms are replaced (a session may have forms of several payers).
+      if (payerId === undefined)
+        await manager.query(`DELETE FROM form_session WHERE session_id_hash = $1`, [sessionIdHash]);
+      else
+        await manager.query(`DELETE FROM form_session WHERE session_id_hash = $1 AND payer_id = $2`, [
+          sessionIdHash,
+          payerId,
+        ]);
       const created: FormSession[] = [];
       for (const form of forms) {
         const id = form.id ?? randomUUID();
@@ -156,6 +163,14 @@ export class FormSessionRepository {
       [sessionIdHash],
     );
     return rows.map((row) => this.fromRow(row, false));
+  }
+
+  /** Removes the session's forms of payers other than these (a new prepare no longer involves them). */
+  async removeOtherPayers(sessionIdHash: string, payerIds: string[]): Promise<void> {
+    await this.query(`DELETE FROM form_session WHERE session_id_hash = $1 AND NOT (payer_id = ANY($2))`, [
+      sessionIdHash,
+      payerIds,
+    ]);
   }
 
   async listForSession(sessionIdHash: string): Promise<FormSession[]> {

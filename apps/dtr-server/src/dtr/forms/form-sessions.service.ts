@@ -55,7 +55,7 @@ export class FormSessionsService {
     const author = await this.author(session);
     const { saved, named, issue } = await this.savedResponses(session, ehr);
     // Preparing again in the same session keeps each form (its id, and a draft the EHR may not hold yet).
-    const earlier = await this.forms.listForSession(session.idHash);
+    const earlier = (await this.forms.listForSession(session.idHash)).filter((f) => f.payer.id === prepared.payer.id);
     const rows: NewFormSession[] = [];
     for (const [i, questionnaire] of prepared.questionnaires.entries()) {
       const prefill = prepared.prefills[i]!;
@@ -115,12 +115,17 @@ export class FormSessionsService {
       }
       rows.push(row);
     }
-    const created = await this.forms.replaceForSession(session.idHash, rows);
+    const created = await this.forms.replaceForSession(session.idHash, rows, prepared.payer.id);
     return created.map((f) => ({
       id: f.id,
       status: f.status,
       ...(f.definition.resumed ? { resumedFrom: f.definition.resumed.from } : {}),
     }));
+  }
+
+  /** After a prepare: the forms of payers it did not involve (another order, another coverage) are dropped. */
+  retainPayers(session: SessionRecord, payerIds: string[]): Promise<void> {
+    return this.forms.removeOtherPayers(session.idHash, payerIds);
   }
 
   /**

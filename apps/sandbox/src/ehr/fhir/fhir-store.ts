@@ -17,7 +17,8 @@ export class FhirStoreError extends Error {
 }
 
 /** Where each search parameter DTR content uses is found, per resource type (a small, explicit subset of R4). */
-const PATIENT_PATHS = ['subject', 'patient', 'beneficiary'];
+/** Where a resource names its patient: subject/patient/beneficiary, a Task's `for`, an Appointment's participants. */
+const PATIENT_PATHS = ['subject', 'patient', 'beneficiary', 'for', 'participant.actor'];
 const CODE_PATHS: Record<string, string[]> = {
   MedicationRequest: ['medicationCodeableConcept'],
   DeviceRequest: ['codeCodeableConcept'],
@@ -58,6 +59,11 @@ function get(resource: unknown, path: string): unknown[] {
     });
   }
   return current;
+}
+
+/** The references a resource names its patient by (any of PATIENT_PATHS). */
+export function patientReferences(resource: Resource): string[] {
+  return PATIENT_PATHS.flatMap((p) => get(resource, `${p}.reference`)).map(String);
 }
 
 function codings(resource: Resource, paths: string[]): Array<{ system?: string; code?: string }> {
@@ -182,10 +188,7 @@ export class FhirStore {
         if (name === '_lastUpdated' && !compareDate(r.meta?.lastUpdated ?? '', value)) return false;
         if (name === 'patient' || name === 'subject' || name === 'beneficiary') {
           const wanted = value.split(',').map((v) => (v.includes('/') ? v : `Patient/${v}`));
-          const refs =
-            type === 'Patient'
-              ? [`Patient/${r.id}`]
-              : PATIENT_PATHS.flatMap((p) => get(r, `${p}.reference`)).map(String);
+          const refs = type === 'Patient' ? [`Patient/${r.id}`] : patientReferences(r);
           if (!refs.some((ref) => wanted.some((w) => ref === w || ref.endsWith(`/${w}`)))) return false;
         }
         if (name === 'code' && !tokenMatches(codings(r, CODE_PATHS[type] ?? ['code']), value)) return false;

@@ -4,7 +4,7 @@ import { EHR_PATHS } from '../../shared/clients.js';
 import type { PeerServer } from '../../shared/peer-server.js';
 import { fingerprint } from '../../shared/request-log.js';
 import type { AccessTokenInfo, IntrospectAccessToken } from '../../shared/tokens.js';
-import { FhirStore, FhirStoreError, type Resource } from './fhir-store.js';
+import { FhirStore, FhirStoreError, patientReferences, type Resource } from './fhir-store.js';
 
 class TransactionRefused extends Error {
   constructor(readonly result: { status: number; error?: [number, string, string] }) {
@@ -80,11 +80,7 @@ function access(scopes: string[], type: string, interaction: Interaction): 'unli
 function inCompartment(resource: Resource, patient: string | undefined): boolean {
   if (!patient) return false;
   if (resource.resourceType === 'Patient') return resource.id === patient;
-  for (const key of ['subject', 'patient', 'beneficiary']) {
-    const ref = (resource[key] as { reference?: string } | undefined)?.reference;
-    if (ref && (ref === `Patient/${patient}` || ref.endsWith(`/Patient/${patient}`))) return true;
-  }
-  return false;
+  return patientReferences(resource).some((ref) => ref === `Patient/${patient}` || ref.endsWith(`/Patient/${patient}`));
 }
 
 function outcome(res: Response, status: number, code: string, diagnostics: string): void {

@@ -55,6 +55,10 @@ const ORDERS = [
 ];
 /** Payer identifier the sandbox payer is registered under (see the README's payer registration). */
 const SANDBOX_PAYER_IDENTIFIER = { system: 'http://example.org/payer-id', value: 'SANDBOX-PAYER' };
+/** Payer identifier of the second sandbox payer (a patient with coverage at both). */
+const SECOND_PAYER_IDENTIFIER = { system: 'http://example.org/payer-id', value: 'SANDBOX-PAYER-2' };
+/** @see https://hl7.org/fhir/us/davinci-crd/StructureDefinition-ext-coverage-information.html */
+const COVERAGE_INFORMATION = 'http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information';
 
 /**
  * Synthetic, US Core shaped patients, deterministic from the seed: Patient (MRN), Organization (payer), Coverage,
@@ -321,6 +325,105 @@ function orders(draw: Draw, n: number, pid: string, encounter: string, practitio
     );
   }
   return resources;
+}
+
+/** A CRD coverage-information extension naming a coverage and its coverage-assertion id. */
+function coverageInformation(coverage: string, assertionId: string) {
+  return {
+    url: COVERAGE_INFORMATION,
+    extension: [
+      { url: 'coverage', valueReference: { reference: coverage } },
+      { url: 'covered', valueCode: 'conditional' },
+      { url: 'doc-needed', valueCode: 'clinical' },
+      { url: 'date', valueDate: '2026-11-02' },
+      { url: 'coverage-assertion-id', valueString: assertionId },
+    ],
+  };
+}
+
+function activeCoverage(id: string, pid: string, payor: string, identifier: { system: string; value: string }) {
+  return {
+    resourceType: 'Coverage',
+    id,
+    status: 'active',
+    beneficiary: { reference: `Patient/${pid}` },
+    payor: [{ reference: `Organization/${payor}`, identifier }],
+  };
+}
+
+/**
+ * A fixed patient (`pat-two-payers`, not drawn from the seed) covered by two payers: the sandbox payer and the second
+ * sandbox payer (organisation `org-payer-2`). Her home-oxygen order carries CRD coverage-information for both
+ * coverages, each with its own coverage-assertion id; an in-progress Encounter and a booked Appointment are also
+ * offered by the order picker. With the second payer registered, one `$questionnaire-package` goes to each payer.
+ */
+export function twoPayerPatient(): Resource[] {
+  const pid = 'pat-two-payers';
+  return [
+    {
+      resourceType: 'Organization',
+      id: 'org-payer-2',
+      name: 'Second Sandbox Health Plan',
+      identifier: [SECOND_PAYER_IDENTIFIER],
+    },
+    {
+      resourceType: 'Patient',
+      id: pid,
+      active: true,
+      name: [{ use: 'official', given: ['Tomas'], family: 'Duarte' }],
+      gender: 'male',
+      birthDate: '1946-05-17',
+    },
+    activeCoverage('cov-two-payers-1', pid, 'org-payer', SANDBOX_PAYER_IDENTIFIER),
+    activeCoverage('cov-two-payers-2', pid, 'org-payer-2', SECOND_PAYER_IDENTIFIER),
+    {
+      resourceType: 'Condition',
+      id: `cond-${pid}-1`,
+      clinicalStatus: {
+        coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: 'active' }],
+      },
+      code: { coding: [CONDITIONS[0]!], text: CONDITIONS[0]!.display },
+      subject: { reference: `Patient/${pid}` },
+      recordedDate: '2025-03-02',
+    },
+    {
+      resourceType: 'Encounter',
+      id: `enc-${pid}`,
+      status: 'in-progress',
+      class: { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'AMB' },
+      // The encounter itself may be what needs documentation (DTR: Encounter as the order).
+      type: [{ coding: [{ system: 'http://snomed.info/sct', code: '57485005' }], text: 'Oxygen therapy visit' }],
+      subject: { reference: `Patient/${pid}` },
+      period: { start: '2026-11-02T09:00:00Z' },
+    },
+    {
+      resourceType: 'Appointment',
+      id: `appt-${pid}`,
+      status: 'booked',
+      serviceType: [
+        { coding: [{ system: 'http://snomed.info/sct', code: '57485005' }], text: 'Oxygen titration visit' },
+      ],
+      start: '2026-11-20T10:00:00Z',
+      participant: [{ actor: { reference: `Patient/${pid}` }, status: 'accepted' }],
+    },
+    {
+      resourceType: 'DeviceRequest',
+      id: `dr-${pid}-1`,
+      extension: [
+        coverageInformation('Coverage/cov-two-payers-1', 'CRD-ASSERT-P1'),
+        coverageInformation('Coverage/cov-two-payers-2', 'CRD-ASSERT-P2'),
+      ],
+      status: 'active',
+      intent: 'order',
+      subject: { reference: `Patient/${pid}` },
+      encounter: { reference: `Encounter/enc-${pid}` },
+      authoredOn: '2026-11-02',
+      codeCodeableConcept: {
+        coding: [{ system: ORDERS[0]!.system, code: ORDERS[0]!.code, display: ORDERS[0]!.display }],
+        text: ORDERS[0]!.display,
+      },
+    },
+  ];
 }
 
 /**
