@@ -280,13 +280,18 @@ describe('SMART launch edge (no EHR needed)', () => {
     expect(bad.status).toBe(400);
     expect(await bad.json()).toMatchObject({ issue: [{ diagnostics: expect.stringMatching(/^scopes\.0: /) }] });
 
-    const publicList = (await (await fetch(`${url}/api/payers`)).json()) as unknown[];
-    expect(publicList).toEqual([{ id: 'example-payer', name: 'Example payer', dtrVersion: '2.1' }]);
+    // The DTR shape exactly: `payers`, each with id and name only (nothing the operator configured).
+    const listed = await fetch(`${url}/api/payers`, { headers: { accept: 'application/json' } });
+    expect(listed.status).toBe(200);
+    expect(listed.headers.get('content-type')).toMatch(/^application\/json/);
+    expect(await listed.json()).toEqual({ payers: [{ id: 'example-payer', name: 'Example payer' }] });
     const fhirList = (await (await fetch(`${url}/api/payers?_format=list`)).json()) as Record<string, unknown>;
     expect(fhirList).toMatchObject({
       resourceType: 'List',
-      entry: [{ item: { identifier: { value: 'example-payer' }, display: 'Example payer' } }],
+      contained: [{ resourceType: 'Organization', id: 'payer1', identifier: [{ value: 'example-payer' }] }],
+      entry: [{ item: { reference: '#payer1', display: 'Example payer' } }],
     });
+    expect(JSON.stringify(fhirList)).not.toContain('payer.example.org');
     expect((await fetch(`${url}/api/payers?_format=xml`)).status).toBe(400);
   });
 

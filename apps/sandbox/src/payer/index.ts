@@ -3,6 +3,7 @@ import { PAYER_PATHS, type SandboxClientConfig } from '../shared/clients.js';
 import type { PeerServer } from '../shared/peer-server.js';
 import { fingerprint, type RecordedRequest } from '../shared/request-log.js';
 import { type Bundle, type FhirResource, PayerHttpError, operationOutcome } from './fhir.types.js';
+import { type LoggedErrors, readLogErrorsInput } from './log-errors.usecase.js';
 import { nextQuestion, readNextQuestionInput } from './next-question.usecase.js';
 import { PackageStore } from './package-store.service.js';
 import {
@@ -61,6 +62,8 @@ export interface PayerServer {
 interface PackageRequestRecord {
   version: DtrIgVersion;
   changedsince?: string;
+  /** The element it came in: `valueInstant` (what every version's profile requires; anything else is refused). */
+  changedsinceType?: string;
   questionnaires: string[];
   /** Questionnaires in the answer (0 when nothing changed since `changedsince`). */
   questionnairesReturned: number;
@@ -79,6 +82,8 @@ interface PayerState {
   igVersion: DtrIgVersion;
   ledger: SubmissionLedger;
   loggedErrors: unknown[];
+  /** The same reports, read: the version they were checked against, the questionnaire and the OperationOutcome. */
+  logged: LoggedErrors[];
   packageRequests: PackageRequestRecord[];
   /** Fingerprints of the access tokens it issued. */
   issued: Set<string>;
@@ -101,6 +106,7 @@ export async function createPayerServer(options: PayerOptions): Promise<PayerSer
     igVersion: options.defaultIgVersion ?? '2.2',
     ledger: new SubmissionLedger(),
     loggedErrors: [],
+    logged: [],
     packageRequests: [],
     issued: new Set(),
   };
@@ -108,6 +114,19 @@ export async function createPayerServer(options: PayerOptions): Promise<PayerSer
   peer.app.use(PAYER_PATHS.fhir, fhirRouter(peer, auth, store, state));
   peer.app.get(PAYER_PATHS.submissions, (_req, res) => {
     res.json(state.ledger.all());
+  });
+  // Test controls: what $log-questionnaire-errors received, and the DTR version this payer speaks (switched at run time).
+  peer.app.get('/_sandbox/logged-errors', (_req, res) => {
+    res.json(state.logged);
+  });
+  peer.app.put('/_sandbox/dtr-version', express.json(), (req, res) => {
+    const version = (req.body as { version?: unknown } | undefined)?.version;
+    if (!isDtrIgVersion(version)) {
+      res.status(400).json({ error: 'version must be 2.0.1, 2.1 or 2.2' });
+      return;
+    }
+    state.igVersion = version;
+    res.json({ version });
   });
 
   return {
@@ -223,7 +242,7 @@ function mountDtrOperations(fhir: express.Router, guard: Guard, store: PackageSt
     );
     state.packageRequests.push({
       version,
-      ...(input.changedsince ? { changedsince: input.changedsince } : {}),
+      ...(input.changedsince ? { changedsince: input.changedsince, changedsinceType: input.changedsinceType } : {}),
       questionnaires: input.questionnaire,
       questionnairesReturned: returned.filter((e) => e.resource?.resourceType === 'Questionnaire').length,
       resourcesReturned: returned.length,
@@ -236,8 +255,11 @@ function mountDtrOperations(fhir: express.Router, guard: Guard, store: PackageSt
     send(res, 200, nextQuestion(store, readNextQuestionInput(req.body)));
   });
 
-  // @see https://hl7.org/fhir/us/davinci-dtr/STU2.2/OperationDefinition-log-questionnaire-errors.html
-  fhir.post('/$log-questionnaire-errors', guard(undefined, 'c'), (req, res) => {
+  // Checked per DTR version (the payer's, or the request's override header); a wrong shape is a 400.
+  fhir.post('/Questionnaire/$log-questionnaire-errors', guard(undefined, 'c'), (req, res) => {
+    const override = req.get(DTR_VERSION_HEADER);
+    const version = override !== undefined && isDtrIgVersion(override) ? override : state.igVersion;
+    state.logged.push(readLogErrorsInput(req.body, version));
     state.loggedErrors.push(req.body);
     send(res, 200, operationOutcome('information', 'informational', 'errors recorded'));
   });
