@@ -13,7 +13,9 @@ export type AuditKind =
   | 'ehr-read-back'
   | 'delivery-attempt'
   | 'payer-answer'
-  | 'submission-retry';
+  | 'submission-retry'
+  /** The launch's EHR token sent to a payer registered with `tokenSource: launch` (test harnesses), each use. */
+  | 'payer-launch-token';
 
 /** FHIR AuditEvent.action: create, read, update, delete, execute. */
 type AuditAction = 'C' | 'R' | 'U' | 'D' | 'E';
@@ -75,6 +77,7 @@ const TYPE_OF: Record<AuditKind, { system: string; code: string; display: string
   'delivery-attempt': { system: DCM, code: '110106', display: 'Export' },
   'payer-answer': { system: DCM, code: '110107', display: 'Import' },
   'submission-retry': { system: DCM, code: '110106', display: 'Export' },
+  'payer-launch-token': { system: AUDIT_TYPE, code: 'rest', display: 'RESTful Operation' },
 };
 
 export function auditTypeOf(kind: AuditKind): { system: string; code: string; display: string } {

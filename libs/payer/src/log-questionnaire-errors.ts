@@ -132,6 +132,7 @@ export function logErrorsRequest(
       { name: 'operationOutcome', resource: outcomeOf(issues, now, endpoint) },
     ],
   };
-  const body = version === '2.2' ? { resourceType: 'Parameters', parameter: [{ name: 'resource', resource: input }] } : input;
+  const body =
+    version === '2.2' ? { resourceType: 'Parameters', parameter: [{ name: 'resource', resource: input }] } : input;
   return { path: 'Questionnaire/$log-questionnaire-errors', body };
 }

@@ -46,7 +46,14 @@ export class PayerClient {
     private readonly tokens: BackendServicesClient,
     policy: OutboundPolicy,
     private readonly clock: Clock,
-    options: { fetch?: typeof fetch; timeoutMs?: number; retries?: number; tls?: TlsCredentials } = {},
+    options: {
+      fetch?: typeof fetch;
+      timeoutMs?: number;
+      retries?: number;
+      tls?: TlsCredentials;
+      /** For a payer registered with `tokenSource: launch`: the token to send instead of our Backend Services one. */
+      launchToken?: () => Promise<string>;
+    } = {},
   ) {
     assertOutboundUrl(payer.fhirBase, policy, `payer ${payer.id} fhirBase`);
     // With a client certificate, every call to this payer (token endpoint and FHIR) presents it.
@@ -54,6 +61,7 @@ export class PayerClient {
     this.fhir = new HttpFhirClient({
       baseUrl: payer.fhirBase,
       accessToken: () =>
+        options.launchToken?.() ??
         this.tokens.token({
           tokenEndpoint: payer.tokenEndpoint,
           clientId: payer.clientId,

@@ -21,6 +21,7 @@ import { FormPageController } from './forms/form-page.controller.js';
 import { FormsController } from './forms/forms.controller.js';
 import { FormsUseCase } from './forms/forms.usecase.js';
 import { PrefillPool } from './prefill-pool/prefill-pool.js';
+import { PayerClients } from './payer-clients.js';
 import { PrepareQuestionnairesUseCase } from './prepare-questionnaires.usecase.js';
 import { QuestionnairesController } from './questionnaires.controller.js';
 import { QuestionnairesPageController } from './questionnaires-page.controller.js';
@@ -62,6 +63,7 @@ import { QuestionnairesPageController } from './questionnaires-page.controller.j
       },
     },
     PrepareQuestionnairesUseCase,
+    PayerClients,
     {
       provide: FormSessionRepository,
       inject: [getDataSourceToken(), SecretBox, Clock],

@@ -2,7 +2,7 @@ import { AuditLog } from '@dtr/audit';
 import { Inject, Injectable } from '@nestjs/common';
 import { Clock, DtrError } from '@dtr/kernel';
 import { type FhirResource, type PackageIssue, parseResourceReference, relativeReference } from '@dtr/fhir';
-import { PackageCache, PackageRetrieval, PayerClient, PayerRegistry } from '@dtr/payer';
+import { PackageCache, PackageRetrieval, PayerRegistry } from '@dtr/payer';
 import { FhirClientReader, type PrefillIssue } from '@dtr/prefill';
 import {
   BackendServicesClient,
@@ -14,6 +14,7 @@ import {
 import { OUTBOUND_POLICY } from '../smart/smart.module.js';
 import { FormSessionsService } from './forms/form-sessions.service.js';
 import { PrefillPool } from './prefill-pool/prefill-pool.js';
+import { PayerClients } from './payer-clients.js';
 
 interface PreparedQuestionnaire {
   /** The form of this questionnaire in this session: `/app/questionnaires/{formId}`, the questionnaire-responses API. */
@@ -67,6 +68,7 @@ export class PrepareQuestionnairesUseCase {
     private readonly clock: Clock,
     private readonly pool: PrefillPool,
     private readonly forms: FormSessionsService,
+    private readonly payerClients: PayerClients,
   ) {
     this.retrieval = new PackageRetrieval(cache);
   }
@@ -93,8 +95,7 @@ export class PrepareQuestionnairesUseCase {
     if (!payer || !coverage)
       throw new DtrError('NOT_FOUND', "the patient's coverage is with a payer this service is not registered with");
 
-    const tls = await this.payers.tlsCredentials(payer.id);
-    const client = new PayerClient(payer, this.tokens, this.policy, this.clock, tls ? { tls } : {});
+    const client = await this.payerClients.forSession(payer, session);
     const retrieved = await this.retrieval.retrieve(client, {
       coverages: [coverage, ...coverages.filter((c) => c !== coverage)],
       orders,

@@ -6,6 +6,9 @@ import { SessionViewService } from './session.controller.js';
 import type { SessionRecord } from '@dtr/smart';
 import { CurrentSession } from '../auth/current-session.decorator.js';
 
+/** Said wherever the launch did not name the clinician (no id_token, so no `fhirUser`). */
+const AUTHOR_UNKNOWN = 'The EHR did not identify the user: the author is unknown';
+
 /**
  * The clinician's page after launch. For now it shows the session context and the disclosure authorization;
  * the form (prefill, completion, send) grows here.
@@ -37,8 +40,13 @@ export class AppPageController {
 <body>
 ${view.needPatientBanner ? html`<div id="patient-banner"><strong>${view.patient.display ?? view.patient.id}</strong></div>` : ''}
 <h1>Documentation for ${view.tenant.name}</h1>
-<p id="signed-in">Signed in as <strong>${view.user.display ?? view.user.fhirUser ?? 'unknown user'}</strong>
- for patient <strong id="patient">${view.patient.display ?? view.patient.id}</strong>.</p>
+${
+  view.user.fhirUser
+    ? html`<p id="signed-in">Signed in as <strong>${view.user.display ?? view.user.fhirUser}</strong>
+ for patient <strong id="patient">${view.patient.display ?? view.patient.id}</strong>.</p>`
+    : html`<p id="signed-in">For patient <strong id="patient">${view.patient.display ?? view.patient.id}</strong>.</p>
+<p id="author-unknown" role="status">${AUTHOR_UNKNOWN}. Answers you give or change are recorded without an author.</p>`
+}
 ${disclose === 'authorized' ? html`<p role="status">Disclosure authorized.</p>` : ''}
 <h2>Orders</h2>${list(view.orders)}
 <h2>Coverage</h2>${list(view.coverages)}

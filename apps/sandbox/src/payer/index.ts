@@ -54,6 +54,11 @@ export interface PayerServer {
   packageRequests(): PackageRequestRecord[];
   /** Changes content as the payer would (a new questionnaire version, edited rules): see `PackageStore.publish`. */
   publish(resource: FhirResource): void;
+  /**
+   * The same DTR operations and submission routes, also served on another peer at `path` and authorized by that
+   * peer's tokens: a test harness that is the EHR and the payer at once (the EHR's launch token reaches it).
+   */
+  mountHarness(peer: PeerServer, path: string, introspect: PayerAuth['introspect']): string;
   /** The content this payer serves now, by type and canonical. */
   content(resourceType: string, canonical: string): FhirResource | undefined;
   close(): Promise<void>;
@@ -111,7 +116,7 @@ export async function createPayerServer(options: PayerOptions): Promise<PayerSer
     issued: new Set(),
   };
   mountTokenEndpoint(peer, auth, state.issued);
-  peer.app.use(PAYER_PATHS.fhir, fhirRouter(peer, auth, store, state));
+  peer.app.use(PAYER_PATHS.fhir, fhirRouter(peer, guardWith(auth), store, state));
   peer.app.get(PAYER_PATHS.submissions, (_req, res) => {
     res.json(state.ledger.all());
   });
@@ -140,6 +145,10 @@ export async function createPayerServer(options: PayerOptions): Promise<PayerSer
     issuedTokenFingerprints: () => new Set(state.issued),
     packageRequests: () => [...state.packageRequests],
     publish: (resource: FhirResource) => store.publish(resource),
+    mountHarness(other, path, introspect) {
+      other.app.use(path, fhirRouter(other, guardWith({ introspect }, true), store, state));
+      return `${other.origin}${path}`;
+    },
     content: (resourceType: string, canonical: string) => store.resolve(resourceType, canonical),
     close: () => peer.close(),
   };
@@ -170,8 +179,11 @@ function mountTokenEndpoint(peer: PeerServer, auth: PayerAuth, issued: Set<strin
   });
 }
 
-/** Bearer token required (401); the scope must allow the interaction (403). */
-function guardWith(auth: PayerAuth): Guard {
+/**
+ * Bearer token required (401); the scope must allow the interaction (403). With `anyScope` (the EHR-and-payer
+ * harness, whose tokens are the EHR's user/patient tokens) a valid token is enough.
+ */
+function guardWith(auth: Pick<PayerAuth, 'introspect'>, anyScope = false): Guard {
   return (resourceType, interaction) =>
     (req: Request, res: Response, next: NextFunction): void => {
       void (async () => {
@@ -184,7 +196,7 @@ function guardWith(auth: PayerAuth): Guard {
         if (!info) throw new PayerHttpError(401, 'login', 'the access token is unknown or expired');
         entry.clientId = info.clientId;
         entry.scopes = info.scopes;
-        if (resourceType && !scopeAllows(info.scopes, resourceType, interaction)) {
+        if (!anyScope && resourceType && !scopeAllows(info.scopes, resourceType, interaction)) {
           throw new PayerHttpError(403, 'forbidden', `scope does not allow ${interaction} on ${resourceType}`);
         }
         res.locals['caller'] = { clientId: info.clientId, scopes: info.scopes } satisfies Caller;
@@ -196,14 +208,13 @@ const send = (res: Response, status: number, body: FhirResource) =>
   res.status(status).type(FHIR_JSON).send(JSON.stringify(body));
 
 /** The payer's FHIR endpoints: DTR operations, `$expand`, the submission routes, one error mapping. */
-function fhirRouter(peer: PeerServer, auth: PayerAuth, store: PackageStore, state: PayerState): express.Router {
+function fhirRouter(peer: PeerServer, guard: Guard, store: PackageStore, state: PayerState): express.Router {
   const fhir = express.Router();
   fhir.use(express.json({ type: ['application/json', FHIR_JSON], limit: '10mb' }));
   fhir.use((req, res, next) => {
     res.locals['entry'] = record(peer, req, res);
     next();
   });
-  const guard = guardWith(auth);
   mountDtrOperations(fhir, guard, store, state);
   // Submission routes from the table: each names the scope it requires.
   for (const route of SUBMISSION_ROUTES) {

@@ -1,4 +1,10 @@
-import { type FhirResource, type Parameters, type ParametersParameter, PayerHttpError, isResource } from './fhir.types.js';
+import {
+  type FhirResource,
+  type Parameters,
+  type ParametersParameter,
+  PayerHttpError,
+  isResource,
+} from './fhir.types.js';
 import type { DtrIgVersion } from './questionnaire-package.usecase.js';
 
 /** FHIR R4 IssueType codes: the only codes an issue of the reported OperationOutcome may carry. */

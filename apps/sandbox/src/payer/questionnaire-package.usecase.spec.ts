@@ -51,7 +51,10 @@ describe('parseQuestionnairePackageInput', () => {
     it(`DTR ${version}: changedsince is typed as the input profile types it (instant), strictly`, () => {
       const withSince = (param: Record<string, unknown>) =>
         parseQuestionnairePackageInput(
-          input([{ name: 'coverage', resource: coverage }, { name: 'changedsince', ...param }]),
+          input([
+            { name: 'coverage', resource: coverage },
+            { name: 'changedsince', ...param },
+          ]),
           version,
         );
       expect(withSince({ valueInstant: '2026-01-02T03:04:05.678Z' }).changedsince).toBe('2026-01-02T03:04:05.678Z');

@@ -8,6 +8,7 @@ import { PackageSelection1764300000000 } from './1764300000000-package-selection
 import { PayerClientCertificate1764400000000 } from './1764400000000-payer-client-certificate.js';
 import { FormSessions1764500000000 } from './1764500000000-form-sessions.js';
 import { Disclosure1764600000000 } from './1764600000000-disclosure.js';
+import { PayerTokenSource1764720000000 } from './1764720000000-payer-token-source.js';
 
 /** Every migration, in order. Explicit on purpose: no globs (see STACK.md). */
 export const MIGRATIONS: Array<new () => MigrationInterface> = [
@@ -20,4 +21,5 @@ export const MIGRATIONS: Array<new () => MigrationInterface> = [
   PayerClientCertificate1764400000000,
   FormSessions1764500000000,
   Disclosure1764600000000,
+  PayerTokenSource1764720000000,
 ];

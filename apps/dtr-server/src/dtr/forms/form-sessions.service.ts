@@ -120,7 +120,9 @@ export class FormSessionsService {
     await this.reportRuntimeFailures(
       session,
       prepared,
-      prepared.questionnaires.filter((_, i) => !earlier.some((f) => f.questionnaire.url === rows[i]!.questionnaire.url)),
+      prepared.questionnaires.filter(
+        (_, i) => !earlier.some((f) => f.questionnaire.url === rows[i]!.questionnaire.url),
+      ),
     );
     return created.map((f) => ({
       id: f.id,
