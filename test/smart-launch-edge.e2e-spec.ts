@@ -154,8 +154,11 @@ describe('SMART launch edge (no EHR needed)', () => {
     expect(q.get('code_challenge_method')).toBe('S256');
     expect(q.get('code_challenge')).toMatch(/^[A-Za-z0-9_-]{43}$/);
     expect(q.get('state')!.length).toBeGreaterThanOrEqual(22); // ≥128 bits, base64url
-    expect(q.get('scope')!.split(' ')).toEqual(expect.arrayContaining(['launch', 'patient/*.rs']));
-    expect(q.get('scope')).not.toContain('openid'); // this EHR does not support OpenID Connect
+    // openid fhirUser always, though this EHR does not list sso-openid-connect: the clinician must be known.
+    expect(q.get('scope')!.split(' ')).toEqual(
+      expect.arrayContaining(['launch', 'patient/*.rs', 'openid', 'fhirUser']),
+    );
+    expect(q.get('nonce')!.length).toBeGreaterThanOrEqual(22);
     expect(response.setCookies.join(';')).toMatch(/dtr_launch=[A-Za-z0-9_-]+.*HttpOnly.*SameSite=Lax/i);
     expect(ehr.requests).toEqual(['GET /fhir/.well-known/smart-configuration']);
 
