@@ -1,4 +1,5 @@
-import { execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -9,6 +10,7 @@ import { createScratchDatabase, type ScratchDatabase } from './support/databases
 import { TestBrowser } from './support/browser.js';
 import { repoRoot, spawnServer, type SpawnedServer } from './support/processes.js';
 
+const run = promisify(execFile);
 const ADMIN = randomBytes(24).toString('hex');
 const SECRET = `supplement-secret-${randomBytes(6).toString('hex')}`;
 const KEYS = `k1:${randomBytes(32).toString('base64')}`;
@@ -120,8 +122,10 @@ describe('SMART launch edge (no EHR needed)', () => {
     });
   });
 
-  it('the CLI sees the same tenants (same database and key ring)', () => {
-    const out = execFileSync(process.execPath, [path.join(repoRoot, 'bin/dtr.mjs'), 'tenant', 'list'], {
+  it('the CLI sees the same tenants (same database and key ring)', async () => {
+    // Run asynchronously: a synchronous child blocks this process's event loop for its whole run, and the HTTP
+    // client then reuses keep-alive connections the server closed meanwhile ("other side closed").
+    const { stdout: out } = await run(process.execPath, [path.join(repoRoot, 'bin/dtr.mjs'), 'tenant', 'list'], {
       cwd: repoRoot,
       env: { PATH: process.env['PATH'] ?? '', DATABASE_URL: db.url, DTR_ENCRYPTION_KEYS: KEYS },
       encoding: 'utf8',
@@ -243,7 +247,7 @@ describe('SMART launch edge (no EHR needed)', () => {
       expect(Object.keys(key).filter((m) => ['d', 'p', 'q', 'dp', 'dq', 'qi'].includes(m))).toEqual([]);
 
     // `dtr keys rotate` makes a new ES384 key; the old one stays published while it retires.
-    execFileSync(process.execPath, [path.join(repoRoot, 'bin/dtr.mjs'), 'keys', 'rotate', '--alg', 'ES384'], {
+    await run(process.execPath, [path.join(repoRoot, 'bin/dtr.mjs'), 'keys', 'rotate', '--alg', 'ES384'], {
       cwd: repoRoot,
       env: { PATH: process.env['PATH'] ?? '', DATABASE_URL: db.url, DTR_ENCRYPTION_KEYS: KEYS },
     });
