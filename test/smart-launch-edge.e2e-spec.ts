@@ -185,8 +185,11 @@ describe('SMART launch edge (no EHR needed)', () => {
     expect(q.get('code_challenge_method')).toBe('S256');
     expect(q.get('code_challenge')).toMatch(/^[A-Za-z0-9_-]{43}$/);
     expect(q.get('state')!.length).toBeGreaterThanOrEqual(22); // ≥128 bits, base64url
-    expect(q.get('scope')!.split(' ')).toEqual(expect.arrayContaining(['launch', 'patient/*.rs']));
-    expect(q.get('scope')).not.toContain('openid'); // this EHR does not support OpenID Connect
+    // openid fhirUser always, though this EHR does not list sso-openid-connect: the clinician must be known.
+    expect(q.get('scope')!.split(' ')).toEqual(
+      expect.arrayContaining(['launch', 'patient/*.rs', 'openid', 'fhirUser']),
+    );
+    expect(q.get('nonce')!.length).toBeGreaterThanOrEqual(22);
     expect(response.setCookies.join(';')).toMatch(/dtr_launch=[A-Za-z0-9_-]+.*HttpOnly.*SameSite=Lax/i);
     expect(ehr.requests).toEqual(['GET /fhir/.well-known/smart-configuration']);
 
@@ -422,13 +425,18 @@ describe('SMART launch edge (no EHR needed)', () => {
     expect(bad.status).toBe(400);
     expect(await bad.json()).toMatchObject({ issue: [{ diagnostics: expect.stringMatching(/^scopes\.0: /) }] });
 
-    const publicList = (await (await fetch(`${url}/api/payers`)).json()) as unknown[];
-    expect(publicList).toEqual([{ id: 'example-payer', name: 'Example payer', dtrVersion: '2.1' }]);
+    // The DTR shape exactly: `payers`, each with id and name only (nothing the operator configured).
+    const listed = await fetch(`${url}/api/payers`, { headers: { accept: 'application/json' } });
+    expect(listed.status).toBe(200);
+    expect(listed.headers.get('content-type')).toMatch(/^application\/json/);
+    expect(await listed.json()).toEqual({ payers: [{ id: 'example-payer', name: 'Example payer' }] });
     const fhirList = (await (await fetch(`${url}/api/payers?_format=list`)).json()) as Record<string, unknown>;
     expect(fhirList).toMatchObject({
       resourceType: 'List',
-      entry: [{ item: { identifier: { value: 'example-payer' }, display: 'Example payer' } }],
+      contained: [{ resourceType: 'Organization', id: 'payer1', identifier: [{ value: 'example-payer' }] }],
+      entry: [{ item: { reference: '#payer1', display: 'Example payer' } }],
     });
+    expect(JSON.stringify(fhirList)).not.toContain('payer.example.org');
     expect((await fetch(`${url}/api/payers?_format=xml`)).status).toBe(400);
   });
 

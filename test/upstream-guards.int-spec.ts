@@ -24,6 +24,8 @@ import { createPayerServer, type PayerServer, sandboxPackageDirs } from '../apps
 import { type PeerServer, startPeerServer } from '../apps/sandbox/src/shared/peer-server.js';
 import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
 import { deviceOrder, sandboxCoverage } from './support/fixtures.js';
+import { PayerClients } from '../apps/dtr-server/src/dtr/payer-clients.js';
+import type { AppConfig } from '../apps/dtr-server/src/config/app.config.js';
 import { PrepareQuestionnairesUseCase } from '../apps/dtr-server/src/dtr/prepare-questionnaires.usecase.js';
 import { PrefillPool } from '../apps/dtr-server/src/dtr/prefill-pool/prefill-pool.js';
 import { FormSessionRepository } from '../apps/dtr-server/src/dtr/forms/form-session.repository.js';
@@ -127,16 +129,19 @@ describe('EHR answers bounded and checked, patient compartment enforced (sandbox
     });
     store = new SessionStore(dataSource, box, clock);
     const smart = new SmartSessions(store, tenants, new SmartDiscovery(policy, clock), clock, { policy, keys });
+    const audit = new AuditLog(dataSource, Buffer.alloc(32, 1), clock);
+    const tokens = new BackendServicesClient(keys, policy, clock);
     useCase = new PrepareQuestionnairesUseCase(
-      new AuditLog(dataSource, Buffer.alloc(32, 1), clock),
+      audit,
       smart,
       payers,
-      new BackendServicesClient(keys, policy, clock),
+      tokens,
       new PackageCache(dataSource),
       policy,
       clock,
       new PrefillPool({ size: 0 }),
       new FormSessionsService(new FormSessionRepository(dataSource, box, clock), smart, clock),
+      new PayerClients(payers, tokens, smart, audit, clock, policy, { allowLaunchTokenForPayer: false } as AppConfig),
       {},
     );
   });

@@ -81,7 +81,7 @@ export function composeServices(dataSource: DataSource, config: AppConfig, optio
       sessionTtlMs: config.sessionTtlMs,
     }),
     smartSessions: new SmartSessions(sessionStore, tenants, discovery, clock, client),
-    payers: new PayerRegistry(dataSource, policy, secretBox),
+    payers: new PayerRegistry(dataSource, policy, secretBox, config.allowLaunchTokenForPayer),
     backendServices: new BackendServicesClient(signingKeys, policy, clock),
     packageCache: new PackageCache(dataSource),
     // After the secret box: in development it creates the key the audit hash key is derived from.

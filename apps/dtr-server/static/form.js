@@ -12,6 +12,8 @@
   const saveButton = document.getElementById('save');
   const completeButton = document.getElementById('complete');
   let view;
+  // Issue codes meaning an item's expression could not give it a value (see libs/fhir/src/issues.ts).
+  const PREFILL_FAILED = ['define-failed', 'expression-failed', 'expression-not-evaluated', 'unknown-define'];
 
   function el(tag, text, attributes) {
     const node = document.createElement(tag);
@@ -46,7 +48,7 @@
     const author =
       current.author && current.author.known
         ? `; answers you change are recorded as by ${current.author.display || 'you'}`
-        : '; the EHR did not say who is signed in, so changed answers carry no author';
+        : '; the EHR did not identify the user: the author is unknown, so changed answers carry no author';
     statusLine.textContent = `Status: ${current.status}, ${where}${author}.`;
     if (current.stoppedReason) statusLine.textContent += ` Stopped: ${current.stoppedReason}`;
   }
@@ -74,11 +76,15 @@
     issues.replaceChildren();
     for (const issue of current.issues || []) {
       const where = issue.linkId ? `${texts.get(issue.linkId) || issue.linkId}: ` : '';
+      // An item whose expression failed was not prefilled: say so plainly, it is answered by hand.
+      const notPrefilled = issue.linkId && PREFILL_FAILED.includes(issue.code);
       issues.appendChild(
         el(
           'li',
-          `${where}${issue.message} (${issue.severity}; answer it by hand)`,
-          issue.linkId ? { 'data-link-id': issue.linkId } : {},
+          notPrefilled
+            ? `${where}prefill did not happen for this item; answer it by hand (${issue.message})`
+            : `${where}${issue.message} (${issue.severity}; answer it by hand)`,
+          issue.linkId ? { 'data-link-id': issue.linkId, ...(notPrefilled ? { class: 'prefill-failed' } : {}) } : {},
         ),
       );
     }

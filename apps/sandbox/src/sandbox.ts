@@ -6,6 +6,9 @@ import { createPayerServer, type DtrIgVersion, type PayerServer } from './payer/
 import type { SandboxClientConfig } from './shared/clients.js';
 import { type PeerServer, startPeerServer } from './shared/peer-server.js';
 
+/** Where the sandbox EHR also serves the payer's DTR operations (an EHR-and-payer harness). */
+export const EHR_HARNESS_PATH = '/harness-payer/fhir';
+
 export interface SandboxOptions {
   host: string;
   /** 0 picks a free port. */
@@ -87,6 +90,9 @@ export async function startSandbox(options: SandboxOptions): Promise<RunningSand
       ...(options.accessTokenTtlSeconds ? { accessTokenTtlSeconds: options.accessTokenTtlSeconds } : {}),
     });
     mountDemo({ peer: ehrPeer, fhir, auth, payer, appLaunchUrl: options.appLaunchUrl });
+    // The payer's operations on the EHR's origin, taking the EHR's tokens (for `tokenSource: launch` tests).
+    const harness = auth;
+    payer.mountHarness(ehrPeer, EHR_HARNESS_PATH, (token) => harness.introspect(token));
     return {
       ehr: { peer: ehrPeer, auth, fhir, fhirBase: fhir.baseUrl, demoUrl: `${ehrPeer.origin}/` },
       payer: { peer: payerPeer, server: payer, fhirBase: payer.fhirBase, tokenEndpoint: payer.tokenEndpoint },

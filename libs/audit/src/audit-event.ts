@@ -14,7 +14,10 @@ export type AuditKind =
   | 'delivery-attempt'
   | 'payer-answer'
   | 'submission-retry'
-  | 'retention-purge';
+  | 'retention-purge'
+
+  /** The launch's EHR token sent to a payer registered with `tokenSource: launch` (test harnesses), each use. */
+  | 'payer-launch-token';
 
 /** FHIR AuditEvent.action: create, read, update, delete, execute. */
 type AuditAction = 'C' | 'R' | 'U' | 'D' | 'E';
@@ -77,6 +80,7 @@ const TYPE_OF: Record<AuditKind, { system: string; code: string; display: string
   'payer-answer': { system: DCM, code: '110107', display: 'Import' },
   'submission-retry': { system: DCM, code: '110106', display: 'Export' },
   'retention-purge': { system: DCM, code: '110100', display: 'Application Activity' },
+  'payer-launch-token': { system: AUDIT_TYPE, code: 'rest', display: 'RESTful Operation' },
 };
 
 export function auditTypeOf(kind: AuditKind): { system: string; code: string; display: string } {

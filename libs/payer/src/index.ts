@@ -5,3 +5,4 @@ export * from './payer-registry.service.js';
 export * from './package/package-cache.js';
 export * from './package/package-retrieval.js';
 export * from './mutual-tls-fetch.js';
+export { RUNTIME_REPORTED } from './log-questionnaire-errors.js';

@@ -1,5 +1,5 @@
 import { Clock, DtrError } from '@dtr/kernel';
-import { compartmentOf, type FhirResource, HttpFhirClient } from '@dtr/fhir';
+import { compartmentOf, type DtrVersion, type FhirResource, HttpFhirClient } from '@dtr/fhir';
 import {
   assertOutboundUrl,
   type BackendServicesClient,
@@ -12,6 +12,21 @@ import { type PackageResponse, parsePackageResponse } from './package/package-re
 import type { PackageIssue } from '@dtr/fhir';
 import type { Payer } from './payer-registry.service.js';
 import { mutualTlsFetch, type TlsCredentials } from './mutual-tls-fetch.js';
+import { logErrorsRequest } from './log-questionnaire-errors.js';
+
+/**
+ * The `value[x]` of `changedsince` in each version's DTRQuestionnairePackageInputParameters profile: `only instant`
+ * in 2.0.1, 2.1 and 2.2 alike (the 2.0.1 and 2.1 OperationDefinitions say `dateTime`, but the Parameters instance
+ * must conform to the input profile, which narrows it to `instant`). An ISO instant with `Z` fits both.
+ * @see https://hl7.org/fhir/us/davinci-dtr/STU2/StructureDefinition-dtr-qpackage-input-parameters.html
+ * @see https://hl7.org/fhir/us/davinci-dtr/STU2.1/StructureDefinition-dtr-qpackage-input-parameters.html
+ * @see https://hl7.org/fhir/us/davinci-dtr/2.2.0/en/StructureDefinition-dtr-qpackage-input-parameters.html
+ */
+const CHANGEDSINCE_TYPE: Record<DtrVersion, 'valueInstant' | 'valueDateTime'> = {
+  '2.0.1': 'valueInstant',
+  '2.1': 'valueInstant',
+  '2.2': 'valueInstant',
+};
 
 export interface PackageRequest {
   /** The coverage in context; DTR 2.2 takes exactly one, older versions all of them. */
@@ -49,7 +64,14 @@ export class PayerClient {
     private readonly tokens: BackendServicesClient,
     policy: OutboundPolicy,
     private readonly clock: Clock,
-    options: { fetch?: typeof fetch; timeoutMs?: number; retries?: number; tls?: TlsCredentials } = {},
+    options: {
+      fetch?: typeof fetch;
+      timeoutMs?: number;
+      retries?: number;
+      tls?: TlsCredentials;
+      /** For a payer registered with `tokenSource: launch`: the token to send instead of our Backend Services one. */
+      launchToken?: () => Promise<string>;
+    } = {},
   ) {
     assertOutboundUrl(payer.fhirBase, policy, `payer ${payer.id} fhirBase`);
     // With a client certificate, every call to this payer (token endpoint and FHIR) presents it.
@@ -59,6 +81,7 @@ export class PayerClient {
     this.fhir = new HttpFhirClient({
       baseUrl: payer.fhirBase,
       accessToken: () =>
+        options.launchToken?.() ??
         this.tokens.token({
           tokenEndpoint: payer.tokenEndpoint,
           clientId: payer.clientId,
@@ -96,7 +119,9 @@ export class PayerClient {
         ...request.orders.map((resource) => ({ name: 'order', resource })),
         ...(request.questionnaires ?? []).map((valueCanonical) => ({ name: 'questionnaire', valueCanonical })),
         ...(request.context ? [{ name: 'context', valueString: request.context }] : []),
-        ...(request.changedSince ? [{ name: 'changedsince', valueDateTime: request.changedSince.toISOString() }] : []),
+        ...(request.changedSince
+          ? [{ name: 'changedsince', [CHANGEDSINCE_TYPE[this.payer.igVersion]]: request.changedSince.toISOString() }]
+          : []),
       ],
     };
   }
@@ -166,26 +191,13 @@ export class PayerClient {
   }
 
   /**
-   * Reports package problems to the payer. Only content facts travel (codes, library and define names, item
-   * linkIds): never patient data.
+   * Reports problems with a questionnaire (its package, or its logic failing during prefill) to the payer with
+   * `$log-questionnaire-errors` in the payer's DTR version shape. Only content facts travel (codes, library and
+   * define names, item linkIds), our software identity and the time: never patient data (see RUNTIME_REPORTED).
    */
-  async logQuestionnaireErrors(questionnaire: string, issues: PackageIssue[]): Promise<void> {
-    const outcome = {
-      resourceType: 'OperationOutcome',
-      issue: issues.map((i) => ({
-        severity: i.severity,
-        code: 'processing',
-        details: { coding: [{ system: 'urn:dtr-backend:package-issue', code: i.code }], text: i.message },
-        expression: [i.linkId ? `Questionnaire.item.where(linkId='${i.linkId}')` : 'Questionnaire'],
-      })),
-    };
-    await this.fhir.operation('$log-questionnaire-errors', {
-      resourceType: 'Parameters',
-      parameter: [
-        { name: 'questionnaire', valueCanonical: questionnaire },
-        { name: 'outcome', resource: outcome },
-      ],
-    });
+  async logQuestionnaireErrors(questionnaire: string, issues: PackageIssue[], endpoint?: string): Promise<void> {
+    const { path, body } = logErrorsRequest(this.payer.igVersion, questionnaire, issues, this.clock.now(), endpoint);
+    await this.fhir.operation(path, body);
   }
 
   /**

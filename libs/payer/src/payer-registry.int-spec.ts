@@ -78,4 +78,41 @@ describe('PayerRegistry (real PostgreSQL)', () => {
       }),
     ).rejects.toMatchObject({ code: 'INVALID_INPUT', message: expect.stringMatching(/^fhirBase: /) });
   });
+
+  it('takes tokenSource launch (default backend-services), and refuses it where launch tokens are not allowed', async () => {
+    const base = {
+      name: 'Harness',
+      tokenEndpoint: 'http://127.0.0.1:9/token',
+      clientId: 'c',
+      signingAlg: 'RS384',
+      scopes: ['system/Questionnaire.rs'],
+    };
+    const plain = await registry.upsert({ ...base, id: 'plain-payer', fhirBase: 'http://127.0.0.1:9/plain/fhir' });
+    expect(plain.tokenSource).toBe('backend-services');
+    const harness = await registry.upsert({
+      ...base,
+      id: 'harness-payer',
+      fhirBase: 'http://127.0.0.1:9/harness/fhir',
+      tokenSource: 'launch',
+    });
+    expect((await registry.get(harness.id))?.tokenSource).toBe('launch');
+    const production = new PayerRegistry(db.dataSource, LOOPBACK_POLICY, undefined, false);
+    await expect(
+      production.upsert({
+        ...base,
+        id: 'refused-payer',
+        fhirBase: 'http://127.0.0.1:9/refused/fhir',
+        tokenSource: 'launch',
+      }),
+    ).rejects.toMatchObject({
+      code: 'INVALID_INPUT',
+      message: expect.stringMatching(/DTR_ALLOW_LAUNCH_TOKEN_FOR_PAYER/),
+    });
+    expect(await registry.get('refused-payer')).toBeUndefined();
+    await expect(
+      registry.upsert({ ...base, id: 'bad', fhirBase: 'http://127.0.0.1:9/b/fhir', tokenSource: 'ehr' }),
+    ).rejects.toMatchObject({
+      code: 'INVALID_INPUT',
+    });
+  });
 });

@@ -40,6 +40,12 @@ const payerInputSchema = z
       )
       .default([]),
     /**
+     * Which token our calls to this payer carry: our SMART Backend Services token (`backend-services`, the default),
+     * or the launch's EHR token (`launch`), for test harnesses that are EHR and payer at once. `launch` is used only
+     * when the payer's fhirBase has the session's EHR origin, and is refused in production unless allowed.
+     */
+    tokenSource: z.enum(['backend-services', 'launch']).default('backend-services'),
+    /**
      * Our client certificate for mutual TLS with this payer (PEM), its private key (PEM; stored sealed, never
      * returned) and, when the payer's server certificate is not from a public CA, that CA (PEM). Omitted: the stored
      * one is kept; null: removed.
@@ -77,6 +83,7 @@ export interface Payer {
   igVersion: DtrIgVersion;
   submissionRoute: SubmissionRoute;
   coverageIdentifiers: string[];
+  tokenSource: 'backend-services' | 'launch';
   /** Public facts of the mutual TLS client certificate, when there is one (its key is never returned). */
   clientCertificate: { subject: string; fingerprint256: string; validTo: string } | null;
 }
@@ -108,6 +115,8 @@ export class PayerRegistry {
     private readonly policy: OutboundPolicy,
     /** Seals client certificate keys; without it, a client certificate cannot be stored. */
     private readonly box?: SecretBox,
+    /** Whether a payer may be registered with `tokenSource: launch` (off in production unless allowed). */
+    private readonly allowLaunchToken = true,
   ) {
     this.payers = new PayerRepository(dataSource);
   }
@@ -121,6 +130,12 @@ export class PayerRegistry {
       });
     }
     const p = parsed.data;
+    if (p.tokenSource === 'launch' && !this.allowLaunchToken)
+      throw new DtrError(
+        'INVALID_INPUT',
+        'tokenSource: launch is refused in the production profile unless DTR_ALLOW_LAUNCH_TOKEN_FOR_PAYER=true',
+        { expression: ['tokenSource'] },
+      );
     for (const [field, value] of [
       ['fhirBase', p.fhirBase],
       ['tokenEndpoint', p.tokenEndpoint],
@@ -151,6 +166,7 @@ export class PayerRegistry {
         igVersion: p.igVersion,
         submissionRoute: p.submissionRoute,
         coverageIdentifiers: p.coverageIdentifiers,
+        tokenSource: p.tokenSource,
         clientCertificate: certificate?.certificate ?? null,
         clientCertificateKeySealed: certificate?.sealedKey ?? null,
         serverCa: certificate?.serverCa ?? null,

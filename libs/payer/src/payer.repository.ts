@@ -17,6 +17,7 @@ export interface StoredPayer {
   igVersion: DtrVersion;
   submissionRoute: SubmissionRoute;
   coverageIdentifiers: string[];
+  tokenSource: 'backend-services' | 'launch';
   clientCertificate: string | null;
   clientCertificateKeySealed: string | null;
   serverCa: string | null;
@@ -33,6 +34,7 @@ interface PayerRow {
   ig_version: DtrVersion;
   submission_route: SubmissionRoute;
   coverage_identifiers: string[];
+  token_source: 'backend-services' | 'launch';
   client_certificate: string | null;
   client_certificate_key_sealed: string | null;
   server_ca: string | null;
@@ -50,6 +52,7 @@ function fromRow(row: PayerRow): StoredPayer {
     igVersion: row.ig_version,
     submissionRoute: row.submission_route,
     coverageIdentifiers: row.coverage_identifiers,
+    tokenSource: row.token_source,
     clientCertificate: row.client_certificate,
     clientCertificateKeySealed: row.client_certificate_key_sealed,
     serverCa: row.server_ca,
@@ -68,11 +71,12 @@ export class PayerRepository {
     await query(
       this.dataSource,
       `INSERT INTO payer (id, name, fhir_base, token_endpoint, client_id, signing_alg, scopes, ig_version, submission_route,
-                          coverage_identifiers, client_certificate, client_certificate_key_sealed, server_ca)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                          coverage_identifiers, client_certificate, client_certificate_key_sealed, server_ca, token_source)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $15)
        ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, fhir_base = EXCLUDED.fhir_base, token_endpoint = EXCLUDED.token_endpoint,
          client_id = EXCLUDED.client_id, signing_alg = EXCLUDED.signing_alg, scopes = EXCLUDED.scopes, ig_version = EXCLUDED.ig_version,
          submission_route = EXCLUDED.submission_route, coverage_identifiers = EXCLUDED.coverage_identifiers,
+         token_source = EXCLUDED.token_source,
          client_certificate = CASE WHEN $14 THEN EXCLUDED.client_certificate ELSE payer.client_certificate END,
          client_certificate_key_sealed = CASE WHEN $14 THEN EXCLUDED.client_certificate_key_sealed ELSE payer.client_certificate_key_sealed END,
          server_ca = CASE WHEN $14 THEN EXCLUDED.server_ca ELSE payer.server_ca END,
@@ -92,6 +96,7 @@ export class PayerRepository {
         payer.clientCertificateKeySealed,
         payer.serverCa,
         replaceCertificate,
+        payer.tokenSource,
       ],
     ).catch((error: { driverError?: { code?: string }; code?: string }) => {
       if ((error.driverError?.code ?? error.code) === '23505')

@@ -5,7 +5,7 @@ import { outboundFetch } from './outbound-fetch.js';
 import type { SigningAlg } from './tenants/tenant.types.js';
 import type { RegistrationCredentials } from './tenants/tenant-registry.service.js';
 import { isLoopback, limitsOf, type OutboundPolicy } from './outbound-policy.js';
-import { supportsOpenId, type SmartConfiguration } from './smart-configuration.js';
+import type { SmartConfiguration } from './smart-configuration.js';
 
 /** The private-key type openid-client signs with (a WebCrypto CryptoKey). */
 export type SigningCryptoKey = Extract<Parameters<typeof oidc.PrivateKeyJwt>[0], { key: unknown }>['key'];
@@ -58,14 +58,39 @@ export interface SmartClientOptions {
 }
 
 /**
+ * Takes the id_token out of a token endpoint's JSON answer and hands it to `onIdToken`: we check id_tokens ourselves
+ * (IdTokenVerifier), also for EHRs whose smart-configuration has no `issuer`/`jwks_uri`, which openid-client
+ * cannot do. A refresh answer's id_token is dropped the same way (the session keeps the one checked at launch).
+ */
+async function withoutIdToken(response: Response, onIdToken?: (idToken: string) => void): Promise<Response> {
+  if (!/json/i.test(response.headers.get('content-type') ?? '')) return response;
+  const text = await response.text();
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = undefined;
+  }
+  const headers = new Headers(response.headers);
+  headers.delete('content-length');
+  headers.delete('content-encoding');
+  const rebuilt = (content: string) =>
+    new Response(content, { status: response.status, statusText: response.statusText, headers });
+  if (!body || typeof body !== 'object' || !('id_token' in body)) return rebuilt(text);
+  const { id_token: idToken, ...rest } = body as Record<string, unknown>;
+  if (typeof idToken === 'string') onIdToken?.(idToken);
+  return rebuilt(JSON.stringify(rest));
+}
+
+/**
  * An openid-client Configuration for one EHR registration, built from the SMART document (which may lack
- * `issuer`, so OIDC discovery is not used). id_token signatures are checked against the EHR's JWKS
- * (non-repudiation checks on) whenever OpenID Connect is in play.
+ * `issuer`, so OIDC discovery is not used). id_tokens are taken out of token responses and checked by
+ * IdTokenVerifier.
  */
 export async function smartClientConfiguration(
   smart: SmartConfiguration,
   credentials: Pick<RegistrationCredentials, 'clientId' | 'authMethod' | 'clientSecret' | 'signingAlg'>,
-  options: SmartClientOptions,
+  options: SmartClientOptions & { onIdToken?: (idToken: string) => void },
 ): Promise<oidc.Configuration> {
   let auth: oidc.ClientAuth;
   if (credentials.authMethod === 'client_secret_basic') {
@@ -85,26 +110,31 @@ export async function smartClientConfiguration(
     token_endpoint: smart.token_endpoint,
     ...(smart.jwks_uri ? { jwks_uri: smart.jwks_uri } : {}),
     ...(smart.revocation_endpoint ? { revocation_endpoint: smart.revocation_endpoint } : {}),
-    ...(smart.authorization_response_iss_parameter_supported !== undefined
+    // Without an issuer there is nothing to check RFC 9207 `iss` against (the launch checks its origin instead).
+    ...(smart.issuer && smart.authorization_response_iss_parameter_supported !== undefined
       ? { authorization_response_iss_parameter_supported: smart.authorization_response_iss_parameter_supported }
       : {}),
   };
   const client: Partial<oidc.ClientMetadata> = {
     ...(credentials.signingAlg ? { token_endpoint_auth_signing_alg: credentials.signingAlg } : {}),
-    id_token_signed_response_alg: 'RS256',
   };
   const config = new oidc.Configuration(server, credentials.clientId, client, auth);
   const timeoutMs = options.timeoutMs ?? 10_000;
   // Token answers and the JWKS are read within the discovery limit and checked before openid-client parses them.
   const baseFetch = boundedFetch(options.fetch ?? outboundFetch(options.policy), limitsOf(options.policy).discovery);
-  config[oidc.customFetch] = (url, init) =>
-    baseFetch(url, { ...init, signal: init.signal ?? AbortSignal.timeout(timeoutMs) } as RequestInit);
+  const tokenEndpoint = new URL(smart.token_endpoint).href;
+  config[oidc.customFetch] = async (url, init) => {
+    const response = await baseFetch(url, {
+      ...init,
+      signal: init.signal ?? AbortSignal.timeout(timeoutMs),
+    } as RequestInit);
+    return new URL(url).href === tokenEndpoint ? withoutIdToken(response, options.onIdToken) : response;
+  };
   if (
     options.policy.allowInsecureLoopback &&
     [smart.token_endpoint, smart.authorization_endpoint].every((u) => isLoopback(new URL(u)))
   ) {
     oidc.allowInsecureRequests(config);
   }
-  if (supportsOpenId(smart)) oidc.enableNonRepudiationChecks(config);
   return config;
 }

@@ -71,6 +71,23 @@ describe('loadAppConfig', () => {
     expect(config.port).toBe(8080);
   });
 
+  it('lets a payer receive the launch token outside production, and in production only when explicitly allowed', () => {
+    const production = {
+      DTR_PROFILE: 'production',
+      DTR_PUBLIC_URL: 'https://dtr.example.org/',
+      DTR_ENCRYPTION_KEYS: `k:${KEY}`,
+      DATABASE_URL: 'postgres://dtr@db:5432/dtr',
+    };
+    expect(loadAppConfig({}).allowLaunchTokenForPayer).toBe(true);
+    expect(loadAppConfig(production).allowLaunchTokenForPayer).toBe(false);
+    expect(loadAppConfig({ ...production, DTR_ALLOW_LAUNCH_TOKEN_FOR_PAYER: 'true' }).allowLaunchTokenForPayer).toBe(
+      true,
+    );
+    expect(problemsOf({ DTR_ALLOW_LAUNCH_TOKEN_FOR_PAYER: 'maybe' })).toEqual([
+      expect.stringMatching(/^DTR_ALLOW_LAUNCH_TOKEN_FOR_PAYER: /),
+    ]);
+  });
+
   it('sizes the prefill pool to the cores unless told, and accepts 0 (in-thread)', () => {
     expect(loadAppConfig({}).prefillWorkers).toBe(availableParallelism());
     expect(loadAppConfig({ DTR_PREFILL_WORKERS: '0' }).prefillWorkers).toBe(0);

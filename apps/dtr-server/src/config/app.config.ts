@@ -85,6 +85,7 @@ const schema = z
     DTR_JSON_MAX_DEPTH: positiveInt.max(1000).default(64),
     DTR_SHUTDOWN_TIMEOUT_MS: positiveInt.default(10_000),
     DTR_TRUST_PROXY: bool.default(false),
+    DTR_ALLOW_LAUNCH_TOKEN_FOR_PAYER: bool.default(false),
     DTR_ENCRYPTION_KEYS: encryptionKeys.optional(),
     DTR_ADMIN_TOKEN: z
       .string()
@@ -191,6 +192,11 @@ export interface AppConfig {
   jsonMaxDepth: number;
   shutdownTimeoutMs: number;
   trustProxy: boolean;
+  /**
+   * Whether a payer registered with `tokenSource: launch` may get the launch's EHR token in the production profile
+   * (always allowed in the others; same-origin and audited everywhere).
+   */
+  allowLaunchTokenForPayer: boolean;
   /** Key ring for encryption at rest: key id → 32-byte key; the first entry encrypts. */
   encryptionKeys: ReadonlyMap<string, Buffer> | undefined;
   /** Bearer token of the admin API; the admin API is off without one. */
@@ -292,6 +298,7 @@ export function loadAppConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     jsonMaxDepth: e.DTR_JSON_MAX_DEPTH,
     shutdownTimeoutMs: e.DTR_SHUTDOWN_TIMEOUT_MS,
     trustProxy: e.DTR_TRUST_PROXY,
+    allowLaunchTokenForPayer: e.DTR_PROFILE !== 'production' || e.DTR_ALLOW_LAUNCH_TOKEN_FOR_PAYER,
     encryptionKeys: e.DTR_ENCRYPTION_KEYS,
     adminToken: e.DTR_ADMIN_TOKEN,
     sessionTtlMs: e.DTR_SESSION_TTL_MINUTES * 60_000,

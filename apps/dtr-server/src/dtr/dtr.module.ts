@@ -23,6 +23,7 @@ import { FormsController } from './forms/forms.controller.js';
 import { FormsUseCase } from './forms/forms.usecase.js';
 import { CQL_COMPILE, CqlCompileWorker } from './prefill-pool/cql-compile-worker.js';
 import { PrefillPool } from './prefill-pool/prefill-pool.js';
+import { PayerClients } from './payer-clients.js';
 import { PrepareQuestionnairesUseCase } from './prepare-questionnaires.usecase.js';
 import { OrderContextController } from './order-context.controller.js';
 import { QuestionnairesController } from './questionnaires.controller.js';
@@ -88,6 +89,7 @@ import { QuestionnairesPageController } from './questionnaires-page.controller.j
       }),
     },
     PrepareQuestionnairesUseCase,
+    PayerClients,
     {
       provide: FormSessionRepository,
       inject: [getDataSourceToken(), SecretBox, Clock],

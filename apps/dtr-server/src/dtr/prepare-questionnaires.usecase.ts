@@ -8,7 +8,7 @@ import {
   parseResourceReference,
   relativeReference,
 } from '@dtr/fhir';
-import { PackageCache, PackageRetrieval, PayerClient, PayerRegistry } from '@dtr/payer';
+import { PackageCache, PackageRetrieval, PayerRegistry } from '@dtr/payer';
 import { FhirClientReader, type PrefillIssue } from '@dtr/prefill';
 import {
   BackendServicesClient,
@@ -23,6 +23,7 @@ import { FormSessionsService } from './forms/form-sessions.service.js';
 import { belongsTo, coverageInformationOf, ordersOfTask, relative, splitRef } from './order-context.js';
 import { CQL_COMPILE } from './prefill-pool/cql-compile-worker.js';
 import { PrefillPool } from './prefill-pool/prefill-pool.js';
+import { PayerClients } from './payer-clients.js';
 
 interface PreparedQuestionnaire {
   /** The form of this questionnaire in this session: `/app/questionnaires/{formId}`, the questionnaire-responses API. */
@@ -111,6 +112,7 @@ export class PrepareQuestionnairesUseCase {
     private readonly clock: Clock,
     private readonly pool: PrefillPool,
     private readonly forms: FormSessionsService,
+    private readonly payerClients: PayerClients,
     /** How CQL-only libraries are compiled: in a worker with a size cap (see DtrModule); `{}` on this thread. */
     @Inject(CQL_COMPILE) compile: CompileCqlOptions,
   ) {
@@ -290,8 +292,7 @@ export class PrepareQuestionnairesUseCase {
     const coverage = refOf(coverages[0]!);
     const assertion =
       working.launchAssertion ?? coverages.map((c) => working.assertions.get(refOf(c))).find((a) => a !== undefined);
-    const tls = await this.payers.tlsCredentials(payer.id);
-    const client = new PayerClient(payer, this.tokens, this.policy, this.clock, tls ? { tls } : {});
+    const client = await this.payerClients.forSession(payer, session);
     const retrieved = await this.retrieval.retrieve(client, {
       coverages,
       orders: working.orders,

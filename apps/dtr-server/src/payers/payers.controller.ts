@@ -5,16 +5,21 @@ import { type Payer, PayerRegistry } from '@dtr/payer';
 import { AdminOnly } from '../admin/admin-only.decorator.js';
 import { Public } from '../auth/public.decorator.js';
 
-/** What anyone may know about a payer we support: no client ids, no endpoints beyond the name and id. */
+/** What anyone may know about a payer we support: its id and name, nothing an operator configured. */
 export interface SupportedPayer {
   id: string;
   name: string;
-  dtrVersion: string;
 }
 
 /**
- * Supported payers, as JSON or as the DTR 2.2 supported-payers List (`?_format=list`).
- * @see https://hl7.org/fhir/us/davinci-dtr/ (supported payers)
+ * Supported payers: `{"payers":[{"id","name"}]}` as every DTR version defines the endpoint (2.0.1 and 2.1
+ * specification "Supported payers", 2.2 spec-106), or the DTR 2.2 Supported Payers List (`?_format=list`): one
+ * contained Organization per payer, referenced by each entry. Operator details (DTR version, endpoints) stay on
+ * `GET /admin/payers`.
+ * @see https://hl7.org/fhir/us/davinci-dtr/STU2/specification.html#supported-payers
+ * @see https://hl7.org/fhir/us/davinci-dtr/STU2.1/specification.html
+ * @see https://hl7.org/fhir/us/davinci-dtr/2.2.0/en/specification.html (spec-101 to spec-106)
+ * @see https://hl7.org/fhir/us/davinci-dtr/2.2.0/en/StructureDefinition-dtr-supported-Payers.html
  */
 @ApiTags('payers')
 @Controller('api/payers')
@@ -26,7 +31,9 @@ export class SupportedPayersController {
   @ApiOperation({ summary: 'Payers this DTR service can talk to' })
   @ApiQuery({ name: '_format', required: false, description: '`list` for a FHIR List resource' })
   @ApiOkResponse({ description: 'Supported payers' })
-  async list(@Query('_format') format: unknown): Promise<SupportedPayer[] | Record<string, unknown>> {
+  async list(@Query('_format') format: unknown): Promise<{ payers: SupportedPayer[] } | Record<string, unknown>> {
+    if (format !== undefined && format !== 'json' && format !== 'list')
+      throw new DtrError('INVALID_INPUT', '_format must be json or list');
     const payers = await this.payers.list();
     if (format === 'list') {
       return {
@@ -34,11 +41,16 @@ export class SupportedPayersController {
         status: 'current',
         mode: 'snapshot',
         title: 'Supported payers',
-        entry: payers.map((p) => ({ item: { identifier: { value: p.id }, display: p.name } })),
+        contained: payers.map((p, i) => ({
+          resourceType: 'Organization',
+          id: `payer${i + 1}`,
+          identifier: [{ value: p.id }],
+          name: p.name,
+        })),
+        entry: payers.map((p, i) => ({ item: { reference: `#payer${i + 1}`, display: p.name } })),
       };
     }
-    if (format !== undefined && format !== 'json') throw new DtrError('INVALID_INPUT', '_format must be json or list');
-    return payers.map((p) => ({ id: p.id, name: p.name, dtrVersion: p.igVersion }));
+    return { payers: payers.map((p) => ({ id: p.id, name: p.name })) };
   }
 }
 

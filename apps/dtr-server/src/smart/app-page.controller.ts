@@ -28,6 +28,9 @@ ${
 }</section>`;
 }
 
+/** Said wherever the launch did not name the clinician (no id_token, so no `fhirUser`). */
+const AUTHOR_UNKNOWN = 'The EHR did not identify the user: the author is unknown';
+
 /**
  * The clinician's page after launch: the session context, the disclosure authorization, and the way to the
  * prefilled questionnaires; when the launch named no order, the order picker.
@@ -67,8 +70,13 @@ export class AppPageController {
 <body>
 ${view.needPatientBanner ? html`<div id="patient-banner"><strong>${view.patient.display ?? view.patient.id}</strong></div>` : ''}
 <h1>Documentation for ${view.tenant.name}</h1>
-<p id="signed-in">Signed in as <strong>${view.user.display ?? view.user.fhirUser ?? 'unknown user'}</strong>
- for patient <strong id="patient">${view.patient.display ?? view.patient.id}</strong>.</p>
+${
+  view.user.fhirUser
+    ? html`<p id="signed-in">Signed in as <strong>${view.user.display ?? view.user.fhirUser}</strong>
+ for patient <strong id="patient">${view.patient.display ?? view.patient.id}</strong>.</p>`
+    : html`<p id="signed-in">For patient <strong id="patient">${view.patient.display ?? view.patient.id}</strong>.</p>
+<p id="author-unknown" role="status">${AUTHOR_UNKNOWN}. Answers you give or change are recorded without an author.</p>`
+}
 ${disclose === 'authorized' ? html`<p role="status">Disclosure authorized.</p>` : ''}
 <h2>Orders</h2>${list(view.orders)}${view.tasks.length ? html`<h2>Tasks</h2>${list(view.tasks)}` : ''}
 <h2>Coverage</h2>${list(view.coverages)}

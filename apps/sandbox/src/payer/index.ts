@@ -3,6 +3,7 @@ import { PAYER_PATHS, type SandboxClientConfig } from '../shared/clients.js';
 import type { PeerServer } from '../shared/peer-server.js';
 import { fingerprint, type RecordedRequest } from '../shared/request-log.js';
 import { type Bundle, type FhirResource, PayerHttpError, operationOutcome } from './fhir.types.js';
+import { type LoggedErrors, readLogErrorsInput } from './log-errors.usecase.js';
 import { nextQuestion, readNextQuestionInput } from './next-question.usecase.js';
 import { PackageStore } from './package-store.service.js';
 import {
@@ -55,6 +56,11 @@ export interface PayerServer {
   packageRequests(): PackageRequestRecord[];
   /** Changes content as the payer would (a new questionnaire version, edited rules): see `PackageStore.publish`. */
   publish(resource: FhirResource): void;
+  /**
+   * The same DTR operations and submission routes, also served on another peer at `path` and authorized by that
+   * peer's tokens: a test harness that is the EHR and the payer at once (the EHR's launch token reaches it).
+   */
+  mountHarness(peer: PeerServer, path: string, introspect: PayerAuth['introspect']): string;
   /** The content this payer serves now, by type and canonical. */
   content(resourceType: string, canonical: string): FhirResource | undefined;
   close(): Promise<void>;
@@ -63,6 +69,8 @@ export interface PayerServer {
 interface PackageRequestRecord {
   version: DtrIgVersion;
   changedsince?: string;
+  /** The element it came in: `valueInstant` (what every version's profile requires; anything else is refused). */
+  changedsinceType?: string;
   questionnaires: string[];
   /** Questionnaires in the answer (0 when nothing changed since `changedsince`). */
   questionnairesReturned: number;
@@ -81,6 +89,8 @@ interface PayerState {
   igVersion: DtrIgVersion;
   ledger: SubmissionLedger;
   loggedErrors: unknown[];
+  /** The same reports, read: the version they were checked against, the questionnaire and the OperationOutcome. */
+  logged: LoggedErrors[];
   packageRequests: PackageRequestRecord[];
   /** Fingerprints of the access tokens it issued. */
   issued: Set<string>;
@@ -105,14 +115,28 @@ export async function createPayerServer(options: PayerOptions): Promise<PayerSer
     igVersion: options.defaultIgVersion ?? '2.2',
     ledger: new SubmissionLedger(),
     loggedErrors: [],
+    logged: [],
     packageRequests: [],
     issued: new Set(),
     secrets: new Set(),
   };
   mountTokenEndpoint(peer, auth, state);
-  peer.app.use(PAYER_PATHS.fhir, fhirRouter(peer, auth, store, state));
+  peer.app.use(PAYER_PATHS.fhir, fhirRouter(peer, guardWith(auth), store, state));
   peer.app.get(PAYER_PATHS.submissions, (_req, res) => {
     res.json(state.ledger.all());
+  });
+  // Test controls: what $log-questionnaire-errors received, and the DTR version this payer speaks (switched at run time).
+  peer.app.get('/_sandbox/logged-errors', (_req, res) => {
+    res.json(state.logged);
+  });
+  peer.app.put('/_sandbox/dtr-version', express.json(), (req, res) => {
+    const version = (req.body as { version?: unknown } | undefined)?.version;
+    if (!isDtrIgVersion(version)) {
+      res.status(400).json({ error: 'version must be 2.0.1, 2.1 or 2.2' });
+      return;
+    }
+    state.igVersion = version;
+    res.json({ version });
   });
 
   return {
@@ -127,6 +151,10 @@ export async function createPayerServer(options: PayerOptions): Promise<PayerSer
     issuedSecrets: () => [...state.secrets],
     packageRequests: () => [...state.packageRequests],
     publish: (resource: FhirResource) => store.publish(resource),
+    mountHarness(other, path, introspect) {
+      other.app.use(path, fhirRouter(other, guardWith({ introspect }, true), store, state));
+      return `${other.origin}${path}`;
+    },
     content: (resourceType: string, canonical: string) => store.resolve(resourceType, canonical),
     close: () => peer.close(),
   };
@@ -158,8 +186,11 @@ function mountTokenEndpoint(peer: PeerServer, auth: PayerAuth, { issued, secrets
   });
 }
 
-/** Bearer token required (401); the scope must allow the interaction (403). */
-function guardWith(auth: PayerAuth): Guard {
+/**
+ * Bearer token required (401); the scope must allow the interaction (403). With `anyScope` (the EHR-and-payer
+ * harness, whose tokens are the EHR's user/patient tokens) a valid token is enough.
+ */
+function guardWith(auth: Pick<PayerAuth, 'introspect'>, anyScope = false): Guard {
   return (resourceType, interaction) =>
     (req: Request, res: Response, next: NextFunction): void => {
       void (async () => {
@@ -172,7 +203,7 @@ function guardWith(auth: PayerAuth): Guard {
         if (!info) throw new PayerHttpError(401, 'login', 'the access token is unknown or expired');
         entry.clientId = info.clientId;
         entry.scopes = info.scopes;
-        if (resourceType && !scopeAllows(info.scopes, resourceType, interaction)) {
+        if (!anyScope && resourceType && !scopeAllows(info.scopes, resourceType, interaction)) {
           throw new PayerHttpError(403, 'forbidden', `scope does not allow ${interaction} on ${resourceType}`);
         }
         res.locals['caller'] = { clientId: info.clientId, scopes: info.scopes } satisfies Caller;
@@ -184,14 +215,13 @@ const send = (res: Response, status: number, body: FhirResource) =>
   res.status(status).type(FHIR_JSON).send(JSON.stringify(body));
 
 /** The payer's FHIR endpoints: DTR operations, `$expand`, the submission routes, one error mapping. */
-function fhirRouter(peer: PeerServer, auth: PayerAuth, store: PackageStore, state: PayerState): express.Router {
+function fhirRouter(peer: PeerServer, guard: Guard, store: PackageStore, state: PayerState): express.Router {
   const fhir = express.Router();
   fhir.use(express.json({ type: ['application/json', FHIR_JSON], limit: '10mb' }));
   fhir.use((req, res, next) => {
     res.locals['entry'] = record(peer, req, res);
     next();
   });
-  const guard = guardWith(auth);
   mountDtrOperations(fhir, guard, store, state);
   // Submission routes from the table: each names the scope it requires.
   for (const route of SUBMISSION_ROUTES) {
@@ -238,7 +268,7 @@ function mountDtrOperations(fhir: express.Router, guard: Guard, store: PackageSt
     );
     state.packageRequests.push({
       version,
-      ...(input.changedsince ? { changedsince: input.changedsince } : {}),
+      ...(input.changedsince ? { changedsince: input.changedsince, changedsinceType: input.changedsinceType } : {}),
       questionnaires: input.questionnaire,
       questionnairesReturned: returned.filter((e) => e.resource?.resourceType === 'Questionnaire').length,
       resourcesReturned: returned.length,
@@ -251,8 +281,11 @@ function mountDtrOperations(fhir: express.Router, guard: Guard, store: PackageSt
     send(res, 200, nextQuestion(store, readNextQuestionInput(req.body)));
   });
 
-  // @see https://hl7.org/fhir/us/davinci-dtr/STU2.2/OperationDefinition-log-questionnaire-errors.html
-  fhir.post('/$log-questionnaire-errors', guard(undefined, 'c'), (req, res) => {
+  // Checked per DTR version (the payer's, or the request's override header); a wrong shape is a 400.
+  fhir.post('/Questionnaire/$log-questionnaire-errors', guard(undefined, 'c'), (req, res) => {
+    const override = req.get(DTR_VERSION_HEADER);
+    const version = override !== undefined && isDtrIgVersion(override) ? override : state.igVersion;
+    state.logged.push(readLogErrorsInput(req.body, version));
     state.loggedErrors.push(req.body);
     send(res, 200, operationOutcome('information', 'informational', 'errors recorded'));
   });

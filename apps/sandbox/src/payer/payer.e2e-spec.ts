@@ -260,7 +260,7 @@ describe('$questionnaire-package', () => {
         parameter: [
           { name: 'coverage', resource: coverage },
           { name: 'questionnaire', valueCanonical: HOME_O2 },
-          { name: 'changedsince', valueDateTime: '2025-04-01T00:00:00Z' },
+          { name: 'changedsince', valueInstant: '2025-04-01T00:00:00Z' },
         ],
       },
       t,
@@ -270,7 +270,7 @@ describe('$questionnaire-package', () => {
     expect(urls).toEqual(['http://example.org/dtr/ValueSet/home-oxygen-qualifying-conditions']);
     const none = await post(
       '/Questionnaire/$questionnaire-package',
-      packageInput([{ name: 'changedsince', valueDateTime: '2030-01-01T00:00:00Z' }]),
+      packageInput([{ name: 'changedsince', valueInstant: '2030-01-01T00:00:00Z' }]),
       t,
     );
     expect(none.body.parameter[0].resource.entry).toEqual([]);
@@ -317,12 +317,39 @@ describe('$next-question, $log-questionnaire-errors, ValueSet/$expand', () => {
     expect(done.body.item).toHaveLength(3);
   });
 
-  it('records logged questionnaire errors', async () => {
-    const body = { resourceType: 'Parameters', parameter: [{ name: 'error', valueString: 'expression failed' }] };
-    const res = await post('/$log-questionnaire-errors', body, await token());
-    expect(res.status).toBe(200);
-    expect(res.body.resourceType).toBe('OperationOutcome');
-    expect(payer.loggedErrors().at(-1)).toEqual(body);
+  it('checks $log-questionnaire-errors strictly in each DTR version shape and records what it took', async () => {
+    const input = {
+      resourceType: 'Parameters',
+      parameter: [
+        { name: 'questionnaire', valueCanonical: 'http://example.org/Questionnaire/q|1' },
+        {
+          name: 'operationOutcome',
+          resource: { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'exception' }] },
+        },
+      ],
+    };
+    const wrapped = { resourceType: 'Parameters', parameter: [{ name: 'resource', resource: input }] };
+    const t = await token();
+    const at = (version: string) => ({ [DTR_VERSION_HEADER]: version });
+    for (const [version, good, bad] of [
+      ['2.0.1', input, wrapped],
+      ['2.1', input, wrapped],
+      ['2.2', wrapped, input],
+    ] as const) {
+      const before = payer.loggedErrors().length;
+      expect((await post('/Questionnaire/$log-questionnaire-errors', bad, t, at(version))).status).toBe(400);
+      const ok = await post('/Questionnaire/$log-questionnaire-errors', good, t, at(version));
+      expect(ok.status).toBe(200);
+      expect(ok.body.resourceType).toBe('OperationOutcome');
+      expect(payer.loggedErrors().slice(before)).toEqual([good]);
+    }
+    const renamed = { ...input, parameter: [input.parameter[0], { ...input.parameter[1], name: 'outcome' }] };
+    expect((await post('/Questionnaire/$log-questionnaire-errors', renamed, t, at('2.1'))).status).toBe(400);
+    const badCode = structuredClone(input);
+    (badCode.parameter[1]!.resource as { issue: Array<{ code: string }> }).issue[0]!.code = 'define-failed';
+    expect((await post('/Questionnaire/$log-questionnaire-errors', badCode, t, at('2.0.1'))).status).toBe(400);
+    // The system-level path is not where any version defines it.
+    expect((await post('/$log-questionnaire-errors', input, t)).status).toBe(404);
   });
 
   it('answers 404 for an unknown ValueSet', async () => {

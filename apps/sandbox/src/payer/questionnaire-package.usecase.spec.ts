@@ -46,6 +46,25 @@ describe('parseQuestionnairePackageInput', () => {
       ),
     ).toThrow(/changedsince/);
   });
+
+  for (const version of ['2.0.1', '2.1', '2.2'] as const) {
+    it(`DTR ${version}: changedsince is typed as the input profile types it (instant), strictly`, () => {
+      const withSince = (param: Record<string, unknown>) =>
+        parseQuestionnairePackageInput(
+          input([
+            { name: 'coverage', resource: coverage },
+            { name: 'changedsince', ...param },
+          ]),
+          version,
+        );
+      expect(withSince({ valueInstant: '2026-01-02T03:04:05.678Z' }).changedsince).toBe('2026-01-02T03:04:05.678Z');
+      expect(() => withSince({ valueDateTime: '2026-01-02T03:04:05Z' })).toThrow(
+        `changedsince must be valueInstant in DTR ${version} (got valueDateTime)`,
+      );
+      expect(() => withSince({ valueInstant: '2026-01-02' })).toThrow(/not a valid instant/);
+      expect(() => withSince({ valueInstant: '2026-01-02T03:04:05' })).toThrow(/not a valid instant/);
+    });
+  }
 });
 
 describe('questionnairePackage output shape', () => {

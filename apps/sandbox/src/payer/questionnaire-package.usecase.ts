@@ -34,6 +34,41 @@ export interface QuestionnairePackageRequest {
   questionnaire: string[];
   context?: string;
   changedsince?: string;
+  /** The `value[x]` element `changedsince` came in (checked against the version's profile). */
+  changedsinceType?: string;
+}
+
+/**
+ * How each version's input profile types `changedsince`: `only instant` in all three (the sandbox checks it strictly,
+ * so a client sending `valueDateTime` or a date without a time zone is refused).
+ * @see https://hl7.org/fhir/us/davinci-dtr/STU2/StructureDefinition-dtr-qpackage-input-parameters.html
+ * @see https://hl7.org/fhir/us/davinci-dtr/STU2.1/StructureDefinition-dtr-qpackage-input-parameters.html
+ * @see https://hl7.org/fhir/us/davinci-dtr/2.2.0/en/StructureDefinition-dtr-qpackage-input-parameters.html
+ */
+const CHANGEDSINCE_TYPE: Record<DtrIgVersion, 'valueInstant' | 'valueDateTime'> = {
+  '2.0.1': 'valueInstant',
+  '2.1': 'valueInstant',
+  '2.2': 'valueInstant',
+};
+const INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
+const DATE_TIME = /^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2}))?)?)?$/;
+
+function readChangedSince(param: ParametersParameter | undefined, version: DtrIgVersion): string | undefined {
+  if (!param) return undefined;
+  const expected = CHANGEDSINCE_TYPE[version];
+  const present = Object.keys(param).filter((k) => k.startsWith('value'));
+  if (present.length !== 1 || present[0] !== expected) {
+    throw new PayerHttpError(
+      400,
+      'invalid',
+      `changedsince must be ${expected} in DTR ${version}${present.length ? ` (got ${present.join(', ')})` : ''}`,
+    );
+  }
+  const value = (param as Record<string, unknown>)[expected];
+  const pattern = expected === 'valueInstant' ? INSTANT : DATE_TIME;
+  if (typeof value !== 'string' || !pattern.test(value) || Number.isNaN(Date.parse(value)))
+    throw new PayerHttpError(400, 'invalid', `changedsince is not a valid ${expected.slice(5).toLowerCase()}`);
+  return value;
 }
 
 /**
@@ -61,11 +96,7 @@ export function parseQuestionnairePackageInput(body: unknown, version: DtrIgVers
   if (!questionnaire.every((q): q is string => typeof q === 'string' && q.length > 0)) {
     throw new PayerHttpError(400, 'invalid', 'questionnaire must be a canonical');
   }
-  const changed = named('changedsince')[0];
-  const changedsince = changed?.valueDateTime ?? changed?.valueInstant ?? changed?.valueString;
-  if (changed && (typeof changedsince !== 'string' || Number.isNaN(Date.parse(changedsince)))) {
-    throw new PayerHttpError(400, 'invalid', 'changedsince must be a dateTime');
-  }
+  const changedsince = readChangedSince(named('changedsince')[0], version);
   const ctx = named('context')[0];
   const context = ctx?.valueString ?? (ctx?.valueIdentifier as { value?: string } | undefined)?.value;
   return {
@@ -73,7 +104,7 @@ export function parseQuestionnairePackageInput(body: unknown, version: DtrIgVers
     order: order as FhirResource[],
     questionnaire: questionnaire as string[],
     ...(context ? { context } : {}),
-    ...(changedsince ? { changedsince } : {}),
+    ...(changedsince ? { changedsince, changedsinceType: CHANGEDSINCE_TYPE[version] } : {}),
   };
 }
 

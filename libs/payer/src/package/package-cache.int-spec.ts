@@ -77,7 +77,11 @@ describe('PackageCache (real PostgreSQL, sandbox payer)', () => {
       expect(requests.map((r) => r.version)).toEqual([version, version, version, version]);
       expect(requests[0]!.changedsince).toBeUndefined();
       expect(requests[0]!.questionnairesReturned).toBe(1);
-      for (const r of requests.slice(1)) expect(Date.parse(r.changedsince!)).not.toBeNaN();
+      for (const r of requests.slice(1)) {
+        expect(Date.parse(r.changedsince!)).not.toBeNaN();
+        // The version's input profile types it `instant`; the sandbox payer refuses any other element.
+        expect(r.changedsinceType).toBe('valueInstant');
+      }
       expect(requests[1]!.resourcesReturned).toBe(0);
       expect(requests[2]!.questionnairesReturned).toBe(1);
       expect(requests[3]!.resourcesReturned).toBe(0);

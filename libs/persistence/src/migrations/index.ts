@@ -8,6 +8,7 @@ import { PackageSelection1764300000000 } from './1764300000000-package-selection
 import { PayerClientCertificate1764400000000 } from './1764400000000-payer-client-certificate.js';
 import { FormSessions1764500000000 } from './1764500000000-form-sessions.js';
 import { Disclosure1764600000000 } from './1764600000000-disclosure.js';
+import { PayerTokenSource1764720000000 } from './1764720000000-payer-token-source.js';
 import { TenantFrameAncestors1764730000000 } from './1764730000000-tenant-frame-ancestors.js';
 import { PackageSelectionKey1764750000000 } from './1764750000000-package-selection-key.js';
 import { Retention1764760000000 } from './1764760000000-retention.js';
@@ -23,6 +24,7 @@ export const MIGRATIONS: Array<new () => MigrationInterface> = [
   PayerClientCertificate1764400000000,
   FormSessions1764500000000,
   Disclosure1764600000000,
+  PayerTokenSource1764720000000,
   TenantFrameAncestors1764730000000,
   PackageSelectionKey1764750000000,
   Retention1764760000000,

@@ -6,7 +6,8 @@ import { type LaunchContext, parseLaunchContext } from '../launch-context.js';
 import { SecretBox } from '../secret-box.js';
 import type { SessionRecord, SessionStore, TokenSet } from '../sessions/session-store.js';
 import { smartClientConfiguration, type SmartClientOptions } from '../smart-client.js';
-import { type SmartConfiguration, type SmartDiscovery, supportsOpenId } from '../smart-configuration.js';
+import type { SmartConfiguration, SmartDiscovery } from '../smart-configuration.js';
+import { IdTokenVerifier } from './id-token.js';
 import type { RegistrationPurpose } from '../tenants/tenant.types.js';
 import type { RegistrationCredentials, TenantRegistry, TenantView } from '../tenants/tenant-registry.service.js';
 import { LaunchAttemptRepository, type LaunchKind } from './launch-attempt.repository.js';
@@ -49,6 +50,7 @@ export class LaunchService {
   private readonly attemptTtlMs: number;
   private readonly sessionTtlMs: number;
   private readonly attempts: LaunchAttemptRepository;
+  private readonly idTokens: IdTokenVerifier;
 
   constructor(
     dataSource: DataSource,
@@ -62,6 +64,7 @@ export class LaunchService {
     this.attemptTtlMs = options.attemptTtlMs ?? 10 * 60 * 1000;
     this.sessionTtlMs = options.sessionTtlMs ?? 8 * 60 * 60 * 1000;
     this.attempts = new LaunchAttemptRepository(dataSource);
+    this.idTokens = new IdTokenVerifier(options.policy, clock, options.fetch, options.timeoutMs);
   }
 
   /** EHR launch: `iss` must be a registered tenant; nothing is fetched from an unknown one. */
@@ -126,10 +129,9 @@ export class LaunchService {
     const smart = await this.discovery.get(tenant.fhirBase);
     const credentials = await this.tenants.credentialsFor(tenant.id, purpose);
     const config = await smartClientConfiguration(smart, credentials, this.options);
-    const openId = supportsOpenId(smart);
     const verifier = oidc.randomPKCECodeVerifier();
     const state = oidc.randomState();
-    const nonce = openId ? oidc.randomNonce() : undefined;
+    const nonce = oidc.randomNonce();
     const stateHash = sha256(state);
     await this.attempts.insert({
       state_hash: stateHash,
@@ -140,7 +142,7 @@ export class LaunchService {
       issuer: smart.issuer ?? null,
       token_endpoint: smart.token_endpoint,
       code_verifier_enc: this.secrets.seal(JSON.stringify({ verifier, nonce }), stateAad(stateHash)),
-      nonce_hash: nonce ? sha256(nonce) : null,
+      nonce_hash: sha256(nonce),
       browser_binding_hash: sha256(browserBinding),
       session_id_hash: extra.sessionIdHash ?? null,
       expires_at: new Date(this.clock.now().getTime() + this.attemptTtlMs),
@@ -148,13 +150,13 @@ export class LaunchService {
     const params: Record<string, string> = {
       response_type: 'code',
       redirect_uri: credentials.redirectUri,
-      scope: scopesFor(kind, credentials, openId),
+      scope: scopesFor(kind, credentials),
       state,
       aud: tenant.fhirBase,
       code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
       code_challenge_method: 'S256',
       ...(extra.launch ? { launch: extra.launch } : {}),
-      ...(nonce ? { nonce } : {}),
+      nonce,
     };
     return {
       authorizationUrl: oidc.buildAuthorizationUrl(config, params).toString(),
@@ -208,13 +210,7 @@ export class LaunchService {
         },
       );
     }
-    const returnedIss = callbackUrl.searchParams.get('iss');
-    if (returnedIss !== null && attempt.issuer !== null && returnedIss !== attempt.issuer) {
-      throw new DtrError(
-        'FORBIDDEN',
-        'the authorization response came from a different issuer than the one asked (mix-up)',
-      );
-    }
+    const returnedIss = checkedIss(callbackUrl, attempt);
     const { verifier, nonce } = JSON.parse(this.secrets.open(attempt.code_verifier_enc, stateAad(stateHash))) as {
       verifier: string;
       nonce?: string;
@@ -226,18 +222,20 @@ export class LaunchService {
       throw new DtrError('FORBIDDEN', 'the EHR issuer changed during sign-in');
     }
     const credentials = await this.tenants.credentialsFor(attempt.tenant_id, attempt.purpose);
-    const config = await smartClientConfiguration(smart, credentials, this.options);
+    let idToken: string | undefined;
+    const config = await smartClientConfiguration(smart, credentials, {
+      ...this.options,
+      onIdToken: (token) => (idToken = token),
+    });
     // The redirect_uri sent with the code must be the registered one, whatever host or proxy the request came through.
     const current = new URL(credentials.redirectUri);
     current.search = callbackUrl.search;
+    // Without a known issuer, openid-client has nothing to compare `iss` with: checked above, then left out.
+    if (returnedIss !== null && attempt.issuer === null) current.searchParams.delete('iss');
 
     let tokens: Awaited<ReturnType<typeof oidc.authorizationCodeGrant>>;
     try {
-      tokens = await oidc.authorizationCodeGrant(config, current, {
-        pkceCodeVerifier: verifier,
-        expectedState: state,
-        ...(nonce ? { expectedNonce: nonce } : {}),
-      });
+      tokens = await oidc.authorizationCodeGrant(config, current, { pkceCodeVerifier: verifier, expectedState: state });
     } catch (cause) {
       this.discovery.invalidate(attempt.fhir_base);
       throw translateOAuthError(cause);
@@ -245,13 +243,16 @@ export class LaunchService {
     if (tokens.token_type.toLowerCase() !== 'bearer') {
       throw new DtrError('UPSTREAM_ERROR', `unsupported token_type ${tokens.token_type}`);
     }
-    const claims = tokens.claims();
+    // No id_token: the launch goes on, but nobody is identified (the pages say the author is unknown).
+    const claims = idToken
+      ? await this.idTokens.verify(idToken, { smart, clientId: credentials.clientId, nonce: nonce ?? '' })
+      : undefined;
     const fhirUser = typeof claims?.['fhirUser'] === 'string' ? claims['fhirUser'] : null;
     const context = parseLaunchContext(tokens as unknown as Record<string, unknown>);
     const tokenSet: TokenSet = {
       accessToken: tokens.access_token,
       ...(tokens.refresh_token ? { refreshToken: tokens.refresh_token } : {}),
-      ...(tokens.id_token ? { idToken: tokens.id_token } : {}),
+      ...(idToken ? { idToken } : {}),
       scope: tokens.scope ?? credentials.scopes.join(' '),
       expiresAt: new Date(this.clock.now().getTime() + (tokens.expiresIn() ?? 300) * 1000),
     };
@@ -292,19 +293,18 @@ export class LaunchService {
   }
 }
 
-/** Scopes for the request: `launch` for EHR launch, `launch/patient` for standalone, OpenID only when supported. */
-function scopesFor(kind: LaunchKind, credentials: RegistrationCredentials, openId: boolean): string {
+/**
+ * Scopes for the request: `launch` for EHR launch, `launch/patient` for standalone, and always `openid fhirUser`
+ * (the clinician must be known to author answers; servers that do not list `sso-openid-connect` often still issue
+ * id_tokens, and one that does not leaves the author unknown).
+ */
+function scopesFor(kind: LaunchKind, credentials: RegistrationCredentials): string {
   const scopes = new Set(credentials.scopes.filter((s) => s !== 'launch' && s !== 'launch/patient'));
   if (kind === 'ehr') scopes.add('launch');
   // The disclose authorization asks for the patient again, so the answer can be checked against the session's.
   if (kind === 'standalone' || kind === 'disclose') scopes.add('launch/patient');
-  if (openId) {
-    scopes.add('openid');
-    scopes.add('fhirUser');
-  } else {
-    scopes.delete('openid');
-    scopes.delete('fhirUser');
-  }
+  scopes.add('openid');
+  scopes.add('fhirUser');
   return [...scopes].join(' ');
 }
 
@@ -331,6 +331,30 @@ function tokenEndpointRefusal(oauthError: string, description: unknown, cause: u
     `the token endpoint refused the request: ${oauthError.slice(0, 100)}${text ? ` (${text})` : ''}`,
     { cause, details: { oauthError: oauthError.slice(0, 100), ...(text ? { oauthErrorDescription: text } : {}) } },
   );
+}
+
+/**
+ * RFC 9207 `iss` of the authorization response (mix-up defense): the issuer asked when the smart-configuration named
+ * one; otherwise (no issuer identifier to compare with) at least the origin of the token endpoint stored with the state.
+ */
+function checkedIss(callbackUrl: URL, attempt: { issuer: string | null; token_endpoint: string }): string | null {
+  const returned = callbackUrl.searchParams.get('iss');
+  if (returned === null) return null;
+  const ok = attempt.issuer !== null ? returned === attempt.issuer : sameOrigin(returned, attempt.token_endpoint);
+  if (!ok)
+    throw new DtrError(
+      'FORBIDDEN',
+      'the authorization response came from a different issuer than the one asked (mix-up)',
+    );
+  return returned;
+}
+
+function sameOrigin(a: string, b: string): boolean {
+  try {
+    return new URL(a).origin === new URL(b).origin;
+  } catch {
+    return false;
+  }
 }
 
 /** openid-client's errors become DtrErrors once, here; the OAuth error code is kept, nothing else leaks. */

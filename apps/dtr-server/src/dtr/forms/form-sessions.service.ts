@@ -2,7 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { Clock } from '@dtr/kernel';
 import type { FhirResource, QuestionnairePackage } from '@dtr/fhir';
 import { expiredQuestionnaire, mergeResume, shapeResponse } from '@dtr/forms';
-import type { PayerClient } from '@dtr/payer';
+import { type PayerClient, RUNTIME_REPORTED } from '@dtr/payer';
 import type { AnswerSource, PrefillIssue } from '@dtr/prefill';
 import { dtrContextOf, type SessionRecord, SmartSessions } from '@dtr/smart';
 import { contextReferences, EhrResponses, sameReference } from './ehr-responses.js';
@@ -116,6 +116,14 @@ export class FormSessionsService {
       rows.push(row);
     }
     const created = await this.forms.replaceForSession(session.idHash, rows, prepared.payer.id);
+    // Forms new to this session: their logic's failures during prefill go to the payer, once per questionnaire.
+    await this.reportRuntimeFailures(
+      session,
+      prepared,
+      prepared.questionnaires.filter(
+        (_, i) => !earlier.some((f) => f.questionnaire.url === rows[i]!.questionnaire.url),
+      ),
+    );
     return created.map((f) => ({
       id: f.id,
       status: f.status,
@@ -198,6 +206,32 @@ export class FormSessionsService {
       ...(role ? { practitionerRole: role.replace(/^.*\/(PractitionerRole\/[^/]+)$/, '$1') } : {}),
       ...(display ? { display } : {}),
     };
+  }
+
+  /**
+   * Runtime failures of a questionnaire's CQL/FHIRPath during prefill, reported with `$log-questionnaire-errors`:
+   * deduplicated (code, library, define, item), without the engine's messages (they may quote patient data). A payer
+   * that cannot take the report does not stop the forms.
+   */
+  private async reportRuntimeFailures(
+    session: SessionRecord,
+    prepared: PreparedForms,
+    fresh: FhirResource[],
+  ): Promise<void> {
+    for (const questionnaire of fresh) {
+      const i = prepared.questionnaires.indexOf(questionnaire);
+      const seen = new Set<string>();
+      const failures = (prepared.prefills[i]?.issues ?? []).filter((issue) => {
+        const key = [issue.code, issue.library, issue.define, issue.linkId].join('|');
+        if (!RUNTIME_REPORTED.has(issue.code) || seen.has(key)) return false;
+        seen.add(key);
+        return true;
+      });
+      if (failures.length === 0) continue;
+      await prepared.payerClient
+        .logQuestionnaireErrors(prepared.pkg.questionnaireKey(questionnaire), failures, session.fhirBase)
+        .catch(() => undefined);
+    }
   }
 
   /** effectivePeriod ended: the form is stopped, the EHR copy (if any) too, and the payer is told (no PHI). */

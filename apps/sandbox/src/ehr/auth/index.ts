@@ -40,10 +40,22 @@ interface LaunchContextInput {
   tenant?: string;
 }
 
-/** Ways a test can make the EHR misbehave, to see the client refuse it. */
+/**
+ * Ways a test can make the EHR misbehave (or behave as some EHRs do), to see the client refuse or cope: in process
+ * with `setMisbehaviour`, or over HTTP with `PUT /_sandbox/auth-behaviour` (the same JSON; `{}` resets).
+ */
 interface EhrMisbehaviour {
-  /** Replace the id_token in token responses: signed by a key the EHR does not publish, for another audience, or with another nonce. */
-  idToken?: 'foreign-key' | 'wrong-aud' | 'wrong-nonce';
+  /**
+   * Replace the id_token in token responses: signed by a key the EHR does not publish, for another audience, or with
+   * another nonce; or leave it out (`omit`, an EHR that does not do OpenID Connect).
+   */
+  idToken?: 'foreign-key' | 'wrong-aud' | 'wrong-nonce' | 'omit';
+  /**
+   * smart-configuration without OpenID Connect: `without-openid` drops `issuer`, `jwks_uri` and the
+   * `sso-openid-connect` capability; `without-jwks-uri` keeps `issuer` but drops the other two. id_tokens are still
+   * issued, signed with the keys at the `jwks_uri` of `{issuer}/.well-known/openid-configuration`.
+   */
+  smartConfiguration?: 'without-openid' | 'without-jwks-uri';
   /** Put this value in the RFC 9207 `iss` parameter of authorization responses. */
   callbackIss?: string;
   /** Claim in token responses to have granted this scope too (a server granting more than was asked). */
@@ -371,7 +383,8 @@ async function shapeTokenResponse(
   const { misbehaviour, options, granted, secrets, issued, contexts } = state;
   const { privateKey, foreign } = state.keys;
   const token = body['access_token'];
-  if (misbehaviour.idToken && typeof body['id_token'] === 'string') {
+  if (misbehaviour.idToken === 'omit') delete body['id_token'];
+  if (misbehaviour.idToken && misbehaviour.idToken !== 'omit' && typeof body['id_token'] === 'string') {
     const claims = decodeJwt(body['id_token']);
     const forged = { ...claims } as Record<string, unknown>;
     if (misbehaviour.idToken === 'wrong-aud') forged['aud'] = 'someone-else';
@@ -530,8 +543,12 @@ async function completeConsent(
 function mountSmartConfiguration(peer: PeerServer, state: AuthState): void {
   const { options, issuer, tokenEndpoint } = state;
   peer.app.get(EHR_PATHS.smartConfiguration, (_req: Request, res: Response) => {
+    const shape = state.misbehaviour.smartConfiguration;
+    const withoutIssuer = options.omitIssuerInSmartConfiguration || shape === 'without-openid';
+    const openId = !withoutIssuer && shape !== 'without-jwks-uri';
     res.json({
-      ...(options.omitIssuerInSmartConfiguration ? {} : { issuer, jwks_uri: `${issuer}/jwks` }),
+      ...(withoutIssuer ? {} : { issuer }),
+      ...(openId ? { jwks_uri: `${issuer}/jwks` } : {}),
       authorization_endpoint: `${issuer}/auth`,
       token_endpoint: tokenEndpoint,
       revocation_endpoint: `${issuer}/token/revocation`,
@@ -564,7 +581,7 @@ function mountSmartConfiguration(peer: PeerServer, state: AuthState): void {
         'permission-user',
         'permission-v1',
         'permission-v2',
-        ...(options.omitIssuerInSmartConfiguration ? [] : ['sso-openid-connect']),
+        ...(openId ? ['sso-openid-connect'] : []),
         'authorize-post',
       ],
     });
@@ -582,6 +599,22 @@ function mountEndpoints(peer: PeerServer, provider: Provider, state: AuthState):
       return;
     }
     res.json({ launch: createLaunch(body) });
+  });
+  peer.app.put('/_sandbox/auth-behaviour', express.json(), (req: Request, res: Response) => {
+    const body = (req.body ?? {}) as Record<string, unknown>;
+    const allowed: Record<string, unknown[]> = {
+      idToken: ['foreign-key', 'wrong-aud', 'wrong-nonce', 'omit'],
+      smartConfiguration: ['without-openid', 'without-jwks-uri'],
+    };
+    const wrong = Object.entries(body).filter(([k, v]) =>
+      !(k in allowed) ? k !== 'callbackIss' && k !== 'extraGrantedScope' : !allowed[k]!.includes(v),
+    );
+    if (wrong.length > 0) {
+      res.status(400).json({ error: `unknown behaviour ${wrong.map(([k]) => k).join(', ')}` });
+      return;
+    }
+    state.misbehaviour = { ...(body as EhrMisbehaviour) };
+    res.json(state.misbehaviour);
   });
   peer.app.use(EHR_PATHS.auth, interaction);
   const callback = provider.callback();
