@@ -3,7 +3,7 @@ import { PAYER_PATHS, type SandboxClientConfig } from '../shared/clients.js';
 import type { PeerServer } from '../shared/peer-server.js';
 import { fingerprint, type RecordedRequest } from '../shared/request-log.js';
 import { type Bundle, type FhirResource, PayerHttpError, operationOutcome } from './fhir.types.js';
-import { nextQuestion, readNextQuestionInput } from './next-question.usecase.js';
+import { nextQuestion, nextQuestionOutput, readNextQuestionInput } from './next-question.usecase.js';
 import { PackageStore } from './package-store.service.js';
 import {
   type Interaction,
@@ -108,6 +108,16 @@ export async function createPayerServer(options: PayerOptions): Promise<PayerSer
   peer.app.use(PAYER_PATHS.fhir, fhirRouter(peer, auth, store, state));
   peer.app.get(PAYER_PATHS.submissions, (_req, res) => {
     res.json(state.ledger.all());
+  });
+  // Test control: the DTR version this payer speaks (the shapes it takes and answers), as a registration would say.
+  peer.app.put('/_sandbox/dtr-version', express.json(), (req: Request, res: Response) => {
+    const version = (req.body as { version?: unknown } | undefined)?.version;
+    if (!isDtrIgVersion(version)) {
+      res.status(400).json(operationOutcome('error', 'invalid', 'version must be 2.0.1, 2.1 or 2.2'));
+      return;
+    }
+    state.igVersion = version;
+    res.json({ version });
   });
 
   return {
@@ -233,7 +243,12 @@ function mountDtrOperations(fhir: express.Router, guard: Guard, store: PackageSt
 
   // @see https://hl7.org/fhir/us/davinci-dtr/STU2.2/specification.html#adaptive-form-considerations
   fhir.post('/Questionnaire/$next-question', guard('Questionnaire', 'r'), (req, res) => {
-    send(res, 200, nextQuestion(store, readNextQuestionInput(req.body)));
+    const override = req.get(DTR_VERSION_HEADER);
+    if (override !== undefined && !isDtrIgVersion(override)) {
+      throw new PayerHttpError(400, 'invalid', `${DTR_VERSION_HEADER} must be 2.0.1, 2.1 or 2.2`);
+    }
+    const version = override ?? state.igVersion;
+    send(res, 200, nextQuestionOutput(nextQuestion(store, readNextQuestionInput(req.body, version)), version));
   });
 
   // @see https://hl7.org/fhir/us/davinci-dtr/STU2.2/OperationDefinition-log-questionnaire-errors.html
