@@ -20,6 +20,7 @@ import { FormSessionsService } from './forms/form-sessions.service.js';
 import { FormPageController } from './forms/form-page.controller.js';
 import { FormsController } from './forms/forms.controller.js';
 import { FormsUseCase } from './forms/forms.usecase.js';
+import { AdaptiveFormsUseCase } from './forms/adaptive-forms.usecase.js';
 import { PrefillPool } from './prefill-pool/prefill-pool.js';
 import { PrepareQuestionnairesUseCase } from './prepare-questionnaires.usecase.js';
 import { QuestionnairesController } from './questionnaires.controller.js';
@@ -69,6 +70,7 @@ import { QuestionnairesPageController } from './questionnaires-page.controller.j
     },
     FormSessionsService,
     FormsUseCase,
+    AdaptiveFormsUseCase,
     fromServices(SubmissionRepository, 'submissions'),
     fromServices(Outbox, 'outbox'),
     {
