@@ -148,8 +148,8 @@ describe('adaptive questionnaires in the form page', () => {
       await payerSpeaks(version);
       registerPayer(demo, version);
       const before = (await nextQuestionCalls()).length;
-      const context = await browser.newContext();
-      const page = await context.newPage();
+      let context = await browser.newContext();
+      let page = await context.newPage();
       const formId = await openAdaptiveForm(page, patient);
       // The payer decides completion: no Complete button, a next-questions one instead.
       expect(await page.locator('#complete').isHidden()).toBe(true);
@@ -173,6 +173,21 @@ describe('adaptive questionnaires in the form page', () => {
       expect(answerOf(view.response, 'patient-birth-date')?.['valueDate']).toBe(birthDate);
       // The answer already given stays as the clinician gave it.
       expect(answerOf(view.response, 'sleep-study-done')?.['valueBoolean']).toBe(true);
+
+      if (version === '2.2') {
+        // Relaunched from the EHR in a new browser session: the draft the EHR holds (its contained Questionnaire
+        // with the questions asked so far) is resumed with every answer and origin; the payer is not asked again.
+        await context.close();
+        context = await browser.newContext();
+        page = await context.newPage();
+        const calls = (await nextQuestionCalls()).length;
+        await openAdaptiveForm(page, patient);
+        await expect.poll(() => page.locator('#messages').textContent()).toContain('Resumed');
+        await asked(page, 'patient-birth-date').toBe(1);
+        expect(await item(page, 'patient-birth-date').locator('.origin-badge').textContent()).toBe(prefilled);
+        expect(await item(page, 'sleep-study-done').locator('.origin-badge').textContent()).toBe('manual');
+        expect((await nextQuestionCalls()).length).toBe(calls);
+      }
 
       await next(page, 'asked 1 more question');
       await asked(page, 'ahi').toBe(1);
