@@ -1,4 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
+import { AuditLog } from '@dtr/audit';
 import { Clock, DtrError } from '@dtr/kernel';
 import { type FhirResource, QuestionnairePackage } from '@dtr/fhir';
 import { completionProblems, mergeResume, shapeResponse } from '@dtr/forms';
@@ -42,6 +43,7 @@ export class AdaptiveFormsUseCase {
     @Inject(OUTBOUND_POLICY) private readonly policy: OutboundPolicy,
     private readonly clock: Clock,
     private readonly pool: PrefillPool,
+    private readonly audit: AuditLog,
   ) {}
 
   async next(session: SessionRecord, id: string, body: unknown): Promise<NextQuestionOutcome> {
@@ -123,6 +125,36 @@ export class AdaptiveFormsUseCase {
     }
   }
 
+  /** What a step's prefill read from the EHR, audited as the first prefill is: counts per type and hashes, no PHI. */
+  private async auditAccess(session: SessionRecord, form: FormSession, reader: FhirClientReader): Promise<void> {
+    const byType = new Map<string, { searches: number; reads: number }>();
+    const count = (type: string) => byType.get(type) ?? byType.set(type, { searches: 0, reads: 0 }).get(type)!;
+    for (const s of reader.searches) count(s.resourceType).searches++;
+    for (const r of reader.reads) count(r.split('/')[0]!).reads++;
+    await this.audit.record({
+      kind: 'ehr-data-access',
+      action: 'R',
+      outcome: '0',
+      tenantId: session.tenantId,
+      sessionIdHash: session.idHash,
+      patientHash: this.audit.hash(`Patient/${form.patient}`),
+      agents: [
+        ...(session.fhirUser ? [{ type: 'user' as const, who: session.fhirUser, requestor: true }] : []),
+        { type: 'client', who: 'supplement', requestor: false },
+      ],
+      entities: [...byType].map(([type, n]) => ({ what: `${type}:query`, type, role: '24', detail: n })),
+      detail: {
+        step: 'next-question',
+        searches: reader.searches.length,
+        reads: reader.reads.length,
+        readHashes: reader.reads
+          .slice(0, 50)
+          .map((r) => this.audit.hash(r))
+          .join(','),
+      },
+    });
+  }
+
   private payerFailed(status: 502 | 504, message: string): NextQuestionOutcome {
     return { kind: 'payer-failed', status, message: `${message}. Your answers are kept here: ask again later.` };
   }
@@ -154,6 +186,7 @@ export class AdaptiveFormsUseCase {
       pkg.libraries.push(...extra.libraries);
       pkg.valueSets.push(...extra.valueSets);
       const { orders, coverage, encounter } = form.definition;
+      const reader = new FhirClientReader(this.smart.fhirClient(session, 'supplement'));
       const [result] = await this.pool.run(
         {
           pkg,
@@ -166,8 +199,9 @@ export class AdaptiveFormsUseCase {
           igVersion: form.igVersion,
           codeIn: true,
         },
-        new FhirClientReader(this.smart.fhirClient(session, 'supplement')),
+        reader,
       );
+      await this.auditAccess(session, form, reader);
       if (!result) return none;
       return {
         options: result.options,
