@@ -15,6 +15,7 @@ import {
   linkIdsOf,
   onlyItems,
   payerExtensions,
+  unusableQuestionnaire,
 } from './adaptive.js';
 import { type FormDefinitionRecord, FormSessionRepository, type FormSession } from './form-session.repository.js';
 import { definitionOf, metaOf } from './form-view.js';
@@ -73,6 +74,8 @@ export class AdaptiveFormsUseCase {
     const questionnaire = containedQuestionnaire(answer) ?? (completed ? form.definition.questionnaire : undefined);
     if (!questionnaire)
       return this.payerFailed(502, 'the payer answered without the contained Questionnaire of the next questions');
+    const unusable = unusableQuestionnaire(questionnaire, form.questionnaire.url);
+    if (unusable) return this.payerFailed(502, `the payer's answer cannot be used: ${unusable}`);
     // 4. The new questions, prefilled from the EHR; then the response is saved in the EHR (completed when the payer
     //    says it is complete).
     const fresh = [...linkIdsOf(questionnaire)].filter((l) => !linkIdsOf(form.definition.questionnaire).has(l));

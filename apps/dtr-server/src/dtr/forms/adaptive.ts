@@ -121,3 +121,33 @@ export function automaticOnly(response: FhirResource): FhirResource {
     });
   return { resourceType: 'QuestionnaireResponse', item: walk(response['item']) };
 }
+
+/** Bounds of a Questionnaire a payer's `$next-question` answer may bring (as a response's items are bounded). */
+const MAX_ITEMS = 5000;
+const MAX_DEPTH = 24;
+
+/**
+ * Why the Questionnaire of a payer's answer cannot be used, or undefined when it can: it must continue this form's
+ * questionnaire (the same url), and its items must be a bounded tree of items with unique string linkIds.
+ */
+export function unusableQuestionnaire(questionnaire: FhirResource, url: string): string | undefined {
+  if (typeof questionnaire['url'] === 'string' && questionnaire['url'] !== url)
+    return `its Questionnaire is another one (${questionnaire['url'].slice(0, 200)})`;
+  const seen = new Set<string>();
+  const check = (items: unknown, depth: number): string | undefined => {
+    if (items === undefined) return undefined;
+    if (!Array.isArray(items)) return 'its items are not a list';
+    if (depth > MAX_DEPTH) return 'its items are nested too deeply';
+    for (const item of items as Item[]) {
+      if (!item || typeof item !== 'object' || typeof item.linkId !== 'string' || item.linkId.length > 255)
+        return 'an item has no linkId';
+      if (seen.has(item.linkId)) return `the linkId ${item.linkId} is used twice`;
+      seen.add(item.linkId);
+      if (seen.size > MAX_ITEMS) return 'it has too many items';
+      const problem = check(item.item, depth + 1);
+      if (problem) return problem;
+    }
+    return undefined;
+  };
+  return check(questionnaire['item'], 0);
+}
