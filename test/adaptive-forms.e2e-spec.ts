@@ -86,8 +86,16 @@ describe('adaptive questionnaires in the form page', () => {
     await demo?.stop();
   });
 
+  /** A sandbox control request; once more when a kept-alive connection was closed under it (not a product error). */
+  async function control(url: string, init?: RequestInit): Promise<Response> {
+    try {
+      return await fetch(url, init);
+    } catch {
+      return fetch(url, init);
+    }
+  }
   async function payerSpeaks(version: string): Promise<void> {
-    const res = await fetch(`${payerOrigin}/_sandbox/dtr-version`, {
+    const res = await control(`${payerOrigin}/_sandbox/dtr-version`, {
       method: 'PUT',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ version }),
@@ -95,7 +103,7 @@ describe('adaptive questionnaires in the form page', () => {
     expect(res.status).toBe(200);
   }
   async function payerFaults(settings: Record<string, unknown>): Promise<void> {
-    const res = await fetch(`${payerOrigin}/_sandbox/faults`, {
+    const res = await control(`${payerOrigin}/_sandbox/faults`, {
       method: 'PUT',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify(settings),
@@ -103,14 +111,16 @@ describe('adaptive questionnaires in the form page', () => {
     expect(res.ok).toBe(true);
   }
   const nextQuestionCalls = async () => {
-    const log = (await (await fetch(`${payerOrigin}/_sandbox/requests`)).json()) as Array<{
+    const log = (await (await control(`${payerOrigin}/_sandbox/requests`)).json()) as Array<{
       path: string;
       status?: number;
     }>;
     return log.filter((e) => e.path.endsWith('/Questionnaire/$next-question'));
   };
   const ehrResponses = async () => {
-    const store = (await (await fetch(new URL('/_sandbox/store/QuestionnaireResponse', demo.demoUrl))).json()) as {
+    const store = (await (
+      await control(new URL('/_sandbox/store/QuestionnaireResponse', demo.demoUrl).href)
+    ).json()) as {
       entry?: Array<{ resource: StoredQr }>;
     };
     return (store.entry ?? []).map((e) => e.resource);
