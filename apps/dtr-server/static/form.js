@@ -11,6 +11,7 @@
   const statusLine = document.getElementById('form-status');
   const saveButton = document.getElementById('save');
   const completeButton = document.getElementById('complete');
+  const nextButton = document.getElementById('next');
   let view;
   // Issue codes meaning an item's expression could not give it a value (see libs/fhir/src/issues.ts).
   const PREFILL_FAILED = ['define-failed', 'expression-failed', 'expression-not-evaluated', 'unknown-define'];
@@ -182,8 +183,40 @@
     return { ...questionnaire, item: walk(questionnaire.item) };
   }
 
+  /** An adaptive form: the payer asks the questions and decides completion; its determinations are shown. */
+  function renderAdaptive(current) {
+    const adaptive = Boolean(current.adaptive);
+    nextButton.hidden = !adaptive;
+    completeButton.hidden = adaptive;
+    const section = document.getElementById('coverage-information');
+    const list = document.getElementById('determinations');
+    list.replaceChildren();
+    const determinations = (current.adaptive && current.adaptive.coverageInformation) || [];
+    const labels = {
+      coverage: 'Coverage',
+      covered: 'Covered',
+      'pa-needed': 'Prior authorization',
+      'doc-needed': 'Documentation needed',
+      'info-needed': 'Information needed',
+      'coverage-assertion-id': 'Assertion id',
+      'satisfied-pa-id': 'Prior authorization number',
+      date: 'Date',
+      reason: 'Reason',
+    };
+    for (const determination of determinations) {
+      const dl = el('dl', undefined, { class: 'determination' });
+      for (const [name, value] of Object.entries(determination)) {
+        dl.appendChild(el('dt', labels[name] || name));
+        dl.appendChild(el('dd', value, { 'data-name': name }));
+      }
+      list.appendChild(dl);
+    }
+    section.hidden = determinations.length === 0;
+  }
+
   async function render(current) {
     view = current;
+    renderAdaptive(current);
     const texts = itemTexts(current.questionnaire.item, new Map());
     document.getElementById('title').textContent =
       current.questionnaire.title || current.questionnaire.name || 'Questionnaire';
@@ -202,6 +235,7 @@
     const done = current.status === 'completed' || current.status === 'stopped';
     saveButton.disabled = done;
     completeButton.disabled = done;
+    nextButton.disabled = done;
     document.getElementById('send-link').hidden = current.status !== 'completed';
     container.dataset.rendered = String(Date.now());
   }
@@ -224,9 +258,10 @@
     });
   }
 
-  async function send(method, url, body, doneText) {
+  async function send(method, url, body, doneText, options) {
     saveButton.disabled = true;
     completeButton.disabled = true;
+    nextButton.disabled = true;
     try {
       const response = await fetch(url, {
         method,
@@ -235,8 +270,16 @@
         body: JSON.stringify(body),
       });
       if (response.ok) {
+        const before = view;
         await render(await response.json());
-        say(doneText, true);
+        say(typeof doneText === 'function' ? doneText(before, view) : doneText, true);
+      } else if (options && options.adaptive && response.status >= 500) {
+        // The payer (or the EHR after it) failed: the answers were kept by the server first; show its state.
+        const details = await problemsOf(response);
+        const text = details.map((d) => d.textContent).join(' ');
+        const again = await fetch(api, { credentials: 'same-origin', headers: { accept: 'application/json' } });
+        if (again.ok) await render(await again.json());
+        say(`Not sent on (${response.status}): ${text}`);
       } else if (response.status === 409) {
         await render(await response.json());
         say(
@@ -261,10 +304,29 @@
       const done = view && (view.status === 'completed' || view.status === 'stopped');
       saveButton.disabled = Boolean(done);
       completeButton.disabled = Boolean(done);
+      nextButton.disabled = Boolean(done);
     }
   }
 
+  function questionCount(current) {
+    return itemTexts(current && current.questionnaire.item, new Map()).size;
+  }
+
+  function nextStep(body) {
+    return send(
+      'POST',
+      `${api}/$next-question`,
+      body,
+      (before, after) =>
+        after.status === 'completed'
+          ? 'The payer says the questionnaire is complete: completed and saved in the EHR.'
+          : `The payer asked ${questionCount(after) - questionCount(before)} more question(s); answers prefilled from the EHR are marked.`,
+      { adaptive: true },
+    );
+  }
+
   saveButton.addEventListener('click', () => send('PUT', api, currentResponse(), 'Draft saved.'));
+  nextButton.addEventListener('click', () => nextStep(currentResponse()));
   completeButton.addEventListener('click', () =>
     send('POST', `${api}/$complete`, currentResponse(), 'Completed and saved in the EHR.'),
   );
@@ -276,6 +338,9 @@
           response.status === 404 ? 'this form is not part of your session' : `the server answered ${response.status}`,
         );
       await render(await response.json());
+      // An adaptive form with no question yet asks the payer for its first ones.
+      if (view.adaptive && view.status !== 'completed' && view.status !== 'stopped' && questionCount(view) === 0)
+        await nextStep({});
       if (view.resumed)
         say(
           `Resumed your saved response; answers from the EHR that changed since: ${view.resumed.updated.length}, new: ${view.resumed.added.length}.`,

@@ -67,6 +67,12 @@ export interface ResponseMeta {
   encounter?: string;
   /** `url|version` */
   questionnaireCanonical: string;
+  /**
+   * An adaptive questionnaire: the Questionnaire so far, contained in the response and referenced as `#id`, and the
+   * root extensions the payer's `$next-question` answer carried (CRD coverage-information), kept on the response.
+   * @see https://hl7.org/fhir/us/davinci-dtr/STU2.2/specification.html#adaptive-form-considerations
+   */
+  adaptive?: { questionnaire: FhirResource; extensions?: Array<Record<string, unknown>> };
   /** intendedUse code from CRD's coverage-information codes (`withorder` when absent). */
   intendedUse?: 'withpa' | 'withclaim' | 'withorder' | 'retain-doc' | 'OTH';
 }

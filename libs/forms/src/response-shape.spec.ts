@@ -157,3 +157,28 @@ describe('the DTR QuestionnaireResponse profile of each IG version', () => {
     expect(extensionsOf(twice).filter((e) => e['url'] === `${DTR}intendedUse`)).toHaveLength(1);
   });
 });
+
+describe('an adaptive response', () => {
+  const COVERAGE_INFORMATION = 'http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information';
+  const determination = { url: COVERAGE_INFORMATION, extension: [{ url: 'covered', valueCode: 'covered' }] };
+
+  it('contains its Questionnaire, names it #id, keeps the payer determination once, and is accepted back', () => {
+    const form = formFor('2.1');
+    const questionnaire = { ...form.questionnaire, id: 'q-adaptive' };
+    const meta = { ...META, adaptive: { questionnaire, extensions: [determination] } };
+    const qr = shapeResponse(
+      form,
+      { resourceType: 'QuestionnaireResponse', extension: [determination], item: [] },
+      meta,
+      'in-progress',
+    );
+    expect(qr['questionnaire']).toBe('#q-adaptive');
+    expect(qr['contained']).toEqual([questionnaire]);
+    expect(extensionsOf(qr).filter((e) => e['url'] === COVERAGE_INFORMATION)).toEqual([determination]);
+    // The response names its contained Questionnaire: a save of it is judged as this form's.
+    expect(reviseResponse(form, qr, undefined, DR_LEE, meta).ok).toBe(true);
+    const other = { ...qr, contained: [{ ...questionnaire, url: 'http://example.org/other' }] };
+    const refused = reviseResponse(form, other, undefined, DR_LEE, meta);
+    expect(refused.ok ? [] : refused.problems.map((p) => p.code)).toEqual(['other-questionnaire']);
+  });
+});

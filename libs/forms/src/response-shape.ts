@@ -71,9 +71,12 @@ export function shapeResponse(
   status: 'in-progress' | 'completed' | 'stopped',
 ): FhirResource {
   const version = form.igVersion;
+  const payers = meta.adaptive?.extensions ?? [];
+  const fromPayer = new Set(payers.map((e) => e['url']));
   const kept = (Array.isArray(response['extension']) ? (response['extension'] as Array<{ url?: string }>) : []).filter(
-    (e) => !OURS.has(e?.url ?? ''),
+    (e) => !OURS.has(e?.url ?? '') && !fromPayer.has(e?.url),
   );
+  const contained = meta.adaptive?.questionnaire;
   const intendedUse = meta.intendedUse ?? 'withorder';
   let items = normaliseOrigins(Array.isArray(response['item']) ? (response['item'] as ResponseNode[]) : [], version);
   if (items.length === 0 && version !== '2.2') {
@@ -104,8 +107,10 @@ export function shapeResponse(
         },
       },
       ...kept,
+      ...payers,
     ],
-    questionnaire: meta.questionnaireCanonical,
+    ...(contained ? { contained: [contained] } : {}),
+    questionnaire: contained ? `#${contained.id}` : meta.questionnaireCanonical,
     status,
     subject: { reference: meta.subject },
     ...(meta.encounter ? { encounter: { reference: meta.encounter } } : {}),

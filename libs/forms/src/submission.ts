@@ -64,7 +64,8 @@ export function readSubmission(
   if (screened) return whole('invalid-value', screened);
   if (submitted['resourceType'] !== 'QuestionnaireResponse')
     return whole('invalid-value', 'the response is not a QuestionnaireResponse');
-  const questionnaire = submitted['questionnaire'];
+  // An adaptive response names its contained Questionnaire (`#id`): that one's canonical is what it answers.
+  const questionnaire = containedCanonical(submitted) ?? submitted['questionnaire'];
   if (questionnaire !== undefined) {
     const [url, version] = typeof questionnaire === 'string' ? questionnaire.split('|') : [];
     if (
@@ -77,6 +78,18 @@ export function readSubmission(
   const reader: Reader = { index, sets, problems: [], count: 0 };
   const items = readItems(reader, submitted['item'], index.roots, 0);
   return { items, problems: reader.problems.slice(0, MAX_PROBLEMS) };
+}
+
+function containedCanonical(submitted: Record<string, unknown>): string | undefined {
+  const ref = submitted['questionnaire'];
+  if (typeof ref !== 'string' || !ref.startsWith('#') || !Array.isArray(submitted['contained'])) return undefined;
+  const found = (submitted['contained'] as unknown[]).find(
+    (r): r is Record<string, unknown> =>
+      isObject(r) && r['resourceType'] === 'Questionnaire' && r['id'] === ref.slice(1),
+  );
+  const url = found?.['url'];
+  if (typeof url !== 'string') return undefined;
+  return typeof found?.['version'] === 'string' ? `${url}|${found['version']}` : url;
 }
 
 /** What reading one submission keeps track of. */

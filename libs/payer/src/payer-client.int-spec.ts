@@ -86,6 +86,7 @@ describe('PayerClient (sandbox payer, real HTTP)', () => {
 
   for (const version of ['2.2', '2.1', '2.0.1'] as const) {
     it(`walks an adaptive questionnaire with $next-question in the ${version} input shape`, async () => {
+      sandbox.payerServer.setIgVersion(version);
       const payer = await sandbox.register('ES384', version);
       const client = new PayerClient(payer, sandbox.tokens, policy, new FixedClock(new Date()));
       let qr: Record<string, unknown> = {
@@ -106,6 +107,32 @@ describe('PayerClient (sandbox payer, real HTTP)', () => {
       expect(calls.every((e) => e.status === 200)).toBe(true);
     });
   }
+
+  it('calls $next-question on the base the adaptive extension names when it is under the payer base, never elsewhere', async () => {
+    sandbox.payerServer.setIgVersion('2.2');
+    const payer = await sandbox.register('ES384', '2.2');
+    const client = new PayerClient(payer, sandbox.tokens, policy, new FixedClock(new Date()));
+    expect(client.nextQuestionBase(undefined)).toBe(payer.fhirBase);
+    expect(client.nextQuestionBase(`${payer.fhirBase}/`)).toBe(payer.fhirBase);
+    expect(client.nextQuestionBase(`${payer.fhirBase}/Questionnaire/$next-question`)).toBe(payer.fhirBase);
+    expect(client.nextQuestionBase(`${payer.fhirBase}/adaptive`)).toBe(`${payer.fhirBase}/adaptive`);
+    const mark = sandbox.peer.log.mark();
+    const qr = {
+      resourceType: 'QuestionnaireResponse',
+      status: 'in-progress',
+      questionnaire: 'http://example.org/dtr/Questionnaire/sleep-therapy-adaptive|1.0.0',
+    };
+    for (const elsewhere of ['https://payer.example.org/fhir', `${payer.fhirBase}-other`, 'http://127.0.0.1:1/fhir']) {
+      await expect(client.nextQuestion(qr as never, elsewhere)).rejects.toMatchObject({ code: 'UPSTREAM_ERROR' });
+    }
+    expect(sandbox.peer.log.since(mark)).toEqual([]);
+    // A payer that refuses the input (another version's shape here) is a clear error naming its answer.
+    sandbox.payerServer.setIgVersion('2.1');
+    await expect(client.nextQuestion(qr as never)).rejects.toMatchObject({
+      code: 'UPSTREAM_ERROR',
+      message: expect.stringContaining('400'),
+    });
+  });
 });
 
 /** The response's items plus an answer to each question of the contained Questionnaire not answered yet. */

@@ -58,11 +58,13 @@ const EXPAND_PAGE = 1000;
 export class PayerClient {
   private readonly fhir: HttpFhirClient;
   private readonly limits: OutboundLimits;
+  /** Makes a client on a base of this payer (its FHIR base, or an adaptive questionnaire's `$next-question` base). */
+  private readonly clientOn: (baseUrl: string) => HttpFhirClient;
 
   constructor(
     readonly payer: Payer,
     private readonly tokens: BackendServicesClient,
-    policy: OutboundPolicy,
+    private readonly policy: OutboundPolicy,
     private readonly clock: Clock,
     options: {
       fetch?: typeof fetch;
@@ -78,23 +80,25 @@ export class PayerClient {
     const connection = options.tls ? mutualTlsFetch(options.tls, policy) : (options.fetch ?? outboundFetch(policy));
     const limits = limitsOf(policy);
     this.limits = limits;
-    this.fhir = new HttpFhirClient({
-      baseUrl: payer.fhirBase,
-      accessToken: () =>
-        options.launchToken?.() ??
-        this.tokens.token({
-          tokenEndpoint: payer.tokenEndpoint,
-          clientId: payer.clientId,
-          signingAlg: payer.signingAlg,
-          scopes: payer.scopes,
-          ...(options.tls ? { fetch: connection } : {}),
-        }),
-      fetch: connection,
-      maxResponseBytes: limits.payer.maxBytes,
-      maxJsonDepth: limits.payer.maxDepth,
-      timeoutMs: options.timeoutMs ?? 20_000,
-      retries: options.retries ?? 2,
-    });
+    this.clientOn = (baseUrl) =>
+      new HttpFhirClient({
+        baseUrl,
+        accessToken: () =>
+          options.launchToken?.() ??
+          this.tokens.token({
+            tokenEndpoint: payer.tokenEndpoint,
+            clientId: payer.clientId,
+            signingAlg: payer.signingAlg,
+            scopes: payer.scopes,
+            ...(options.tls ? { fetch: connection } : {}),
+          }),
+        fetch: connection,
+        maxResponseBytes: limits.payer.maxBytes,
+        maxJsonDepth: limits.payer.maxDepth,
+        timeoutMs: options.timeoutMs ?? 20_000,
+        retries: options.retries ?? 2,
+      });
+    this.fhir = this.clientOn(payer.fhirBase);
   }
 
   /** Builds the input Parameters in the shape of the payer's DTR version. */
@@ -201,32 +205,54 @@ export class PayerClient {
   }
 
   /**
-   * Adaptive forms: sends the response so far and gets it back with the next question(s) in its contained
-   * Questionnaire (status `completed` when done). The input shape follows the payer's DTR version: a
-   * `questionnaire-response` part (2.2), an `in` part (2.1), or the bare QuestionnaireResponse (2.0.1).
-   * @see https://hl7.org/fhir/us/davinci-dtr/ (adaptive forms) and SDC $next-question
+   * The base on which an adaptive questionnaire's `$next-question` is called: the `questionnaireAdaptive` extension's
+   * url (DTR: a sub-url of the payer's base, reached with the same Backend Services token), else the payer's base.
+   * A url elsewhere, or one the outbound policy refuses, is refused: our token never goes to another host.
+   * @see https://hl7.org/fhir/us/davinci-dtr/STU2.2/specification.html#adaptive-form-considerations (spec-24)
    */
-  async nextQuestion(questionnaireResponse: FhirResource): Promise<FhirResource> {
+  nextQuestionBase(adaptiveUrl: string | undefined): string {
+    const base = this.payer.fhirBase.replace(/\/+$/, '');
+    if (!adaptiveUrl) return base;
+    const url = adaptiveUrl.replace(/\/+$/, '').replace(/\/(Questionnaire\/)?\$next-question$/, '');
+    if (url !== base && !url.startsWith(`${base}/`))
+      throw new DtrError(
+        'UPSTREAM_ERROR',
+        `the adaptive questionnaire names a $next-question endpoint outside the payer's registered base (${base})`,
+      );
+    assertOutboundUrl(url, this.policy, `payer ${this.payer.id} $next-question`);
+    return url;
+  }
+
+  /**
+   * Adaptive forms: sends the response so far and gets it back with the next question(s) in its contained
+   * Questionnaire (status `completed` when done). Shapes per the payer's DTR version: 2.2 Parameters with a
+   * `questionnaire-response` part in and `return` out; 2.1 Parameters with `in` and `out`; 2.0.1 (SDC STU3) the bare
+   * QuestionnaireResponse both ways. Any of these answers is read, whatever the version.
+   * @see https://hl7.org/fhir/us/davinci-dtr/STU2.2/OperationDefinition-DTR-Questionnaire-next-question.html
+   * @see https://hl7.org/fhir/us/davinci-dtr/STU2.1/StructureDefinition-dtr-next-question-input-parameters.html
+   * @see https://hl7.org/fhir/uv/sdc/STU3/OperationDefinition-Questionnaire-next-question.html
+   */
+  async nextQuestion(questionnaireResponse: FhirResource, adaptiveUrl?: string): Promise<FhirResource> {
     if (questionnaireResponse.resourceType !== 'QuestionnaireResponse')
       throw new DtrError('INVALID_INPUT', 'next-question takes a QuestionnaireResponse');
+    const version = this.payer.igVersion;
     const body =
-      this.payer.igVersion === '2.0.1'
+      version === '2.0.1'
         ? questionnaireResponse
         : {
             resourceType: 'Parameters',
-            parameter: [
-              {
-                name: this.payer.igVersion === '2.2' ? 'questionnaire-response' : 'in',
-                resource: questionnaireResponse,
-              },
-            ],
+            parameter: [{ name: NEXT_QUESTION_IN[version], resource: questionnaireResponse }],
           };
-    const answer = (await this.fhir.operation('Questionnaire/$next-question', body)) as FhirResource;
-    // Servers answer with the bare QuestionnaireResponse, or wrapped in a `return` part.
+    const base = this.nextQuestionBase(adaptiveUrl);
+    const client = base === this.payer.fhirBase.replace(/\/+$/, '') ? this.fhir : this.clientOn(base);
+    const answer = await client.operation<FhirResource | undefined>('Questionnaire/$next-question', body);
+    const parts = (answer?.resourceType === 'Parameters' ? (answer['parameter'] as unknown) : undefined) ?? [];
+    const named = Array.isArray(parts) ? (parts as Array<{ name?: string; resource?: FhirResource }>) : [];
     const qr =
-      answer.resourceType === 'Parameters'
-        ? ((answer['parameter'] as Array<{ name?: string; resource?: FhirResource }> | undefined) ?? []).find(
-            (p) => p.resource?.resourceType === 'QuestionnaireResponse',
+      answer?.resourceType === 'Parameters'
+        ? (
+            named.find((p) => p.name === NEXT_QUESTION_OUT[version] && p.resource) ??
+            named.find((p) => p.resource?.resourceType === 'QuestionnaireResponse')
           )?.resource
         : answer;
     if (!qr || qr.resourceType !== 'QuestionnaireResponse')
@@ -234,3 +260,7 @@ export class PayerClient {
     return qr;
   }
 }
+
+/** The name of the `$next-question` input and output parts per DTR version (2.0.1 sends the bare resource). */
+const NEXT_QUESTION_IN = { '2.2': 'questionnaire-response', '2.1': 'in' } as const;
+const NEXT_QUESTION_OUT = { '2.2': 'return', '2.1': 'out', '2.0.1': 'return' } as const;

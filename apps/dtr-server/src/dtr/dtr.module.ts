@@ -21,6 +21,7 @@ import { FormSessionsService } from './forms/form-sessions.service.js';
 import { FormPageController } from './forms/form-page.controller.js';
 import { FormsController } from './forms/forms.controller.js';
 import { FormsUseCase } from './forms/forms.usecase.js';
+import { AdaptiveFormsUseCase } from './forms/adaptive-forms.usecase.js';
 import { CQL_COMPILE, CqlCompileWorker } from './prefill-pool/cql-compile-worker.js';
 import { PrefillPool } from './prefill-pool/prefill-pool.js';
 import { PayerClients } from './payer-clients.js';
@@ -97,6 +98,7 @@ import { QuestionnairesPageController } from './questionnaires-page.controller.j
     },
     FormSessionsService,
     FormsUseCase,
+    AdaptiveFormsUseCase,
     fromServices(SubmissionRepository, 'submissions'),
     fromServices(Outbox, 'outbox'),
     {

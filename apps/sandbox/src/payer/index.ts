@@ -4,7 +4,7 @@ import type { PeerServer } from '../shared/peer-server.js';
 import { fingerprint, type RecordedRequest } from '../shared/request-log.js';
 import { type Bundle, type FhirResource, PayerHttpError, operationOutcome } from './fhir.types.js';
 import { type LoggedErrors, readLogErrorsInput } from './log-errors.usecase.js';
-import { nextQuestion, readNextQuestionInput } from './next-question.usecase.js';
+import { nextQuestion, nextQuestionOutput, readNextQuestionInput } from './next-question.usecase.js';
 import { PackageStore } from './package-store.service.js';
 import {
   type Interaction,
@@ -278,7 +278,12 @@ function mountDtrOperations(fhir: express.Router, guard: Guard, store: PackageSt
 
   // @see https://hl7.org/fhir/us/davinci-dtr/STU2.2/specification.html#adaptive-form-considerations
   fhir.post('/Questionnaire/$next-question', guard('Questionnaire', 'r'), (req, res) => {
-    send(res, 200, nextQuestion(store, readNextQuestionInput(req.body)));
+    const override = req.get(DTR_VERSION_HEADER);
+    if (override !== undefined && !isDtrIgVersion(override)) {
+      throw new PayerHttpError(400, 'invalid', `${DTR_VERSION_HEADER} must be 2.0.1, 2.1 or 2.2`);
+    }
+    const version = override ?? state.igVersion;
+    send(res, 200, nextQuestionOutput(nextQuestion(store, readNextQuestionInput(req.body, version)), version));
   });
 
   // Checked per DTR version (the payer's, or the request's override header); a wrong shape is a 400.

@@ -288,33 +288,84 @@ describe('$questionnaire-package', () => {
 });
 
 describe('$next-question, $log-questionnaire-errors, ValueSet/$expand', () => {
-  it('asks the adaptive questions one at a time, then completes', async () => {
+  const wrap = (version: string, qr: unknown) =>
+    version === '2.2'
+      ? { resourceType: 'Parameters', parameter: [{ name: 'questionnaire-response', resource: qr }] }
+      : version === '2.1'
+        ? { resourceType: 'Parameters', parameter: [{ name: 'in', resource: qr }] }
+        : qr;
+  const unwrap = (version: string, body: any) =>
+    version === '2.0.1'
+      ? body
+      : body.parameter.find((p: any) => p.name === (version === '2.2' ? 'return' : 'out'))?.resource;
+
+  for (const version of ['2.2', '2.1', '2.0.1']) {
+    it(`${version}: asks the adaptive questions one at a time in its own shapes, then completes with a determination`, async () => {
+      const t = await token();
+      const headers = { 'x-sandbox-dtr-version': version };
+      let qr: any = {
+        resourceType: 'QuestionnaireResponse',
+        status: 'in-progress',
+        questionnaire: 'http://example.org/dtr/Questionnaire/sleep-therapy-adaptive|1.0.0',
+        extension: [
+          {
+            url: 'http://hl7.org/fhir/us/davinci-dtr/StructureDefinition/qr-coverage',
+            valueReference: { reference: 'Coverage/c1' },
+          },
+        ],
+      };
+      const answers = [
+        { valueBoolean: true },
+        { valueDate: '1950-01-01' },
+        { valueDecimal: 22 },
+        { valueDate: '2025-05-01' },
+      ];
+      for (let i = 0; i < answers.length; i++) {
+        const res = await post('/Questionnaire/$next-question', wrap(version, qr), t, headers);
+        expect(res.status).toBe(200);
+        qr = unwrap(version, res.body);
+        expect(qr.resourceType).toBe('QuestionnaireResponse');
+        expect(qr.status).toBe('in-progress');
+        expect(qr.questionnaire).toBe(`#${qr.contained[0].id}`);
+        expect(qr.contained[0].item).toHaveLength(i + 1);
+        const asked = qr.contained[0].item[i];
+        qr.item = [...(qr.item ?? []), { linkId: asked.linkId, answer: [answers[i]] }];
+      }
+      const done = await post('/Questionnaire/$next-question', wrap(version, qr), t, headers);
+      const completed = unwrap(version, done.body);
+      expect(completed.status).toBe('completed');
+      expect(completed.item).toHaveLength(4);
+      const determination = completed.extension.find((e: any) => e.url.endsWith('ext-coverage-information'));
+      expect(determination.extension).toContainEqual({ url: 'coverage', valueReference: { reference: 'Coverage/c1' } });
+      expect(determination.extension).toContainEqual({ url: 'covered', valueCode: 'covered' });
+    });
+  }
+
+  it("refuses an input in another version's shape, and an answer to a question it never asked, with 400", async () => {
     const t = await token();
-    let qr: any = {
+    const qr = {
       resourceType: 'QuestionnaireResponse',
       status: 'in-progress',
       questionnaire: 'http://example.org/dtr/Questionnaire/sleep-therapy-adaptive|1.0.0',
     };
-    const answers = [{ valueBoolean: true }, { valueDecimal: 22 }, { valueDate: '2025-05-01' }];
-    for (let i = 0; i < 3; i++) {
-      // Alternate the request shapes a 2.2, 2.1 and bare client send.
-      const body =
-        i === 0
-          ? { resourceType: 'Parameters', parameter: [{ name: 'questionnaire-response', resource: qr }] }
-          : i === 1
-            ? { resourceType: 'Parameters', parameter: [{ name: 'in', resource: qr }] }
-            : qr;
-      const res = await post('/Questionnaire/$next-question', body, t);
-      expect(res.status).toBe(200);
-      qr = res.body;
-      expect(qr.status).toBe('in-progress');
-      expect(qr.contained[0].item).toHaveLength(i + 1);
-      const asked = qr.contained[0].item[i];
-      qr.item = [...(qr.item ?? []), { linkId: asked.linkId, answer: [answers[i]] }];
+    for (const [version, shape] of [
+      ['2.2', '2.1'],
+      ['2.2', '2.0.1'],
+      ['2.1', '2.2'],
+      ['2.1', '2.0.1'],
+      ['2.0.1', '2.2'],
+      ['2.0.1', '2.1'],
+    ] as const) {
+      const res = await post('/Questionnaire/$next-question', wrap(shape, qr), t, { 'x-sandbox-dtr-version': version });
+      expect(res.status, `${shape} shape sent to a ${version} payer`).toBe(400);
+      expect(res.body.resourceType).toBe('OperationOutcome');
+      expect(res.body.issue[0].diagnostics).toContain(version);
     }
-    const done = await post('/Questionnaire/$next-question', qr, t);
-    expect(done.body.status).toBe('completed');
-    expect(done.body.item).toHaveLength(3);
+    const first = unwrap('2.2', (await post('/Questionnaire/$next-question', wrap('2.2', qr), t)).body);
+    const stray = { ...first, item: [{ linkId: 'ahi', answer: [{ valueDecimal: 3 }] }] };
+    const res = await post('/Questionnaire/$next-question', wrap('2.2', stray), t);
+    expect(res.status).toBe(400);
+    expect(res.body.issue[0].diagnostics).toContain('ahi');
   });
 
   it('checks $log-questionnaire-errors strictly in each DTR version shape and records what it took', async () => {

@@ -40,7 +40,8 @@ export class FormPageController {
 <section id="conflict" hidden><h2>Someone else changed this response in the EHR</h2><p id="conflict-message"></p>
 <table><thead><tr><th scope="col">Question</th><th scope="col">In the EHR now</th><th scope="col">Yours</th></tr></thead><tbody id="conflict-rows"></tbody></table></section>
 <div id="form-container"></div>
-<p class="actions"><button type="button" id="save">Save draft</button> <button type="button" id="complete">Complete</button></p>
+<p class="actions"><button type="button" id="save">Save draft</button> <button type="button" id="complete">Complete</button> <button type="button" id="next" hidden>Send answers, get the next questions</button></p>
+<section id="coverage-information" hidden><h2>The payer's determination</h2><div id="determinations"></div></section>
 <p id="send-link" hidden><a href="/app/questionnaire-responses/${id}/send">Review and send to the payer</a></p>
 <section id="origins-section"><h2>Where the answers came from</h2>
 <table id="origins"><thead><tr><th scope="col">Question</th><th scope="col">Origin</th><th scope="col">From the EHR</th></tr></thead><tbody></tbody></table></section>

@@ -23,6 +23,12 @@ export interface FormDefinitionRecord {
   author: { practitioner?: string; practitionerRole?: string; display?: string };
   /** FHIRPath launch contexts for enableWhenExpression/calculatedExpression (%patient …). */
   context?: Record<string, unknown>;
+  /**
+   * An adaptive questionnaire (`questionnaireAdaptive`): `questionnaire` above is then the Questionnaire so far, as the
+   * payer's last `$next-question` answer contained it; `url` the extension's `$next-question` base when it names one;
+   * `extensions` the root extensions of that answer we keep (CRD coverage-information).
+   */
+  adaptive?: { url?: string; extensions: Array<Record<string, unknown>> };
   /** Set when the form continues a response found in the EHR. */
   resumed?: { from: string; updated: string[]; added: string[] };
 }
@@ -224,6 +230,16 @@ export class FormSessionRepository {
       ],
     );
     return now;
+  }
+
+  /** An adaptive form's next step: the Questionnaire so far (in `definition`) and the prefill of its items. */
+  async saveDefinition(id: string, definition: FormDefinitionRecord, prefill: FhirResource): Promise<void> {
+    await this.query(`UPDATE form_session SET definition_enc = $2, prefill_enc = $3, updated_at = $4 WHERE id = $1`, [
+      id,
+      this.seal(id, 'definition', definition),
+      this.seal(id, 'prefill', prefill),
+      this.clock.now(),
+    ]);
   }
 
   /** Purge: forms not touched since `before` (their sessions are gone or idle). Returns how many were removed. */

@@ -14,6 +14,13 @@ import {
   type NewFormSession,
 } from './form-session.repository.js';
 import { definitionOf, metaOf } from './form-view.js';
+import {
+  adaptiveOf,
+  automaticOnly,
+  containedQuestionnaire,
+  payerExtensions,
+  startingQuestionnaire,
+} from './adaptive.js';
 
 /** What the prepare step hands over for a session: the package and one prefill per questionnaire. */
 export interface PreparedForms {
@@ -59,8 +66,11 @@ export class FormSessionsService {
     const rows: NewFormSession[] = [];
     for (const [i, questionnaire] of prepared.questionnaires.entries()) {
       const prefill = prepared.prefills[i]!;
+      const adaptive = adaptiveOf(questionnaire);
       const definition: FormDefinitionRecord = {
-        questionnaire,
+        // An adaptive form starts from the package's Questionnaire, contained; the payer adds the questions.
+        questionnaire: adaptive ? startingQuestionnaire(questionnaire) : questionnaire,
+        ...(adaptive ? { adaptive } : {}),
         valueSets: valueSetsOf(questionnaire, prepared.pkg),
         issues: [...prefill.issues.flatMap((i) => issuesOnItems(questionnaire, i)), ...(issue ? [issue] : [])],
         options: prefill.options,
@@ -262,9 +272,27 @@ function isFor(response: FhirResource, session: SessionRecord): boolean {
   return typeof subject === 'string' && sameReference(subject, `Patient/${session.patient}`);
 }
 
+/** The response answers this questionnaire: by canonical, or (adaptive) by its contained Questionnaire's url. */
 function sameQuestionnaire(response: FhirResource, url: string): boolean {
-  const canonical = response['questionnaire'];
+  const contained = containedQuestionnaire(response);
+  const canonical = contained ? contained['url'] : response['questionnaire'];
   return typeof canonical === 'string' && canonical.split('|')[0] === url;
+}
+
+/**
+ * An adaptive form continues with the Questionnaire so far (contained in the saved response, or this session's own
+ * earlier one) and its prefill: the questions asked are not asked, nor their answers computed, again.
+ */
+function continueAdaptive(row: NewFormSession, from: { questionnaire?: FhirResource; prior?: FormSession }): void {
+  if (!row.definition.adaptive) return;
+  const { prior } = from;
+  if (prior?.definition.adaptive) {
+    const { questionnaire, adaptive, options, answerContext, sources, issues } = prior.definition;
+    Object.assign(row.definition, { questionnaire, adaptive, options, answerContext, sources, issues });
+    row.prefill = prior.prefill;
+  } else if (from.questionnaire) {
+    row.definition.questionnaire = from.questionnaire;
+  }
 }
 
 /** A response named by the launch is taken as is; a searched one must carry one of this launch's orders in its context. */
@@ -276,6 +304,12 @@ function forOrders(response: FhirResource, orders: string[], named: Set<string>)
 
 /** Continues a saved response: the fresh prefill merged in, the EHR id and version kept for the next update. */
 function resume(row: NewFormSession, saved: FhirResource): void {
+  const contained = containedQuestionnaire(saved);
+  if (row.definition.adaptive && contained) {
+    continueAdaptive(row, { questionnaire: contained });
+    row.definition.adaptive = { ...row.definition.adaptive, extensions: payerExtensions(saved) };
+    row.prefill = automaticOnly(saved);
+  }
   const merged = mergeResume(definitionOf(row), saved);
   row.draft = merged.response;
   row.status = saved['status'] === 'completed' ? 'completed' : 'in-progress';
@@ -285,6 +319,7 @@ function resume(row: NewFormSession, saved: FhirResource): void {
 
 /** The session's own earlier form: its draft (fresh prefill merged in while it is open), EHR state and conflict. */
 function carryOver(row: NewFormSession, prior: FormSession): void {
+  continueAdaptive(row, { prior });
   const open = prior.status === 'in-progress' || prior.status === 'not-started';
   row.draft = open ? mergeResume(definitionOf(row), prior.draft!).response : prior.draft!;
   row.status = prior.status;

@@ -31,6 +31,37 @@ export interface FormView {
   stoppedReason?: string;
   /** Set when this form continues a response found in the EHR: which auto answers the fresh prefill changed. */
   resumed?: { from: string; updated: string[]; added: string[] };
+  /**
+   * An adaptive questionnaire: the payer asks the next questions (`$next-question`) and says when it is complete;
+   * `coverageInformation` is each CRD coverage-information determination the payer put on the response.
+   */
+  adaptive?: { coverageInformation: Array<Record<string, string>> };
+}
+
+const COVERAGE_INFORMATION = 'http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information';
+
+/**
+ * A coverage-information extension as name → text (its sub-extensions: coverage, covered, pa-needed, doc-needed,
+ * coverage-assertion-id, satisfied-pa-id, date, …; codings and references as their code or reference).
+ * @see https://hl7.org/fhir/us/davinci-crd/StructureDefinition-ext-coverage-information.html
+ */
+function determinationOf(extension: Record<string, unknown>): Record<string, string> {
+  const out: Record<string, string> = {};
+  const parts = Array.isArray(extension['extension']) ? (extension['extension'] as Array<Record<string, unknown>>) : [];
+  for (const part of parts) {
+    const name = typeof part['url'] === 'string' ? part['url'] : undefined;
+    const [key, value] = Object.entries(part).find(([k]) => k.startsWith('value')) ?? [];
+    if (!name || !key) continue;
+    const text =
+      typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean'
+        ? String(value)
+        : ((value as { reference?: string; coding?: Array<{ code?: string; display?: string }> }).reference ??
+          (value as { coding?: Array<{ code?: string; display?: string }> }).coding
+            ?.map((c) => c.display ?? c.code)
+            .join(', '));
+    if (text) out[name] = out[name] ? `${out[name]}; ${text}` : text;
+  }
+  return out;
 }
 
 export function summaryOf(form: Omit<FormSession, 'definition' | 'prefill' | 'draft' | 'conflict'>): FormSummary {
@@ -88,6 +119,15 @@ export function viewOf(form: FormSession): FormView {
     },
     ...(form.stoppedReason ? { stoppedReason: form.stoppedReason } : {}),
     ...(definition.resumed ? { resumed: definition.resumed } : {}),
+    ...(definition.adaptive
+      ? {
+          adaptive: {
+            coverageInformation: definition.adaptive.extensions
+              .filter((e) => e['url'] === COVERAGE_INFORMATION)
+              .map(determinationOf),
+          },
+        }
+      : {}),
   };
 }
 
@@ -117,5 +157,8 @@ export function metaOf(
     ...(definition.coverage.length > 0 ? { coverage: definition.coverage } : {}),
     ...(definition.encounter ? { encounter: definition.encounter } : {}),
     questionnaireCanonical: `${form.questionnaire.url}${form.questionnaire.version ? `|${form.questionnaire.version}` : ''}`,
+    ...(definition.adaptive
+      ? { adaptive: { questionnaire: definition.questionnaire, extensions: definition.adaptive.extensions } }
+      : {}),
   };
 }

@@ -13,7 +13,8 @@ import {
 import type { Response } from 'express';
 import type { OperationOutcome } from '../../http/operation-outcome.js';
 import type { FormSummary, FormView } from './form-view.js';
-import { type FormOutcome, FormsUseCase } from './forms.usecase.js';
+import { FormsUseCase } from './forms.usecase.js';
+import { AdaptiveFormsUseCase, type NextQuestionOutcome } from './adaptive-forms.usecase.js';
 import type { SessionRecord } from '@dtr/smart';
 import { CurrentSession } from '../../auth/current-session.decorator.js';
 
@@ -26,7 +27,10 @@ const QR_BODY = {
 @ApiTags('forms')
 @Controller('api/session/questionnaire-responses')
 export class FormsController {
-  constructor(private readonly forms: FormsUseCase) {}
+  constructor(
+    private readonly forms: FormsUseCase,
+    private readonly adaptive: AdaptiveFormsUseCase,
+  ) {}
 
   @Get()
   @ApiOperation({ summary: "This session's questionnaire responses with their status and where the EHR holds them" })
@@ -63,6 +67,28 @@ export class FormsController {
     return answer(res, await this.forms.save(session, id, body));
   }
 
+  @Post(':id/$next-question')
+  @HttpCode(200)
+  @ApiOperation({
+    summary:
+      "Adaptive questionnaire: the answers so far (saved first) go to the payer's $next-question; its next questions " +
+      'come back prefilled from the EHR, or the payer says the questionnaire is complete; then stored in the EHR',
+  })
+  @ApiBody({ ...QR_BODY, required: false })
+  @ApiOkResponse({ description: 'FormView with the next questions, or completed (stored in the EHR)' })
+  @ApiUnprocessableEntityResponse({ description: 'OperationOutcome: an answer is refused or a question is unanswered' })
+  @ApiConflictResponse({ description: 'Not an adaptive questionnaire, or already completed' })
+  @ApiResponse({ status: 502, description: 'OperationOutcome: the payer refused or failed (or the EHR write failed)' })
+  @ApiResponse({ status: 504, description: 'OperationOutcome: the payer did not answer in time; answers kept here' })
+  async nextQuestion(
+    @CurrentSession() session: SessionRecord,
+    @Param('id') id: string,
+    @Body() body: unknown,
+    @Res({ passthrough: true }) res: Response,
+  ): Promise<FormView | OperationOutcome> {
+    return answer(res, await this.adaptive.next(session, id, body));
+  }
+
   @Post(':id/$complete')
   @HttpCode(200)
   @ApiOperation({ summary: 'Complete: refused while a required enabled item is empty; optional body saved first' })
@@ -82,7 +108,7 @@ export class FormsController {
 }
 
 /** Each outcome's HTTP answer. @see https://hl7.org/fhir/R4/operationoutcome.html */
-function answer(res: Response, outcome: FormOutcome): FormView | OperationOutcome {
+function answer(res: Response, outcome: NextQuestionOutcome): FormView | OperationOutcome {
   switch (outcome.kind) {
     case 'ok':
       return outcome.view;
@@ -101,6 +127,14 @@ function answer(res: Response, outcome: FormOutcome): FormView | OperationOutcom
           details: { coding: [{ system: 'urn:dtr-backend:form-problem', code: p.code }], text: p.message },
         })),
       } as OperationOutcome;
+    case 'payer-failed':
+      res.status(outcome.status).type('application/fhir+json');
+      return {
+        resourceType: 'OperationOutcome',
+        issue: [
+          { severity: 'error', code: outcome.status === 504 ? 'timeout' : 'transient', diagnostics: outcome.message },
+        ],
+      };
     case 'ehr-failed':
       res.status(outcome.status).type('application/fhir+json');
       return {

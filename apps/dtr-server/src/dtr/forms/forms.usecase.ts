@@ -52,6 +52,11 @@ export class FormsUseCase {
   async complete(session: SessionRecord, id: string, body: unknown): Promise<FormOutcome> {
     const form = await this.find(session, id);
     this.assertEditable(form);
+    if (form.definition.adaptive)
+      throw new DtrError(
+        'CONFLICT',
+        'the payer decides when an adaptive questionnaire is complete: ask it for the next questions ($next-question)',
+      );
     const given = body !== undefined && body !== null && !(typeof body === 'object' && Object.keys(body).length === 0);
     const revised = this.revise(session, form, given ? body : (form.draft ?? form.prefill));
     if (!revised.ok) return { kind: 'invalid', problems: revised.problems };
@@ -60,28 +65,34 @@ export class FormsUseCase {
     return this.store(session, form, revised.response, 'completed');
   }
 
-  private async find(session: SessionRecord, id: string): Promise<FormSession> {
+  async find(session: SessionRecord, id: string): Promise<FormSession> {
     const form = await this.forms.get(session.idHash, id);
     if (!form) throw new DtrError('NOT_FOUND', 'no such questionnaire response in this session');
     return form;
   }
 
-  private assertEditable(form: FormSession): void {
+  assertEditable(form: FormSession): void {
     if (form.status === 'completed')
       throw new DtrError('CONFLICT', 'this questionnaire response is completed; it is no longer changed here');
     if (form.status === 'stopped')
       throw new DtrError('CONFLICT', `this questionnaire response was stopped: ${form.stoppedReason ?? 'no reason'}`);
   }
 
-  private revise(
+  /** The submitted response judged against the form (the same rules for a save, a completion and a next step). */
+  revise(
     session: SessionRecord,
     form: FormSession,
     body: unknown,
   ): { ok: true; response: FhirResource } | { ok: false; problems: FormProblem[] } {
     assertSamePatient(body, session, form);
+    // An adaptive response's Questionnaire is the one we hold (contained, `#id`), never what the page names.
+    const submitted =
+      form.definition.adaptive && body && typeof body === 'object'
+        ? Object.fromEntries(Object.entries(body).filter(([k]) => k !== 'questionnaire' && k !== 'contained'))
+        : body;
     const result = reviseResponse(
       definitionOf(form),
-      body,
+      submitted,
       form.draft,
       form.definition.author,
       metaOf(form, this.clock.now()),
@@ -93,7 +104,7 @@ export class FormsUseCase {
    * 1. the shaped response is kept here (a failing EHR never loses it); 2. it is written to the EHR (create, then
    * update with If-Match); 3. what the EHR answered is recorded. A completion counts only once the EHR holds it.
    */
-  private async store(
+  async store(
     session: SessionRecord,
     form: FormSession,
     revised: FhirResource,
