@@ -204,13 +204,14 @@ describe('EHR answers bounded and checked, patient compartment enforced (sandbox
   it('refuses an order of another patient before anything goes to the payer', async () => {
     const mark = payerPeer.log.mark();
     await expect(useCase.run(await session('DeviceRequest/o2'))).rejects.toMatchObject({
-      code: 'CONFLICT',
-      message: expect.stringContaining('is not the patient of this session'),
-    });
-    await expect(useCase.run(await session('DeviceRequest/o1', 'Coverage/cov-2'))).rejects.toMatchObject({
-      code: 'CONFLICT',
+      code: 'FORBIDDEN',
+      message: expect.stringContaining('is not for the patient in context'),
     });
     expect(payerPeer.log.since(mark)).toEqual([]);
+    // A coverage of another patient named by the launch is left out: only the patient's own goes to the payer.
+    const result = await useCase.run(await session('DeviceRequest/o1', 'Coverage/cov-2'));
+    expect(result.payers.flatMap((p) => p.coverages)).not.toContain('Coverage/cov-2');
+    expect(JSON.stringify(payerPeer.log.since(mark))).not.toContain('cov-2');
   });
 
   it('fails a search whose answer is larger than the EHR limit with a clear issue, and goes on', async () => {

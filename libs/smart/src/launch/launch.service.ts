@@ -399,8 +399,27 @@ export function translateOAuthError(cause: unknown): DtrError {
   // Anything else (an unexpected status, a body that is not a token response, a dropped connection): our words and
   // the HTTP status only, never what came back (a parser's message can quote the body).
   const status = typeof error?.status === 'number' ? error.status : undefined;
-  return new DtrError('UPSTREAM_ERROR', `the token request failed${status ? ` (HTTP ${status})` : ''}`, {
+  const code = systemCodeOf(cause);
+  const why = status ? ` (HTTP ${status})` : code ? ` (${code})` : '';
+  return new DtrError('UPSTREAM_ERROR', `the token request failed${why}`, {
     cause,
-    details: { ...(status ? { status } : {}), reason: typeof error?.code === 'string' ? error.code : 'error' },
+    details: { ...(status ? { status } : {}), reason: code ?? 'error' },
   });
+}
+
+/**
+ * The runtime's code for a failed connection (`ECONNREFUSED`, `ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED`…), from the
+ * error or its causes: ours to repeat (it names what failed, not what a peer said), unlike any message. The TLS
+ * library's reason is also read from its message when it carries no code, as a code-shaped token only.
+ */
+function systemCodeOf(error: unknown): string | undefined {
+  for (let e: unknown = error, depth = 0; e && depth < 5; depth++) {
+    const { code, message, cause } = e as { code?: unknown; message?: unknown; cause?: unknown };
+    if (typeof code === 'string' && /^[A-Z][A-Z0-9_]{2,80}$/.test(code) && code !== 'OAUTH_RESPONSE_IS_NOT_CONFORM')
+      return code;
+    const tls = typeof message === 'string' ? /SSL routines:[a-z0-9_]+:([a-z0-9 ]{3,80}):/.exec(message) : null;
+    if (tls) return `TLS: ${tls[1]}`;
+    e = cause;
+  }
+  return undefined;
 }
