@@ -196,6 +196,12 @@ describe('DTR conformance against the sandbox EHR and payer', () => {
     return client;
   }
 
+  /** The questionnaires prepared for the sandbox payer (the answer groups them per payer). */
+  function questionnairesOf(body: Json): Array<{ formId: string; issues: Array<{ code: string; define?: string }> }> {
+    const payers = body['payers'] as Array<{ payer: { id: string }; questionnaires: unknown[] }>;
+    return payers.find((p) => p.payer.id === 'sandbox-payer')!.questionnaires as ReturnType<typeof questionnairesOf>;
+  }
+
   async function prepare(client: TestBrowser): Promise<{ status: number; body: Json }> {
     const res = await client.request(`${url}/api/session/questionnaires`, { method: 'POST' });
     return { status: res.status, body: JSON.parse(res.body) as Json };
@@ -229,7 +235,11 @@ describe('DTR conformance against the sandbox EHR and payer', () => {
   it('lists supported payers as the DTR IG defines the endpoint: {"payers":[{"id","name"}]}', async () => {
     const res = await fetch(`${url}/api/payers`, { headers: { accept: 'application/json' } });
     expect(res.status).toBe(200);
-    expect(await res.json()).toEqual({ payers: [{ id: 'sandbox-payer', name: 'Sandbox Health Plan' }] });
+    // Each registered payer (npm start registers the sandbox's two) with its id and name, and nothing more.
+    const body = (await res.json()) as { payers: Array<Record<string, unknown>> };
+    expect(Object.keys(body)).toEqual(['payers']);
+    expect(body.payers).toContainEqual({ id: 'sandbox-payer', name: 'Sandbox Health Plan' });
+    for (const payer of body.payers) expect(Object.keys(payer).sort()).toEqual(['id', 'name']);
   });
 
   it('asks for openid fhirUser and gets fhirUser from an EHR whose smart-configuration lacks sso-openid-connect', async () => {
@@ -282,7 +292,7 @@ describe('DTR conformance against the sandbox EHR and payer', () => {
     expect(page.body).toContain('The EHR did not identify the user: the author is unknown');
     const prepared = await prepare(client);
     expect(prepared.status, JSON.stringify(prepared.body)).toBe(200);
-    const formId = (prepared.body['questionnaires'] as Array<{ formId: string }>)[0]!.formId;
+    const formId = questionnairesOf(prepared.body)[0]!.formId;
     const view = JSON.parse(
       (await client.request(`${url}/api/session/questionnaire-responses/${formId}`)).body,
     ) as Json;
@@ -319,7 +329,7 @@ describe('DTR conformance against the sandbox EHR and payer', () => {
       const client = await launched();
       const prepared = await prepare(client);
       expect(prepared.status, JSON.stringify(prepared.body)).toBe(200);
-      const [form] = prepared.body['questionnaires'] as Array<{ issues: Array<{ code: string; define?: string }> }>;
+      const [form] = questionnairesOf(prepared.body);
       expect(form!.issues).toContainEqual(expect.objectContaining({ code: 'define-failed', define: 'Flow' }));
       // Preparing again in the same session reports nothing more.
       expect((await prepare(client)).status).toBe(200);
