@@ -185,6 +185,8 @@ async function main() {
     {
       SANDBOX_EHR_PORT: '0',
       SANDBOX_PAYER_PORT: '0',
+      // The second payer on a port of its own (its default, the payer's + 1, may be taken).
+      SANDBOX_SECOND_PAYER_PORT: '0',
       SANDBOX_APP_URL: `http://127.0.0.1:${port}`,
       SANDBOX_BUNDLES: bundleFile,
     },

@@ -101,6 +101,8 @@ async function main() {
     {
       SANDBOX_EHR_PORT: String(ehrPort),
       SANDBOX_PAYER_PORT: String(payerPort),
+      // The second payer on a port of its own (its default, the payer's + 1, may be taken).
+      SANDBOX_SECOND_PAYER_PORT: '0',
       SANDBOX_APP_URL: serverUrl,
       SANDBOX_BUNDLES: bundle,
       SANDBOX_PATIENTS: '1',

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // npm run load — the clinician's path under load, on 127.0.0.1 only: for 1, 10 and 50 concurrent sessions (LOAD_LEVELS),
 // each worker repeats launch (EHR launch, hop by hop) → prepare (payer package + prefill) → save a draft, for
-// LOAD_SECONDS (default 20) per level. Prints per step and level p50/p95/p99 latency, the HTTP requests per second our
+// LOAD_SECONDS (default 20) per level. Prints per step and level p50/p95/p99 latency (prepare includes waiting after
+// a 503 with Retry-After, the prefill queue shedding load, counted as `shed`), the HTTP requests per second our
 // server answered, failed flows, /health/live p99 sampled every 50 ms during the run, and the server's peak RSS.
 // Everything is ours: the sandbox EHR and payer (a child process), the DTR server (a child process, dist/), on
 // DATABASE_URL when set (a scratch database on that server, dropped at the end) or an embedded PostgreSQL.
@@ -64,8 +65,15 @@ async function worker(serverUrl, ehrFhir, index, until, stats) {
       stats.launch.push(performance.now() - t);
       stats.requests += jar.requests.get(new URL(serverUrl).host) ?? 0;
       t = performance.now();
-      const prepared = await json(`${serverUrl}/api/session/questionnaires`, jar, 'POST');
+      let prepared = await json(`${serverUrl}/api/session/questionnaires`, jar, 'POST');
       stats.requests++;
+      // Past the prefill queue's cap the server sheds load (503, Retry-After): a client waits and asks again.
+      for (let retry = 0; prepared.status === 503 && retry < 5; retry++) {
+        stats.shed++;
+        await sleep(1000);
+        prepared = await json(`${serverUrl}/api/session/questionnaires`, jar, 'POST');
+        stats.requests++;
+      }
       if (prepared.status !== 200) throw new Error(`prepare ${prepared.status}`);
       stats.prepare.push(performance.now() - t);
       const form = `${serverUrl}/api/session/questionnaire-responses/${prepared.body.payers[0].questionnaires[0].formId}`;
@@ -86,7 +94,7 @@ async function worker(serverUrl, ehrFhir, index, until, stats) {
 }
 
 async function level(serverUrl, ehrFhir, concurrency, seconds, serverPid) {
-  const stats = { launch: [], prepare: [], save: [], flows: 0, failed: 0, requests: 0, errors: new Set() };
+  const stats = { launch: [], prepare: [], save: [], flows: 0, failed: 0, shed: 0, requests: 0, errors: new Set() };
   const health = [];
   let peak = 0;
   const started = Date.now();
@@ -128,6 +136,8 @@ async function main() {
     {
       SANDBOX_EHR_PORT: String(ehrPort),
       SANDBOX_PAYER_PORT: String(payerPort),
+      // The second payer on a port of its own (its default, the payer's + 1, may be taken).
+      SANDBOX_SECOND_PAYER_PORT: '0',
       SANDBOX_APP_URL: serverUrl,
       SANDBOX_BUNDLES: bundle,
       SANDBOX_PATIENTS: '1',
@@ -175,12 +185,12 @@ function print(results, seconds) {
     values.length === 0 ? '-' : [0.5, 0.95, 0.99].map((q) => Math.round(quantile(values, q))).join(' / ');
   process.stdout.write(`\nload (${seconds} s per level; latencies p50 / p95 / p99 in ms)\n`);
   process.stdout.write(
-    `${'sessions'.padEnd(9)}${'flows'.padStart(7)}${'failed'.padStart(8)}${'req/s'.padStart(8)}  ${'launch'.padEnd(22)}${'prepare'.padEnd(22)}${'save'.padEnd(22)}${'/health/live p99'.padEnd(18)}peak RSS MiB\n`,
+    `${'sessions'.padEnd(9)}${'flows'.padStart(7)}${'failed'.padStart(8)}${'req/s'.padStart(8)}${'shed'.padStart(6)}  ${'launch'.padEnd(22)}${'prepare'.padEnd(22)}${'save'.padEnd(22)}${'/health/live p99'.padEnd(18)}peak RSS MiB\n`,
   );
   for (const r of results) {
     const s = r.stats;
     process.stdout.write(
-      `${String(r.concurrency).padEnd(9)}${String(s.flows).padStart(7)}${String(s.failed).padStart(8)}${r.rps.toFixed(1).padStart(8)}  ${ms(s.launch).padEnd(22)}${ms(s.prepare).padEnd(22)}${ms(s.save).padEnd(22)}${String(Math.round(quantile(r.health, 0.99))).padEnd(18)}${Math.round(r.peak)}\n`,
+      `${String(r.concurrency).padEnd(9)}${String(s.flows).padStart(7)}${String(s.failed).padStart(8)}${r.rps.toFixed(1).padStart(8)}${String(s.shed).padStart(6)}  ${ms(s.launch).padEnd(22)}${ms(s.prepare).padEnd(22)}${ms(s.save).padEnd(22)}${String(Math.round(quantile(r.health, 0.99))).padEnd(18)}${Math.round(r.peak)}\n`,
     );
     for (const e of s.errors) process.stdout.write(`  failed: ${e}\n`);
   }
