@@ -116,6 +116,22 @@ describe('dtr-server HTTP edge', () => {
     );
   });
 
+  it('refuses a URL with a NUL, another control character or a broken percent-encoding, before any route', async () => {
+    // These reached the database (which cannot store a NUL) as a tenant or registration id and answered 500.
+    for (const target of [
+      '/launch/standalone?tenant=a%00b',
+      '/launch?iss=https%3A%2F%2Fehr.example%2Ffhir%01&launch=x',
+      '/admin/tenants/%00',
+      '/app/questionnaires/%ZZ',
+      '/api/session/questionnaire-responses/%ED%A0%80',
+    ])
+      await expectOutcome(await fetch(`${url}${target}`, { redirect: 'manual' }), 400, 'invalid');
+    expect((await fetch(`${url}/launch/standalone?tenant=no-such-tenant`, { redirect: 'manual' })).status).not.toBe(
+      400,
+    );
+    await expectStillServing();
+  });
+
   it('answers unknown routes with a 404 OperationOutcome', async () => {
     await expectOutcome(await fetch(`${url}/no/such/route`), 404, 'not-found');
   });

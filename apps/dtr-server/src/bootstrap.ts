@@ -11,6 +11,7 @@ import { AppModule } from './app.module.js';
 import type { AppConfig } from './config/app.config.js';
 import { LifecycleState } from './health/lifecycle-state.js';
 import { bodyMiddleware } from './http/body.middleware.js';
+import { urlCheckMiddleware } from './http/url-check.middleware.js';
 import { rateLimitMiddleware } from './http/rate-limit.middleware.js';
 import { requestIdMiddleware } from './http/request-id.middleware.js';
 import { requestOriginMiddleware } from './http/request-origin.middleware.js';
@@ -90,6 +91,7 @@ function configureHttp(app: NestExpressApplication, config: AppConfig, logger: J
   app.set('trust proxy', config.trustProxy);
   app.disable('x-powered-by');
   app.use(requestIdMiddleware(logger));
+  app.use(urlCheckMiddleware(logger));
   app.use(
     helmet({
       contentSecurityPolicy: {
