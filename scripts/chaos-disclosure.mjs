@@ -10,13 +10,21 @@
 // received it before the EHR copy was verified), lost (neither delivered nor dead), and send → delivered p50/p95.
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
 import { clinicianToSend, peerRecords } from './lib/clinician.mjs';
-import { freePort, oxygenOrderRecord, quantile, root, start, serveRegistered } from './lib/harness.mjs';
+import {
+  freePort,
+  oxygenPatients,
+  quantile,
+  root,
+  start,
+  serveRegistered,
+  startSandboxProcess,
+} from './lib/harness.mjs';
 
 const load = (rel) => import(pathToFileURL(path.join(root, 'dist', rel)).href);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -35,24 +43,17 @@ const serve = () =>
 
 /** Patients with a stationary-oxygen order; a third have their qualifying condition labelled (a choice to make). */
 function patients() {
-  const entry = [{ resourceType: 'Practitioner', id: 'chaos-pr', name: [{ family: 'Chaos', given: ['Dee'] }] }];
-  for (let n = 1; n <= PATIENTS; n++) {
-    const id = `chaos-${n}`;
-    entry.push(
-      { resourceType: 'Patient', id, birthDate: '1950-01-01', name: [{ family: 'Chaos', given: [`P${n}`] }] },
-      ...oxygenOrderRecord(id),
-      {
-        resourceType: 'Condition',
-        id: `${id}-cond`,
-        ...(n % 3 === 0
-          ? { meta: { security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'PSY' }] } }
-          : {}),
-        code: { coding: [{ system: 'http://snomed.info/sct', code: '13645005' }] },
-        subject: { reference: `Patient/${id}` },
-      },
-    );
-  }
-  return { resourceType: 'Bundle', type: 'collection', entry: entry.map((resource) => ({ resource })) };
+  return oxygenPatients('chaos', PATIENTS, (id, n) => [
+    {
+      resourceType: 'Condition',
+      id: `${id}-cond`,
+      ...(n % 3 === 0
+        ? { meta: { security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'PSY' }] } }
+        : {}),
+      code: { coding: [{ system: 'http://snomed.info/sct', code: '13645005' }] },
+      subject: { reference: `Patient/${id}` },
+    },
+  ]);
 }
 
 /** One clinician, start to Send; returns the submission id and when Send was first clicked. */
@@ -91,27 +92,10 @@ async function main() {
   // The embedded server runs as user postgres when we are root: it must be able to enter the folder.
   chmodSync(dir, 0o755);
   const { EmbeddedPostgresSupervisor } = await load('libs/persistence/src/index.js');
-  const [dbPort, serverPort, ehrPort, payerPort] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+  const [dbPort, serverPort] = await Promise.all([freePort(), freePort()]);
   let db = await EmbeddedPostgresSupervisor.start({ dataDir: path.join(dir, 'pg'), database: 'dtr', port: dbPort });
-  const bundle = path.join(dir, 'patients.json');
-  writeFileSync(bundle, JSON.stringify(patients()));
   const serverUrl = `http://127.0.0.1:${serverPort}`;
-  const sandbox = start(
-    ['dist/apps/sandbox/src/main.js'],
-    {
-      SANDBOX_EHR_PORT: String(ehrPort),
-      SANDBOX_PAYER_PORT: String(payerPort),
-      // The second payer on a port of its own (its default, the payer's + 1, may be taken).
-      SANDBOX_SECOND_PAYER_PORT: '0',
-      SANDBOX_APP_URL: serverUrl,
-      SANDBOX_BUNDLES: bundle,
-      SANDBOX_PATIENTS: '1',
-    },
-    /Sandbox payer: (http:\S+)\s+\(token (http:\S+)\)/,
-    'sandbox',
-  );
-  const [, payerFhir, payerToken] = await sandbox.matched;
-  const ehrFhir = /FHIR (http:\S+)\)/.exec(sandbox.output())[1];
+  const { sandbox, ehrFhir, payerFhir, payerToken } = await startSandboxProcess(dir, serverUrl, patients());
   const ehr = new URL(ehrFhir).origin;
   const payer = new URL(payerFhir).origin;
   const env = {

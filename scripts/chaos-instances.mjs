@@ -11,14 +11,14 @@
 // database on that server, dropped afterwards), the sandbox, the two servers.
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { clinicianToSend, json, peerRecords } from './lib/clinician.mjs';
 import { runDatabase } from './lib/database.mjs';
-import { freePort, oxygenOrderRecord, root, serveRegistered, start } from './lib/harness.mjs';
+import { freePort, oxygenPatients, root, serveRegistered, start, startSandboxProcess } from './lib/harness.mjs';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const PATIENTS = 12;
@@ -34,18 +34,6 @@ const serve = () =>
     'instance',
     process.env.CHAOS_PUBLIC_URL,
   );
-
-function patients() {
-  const entry = [{ resourceType: 'Practitioner', id: 'twin-pr', name: [{ family: 'Twin', given: ['Ida'] }] }];
-  for (let n = 1; n <= PATIENTS; n++) {
-    const id = `twin-${n}`;
-    entry.push(
-      { resourceType: 'Patient', id, birthDate: '1950-01-01', name: [{ family: 'Twin', given: [`P${n}`] }] },
-      ...oxygenOrderRecord(id),
-    );
-  }
-  return { resourceType: 'Bundle', type: 'collection', entry: entry.map((resource) => ({ resource })) };
-}
 
 /**
  * A round-robin balancer: each request goes to the next instance; when that one refuses the connection (it is down),
@@ -89,30 +77,18 @@ async function main() {
   const concurrency = Number(process.env.CHAOS_CONCURRENCY ?? 6);
   const dir = mkdtempSync(path.join(tmpdir(), 'dtr-twins-'));
   chmodSync(dir, 0o755);
-  const ports = await Promise.all(Array.from({ length: 5 }, freePort));
-  const [lbPort, portA, portB, ehrPort, payerPort] = ports;
+  const [lbPort, portA, portB] = await Promise.all(Array.from({ length: 3 }, freePort));
   const db = await runDatabase(dir, 'chaos_instances');
-  const bundle = path.join(dir, 'patients.json');
-  writeFileSync(bundle, JSON.stringify(patients()));
   const publicUrl = `http://127.0.0.1:${lbPort}`;
-  const sandbox = start(
-    ['dist/apps/sandbox/src/main.js'],
+  const { sandbox, ehrFhir, payerFhir, payerToken } = await startSandboxProcess(
+    dir,
+    publicUrl,
+    oxygenPatients('twin', PATIENTS),
     {
-      SANDBOX_EHR_PORT: String(ehrPort),
-      SANDBOX_PAYER_PORT: String(payerPort),
-      // The second payer on a port of its own (its default, the payer's + 1, may be taken).
-      SANDBOX_SECOND_PAYER_PORT: '0',
-      SANDBOX_APP_URL: publicUrl,
-      SANDBOX_BUNDLES: bundle,
-      SANDBOX_PATIENTS: '1',
       SANDBOX_TOKEN_TTL_SECONDS: '32',
       SANDBOX_ROTATE_REFRESH_TOKENS: '1',
     },
-    /Sandbox payer: (http:\S+)\s+\(token (http:\S+)\)/,
-    'sandbox',
   );
-  const [, payerFhir, payerToken] = await sandbox.matched;
-  const ehrFhir = /FHIR (http:\S+)\)/.exec(sandbox.output())[1];
   const ehr = new URL(ehrFhir).origin;
   const payer = new URL(payerFhir).origin;
   const env = {

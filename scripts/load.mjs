@@ -8,11 +8,20 @@
 // DATABASE_URL when set (a scratch database on that server, dropped at the end) or an embedded PostgreSQL.
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { json } from './lib/clinician.mjs';
-import { freePort, launch, oxygenOrderRecord, quantile, root, serveRegistered, start } from './lib/harness.mjs';
+import {
+  freePort,
+  launch,
+  oxygenPatients,
+  quantile,
+  root,
+  serveRegistered,
+  start,
+  startSandboxProcess,
+} from './lib/harness.mjs';
 import { runDatabase } from './lib/database.mjs';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -28,18 +37,6 @@ const serve = () =>
     },
     'load server',
   );
-
-function patients() {
-  const entry = [{ resourceType: 'Practitioner', id: 'load-pr', name: [{ family: 'Load', given: ['Lou'] }] }];
-  for (let n = 1; n <= PATIENTS; n++) {
-    const id = `load-${n}`;
-    entry.push(
-      { resourceType: 'Patient', id, birthDate: '1950-01-01', name: [{ family: 'Load', given: [`P${n}`] }] },
-      ...oxygenOrderRecord(id),
-    );
-  }
-  return { resourceType: 'Bundle', type: 'collection', entry: entry.map((resource) => ({ resource })) };
-}
 
 /** Peak resident memory of a process, from /proc (Linux), in MiB; undefined elsewhere. */
 function rssMiB(pid) {
@@ -126,27 +123,14 @@ async function main() {
   const seconds = Number(process.env.LOAD_SECONDS ?? 20);
   const dir = mkdtempSync(path.join(tmpdir(), 'dtr-load-'));
   chmodSync(dir, 0o755);
-  const [serverPort, ehrPort, payerPort] = await Promise.all([freePort(), freePort(), freePort()]);
+  const serverPort = await freePort();
   const db = await runDatabase(dir, 'load');
-  const bundle = path.join(dir, 'patients.json');
-  writeFileSync(bundle, JSON.stringify(patients()));
   const serverUrl = `http://127.0.0.1:${serverPort}`;
-  const sandbox = start(
-    ['dist/apps/sandbox/src/main.js'],
-    {
-      SANDBOX_EHR_PORT: String(ehrPort),
-      SANDBOX_PAYER_PORT: String(payerPort),
-      // The second payer on a port of its own (its default, the payer's + 1, may be taken).
-      SANDBOX_SECOND_PAYER_PORT: '0',
-      SANDBOX_APP_URL: serverUrl,
-      SANDBOX_BUNDLES: bundle,
-      SANDBOX_PATIENTS: '1',
-    },
-    /Sandbox payer: (http:\S+)\s+\(token (http:\S+)\)/,
-    'sandbox',
+  const { sandbox, ehrFhir, payerFhir, payerToken } = await startSandboxProcess(
+    dir,
+    serverUrl,
+    oxygenPatients('load', PATIENTS),
   );
-  const [, payerFhir, payerToken] = await sandbox.matched;
-  const ehrFhir = /FHIR (http:\S+)\)/.exec(sandbox.output())[1];
   const server = start(
     [path.join(root, 'scripts', 'load.mjs')],
     {

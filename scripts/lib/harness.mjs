@@ -1,6 +1,7 @@
 // Shared by the benchmark and chaos scripts: free ports, child processes that announce readiness, and a clinician's
 // EHR launch followed hop by hop with a cookie jar (what a browser does, without one). Loopback only.
 import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -177,4 +178,48 @@ export async function serveRegistered(peers, label, publicUrl) {
     () => server.embedded?.stop(1000),
   );
   process.stderr.write(`${label} ready: ${server.url}\n`);
+}
+
+/**
+ * The sandbox EHR and payer in a child process of their own (so they outlive a server killed under them), on free
+ * ports, loaded with the FHIR `bundle` (written to `dir`) and registering `appUrl` as our server; `env` adds sandbox
+ * settings. Resolves the child and where its peers listen.
+ */
+export async function startSandboxProcess(dir, appUrl, bundle, env = {}) {
+  const file = path.join(dir, 'patients.json');
+  writeFileSync(file, JSON.stringify(bundle));
+  const [ehrPort, payerPort] = await Promise.all([freePort(), freePort()]);
+  const sandbox = start(
+    ['dist/apps/sandbox/src/main.js'],
+    {
+      SANDBOX_EHR_PORT: String(ehrPort),
+      SANDBOX_PAYER_PORT: String(payerPort),
+      // The second payer on a port of its own (its default, the payer's + 1, may be taken).
+      SANDBOX_SECOND_PAYER_PORT: '0',
+      SANDBOX_APP_URL: appUrl,
+      SANDBOX_BUNDLES: file,
+      SANDBOX_PATIENTS: '1',
+      ...env,
+    },
+    /Sandbox payer: (http:\S+)\s+\(token (http:\S+)\)/,
+    'sandbox',
+  );
+  const [, payerFhir, payerToken] = await sandbox.matched;
+  const ehrFhir = /FHIR (http:\S+)\)/.exec(sandbox.output())[1];
+  return { sandbox, ehrFhir, payerFhir, payerToken };
+}
+
+/** A collection Bundle: practitioner `<prefix>-pr`, and `count` patients `<prefix>-<n>` each with an oxygen order. */
+export function oxygenPatients(prefix, count, extra = () => []) {
+  const family = prefix[0].toUpperCase() + prefix.slice(1);
+  const entry = [{ resourceType: 'Practitioner', id: `${prefix}-pr`, name: [{ family, given: ['Dee'] }] }];
+  for (let n = 1; n <= count; n++) {
+    const id = `${prefix}-${n}`;
+    entry.push(
+      { resourceType: 'Patient', id, birthDate: '1950-01-01', name: [{ family, given: [`P${n}`] }] },
+      ...oxygenOrderRecord(id),
+      ...extra(id, n),
+    );
+  }
+  return { resourceType: 'Bundle', type: 'collection', entry: entry.map((resource) => ({ resource })) };
 }
