@@ -9,4 +9,5 @@ export * from './issues.js';
 export * from './expression-binding.js';
 export * from './upstream-body.js';
 export * from './patient-compartment.js';
+export * from './fhir-model-shape.js';
 export * from './resource-shape.js';

@@ -78,8 +78,11 @@ export class BundleReader extends PatientDataReader {
     bundle: { entry?: Array<{ fullUrl?: string; resource?: FhirResource }> },
     options: { valueSets?: FhirResource[] } = {},
   ): BundleReader {
-    // Each entry's resource is checked before it is indexed: a wrong-typed element is refused, naming it.
-    const entries = checkedBundleResources(bundle, 'the patient bundle', 'INVALID_INPUT') as Array<{
+    // The bundle's structure is checked before it is indexed; each resource's elements are judged when it is read
+    // (screenResource), where a malformed one is left out with an issue rather than refusing the whole bundle.
+    const entries = checkedBundleResources(bundle, 'the patient bundle', 'INVALID_INPUT', {
+      elements: 'envelope',
+    }) as Array<{
       fullUrl?: string;
       resource: FhirResource;
     }>;
