@@ -15,11 +15,12 @@ const root = path.resolve(process.argv[2] ?? path.join(path.dirname(fileURLToPat
 
 export const ALLOWED = {
   kernel: [],
+  udap: ['kernel'],
   fhir: ['kernel'],
   persistence: ['kernel'],
   audit: ['kernel', 'fhir', 'persistence'],
-  smart: ['kernel', 'fhir', 'persistence', 'audit'],
-  payer: ['kernel', 'fhir', 'persistence', 'audit', 'smart'],
+  smart: ['kernel', 'fhir', 'persistence', 'audit', 'udap'],
+  payer: ['kernel', 'fhir', 'persistence', 'audit', 'smart', 'udap'],
   prefill: ['kernel', 'fhir'],
   forms: ['kernel', 'fhir', 'persistence', 'prefill', 'audit'],
   disclosure: ['kernel', 'fhir', 'persistence', 'audit', 'forms'],

@@ -1,0 +1,3 @@
+export * from './udap.types.js';
+export * from './certificates.js';
+export * from './test-ca.js';
