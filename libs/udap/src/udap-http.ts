@@ -1,7 +1,7 @@
 import { DtrError, parseUntrustedJson } from '@dtr/kernel';
 
 /** UDAP metadata and registration answers are a few KiB; more is refused. */
-export const UDAP_RESPONSE_MAX_BYTES = 64 * 1024;
+const UDAP_RESPONSE_MAX_BYTES = 64 * 1024;
 
 /** `host/path` of a URL, for messages (never its query). */
 export function placeOf(url: string): string {

@@ -3,10 +3,10 @@ import { SignJWT, type JWTPayload } from 'jose';
 import type { UdapIdentity } from './udap.types.js';
 
 /** The longest life UDAP allows a software statement or an authentication token: `exp` − `iat` ≤ 300 s. */
-export const UDAP_JWT_MAX_LIFETIME_SECONDS = 300;
+const UDAP_JWT_MAX_LIFETIME_SECONDS = 300;
 
 /** A fresh `jti`: 128 random bits, so that no two of our JWTs share one before they expire. */
-export const newJti = (): string => randomBytes(16).toString('base64url');
+const newJti = (): string => randomBytes(16).toString('base64url');
 
 /**
  * A UDAP JWT: compact JWS whose header has `alg` and `x5c` (leaf first) and no `kid` (the certificate names the key),
