@@ -1,5 +1,8 @@
 import { X509Certificate } from 'node:crypto';
 import { decodeProtectedHeader, jwtVerify } from 'jose';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as oidc from 'openid-client';
 import type { ClientMetadata, ServerMetadata } from 'openid-client';
 import { describe, expect, it } from 'vitest';
 import { signUdapClientAssertion, udapClientAuth } from './client-auth.js';
@@ -97,5 +100,50 @@ describe('udapClientAuth', () => {
       jtis.push(payload.jti);
     }
     expect(jtis[0]).not.toBe(jtis[1]);
+  });
+});
+
+describe('udapClientAuth with openid-client against a token endpoint', () => {
+  it('a client_credentials grant posts the assertion, udap=1 and the scope, and gets the token', async () => {
+    let form: URLSearchParams | undefined;
+    let authorization: string | undefined;
+    const server = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        form = new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+        authorization = req.headers.authorization;
+        res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+        res.end(
+          JSON.stringify({ access_token: 'at-1', token_type: 'Bearer', expires_in: 300, scope: 'system/Patient.rs' }),
+        );
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const tokenEndpoint = `${origin}/token`;
+      const config = new oidc.Configuration(
+        { issuer: origin, token_endpoint: tokenEndpoint },
+        'client-1',
+        {},
+        udapClientAuth({ identity, clientId: 'client-1', tokenEndpoint, b2b }),
+      );
+      oidc.allowInsecureRequests(config);
+      const tokens = await oidc.clientCredentialsGrant(config, { scope: 'system/Patient.rs' });
+      expect(tokens.access_token).toBe('at-1');
+      expect(authorization).toBeUndefined();
+      expect(form?.get('grant_type')).toBe('client_credentials');
+      expect(form?.get('scope')).toBe('system/Patient.rs');
+      expect(form?.get('udap')).toBe('1');
+      expect(form?.get('client_assertion_type')).toBe('urn:ietf:params:oauth:client-assertion-type:jwt-bearer');
+      const { payload } = await jwtVerify(form!.get('client_assertion')!, leafKey, {
+        audience: tokenEndpoint,
+        issuer: 'client-1',
+      });
+      expect(payload['extensions']).toMatchObject({ 'hl7-b2b': { version: '1', purpose_of_use: b2b.purposeOfUse } });
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 });

@@ -122,6 +122,7 @@ describe('discoverUdapServer against a metadata endpoint', () => {
     await serve('no-iat', { claims: { iat: undefined } });
     const { udap_versions_supported: _v, ...withoutVersions } = plain('no-versions');
     documents.set('no-versions', { status: 200, body: { ...withoutVersions, signed_metadata: 'x.y.z' } });
+    documents.set('huge', { status: 200, body: { ...plain('huge'), signed_metadata: 'x'.repeat(70 * 1024) } });
   });
   afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
@@ -178,6 +179,7 @@ describe('discoverUdapServer against a metadata endpoint', () => {
   it('refuses metadata without udap_versions_supported "1", and says when the server has no UDAP', async () => {
     await expect(discover('no-versions')).rejects.toThrow(/udap_versions_supported/);
     await expect(discover('nothing-here')).rejects.toThrow(/does not support UDAP \(404/);
+    await expect(discover('huge')).rejects.toThrow(/more than the 64 KiB accepted/);
   });
 
   it('asks for a community and says when the server does not know it', async () => {
