@@ -72,6 +72,8 @@ export interface SoftwareStatementInput {
   redirectUris?: string[];
   /** Required with authorization_code. */
   logoUri?: string;
+  /** With authorization_code: also ask for `refresh_token` (the IG allows it only beside authorization_code). Default true. */
+  refreshToken?: boolean;
   scope: string;
   now?: Date;
 }
@@ -86,9 +88,21 @@ export interface UdapRegistration {
 
 /** The B2B authorization extension object (`hl7-b2b`) a client_credentials token request carries. */
 export interface B2bExtension {
+  /** A URI identifying the requesting organization (`organization_id`). */
   organizationId: string;
   organizationName?: string;
+  /** One or more codes, preferably `urn:oid:2.16.840.1.113883.5.8#TREAT` style URIs (`purpose_of_use`). */
   purposeOfUse: string[];
+  /** The human or non-human requestor's name (`subject_name`), required by the IG when known. */
+  subjectName?: string;
+  /** The human requestor's identifier, e.g. an NPI as `urn:oid:2.16.840.1.113883.4.6#1234567890` (`subject_id`). */
+  subjectId?: string;
+  /** The human requestor's role code, e.g. a NUCC taxonomy code URI (`subject_role`). */
+  subjectRole?: string;
+  /** Policy URIs consistent with the purpose of use (`consent_policy`). */
+  consentPolicy?: string[];
+  /** Absolute URLs of Consent or DocumentReference resources (`consent_reference`); only with consentPolicy. */
+  consentReference?: string[];
 }
 
 export interface ClientAssertionInput {
