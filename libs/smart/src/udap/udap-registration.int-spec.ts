@@ -5,11 +5,14 @@ import { AuditLog } from '@dtr/audit';
 import { FixedClock } from '@dtr/kernel';
 import { createDataSource, migrate } from '@dtr/persistence';
 import { type IssuedCertificate, TestCertificateAuthority } from '@dtr/udap';
-import { decodeJwt, decodeProtectedHeader, importX509, jwtVerify, SignJWT } from 'jose';
+import { decodeJwt, decodeProtectedHeader, generateKeyPair, importX509, jwtVerify, SignJWT } from 'jose';
 import type { DataSource } from 'typeorm';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createScratchDatabase, type ScratchDatabase } from '../../../../test/support/databases.js';
 import { BackendServicesClient } from '../backend-services.js';
+import { LaunchService } from '../launch/launch.service.js';
+import { SessionStore } from '../sessions/session-store.js';
+import { SmartDiscovery } from '../smart-configuration.js';
 import { KeyRingSecretBox } from '../key-ring-secret-box.js';
 import type { OutboundPolicy } from '../outbound-policy.js';
 import type { ClientKeyProvider } from '../smart-client.js';
@@ -52,7 +55,12 @@ describe('UDAP registration of our identities and UDAP client authentication (re
 
   const base = (variant: string) => `${origin}/${variant}/fhir`;
 
-  async function serveMetadata(variant: string, signer: IssuedCertificate, tamper = false): Promise<void> {
+  async function serveMetadata(
+    variant: string,
+    signer: IssuedCertificate,
+    tamper = false,
+    profiles = ['udap_dcr', 'udap_authn', 'udap_authz', 'udap_to'],
+  ): Promise<void> {
     const now = Math.floor(Date.now() / 1000);
     const endpoints = {
       authorization_endpoint: `${base(variant)}/authorize`,
@@ -77,7 +85,7 @@ describe('UDAP registration of our identities and UDAP client authentication (re
     }
     metadata.set(variant, {
       udap_versions_supported: ['1'],
-      udap_profiles_supported: ['udap_dcr', 'udap_authn', 'udap_authz', 'udap_to'],
+      udap_profiles_supported: profiles,
       udap_authorization_extensions_supported: ['hl7-b2b'],
       udap_authorization_extensions_required: [],
       udap_certifications_supported: [],
@@ -91,6 +99,18 @@ describe('UDAP registration of our identities and UDAP client authentication (re
   }
 
   async function handle(path: string, body: string): Promise<{ status: number; json: Json }> {
+    if (path.endsWith('/.well-known/smart-configuration')) {
+      const fhir = `${origin}${path.replace('/.well-known/smart-configuration', '')}`;
+      return {
+        status: 200,
+        json: {
+          authorization_endpoint: `${fhir}/authorize`,
+          token_endpoint: `${fhir}/token`,
+          code_challenge_methods_supported: ['S256'],
+          capabilities: ['launch-ehr', 'launch-standalone', 'client-confidential-asymmetric'],
+        },
+      };
+    }
     if (path.endsWith('/.well-known/udap')) {
       const doc = metadata.get(path.split('/')[1] ?? '');
       return doc ? { status: 200, json: doc } : { status: 404, json: {} };
@@ -151,6 +171,7 @@ describe('UDAP registration of our identities and UDAP client authentication (re
     await serveMetadata('good', community.issue({ sanUris: [base('good')] }));
     await serveMetadata('tampered', community.issue({ sanUris: [base('tampered')] }), true);
     await serveMetadata('stranger', stranger.issue({ sanUris: [base('stranger')] }));
+    await serveMetadata('plain', community.issue({ sanUris: [base('plain')] }), false, ['udap_dcr', 'udap_authn']);
 
     db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_udap_reg');
     await migrate(db.url);
@@ -167,7 +188,7 @@ describe('UDAP registration of our identities and UDAP client authentication (re
       contacts: ['mailto:ops@dtr.example.org'],
       logoUri: 'https://dtr.example.org/logo.png',
     });
-    for (const variant of ['good', 'tampered', 'stranger']) {
+    for (const variant of ['good', 'tampered', 'stranger', 'plain']) {
       await tenants.upsert({
         id: `ehr-${variant}`,
         name: `EHR ${variant}`,
@@ -340,6 +361,65 @@ describe('UDAP registration of our identities and UDAP client authentication (re
       expect.arrayContaining(['bad-signature', 'untrusted-anchor']),
     );
   });
+
+  it('Tiered OAuth: the idp and the udap scope are sent when the EHR offers udap_to; otherwise the launch goes on without them, said once', async () => {
+    const box = new KeyRingSecretBox(new Map([['k', randomBytes(32)]]));
+    const skipped: Array<[string, string]> = [];
+    const launches = new LaunchService(
+      dataSource,
+      tenants,
+      new SmartDiscovery(policy, clock),
+      new SessionStore(dataSource, box, clock),
+      box,
+      clock,
+      {
+        policy,
+        // The private_key_jwt tenant's key (only its authorization request is built here).
+        keys: { privateKey: async () => ({ key: (await generateKeyPair('ES384')).privateKey, kid: 'k' }) },
+        udap: { identities, b2b: { organizationId: 'https://dtr.example.org', purposeOfUse: ['TREAT'] } },
+        udapDiscovery: new UdapRegistrar(identities, policy, clock),
+        onTieredOAuthSkipped: (tenantId, reason) => skipped.push([tenantId, reason]),
+      },
+    );
+    const offered = new URL((await launches.startStandaloneLaunch('ehr-good', 'browser-1')).authorizationUrl);
+    expect(offered.origin + offered.pathname).toBe(`${base('good')}/authorize`);
+    expect(offered.searchParams.get('idp')).toBe('https://idp.example.org');
+    expect(offered.searchParams.get('scope')!.split(' ')).toEqual(expect.arrayContaining(['openid', 'udap']));
+    expect(offered.searchParams.get('client_id')).toBe(
+      (await tenants.credentialsFor('ehr-good', 'supplement')).clientId,
+    );
+
+    await tenants.upsert({ ...(await putOf('ehr-plain')), udapIdp: 'https://idp.example.org' });
+    for (const binding of ['browser-2', 'browser-3']) {
+      const plain = new URL((await launches.startStandaloneLaunch('ehr-plain', binding)).authorizationUrl);
+      expect(plain.searchParams.has('idp')).toBe(false);
+      expect(plain.searchParams.get('scope')!.split(' ')).not.toContain('udap');
+    }
+    expect(skipped).toEqual([['ehr-plain', 'the EHR does not list udap_to in udap_profiles_supported']]);
+  });
+
+  /** A tenant's current settings as `upsert` takes them (private_key_jwt registrations). */
+  async function putOf(id: string): Promise<Record<string, unknown>> {
+    const view = (await tenants.get(id))!;
+    const registration = (purpose: string) => {
+      const r = view.registrations.find((x) => x.purpose === purpose)!;
+      return {
+        clientId: r.clientId,
+        authMethod: 'private_key_jwt',
+        signingAlg: 'ES384',
+        scopes: r.scopes,
+        redirectUri: r.redirectUri,
+      };
+    };
+    return {
+      id,
+      name: view.name,
+      fhirBase: view.fhirBase,
+      discloseMode: view.discloseMode,
+      supplement: registration('supplement'),
+      disclose: registration('disclose'),
+    };
+  }
 
   it('refuses to register as a SAN URI no certificate of ours names', async () => {
     await expect(
