@@ -5,7 +5,7 @@ import { z } from 'zod';
  * What an operator asks for when registering one of our identities with a UDAP server (CLI flags and admin API body
  * alike). Defaults for the client name, contact and logo come from configuration.
  */
-export const udapRegisterInputSchema = z
+const udapRegisterInputSchema = z
   .object({
     /** The SAN URI of our certificate to register as; a cancellation may omit it (the stored one is used). */
     san: z.url().max(500).optional(),
