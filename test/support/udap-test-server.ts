@@ -127,7 +127,13 @@ export async function startUdapTestServer(): Promise<UdapTestServer> {
       assertions.push({ header, claims, udap: form.get('udap'), grant: form.get('grant_type') });
       return {
         status: 200,
-        json: { access_token: `at-${randomBytes(8).toString('hex')}`, token_type: 'Bearer', expires_in: 300 },
+        json: {
+          access_token: `at-${randomBytes(8).toString('hex')}`,
+          token_type: 'Bearer',
+          expires_in: 300,
+          // An authorization_code grant (a launch) names its patient, as SMART servers do.
+          ...(form.get('grant_type') === 'authorization_code' ? { patient: 'udap-patient' } : {}),
+        },
       };
     }
     return { status: 404, json: {} };

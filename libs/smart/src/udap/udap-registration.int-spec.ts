@@ -242,7 +242,7 @@ describe('UDAP registration of our identities and UDAP client authentication (re
     );
   });
 
-  it('Tiered OAuth: the idp and the udap scope are sent when the EHR offers udap_to; otherwise the launch goes on without them, said once', async () => {
+  it('launch: the idp and the udap scope are sent when the EHR offers udap_to (Tiered OAuth), and the code is exchanged with a UDAP assertion; without udap_to the launch goes on without them, said once', async () => {
     const box = new KeyRingSecretBox(new Map([['k', randomBytes(32)]]));
     const skipped: Array<[string, string]> = [];
     const launches = new LaunchService(
