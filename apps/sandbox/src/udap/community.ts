@@ -1,18 +1,13 @@
 import { type IssuedCertificate, TestCertificateAuthority } from '@dtr/udap';
 import express, { type Request, type Response } from 'express';
+import type { FaultSettings } from '../shared/faults.js';
 import type { PeerServer } from '../shared/peer-server.js';
 
 /** The URI a client names in `?community=` to ask for metadata signed with this community's certificate. */
 export const SANDBOX_COMMUNITY_URI = 'urn:dtr-sandbox:udap-community';
 
 /** What a server's signed metadata can be made to get wrong (fault `udapMetadata`), each a refusal our client must show. */
-export type UdapMetadataFault = 'bad-signature' | 'untrusted-anchor' | 'expired-certificate' | 'san-mismatch';
-export const UDAP_METADATA_FAULTS: readonly UdapMetadataFault[] = [
-  'bad-signature',
-  'untrusted-anchor',
-  'expired-certificate',
-  'san-mismatch',
-];
+export type UdapMetadataFault = NonNullable<FaultSettings['udapMetadata']>;
 
 /**
  * The sandbox's UDAP trust community (dev/test only): one anchor every sandbox party trusts, server certificates whose
@@ -86,7 +81,7 @@ export function mountCommunityRoutes(peer: PeerServer, community: SandboxUdapCom
     const body = req.body as { sanUris: string[]; format?: 'pem' | 'pkcs12'; passphrase?: string };
     const cert = community.ca.issue({ sanUris: body.sanUris });
     if (body.format === 'pkcs12') {
-      res.type('application/x-pkcs12').send(cert.pkcs12(body.passphrase!));
+      res.status(201).type('application/x-pkcs12').send(cert.pkcs12(body.passphrase!));
       return;
     }
     res.status(201).json({ certificatePem: cert.certificatePem, privateKeyPem: cert.privateKeyPem, x5c: cert.x5c });

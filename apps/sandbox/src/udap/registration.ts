@@ -15,8 +15,7 @@ export interface UdapClient {
   jwk: JWK;
 }
 
-export type RegistrationError =
-  'invalid_software_statement' | 'unapproved_software_statement' | 'invalid_client_metadata';
+type RegistrationError = 'invalid_software_statement' | 'unapproved_software_statement' | 'invalid_client_metadata';
 
 export interface RegistrationAnswer {
   status: 200 | 201 | 400;

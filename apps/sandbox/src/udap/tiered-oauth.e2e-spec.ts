@@ -59,7 +59,7 @@ describe('sandbox EHR: UDAP authorization code and Tiered OAuth', () => {
   });
   afterEach(() => sandbox.ehr.peer.faults.clear());
 
-  const authorize = async (extra: Record<string, string>) => {
+  const authorize = async (extra: Record<string, string>, browser = new TestBrowser()) => {
     const url = `${sandbox.ehr.auth.issuer}/auth?${new URLSearchParams({
       response_type: 'code',
       client_id: clientId,
@@ -72,7 +72,7 @@ describe('sandbox EHR: UDAP authorization code and Tiered OAuth', () => {
       code_challenge_method: 'S256',
       ...extra,
     })}`;
-    const hops = await new TestBrowser().navigate(url);
+    const hops = await browser.navigate(url);
     const location = hops.find((h) => h.headers['location']?.startsWith(redirect))?.headers['location'];
     expect(location, JSON.stringify(hops.map((h) => [h.url, h.status, h.body.slice(0, 200)]))).toBeDefined();
     return { params: new URL(location!).searchParams, hops };
@@ -123,6 +123,20 @@ describe('sandbox EHR: UDAP authorization code and Tiered OAuth', () => {
       await fetch(`${sandbox.ehr.peer.origin}/_sandbox/udap/tiered-logins`)
     ).json()) as unknown[];
     expect(overHttp.length).toBe(before + 1);
+  });
+
+  it('sends a user already signed in at the EHR through the IdP all the same', async () => {
+    const browser = new TestBrowser();
+    const first = await authorize({}, browser);
+    expect(first.params.get('code')).not.toBeNull();
+    const before = sandbox.udap.tieredLogins().length;
+    const { params, hops } = await authorize(
+      { scope: 'openid udap launch/patient patient/*.rs', idp: sandbox.udap.idp.baseUrl },
+      browser,
+    );
+    expect(hops.some((h) => h.url.startsWith(`${sandbox.udap.idp.baseUrl}/authorize`))).toBe(true);
+    expect(params.get('code')).not.toBeNull();
+    expect(sandbox.udap.tieredLogins().length).toBe(before + 1);
   });
 
   it('answers invalid_idp at the redirect URI for an IdP it does not trust', async () => {

@@ -9,7 +9,7 @@ import { UDAP_CLIENT_PREFIX, UdapServer } from './udap-server.js';
 import { UdapJwtRefused, audienceIs, checkLifetime, verifyUdapJwt } from './udap-jwt.js';
 
 /** Where the sandbox plays a UDAP identity provider, on the EHR's origin. */
-export const IDP_PATH = '/idp';
+const IDP_PATH = '/idp';
 /** The EHR's redirect URI at identity providers. */
 const TIERED_CALLBACK_PATH = '/udap/tiered-callback';
 
@@ -175,6 +175,17 @@ export class TieredOAuth {
 
   constructor(private readonly options: TieredOAuthOptions) {
     const { peer } = options;
+    // A user already signed in at the EHR still goes to the IdP the app named: the request asks for a login.
+    peer.app.get('/auth/auth', (req, _res, next) => {
+      const url = new URL(req.url, 'http://sandbox');
+      const scopes = (url.searchParams.get('scope') ?? '').split(' ');
+      const prompts = new Set((url.searchParams.get('prompt') ?? '').split(' ').filter(Boolean));
+      if (url.searchParams.has('idp') && scopes.includes('udap') && !prompts.has('none') && !prompts.has('login')) {
+        url.searchParams.set('prompt', [...prompts, 'login'].join(' '));
+        req.url = `${url.pathname}${url.search}`;
+      }
+      next();
+    });
     peer.app.get(TIERED_CALLBACK_PATH, (req, res) => void this.callback(req, res));
     peer.app.get('/auth/interaction/:uid/idp-return', (req, res) => void this.finish(req, res));
     peer.app.get('/_sandbox/udap/tiered-logins', (_req, res) => {

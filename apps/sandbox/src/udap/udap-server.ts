@@ -143,7 +143,7 @@ export class UdapServer {
   }
 
   /** `POST {path}`: UDAP dynamic registration (JSON body). */
-  registrationRoute(): express.RequestHandler[] {
+  registrationRoute(): Handlers {
     return [
       express.json({ limit: '128kb', type: () => true }),
       (req: Request, res: Response, next: NextFunction) => {
@@ -152,6 +152,7 @@ export class UdapServer {
           .then((answer) => res.status(answer.status).set('cache-control', 'no-store').json(answer.body))
           .catch(next);
       },
+      unreadableBody('invalid_software_statement', 'the body must be a JSON object of at most 128 KB'),
     ];
   }
 
@@ -176,7 +177,7 @@ export class UdapServer {
    * The body is read here as bytes and left for the provider, which reads it again.
    * @see https://hl7.org/fhir/us/udap-security/b2b.html#constructing-authentication-token
    */
-  tokenGuard(): express.RequestHandler[] {
+  tokenGuard(): Handlers {
     return [
       express.raw({ type: 'application/x-www-form-urlencoded', limit: '56kb' }),
       (req: Request, res: Response, next: NextFunction) => {
@@ -197,12 +198,22 @@ export class UdapServer {
           .then(() => next())
           .catch((error: unknown) => {
             if (!(error instanceof UdapJwtRefused)) return next(error);
+            // Recorded as the provider records the requests it answers (it never sees this one).
+            this.options.peer.log.start({
+              method: req.method,
+              path: req.path,
+              query: {},
+              ...(typeof claimedIss === 'string' ? { clientId: claimedIss } : {}),
+              status: 401,
+              grant: { type: params.get('grant_type') ?? 'none' },
+            });
             res
               .status(401)
               .set('cache-control', 'no-store')
               .json({ error: 'invalid_client', error_description: error.message });
           });
       },
+      unreadableBody('invalid_request', 'the body must be a form of at most 56 KB'),
     ];
   }
 
@@ -251,6 +262,17 @@ export class UdapServer {
       scope: client.scope,
     });
   }
+}
+
+type Handlers = Array<express.RequestHandler | express.ErrorRequestHandler>;
+
+/** A body the parser could not read (not JSON, too large): a 400 in the endpoint's own error format. */
+function unreadableBody(error: string, description: string): express.ErrorRequestHandler {
+  return (err: unknown, _req: Request, res: Response, next: NextFunction) => {
+    const status = (err as { status?: unknown }).status;
+    if (status !== 400 && status !== 413) return next(err);
+    res.status(400).json({ error, error_description: description });
+  };
 }
 
 /**

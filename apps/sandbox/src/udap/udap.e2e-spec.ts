@@ -124,7 +124,7 @@ describe('sandbox UDAP discovery', () => {
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ sanUris: ['https://dtr.example.org/app'], format: 'pkcs12', passphrase: 'changeit' }),
     });
-    expect(p12.status).toBe(200);
+    expect(p12.status).toBe(201);
     expect(p12.headers.get('content-type')).toContain('application/x-pkcs12');
     for (const bad of [
       {},
@@ -185,9 +185,14 @@ describe('sandbox UDAP registration and token endpoint (payer, client_credential
   it('refuses authentication tokens: replayed jti, wrong SAN, untrusted chain, no hl7-b2b, wrong aud, too long', async () => {
     const once = await assertion();
     expect((await askToken(once)).status).toBe(200);
+    const mark = sandbox.payer.peer.log.mark();
     const replay = await askToken(once);
     expect(replay.status).toBe(401);
     expect(replay.body).toMatchObject({ error: 'invalid_client', error_description: 'jti already used' });
+    // The refusal is in the payer's request log, as the requests the token endpoint answers are.
+    expect(sandbox.payer.peer.log.since(mark)).toEqual([
+      expect.objectContaining({ path: '/auth/token', clientId, status: 401, grant: { type: 'client_credentials' } }),
+    ]);
 
     const otherSan = sandbox.udap.ca.issue({ sanUris: ['https://someone-else.example.org/app'] });
     const wrongSan = await askToken(await assertion({}, otherSan));
@@ -338,6 +343,18 @@ describe('sandbox UDAP registration and token endpoint (payer, client_credential
       expect(answer.body['error'], name).toBe(error);
       expect(answer.body['error_description'], name).toContain(cause);
     }
+  });
+
+  it('answers a body that is not JSON with a registration error, not a page', async () => {
+    const response = await fetch(endpoint(), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"software_statement": ',
+    });
+    expect(response.status).toBe(400);
+    expect(await response.json()).toMatchObject({ error: 'invalid_software_statement' });
+    const noUdap = await register(endpoint(), 'x');
+    expect(noUdap.body['error']).toBe('invalid_software_statement');
   });
 
   it('refuses a replayed software statement', async () => {
