@@ -46,7 +46,7 @@ export function mountSandboxIdp(peer: PeerServer, community: SandboxUdapCommunit
     authorizationEndpoint: `${base}/authorize`,
     tokenEndpoint: `${base}/token`,
     registrationEndpoint: `${base}/register`,
-    profiles: ['udap_dcr', 'udap_authn', 'udap_authz'],
+    profiles: ['udap_dcr', 'udap_authn'],
     grantTypes: ['authorization_code'],
     scopesSupported: ['openid', 'udap', 'profile', 'email'],
     extensionsSupported: [],

@@ -33,6 +33,7 @@ export interface UdapServerOptions {
   scopesSupported: string[];
   /** `hl7-b2b` where client_credentials is offered. */
   extensionsSupported: string[];
+  /** Extensions every token request must carry (default none). */
   extensionsRequired?: string[];
 }
 
@@ -73,7 +74,10 @@ export class UdapServer {
       udap_versions_supported: ['1'],
       udap_profiles_supported: o.profiles,
       udap_authorization_extensions_supported: o.extensionsSupported,
-      ...(o.extensionsRequired ? { udap_authorization_extensions_required: o.extensionsRequired } : {}),
+      // Present whenever extensions are supported (IG section 2.2); what every token request must carry.
+      ...(o.extensionsSupported.length > 0
+        ? { udap_authorization_extensions_required: o.extensionsRequired ?? [] }
+        : {}),
       udap_certifications_supported: [],
       grant_types_supported: o.grantTypes.includes('authorization_code')
         ? [...o.grantTypes, 'refresh_token']

@@ -76,6 +76,8 @@ describe('sandbox UDAP discovery', () => {
         expect(body['grant_types_supported']).toEqual(expect.arrayContaining(['authorization_code', 'refresh_token']));
         expect(claims['authorization_endpoint']).toBe(body['authorization_endpoint']);
         expect(body['scopes_supported']).toContain('udap');
+        // hl7-b2b only for client_credentials, so not in every token request.
+        expect(body['udap_authorization_extensions_required']).toEqual([]);
       } else {
         expect(body['grant_types_supported']).toEqual(['client_credentials']);
         expect(body['udap_authorization_extensions_required']).toEqual(['hl7-b2b']);
