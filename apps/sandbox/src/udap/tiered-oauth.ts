@@ -128,7 +128,11 @@ export function mountSandboxIdp(peer: PeerServer, community: SandboxUdapCommunit
   return idp;
 }
 
+/** How long the EHR waits for the IdP's answer to one login. */
+const PENDING_MS = 10 * 60_000;
+
 interface Pending {
+  at: number;
   uid: string;
   appClientId: string;
   idp: string;
@@ -165,6 +169,7 @@ export interface TieredOAuthOptions {
  * @see https://hl7.org/fhir/us/udap-security/user.html
  */
 export class TieredOAuth {
+  /** By `state`; an abandoned login is forgotten after {@link PENDING_MS}. */
   private readonly pending = new Map<string, Pending>();
   private readonly outcomes = new Map<
     string,
@@ -216,7 +221,10 @@ export class TieredOAuth {
     }
     const state = randomBytes(24).toString('base64url');
     const nonce = randomBytes(24).toString('base64url');
+    const now = Date.now();
+    for (const [key, old] of this.pending) if (old.at < now - PENDING_MS) this.pending.delete(key);
     this.pending.set(state, {
+      at: now,
       uid: details.uid,
       appClientId: String(details.params['client_id']),
       idp,

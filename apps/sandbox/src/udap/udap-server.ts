@@ -151,9 +151,15 @@ export class UdapServer {
     return [
       express.json({ limit: '128kb', type: () => true }),
       (req: Request, res: Response, next: NextFunction) => {
+        // In the peer's request log with the client it registered, modified or cancelled (tests read what was asked).
+        const entry = this.options.peer.log.start({ method: req.method, path: req.path, query: {} });
         this.registrar
           .register(req.body)
-          .then((answer) => res.status(answer.status).set('cache-control', 'no-store').json(answer.body))
+          .then((answer) => {
+            entry.status = answer.status;
+            if (typeof answer.body['client_id'] === 'string') entry.clientId = answer.body['client_id'];
+            res.status(answer.status).set('cache-control', 'no-store').json(answer.body);
+          })
           .catch(next);
       },
       unreadableBody('invalid_software_statement', 'the body must be a JSON object of at most 128 KB'),

@@ -168,10 +168,14 @@ describe('sandbox UDAP registration and token endpoint (payer, client_credential
     });
 
   it('registers a new SAN (201, client_id) and grants a token to a good UDAP authentication token', async () => {
+    const mark = sandbox.payer.peer.log.mark();
     const answer = await register(endpoint(), await signUdapJwt(clientCert, b2bStatement(san, endpoint())));
     expect(answer.status).toBe(201);
     clientId = answer.body['client_id'] as string;
     expect(clientId).toEqual(expect.any(String));
+    expect(sandbox.payer.peer.log.since(mark)).toEqual([
+      expect.objectContaining({ method: 'POST', path: '/auth/register', status: 201, clientId }),
+    ]);
     expect(answer.body['grant_types']).toEqual(['client_credentials']);
     expect(answer.body['token_endpoint_auth_method']).toBe('private_key_jwt');
     expect(answer.body['iss']).toBeUndefined();
