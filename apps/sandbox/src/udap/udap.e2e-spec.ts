@@ -1,6 +1,6 @@
 import { X509Certificate } from 'node:crypto';
 import { verifyChain } from '@dtr/udap';
-import { compactVerify, decodeJwt, decodeProtectedHeader } from 'jose';
+import { SignJWT, compactVerify, decodeJwt, decodeProtectedHeader } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { loadSandboxOptions } from '../sandbox.config.js';
 import { type RunningSandbox, startSandbox } from '../sandbox.js';
@@ -335,6 +335,29 @@ describe('sandbox UDAP registration and token endpoint (payer, client_credential
         signUdapJwt(good, b2bStatement(s, endpoint()), { lifetime: 301 }),
         'invalid_software_statement',
         '300 seconds',
+      ],
+      [
+        'sub not iss',
+        signUdapJwt(good, b2bStatement(s, endpoint(), { sub: 'https://dtr.example.org/someone' })),
+        'invalid_software_statement',
+        'sub must equal iss',
+      ],
+      [
+        'expired statement',
+        signUdapJwt(good, b2bStatement(s, endpoint()), { iat: Math.floor(Date.now() / 1000) - 600 }),
+        'invalid_software_statement',
+        'expired',
+      ],
+      [
+        'HS256',
+        new SignJWT(b2bStatement(s, endpoint()))
+          .setProtectedHeader({ alg: 'HS256', x5c: good.x5c })
+          .setIssuedAt()
+          .setExpirationTime('5m')
+          .setJti('hs256')
+          .sign(new TextEncoder().encode('a shared secret of enough length!')),
+        'invalid_software_statement',
+        'alg HS256',
       ],
       [
         'no contacts',
