@@ -11,7 +11,8 @@ async function main(): Promise<void> {
   process.stderr.write(
     `\nSandbox EHR:   ${sandbox.ehr.demoUrl}  (FHIR ${sandbox.ehr.fhirBase})\n` +
       `Sandbox payer: ${sandbox.payer.fhirBase}  (token ${sandbox.payer.tokenEndpoint})\n` +
-      `Second sandbox payer: ${sandbox.secondPayer.fhirBase}  (token ${sandbox.secondPayer.tokenEndpoint})\n\n`,
+      `Second sandbox payer: ${sandbox.secondPayer.fhirBase}  (token ${sandbox.secondPayer.tokenEndpoint})\n` +
+      `UDAP community anchor: ${sandbox.ehr.peer.origin}/udap/anchor.pem  (client certificates: POST ${sandbox.ehr.peer.origin}/udap/certificates)\n\n`,
   );
   const stop = () => {
     void sandbox.close().then(() => process.exit(0));

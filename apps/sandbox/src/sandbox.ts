@@ -5,6 +5,7 @@ import { mountDemo } from './demo/demo.routes.js';
 import { createPayerServer, type DtrIgVersion, type PayerServer } from './payer/index.js';
 import type { SandboxClientConfig } from './shared/clients.js';
 import { type PeerServer, startPeerServer } from './shared/peer-server.js';
+import { mountSandboxUdap, type SandboxUdap } from './udap/index.js';
 
 /** Where the sandbox EHR also serves the payer's DTR operations (an EHR-and-payer harness). */
 export const EHR_HARNESS_PATH = '/harness-payer/fhir';
@@ -38,6 +39,8 @@ export interface RunningSandbox {
   payer: { peer: PeerServer; server: PayerServer; fhirBase: string; tokenEndpoint: string };
   /** Another insurer (payor identifier `http://example.org/payer-id|SANDBOX-PAYER-2`), with its own request log. */
   secondPayer: { peer: PeerServer; server: PayerServer; fhirBase: string; tokenEndpoint: string };
+  /** UDAP: the community CA and anchor, each server's discovery and registrations, Tiered OAuth logins. */
+  udap: SandboxUdap;
   close(): Promise<void>;
 }
 
@@ -53,6 +56,8 @@ export async function startSandbox(options: SandboxOptions): Promise<RunningSand
     throw error;
   });
   try {
+    // Its routes come before the authorization servers' own (registration, token checks, Tiered OAuth).
+    const udap = mountSandboxUdap({ ehr: ehrPeer, payer: payerPeer, secondPayer: secondPeer });
     const resources = [
       ...generatePatients({ seed: options.seed, count: options.patientCount }),
       ...twoPayerPatient(),
@@ -74,6 +79,7 @@ export async function startSandbox(options: SandboxOptions): Promise<RunningSand
       patients: fhir.listPatients(),
       ...(options.accessTokenTtlSeconds ? { accessTokenTtlSeconds: options.accessTokenTtlSeconds } : {}),
       ...(options.rotateRefreshTokens ? { rotateRefreshTokens: true } : {}),
+      loginWithIdp: udap.loginWithIdp,
     });
     const payer = await createPayerServer({
       peer: payerPeer,
@@ -89,6 +95,12 @@ export async function startSandbox(options: SandboxOptions): Promise<RunningSand
       defaultIgVersion: options.igVersion,
       ...(options.accessTokenTtlSeconds ? { accessTokenTtlSeconds: options.accessTokenTtlSeconds } : {}),
     });
+    await udap.attach({
+      ehr: auth,
+      payer: payer.clientStore,
+      secondPayer: second.clientStore,
+      defaultAccountId: fhir.listPractitioners()[0]?.id ?? 'sandbox-user',
+    });
     mountDemo({ peer: ehrPeer, fhir, auth, payer, appLaunchUrl: options.appLaunchUrl });
     // The payer's operations on the EHR's origin, taking the EHR's tokens (for `tokenSource: launch` tests).
     const harness = auth;
@@ -97,6 +109,7 @@ export async function startSandbox(options: SandboxOptions): Promise<RunningSand
       ehr: { peer: ehrPeer, auth, fhir, fhirBase: fhir.baseUrl, demoUrl: `${ehrPeer.origin}/` },
       payer: { peer: payerPeer, server: payer, fhirBase: payer.fhirBase, tokenEndpoint: payer.tokenEndpoint },
       secondPayer: { peer: secondPeer, server: second, fhirBase: second.fhirBase, tokenEndpoint: second.tokenEndpoint },
+      udap: udap.udap,
       async close() {
         await Promise.allSettled([auth?.close(), payer.close(), second.close()]);
         await Promise.allSettled([ehrPeer.close(), payerPeer.close(), secondPeer.close()]);

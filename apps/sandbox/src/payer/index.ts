@@ -9,6 +9,7 @@ import { PackageStore } from './package-store.service.js';
 import {
   type Interaction,
   type OidcContext,
+  type RuntimeClientStore,
   createPayerAuthorizationServer,
   scopeAllows,
 } from './payer-auth.service.js';
@@ -44,6 +45,8 @@ export interface PayerOptions {
 export interface PayerServer {
   fhirBase: string;
   tokenEndpoint: string;
+  /** The token endpoint's client store, for clients registered at run time (UDAP). */
+  clientStore: RuntimeClientStore;
   setIgVersion(v: DtrIgVersion): void;
   /** Exactly what was received, in order. */
   submissions(): ReceivedSubmission[];
@@ -142,6 +145,7 @@ export async function createPayerServer(options: PayerOptions): Promise<PayerSer
   return {
     fhirBase,
     tokenEndpoint: auth.tokenEndpoint,
+    clientStore: auth.clientStore,
     setIgVersion(v) {
       state.igVersion = v;
     },

@@ -48,6 +48,12 @@ interface OidcProvider {
   ClientCredentials: {
     find(token: string): Promise<{ clientId?: string; scope?: string; exp?: number } | undefined>;
   };
+  Client: { adapter: ClientAdapter };
+}
+/** oidc-provider's store of clients registered at run time (the static ones come from the configuration). */
+interface ClientAdapter {
+  upsert(id: string, payload: Record<string, unknown>): Promise<void>;
+  destroy(id: string): Promise<void>;
 }
 export interface OidcContext {
   req: object;
@@ -64,6 +70,15 @@ export interface PayerAuthorizationServer {
   provider: OidcProvider;
   tokenEndpoint: string;
   introspect(token: string): Promise<AccessTokenInfo | undefined>;
+  /** Clients registered at run time (UDAP dynamic registration): added to, replaced in or removed from the provider. */
+  clientStore: RuntimeClientStore;
+}
+
+export interface RuntimeClientStore {
+  upsertClient(metadata: Record<string, unknown>): Promise<void>;
+  removeClient(clientId: string): Promise<void>;
+  /** The scopes the provider grants. */
+  scopes: readonly string[];
 }
 
 /**
@@ -113,6 +128,11 @@ export async function createPayerAuthorizationServer(
   return {
     provider,
     tokenEndpoint,
+    clientStore: {
+      upsertClient: (metadata) => provider.Client.adapter.upsert(String(metadata['client_id']), metadata),
+      removeClient: (clientId) => provider.Client.adapter.destroy(clientId),
+      scopes: PAYER_SCOPES,
+    },
     async introspect(token) {
       const found = await provider.ClientCredentials.find(token);
       if (!found || !found.clientId || !found.exp) return undefined;

@@ -35,6 +35,12 @@ export interface FaultSettings {
   foreignPatientInSearch?: boolean;
   /** EHR searches: each page's `next` link is this URL. */
   nextLink?: string;
+  /**
+   * UDAP discovery (`{base}/.well-known/udap`) answers with signed metadata that has this defect: a signature that does
+   * not verify, a certificate from a CA outside the community, an expired certificate, or a certificate whose SAN URI
+   * is not the server's base URL.
+   */
+  udapMetadata?: 'bad-signature' | 'untrusted-anchor' | 'expired-certificate' | 'san-mismatch';
   /** Only apply the faults to requests whose path starts with one of these (default: all). */
   paths?: string[];
 }

@@ -24,7 +24,14 @@ export interface EhrAuthOptions {
   accessTokenTtlSeconds?: number;
   /** Each refresh spends the refresh token and issues a new one; presenting a spent one revokes the grant. */
   rotateRefreshTokens?: boolean;
+  /**
+   * Called at the login step of an authorization request that named an `idp` (UDAP Tiered OAuth): answers the browser
+   * itself (true) or leaves the login to the sandbox (false).
+   */
+  loginWithIdp?: (req: Request, res: Response, details: InteractionDetails) => Promise<boolean>;
 }
+
+export type InteractionDetails = Awaited<ReturnType<Provider['interactionDetails']>>;
 
 interface LaunchContextInput {
   patient: string;
@@ -73,6 +80,16 @@ export interface EhrAuthServer {
   issuedSecrets(): string[];
   /** The scopes granted in each token response to this client, in order (what the EHR really gave). */
   grantedScopes(clientId: string): string[][];
+  /** Clients registered at run time (UDAP dynamic registration): added to, replaced in or removed from the provider. */
+  clientStore: {
+    upsertClient(metadata: Record<string, unknown>): Promise<void>;
+    removeClient(clientId: string): Promise<void>;
+    scopes: readonly string[];
+  };
+  /** Ends an interaction with a login (the Tiered OAuth callback, once the IdP has authenticated the user). */
+  finishLogin(req: Request, res: Response, accountId: string): Promise<void>;
+  /** Ends an interaction with an error sent to the app's redirect URI (e.g. Tiered OAuth's `invalid_idp`). */
+  finishWithError(req: Request, res: Response, error: string, description: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -103,6 +120,12 @@ interface Provider {
   AccessToken: TokenModel;
   /** Backend Services (client_credentials) tokens live in their own model. */
   ClientCredentials: TokenModel;
+  Client: {
+    adapter: {
+      upsert(id: string, payload: Record<string, unknown>): Promise<void>;
+      destroy(id: string): Promise<void>;
+    };
+  };
   on(event: string, listener: (...args: unknown[]) => void): void;
 }
 
@@ -181,6 +204,18 @@ const SCOPE_PERMISSIONS = [
 const SMART_RESOURCE_SCOPES = ['patient', 'user', 'system'].flatMap((level) =>
   SCOPE_TYPES.flatMap((type) => SCOPE_PERMISSIONS.map((perm) => `${level}/${type}.${perm}`)),
 );
+/** Every scope the EHR grants; `udap` asks for UDAP Tiered OAuth (with `idp`). */
+const EHR_SCOPES = [
+  'openid',
+  'fhirUser',
+  'launch',
+  'launch/patient',
+  'launch/encounter',
+  'offline_access',
+  'online_access',
+  'udap',
+  ...SMART_RESOURCE_SCOPES,
+];
 
 /** What the parts of the sandbox EHR's authorization server share. */
 interface AuthState {
@@ -271,17 +306,8 @@ function providerConfiguration(
     enabledJWA: { clientAuthSigningAlgValues: ['RS384', 'ES384', 'RS256', 'ES256'] },
     jwks: { keys: [signingKey] },
     pkce: { required: () => true, methods: ['S256'] },
-    extraParams: ['launch', 'aud', 'sandbox_patient'],
-    scopes: [
-      'openid',
-      'fhirUser',
-      'launch',
-      'launch/patient',
-      'launch/encounter',
-      'offline_access',
-      'online_access',
-      ...SMART_RESOURCE_SCOPES,
-    ],
+    extraParams: ['launch', 'aud', 'sandbox_patient', 'idp'],
+    scopes: EHR_SCOPES,
     claims: { fhirUser: ['fhirUser'], openid: ['sub'] },
     conformIdTokenClaims: false,
     findAccount: async (_ctx: unknown, id: string) => ({
@@ -456,6 +482,9 @@ function interactionRouter(provider: Provider, state: AuthState): express.Router
         if (scopes.includes('launch') && !launch) {
           res.status(400).type('text/plain').send('unknown launch');
           return;
+        }
+        if (typeof params['idp'] === 'string' && scopes.includes('udap') && options.loginWithIdp) {
+          if (await options.loginWithIdp(req, res, details)) return;
         }
         const userId = launch?.user ?? options.users[0]?.id ?? 'sandbox-user';
         await provider.interactionFinished(
@@ -645,6 +674,20 @@ function mountEndpoints(peer: PeerServer, provider: Provider, state: AuthState):
     issuedTokenFingerprints: () => new Set(issued),
     issuedSecrets: () => [...secrets],
     grantedScopes: (clientId) => granted.filter((g) => g.clientId === clientId).map((g) => g.scopes),
+    clientStore: {
+      upsertClient: (metadata) => provider.Client.adapter.upsert(String(metadata['client_id']), metadata),
+      removeClient: (clientId) => provider.Client.adapter.destroy(clientId),
+      scopes: EHR_SCOPES,
+    },
+    finishLogin: (req, res, accountId) =>
+      provider.interactionFinished(req, res, { login: { accountId } }, { mergeWithLastSubmission: false }),
+    finishWithError: (req, res, error, description) =>
+      provider.interactionFinished(
+        req,
+        res,
+        { error, error_description: description },
+        { mergeWithLastSubmission: false },
+      ),
     setMisbehaviour(next) {
       state.misbehaviour = { ...next };
     },
