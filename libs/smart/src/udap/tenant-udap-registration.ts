@@ -91,6 +91,8 @@ export class TenantUdapRegistration {
         ...(grantType === 'authorization_code' && redirectUri ? { redirectUri } : {}),
         ...(grantType === 'authorization_code' && logoUri ? { logoUri } : {}),
         scope: scopes.join(' '),
+        // The launch registration may later send an `idp` (the tenant's udapIdp): it needs the `udap` scope.
+        tieredOAuth: purpose === 'supplement',
       });
       const previousClientId = stored?.authMethod === 'udap' ? stored.clientId : null;
       let view: TenantView | undefined;

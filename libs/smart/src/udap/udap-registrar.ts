@@ -24,6 +24,11 @@ export interface UdapRegistrationRequest {
   redirectUri?: string;
   logoUri?: string;
   scope: string;
+  /**
+   * For a user-facing (authorization_code) client: also register the `udap` scope when the server offers Tiered OAuth
+   * (`udap_to`), so a launch may later ask for it with an `idp`.
+   */
+  tieredOAuth?: boolean;
 }
 
 export interface UdapRegistrationOutcome {
@@ -111,7 +116,7 @@ export class UdapRegistrar {
         grantType: request.grantType,
         ...(request.redirectUri ? { redirectUris: [request.redirectUri] } : {}),
         ...(request.logoUri ? { logoUri: request.logoUri } : {}),
-        scope: request.scope,
+        scope: scopeWithTieredOAuth(request, server),
         now: this.clock.now(),
       },
       { fetch: this.fetchFn },
@@ -119,6 +124,14 @@ export class UdapRegistrar {
     this.cache.delete(`${request.baseUrl}|${request.community ?? ''}`);
     return { server, registration };
   }
+}
+
+/** The statement's scope: the requested one, plus `udap` for Tiered OAuth where the request and the server allow it. */
+function scopeWithTieredOAuth(request: UdapRegistrationRequest, server: DiscoveredUdapServer): string {
+  const scopes = request.scope.split(' ').filter(Boolean);
+  if (request.tieredOAuth && request.grantType === 'authorization_code' && server.profiles.includes('udap_to'))
+    for (const scope of ['openid', 'udap']) if (!scopes.includes(scope)) scopes.push(scope);
+  return scopes.join(' ');
 }
 
 /** A failed discovery, said so, with the UDAP reason kept for the operator's table of refusals. */

@@ -124,7 +124,10 @@ describe('UDAP registration of our identities and UDAP client authentication (re
       logo_uri: 'https://dtr.example.org/logo.png',
       contacts: ['mailto:ops@dtr.example.org'],
     });
+    // The EHR offers Tiered OAuth: the launch client is registered with the udap scope too (a launch may send an idp).
+    expect(String(launchStatement!['scope']).split(' ')).toEqual(expect.arrayContaining(['launch', 'openid', 'udap']));
     expect(systemStatement).toMatchObject({ iss: DISCLOSE, grant_types: ['client_credentials'] });
+    expect(String(systemStatement!['scope']).split(' ')).not.toContain('udap');
     expect(systemStatement).not.toHaveProperty('redirect_uris');
     const view = (await tenants.get('ehr-good'))!;
     expect(view.registrations).toEqual([
