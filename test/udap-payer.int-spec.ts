@@ -92,7 +92,7 @@ describe('UDAP registration with a payer and its Backend Services tokens', () =>
     });
   });
 
-  it('asks its tokens with a UDAP assertion carrying hl7-b2b; a put without authMethod keeps UDAP', async () => {
+  it('asks its tokens with a UDAP assertion carrying hl7-b2b; the payer read and put back keeps UDAP', async () => {
     const payer = (await payers.get('udap-payer'))!;
     await expect(tokens.token(backendServicesRegistration(payer))).resolves.toMatch(/^at-/);
     expect(udap.assertions.at(-1)).toMatchObject({
@@ -103,10 +103,10 @@ describe('UDAP registration with a payer and its Backend Services tokens', () =>
         extensions: { 'hl7-b2b': { purpose_of_use: ['urn:oid:2.16.840.1.113883.5.8#TREAT'] } },
       },
     });
-    const { clientCertificate: _c, udap: _u, ...rest } = payer;
-    const again = await payers.upsert({ ...rest, name: 'UDAP payer (renamed)' });
+    // The payer as read (its UDAP registration shown) can be put back: the registration is kept, not replaced.
+    const again = await payers.upsert({ ...payer, name: 'UDAP payer (renamed)' });
     expect(again).toMatchObject({ authMethod: 'udap', udap: { san: PAYER_SAN, community: COMMUNITY } });
-    await expect(payers.upsert({ ...rest, authMethod: 'private_key_jwt', udapSan: PAYER_SAN })).rejects.toThrow(
+    await expect(payers.upsert({ ...payer, authMethod: 'private_key_jwt', udapSan: PAYER_SAN })).rejects.toThrow(
       'udapSan: is only for authMethod udap',
     );
   });

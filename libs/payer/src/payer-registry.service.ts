@@ -59,6 +59,11 @@ const payerInputSchema = z
     authMethod: z.enum(['private_key_jwt', 'udap']).optional(),
     udapSan: z.url().max(500).optional(),
     /**
+     * The stored UDAP registration as `GET /admin/payers` shows it: accepted so a payer read can be put back, and
+     * ignored (it changes only through `register-udap`).
+     */
+    udap: z.looseObject({}).nullable().optional(),
+    /**
      * Our client certificate for mutual TLS with this payer (PEM), its private key (PEM; stored sealed, never
      * returned) and, when the payer's server certificate is not from a public CA, that CA (PEM). Omitted: the stored
      * one is kept; null: removed.
