@@ -28,7 +28,7 @@ export interface ReviseJob {
 }
 
 /** Merge a fresh prefill into a saved response (resume, an adaptive step): clinicians' answers never change. */
-export interface MergeJob {
+interface MergeJob {
   op: 'merge';
   form: FormDefinition;
   saved: FhirResource;
