@@ -289,6 +289,16 @@
         say('Not saved: some answers need attention.', false, await problemsOf(response));
       } else if (response.status === 401) {
         say('Your session has ended: launch the app again from the EHR. Nothing was lost that was saved before.');
+      } else if (response.status === 503 || response.status === 504) {
+        // Busy, or the payer's rules (or the EHR) ran past their deadline: the server's issue says which.
+        const wait = Number(response.headers.get('retry-after'));
+        say(
+          `Not saved (${response.status}): your answers are still on this page; save again${
+            wait > 0 ? ` in ${wait} seconds` : ' later'
+          }.`,
+          false,
+          await problemsOf(response),
+        );
       } else {
         say(
           `The EHR could not store the response (${response.status}); your draft is kept here and can be saved again later.`,
