@@ -59,7 +59,10 @@ export class FormsController {
   @ApiBody(QR_BODY)
   @ApiOkResponse({ description: 'FormView of the saved draft (in-progress)' })
   @ApiUnprocessableEntityResponse({ description: 'OperationOutcome, one issue per refused item; nothing stored' })
-  @ApiConflictResponse({ description: 'FormView with `conflict`: the EHR holds a version changed by someone else' })
+  @ApiConflictResponse({
+    description:
+      'FormView with `conflict`: the EHR holds a version changed by someone else; or an OperationOutcome when a save of this form is still being checked',
+  })
   @ApiForbiddenResponse({ description: "The response's subject is not the session's patient" })
   @ApiResponse({ status: 502, description: 'OperationOutcome: the EHR write failed; the draft is kept here' })
   @ApiResponse({ status: 503, description: 'OperationOutcome: the EHR was unavailable; the draft is kept here' })
@@ -105,7 +108,9 @@ export class FormsController {
   @ApiBody({ ...QR_BODY, required: false })
   @ApiOkResponse({ description: 'FormView with status completed (stored in the EHR)' })
   @ApiUnprocessableEntityResponse({ description: 'OperationOutcome naming each item that prevents completion' })
-  @ApiConflictResponse({ description: 'FormView with `conflict`' })
+  @ApiConflictResponse({
+    description: 'FormView with `conflict`; or an OperationOutcome when a save of this form is still being checked',
+  })
   @ApiResponse({ status: 502, description: 'OperationOutcome: not completed, the EHR write failed; draft kept' })
   @ApiResponse({ status: 504, description: RULES_TIMEOUT })
   async complete(

@@ -28,6 +28,9 @@ export type FormOutcome =
  */
 @Injectable()
 export class FormsUseCase {
+  /** Forms (session and id) whose submitted response is being checked by the rules pool now, on this instance. */
+  private readonly checking = new Set<string>();
+
   constructor(
     private readonly forms: FormSessionRepository,
     private readonly smart: SmartSessions,
@@ -92,18 +95,31 @@ export class FormsUseCase {
       form.definition.adaptive && body && typeof body === 'object'
         ? Object.fromEntries(Object.entries(body).filter(([k]) => k !== 'questionnaire' && k !== 'contained'))
         : body;
-    return this.rules.run(
-      {
-        op: 'revise',
-        form: definitionOf(form),
-        submitted,
-        previous: form.draft,
-        author: form.definition.author,
-        meta: metaOf(form, this.clock.now()),
-        complete,
-      },
-      subjectOf(form),
-    );
+    // One check per form at a time: a page (or script) sending saves faster than the rules finish would otherwise
+    // hold every rules worker with the same form.
+    const key = `${session.idHash}:${form.id}`;
+    if (this.checking.has(key))
+      throw new DtrError(
+        'CONFLICT',
+        'a save of this questionnaire response is still being checked: wait for it to finish, then save again',
+      );
+    this.checking.add(key);
+    try {
+      return await this.rules.run(
+        {
+          op: 'revise',
+          form: definitionOf(form),
+          submitted,
+          previous: form.draft,
+          author: form.definition.author,
+          meta: metaOf(form, this.clock.now()),
+          complete,
+        },
+        subjectOf(form),
+      );
+    } finally {
+      this.checking.delete(key);
+    }
   }
 
   /**
