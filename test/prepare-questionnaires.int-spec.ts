@@ -27,6 +27,7 @@ import { PrepareQuestionnairesUseCase } from '../apps/dtr-server/src/dtr/prepare
 import { PrefillPool } from '../apps/dtr-server/src/dtr/prefill-pool/prefill-pool.js';
 import { FormSessionRepository } from '../apps/dtr-server/src/dtr/forms/form-session.repository.js';
 import { FormSessionsService } from '../apps/dtr-server/src/dtr/forms/form-sessions.service.js';
+import { FormRulesPool } from '../apps/dtr-server/src/dtr/forms/form-rules-pool.js';
 
 const EHR_TOKEN = `ehr-${randomBytes(12).toString('hex')}`;
 const RESOURCES = [
@@ -179,7 +180,12 @@ describe('PrepareQuestionnairesUseCase: session → payer package → prefill (r
       policy,
       clock,
       new PrefillPool({ size: 0 }),
-      new FormSessionsService(new FormSessionRepository(dataSource, box, clock), smart, clock),
+      new FormSessionsService(
+        new FormSessionRepository(dataSource, box, clock),
+        smart,
+        clock,
+        new FormRulesPool({ size: 0 }),
+      ),
       new PayerClients(payers, tokens, smart, audit, clock, policy, { allowLaunchTokenForPayer: false } as AppConfig),
       {},
     ); // in-thread: the worker pool runs from dist/, tested in the e2e tier

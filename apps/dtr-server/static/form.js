@@ -246,8 +246,11 @@
   }
 
   async function problemsOf(response) {
+    return issuesOf(await response.json().catch(() => ({})));
+  }
+
+  function issuesOf(outcome) {
     const texts = itemTexts(view.questionnaire.item, new Map());
-    const outcome = await response.json().catch(() => ({}));
     return (outcome.issue || []).map((issue) => {
       const linkId = (issue.expression || [])[0];
       return el(
@@ -281,7 +284,10 @@
         if (again.ok) await render(await again.json());
         say(`Not sent on (${response.status}): ${text}`);
       } else if (response.status === 409) {
-        await render(await response.json());
+        const answer = await response.json().catch(() => ({}));
+        // A refusal (a check of this form still running, a completed form) rather than the EHR's newer version.
+        if (answer.resourceType === 'OperationOutcome') return say('Not saved:', false, issuesOf(answer));
+        await render(answer);
         say(
           'Not saved in the EHR: someone else changed this response there. Both versions are shown below; your draft is kept here.',
         );
@@ -289,6 +295,16 @@
         say('Not saved: some answers need attention.', false, await problemsOf(response));
       } else if (response.status === 401) {
         say('Your session has ended: launch the app again from the EHR. Nothing was lost that was saved before.');
+      } else if (response.status === 503 || response.status === 504) {
+        // Busy, or the payer's rules (or the EHR) ran past their deadline: the server's issue says which.
+        const wait = Number(response.headers.get('retry-after'));
+        say(
+          `Not saved (${response.status}): your answers are still on this page; save again${
+            wait > 0 ? ` in ${wait} seconds` : ' later'
+          }.`,
+          false,
+          await problemsOf(response),
+        );
       } else {
         say(
           `The EHR could not store the response (${response.status}); your draft is kept here and can be saved again later.`,

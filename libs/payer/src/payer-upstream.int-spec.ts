@@ -90,6 +90,35 @@ describe('payer answers bounded, requests checked (sandbox payer with faults, re
     });
   });
 
+  it('refuses an expansion that needs more $expand pages than accepted, after asking for no more than that', async () => {
+    // 2500 codes: pages of 1000 (under the code cap), so three pages are needed.
+    const url = 'http://example.org/dtr/ValueSet/large-paged-codes';
+    const codes = Array.from({ length: 2500 }, (_, i) => ({ code: `C${i}` }));
+    sandbox.payerServer.publish({
+      resourceType: 'ValueSet',
+      id: 'large-paged-codes',
+      url,
+      status: 'active',
+      compose: { include: [{ system: 'http://example.org/codes', concept: codes }] },
+    });
+    const expands = (mark: number) =>
+      sandbox.peer.log.since(mark).filter((e) => e.path.endsWith('/ValueSet/$expand')).length;
+
+    let mark = sandbox.peer.log.mark();
+    const whole = await (await client(policyWith({ expandMaxPages: 3 }))).expandValueSet(url);
+    const contains = (whole['expansion'] as { contains: Array<{ code: string }> }).contains;
+    expect(contains.map((c) => c.code)).toEqual(codes.map((c) => c.code));
+    expect(expands(mark)).toBe(3);
+
+    mark = sandbox.peer.log.mark();
+    await expect((await client(policyWith({ expandMaxPages: 2 }))).expandValueSet(url)).rejects.toMatchObject({
+      code: 'UPSTREAM_ERROR',
+      message: `the expansion of ${url} needs more than the 2 $expand pages accepted`,
+      details: { maxPages: 2 },
+    });
+    expect(expands(mark)).toBe(2);
+  });
+
   it('refuses an order or a coverage of another patient before anything is sent to the payer', async () => {
     const payer = await client();
     const mark = sandbox.peer.log.mark();

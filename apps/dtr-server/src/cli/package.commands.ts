@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
-import { compileCqlOnlyLibraries, QuestionnairePackage, isDtrVersion } from '@dtr/fhir';
+import { QuestionnairePackage, isDtrVersion } from '@dtr/fhir';
 import { isUsable, loadPackageFromPath, resourcesOf, validatePackage } from '@dtr/payer';
+import { compileCqlOnlyInWorker } from './prefill.commands.js';
 
 /**
  * `dtr package check <bundle-or-folder>`: loads a questionnaire package in any shape and prints every problem
@@ -21,8 +22,9 @@ export function registerPackageCommands(program: Command): void {
         return;
       }
       const response = loadPackageFromPath(target);
-      // CQL-only libraries are compiled as a session would compile them; failures are issues like any other.
-      const compiled = await compileCqlOnlyLibraries(resourcesOf(response));
+      // CQL-only libraries are compiled as a session would compile them (in the translator's worker, under the size
+      // cap and the deadline); failures are issues like any other.
+      const compiled = await compileCqlOnlyInWorker(resourcesOf(response));
       const model = QuestionnairePackage.fromResources(compiled.resources);
       const issues = [...compiled.issues, ...validatePackage(model)];
       const usable = isUsable(issues);

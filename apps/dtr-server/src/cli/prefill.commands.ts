@@ -43,6 +43,21 @@ function positiveIntFrom(name: string, value: string | undefined, fallback: numb
 }
 
 /**
+ * A package's CQL-only libraries translated as the server translates them: in a worker thread, under the server's size
+ * cap (DTR_CQL_MAX_BYTES) and deadline (DTR_CQL_COMPILE_DEADLINE_MS); a library past either is an issue, not a hang.
+ */
+export async function compileCqlOnlyInWorker(resources: FhirResource[]): ReturnType<typeof compileCqlOnlyLibraries> {
+  const compiler = new CqlCompileWorker({
+    deadlineMs: positiveIntFrom('DTR_CQL_COMPILE_DEADLINE_MS', process.env['DTR_CQL_COMPILE_DEADLINE_MS'], 30_000),
+    memoryMb: workerMemoryMb(),
+  });
+  return compileCqlOnlyLibraries(resources, {
+    translate: compiler.translate,
+    maxCqlBytes: positiveIntFrom('DTR_CQL_MAX_BYTES', process.env['DTR_CQL_MAX_BYTES'], CQL_MAX_BYTES_DEFAULT),
+  }).finally(() => compiler.close());
+}
+
+/**
  * `dtr prefill`: runs the prefill engine offline on a package and a patient bundle, prints the QuestionnaireResponse
  * (or writes it with --out) and the issues. Payers can test their packages without an EHR.
  */
@@ -116,15 +131,7 @@ export function registerPrefillCommand(program: Command): void {
 
 /** 1. The package (CQL-only libraries compiled), the patient bundle, the context and the questionnaires chosen. */
 async function loadInput(options: PrefillOptions) {
-  // CQL-only libraries are translated in a worker thread, under the server's size cap and deadline.
-  const compiler = new CqlCompileWorker({
-    deadlineMs: positiveIntFrom('DTR_CQL_COMPILE_DEADLINE_MS', process.env['DTR_CQL_COMPILE_DEADLINE_MS'], 30_000),
-    memoryMb: workerMemoryMb(),
-  });
-  const compiled = await compileCqlOnlyLibraries(resourcesOf(loadPackageFromPath(options.package)), {
-    translate: compiler.translate,
-    maxCqlBytes: positiveIntFrom('DTR_CQL_MAX_BYTES', process.env['DTR_CQL_MAX_BYTES'], CQL_MAX_BYTES_DEFAULT),
-  }).finally(() => compiler.close());
+  const compiled = await compileCqlOnlyInWorker(resourcesOf(loadPackageFromPath(options.package)));
   for (const issue of compiled.issues)
     process.stderr.write(`package: ${issue.severity.toUpperCase()} ${issue.code}: ${issue.message}\n`);
   const pkg = QuestionnairePackage.fromResources(compiled.resources);

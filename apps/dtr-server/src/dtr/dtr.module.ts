@@ -21,6 +21,7 @@ import { FormSessionsService } from './forms/form-sessions.service.js';
 import { FormPageController } from './forms/form-page.controller.js';
 import { FormsController } from './forms/forms.controller.js';
 import { FormsUseCase } from './forms/forms.usecase.js';
+import { FormRulesPool } from './forms/form-rules-pool.js';
 import { AdaptiveFormsUseCase } from './forms/adaptive-forms.usecase.js';
 import { CQL_COMPILE, CqlCompileWorker } from './prefill-pool/cql-compile-worker.js';
 import { PrefillPool } from './prefill-pool/prefill-pool.js';
@@ -70,6 +71,26 @@ import { QuestionnairesPageController } from './questionnaires-page.controller.j
         );
         return pool;
       },
+    },
+    {
+      // The form rules of every save (the payer's FHIRPath) run in worker threads under the prefill's limits.
+      provide: FormRulesPool,
+      inject: [APP_CONFIG, JsonLogger],
+      useFactory: (config: AppConfig, logger: JsonLogger) =>
+        new FormRulesPool({
+          size: config.prefillWorkers,
+          deadlineMs: config.prefillLimits.deadlineMs,
+          queueMax: config.prefillLimits.queueMax,
+          memoryMb: config.prefillLimits.workerMemoryMb,
+          stackMb: config.prefillLimits.workerStackMb,
+          onWorkerExit: ({ threadId, exitCode, reason }) =>
+            logger.entry(
+              'warn',
+              'form rules worker stopped; replaced',
+              { threadId, exitCode, ...(reason ? { reason } : {}) },
+              'FormRulesPool',
+            ),
+        }),
     },
     {
       // CQL-only payer libraries are translated in a worker thread (started on first use).

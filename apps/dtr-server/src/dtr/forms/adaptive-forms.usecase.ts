@@ -2,7 +2,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { AuditLog } from '@dtr/audit';
 import { Clock, DtrError } from '@dtr/kernel';
 import { type FhirResource, QuestionnairePackage } from '@dtr/fhir';
-import { completionProblems, mergeResume, shapeResponse } from '@dtr/forms';
+import { shapeResponse } from '@dtr/forms';
 import { PackageCache, PayerClient, PayerRegistry } from '@dtr/payer';
 import { FhirClientReader, type PrefillIssue, type PrefillResult } from '@dtr/prefill';
 import { BackendServicesClient, type OutboundPolicy, type SessionRecord, SmartSessions } from '@dtr/smart';
@@ -19,6 +19,7 @@ import {
 } from './adaptive.js';
 import { type FormDefinitionRecord, FormSessionRepository, type FormSession } from './form-session.repository.js';
 import { definitionOf, metaOf } from './form-view.js';
+import { FormRulesPool, subjectOf } from './form-rules-pool.js';
 import { type FormOutcome, FormsUseCase } from './forms.usecase.js';
 
 /** A step the payer did not take: nothing the clinician entered is lost (it is kept here as the draft). */
@@ -45,6 +46,7 @@ export class AdaptiveFormsUseCase {
     private readonly clock: Clock,
     private readonly pool: PrefillPool,
     private readonly audit: AuditLog,
+    private readonly rules: FormRulesPool,
   ) {}
 
   async next(session: SessionRecord, id: string, body: unknown): Promise<NextQuestionOutcome> {
@@ -55,10 +57,8 @@ export class AdaptiveFormsUseCase {
     // 1. The answers so far, judged as a save is; the questions asked so far must be answered (DTR: the client does
     //    not ask for more until the current answers pass validation).
     const given = body !== undefined && body !== null && !(typeof body === 'object' && Object.keys(body).length === 0);
-    const revised = this.completion.revise(session, form, given ? body : (form.draft ?? form.prefill));
+    const revised = await this.completion.revise(session, form, given ? body : (form.draft ?? form.prefill), true);
     if (!revised.ok) return { kind: 'invalid', problems: revised.problems };
-    const problems = completionProblems(definitionOf(form), revised.response);
-    if (problems.length > 0) return { kind: 'invalid', problems };
     // 2. Kept here before the payer is asked: whatever the payer does, nothing entered is lost.
     const sent = shapeResponse(definitionOf(form), revised.response, metaOf(form, this.clock.now()), 'in-progress');
     await this.forms.saveDraft(form.id, {
@@ -95,7 +95,8 @@ export class AdaptiveFormsUseCase {
     } as FhirResource;
     await this.forms.saveDefinition(form.id, definition, prefill);
     const next: FormSession = { ...form, definition, prefill, draft: sent };
-    const merged = mergeResume(definitionOf(next), sent).response;
+    const merged = (await this.rules.run({ op: 'merge', form: definitionOf(next), saved: sent }, subjectOf(form)))
+      .response;
     return this.completion.store(session, next, merged, completed ? 'completed' : 'in-progress');
   }
 

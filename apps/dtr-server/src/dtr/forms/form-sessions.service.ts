@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { Clock } from '@dtr/kernel';
 import type { FhirResource, QuestionnairePackage } from '@dtr/fhir';
-import { expiredQuestionnaire, mergeResume, shapeResponse } from '@dtr/forms';
+import { expiredQuestionnaire, shapeResponse } from '@dtr/forms';
 import { type PayerClient, RUNTIME_REPORTED } from '@dtr/payer';
 import type { AnswerSource, PrefillIssue } from '@dtr/prefill';
 import { dtrContextOf, type SessionRecord, SmartSessions } from '@dtr/smart';
@@ -13,6 +13,8 @@ import {
   type IgVersion,
   type NewFormSession,
 } from './form-session.repository.js';
+import { FormRulesPool, subjectOf } from './form-rules-pool.js';
+import type { Merged } from './form-rules-protocol.js';
 import { definitionOf, metaOf } from './form-view.js';
 import {
   adaptiveOf,
@@ -55,6 +57,7 @@ export class FormSessionsService {
     private readonly forms: FormSessionRepository,
     private readonly smart: SmartSessions,
     private readonly clock: Clock,
+    private readonly rules: FormRulesPool,
   ) {}
 
   async open(session: SessionRecord, prepared: PreparedForms): Promise<Opened[]> {
@@ -102,9 +105,12 @@ export class FormSessionsService {
       const match = saved.find(
         (r) => sameQuestionnaire(r, row.questionnaire.url) && forOrders(r, prepared.orders, named),
       );
+      // The fresh prefill merged in by the form rules (in their pool, under its deadline).
+      const merge = (saved: FhirResource): Promise<Merged> =>
+        this.rules.run({ op: 'merge', form: definitionOf(row), saved }, subjectOf(row));
       try {
-        if (prior?.draft) carryOver(row, prior);
-        else if (match) resume(row, match);
+        if (prior?.draft) await carryOver(row, prior, merge);
+        else if (match) await resume(row, match, merge);
         await this.stopIfExpired(row, ehr, prepared);
       } catch {
         // A draft of this session is kept as it was (never lost); otherwise the form starts from the fresh prefill.
@@ -302,15 +308,17 @@ function forOrders(response: FhirResource, orders: string[], named: Set<string>)
   return orders.some((order) => refs.some((ref) => sameReference(ref, order)));
 }
 
+type Merge = (saved: FhirResource) => Promise<Merged>;
+
 /** Continues a saved response: the fresh prefill merged in, the EHR id and version kept for the next update. */
-function resume(row: NewFormSession, saved: FhirResource): void {
+async function resume(row: NewFormSession, saved: FhirResource, merge: Merge): Promise<void> {
   const contained = containedQuestionnaire(saved);
   if (row.definition.adaptive && contained) {
     continueAdaptive(row, { questionnaire: contained });
     row.definition.adaptive = { ...row.definition.adaptive, extensions: payerExtensions(saved) };
     row.prefill = automaticOnly(saved);
   }
-  const merged = mergeResume(definitionOf(row), saved);
+  const merged = await merge(saved);
   row.draft = merged.response;
   row.status = saved['status'] === 'completed' ? 'completed' : 'in-progress';
   row.ehr = { id: saved.id!, ...(saved.meta?.versionId ? { versionId: saved.meta.versionId } : {}) };
@@ -318,10 +326,10 @@ function resume(row: NewFormSession, saved: FhirResource): void {
 }
 
 /** The session's own earlier form: its draft (fresh prefill merged in while it is open), EHR state and conflict. */
-function carryOver(row: NewFormSession, prior: FormSession): void {
+async function carryOver(row: NewFormSession, prior: FormSession, merge: Merge): Promise<void> {
   continueAdaptive(row, { prior });
   const open = prior.status === 'in-progress' || prior.status === 'not-started';
-  row.draft = open ? mergeResume(definitionOf(row), prior.draft!).response : prior.draft!;
+  row.draft = open ? (await merge(prior.draft!)).response : prior.draft!;
   row.status = prior.status;
   row.ehr = prior.ehr;
   if (prior.stoppedReason) row.stoppedReason = prior.stoppedReason;

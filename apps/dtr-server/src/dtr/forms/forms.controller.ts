@@ -23,6 +23,11 @@ const QR_BODY = {
   schema: { type: 'object', properties: { resourceType: { type: 'string', example: 'QuestionnaireResponse' } } },
 };
 
+/** A save whose form rules (the payer's FHIRPath) ran past the deadline: see FormRulesPool. */
+const RULES_TIMEOUT =
+  "OperationOutcome (timeout): the payer's rules of the questionnaire did not finish within the deadline; nothing was " +
+  'stored here or in the EHR, the draft saved before stands';
+
 /** The form page's API: the session's questionnaire responses, drafts and completion. */
 @ApiTags('forms')
 @Controller('api/session/questionnaire-responses')
@@ -54,10 +59,14 @@ export class FormsController {
   @ApiBody(QR_BODY)
   @ApiOkResponse({ description: 'FormView of the saved draft (in-progress)' })
   @ApiUnprocessableEntityResponse({ description: 'OperationOutcome, one issue per refused item; nothing stored' })
-  @ApiConflictResponse({ description: 'FormView with `conflict`: the EHR holds a version changed by someone else' })
+  @ApiConflictResponse({
+    description:
+      'FormView with `conflict`: the EHR holds a version changed by someone else; or an OperationOutcome when a save of this form is still being checked',
+  })
   @ApiForbiddenResponse({ description: "The response's subject is not the session's patient" })
   @ApiResponse({ status: 502, description: 'OperationOutcome: the EHR write failed; the draft is kept here' })
   @ApiResponse({ status: 503, description: 'OperationOutcome: the EHR was unavailable; the draft is kept here' })
+  @ApiResponse({ status: 504, description: RULES_TIMEOUT })
   async save(
     @CurrentSession() session: SessionRecord,
     @Param('id') id: string,
@@ -79,7 +88,11 @@ export class FormsController {
   @ApiUnprocessableEntityResponse({ description: 'OperationOutcome: an answer is refused or a question is unanswered' })
   @ApiConflictResponse({ description: 'Not an adaptive questionnaire, or already completed' })
   @ApiResponse({ status: 502, description: 'OperationOutcome: the payer refused or failed (or the EHR write failed)' })
-  @ApiResponse({ status: 504, description: 'OperationOutcome: the payer did not answer in time; answers kept here' })
+  @ApiResponse({
+    status: 504,
+    description:
+      'OperationOutcome: the payer did not answer in time, or its form rules did not finish; answers kept here',
+  })
   async nextQuestion(
     @CurrentSession() session: SessionRecord,
     @Param('id') id: string,
@@ -95,8 +108,11 @@ export class FormsController {
   @ApiBody({ ...QR_BODY, required: false })
   @ApiOkResponse({ description: 'FormView with status completed (stored in the EHR)' })
   @ApiUnprocessableEntityResponse({ description: 'OperationOutcome naming each item that prevents completion' })
-  @ApiConflictResponse({ description: 'FormView with `conflict`' })
+  @ApiConflictResponse({
+    description: 'FormView with `conflict`; or an OperationOutcome when a save of this form is still being checked',
+  })
   @ApiResponse({ status: 502, description: 'OperationOutcome: not completed, the EHR write failed; draft kept' })
+  @ApiResponse({ status: 504, description: RULES_TIMEOUT })
   async complete(
     @CurrentSession() session: SessionRecord,
     @Param('id') id: string,

@@ -2,9 +2,11 @@ import { Injectable } from '@nestjs/common';
 import { AuditLog } from '@dtr/audit';
 import { Clock, DtrError } from '@dtr/kernel';
 import type { FhirResource } from '@dtr/fhir';
-import { completionProblems, type FormProblem, reviseResponse, shapeResponse } from '@dtr/forms';
+import { type FormProblem, shapeResponse } from '@dtr/forms';
 import { type SessionRecord, SmartSessions } from '@dtr/smart';
 import { EhrResponses, type EhrSaveResult } from './ehr-responses.js';
+import { FormRulesPool, subjectOf } from './form-rules-pool.js';
+import type { Revised } from './form-rules-protocol.js';
 import { FormSessionRepository, type FormSession } from './form-session.repository.js';
 import { definitionOf, type FormSummary, type FormView, metaOf, summaryOf, viewOf } from './form-view.js';
 
@@ -21,15 +23,20 @@ export type FormOutcome =
 /**
  * The clinician's side of form completion: list, open, save a draft, complete. The server is the arbiter of every
  * answer (validation, enableWhen, calculated values and information-origin are decided by `@dtr/forms`, never
- * taken from the page). Every accepted save is kept here first, then written to the EHR with the supplement identity.
+ * taken from the page), in the form rules pool under its deadline: the payer's expressions never hold the event loop.
+ * Every accepted save is kept here first, then written to the EHR with the supplement identity.
  */
 @Injectable()
 export class FormsUseCase {
+  /** Forms (session and id) whose submitted response is being checked by the rules pool now, on this instance. */
+  private readonly checking = new Set<string>();
+
   constructor(
     private readonly forms: FormSessionRepository,
     private readonly smart: SmartSessions,
     private readonly clock: Clock,
     private readonly audit: AuditLog,
+    private readonly rules: FormRulesPool,
   ) {}
 
   async list(session: SessionRecord): Promise<{ responses: FormSummary[] }> {
@@ -43,7 +50,7 @@ export class FormsUseCase {
   async save(session: SessionRecord, id: string, body: unknown): Promise<FormOutcome> {
     const form = await this.find(session, id);
     this.assertEditable(form);
-    const revised = this.revise(session, form, body);
+    const revised = await this.revise(session, form, body);
     if (!revised.ok) return { kind: 'invalid', problems: revised.problems };
     return this.store(session, form, revised.response, 'in-progress');
   }
@@ -58,10 +65,8 @@ export class FormsUseCase {
         'the payer decides when an adaptive questionnaire is complete: ask it for the next questions ($next-question)',
       );
     const given = body !== undefined && body !== null && !(typeof body === 'object' && Object.keys(body).length === 0);
-    const revised = this.revise(session, form, given ? body : (form.draft ?? form.prefill));
+    const revised = await this.revise(session, form, given ? body : (form.draft ?? form.prefill), true);
     if (!revised.ok) return { kind: 'invalid', problems: revised.problems };
-    const problems = completionProblems(definitionOf(form), revised.response);
-    if (problems.length > 0) return { kind: 'invalid', problems };
     return this.store(session, form, revised.response, 'completed');
   }
 
@@ -78,26 +83,43 @@ export class FormsUseCase {
       throw new DtrError('CONFLICT', `this questionnaire response was stopped: ${form.stoppedReason ?? 'no reason'}`);
   }
 
-  /** The submitted response judged against the form (the same rules for a save, a completion and a next step). */
-  revise(
-    session: SessionRecord,
-    form: FormSession,
-    body: unknown,
-  ): { ok: true; response: FhirResource } | { ok: false; problems: FormProblem[] } {
+  /**
+   * The submitted response judged against the form (the same rules for a save, a completion and a next step); with
+   * `complete`, the completion checks too. Rules that do not finish within the deadline fail the request (504)
+   * before anything is stored.
+   */
+  async revise(session: SessionRecord, form: FormSession, body: unknown, complete = false): Promise<Revised> {
     assertSamePatient(body, session, form);
     // An adaptive response's Questionnaire is the one we hold (contained, `#id`), never what the page names.
     const submitted =
       form.definition.adaptive && body && typeof body === 'object'
         ? Object.fromEntries(Object.entries(body).filter(([k]) => k !== 'questionnaire' && k !== 'contained'))
         : body;
-    const result = reviseResponse(
-      definitionOf(form),
-      submitted,
-      form.draft,
-      form.definition.author,
-      metaOf(form, this.clock.now()),
-    );
-    return result.ok ? { ok: true, response: result.response } : result;
+    // One check per form at a time: a page (or script) sending saves faster than the rules finish would otherwise
+    // hold every rules worker with the same form.
+    const key = `${session.idHash}:${form.id}`;
+    if (this.checking.has(key))
+      throw new DtrError(
+        'CONFLICT',
+        'a save of this questionnaire response is still being checked: wait for it to finish, then save again',
+      );
+    this.checking.add(key);
+    try {
+      return await this.rules.run(
+        {
+          op: 'revise',
+          form: definitionOf(form),
+          submitted,
+          previous: form.draft,
+          author: form.definition.author,
+          meta: metaOf(form, this.clock.now()),
+          complete,
+        },
+        subjectOf(form),
+      );
+    } finally {
+      this.checking.delete(key);
+    }
   }
 
   /**

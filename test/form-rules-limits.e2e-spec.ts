@@ -1,0 +1,274 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { TestBrowser } from './support/browser.js';
+import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
+import { deviceOrder, sandboxCoverage } from './support/fixtures.js';
+import { spawnServer, type SpawnedServer } from './support/processes.js';
+
+/**
+ * A payer's form rules are hostile input at every save too: the calculatedExpression and enableWhenExpression of its
+ * questionnaire are recomputed by the server on each save, and a regular expression that backtracks for ever on what
+ * the clinician typed must stop that save at the deadline (504), not the server. The built server with two workers,
+ * the sandbox EHR and payer, over real HTTP.
+ */
+const DEADLINE_MS = 3000;
+const SDC = 'http://hl7.org/fhir/uv/sdc/StructureDefinition/';
+const HCPCS = 'https://bluebutton.cms.gov/resources/codesystem/hcpcs';
+/** The payer's check of the clinician's note: `(a+)+$` backtracks for ever on a run of a's that does not end there. */
+const MATCHES_NOTE = "%resource.item.where(linkId = 'note').answer.value.matches('^(a+)+$')";
+const HOSTILE_NOTE = `${'a'.repeat(40)}!`;
+const PATIENT = 'fr-p1';
+
+const questionnaire = (id: string, title: string, ruled: Record<string, unknown>) => ({
+  resourceType: 'Questionnaire',
+  id,
+  url: `http://example.org/dtr/Questionnaire/${id}`,
+  version: '1.0.0',
+  title,
+  status: 'active',
+  item: [{ linkId: 'note', text: 'Note for the payer', type: 'string' }, ruled],
+});
+const CALCULATED = questionnaire('rules-calculated', 'Note check (calculated)', {
+  linkId: 'note-ok',
+  text: 'The note is in the expected form',
+  type: 'boolean',
+  readOnly: true,
+  extension: [
+    {
+      url: `${SDC}sdc-questionnaire-calculatedExpression`,
+      valueExpression: { language: 'text/fhirpath', expression: MATCHES_NOTE },
+    },
+  ],
+});
+const ENABLE_WHEN = questionnaire('rules-enable-when', 'Note check (enableWhen)', {
+  linkId: 'detail',
+  text: 'Details',
+  type: 'string',
+  extension: [
+    {
+      url: `${SDC}sdc-questionnaire-enableWhenExpression`,
+      valueExpression: { language: 'text/fhirpath', expression: MATCHES_NOTE },
+    },
+  ],
+});
+const ORDERS = {
+  calculated: ['fr-calc', 'E0911', CALCULATED],
+  enableWhen: ['fr-enable', 'E0912', ENABLE_WHEN],
+} as const;
+
+const BUNDLE = {
+  resourceType: 'Bundle',
+  type: 'collection',
+  entry: [
+    { resourceType: 'Patient', id: PATIENT, birthDate: '1949-02-03', name: [{ family: 'Lind', given: ['Ebba'] }] },
+    { resourceType: 'Practitioner', id: 'fr-pr', name: [{ family: 'Ruiz', given: ['Dana'] }] },
+    sandboxCoverage('fr-cov', PATIENT),
+    ...Object.values(ORDERS).map(([id, code]) => deviceOrder(id, PATIENT, code)),
+  ].map((resource) => ({ resource })),
+};
+
+interface Item {
+  linkId: string;
+  answer?: Array<Record<string, unknown>>;
+}
+interface Qr {
+  resourceType: 'QuestionnaireResponse';
+  id?: string;
+  item?: Item[];
+  meta?: { versionId?: string };
+}
+interface FormView {
+  status: string;
+  response: Qr;
+  ehr: { id?: string; versionId?: string };
+}
+interface Outcome {
+  resourceType: string;
+  issue: Array<{ code: string; diagnostics?: string }>;
+}
+
+const answerOf = (qr: Qr | undefined, linkId: string) => qr?.item?.find((i) => i.linkId === linkId)?.answer;
+const withNote = (note: string, extra: Item[] = []): Qr => ({
+  resourceType: 'QuestionnaireResponse',
+  item: [{ linkId: 'note', answer: [{ valueString: note }] }, ...extra],
+});
+
+describe("bounds on a payer's form rules at each save, through the server", () => {
+  let db: ScratchDatabase;
+  let dir: string;
+  let app: SpawnedServer;
+  let url: string;
+  let fhirBase: string;
+  let ehr: string;
+
+  beforeAll(async () => {
+    db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_form_rules');
+    dir = mkdtempSync(path.join(tmpdir(), 'dtr-form-rules-'));
+    writeFileSync(path.join(dir, 'patients.json'), JSON.stringify(BUNDLE));
+    for (const [name, [, code, content]] of Object.entries(ORDERS)) {
+      const folder = path.join(dir, name);
+      mkdirSync(folder);
+      writeFileSync(path.join(folder, 'Questionnaire.json'), JSON.stringify(content));
+      writeFileSync(
+        path.join(folder, 'rules.json'),
+        JSON.stringify({
+          rules: [{ description: name, codes: [{ system: HCPCS, code }], questionnaires: [`${content.url}|1.0.0`] }],
+        }),
+      );
+    }
+    app = spawnServer(
+      {
+        DATABASE_URL: db.url,
+        DTR_PORT: '0',
+        SANDBOX_EHR_PORT: '0',
+        SANDBOX_PAYER_PORT: '0',
+        SANDBOX_BUNDLES: path.join(dir, 'patients.json'),
+        SANDBOX_PACKAGE_DIRS: Object.keys(ORDERS)
+          .map((name) => path.join(dir, name))
+          .join(','),
+        DTR_PREFILL_WORKERS: '2',
+        DTR_PREFILL_DEADLINE_MS: String(DEADLINE_MS),
+      },
+      'scripts/start.mjs',
+    );
+    url = await app.ready;
+    const deadline = Date.now() + 30_000;
+    while (!/Sandbox payer: (http:\/\/\S+)/.test(app.output()) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 100));
+    fhirBase = /Sandbox EHR: (http:\/\/\S+)/.exec(app.output())![1]!;
+    ehr = new URL(fhirBase).origin;
+  }, 120_000);
+
+  afterAll(async () => {
+    if (app && app.child.exitCode === null && app.child.signalCode === null) {
+      app.child.kill('SIGTERM');
+      await app.exited;
+    }
+    await db?.drop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** A signed-in session for one of the orders, its package prepared: the browser and the form's API URL. */
+  async function open(order: keyof typeof ORDERS): Promise<{ browser: TestBrowser; form: string }> {
+    const created = await fetch(`${ehr}/_sandbox/launches`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        patient: PATIENT,
+        user: 'fr-pr',
+        fhirContext: [{ reference: `DeviceRequest/${ORDERS[order][0]}` }],
+      }),
+    });
+    expect(created.status).toBe(200);
+    const { launch } = (await created.json()) as { launch: string };
+    const browser = new TestBrowser();
+    const hops = await browser.navigate(`${url}/launch?iss=${encodeURIComponent(fhirBase)}&launch=${launch}`);
+    expect(hops.at(-1)!.url).toBe(`${url}/app`);
+    const prepared = await browser.request(`${url}/api/session/questionnaires`, { method: 'POST' });
+    expect(prepared.status, prepared.body).toBe(200);
+    const body = JSON.parse(prepared.body) as { payers: Array<{ questionnaires: Array<{ formId: string }> }> };
+    return { browser, form: `${url}/api/session/questionnaire-responses/${body.payers[0]!.questionnaires[0]!.formId}` };
+  }
+
+  const send = (browser: TestBrowser, target: string, method: 'PUT' | 'POST', qr: Qr) =>
+    browser.request(target, {
+      method,
+      headers: { 'content-type': 'application/fhir+json' },
+      body: JSON.stringify(qr),
+    });
+
+  async function view(browser: TestBrowser, form: string): Promise<FormView> {
+    const seen = await browser.request(form);
+    expect(seen.status, seen.body).toBe(200);
+    return JSON.parse(seen.body) as FormView;
+  }
+
+  /** What the sandbox EHR holds of the form's response. */
+  async function inEhr(id: string): Promise<Qr> {
+    const res = await fetch(`${ehr}/_sandbox/store/QuestionnaireResponse`);
+    const bundle = (await res.json()) as { entry?: Array<{ resource: Qr }> };
+    return bundle.entry!.map((e) => e.resource).find((r) => r.id === id)!;
+  }
+
+  /** A save stopped at the deadline: 504, an OperationOutcome naming the questionnaire's rules, nothing applied. */
+  function expectStopped(seen: { status: number; body: string }, title: string): void {
+    expect(seen.status, seen.body).toBe(504);
+    const outcome = JSON.parse(seen.body) as Outcome;
+    expect(outcome.resourceType).toBe('OperationOutcome');
+    expect(outcome.issue[0]).toMatchObject({
+      code: 'timeout',
+      diagnostics: expect.stringContaining(
+        `the payer's rules of the questionnaire "${title}" (its calculatedExpression, enableWhenExpression and variable expressions) did not finish within their deadline of ${DEADLINE_MS} ms; this save was not applied: nothing was stored here or in the EHR, and the draft saved before stands`,
+      ),
+    });
+  }
+
+  it('stops a save whose calculatedExpression backtracks at the deadline; the server answers meanwhile; the draft stands', async () => {
+    const [hostile, other] = await Promise.all([open('calculated'), open('calculated')]);
+    const first = await send(hostile.browser, hostile.form, 'PUT', withNote('aaa'));
+    expect(first.status, first.body).toBe(200);
+    const saved = JSON.parse(first.body) as FormView;
+    expect(answerOf(saved.response, 'note-ok')).toMatchObject([{ valueBoolean: true }]);
+
+    let settled = false;
+    const stopping = send(hostile.browser, hostile.form, 'PUT', withNote(HOSTILE_NOTE)).finally(() => {
+      settled = true;
+    });
+    // While the payer's expression runs, another clinician's save and the health check are answered.
+    const meanwhile = await send(other.browser, other.form, 'PUT', withNote('b'));
+    expect(meanwhile.status, meanwhile.body).toBe(200);
+    expect(answerOf((JSON.parse(meanwhile.body) as FormView).response, 'note-ok')).toMatchObject([
+      { valueBoolean: false },
+    ]);
+    expect((await fetch(`${url}/health/live`)).status).toBe(200);
+    expect(settled).toBe(false);
+    expectStopped(await stopping, 'Note check (calculated)');
+
+    // Nothing was applied: the draft here and the copy in the EHR are the first save's.
+    const after = await view(hostile.browser, hostile.form);
+    expect(after.ehr).toEqual(saved.ehr);
+    expect(answerOf(after.response, 'note')).toMatchObject([{ valueString: 'aaa' }]);
+    const stored = await inEhr(saved.ehr.id!);
+    expect(stored.meta?.versionId).toBe(saved.ehr.versionId);
+    expect(answerOf(stored, 'note')).toMatchObject([{ valueString: 'aaa' }]);
+
+    // A normal save afterwards goes through (a fresh worker replaced the stopped one).
+    const next = await send(hostile.browser, hostile.form, 'PUT', withNote('aaaa'));
+    expect(next.status, next.body).toBe(200);
+    const updated = JSON.parse(next.body) as FormView;
+    expect(answerOf(updated.response, 'note')).toMatchObject([{ valueString: 'aaaa' }]);
+    expect(answerOf(updated.response, 'note-ok')).toMatchObject([{ valueBoolean: true }]);
+    expect(updated.ehr.versionId).not.toBe(saved.ehr.versionId);
+  });
+
+  it('stops a save and a completion whose enableWhenExpression backtracks; a normal save afterwards works', async () => {
+    const { browser, form } = await open('enableWhen');
+    let settled = false;
+    const stopping = send(browser, form, 'PUT', withNote(HOSTILE_NOTE, [{ linkId: 'detail' }])).finally(() => {
+      settled = true;
+    });
+    expect((await fetch(`${url}/health/live`)).status).toBe(200);
+    expect(settled).toBe(false);
+    expectStopped(await stopping, 'Note check (enableWhen)');
+    expectStopped(await send(browser, `${form}/$complete`, 'POST', withNote(HOSTILE_NOTE)), 'Note check (enableWhen)');
+    // Nothing was stored: the form has no draft and the EHR no response.
+    const untouched = await view(browser, form);
+    expect(untouched.status).toBe('not-started');
+    expect(untouched.ehr).toEqual({});
+
+    // The item is enabled when the note matches, and removed (with its answer) when it does not.
+    const detail = { linkId: 'detail', answer: [{ valueString: 'wheelchair' }] };
+    const enabled = await send(browser, form, 'PUT', withNote('aa', [detail]));
+    expect(enabled.status, enabled.body).toBe(200);
+    expect(answerOf((JSON.parse(enabled.body) as FormView).response, 'detail')).toMatchObject([
+      { valueString: 'wheelchair' },
+    ]);
+    const disabled = await send(browser, form, 'PUT', withNote('ab', [detail]));
+    expect(disabled.status, disabled.body).toBe(200);
+    const view2 = JSON.parse(disabled.body) as FormView;
+    expect(answerOf(view2.response, 'detail')).toBeUndefined();
+    expect(answerOf(await inEhr(view2.ehr.id!), 'note')).toMatchObject([{ valueString: 'ab' }]);
+  });
+});
