@@ -30,6 +30,19 @@ const BUNDLE = {
 };
 
 type Json = Record<string, unknown>;
+
+/**
+ * `fetch`, sent a second time when a GET, PUT or DELETE finds its pooled connection closed: the servers close idle
+ * keep-alive connections while a command line runs, and the next request on that connection fails before it is sent.
+ */
+async function repeatable(target: string, init: RequestInit = {}): Promise<Response> {
+  try {
+    return await fetch(target, init);
+  } catch (error) {
+    if ((init.method ?? 'GET') === 'POST' || !(error instanceof TypeError)) throw error;
+    return fetch(target, init);
+  }
+}
 interface Logged {
   method: string;
   path: string;
@@ -60,7 +73,7 @@ describe('UDAP against the sandbox EHR and payer', () => {
   const env: Record<string, string> = {};
 
   const admin = (method: string, route: string, body?: unknown) =>
-    fetch(`${url}${route}`, {
+    repeatable(`${url}${route}`, {
       method,
       headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
@@ -74,9 +87,9 @@ describe('UDAP against the sandbox EHR and payer', () => {
     return { code: run.status, stdout: run.stdout, stderr: run.stderr };
   };
   const requests = async (origin: string): Promise<Logged[]> =>
-    (await (await fetch(`${origin}/_sandbox/requests`)).json()) as Logged[];
+    (await (await repeatable(`${origin}/_sandbox/requests`)).json()) as Logged[];
   const faults = (origin: string, settings: Json) =>
-    fetch(`${origin}/_sandbox/faults`, {
+    repeatable(`${origin}/_sandbox/faults`, {
       method: 'PUT',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify(settings),
@@ -267,8 +280,8 @@ describe('UDAP against the sandbox EHR and payer', () => {
     });
     expect(put.status).toBe(200);
     expect(await put.json()).toMatchObject({ udapIdp: `${ehr}/idp` });
-    await fetch(`${ehr}/_sandbox/requests`, { method: 'DELETE' });
-    await fetch(`${payer}/_sandbox/requests`, { method: 'DELETE' });
+    await repeatable(`${ehr}/_sandbox/requests`, { method: 'DELETE' });
+    await repeatable(`${payer}/_sandbox/requests`, { method: 'DELETE' });
 
     const created = await fetch(`${ehr}/_sandbox/launches`, {
       method: 'POST',
@@ -320,7 +333,7 @@ describe('UDAP against the sandbox EHR and payer', () => {
     };
     expect(tenant.registrations.map((r) => r.purpose)).toEqual(['supplement']);
 
-    await fetch(`${payer}/_sandbox/requests`, { method: 'DELETE' });
+    await repeatable(`${payer}/_sandbox/requests`, { method: 'DELETE' });
     const created = await fetch(`${ehr}/_sandbox/launches`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
