@@ -11,6 +11,7 @@ import { DtrModule } from './dtr/dtr.module.js';
 import { PayersModule } from './payers/payers.module.js';
 import { RetentionModule } from './retention/retention.module.js';
 import { SmartModule } from './smart/smart.module.js';
+import { UdapAdminModule } from './admin/udap-admin.module.js';
 
 export interface AppModuleOptions {
   config: AppConfig;
@@ -39,6 +40,7 @@ export class AppModule {
         SmartModule,
         AuditModule,
         PayersModule,
+        UdapAdminModule,
         DtrModule,
         RetentionModule,
       ],

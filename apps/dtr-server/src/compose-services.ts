@@ -1,7 +1,7 @@
 import { AuditLog } from '@dtr/audit';
 import { Outbox, SubmissionRepository } from '@dtr/disclosure';
 import { Clock, SystemClock } from '@dtr/kernel';
-import { PackageCache, PayerRegistry } from '@dtr/payer';
+import { PackageCache, PayerRegistry, PayerUdapRegistration } from '@dtr/payer';
 import {
   BackendServicesClient,
   LaunchService,
@@ -12,6 +12,10 @@ import {
   SmartDiscovery,
   SmartSessions,
   TenantRegistry,
+  TenantUdapRegistration,
+  type UdapClientOptions,
+  UdapIdentityStore,
+  UdapRegistrar,
 } from '@dtr/smart';
 import type { DataSource } from 'typeorm';
 import { auditHashKey } from './audit/audit-hash-key.js';
@@ -40,6 +44,11 @@ export interface Services {
   /** Payer-bound submissions and the outbox that delivers them. */
   submissions: SubmissionRepository;
   outbox: Outbox;
+  /** Our UDAP certificates (keys sealed) and the communities' trust anchors. */
+  udapIdentities: UdapIdentityStore;
+  udapRegistrar: UdapRegistrar;
+  tenantUdap: TenantUdapRegistration;
+  payerUdap: PayerUdapRegistration;
 }
 
 export interface ComposeOptions {
@@ -65,8 +74,26 @@ export function composeServices(dataSource: DataSource, config: AppConfig, optio
   const tenants = new TenantRegistry(dataSource, secretBox, policy);
   const discovery = new SmartDiscovery(policy, clock);
   const sessionStore = new SessionStore(dataSource, secretBox, clock, { idleMs: config.sessionIdleMs });
-  const client = { policy, keys: signingKeys };
+  const udapIdentities = new UdapIdentityStore(dataSource, secretBox, clock);
+  const udapRegistrar = new UdapRegistrar(udapIdentities, policy, clock);
+  const udap: UdapClientOptions = {
+    identities: udapIdentities,
+    b2b: {
+      organizationId: config.udap.organizationId ?? config.publicUrl ?? `http://${config.host}:${config.port}`,
+      ...(config.udap.organizationName ? { organizationName: config.udap.organizationName } : {}),
+      purposeOfUse: config.udap.purposeOfUse,
+    },
+  };
+  const client = { policy, keys: signingKeys, udap };
   const submissions = new SubmissionRepository(dataSource, secretBox, clock);
+  const payers = new PayerRegistry(dataSource, policy, secretBox, config.allowLaunchTokenForPayer);
+  // After the secret box: in development it creates the key the audit hash key is derived from.
+  const audit = new AuditLog(dataSource, auditHashKey(config), clock);
+  const statementDefaults = {
+    clientName: config.udap.clientName,
+    contacts: config.udap.contacts,
+    ...(config.udap.logoUri ? { logoUri: config.udap.logoUri } : {}),
+  };
   return {
     dataSource,
     clock,
@@ -79,14 +106,23 @@ export function composeServices(dataSource: DataSource, config: AppConfig, optio
     launches: new LaunchService(dataSource, tenants, discovery, sessionStore, secretBox, clock, {
       ...client,
       sessionTtlMs: config.sessionTtlMs,
+      udapDiscovery: udapRegistrar,
+      onTieredOAuthSkipped: (tenantId, reason) =>
+        options.logger?.entry('warn', 'Tiered OAuth identity provider not sent', { tenantId, reason }),
     }),
     smartSessions: new SmartSessions(sessionStore, tenants, discovery, clock, client),
-    payers: new PayerRegistry(dataSource, policy, secretBox, config.allowLaunchTokenForPayer),
-    backendServices: new BackendServicesClient(signingKeys, policy, clock),
+    payers,
+    backendServices: new BackendServicesClient(signingKeys, policy, clock, undefined, undefined, udap),
     packageCache: new PackageCache(dataSource),
-    // After the secret box: in development it creates the key the audit hash key is derived from.
-    audit: new AuditLog(dataSource, auditHashKey(config), clock),
+    audit,
     submissions,
     outbox: new Outbox(dataSource, submissions, clock, config.delivery),
+    udapIdentities,
+    udapRegistrar,
+    tenantUdap: new TenantUdapRegistration(tenants, udapRegistrar, audit, {
+      ...statementDefaults,
+      ...(config.publicUrl ? { redirectUri: `${config.publicUrl}/callback` } : {}),
+    }),
+    payerUdap: new PayerUdapRegistration(payers, udapRegistrar, audit, statementDefaults),
   };
 }

@@ -17,7 +17,9 @@ export type AuditKind =
   | 'retention-purge'
 
   /** The launch's EHR token sent to a payer registered with `tokenSource: launch` (test harnesses), each use. */
-  | 'payer-launch-token';
+  | 'payer-launch-token'
+  /** One of our UDAP client registrations at an EHR or a payer: registered, modified or cancelled (or refused). */
+  | 'udap-registration';
 
 /** FHIR AuditEvent.action: create, read, update, delete, execute. */
 type AuditAction = 'C' | 'R' | 'U' | 'D' | 'E';
@@ -81,6 +83,7 @@ const TYPE_OF: Record<AuditKind, { system: string; code: string; display: string
   'submission-retry': { system: DCM, code: '110106', display: 'Export' },
   'retention-purge': { system: DCM, code: '110100', display: 'Application Activity' },
   'payer-launch-token': { system: AUDIT_TYPE, code: 'rest', display: 'RESTful Operation' },
+  'udap-registration': { system: DCM, code: '110100', display: 'Application Activity' },
 };
 
 export function auditTypeOf(kind: AuditKind): { system: string; code: string; display: string } {

@@ -6,3 +6,4 @@ export * from './package/package-cache.js';
 export * from './package/package-retrieval.js';
 export * from './mutual-tls-fetch.js';
 export { RUNTIME_REPORTED } from './log-questionnaire-errors.js';
+export * from './payer-udap-registration.js';

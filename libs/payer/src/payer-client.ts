@@ -10,7 +10,7 @@ import {
 } from '@dtr/smart';
 import { type PackageResponse, parsePackageResponse } from './package/package-response.js';
 import type { PackageIssue } from '@dtr/fhir';
-import type { Payer } from './payer-registry.service.js';
+import { backendServicesRegistration, type Payer } from './payer-registry.service.js';
 import { mutualTlsFetch, type TlsCredentials } from './mutual-tls-fetch.js';
 import { logErrorsRequest } from './log-questionnaire-errors.js';
 
@@ -85,13 +85,7 @@ export class PayerClient {
         baseUrl,
         accessToken: () =>
           options.launchToken?.() ??
-          this.tokens.token({
-            tokenEndpoint: payer.tokenEndpoint,
-            clientId: payer.clientId,
-            signingAlg: payer.signingAlg,
-            scopes: payer.scopes,
-            ...(options.tls ? { fetch: connection } : {}),
-          }),
+          this.tokens.token(backendServicesRegistration(payer, options.tls ? connection : undefined)),
         fetch: connection,
         maxResponseBytes: limits.payer.maxBytes,
         maxJsonDepth: limits.payer.maxDepth,

@@ -1,6 +1,13 @@
 import { DtrError } from '@dtr/kernel';
 import { DTR_VERSIONS, type DtrVersion, type FhirResource } from '@dtr/fhir';
-import { assertOutboundUrl, normaliseBaseUrl, type OutboundPolicy, type SecretBox } from '@dtr/smart';
+import {
+  assertOutboundUrl,
+  type BackendServicesRegistration,
+  normaliseBaseUrl,
+  type OutboundPolicy,
+  type SecretBox,
+} from '@dtr/smart';
+import type { StoredPayerUdap } from './payer.repository.js';
 import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
 import type { TlsCredentials } from './mutual-tls-fetch.js';
 import { PayerRepository, type StoredPayer, type SubmissionRoute } from './payer.repository.js';
@@ -46,6 +53,17 @@ const payerInputSchema = z
      */
     tokenSource: z.enum(['backend-services', 'launch']).default('backend-services'),
     /**
+     * How our token requests authenticate: `private_key_jwt` (our JWKS keys) or `udap` (the certificate of `udapSan`;
+     * usually set by `dtr payer register-udap`). Omitted: the stored method (and UDAP registration) is kept.
+     */
+    authMethod: z.enum(['private_key_jwt', 'udap']).optional(),
+    udapSan: z.url().max(500).optional(),
+    /**
+     * The stored UDAP registration as `GET /admin/payers` shows it: accepted so a payer read can be put back, and
+     * ignored (it changes only through `register-udap`).
+     */
+    udap: z.looseObject({}).nullable().optional(),
+    /**
      * Our client certificate for mutual TLS with this payer (PEM), its private key (PEM; stored sealed, never
      * returned) and, when the payer's server certificate is not from a public CA, that CA (PEM). Omitted: the stored
      * one is kept; null: removed.
@@ -86,6 +104,14 @@ export interface Payer {
   tokenSource: 'backend-services' | 'launch';
   /** Public facts of the mutual TLS client certificate, when there is one (its key is never returned). */
   clientCertificate: { subject: string; fingerprint256: string; validTo: string } | null;
+  authMethod: 'private_key_jwt' | 'udap';
+  /** Our UDAP registration at this payer, when authMethod is `udap`. */
+  udap: {
+    san: string;
+    community: string | null;
+    granted: Record<string, unknown> | null;
+    cancelledAt: string | null;
+  } | null;
 }
 
 function certificateFacts(pem: string): { subject: string; fingerprint256: string; validTo: string } {
@@ -99,8 +125,32 @@ function certificateFacts(pem: string): { subject: string; fingerprint256: strin
 
 /** The view of a stored payer: its certificate's public facts, never its key. */
 function toPayer(stored: StoredPayer): Payer {
-  const { clientCertificate, clientCertificateKeySealed: _key, serverCa: _ca, ...payer } = stored;
-  return { ...payer, clientCertificate: clientCertificate ? certificateFacts(clientCertificate) : null };
+  const { clientCertificate, clientCertificateKeySealed: _key, serverCa: _ca, udap, ...payer } = stored;
+  return {
+    ...payer,
+    clientCertificate: clientCertificate ? certificateFacts(clientCertificate) : null,
+    udap: udap ? { ...udap, cancelledAt: udap.cancelledAt?.toISOString() ?? null } : null,
+  };
+}
+
+/**
+ * The Backend Services registration our token requests to `payer` use: private_key_jwt, or UDAP with the SAN URI it
+ * was registered as. A cancelled UDAP client is refused here, before any request, with what to run.
+ */
+export function backendServicesRegistration(payer: Payer, connection?: typeof fetch): BackendServicesRegistration {
+  if (payer.authMethod === 'udap' && payer.udap?.cancelledAt)
+    throw new DtrError(
+      'CONFIGURATION',
+      `our UDAP client at payer ${payer.id} was cancelled on ${payer.udap.cancelledAt}: register again with "dtr payer register-udap ${payer.id} --san <uri>"`,
+    );
+  return {
+    tokenEndpoint: payer.tokenEndpoint,
+    clientId: payer.clientId,
+    signingAlg: payer.signingAlg,
+    scopes: payer.scopes,
+    ...(payer.authMethod === 'udap' && payer.udap ? { authMethod: 'udap' as const, udapSan: payer.udap.san } : {}),
+    ...(connection ? { fetch: connection } : {}),
+  };
 }
 
 /**
@@ -151,6 +201,7 @@ export class PayerRegistry {
       }
     }
     const fhirBase = normaliseBaseUrl(p.fhirBase);
+    const { authMethod, udap } = await this.authOf(p);
     const certificate = p.clientCertificate
       ? this.checkCertificate(p.id, p.clientCertificate, [p.fhirBase, p.tokenEndpoint])
       : undefined;
@@ -170,10 +221,53 @@ export class PayerRegistry {
         clientCertificate: certificate?.certificate ?? null,
         clientCertificateKeySealed: certificate?.sealedKey ?? null,
         serverCa: certificate?.serverCa ?? null,
+        authMethod,
+        udap,
       },
       p.clientCertificate !== undefined,
     );
     return (await this.get(p.id))!;
+  }
+
+  /**
+   * The auth method a put keeps or sets: omitted keeps the stored one; `udap` needs a SAN URI (given or stored), and a
+   * registration put again under the same client id keeps what the payer granted.
+   */
+  private async authOf(p: {
+    id: string;
+    clientId: string;
+    authMethod?: 'private_key_jwt' | 'udap' | undefined;
+    udapSan?: string | undefined;
+  }): Promise<{ authMethod: 'private_key_jwt' | 'udap'; udap: StoredPayerUdap | null }> {
+    const stored = await this.payers.get(p.id);
+    const authMethod = p.authMethod ?? stored?.authMethod ?? 'private_key_jwt';
+    if (authMethod === 'private_key_jwt') {
+      if (p.udapSan)
+        throw new DtrError('INVALID_INPUT', 'udapSan: is only for authMethod udap', { expression: ['udapSan'] });
+      return { authMethod, udap: null };
+    }
+    const san = p.udapSan ?? stored?.udap?.san;
+    if (!san)
+      throw new DtrError('INVALID_INPUT', 'udapSan: is required for authMethod udap (the SAN URI we registered as)', {
+        expression: ['udapSan'],
+      });
+    const same = stored?.udap && stored.udap.san === san && stored.clientId === p.clientId;
+    return {
+      authMethod,
+      udap: same ? stored.udap : { san, community: null, granted: null, cancelledAt: null },
+    };
+  }
+
+  /** Stores our UDAP registration's answer (client id, the token endpoint from the payer's signed metadata). */
+  async saveUdapRegistration(
+    id: string,
+    clientId: string,
+    tokenEndpoint: string,
+    udap: StoredPayerUdap,
+  ): Promise<Payer> {
+    if (!(await this.payers.saveUdap(id, clientId, tokenEndpoint, udap)))
+      throw new DtrError('NOT_FOUND', `no payer ${id}`);
+    return (await this.get(id))!;
   }
 
   /** Our mutual TLS credentials for this payer, key unsealed (for the outbound client only), when it has them. */

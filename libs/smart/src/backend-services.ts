@@ -4,13 +4,17 @@ import { Clock, DtrError } from '@dtr/kernel';
 import { outboundFetch } from './outbound-fetch.js';
 import { translateOAuthError } from './launch/launch.service.js';
 import { assertOutboundUrl, isLoopback, limitsOf, type OutboundPolicy } from './outbound-policy.js';
-import { type ClientKeyProvider, privateKeyJwt } from './smart-client.js';
+import { type ClientKeyProvider, privateKeyJwt, udapAuth, type UdapClientOptions } from './smart-client.js';
 import type { SigningAlg } from './tenants/tenant.types.js';
 
 export interface BackendServicesRegistration {
   tokenEndpoint: string;
   clientId: string;
+  /** `private_key_jwt` (the default) with our JWKS keys, or `udap` with the certificate of `udapSan`. */
+  authMethod?: 'private_key_jwt' | 'udap';
   signingAlg: SigningAlg;
+  /** With `udap`: the SAN URI we registered as. */
+  udapSan?: string;
   scopes: string[];
   /** The connection to use for this registration (a payer's mutual TLS), instead of the default fetch. */
   fetch?: typeof fetch;
@@ -22,7 +26,7 @@ interface Cached {
 }
 
 /**
- * SMART Backend Services (client_credentials + private_key_jwt) for system-to-system calls: payers, and system-level
+ * SMART Backend Services (client_credentials + private_key_jwt, or UDAP B2B client credentials) for system-to-system calls: payers, and system-level
  * disclosure to an EHR. Tokens are cached per registration until shortly before they expire; concurrent callers
  * share one request. A token is handed out only with the registration it belongs to, so it goes nowhere else.
  * @see https://hl7.org/fhir/smart-app-launch/backend-services.html
@@ -38,6 +42,8 @@ export class BackendServicesClient {
     private readonly clock: Clock,
     fetchFn?: typeof fetch,
     private readonly refreshBeforeMs = 60_000,
+    /** UDAP client authentication (certificates and the `hl7-b2b` facts), for `udap` registrations. */
+    private readonly udap?: UdapClientOptions,
   ) {
     this.fetchFn = fetchFn ?? outboundFetch(policy);
   }
@@ -67,12 +73,18 @@ export class BackendServicesClient {
 
   private async request(registration: BackendServicesRegistration): Promise<Cached> {
     const endpoint = assertOutboundUrl(registration.tokenEndpoint, this.policy, 'token endpoint');
-    const { key, kid } = await this.keys.privateKey(registration.signingAlg);
+    let auth: oidc.ClientAuth;
+    if (registration.authMethod === 'udap') {
+      auth = await udapAuth(this.udap, registration, endpoint.toString(), 'client_credentials');
+    } else {
+      const { key, kid } = await this.keys.privateKey(registration.signingAlg);
+      auth = privateKeyJwt(key, kid, endpoint.toString());
+    }
     const config = new oidc.Configuration(
       { issuer: endpoint.origin, token_endpoint: endpoint.toString() },
       registration.clientId,
-      { token_endpoint_auth_signing_alg: registration.signingAlg },
-      privateKeyJwt(key, kid, endpoint.toString()),
+      registration.authMethod === 'udap' ? {} : { token_endpoint_auth_signing_alg: registration.signingAlg },
+      auth,
     );
     const fetchFn = boundedFetch(registration.fetch ?? this.fetchFn, limitsOf(this.policy).discovery);
     config[oidc.customFetch] = (url, init) =>

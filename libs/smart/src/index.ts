@@ -14,3 +14,7 @@ export * from './keys/signing-key-store.js';
 export * from './backend-services.js';
 export * from './key-ring-secret-box.js';
 export * from './outbound-fetch.js';
+export * from './udap/udap-identity-store.js';
+export * from './udap/udap-registrar.js';
+export * from './udap/udap-registration-input.js';
+export * from './udap/tenant-udap-registration.js';

@@ -1,6 +1,7 @@
 import * as oidc from 'openid-client';
 import { boundedFetch } from '@dtr/fhir';
 import { DtrError } from '@dtr/kernel';
+import { type B2bExtension, type UdapIdentity, udapClientAuth } from '@dtr/udap';
 import { outboundFetch } from './outbound-fetch.js';
 import type { SigningAlg } from './tenants/tenant.types.js';
 import type { RegistrationCredentials } from './tenants/tenant-registry.service.js';
@@ -49,9 +50,45 @@ export function privateKeyJwt(key: SigningCryptoKey, kid: string, tokenEndpoint:
   );
 }
 
+/** Our UDAP identities (UdapIdentityStore implements it): the certificate and key that sign as a SAN URI. */
+export abstract class UdapIdentityProvider {
+  abstract identityFor(sanUri: string): Promise<UdapIdentity>;
+}
+
+/** What UDAP client authentication needs beyond the registration: our identities, and the B2B extension's facts. */
+export interface UdapClientOptions {
+  identities: UdapIdentityProvider;
+  /** Our organization and purpose of use, sent as `hl7-b2b` with client_credentials token requests. */
+  b2b: B2bExtension;
+}
+
+/**
+ * UDAP JWT client authentication: a client assertion signed with the certificate of the registration's SAN URI
+ * (`x5c` header, `udap=1`), with the `hl7-b2b` extension when the grant is client_credentials.
+ * @see https://hl7.org/fhir/us/udap-security/b2b.html#submitting-a-token-request
+ */
+export async function udapAuth(
+  udap: UdapClientOptions | undefined,
+  credentials: { clientId: string; udapSan?: string | undefined },
+  tokenEndpoint: string,
+  grant: 'authorization_code' | 'client_credentials',
+): Promise<oidc.ClientAuth> {
+  if (!credentials.udapSan) throw new DtrError('CONFIGURATION', 'udap registration without a SAN URI');
+  if (!udap) throw new DtrError('CONFIGURATION', 'UDAP client authentication is not configured in this process');
+  const identity = await udap.identities.identityFor(credentials.udapSan);
+  return udapClientAuth({
+    identity,
+    clientId: credentials.clientId,
+    tokenEndpoint,
+    ...(grant === 'client_credentials' ? { b2b: udap.b2b } : {}),
+  });
+}
+
 export interface SmartClientOptions {
   policy: OutboundPolicy;
   keys: ClientKeyProvider;
+  /** UDAP client authentication, for registrations with auth method `udap`. */
+  udap?: UdapClientOptions;
   /** Injectable for tests and for outbound request policy. */
   fetch?: typeof fetch;
   timeoutMs?: number;
@@ -89,11 +126,17 @@ async function withoutIdToken(response: Response, onIdToken?: (idToken: string) 
  */
 export async function smartClientConfiguration(
   smart: SmartConfiguration,
-  credentials: Pick<RegistrationCredentials, 'clientId' | 'authMethod' | 'clientSecret' | 'signingAlg'>,
-  options: SmartClientOptions & { onIdToken?: (idToken: string) => void },
+  credentials: Pick<RegistrationCredentials, 'clientId' | 'authMethod' | 'clientSecret' | 'signingAlg' | 'udapSan'>,
+  options: SmartClientOptions & {
+    onIdToken?: (idToken: string) => void;
+    /** The grant this configuration is for (UDAP adds the B2B extension to client_credentials). */
+    grant?: 'authorization_code' | 'client_credentials';
+  },
 ): Promise<oidc.Configuration> {
   let auth: oidc.ClientAuth;
-  if (credentials.authMethod === 'client_secret_basic') {
+  if (credentials.authMethod === 'udap') {
+    auth = await udapAuth(options.udap, credentials, smart.token_endpoint, options.grant ?? 'authorization_code');
+  } else if (credentials.authMethod === 'client_secret_basic') {
     if (!credentials.clientSecret)
       throw new DtrError('CONFIGURATION', 'client_secret_basic registration without a secret');
     auth = clientSecretBasic(credentials.clientId, credentials.clientSecret);

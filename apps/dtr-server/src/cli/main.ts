@@ -11,6 +11,7 @@ import { registerPackageCommands } from './package.commands.js';
 import { registerPrefillCommand } from './prefill.commands.js';
 import { registerPurgeCommand } from './purge.commands.js';
 import { registerTenantCommands } from './tenant.commands.js';
+import { registerUdapCommands } from './udap.commands.js';
 import { composeServices, type Services } from '../compose-services.js';
 
 /**
@@ -75,7 +76,7 @@ function withServices<T>(fn: (services: Services, config: AppConfig) => Promise<
   });
 }
 
-registerTenantCommands(program, (fn) => withServices((services) => fn(services.tenants)));
+const tenant = registerTenantCommands(program, (fn) => withServices((services) => fn(services.tenants)));
 
 const payer = program.command('payer').description('payers we call with SMART Backend Services');
 payer
@@ -128,6 +129,7 @@ keys
 registerPrefillCommand(program);
 registerDisclosureCommands(program, withServices);
 registerPurgeCommand(program, withServices);
+registerUdapCommands(program, withServices, { tenant, payer });
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   exitOnConfigError('dtr', error);

@@ -13,7 +13,7 @@ export type WithRegistry = <T>(fn: (registry: TenantRegistry) => Promise<T>) => 
  *   dtr tenant show <id>
  *   dtr tenant remove <id>
  */
-export function registerTenantCommands(program: Command, withRegistry: WithRegistry): void {
+export function registerTenantCommands(program: Command, withRegistry: WithRegistry): Command {
   const tenant = program.command('tenant').description('EHR tenants (SMART iss) and their two client registrations');
 
   tenant
@@ -60,4 +60,5 @@ export function registerTenantCommands(program: Command, withRegistry: WithRegis
       }
       process.stdout.write(`removed ${id}\n`);
     });
+  return tenant;
 }

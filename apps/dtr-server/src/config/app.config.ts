@@ -132,6 +132,18 @@ const schema = z
     DTR_DELIVERY_POLL_MS: positiveInt.default(1_000),
     DTR_WRITE_BACK_LEASE_MS: positiveInt.default(90_000),
     DTR_OUTBOUND_ALLOWED_NETWORKS: networks.optional(),
+    DTR_UDAP_CLIENT_NAME: z.string().min(1).max(200).default('DTR backend'),
+    DTR_UDAP_CONTACT: z
+      .string()
+      .regex(/^mailto:[^\s@]+@[^\s@]+$/, { error: 'must be a mailto: URI (mailto:ops@example.org)' })
+      .optional(),
+    DTR_UDAP_LOGO_URI: z.url({ protocol: /^https?$/ }).optional(),
+    DTR_UDAP_ORGANIZATION_ID: z.url().optional(),
+    DTR_UDAP_ORGANIZATION_NAME: z.string().min(1).max(200).optional(),
+    DTR_UDAP_PURPOSE_OF_USE: z
+      .string()
+      .regex(/^\S+$/, { error: 'must be space-free codes separated by commas' })
+      .default('urn:oid:2.16.840.1.113883.5.8#TREAT'),
     DTR_EHR_MAX_RESPONSE_BYTES: positiveInt.default(d.ehr.maxBytes),
     DTR_PAYER_MAX_RESPONSE_BYTES: positiveInt.default(d.payer.maxBytes),
     DTR_DISCOVERY_MAX_RESPONSE_BYTES: positiveInt.default(d.discovery.maxBytes),
@@ -234,6 +246,18 @@ export interface AppConfig {
   };
   /** Outbound calls: private networks that may be reached (CIDR), and how much upstreams may answer. */
   outbound: { allowedNetworks: string[]; limits: OutboundLimits };
+  /**
+   * UDAP: software statement defaults (client name, contact, logo) and the `hl7-b2b` facts of our client_credentials
+   * token requests (organization id and name, purpose of use; default TREAT).
+   */
+  udap: {
+    clientName: string;
+    contacts: string[];
+    logoUri: string | undefined;
+    organizationId: string | undefined;
+    organizationName: string | undefined;
+    purposeOfUse: string[];
+  };
 }
 
 /** How long rows are kept after they stop being needed (see README: Retention). */
@@ -342,6 +366,14 @@ export function loadAppConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
         expandMaxPages: e.DTR_EXPAND_MAX_PAGES,
         expandMaxCodes: e.DTR_EXPAND_MAX_CODES,
       },
+    },
+    udap: {
+      clientName: e.DTR_UDAP_CLIENT_NAME,
+      contacts: e.DTR_UDAP_CONTACT ? [e.DTR_UDAP_CONTACT] : [],
+      logoUri: e.DTR_UDAP_LOGO_URI,
+      organizationId: e.DTR_UDAP_ORGANIZATION_ID,
+      organizationName: e.DTR_UDAP_ORGANIZATION_NAME,
+      purposeOfUse: e.DTR_UDAP_PURPOSE_OF_USE.split(',').filter(Boolean),
     },
   };
 }

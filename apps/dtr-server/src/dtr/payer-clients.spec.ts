@@ -19,6 +19,8 @@ const payer = (fhirBase: string, tokenSource: Payer['tokenSource']): Payer => ({
   coverageIdentifiers: [],
   tokenSource,
   clientCertificate: null,
+  authMethod: 'private_key_jwt',
+  udap: null,
 });
 const session = { fhirBase: 'http://127.0.0.1:7001/fhir', idHash: 'h', tenantId: 't' } as SessionRecord;
 

@@ -12,6 +12,7 @@ import { PayerTokenSource1764720000000 } from './1764720000000-payer-token-sourc
 import { TenantFrameAncestors1764730000000 } from './1764730000000-tenant-frame-ancestors.js';
 import { PackageSelectionKey1764750000000 } from './1764750000000-package-selection-key.js';
 import { Retention1764760000000 } from './1764760000000-retention.js';
+import { Udap1764810000000 } from './1764810000000-udap.js';
 
 /** Every migration, in order. Explicit on purpose: no globs (see STACK.md). */
 export const MIGRATIONS: Array<new () => MigrationInterface> = [
@@ -28,4 +29,5 @@ export const MIGRATIONS: Array<new () => MigrationInterface> = [
   TenantFrameAncestors1764730000000,
   PackageSelectionKey1764750000000,
   Retention1764760000000,
+  Udap1764810000000,
 ];

@@ -16,6 +16,10 @@ export interface LaunchServiceOptions extends SmartClientOptions {
   /** How long a started authorization may take to come back. */
   attemptTtlMs?: number;
   sessionTtlMs?: number;
+  /** UDAP discovery (checked signed metadata), for Tiered OAuth: asked only for tenants with a `udapIdp`. */
+  udapDiscovery?: { discoverCached(baseUrl: string, community?: string): Promise<{ profiles: string[] }> };
+  /** Told once per tenant and reason why a tenant's Tiered OAuth identity provider was not sent (for the log). */
+  onTieredOAuthSkipped?: (tenantId: string, reason: string) => void;
 }
 
 export interface StartedAuthorization {
@@ -147,10 +151,13 @@ export class LaunchService {
       session_id_hash: extra.sessionIdHash ?? null,
       expires_at: new Date(this.clock.now().getTime() + this.attemptTtlMs),
     });
+    const idp = await this.tieredOAuthIdp(tenant, credentials);
+    const scope = scopesFor(kind, credentials);
     const params: Record<string, string> = {
       response_type: 'code',
       redirect_uri: credentials.redirectUri,
-      scope: scopesFor(kind, credentials),
+      scope: idp ? `${scope} udap` : scope,
+      ...(idp ? { idp } : {}),
       state,
       aud: tenant.fhirBase,
       code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
@@ -163,6 +170,35 @@ export class LaunchService {
       tenantId: tenant.id,
       frameAncestors: tenant.frameAncestors,
     };
+  }
+
+  private readonly tieredOAuthNotices = new Set<string>();
+
+  /**
+   * UDAP Tiered OAuth: the tenant's identity provider, when it has one and the EHR's checked UDAP metadata lists
+   * `udap_to`; otherwise undefined (the launch goes on without it, and the reason is told once per tenant).
+   * @see https://hl7.org/fhir/us/udap-security/user.html
+   */
+  private async tieredOAuthIdp(tenant: TenantView, credentials: RegistrationCredentials): Promise<string | undefined> {
+    if (!tenant.udapIdp) return undefined;
+    let reason: string;
+    if (!this.options.udapDiscovery) {
+      reason = 'UDAP discovery is not configured in this process';
+    } else {
+      try {
+        const server = await this.options.udapDiscovery.discoverCached(tenant.fhirBase, credentials.udapCommunity);
+        if (server.profiles.includes('udap_to')) return tenant.udapIdp;
+        reason = 'the EHR does not list udap_to in udap_profiles_supported';
+      } catch (error) {
+        reason = `the EHR's UDAP metadata could not be used: ${error instanceof Error ? error.message : 'unknown error'}`;
+      }
+    }
+    const key = `${tenant.id}|${reason}`;
+    if (!this.tieredOAuthNotices.has(key)) {
+      this.tieredOAuthNotices.add(key);
+      this.options.onTieredOAuthSkipped?.(tenant.id, reason);
+    }
+    return undefined;
   }
 
   /**

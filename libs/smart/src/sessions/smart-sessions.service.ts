@@ -136,7 +136,7 @@ export class SmartSessions {
     if (!tenant) throw new DtrError('UNAUTHENTICATED', 'the session tenant no longer exists');
     const smart = await this.discovery.get(tenant.fhirBase);
     const credentials = await this.tenants.credentialsFor(tenantId, 'disclose');
-    const config = await smartClientConfiguration(smart, credentials, this.options);
+    const config = await smartClientConfiguration(smart, credentials, { ...this.options, grant: 'client_credentials' });
     try {
       const granted = await oidc.clientCredentialsGrant(config, { scope: credentials.scopes.join(' ') });
       assertNarrowSystemScopes(granted.scope, credentials.scopes);

@@ -9,9 +9,11 @@ import type { ClientAuthMethod, DiscloseMode, RegistrationPurpose, SigningAlg } 
 const registrationSchema = z
   .object({
     clientId: z.string().min(1).max(255),
-    authMethod: z.enum(['client_secret_basic', 'private_key_jwt']),
+    authMethod: z.enum(['client_secret_basic', 'private_key_jwt', 'udap']),
     clientSecret: z.string().min(8).max(1024).optional(),
     signingAlg: z.enum(['RS384', 'ES384']).optional(),
+    /** With `udap`: the SAN URI of our certificate this client was registered as (see `dtr tenant register-udap`). */
+    udapSan: z.url().max(500).optional(),
     scopes: z.array(z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'scopes are space-free tokens')).min(1),
     redirectUri: z.url(),
   })
@@ -22,6 +24,19 @@ const registrationSchema = z
     }
     if (r.authMethod === 'private_key_jwt' && r.clientSecret) {
       ctx.addIssue({ code: 'custom', path: ['clientSecret'], message: 'must not be given for private_key_jwt' });
+    }
+    if (r.authMethod === 'udap' && !r.udapSan) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['udapSan'],
+        message: 'is required for udap (the SAN URI we registered as)',
+      });
+    }
+    if (r.authMethod === 'udap' && (r.clientSecret || r.signingAlg)) {
+      ctx.addIssue({ code: 'custom', path: ['authMethod'], message: 'udap takes neither clientSecret nor signingAlg' });
+    }
+    if (r.authMethod !== 'udap' && r.udapSan) {
+      ctx.addIssue({ code: 'custom', path: ['udapSan'], message: 'is only for authMethod udap' });
     }
     if (r.authMethod === 'private_key_jwt' && !r.signingAlg) {
       ctx.addIssue({
@@ -40,6 +55,11 @@ export const tenantInputSchema = z
     discloseMode: z.enum(['user-delegated', 'system']),
     singleClient: z.boolean().default(false),
     frameAncestors: z.array(z.string().max(300)).max(20, 'at most 20 origins').default([]),
+    /**
+     * UDAP Tiered OAuth: the OpenID Connect identity provider (its base URL) the EHR is asked to authenticate the
+     * user with, when the EHR's UDAP metadata offers `udap_to`.
+     */
+    udapIdp: z.url().max(500).nullable().default(null),
     supplement: registrationSchema,
     disclose: registrationSchema.optional(),
   })
@@ -56,6 +76,10 @@ interface RegistrationView {
   signingAlg: SigningAlg | null;
   scopes: string[];
   redirectUri: string;
+  /** With `udap`: the SAN URI we registered as, the community, and what the EHR granted. */
+  udapSan: string | null;
+  udapCommunity: string | null;
+  udapGranted: Record<string, unknown> | null;
 }
 
 export interface TenantView {
@@ -66,6 +90,8 @@ export interface TenantView {
   singleClient: boolean;
   /** Origins that may embed the app in a frame (CSP frame-ancestors, besides our own); empty: none. */
   frameAncestors: string[];
+  /** UDAP Tiered OAuth identity provider, when set. */
+  udapIdp: string | null;
   registrations: RegistrationView[];
 }
 
@@ -77,6 +103,19 @@ export interface RegistrationCredentials {
   authMethod: ClientAuthMethod;
   clientSecret?: string;
   signingAlg?: SigningAlg;
+  scopes: string[];
+  redirectUri: string;
+  /** With `udap`: which of our certificates signs (by SAN URI) and the community it was registered in. */
+  udapSan?: string;
+  udapCommunity?: string;
+}
+
+/** Our UDAP registration at an EHR, as `dtr tenant register-udap` stores it. */
+export interface UdapTenantRegistration {
+  clientId: string;
+  sanUri: string;
+  community: string | null;
+  granted: Record<string, unknown>;
   scopes: string[];
   redirectUri: string;
 }
@@ -198,8 +237,8 @@ export class TenantRegistry {
       fail(`${prefix}.scopes`, 'needs a write scope for QuestionnaireResponse (e.g. user/QuestionnaireResponse.cu)');
     }
     if (t.discloseMode === 'system' && !t.singleClient) {
-      if (disclosing.authMethod !== 'private_key_jwt') {
-        fail('disclose.authMethod', 'system-level disclosure uses SMART Backend Services: private_key_jwt');
+      if (disclosing.authMethod === 'client_secret_basic') {
+        fail('disclose.authMethod', 'system-level disclosure uses SMART Backend Services: private_key_jwt or udap');
       }
       const nonSystem = disclosing.scopes.filter((s) => !s.startsWith('system/'));
       if (nonSystem.length > 0)
@@ -217,6 +256,16 @@ export class TenantRegistry {
     }
     const registrations: Array<[RegistrationPurpose, RegistrationInput]> = [['supplement', t.supplement]];
     if (t.disclose) registrations.push(['disclose', t.disclose]);
+    // A UDAP registration put again under the same client id keeps what the EHR granted and its community.
+    const before = (await this.tenants.get(t.id))?.registrations ?? [];
+    const kept = (purpose: RegistrationPurpose, r: RegistrationInput) => {
+      const previous = before.find(
+        (b) => b.purpose === purpose && b.authMethod === 'udap' && b.clientId === r.clientId,
+      );
+      return r.authMethod === 'udap' && previous
+        ? { udapCommunity: previous.udapCommunity, udapGranted: previous.udapGranted }
+        : { udapCommunity: null, udapGranted: null };
+    };
     await this.tenants.save({
       id: t.id,
       name: t.name,
@@ -224,6 +273,7 @@ export class TenantRegistry {
       discloseMode: t.discloseMode,
       singleClient: t.singleClient,
       frameAncestors: t.frameAncestors,
+      udapIdp: t.udapIdp,
       registrations: registrations.map(([purpose, r]) => ({
         purpose,
         clientId: r.clientId,
@@ -232,6 +282,8 @@ export class TenantRegistry {
         signingAlg: r.signingAlg ?? null,
         scopes: r.scopes.join(' '),
         redirectUri: r.redirectUri,
+        udapSan: r.udapSan ?? null,
+        ...kept(purpose, r),
       })),
     });
     return (await this.get(t.id))!;
@@ -267,6 +319,33 @@ export class TenantRegistry {
     return this.tenants.remove(id);
   }
 
+  /** Stores our UDAP registration for `purpose` (replacing whatever registration that purpose had). */
+  async saveUdapRegistration(
+    tenantId: string,
+    purpose: RegistrationPurpose,
+    registration: UdapTenantRegistration,
+  ): Promise<TenantView> {
+    if (!(await this.tenants.get(tenantId))) throw new DtrError('NOT_FOUND', `no tenant ${tenantId}`);
+    await this.tenants.putRegistration(tenantId, {
+      purpose,
+      clientId: registration.clientId,
+      authMethod: 'udap',
+      clientSecretEnc: null,
+      signingAlg: null,
+      scopes: registration.scopes.join(' '),
+      redirectUri: registration.redirectUri,
+      udapSan: registration.sanUri,
+      udapCommunity: registration.community,
+      udapGranted: registration.granted,
+    });
+    return (await this.get(tenantId))!;
+  }
+
+  /** Forgets the registration of `purpose` (after its client was cancelled at the EHR). */
+  async removeRegistration(tenantId: string, purpose: RegistrationPurpose): Promise<boolean> {
+    return this.tenants.removeRegistration(tenantId, purpose);
+  }
+
   /** The registration used for a purpose: `disclose` falls back to `supplement` for single-client tenants. */
   async credentialsFor(tenantId: string, purpose: RegistrationPurpose): Promise<RegistrationCredentials> {
     const tenant = await this.tenants.get(tenantId);
@@ -274,7 +353,11 @@ export class TenantRegistry {
     const registration =
       tenant.registrations.find((r) => r.purpose === purpose) ??
       (tenant.singleClient ? tenant.registrations.find((r) => r.purpose === 'supplement') : undefined);
-    if (!registration) throw new DtrError('CONFIGURATION', `tenant ${tenantId} has no ${purpose} registration`);
+    if (!registration)
+      throw new DtrError(
+        'CONFIGURATION',
+        `tenant ${tenantId} has no ${purpose} registration (none was stored, or its UDAP client was cancelled): register one with "dtr tenant put" or "dtr tenant register-udap"`,
+      );
     return {
       tenantId,
       purpose: registration.purpose,
@@ -286,6 +369,8 @@ export class TenantRegistry {
       ...(registration.signingAlg ? { signingAlg: registration.signingAlg } : {}),
       scopes: registration.scopes.split(' ').filter(Boolean),
       redirectUri: registration.redirectUri,
+      ...(registration.udapSan ? { udapSan: registration.udapSan } : {}),
+      ...(registration.udapCommunity ? { udapCommunity: registration.udapCommunity } : {}),
     };
   }
 }
@@ -298,6 +383,7 @@ function toView(tenant: StoredTenant): TenantView {
     discloseMode: tenant.discloseMode,
     singleClient: tenant.singleClient,
     frameAncestors: tenant.frameAncestors,
+    udapIdp: tenant.udapIdp,
     registrations: [...tenant.registrations]
       .sort((a, b) => a.purpose.localeCompare(b.purpose))
       .map((r) => ({
@@ -308,6 +394,9 @@ function toView(tenant: StoredTenant): TenantView {
         signingAlg: r.signingAlg,
         scopes: r.scopes.split(' ').filter(Boolean),
         redirectUri: r.redirectUri,
+        udapSan: r.udapSan,
+        udapCommunity: r.udapCommunity,
+        udapGranted: r.udapGranted,
       })),
   };
 }

@@ -1,7 +1,7 @@
 import type { DeliveryResult, DeliverySender, Submission } from '@dtr/disclosure';
 import { readCapped } from '@dtr/fhir';
 import { parseUntrustedJson } from '@dtr/kernel';
-import { mutualTlsFetch, type PayerRegistry } from '@dtr/payer';
+import { backendServicesRegistration, mutualTlsFetch, type PayerRegistry } from '@dtr/payer';
 import { assertOutboundUrl, type BackendServicesClient, type OutboundPolicy, outboundFetch } from '@dtr/smart';
 
 /** Answers larger than this are not read further (the payer's answer is kept, not its attachments). */
@@ -30,13 +30,7 @@ export class PayerDelivery implements DeliverySender {
     const connection: typeof fetch = tls ? mutualTlsFetch(tls, this.policy) : outboundFetch(this.policy);
     let response: Response;
     try {
-      const token = await this.tokens.token({
-        tokenEndpoint: payer.tokenEndpoint,
-        clientId: payer.clientId,
-        signingAlg: payer.signingAlg,
-        scopes: payer.scopes,
-        ...(tls ? { fetch: connection } : {}),
-      });
+      const token = await this.tokens.token(backendServicesRegistration(payer, tls ? connection : undefined));
       response = await connection(url, {
         method: 'POST',
         headers: {
