@@ -1,11 +1,8 @@
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { launchBrowser } from './support/chromium.js';
-import { type RunningDemo, startDemo } from './support/demo.js';
+import { putPayerWithCli, type RunningDemo, startDemo } from './support/demo.js';
 import { repoRoot } from './support/processes.js';
 
 type Ext = { url: string; valueCode?: string; extension?: Ext[]; valueReference?: { reference?: string } };
@@ -29,35 +26,17 @@ const answerOf = (qr: { item?: Item[] }, linkId: string) => qr.item?.find((i) =>
 
 /** The sandbox payer registration, put again with the CLI as an operator would (igVersion, or another base). */
 function registerPayer(demo: RunningDemo, igVersion: string, fhirBase = demo.payerFhirBase): void {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'dtr-adaptive-payer-'));
-  try {
-    const file = path.join(dir, 'payer.json');
-    writeFileSync(
-      file,
-      JSON.stringify({
-        id: 'sandbox-payer',
-        name: 'Sandbox Health Plan',
-        fhirBase,
-        tokenEndpoint: `${new URL(demo.payerFhirBase).origin}/auth/token`,
-        clientId: 'dtr-backend',
-        signingAlg: 'ES384',
-        scopes: [
-          'system/Questionnaire.rs',
-          'system/Library.rs',
-          'system/ValueSet.rs',
-          'system/QuestionnaireResponse.c',
-        ],
-        igVersion,
-        coverageIdentifiers: ['http://example.org/payer-id|SANDBOX-PAYER'],
-      }),
-    );
-    execFileSync(process.execPath, [path.join(repoRoot, 'bin/dtr.mjs'), 'payer', 'put', '--file', file], {
-      env: { ...process.env, DATABASE_URL: demo.db.url },
-      stdio: 'pipe',
-    });
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  putPayerWithCli(demo.db.url, {
+    id: 'sandbox-payer',
+    name: 'Sandbox Health Plan',
+    fhirBase,
+    tokenEndpoint: `${new URL(demo.payerFhirBase).origin}/auth/token`,
+    clientId: 'dtr-backend',
+    signingAlg: 'ES384',
+    scopes: ['system/Questionnaire.rs', 'system/Library.rs', 'system/ValueSet.rs', 'system/QuestionnaireResponse.c'],
+    igVersion,
+    coverageIdentifiers: ['http://example.org/payer-id|SANDBOX-PAYER'],
+  });
 }
 
 /**
