@@ -3,6 +3,7 @@ import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { launchBrowser } from './support/chromium.js';
 import { putPayerWithCli, type RunningDemo, startDemo } from './support/demo.js';
+import { openFormFromEhrPage } from './support/launch.js';
 import { repoRoot } from './support/processes.js';
 
 type Ext = { url: string; valueCode?: string; extension?: Ext[]; valueReference?: { reference?: string } };
@@ -109,17 +110,7 @@ describe('adaptive questionnaires in the form page', () => {
 
   /** Launches for the patient's sleep therapy order and opens the adaptive form (which asks for its first question). */
   async function openAdaptiveForm(page: Page, patient: string): Promise<string> {
-    await page.goto(demo.demoUrl);
-    await page
-      .locator(`section.patient[data-patient="${patient}"]`)
-      .locator('button', { hasText: 'Launch DTR' })
-      .first()
-      .click();
-    await page.waitForURL(/\/app$/);
-    await page.locator('#prepare').click();
-    await page.waitForURL(/\/app\/questionnaires$/);
-    await page.locator('section.questionnaire', { hasText: 'sleep' }).locator('a.open-form').first().click();
-    await page.waitForSelector('#form-container[data-rendered]', { timeout: 30_000 });
+    await openFormFromEhrPage(page, demo.demoUrl, { patient, questionnaire: 'sleep' });
     await asked(page, 'sleep-study-done').toBe(1);
     return new URL(page.url()).pathname.split('/').at(-1)!;
   }

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { launchBrowser } from './support/chromium.js';
 import { corpusPath, haveCorpus, NEEDS_CORPUS } from './support/corpus.js';
 import { putPayerWithCli, type RunningDemo, startDemo } from './support/demo.js';
+import { openFormFromEhrPage } from './support/launch.js';
 import { repoRoot } from './support/processes.js';
 
 type Answer = Record<string, unknown> & { extension?: Array<{ url: string; extension?: Ext[] }> };
@@ -110,22 +111,8 @@ describe('the form page in a real browser', () => {
   });
 
   /** Launches from the EHR page for the patient's first order and opens the named questionnaire's form. */
-  async function openForm(page: Page, patient: string, questionnaire: string, order = ''): Promise<string> {
-    await page.goto(demoUrl);
-    await page
-      .locator(`section.patient[data-patient="${patient}"] li`, { hasText: order })
-      .locator('button', { hasText: 'Launch DTR' })
-      .first()
-      .click();
-    await page.waitForURL(/\/app$/);
-    await page.locator('#prepare').click();
-    await page.waitForURL(/\/app\/questionnaires$/);
-    const link = page.locator('section.questionnaire', { hasText: questionnaire }).locator('a.open-form').first();
-    const linkText = (await link.textContent()) ?? '';
-    await link.click();
-    await page.waitForSelector('#form-container[data-rendered]', { timeout: 30_000 });
-    return linkText;
-  }
+  const openForm = (page: Page, patient: string, questionnaire: string, order = ''): Promise<string> =>
+    openFormFromEhrPage(page, demoUrl, { patient, questionnaire, order });
   const input = (page: Page, id: string) => page.locator(`[id="${id}"]`);
   const rendered = async (page: Page) => (await page.locator('#form-container').getAttribute('data-rendered')) ?? '';
   const ehrResponses = async () => {

@@ -1,3 +1,4 @@
+import type { Page } from 'playwright-core';
 import { expect } from 'vitest';
 import { type SeenResponse, TestBrowser } from './browser.js';
 
@@ -61,4 +62,30 @@ export async function prepareForm(
   expect(seen.status, seen.body).toBe(200);
   const prepared = JSON.parse(seen.body) as PreparedQuestionnaires;
   return { formId: prepared.payers[0]!.questionnaires[0]!.formId, prepared };
+}
+
+/**
+ * In a real browser, as a clinician does it: on the sandbox EHR's page, launches for the patient's order whose row
+ * mentions `order` (the first order when not given), prepares, and opens the form of the questionnaire whose entry
+ * mentions `questionnaire`; resolves once the form has rendered, with the text of the link that opened it.
+ */
+export async function openFormFromEhrPage(
+  page: Page,
+  demoUrl: string,
+  { patient, questionnaire, order = '' }: { patient: string; questionnaire: string; order?: string },
+): Promise<string> {
+  await page.goto(demoUrl);
+  await page
+    .locator(`section.patient[data-patient="${patient}"] li`, { hasText: order })
+    .locator('button', { hasText: 'Launch DTR' })
+    .first()
+    .click();
+  await page.waitForURL(/\/app$/);
+  await page.locator('#prepare').click();
+  await page.waitForURL(/\/app\/questionnaires$/);
+  const link = page.locator('section.questionnaire', { hasText: questionnaire }).locator('a.open-form').first();
+  const linkText = (await link.textContent()) ?? '';
+  await link.click();
+  await page.waitForSelector('#form-container[data-rendered]', { timeout: 30_000 });
+  return linkText;
 }
