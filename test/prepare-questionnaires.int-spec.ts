@@ -3,7 +3,6 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { AuditLog } from '@dtr/audit';
 import { SystemClock } from '@dtr/kernel';
-import type { SessionStore } from '@dtr/smart';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { PeerServer } from '../apps/sandbox/src/shared/peer-server.js';
 import { fingerprint } from '../apps/sandbox/src/shared/request-log.js';
@@ -92,14 +91,13 @@ describe('PrepareQuestionnairesUseCase: session → payer package → prefill (r
   let ehr: Awaited<ReturnType<typeof minimalEhr>>;
   let payerPeer: PeerServer;
   let useCase: PrepareQuestionnairesUseCase;
-  let store: SessionStore;
   const policy = { allowInsecureLoopback: true };
   const clock = new SystemClock();
 
   beforeAll(async () => {
     ehr = await minimalEhr();
     setup = await setUpPrepareUseCase(inject('adminDatabaseUrl'), 'dtr_prepare', { ehrBase: ehr.base, policy, clock });
-    ({ audit, payerPeer, useCase, store } = setup);
+    ({ audit, payerPeer, useCase } = setup);
   });
 
   afterAll(async () => {
@@ -108,33 +106,16 @@ describe('PrepareQuestionnairesUseCase: session → payer package → prefill (r
   });
 
   it('prefills the payer questionnaire from minimum EHR data; EHR and payer tokens never cross', async () => {
-    const { record } = await store.create(
-      {
-        tenantId: 'ehr',
-        fhirBase: ehr.base,
-        patient: 'p1',
-        encounter: null,
-        fhirUser: 'Practitioner/pr1',
-        // The encounter comes only inside fhirContext here (no launch `encounter`): it is read as context too.
-        context: {
-          patient: 'p1',
-          fhirContext: [
-            { reference: 'DeviceRequest/o1', type: 'DeviceRequest' },
-            { reference: 'Coverage/cov-1', type: 'Coverage' },
-            { reference: 'Encounter/enc-1', type: 'Encounter' },
-          ],
-        },
-        ttlMs: 600_000,
-      },
-      {
-        purpose: 'supplement',
-        tokenEndpoint: 'http://127.0.0.1/token',
-        clientId: 'c',
-        accessToken: EHR_TOKEN,
-        scope: 'launch patient/*.rs',
-        expiresAt: new Date(Date.now() + 600_000),
-      },
-    );
+    const record = await setup.session({
+      accessToken: EHR_TOKEN,
+      fhirUser: 'Practitioner/pr1',
+      // The encounter comes only inside fhirContext here (no launch `encounter`): it is read as context too.
+      fhirContext: [
+        { reference: 'DeviceRequest/o1', type: 'DeviceRequest' },
+        { reference: 'Coverage/cov-1', type: 'Coverage' },
+        { reference: 'Encounter/enc-1', type: 'Encounter' },
+      ],
+    });
     const prepared = await useCase.run(record);
     expect(prepared.payers.map((p) => p.payer.id)).toEqual(['sandbox-payer']);
     const result = prepared.payers[0]!;

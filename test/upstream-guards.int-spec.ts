@@ -1,12 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { SystemClock } from '@dtr/kernel';
-import {
-  DEFAULT_OUTBOUND_LIMITS,
-  type OutboundPolicy,
-  type SessionRecord,
-  type SessionStore,
-  SmartDiscovery,
-} from '@dtr/smart';
+import { DEFAULT_OUTBOUND_LIMITS, type OutboundPolicy, type SessionRecord, SmartDiscovery } from '@dtr/smart';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createEhrFhirServer } from '../apps/sandbox/src/ehr/fhir/index.js';
 import { type PeerServer, startPeerServer } from '../apps/sandbox/src/shared/peer-server.js';
@@ -40,7 +34,6 @@ describe('EHR answers bounded and checked, patient compartment enforced (sandbox
   let ehrPeer: PeerServer;
   let ehrBase: string;
   let payerPeer: PeerServer;
-  let store: SessionStore;
   let useCase: PrepareQuestionnairesUseCase;
   const policy: OutboundPolicy = {
     allowInsecureLoopback: true,
@@ -60,7 +53,7 @@ describe('EHR answers bounded and checked, patient compartment enforced (sandbox
     });
     ehrBase = ehr.baseUrl;
     setup = await setUpPrepareUseCase(inject('adminDatabaseUrl'), 'dtr_upstream', { ehrBase, policy, clock });
-    ({ payerPeer, store, useCase } = setup);
+    ({ payerPeer, useCase } = setup);
   });
 
   afterEach(() => ehrPeer.faults.clear());
@@ -69,34 +62,14 @@ describe('EHR answers bounded and checked, patient compartment enforced (sandbox
     await ehrPeer?.close();
   });
 
-  async function session(order = 'DeviceRequest/o1', coverage = 'Coverage/cov-1'): Promise<SessionRecord> {
-    const { record } = await store.create(
-      {
-        tenantId: 'ehr',
-        fhirBase: ehrBase,
-        patient: 'p1',
-        encounter: null,
-        fhirUser: null,
-        context: {
-          patient: 'p1',
-          fhirContext: [
-            { reference: order, type: 'DeviceRequest' },
-            { reference: coverage, type: 'Coverage' },
-          ],
-        },
-        ttlMs: 600_000,
-      },
-      {
-        purpose: 'supplement',
-        tokenEndpoint: 'http://127.0.0.1/token',
-        clientId: 'c',
-        accessToken: EHR_TOKEN,
-        scope: 'launch patient/*.rs',
-        expiresAt: new Date(Date.now() + 600_000),
-      },
-    );
-    return record;
-  }
+  const session = (order = 'DeviceRequest/o1', coverage = 'Coverage/cov-1'): Promise<SessionRecord> =>
+    setup.session({
+      accessToken: EHR_TOKEN,
+      fhirContext: [
+        { reference: order, type: 'DeviceRequest' },
+        { reference: coverage, type: 'Coverage' },
+      ],
+    });
 
   const issuesOf = (result: Awaited<ReturnType<PrepareQuestionnairesUseCase['run']>>) =>
     result.payers.flatMap((p) => p.questionnaires).flatMap((q) => q.issues);

@@ -9,13 +9,13 @@ import {
   BackendServicesClient,
   KeyRingSecretBox,
   type OutboundPolicy,
+  type SessionRecord,
   SessionStore,
   SigningKeyStore,
   SmartDiscovery,
   SmartSessions,
   TenantRegistry,
 } from '@dtr/smart';
-import type { DataSource } from 'typeorm';
 import { createPayerServer, type PayerServer, sandboxPackageDirs } from '../../apps/sandbox/src/payer/index.js';
 import { type PeerServer, startPeerServer } from '../../apps/sandbox/src/shared/peer-server.js';
 import type { AppConfig } from '../../apps/dtr-server/src/config/app.config.js';
@@ -28,14 +28,20 @@ import { PrepareQuestionnairesUseCase } from '../../apps/dtr-server/src/dtr/prep
 import { createScratchDatabase } from './databases.js';
 
 export interface PrepareUseCaseSetup {
-  dataSource: DataSource;
-  /** Where sessions are created for `useCase.run` (the tenant is `ehr`, its supplement client `c`). */
-  store: SessionStore;
   audit: AuditLog;
   /** The sandbox payer's peer: its request log and faults. */
   payerPeer: PeerServer;
   payer: PayerServer;
   useCase: PrepareQuestionnairesUseCase;
+  /**
+   * A launched session of patient `p1` at the tenant `ehr` (10 minutes), holding the supplement access token given,
+   * with `fhirContext` as the EHR put it in the launch context.
+   */
+  session(launch: {
+    accessToken: string;
+    fhirContext: Array<{ reference: string; type: string }>;
+    fhirUser?: string | null;
+  }): Promise<SessionRecord>;
   close(): Promise<void>;
 }
 
@@ -123,12 +129,32 @@ export async function setUpPrepareUseCase(
     {},
   );
   return {
-    dataSource,
-    store,
     audit,
     payerPeer,
     payer,
     useCase,
+    async session({ accessToken, fhirContext, fhirUser = null }) {
+      const { record } = await store.create(
+        {
+          tenantId: 'ehr',
+          fhirBase: ehrBase,
+          patient: 'p1',
+          encounter: null,
+          fhirUser,
+          context: { patient: 'p1', fhirContext },
+          ttlMs: 600_000,
+        },
+        {
+          purpose: 'supplement',
+          tokenEndpoint: 'http://127.0.0.1/token',
+          clientId: 'c',
+          accessToken,
+          scope: 'launch patient/*.rs',
+          expiresAt: new Date(Date.now() + 600_000),
+        },
+      );
+      return record;
+    },
     async close() {
       await payer.close();
       await payerPeer.close();
