@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { TestBrowser } from './support/browser.js';
 import { hcpcsRules, type RunningDemo, startDemo } from './support/demo.js';
-import { deviceOrder, sandboxCoverage } from './support/fixtures.js';
+import { BIRTH_DATE_ITEM, deviceOrder, PATIENT_LAUNCH_CONTEXT, sandboxCoverage } from './support/fixtures.js';
 import { launchSession, prepareForm } from './support/launch.js';
 
 const SDC = 'http://hl7.org/fhir/uv/sdc/StructureDefinition/';
@@ -15,27 +15,9 @@ const QUESTIONNAIRE = {
   version: '1.0.0',
   title: 'Oxygen order check (form API test)',
   status: 'active',
-  extension: [
-    {
-      url: `${SDC}sdc-questionnaire-launchContext`,
-      extension: [
-        {
-          url: 'name',
-          valueCoding: { system: 'http://hl7.org/fhir/uv/sdc/CodeSystem/launchContext', code: 'patient' },
-        },
-        { url: 'type', valueCode: 'Patient' },
-      ],
-    },
-  ],
+  extension: [PATIENT_LAUNCH_CONTEXT],
   item: [
-    {
-      linkId: 'birth-date',
-      text: 'Date of birth',
-      type: 'date',
-      extension: [
-        { url: `${SDC}sdc-questionnaire-initialExpression`, valueExpression: fhirpath('%patient.birthDate') },
-      ],
-    },
+    BIRTH_DATE_ITEM,
     {
       linkId: 'family',
       text: 'Family name',

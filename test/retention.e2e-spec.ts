@@ -5,11 +5,10 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { TestBrowser } from './support/browser.js';
 import { hcpcsRules, type RunningDemo, startDemo } from './support/demo.js';
-import { deviceOrder, sandboxCoverage } from './support/fixtures.js';
+import { BIRTH_DATE_ITEM, deviceOrder, PATIENT_LAUNCH_CONTEXT, sandboxCoverage } from './support/fixtures.js';
 import { ehrLaunchUrl, launchSession, prepareForm, prepareQuestionnaires } from './support/launch.js';
 import { repoRoot } from './support/processes.js';
 
-const SDC = 'http://hl7.org/fhir/uv/sdc/StructureDefinition/';
 const QUESTIONNAIRE = {
   resourceType: 'Questionnaire',
   id: 'retention-check',
@@ -17,31 +16,8 @@ const QUESTIONNAIRE = {
   version: '1.0.0',
   title: 'Retention check',
   status: 'active',
-  extension: [
-    {
-      url: `${SDC}sdc-questionnaire-launchContext`,
-      extension: [
-        {
-          url: 'name',
-          valueCoding: { system: 'http://hl7.org/fhir/uv/sdc/CodeSystem/launchContext', code: 'patient' },
-        },
-        { url: 'type', valueCode: 'Patient' },
-      ],
-    },
-  ],
-  item: [
-    {
-      linkId: 'birth-date',
-      text: 'Date of birth',
-      type: 'date',
-      extension: [
-        {
-          url: `${SDC}sdc-questionnaire-initialExpression`,
-          valueExpression: { language: 'text/fhirpath', expression: '%patient.birthDate' },
-        },
-      ],
-    },
-  ],
+  extension: [PATIENT_LAUNCH_CONTEXT],
+  item: [BIRTH_DATE_ITEM],
 };
 const PATIENT = 'rt-p1';
 const BUNDLE = {
