@@ -1,11 +1,9 @@
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { launchBrowser } from './support/chromium.js';
-import { type RunningDemo, startDemo } from './support/demo.js';
+import { putPayerWithCli, type RunningDemo, startDemo } from './support/demo.js';
+import { openFormFromEhrPage } from './support/launch.js';
 import { repoRoot } from './support/processes.js';
 
 type Ext = { url: string; valueCode?: string; extension?: Ext[]; valueReference?: { reference?: string } };
@@ -29,35 +27,17 @@ const answerOf = (qr: { item?: Item[] }, linkId: string) => qr.item?.find((i) =>
 
 /** The sandbox payer registration, put again with the CLI as an operator would (igVersion, or another base). */
 function registerPayer(demo: RunningDemo, igVersion: string, fhirBase = demo.payerFhirBase): void {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'dtr-adaptive-payer-'));
-  try {
-    const file = path.join(dir, 'payer.json');
-    writeFileSync(
-      file,
-      JSON.stringify({
-        id: 'sandbox-payer',
-        name: 'Sandbox Health Plan',
-        fhirBase,
-        tokenEndpoint: `${new URL(demo.payerFhirBase).origin}/auth/token`,
-        clientId: 'dtr-backend',
-        signingAlg: 'ES384',
-        scopes: [
-          'system/Questionnaire.rs',
-          'system/Library.rs',
-          'system/ValueSet.rs',
-          'system/QuestionnaireResponse.c',
-        ],
-        igVersion,
-        coverageIdentifiers: ['http://example.org/payer-id|SANDBOX-PAYER'],
-      }),
-    );
-    execFileSync(process.execPath, [path.join(repoRoot, 'bin/dtr.mjs'), 'payer', 'put', '--file', file], {
-      env: { ...process.env, DATABASE_URL: demo.db.url },
-      stdio: 'pipe',
-    });
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  putPayerWithCli(demo.db.url, {
+    id: 'sandbox-payer',
+    name: 'Sandbox Health Plan',
+    fhirBase,
+    tokenEndpoint: `${new URL(demo.payerFhirBase).origin}/auth/token`,
+    clientId: 'dtr-backend',
+    signingAlg: 'ES384',
+    scopes: ['system/Questionnaire.rs', 'system/Library.rs', 'system/ValueSet.rs', 'system/QuestionnaireResponse.c'],
+    igVersion,
+    coverageIdentifiers: ['http://example.org/payer-id|SANDBOX-PAYER'],
+  });
 }
 
 /**
@@ -130,17 +110,7 @@ describe('adaptive questionnaires in the form page', () => {
 
   /** Launches for the patient's sleep therapy order and opens the adaptive form (which asks for its first question). */
   async function openAdaptiveForm(page: Page, patient: string): Promise<string> {
-    await page.goto(demo.demoUrl);
-    await page
-      .locator(`section.patient[data-patient="${patient}"]`)
-      .locator('button', { hasText: 'Launch DTR' })
-      .first()
-      .click();
-    await page.waitForURL(/\/app$/);
-    await page.locator('#prepare').click();
-    await page.waitForURL(/\/app\/questionnaires$/);
-    await page.locator('section.questionnaire', { hasText: 'sleep' }).locator('a.open-form').first().click();
-    await page.waitForSelector('#form-container[data-rendered]', { timeout: 30_000 });
+    await openFormFromEhrPage(page, demo.demoUrl, { patient, questionnaire: 'sleep' });
     await asked(page, 'sleep-study-done').toBe(1);
     return new URL(page.url()).pathname.split('/').at(-1)!;
   }

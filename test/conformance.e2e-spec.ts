@@ -1,15 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { EHR_HARNESS_PATH } from '../apps/sandbox/src/sandbox.js';
 import { TestBrowser } from './support/browser.js';
 import { launchBrowser } from './support/chromium.js';
-import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
+import { hcpcsRules, type RunningDemo, startDemo } from './support/demo.js';
 import { deviceOrder, sandboxCoverage } from './support/fixtures.js';
-import { spawnServer, type SpawnedServer } from './support/processes.js';
+import { ehrLaunchUrl, launchSession, prepareQuestionnaires } from './support/launch.js';
 
 const ADMIN = randomBytes(24).toString('hex');
 const SDC = 'http://hl7.org/fhir/uv/sdc/StructureDefinition/';
@@ -103,9 +100,7 @@ interface LoggedErrors {
  * DTR version without PHI (a runtime CQL failure included), and the launch token sent to a same-origin payer.
  */
 describe('DTR conformance against the sandbox EHR and payer', () => {
-  let db: ScratchDatabase;
-  let dir: string;
-  let app: SpawnedServer;
+  let demo: RunningDemo;
   let url: string;
   let fhirBase: string;
   let ehr: string;
@@ -113,56 +108,28 @@ describe('DTR conformance against the sandbox EHR and payer', () => {
   let browser: Browser | undefined;
 
   beforeAll(async () => {
-    db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_conform');
-    dir = mkdtempSync(path.join(tmpdir(), 'dtr-conform-'));
-    writeFileSync(path.join(dir, 'patients.json'), JSON.stringify(BUNDLE));
-    const pkg = path.join(dir, 'runtime-check');
-    mkdirSync(pkg);
-    for (const [name, resource] of Object.entries(PACKAGE))
-      writeFileSync(path.join(pkg, `${name}.json`), JSON.stringify(resource));
-    writeFileSync(
-      path.join(pkg, 'rules.json'),
-      JSON.stringify({
-        rules: [
-          {
-            codes: [{ system: 'https://bluebutton.cms.gov/resources/codesystem/hcpcs', code: 'E0777' }],
-            questionnaires: [`${QUESTIONNAIRE_URL}|1.0.0`],
-          },
-        ],
-      }),
-    );
-    app = spawnServer(
+    demo = await startDemo(
+      inject('adminDatabaseUrl'),
+      'dtr_conform',
+      { DTR_ADMIN_TOKEN: ADMIN, DTR_PREFILL_WORKERS: '0' },
       {
-        DATABASE_URL: db.url,
-        DTR_PORT: '0',
-        DTR_ADMIN_TOKEN: ADMIN,
-        SANDBOX_EHR_PORT: '0',
-        SANDBOX_PAYER_PORT: '0',
-        SANDBOX_BUNDLES: path.join(dir, 'patients.json'),
-        SANDBOX_PACKAGE_DIRS: pkg,
-        DTR_PREFILL_WORKERS: '0',
+        bundle: BUNDLE,
+        packages: {
+          'runtime-check': {
+            ...PACKAGE,
+            rules: hcpcsRules({ code: 'E0777', questionnaire: `${QUESTIONNAIRE_URL}|1.0.0` }),
+          },
+        },
       },
-      'scripts/start.mjs',
     );
-    url = await app.ready;
-    const deadline = Date.now() + 30_000;
-    while (!/Sandbox payer: (http:\/\/\S+)/.test(app.output()) && Date.now() < deadline)
-      await new Promise((r) => setTimeout(r, 100));
-    fhirBase = /Sandbox EHR: (http:\/\/\S+)/.exec(app.output())![1]!;
-    ehr = new URL(fhirBase).origin;
-    payer = new URL(/Sandbox payer: (http:\/\/\S+)/.exec(app.output())![1]!).origin;
+    ({ url, fhirBase, ehr, payer } = demo);
     // Before any launch (the server caches discovery): an EHR whose smart-configuration has no OpenID Connect.
     await behave({ smartConfiguration: 'without-openid' });
   }, 120_000);
 
   afterAll(async () => {
     await browser?.close();
-    if (app && app.child.exitCode === null && app.child.signalCode === null) {
-      app.child.kill('SIGTERM');
-      await app.exited;
-    }
-    await db?.drop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    await demo?.stop();
   });
 
   async function behave(behaviour: Json): Promise<void> {
@@ -174,27 +141,12 @@ describe('DTR conformance against the sandbox EHR and payer', () => {
     expect(res.status, await res.text()).toBe(200);
   }
 
-  async function launchUrl(): Promise<string> {
-    const created = await fetch(`${ehr}/_sandbox/launches`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({
-        patient: CANARY.patient,
-        user: 'cf-pr',
-        fhirContext: [{ reference: `DeviceRequest/${CANARY.order}` }],
-      }),
-    });
-    expect(created.status).toBe(200);
-    const { launch } = (await created.json()) as { launch: string };
-    return `${url}/launch?iss=${encodeURIComponent(fhirBase)}&launch=${launch}`;
-  }
-
-  async function launched(): Promise<TestBrowser> {
-    const client = new TestBrowser();
-    const hops = await client.navigate(await launchUrl());
-    expect(hops.at(-1)!.url, hops.at(-1)!.body.slice(0, 400)).toBe(`${url}/app`);
-    return client;
-  }
+  const launchContext = () => ({
+    patient: CANARY.patient,
+    user: 'cf-pr',
+    fhirContext: [{ reference: `DeviceRequest/${CANARY.order}` }],
+  });
+  const launched = () => launchSession(demo, launchContext());
 
   /** The questionnaires prepared for the sandbox payer (the answer groups them per payer). */
   function questionnairesOf(body: Json): Array<{ formId: string; issues: Array<{ code: string; define?: string }> }> {
@@ -203,7 +155,7 @@ describe('DTR conformance against the sandbox EHR and payer', () => {
   }
 
   async function prepare(client: TestBrowser): Promise<{ status: number; body: Json }> {
-    const res = await client.request(`${url}/api/session/questionnaires`, { method: 'POST' });
+    const res = await prepareQuestionnaires(demo, client);
     return { status: res.status, body: JSON.parse(res.body) as Json };
   }
 
@@ -266,7 +218,7 @@ describe('DTR conformance against the sandbox EHR and payer', () => {
     await behave({ smartConfiguration: 'without-openid', idToken: 'foreign-key' });
     try {
       const client = new TestBrowser();
-      const hops = await client.navigate(await launchUrl());
+      const hops = await client.navigate(await ehrLaunchUrl(demo, launchContext()));
       const last = hops.at(-1)!;
       expect(last.status).toBe(403);
       expect(last.headers['content-type']).toMatch(/text\/html/);

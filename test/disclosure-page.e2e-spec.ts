@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { launchBrowser } from './support/chromium.js';
 import { type RunningDemo, startDemo } from './support/demo.js';
 import { deviceOrder, sandboxCoverage } from './support/fixtures.js';
+import { openFormFromEhrPage } from './support/launch.js';
 import { repoRoot } from './support/processes.js';
 
 const PATIENT = 'MRN-B7';
@@ -73,17 +74,7 @@ describe('sending to the payer in a real browser', () => {
   it('flags, withholds, copies to the EHR, delivers once and shows the answer', async () => {
     const context = await browser.newContext();
     const page = await context.newPage();
-    await page.goto(demo.demoUrl);
-    await page
-      .locator(`section.patient[data-patient="${PATIENT}"]`)
-      .locator('button', { hasText: 'Launch DTR' })
-      .first()
-      .click();
-    await page.waitForURL(/\/app$/);
-    await page.locator('#prepare').click();
-    await page.waitForURL(/\/app\/questionnaires$/);
-    await page.locator('section.questionnaire', { hasText: 'home-oxygen' }).locator('a.open-form').first().click();
-    await page.waitForSelector('#form-container[data-rendered]', { timeout: 30_000 });
+    await openFormFromEhrPage(page, demo.demoUrl, { patient: PATIENT, questionnaire: 'home-oxygen' });
     await page.locator('#complete').click();
     await expect.poll(() => page.locator('#messages').textContent()).toContain('Completed');
     await page.locator('#send-link a').click();

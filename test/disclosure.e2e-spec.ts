@@ -1,14 +1,14 @@
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { TestBrowser } from './support/browser.js';
-import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
+import { type RunningDemo, startDemo } from './support/demo.js';
 import { deviceOrder, sandboxCoverage } from './support/fixtures.js';
-import { spawnServer, type SpawnedServer } from './support/processes.js';
+import { launchSession, prepareForm } from './support/launch.js';
 
 const run = promisify(execFile);
 const PATIENT = 'MRN-D1';
@@ -70,34 +70,24 @@ type Json = Record<string, unknown>;
  * without PHI. Each scenario completes a new response (one submission per response and payer).
  */
 describe('disclosure: EHR copy first, then exactly one delivery', () => {
-  let db: ScratchDatabase;
-  let dir: string;
-  let app: SpawnedServer;
+  let demo: RunningDemo;
+  let dataDir: string;
   let url: string;
-  let fhirBase: string;
   let ehr: string;
   let payer: string;
   const adminToken = randomBytes(24).toString('hex');
   const keys = `k1:${randomBytes(32).toString('base64')}`;
+  /** What the server and `dtr` on the command line share: the database, the key ring, the admin token. */
   let env: Record<string, string>;
 
   beforeAll(async () => {
-    db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_disclosure');
-    dir = mkdtempSync(path.join(tmpdir(), 'dtr-disclosure-'));
-    writeFileSync(path.join(dir, 'patients.json'), JSON.stringify(BUNDLE));
-    env = {
-      DATABASE_URL: db.url,
-      DTR_ENCRYPTION_KEYS: keys,
-      DTR_ADMIN_TOKEN: adminToken,
-      DTR_DATA_DIR: dir,
-    };
-    app = spawnServer(
+    dataDir = mkdtempSync(path.join(tmpdir(), 'dtr-disclosure-'));
+    const shared = { DTR_ENCRYPTION_KEYS: keys, DTR_ADMIN_TOKEN: adminToken, DTR_DATA_DIR: dataDir };
+    demo = await startDemo(
+      inject('adminDatabaseUrl'),
+      'dtr_disclosure',
       {
-        ...env,
-        DTR_PORT: '0',
-        SANDBOX_EHR_PORT: '0',
-        SANDBOX_PAYER_PORT: '0',
-        SANDBOX_BUNDLES: path.join(dir, 'patients.json'),
+        ...shared,
         DTR_PREFILL_WORKERS: '0',
         DTR_DELIVERY_MAX_ATTEMPTS: '3',
         DTR_DELIVERY_RETRY_BASE_MS: '50',
@@ -106,24 +96,15 @@ describe('disclosure: EHR copy first, then exactly one delivery', () => {
         DTR_DELIVERY_LEASE_MS: '3000',
         DTR_DELIVERY_POLL_MS: '100',
       },
-      'scripts/start.mjs',
+      { bundle: BUNDLE },
     );
-    url = await app.ready;
-    const deadline = Date.now() + 30_000;
-    while (!/Sandbox payer: (http:\/\/\S+)/.test(app.output()) && Date.now() < deadline)
-      await new Promise((r) => setTimeout(r, 100));
-    fhirBase = /Sandbox EHR: (http:\/\/\S+)/.exec(app.output())![1]!;
-    ehr = new URL(fhirBase).origin;
-    payer = new URL(/Sandbox payer: (http:\/\/\S+)/.exec(app.output())![1]!).origin;
+    env = { DATABASE_URL: demo.db.url, ...shared };
+    ({ url, ehr, payer } = demo);
   }, 120_000);
 
   afterAll(async () => {
-    if (app && app.child.exitCode === null && app.child.signalCode === null) {
-      app.child.kill('SIGTERM');
-      await app.exited;
-    }
-    await db?.drop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    await demo?.stop();
+    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
   });
 
   afterEach(async () => {
@@ -153,19 +134,12 @@ describe('disclosure: EHR copy first, then exactly one delivery', () => {
 
   /** Launch, prepare, complete the home-oxygen form, authorize disclosure: the completed form's id. */
   async function completedForm(authorize = true): Promise<{ browser: TestBrowser; formId: string }> {
-    const created = await fetch(`${ehr}/_sandbox/launches`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ patient: PATIENT, user: 'd-pr', fhirContext: [{ reference: 'DeviceRequest/d-order' }] }),
+    const browser = await launchSession(demo, {
+      patient: PATIENT,
+      user: 'd-pr',
+      fhirContext: [{ reference: 'DeviceRequest/d-order' }],
     });
-    const { launch } = (await created.json()) as { launch: string };
-    const browser = new TestBrowser();
-    const hops = await browser.navigate(`${url}/launch?iss=${encodeURIComponent(fhirBase)}&launch=${launch}`);
-    expect(hops.at(-1)!.url).toBe(`${url}/app`);
-    const prepared = await browser.request(`${url}/api/session/questionnaires`, { method: 'POST' });
-    expect(prepared.status, prepared.body).toBe(200);
-    const formId = (JSON.parse(prepared.body) as { payers: Array<{ questionnaires: Array<{ formId: string }> }> })
-      .payers[0]!.questionnaires[0]!.formId;
+    const { formId } = await prepareForm(demo, browser);
     const view = JSON.parse((await browser.request(`${url}/api/session/questionnaire-responses/${formId}`)).body) as {
       response: Json & { item?: Json[] };
     };

@@ -7,8 +7,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createEhrAuthServer, type EhrAuthServer } from '../apps/sandbox/src/ehr/auth/index.js';
 import { type PeerServer, startPeerServer } from '../apps/sandbox/src/shared/peer-server.js';
 import { launchBrowser } from './support/chromium.js';
-import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
-import { spawnServer, type SpawnedServer } from './support/processes.js';
+import { type RunningServer, startServer } from './support/processes.js';
 
 const ADMIN = randomBytes(24).toString('hex');
 const SECRET = `s-${randomBytes(12).toString('hex')}`;
@@ -20,8 +19,7 @@ const SECRET = `s-${randomBytes(12).toString('hex')}`;
  * session cookie, a form POST from inside the frame); a tenant that does not is refused by the browser (CSP).
  */
 describe('the app embedded in an EHR page (real browser)', () => {
-  let db: ScratchDatabase;
-  let server: SpawnedServer;
+  let running: RunningServer;
   /** Our server as it listens (127.0.0.1) and as the embedding page addresses it (localhost: another site). */
   let url: string;
   let appBase: string;
@@ -32,14 +30,11 @@ describe('the app embedded in an EHR page (real browser)', () => {
   let browser: Browser;
 
   beforeAll(async () => {
-    db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_embed');
-    server = spawnServer({
-      DATABASE_URL: db.url,
-      DTR_PORT: '0',
+    running = await startServer(inject('adminDatabaseUrl'), 'dtr_embed', {
       DTR_ADMIN_TOKEN: ADMIN,
       DTR_ENCRYPTION_KEYS: `k:${randomBytes(32).toString('base64')}`,
     });
-    url = await server.ready;
+    url = running.url;
     appBase = url.replace('127.0.0.1', 'localhost');
     peer = await startPeerServer('ehr', '127.0.0.1', 0);
     auth = await createEhrAuthServer({
@@ -74,10 +69,8 @@ describe('the app embedded in an EHR page (real browser)', () => {
   afterAll(async () => {
     await browser?.close();
     embedder?.close();
-    server?.child.kill('SIGTERM');
-    await server?.exited;
+    await running?.stop();
     await peer?.close();
-    await db?.drop();
   });
 
   const registerTenant = async (frameAncestors: string[], base = appBase) => {

@@ -1,11 +1,8 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { TestBrowser } from './support/browser.js';
-import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
+import { hcpcsRules, type RunningDemo, startDemo } from './support/demo.js';
 import { deviceOrder, sandboxCoverage } from './support/fixtures.js';
-import { spawnServer, type SpawnedServer } from './support/processes.js';
+import { launchSession, prepareForm } from './support/launch.js';
 
 /**
  * A payer's form rules are hostile input at every save too: the calculatedExpression and enableWhenExpression of its
@@ -15,7 +12,6 @@ import { spawnServer, type SpawnedServer } from './support/processes.js';
  */
 const DEADLINE_MS = 3000;
 const SDC = 'http://hl7.org/fhir/uv/sdc/StructureDefinition/';
-const HCPCS = 'https://bluebutton.cms.gov/resources/codesystem/hcpcs';
 /** The payer's check of the clinician's note: `(a+)+$` backtracks for ever on a run of a's that does not end there. */
 const MATCHES_NOTE = "%resource.item.where(linkId = 'note').answer.value.matches('^(a+)+$')";
 const HOSTILE_NOTE = `${'a'.repeat(40)}!`;
@@ -96,80 +92,40 @@ const withNote = (note: string, extra: Item[] = []): Qr => ({
 });
 
 describe("bounds on a payer's form rules at each save, through the server", () => {
-  let db: ScratchDatabase;
-  let dir: string;
-  let app: SpawnedServer;
+  let demo: RunningDemo;
   let url: string;
-  let fhirBase: string;
   let ehr: string;
 
   beforeAll(async () => {
-    db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_form_rules');
-    dir = mkdtempSync(path.join(tmpdir(), 'dtr-form-rules-'));
-    writeFileSync(path.join(dir, 'patients.json'), JSON.stringify(BUNDLE));
-    for (const [name, [, code, content]] of Object.entries(ORDERS)) {
-      const folder = path.join(dir, name);
-      mkdirSync(folder);
-      writeFileSync(path.join(folder, 'Questionnaire.json'), JSON.stringify(content));
-      writeFileSync(
-        path.join(folder, 'rules.json'),
-        JSON.stringify({
-          rules: [{ description: name, codes: [{ system: HCPCS, code }], questionnaires: [`${content.url}|1.0.0`] }],
-        }),
-      );
-    }
-    app = spawnServer(
-      {
-        DATABASE_URL: db.url,
-        DTR_PORT: '0',
-        SANDBOX_EHR_PORT: '0',
-        SANDBOX_PAYER_PORT: '0',
-        SANDBOX_BUNDLES: path.join(dir, 'patients.json'),
-        SANDBOX_PACKAGE_DIRS: Object.keys(ORDERS)
-          .map((name) => path.join(dir, name))
-          .join(','),
-        DTR_PREFILL_WORKERS: '2',
-        DTR_PREFILL_DEADLINE_MS: String(DEADLINE_MS),
-      },
-      'scripts/start.mjs',
+    const packages = Object.fromEntries(
+      Object.entries(ORDERS).map(([name, [, code, content]]) => [
+        name,
+        {
+          Questionnaire: content,
+          rules: hcpcsRules({ description: name, code, questionnaire: `${content.url}|1.0.0` }),
+        },
+      ]),
     );
-    url = await app.ready;
-    const deadline = Date.now() + 30_000;
-    while (!/Sandbox payer: (http:\/\/\S+)/.test(app.output()) && Date.now() < deadline)
-      await new Promise((r) => setTimeout(r, 100));
-    fhirBase = /Sandbox EHR: (http:\/\/\S+)/.exec(app.output())![1]!;
-    ehr = new URL(fhirBase).origin;
+    demo = await startDemo(
+      inject('adminDatabaseUrl'),
+      'dtr_form_rules',
+      { DTR_PREFILL_WORKERS: '2', DTR_PREFILL_DEADLINE_MS: String(DEADLINE_MS) },
+      { bundle: BUNDLE, packages },
+    );
+    ({ url, ehr } = demo);
   }, 120_000);
 
-  afterAll(async () => {
-    if (app && app.child.exitCode === null && app.child.signalCode === null) {
-      app.child.kill('SIGTERM');
-      await app.exited;
-    }
-    await db?.drop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  afterAll(() => demo?.stop());
 
   /** A signed-in session for one of the orders, its package prepared: the browser and the form's API URL. */
   async function open(order: keyof typeof ORDERS): Promise<{ browser: TestBrowser; form: string }> {
-    const created = await fetch(`${ehr}/_sandbox/launches`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({
-        patient: PATIENT,
-        user: 'fr-pr',
-        fhirContext: [{ reference: `DeviceRequest/${ORDERS[order][0]}` }],
-      }),
+    const browser = await launchSession(demo, {
+      patient: PATIENT,
+      user: 'fr-pr',
+      fhirContext: [{ reference: `DeviceRequest/${ORDERS[order][0]}` }],
     });
-    expect(created.status).toBe(200);
-    const { launch } = (await created.json()) as { launch: string };
-    const browser = new TestBrowser();
-    const hops = await browser.navigate(`${url}/launch?iss=${encodeURIComponent(fhirBase)}&launch=${launch}`);
-    expect(hops.at(-1)!.url).toBe(`${url}/app`);
-    const prepared = await browser.request(`${url}/api/session/questionnaires`, { method: 'POST' });
-    expect(prepared.status, prepared.body).toBe(200);
-    const body = JSON.parse(prepared.body) as { payers: Array<{ questionnaires: Array<{ formId: string }> }> };
-    return { browser, form: `${url}/api/session/questionnaire-responses/${body.payers[0]!.questionnaires[0]!.formId}` };
+    const { formId } = await prepareForm(demo, browser);
+    return { browser, form: `${url}/api/session/questionnaire-responses/${formId}` };
   }
 
   const send = (browser: TestBrowser, target: string, method: 'PUT' | 'POST', qr: Qr) =>

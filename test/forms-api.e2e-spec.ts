@@ -1,11 +1,8 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { TestBrowser } from './support/browser.js';
-import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
-import { deviceOrder, sandboxCoverage } from './support/fixtures.js';
-import { spawnServer, type SpawnedServer } from './support/processes.js';
+import { hcpcsRules, type RunningDemo, startDemo } from './support/demo.js';
+import { BIRTH_DATE_ITEM, deviceOrder, PATIENT_LAUNCH_CONTEXT, sandboxCoverage } from './support/fixtures.js';
+import { launchSession, prepareForm } from './support/launch.js';
 
 const SDC = 'http://hl7.org/fhir/uv/sdc/StructureDefinition/';
 const fhirpath = (expression: string) => ({ language: 'text/fhirpath', expression });
@@ -18,27 +15,9 @@ const QUESTIONNAIRE = {
   version: '1.0.0',
   title: 'Oxygen order check (form API test)',
   status: 'active',
-  extension: [
-    {
-      url: `${SDC}sdc-questionnaire-launchContext`,
-      extension: [
-        {
-          url: 'name',
-          valueCoding: { system: 'http://hl7.org/fhir/uv/sdc/CodeSystem/launchContext', code: 'patient' },
-        },
-        { url: 'type', valueCode: 'Patient' },
-      ],
-    },
-  ],
+  extension: [PATIENT_LAUNCH_CONTEXT],
   item: [
-    {
-      linkId: 'birth-date',
-      text: 'Date of birth',
-      type: 'date',
-      extension: [
-        { url: `${SDC}sdc-questionnaire-initialExpression`, valueExpression: fhirpath('%patient.birthDate') },
-      ],
-    },
+    BIRTH_DATE_ITEM,
     {
       linkId: 'family',
       text: 'Family name',
@@ -203,68 +182,30 @@ const originOf = (answer: Record<string, unknown> | undefined) =>
  * sandbox's store.
  */
 describe('questionnaire responses API against the sandbox EHR', () => {
-  let db: ScratchDatabase;
-  let dir: string;
-  let app: SpawnedServer;
+  let demo: RunningDemo;
   let url: string;
-  let fhirBase: string;
   let ehr: string;
   let payer: string;
 
   beforeAll(async () => {
-    db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_forms_api');
-    dir = mkdtempSync(path.join(tmpdir(), 'dtr-forms-api-'));
-    writeFileSync(path.join(dir, 'patients.json'), JSON.stringify(BUNDLE));
-    for (const [name, questionnaire, code] of [
-      ['check', QUESTIONNAIRE, 'E0999'],
-      ['expired', EXPIRED, 'E0998'],
-    ] as const) {
-      const folder = path.join(dir, name);
-      mkdirSync(folder);
-      writeFileSync(path.join(folder, 'Questionnaire.json'), JSON.stringify(questionnaire));
-      writeFileSync(path.join(folder, 'ValueSet.json'), JSON.stringify(VALUE_SET));
-      writeFileSync(
-        path.join(folder, 'rules.json'),
-        JSON.stringify({
-          rules: [
-            {
-              description: name,
-              codes: [{ system: 'https://bluebutton.cms.gov/resources/codesystem/hcpcs', code }],
-              questionnaires: [`${questionnaire.url}|1.0.0`],
-            },
-          ],
-        }),
-      );
-    }
-    app = spawnServer(
+    const files = (questionnaire: typeof QUESTIONNAIRE, code: string, description: string) => ({
+      Questionnaire: questionnaire,
+      ValueSet: VALUE_SET,
+      rules: hcpcsRules({ description, code, questionnaire: `${questionnaire.url}|1.0.0` }),
+    });
+    demo = await startDemo(
+      inject('adminDatabaseUrl'),
+      'dtr_forms_api',
+      { DTR_PREFILL_WORKERS: '0' },
       {
-        DATABASE_URL: db.url,
-        DTR_PORT: '0',
-        SANDBOX_EHR_PORT: '0',
-        SANDBOX_PAYER_PORT: '0',
-        SANDBOX_BUNDLES: path.join(dir, 'patients.json'),
-        SANDBOX_PACKAGE_DIRS: [path.join(dir, 'check'), path.join(dir, 'expired')].join(','),
-        DTR_PREFILL_WORKERS: '0',
+        bundle: BUNDLE,
+        packages: { check: files(QUESTIONNAIRE, 'E0999', 'check'), expired: files(EXPIRED, 'E0998', 'expired') },
       },
-      'scripts/start.mjs',
     );
-    url = await app.ready;
-    const deadline = Date.now() + 30_000;
-    while (!/Sandbox payer: (http:\/\/\S+)/.test(app.output()) && Date.now() < deadline)
-      await new Promise((r) => setTimeout(r, 100));
-    fhirBase = /Sandbox EHR: (http:\/\/\S+)/.exec(app.output())![1]!;
-    ehr = new URL(fhirBase).origin;
-    payer = new URL(/Sandbox payer: (http:\/\/\S+)/.exec(app.output())![1]!).origin;
+    ({ url, ehr, payer } = demo);
   }, 120_000);
 
-  afterAll(async () => {
-    if (app && app.child.exitCode === null && app.child.signalCode === null) {
-      app.child.kill('SIGTERM');
-      await app.exited;
-    }
-    await db?.drop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  afterAll(() => demo?.stop());
 
   /** An EHR launch for the patient's order, signed in as the sandbox practitioner; the package prepared. */
   async function launch(
@@ -272,24 +213,13 @@ describe('questionnaire responses API against the sandbox EHR', () => {
     order = 'fa-order',
     extra: Array<Record<string, string>> = [],
   ): Promise<{ browser: TestBrowser; formId: string; prepared: Json }> {
-    const created = await fetch(`${ehr}/_sandbox/launches`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({
-        patient,
-        user: 'fa-pr',
-        fhirContext: [{ reference: `DeviceRequest/${order}` }, ...extra],
-      }),
+    const browser = await launchSession(demo, {
+      patient,
+      user: 'fa-pr',
+      fhirContext: [{ reference: `DeviceRequest/${order}` }, ...extra],
     });
-    expect(created.status).toBe(200);
-    const { launch: code } = (await created.json()) as { launch: string };
-    const browser = new TestBrowser();
-    const hops = await browser.navigate(`${url}/launch?iss=${encodeURIComponent(fhirBase)}&launch=${code}`);
-    expect(hops.at(-1)!.url).toBe(`${url}/app`);
-    const prepared = await browser.request(`${url}/api/session/questionnaires`, { method: 'POST' });
-    expect(prepared.status, prepared.body).toBe(200);
-    const body = JSON.parse(prepared.body) as { payers: Array<{ questionnaires: Array<{ formId: string }> }> };
-    return { browser, formId: body.payers[0]!.questionnaires[0]!.formId, prepared: body as unknown as Json };
+    const { formId, prepared } = await prepareForm(demo, browser);
+    return { browser, formId, prepared: prepared as unknown as Json };
   }
 
   const api = (formId: string, suffix = '') => `${url}/api/session/questionnaire-responses/${formId}${suffix}`;

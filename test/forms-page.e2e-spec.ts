@@ -1,12 +1,12 @@
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { launchBrowser } from './support/chromium.js';
 import { corpusPath, haveCorpus, NEEDS_CORPUS } from './support/corpus.js';
-import { type RunningDemo, startDemo } from './support/demo.js';
+import { putPayerWithCli, type RunningDemo, startDemo } from './support/demo.js';
+import { openFormFromEhrPage } from './support/launch.js';
 import { repoRoot } from './support/processes.js';
 
 type Answer = Record<string, unknown> & { extension?: Array<{ url: string; extension?: Ext[] }> };
@@ -57,33 +57,16 @@ function corpusRules(): string {
  * with the CLI) to the sandbox payer's registration, which serves the corpus packages.
  */
 function registerCorpusInsurer(databaseUrl: string, payerFhirBase: string): void {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'dtr-corpus-payer-'));
-  try {
-    const file = path.join(dir, 'payer.json');
-    writeFileSync(
-      file,
-      JSON.stringify({
-        id: 'sandbox-payer',
-        name: 'Sandbox Health Plan',
-        fhirBase: payerFhirBase,
-        tokenEndpoint: `${new URL(payerFhirBase).origin}/auth/token`,
-        clientId: 'dtr-backend',
-        signingAlg: 'ES384',
-        scopes: ['system/Questionnaire.rs', 'system/Library.rs', 'system/ValueSet.rs'],
-        coverageIdentifiers: ['http://example.org/payer-id|SANDBOX-PAYER', 'http://hl7.org/fhir/sid/us-npi|8189991234'],
-      }),
-    );
-    try {
-      execFileSync(process.execPath, [path.join(repoRoot, 'bin/dtr.mjs'), 'payer', 'put', '--file', file], {
-        env: { ...process.env, DATABASE_URL: databaseUrl },
-        stdio: 'pipe',
-      });
-    } catch (error) {
-      throw new Error(`dtr payer put failed: ${String((error as { stderr?: Buffer }).stderr ?? error)}`);
-    }
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  putPayerWithCli(databaseUrl, {
+    id: 'sandbox-payer',
+    name: 'Sandbox Health Plan',
+    fhirBase: payerFhirBase,
+    tokenEndpoint: `${new URL(payerFhirBase).origin}/auth/token`,
+    clientId: 'dtr-backend',
+    signingAlg: 'ES384',
+    scopes: ['system/Questionnaire.rs', 'system/Library.rs', 'system/ValueSet.rs'],
+    coverageIdentifiers: ['http://example.org/payer-id|SANDBOX-PAYER', 'http://hl7.org/fhir/sid/us-npi|8189991234'],
+  });
 }
 
 /**
@@ -128,22 +111,8 @@ describe('the form page in a real browser', () => {
   });
 
   /** Launches from the EHR page for the patient's first order and opens the named questionnaire's form. */
-  async function openForm(page: Page, patient: string, questionnaire: string, order = ''): Promise<string> {
-    await page.goto(demoUrl);
-    await page
-      .locator(`section.patient[data-patient="${patient}"] li`, { hasText: order })
-      .locator('button', { hasText: 'Launch DTR' })
-      .first()
-      .click();
-    await page.waitForURL(/\/app$/);
-    await page.locator('#prepare').click();
-    await page.waitForURL(/\/app\/questionnaires$/);
-    const link = page.locator('section.questionnaire', { hasText: questionnaire }).locator('a.open-form').first();
-    const linkText = (await link.textContent()) ?? '';
-    await link.click();
-    await page.waitForSelector('#form-container[data-rendered]', { timeout: 30_000 });
-    return linkText;
-  }
+  const openForm = (page: Page, patient: string, questionnaire: string, order = ''): Promise<string> =>
+    openFormFromEhrPage(page, demoUrl, { patient, questionnaire, order });
   const input = (page: Page, id: string) => page.locator(`[id="${id}"]`);
   const rendered = async (page: Page) => (await page.locator('#form-container').getAttribute('data-rendered')) ?? '';
   const ehrResponses = async () => {

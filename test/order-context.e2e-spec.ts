@@ -1,6 +1,3 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import pg from 'pg';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -8,6 +5,7 @@ import { TestBrowser } from './support/browser.js';
 import { launchBrowser } from './support/chromium.js';
 import { type RunningDemo, startDemo } from './support/demo.js';
 import { deviceOrder, sandboxCoverage } from './support/fixtures.js';
+import { ehrLaunchUrl, launchSession, prepareQuestionnaires } from './support/launch.js';
 
 const ADMIN_TOKEN = 'order-context-admin-token-0123456789abcdef';
 const CRD = 'http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information';
@@ -113,25 +111,21 @@ interface Prepared {
  */
 describe('order context: picker, Task, coverage-information, one package per payer', () => {
   let demo: RunningDemo;
-  let dir: string;
   let url: string;
   let ehr: string;
-  let fhirBase: string;
   let payers: { first: string; second: string };
   let browser: Browser;
 
   beforeAll(async () => {
-    dir = mkdtempSync(path.join(tmpdir(), 'dtr-order-context-'));
-    writeFileSync(path.join(dir, 'patients.json'), JSON.stringify(BUNDLE));
-    demo = await startDemo(inject('adminDatabaseUrl'), 'dtr_order_ctx', {
-      SANDBOX_BUNDLES: path.join(dir, 'patients.json'),
-      DTR_ADMIN_TOKEN: ADMIN_TOKEN,
-    });
-    url = /DTR server ready: (http:\/\/\S+)/.exec(demo.app.output())![1]!;
-    fhirBase = /Sandbox EHR: (http:\/\/\S+)/.exec(demo.app.output())![1]!;
-    ehr = new URL(fhirBase).origin;
+    demo = await startDemo(
+      inject('adminDatabaseUrl'),
+      'dtr_order_ctx',
+      { DTR_ADMIN_TOKEN: ADMIN_TOKEN },
+      { bundle: BUNDLE },
+    );
+    ({ url, ehr } = demo);
     payers = {
-      first: new URL(demo.payerFhirBase).origin,
+      first: demo.payer,
       second: new URL(/Second sandbox payer: (http:\/\/\S+)/.exec(demo.app.output())![1]!).origin,
     };
     browser = await launchBrowser();
@@ -140,7 +134,6 @@ describe('order context: picker, Task, coverage-information, one package per pay
   afterAll(async () => {
     await browser?.close();
     await demo?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   const log = async (origin: string): Promise<LoggedRequest[]> =>
@@ -149,19 +142,8 @@ describe('order context: picker, Task, coverage-information, one package per pay
     (await log(origin)).slice(after).filter((e) => e.path.endsWith('/Questionnaire/$questionnaire-package'));
 
   /** An EHR launch (POST /_sandbox/launches) followed to /app in a cookie-keeping client. */
-  async function ehrLaunch(patient: string, fhirContext: unknown[]): Promise<TestBrowser> {
-    const created = await fetch(`${ehr}/_sandbox/launches`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ patient, user: 'pr-1', fhirContext }),
-    });
-    expect(created.status).toBe(200);
-    const { launch } = (await created.json()) as { launch: string };
-    const client = new TestBrowser();
-    const hops = await client.navigate(`${url}/launch?iss=${encodeURIComponent(fhirBase)}&launch=${launch}`);
-    expect(hops.at(-1)!.url).toBe(`${url}/app`);
-    return client;
-  }
+  const ehrLaunch = (patient: string, fhirContext: unknown[]) =>
+    launchSession(demo, { patient, user: 'pr-1', fhirContext });
 
   /** A standalone launch (`launch/patient`): the user picks the patient at the EHR; nothing else is in context. */
   async function standaloneLaunch(patient: string): Promise<TestBrowser> {
@@ -182,7 +164,7 @@ describe('order context: picker, Task, coverage-information, one package per pay
   }
 
   const prepare = async (client: TestBrowser) => {
-    const response = await client.request(`${url}/api/session/questionnaires`, { method: 'POST' });
+    const response = await prepareQuestionnaires(demo, client);
     return { status: response.status, body: JSON.parse(response.body) as Prepared & { issue?: unknown[] } };
   };
 
@@ -318,18 +300,13 @@ describe('order context: picker, Task, coverage-information, one package per pay
 
   it('a patient covered by two payers: one package request per payer with only its own coverage; the page groups per payer', async () => {
     const marks = { first: (await log(payers.first)).length, second: (await log(payers.second)).length };
-    const created = await fetch(`${ehr}/_sandbox/launches`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({
-        patient: 'pat-two-payers',
-        user: 'pr-1',
-        fhirContext: [{ reference: 'DeviceRequest/dr-pat-two-payers-1' }],
-      }),
+    const launch = await ehrLaunchUrl(demo, {
+      patient: 'pat-two-payers',
+      user: 'pr-1',
+      fhirContext: [{ reference: 'DeviceRequest/dr-pat-two-payers-1' }],
     });
-    const { launch } = (await created.json()) as { launch: string };
     const page = await browser.newPage();
-    await page.goto(`${url}/launch?iss=${encodeURIComponent(fhirBase)}&launch=${launch}`);
+    await page.goto(launch);
     await page.waitForURL(/\/app$/);
     expect(await page.locator('#order-picker').count()).toBe(0);
     await page.locator('#prepare').click();

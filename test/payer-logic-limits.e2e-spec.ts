@@ -1,11 +1,10 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { TestBrowser } from './support/browser.js';
-import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
+import { type RunningDemo, startDemo } from './support/demo.js';
 import { deviceOrder, sandboxCoverage } from './support/fixtures.js';
-import { repoRoot, spawnServer, type SpawnedServer } from './support/processes.js';
+import { launchSession, prepareQuestionnaires } from './support/launch.js';
+import { repoRoot } from './support/processes.js';
 
 /**
  * A payer's package is hostile input: the server stops its logic at the prefill deadline, keeps serving everyone
@@ -33,66 +32,31 @@ interface Outcome {
 }
 
 describe("bounds on a payer's logic, through the server", () => {
-  let db: ScratchDatabase;
-  let dir: string;
-  let app: SpawnedServer;
+  let demo: RunningDemo;
   let url: string;
-  let fhirBase: string;
 
   beforeAll(async () => {
-    db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_payer_limits');
-    dir = mkdtempSync(path.join(tmpdir(), 'dtr-payer-limits-'));
-    writeFileSync(path.join(dir, 'patients.json'), JSON.stringify(BUNDLE));
-    app = spawnServer(
+    demo = await startDemo(
+      inject('adminDatabaseUrl'),
+      'dtr_payer_limits',
       {
-        DATABASE_URL: db.url,
-        DTR_PORT: '0',
-        SANDBOX_EHR_PORT: '0',
-        SANDBOX_PAYER_PORT: '0',
-        SANDBOX_BUNDLES: path.join(dir, 'patients.json'),
         SANDBOX_PACKAGE_DIRS: path.join(repoRoot, 'test/fixtures/hostile-package'),
         DTR_PREFILL_WORKERS: '1',
         DTR_PREFILL_DEADLINE_MS: String(DEADLINE_MS),
         DTR_PREFILL_QUEUE_MAX: '1',
       },
-      'scripts/start.mjs',
+      { bundle: BUNDLE },
     );
-    url = await app.ready;
-    const deadline = Date.now() + 30_000;
-    while (!/Sandbox payer: (http:\/\/\S+)/.test(app.output()) && Date.now() < deadline)
-      await new Promise((r) => setTimeout(r, 100));
-    fhirBase = /Sandbox EHR: (http:\/\/\S+)/.exec(app.output())![1]!;
+    url = demo.url;
   }, 120_000);
 
-  afterAll(async () => {
-    if (app && app.child.exitCode === null && app.child.signalCode === null) {
-      app.child.kill('SIGTERM');
-      await app.exited;
-    }
-    await db?.drop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  afterAll(() => demo?.stop());
 
   /** A signed-in session launched for one of the orders (so the payer answers that order's questionnaire). */
-  async function launch(order: keyof typeof ORDERS): Promise<TestBrowser> {
-    const created = await fetch(`${new URL(fhirBase).origin}/_sandbox/launches`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({
-        patient: PATIENT,
-        user: 'pl-pr',
-        fhirContext: [{ reference: `DeviceRequest/pl-${order}` }],
-      }),
-    });
-    expect(created.status).toBe(200);
-    const { launch: code } = (await created.json()) as { launch: string };
-    const browser = new TestBrowser();
-    const hops = await browser.navigate(`${url}/launch?iss=${encodeURIComponent(fhirBase)}&launch=${code}`);
-    expect(hops.at(-1)!.url).toBe(`${url}/app`);
-    return browser;
-  }
+  const launch = (order: keyof typeof ORDERS): Promise<TestBrowser> =>
+    launchSession(demo, { patient: PATIENT, user: 'pl-pr', fhirContext: [{ reference: `DeviceRequest/pl-${order}` }] });
 
-  const prepare = (browser: TestBrowser) => browser.request(`${url}/api/session/questionnaires`, { method: 'POST' });
+  const prepare = (browser: TestBrowser) => prepareQuestionnaires(demo, browser);
 
   /** The OperationOutcome of a prepare stopped at the deadline: names it, carries no patient data. */
   function expectDeadline(seen: { status: number; body: string }): void {

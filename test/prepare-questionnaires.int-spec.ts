@@ -1,33 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { AuditLog } from '@dtr/audit';
+import type { AuditLog } from '@dtr/audit';
 import { SystemClock } from '@dtr/kernel';
-import { createDataSource, migrate } from '@dtr/persistence';
-import { PackageCache, PayerRegistry } from '@dtr/payer';
-import {
-  BackendServicesClient,
-  KeyRingSecretBox,
-  SessionStore,
-  SigningKeyStore,
-  SmartDiscovery,
-  SmartSessions,
-  TenantRegistry,
-} from '@dtr/smart';
-import type { DataSource } from 'typeorm';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { createPayerServer, type PayerServer, sandboxPackageDirs } from '../apps/sandbox/src/payer/index.js';
-import { type PeerServer, startPeerServer } from '../apps/sandbox/src/shared/peer-server.js';
+import type { PeerServer } from '../apps/sandbox/src/shared/peer-server.js';
 import { fingerprint } from '../apps/sandbox/src/shared/request-log.js';
-import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
 import { deviceOrder, sandboxCoverage } from './support/fixtures.js';
-import { PayerClients } from '../apps/dtr-server/src/dtr/payer-clients.js';
-import type { AppConfig } from '../apps/dtr-server/src/config/app.config.js';
-import { PrepareQuestionnairesUseCase } from '../apps/dtr-server/src/dtr/prepare-questionnaires.usecase.js';
-import { PrefillPool } from '../apps/dtr-server/src/dtr/prefill-pool/prefill-pool.js';
-import { FormSessionRepository } from '../apps/dtr-server/src/dtr/forms/form-session.repository.js';
-import { FormSessionsService } from '../apps/dtr-server/src/dtr/forms/form-sessions.service.js';
-import { FormRulesPool } from '../apps/dtr-server/src/dtr/forms/form-rules-pool.js';
+import { type PrepareUseCaseSetup, setUpPrepareUseCase } from './support/prepare-use-case.js';
+import type { PrepareQuestionnairesUseCase } from '../apps/dtr-server/src/dtr/prepare-questionnaires.usecase.js';
 
 const EHR_TOKEN = `ehr-${randomBytes(12).toString('hex')}`;
 const RESOURCES = [
@@ -105,129 +86,36 @@ async function minimalEhr(): Promise<{
 }
 
 describe('PrepareQuestionnairesUseCase: session → payer package → prefill (real PostgreSQL, real HTTP)', () => {
-  let db: ScratchDatabase;
-  let dataSource: DataSource;
+  let setup: PrepareUseCaseSetup;
   let audit: AuditLog;
   let ehr: Awaited<ReturnType<typeof minimalEhr>>;
-  let jwks: Server;
   let payerPeer: PeerServer;
-  let payer: PayerServer;
   let useCase: PrepareQuestionnairesUseCase;
-  let store: SessionStore;
   const policy = { allowInsecureLoopback: true };
   const clock = new SystemClock();
 
   beforeAll(async () => {
-    db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_prepare');
-    await migrate(db.url);
-    dataSource = createDataSource({ url: db.url });
-    await dataSource.initialize();
-    const box = new KeyRingSecretBox(new Map([['k', randomBytes(32)]]));
-    const keys = new SigningKeyStore(dataSource, box, clock);
-    await keys.ensureKeys();
-    jwks = createServer((_req, res) => void keys.publicJwks().then((body) => res.end(JSON.stringify(body))));
-    await new Promise<void>((resolve) => jwks.listen(0, '127.0.0.1', resolve));
-    payerPeer = await startPeerServer('payer', '127.0.0.1', 0);
-    payer = await createPayerServer({
-      peer: payerPeer,
-      clients: [
-        {
-          clientId: 'dtr-backend',
-          auth: 'private_key_jwt',
-          jwksUri: `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/`,
-          grantTypes: ['client_credentials'],
-        },
-      ],
-      packageDirs: await sandboxPackageDirs(),
-    });
     ehr = await minimalEhr();
-    const tenants = new TenantRegistry(dataSource, box, policy);
-    await tenants.upsert({
-      id: 'ehr',
-      name: 'EHR',
-      fhirBase: ehr.base,
-      discloseMode: 'user-delegated',
-      singleClient: true,
-      supplement: {
-        clientId: 'c',
-        authMethod: 'client_secret_basic',
-        clientSecret: 'secret-secret',
-        scopes: ['launch', 'patient/*.rs', 'user/QuestionnaireResponse.cu'],
-        redirectUri: 'http://127.0.0.1/callback',
-      },
-    });
-    const payers = new PayerRegistry(dataSource, policy);
-    await payers.upsert({
-      id: 'sandbox-payer',
-      name: 'Sandbox payer',
-      fhirBase: payer.fhirBase,
-      tokenEndpoint: payer.tokenEndpoint,
-      clientId: 'dtr-backend',
-      signingAlg: 'ES384',
-      scopes: ['system/Questionnaire.rs', 'system/Library.rs', 'system/ValueSet.rs'],
-      coverageIdentifiers: ['http://example.org/payer-id|SANDBOX-PAYER'],
-    });
-    store = new SessionStore(dataSource, box, clock);
-    const smart = new SmartSessions(store, tenants, new SmartDiscovery(policy, clock), clock, { policy, keys });
-    audit = new AuditLog(dataSource, Buffer.alloc(32, 1), clock);
-    const tokens = new BackendServicesClient(keys, policy, clock);
-    useCase = new PrepareQuestionnairesUseCase(
-      audit,
-      smart,
-      payers,
-      tokens,
-      new PackageCache(dataSource),
-      policy,
-      clock,
-      new PrefillPool({ size: 0 }),
-      new FormSessionsService(
-        new FormSessionRepository(dataSource, box, clock),
-        smart,
-        clock,
-        new FormRulesPool({ size: 0 }),
-      ),
-      new PayerClients(payers, tokens, smart, audit, clock, policy, { allowLaunchTokenForPayer: false } as AppConfig),
-      {},
-    ); // in-thread: the worker pool runs from dist/, tested in the e2e tier
+    setup = await setUpPrepareUseCase(inject('adminDatabaseUrl'), 'dtr_prepare', { ehrBase: ehr.base, policy, clock });
+    ({ audit, payerPeer, useCase } = setup);
   });
 
   afterAll(async () => {
-    await payer?.close();
-    await payerPeer?.close();
+    await setup?.close();
     ehr?.server.close();
-    jwks?.close();
-    await dataSource?.destroy();
-    await db?.drop();
   });
 
   it('prefills the payer questionnaire from minimum EHR data; EHR and payer tokens never cross', async () => {
-    const { record } = await store.create(
-      {
-        tenantId: 'ehr',
-        fhirBase: ehr.base,
-        patient: 'p1',
-        encounter: null,
-        fhirUser: 'Practitioner/pr1',
-        // The encounter comes only inside fhirContext here (no launch `encounter`): it is read as context too.
-        context: {
-          patient: 'p1',
-          fhirContext: [
-            { reference: 'DeviceRequest/o1', type: 'DeviceRequest' },
-            { reference: 'Coverage/cov-1', type: 'Coverage' },
-            { reference: 'Encounter/enc-1', type: 'Encounter' },
-          ],
-        },
-        ttlMs: 600_000,
-      },
-      {
-        purpose: 'supplement',
-        tokenEndpoint: 'http://127.0.0.1/token',
-        clientId: 'c',
-        accessToken: EHR_TOKEN,
-        scope: 'launch patient/*.rs',
-        expiresAt: new Date(Date.now() + 600_000),
-      },
-    );
+    const record = await setup.session({
+      accessToken: EHR_TOKEN,
+      fhirUser: 'Practitioner/pr1',
+      // The encounter comes only inside fhirContext here (no launch `encounter`): it is read as context too.
+      fhirContext: [
+        { reference: 'DeviceRequest/o1', type: 'DeviceRequest' },
+        { reference: 'Coverage/cov-1', type: 'Coverage' },
+        { reference: 'Encounter/enc-1', type: 'Encounter' },
+      ],
+    });
     const prepared = await useCase.run(record);
     expect(prepared.payers.map((p) => p.payer.id)).toEqual(['sandbox-payer']);
     const result = prepared.payers[0]!;

@@ -1,16 +1,14 @@
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { TestBrowser } from './support/browser.js';
-import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
-import { deviceOrder, sandboxCoverage } from './support/fixtures.js';
-import { repoRoot, spawnServer, type SpawnedServer } from './support/processes.js';
+import { hcpcsRules, type RunningDemo, startDemo } from './support/demo.js';
+import { BIRTH_DATE_ITEM, deviceOrder, PATIENT_LAUNCH_CONTEXT, sandboxCoverage } from './support/fixtures.js';
+import { ehrLaunchUrl, launchSession, prepareForm, prepareQuestionnaires } from './support/launch.js';
+import { repoRoot } from './support/processes.js';
 
-const SDC = 'http://hl7.org/fhir/uv/sdc/StructureDefinition/';
 const QUESTIONNAIRE = {
   resourceType: 'Questionnaire',
   id: 'retention-check',
@@ -18,31 +16,8 @@ const QUESTIONNAIRE = {
   version: '1.0.0',
   title: 'Retention check',
   status: 'active',
-  extension: [
-    {
-      url: `${SDC}sdc-questionnaire-launchContext`,
-      extension: [
-        {
-          url: 'name',
-          valueCoding: { system: 'http://hl7.org/fhir/uv/sdc/CodeSystem/launchContext', code: 'patient' },
-        },
-        { url: 'type', valueCode: 'Patient' },
-      ],
-    },
-  ],
-  item: [
-    {
-      linkId: 'birth-date',
-      text: 'Date of birth',
-      type: 'date',
-      extension: [
-        {
-          url: `${SDC}sdc-questionnaire-initialExpression`,
-          valueExpression: { language: 'text/fhirpath', expression: '%patient.birthDate' },
-        },
-      ],
-    },
-  ],
+  extension: [PATIENT_LAUNCH_CONTEXT],
+  item: [BIRTH_DATE_ITEM],
 };
 const PATIENT = 'rt-p1';
 const BUNDLE = {
@@ -65,9 +40,7 @@ const hashOf = (sessionId: string) => createHash('sha256').update(sessionId).dig
  * (`npm start`), `dtr purge` as an operator runs it, rows dated back in the database instead of waiting.
  */
 describe('sessions, retention purge and upstream errors', () => {
-  let db: ScratchDatabase;
-  let dir: string;
-  let app: SpawnedServer;
+  let demo: RunningDemo;
   let url: string;
   let fhirBase: string;
   let ehr: string;
@@ -79,73 +52,41 @@ describe('sessions, retention purge and upstream errors', () => {
     Number((await sql<{ n: string }>(`SELECT count(*) AS n FROM ${text}`, params))[0]!.n);
 
   beforeAll(async () => {
-    db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_retention');
-    dir = mkdtempSync(path.join(tmpdir(), 'dtr-retention-'));
-    writeFileSync(path.join(dir, 'patients.json'), JSON.stringify(BUNDLE));
-    const folder = path.join(dir, 'package');
-    mkdirSync(folder);
-    writeFileSync(path.join(folder, 'Questionnaire.json'), JSON.stringify(QUESTIONNAIRE));
-    writeFileSync(
-      path.join(folder, 'rules.json'),
-      JSON.stringify({
-        rules: [
-          {
-            description: 'retention',
-            codes: [{ system: 'https://bluebutton.cms.gov/resources/codesystem/hcpcs', code: 'E0997' }],
-            questionnaires: [`${QUESTIONNAIRE.url}|1.0.0`],
-          },
-        ],
-      }),
-    );
-    app = spawnServer(
+    demo = await startDemo(
+      inject('adminDatabaseUrl'),
+      'dtr_retention',
+      { DTR_PREFILL_WORKERS: '0' },
       {
-        DATABASE_URL: db.url,
-        DTR_PORT: '0',
-        SANDBOX_EHR_PORT: '0',
-        SANDBOX_PAYER_PORT: '0',
-        SANDBOX_BUNDLES: path.join(dir, 'patients.json'),
-        SANDBOX_PACKAGE_DIRS: folder,
-        DTR_PREFILL_WORKERS: '0',
+        bundle: BUNDLE,
+        packages: {
+          package: {
+            Questionnaire: QUESTIONNAIRE,
+            rules: hcpcsRules({ description: 'retention', code: 'E0997', questionnaire: `${QUESTIONNAIRE.url}|1.0.0` }),
+          },
+        },
       },
-      'scripts/start.mjs',
     );
-    url = await app.ready;
-    const deadline = Date.now() + 30_000;
-    while (!/Sandbox payer: (http:\/\/\S+)/.test(app.output()) && Date.now() < deadline)
-      await new Promise((r) => setTimeout(r, 100));
-    fhirBase = /Sandbox EHR: (http:\/\/\S+)/.exec(app.output())![1]!;
-    ehr = new URL(fhirBase).origin;
-    payer = new URL(/Sandbox payer: (http:\/\/\S+)/.exec(app.output())![1]!).origin;
-    client = new pg.Client({ connectionString: db.url });
+    ({ url, fhirBase, ehr, payer } = demo);
+    client = new pg.Client({ connectionString: demo.db.url });
     await client.connect();
   }, 120_000);
 
   afterAll(async () => {
     await client?.end();
-    if (app && app.child.exitCode === null && app.child.signalCode === null) {
-      app.child.kill('SIGTERM');
-      await app.exited;
-    }
-    await db?.drop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    await demo?.stop();
   });
 
   /** An EHR launch for the patient's order in `browser` (a new one unless given); returns its session's id hash. */
   async function launch(browser = new TestBrowser()): Promise<{ browser: TestBrowser; idHash: string }> {
-    const created = await fetch(`${ehr}/_sandbox/launches`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ patient: PATIENT, user: 'rt-pr', fhirContext: [{ reference: 'DeviceRequest/rt-order' }] }),
-    });
-    expect(created.status).toBe(200);
-    const { launch: code } = (await created.json()) as { launch: string };
-    const hops = await browser.navigate(`${url}/launch?iss=${encodeURIComponent(fhirBase)}&launch=${code}`);
-    expect(hops.at(-1)!.url).toBe(`${url}/app`);
+    await launchSession(
+      demo,
+      { patient: PATIENT, user: 'rt-pr', fhirContext: [{ reference: 'DeviceRequest/rt-order' }] },
+      browser,
+    );
     return { browser, idHash: hashOf(browser.cookie(new URL(url).host, 'dtr_session')!) };
   }
   const prepare = async (browser: TestBrowser) => {
-    const prepared = await browser.request(`${url}/api/session/questionnaires`, { method: 'POST' });
-    expect(prepared.status, prepared.body).toBe(200);
+    await prepareForm(demo, browser);
   };
   const tokensOf = (idHash: string) => count(`session_token WHERE session_id_hash = $1`, [idHash]);
   const dtr = (args: string[], env: Record<string, string> = {}) => {
@@ -154,7 +95,7 @@ describe('sessions, retention purge and upstream errors', () => {
       env: {
         PATH: process.env['PATH'] ?? '/usr/bin:/bin',
         HOME: process.env['HOME'] ?? '/root',
-        DATABASE_URL: db.url,
+        DATABASE_URL: demo.db.url,
         ...env,
       },
       encoding: 'utf8',
@@ -401,7 +342,7 @@ describe('sessions, retention purge and upstream errors', () => {
   const markerId = MARKER.split(' ')[0]!;
   /** The server's JSON log lines written for one request. */
   const logLinesOf = (requestId: string) =>
-    app
+    demo.app
       .output()
       .split('\n')
       .filter((l) => l.startsWith('{'))
@@ -423,13 +364,13 @@ describe('sessions, retention purge and upstream errors', () => {
     await setFaults(ehr, { errorRate: 1, errorStatus: 500, errorDiagnostics: MARKER, paths: ['/fhir'] });
     let prepared;
     try {
-      prepared = await browser.request(`${url}/api/session/questionnaires`, { method: 'POST' });
+      prepared = await prepareQuestionnaires(demo, browser);
     } finally {
       await setFaults(ehr, {});
     }
     expectGenericUpstreamError(prepared);
     expect(prepared.body).not.toContain(markerId);
-    expect(app.output()).not.toContain(markerId);
+    expect(demo.app.output()).not.toContain(markerId);
   });
 
   it('a payer error body reaches neither the browser nor the log: a generic message and the request id', async () => {
@@ -437,13 +378,13 @@ describe('sessions, retention purge and upstream errors', () => {
     await setFaults(payer, { errorRate: 1, errorStatus: 500, errorDiagnostics: MARKER, paths: ['/fhir'] });
     let prepared;
     try {
-      prepared = await browser.request(`${url}/api/session/questionnaires`, { method: 'POST' });
+      prepared = await prepareQuestionnaires(demo, browser);
     } finally {
       await setFaults(payer, {});
     }
     expectGenericUpstreamError(prepared);
     expect(prepared.body).not.toContain(markerId);
-    expect(app.output()).not.toContain(markerId);
+    expect(demo.app.output()).not.toContain(markerId);
   });
 
   it('a token endpoint error body reaches neither the sign-in page nor the log', async () => {
@@ -458,13 +399,7 @@ describe('sessions, retention purge and upstream errors', () => {
     });
     let hops;
     try {
-      const created = await fetch(`${ehr}/_sandbox/launches`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ patient: PATIENT, user: 'rt-pr' }),
-      });
-      const { launch: code } = (await created.json()) as { launch: string };
-      hops = await new TestBrowser().navigate(`${url}/launch?iss=${encodeURIComponent(fhirBase)}&launch=${code}`);
+      hops = await new TestBrowser().navigate(await ehrLaunchUrl(demo, { patient: PATIENT, user: 'rt-pr' }));
     } finally {
       await setFaults(ehr, {});
     }
@@ -472,6 +407,6 @@ describe('sessions, retention purge and upstream errors', () => {
     expect(page.status).toBe(403);
     expect(page.body).toContain(`Reference: <code>${page.headers['x-request-id']}</code>`);
     expect(page.body).not.toContain(markerId);
-    expect(app.output()).not.toContain(markerId);
+    expect(demo.app.output()).not.toContain(markerId);
   });
 });

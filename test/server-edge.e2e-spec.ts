@@ -1,24 +1,18 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
-import { spawnServer, type SpawnedServer } from './support/processes.js';
+import { type RunningServer, type SpawnedServer, startServer } from './support/processes.js';
 
 /** The running server (the built dist/, as `npm start` runs it) on a database of its own. */
 describe('dtr-server HTTP edge', () => {
-  let db: ScratchDatabase;
+  let running: RunningServer;
   let server: SpawnedServer;
   let url: string;
 
   beforeAll(async () => {
-    db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_edge');
-    server = spawnServer({ DATABASE_URL: db.url, DTR_PORT: '0', DTR_LOG_LEVEL: 'debug' });
-    url = await server.ready;
+    running = await startServer(inject('adminDatabaseUrl'), 'dtr_edge', { DTR_LOG_LEVEL: 'debug' });
+    ({ server, url } = running);
   });
 
-  afterAll(async () => {
-    server?.child.kill('SIGTERM');
-    await server?.exited;
-    await db?.drop();
-  });
+  afterAll(() => running?.stop());
 
   async function expectOutcome(response: Response, status: number, code: string): Promise<void> {
     expect(response.status).toBe(status);

@@ -6,9 +6,9 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
+import type { ScratchDatabase } from './support/databases.js';
 import { TestBrowser } from './support/browser.js';
-import { repoRoot, spawnServer, type SpawnedServer } from './support/processes.js';
+import { repoRoot, type RunningServer, type SpawnedServer, startServer } from './support/processes.js';
 
 const ADMIN = randomBytes(24).toString('hex');
 const SECRET = `supplement-secret-${randomBytes(6).toString('hex')}`;
@@ -48,6 +48,7 @@ async function fakeEhr(): Promise<{ server: Server; base: string; requests: stri
 }
 
 describe('SMART launch edge (no EHR needed)', () => {
+  let running: RunningServer;
   let db: ScratchDatabase;
   let server: SpawnedServer;
   let url: string;
@@ -75,19 +76,19 @@ describe('SMART launch edge (no EHR needed)', () => {
   });
 
   beforeAll(async () => {
-    db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_launch');
     ehr = await fakeEhr();
     stranger = await fakeEhr();
-    server = spawnServer({ DATABASE_URL: db.url, DTR_PORT: '0', DTR_ADMIN_TOKEN: ADMIN, DTR_ENCRYPTION_KEYS: KEYS });
-    url = await server.ready;
+    running = await startServer(inject('adminDatabaseUrl'), 'dtr_launch', {
+      DTR_ADMIN_TOKEN: ADMIN,
+      DTR_ENCRYPTION_KEYS: KEYS,
+    });
+    ({ db, server, url } = running);
   });
 
   afterAll(async () => {
-    server?.child.kill('SIGTERM');
-    await server?.exited;
+    await running?.stop();
     ehr?.server.close();
     stranger?.server.close();
-    await db?.drop();
   });
 
   /**

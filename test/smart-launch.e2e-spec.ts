@@ -4,8 +4,8 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createEhrAuthServer, type EhrAuthServer } from '../apps/sandbox/src/ehr/auth/index.js';
 import { type PeerServer, startPeerServer } from '../apps/sandbox/src/shared/peer-server.js';
 import { TestBrowser } from './support/browser.js';
-import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
-import { spawnServer, type SpawnedServer } from './support/processes.js';
+import type { ScratchDatabase } from './support/databases.js';
+import { type RunningServer, type SpawnedServer, startServer } from './support/processes.js';
 import { leakedSecrets } from './support/secrets.js';
 
 const ADMIN = randomBytes(24).toString('hex');
@@ -16,6 +16,7 @@ const SECRET = `s-${randomBytes(12).toString('hex')}`;
  * confidential client with a secret (EHR launch) and with private_key_jwt (standalone launch, RS384 and ES384).
  */
 describe('SMART launch against the sandbox EHR', () => {
+  let running: RunningServer;
   let db: ScratchDatabase;
   let server: SpawnedServer;
   let url: string;
@@ -23,14 +24,11 @@ describe('SMART launch against the sandbox EHR', () => {
   let auth: EhrAuthServer;
 
   beforeAll(async () => {
-    db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_smart');
-    server = spawnServer({
-      DATABASE_URL: db.url,
-      DTR_PORT: '0',
+    running = await startServer(inject('adminDatabaseUrl'), 'dtr_smart', {
       DTR_ADMIN_TOKEN: ADMIN,
       DTR_ENCRYPTION_KEYS: `k:${randomBytes(32).toString('base64')}`,
     });
-    url = await server.ready;
+    ({ db, server, url } = running);
     peer = await startPeerServer('ehr', '127.0.0.1', 0);
     auth = await createEhrAuthServer({
       peer,
@@ -73,10 +71,8 @@ describe('SMART launch against the sandbox EHR', () => {
   });
 
   afterAll(async () => {
-    server?.child.kill('SIGTERM');
-    await server?.exited;
+    await running?.stop();
     await peer?.close();
-    await db?.drop();
   });
 
   const registerTenant = async (

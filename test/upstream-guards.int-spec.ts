@@ -1,36 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { AuditLog } from '@dtr/audit';
 import { SystemClock } from '@dtr/kernel';
-import { createDataSource, migrate } from '@dtr/persistence';
-import { PackageCache, PayerRegistry } from '@dtr/payer';
-import {
-  BackendServicesClient,
-  DEFAULT_OUTBOUND_LIMITS,
-  KeyRingSecretBox,
-  type OutboundPolicy,
-  type SessionRecord,
-  SessionStore,
-  SigningKeyStore,
-  SmartDiscovery,
-  SmartSessions,
-  TenantRegistry,
-} from '@dtr/smart';
-import type { DataSource } from 'typeorm';
+import { DEFAULT_OUTBOUND_LIMITS, type OutboundPolicy, type SessionRecord, SmartDiscovery } from '@dtr/smart';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createEhrFhirServer } from '../apps/sandbox/src/ehr/fhir/index.js';
-import { createPayerServer, type PayerServer, sandboxPackageDirs } from '../apps/sandbox/src/payer/index.js';
 import { type PeerServer, startPeerServer } from '../apps/sandbox/src/shared/peer-server.js';
-import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
 import { deviceOrder, sandboxCoverage } from './support/fixtures.js';
-import { PayerClients } from '../apps/dtr-server/src/dtr/payer-clients.js';
-import type { AppConfig } from '../apps/dtr-server/src/config/app.config.js';
-import { PrepareQuestionnairesUseCase } from '../apps/dtr-server/src/dtr/prepare-questionnaires.usecase.js';
-import { PrefillPool } from '../apps/dtr-server/src/dtr/prefill-pool/prefill-pool.js';
-import { FormSessionRepository } from '../apps/dtr-server/src/dtr/forms/form-session.repository.js';
-import { FormSessionsService } from '../apps/dtr-server/src/dtr/forms/form-sessions.service.js';
-import { FormRulesPool } from '../apps/dtr-server/src/dtr/forms/form-rules-pool.js';
+import { type PrepareUseCaseSetup, setUpPrepareUseCase } from './support/prepare-use-case.js';
+import type { PrepareQuestionnairesUseCase } from '../apps/dtr-server/src/dtr/prepare-questionnaires.usecase.js';
 
 const EHR_TOKEN = `ehr-${randomBytes(12).toString('hex')}`;
 const RESOURCES = [
@@ -54,14 +30,10 @@ const CONDITIONS = '/fhir/Condition';
  * EHR's FHIR server (in-process, real HTTP, faults switched per test) and the sandbox payer.
  */
 describe('EHR answers bounded and checked, patient compartment enforced (sandbox EHR and payer, real HTTP)', () => {
-  let db: ScratchDatabase;
-  let dataSource: DataSource;
-  let jwks: Server;
+  let setup: PrepareUseCaseSetup;
   let ehrPeer: PeerServer;
   let ehrBase: string;
   let payerPeer: PeerServer;
-  let payer: PayerServer;
-  let store: SessionStore;
   let useCase: PrepareQuestionnairesUseCase;
   const policy: OutboundPolicy = {
     allowInsecureLoopback: true,
@@ -70,28 +42,6 @@ describe('EHR answers bounded and checked, patient compartment enforced (sandbox
   const clock = new SystemClock();
 
   beforeAll(async () => {
-    db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_upstream');
-    await migrate(db.url);
-    dataSource = createDataSource({ url: db.url });
-    await dataSource.initialize();
-    const box = new KeyRingSecretBox(new Map([['k', randomBytes(32)]]));
-    const keys = new SigningKeyStore(dataSource, box, clock);
-    await keys.ensureKeys();
-    jwks = createServer((_req, res) => void keys.publicJwks().then((body) => res.end(JSON.stringify(body))));
-    await new Promise<void>((resolve) => jwks.listen(0, '127.0.0.1', resolve));
-    payerPeer = await startPeerServer('payer', '127.0.0.1', 0);
-    payer = await createPayerServer({
-      peer: payerPeer,
-      clients: [
-        {
-          clientId: 'dtr-backend',
-          auth: 'private_key_jwt',
-          jwksUri: `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/`,
-          grantTypes: ['client_credentials'],
-        },
-      ],
-      packageDirs: await sandboxPackageDirs(),
-    });
     ehrPeer = await startPeerServer('ehr', '127.0.0.1', 0);
     const ehr = await createEhrFhirServer({
       peer: ehrPeer,
@@ -102,94 +52,24 @@ describe('EHR answers bounded and checked, patient compartment enforced (sandbox
           : undefined,
     });
     ehrBase = ehr.baseUrl;
-    const tenants = new TenantRegistry(dataSource, box, policy);
-    await tenants.upsert({
-      id: 'ehr',
-      name: 'EHR',
-      fhirBase: ehrBase,
-      discloseMode: 'user-delegated',
-      singleClient: true,
-      supplement: {
-        clientId: 'c',
-        authMethod: 'client_secret_basic',
-        clientSecret: 'secret-secret',
-        scopes: ['launch', 'patient/*.rs', 'user/QuestionnaireResponse.cu'],
-        redirectUri: 'http://127.0.0.1/callback',
-      },
-    });
-    const payers = new PayerRegistry(dataSource, policy);
-    await payers.upsert({
-      id: 'sandbox-payer',
-      name: 'Sandbox payer',
-      fhirBase: payer.fhirBase,
-      tokenEndpoint: payer.tokenEndpoint,
-      clientId: 'dtr-backend',
-      signingAlg: 'ES384',
-      scopes: ['system/Questionnaire.rs', 'system/Library.rs', 'system/ValueSet.rs'],
-      coverageIdentifiers: ['http://example.org/payer-id|SANDBOX-PAYER'],
-    });
-    store = new SessionStore(dataSource, box, clock);
-    const smart = new SmartSessions(store, tenants, new SmartDiscovery(policy, clock), clock, { policy, keys });
-    const audit = new AuditLog(dataSource, Buffer.alloc(32, 1), clock);
-    const tokens = new BackendServicesClient(keys, policy, clock);
-    useCase = new PrepareQuestionnairesUseCase(
-      audit,
-      smart,
-      payers,
-      tokens,
-      new PackageCache(dataSource),
-      policy,
-      clock,
-      new PrefillPool({ size: 0 }),
-      new FormSessionsService(
-        new FormSessionRepository(dataSource, box, clock),
-        smart,
-        clock,
-        new FormRulesPool({ size: 0 }),
-      ),
-      new PayerClients(payers, tokens, smart, audit, clock, policy, { allowLaunchTokenForPayer: false } as AppConfig),
-      {},
-    );
+    setup = await setUpPrepareUseCase(inject('adminDatabaseUrl'), 'dtr_upstream', { ehrBase, policy, clock });
+    ({ payerPeer, useCase } = setup);
   });
 
   afterEach(() => ehrPeer.faults.clear());
   afterAll(async () => {
-    await payer?.close();
-    await payerPeer?.close();
+    await setup?.close();
     await ehrPeer?.close();
-    jwks?.close();
-    await dataSource?.destroy();
-    await db?.drop();
   });
 
-  async function session(order = 'DeviceRequest/o1', coverage = 'Coverage/cov-1'): Promise<SessionRecord> {
-    const { record } = await store.create(
-      {
-        tenantId: 'ehr',
-        fhirBase: ehrBase,
-        patient: 'p1',
-        encounter: null,
-        fhirUser: null,
-        context: {
-          patient: 'p1',
-          fhirContext: [
-            { reference: order, type: 'DeviceRequest' },
-            { reference: coverage, type: 'Coverage' },
-          ],
-        },
-        ttlMs: 600_000,
-      },
-      {
-        purpose: 'supplement',
-        tokenEndpoint: 'http://127.0.0.1/token',
-        clientId: 'c',
-        accessToken: EHR_TOKEN,
-        scope: 'launch patient/*.rs',
-        expiresAt: new Date(Date.now() + 600_000),
-      },
-    );
-    return record;
-  }
+  const session = (order = 'DeviceRequest/o1', coverage = 'Coverage/cov-1'): Promise<SessionRecord> =>
+    setup.session({
+      accessToken: EHR_TOKEN,
+      fhirContext: [
+        { reference: order, type: 'DeviceRequest' },
+        { reference: coverage, type: 'Coverage' },
+      ],
+    });
 
   const issuesOf = (result: Awaited<ReturnType<PrepareQuestionnairesUseCase['run']>>) =>
     result.payers.flatMap((p) => p.questionnaires).flatMap((q) => q.issues);

@@ -30,3 +30,30 @@ export function deviceOrder(id: string, patient: string, code = 'E0424') {
     codeCodeableConcept: { coding: [{ system: 'https://bluebutton.cms.gov/resources/codesystem/hcpcs', code }] },
   };
 }
+
+const SDC = 'http://hl7.org/fhir/uv/sdc/StructureDefinition/';
+
+/**
+ * The SDC launchContext extension of a questionnaire whose expressions read `%patient` (the launch's patient).
+ * @see https://hl7.org/fhir/uv/sdc/StructureDefinition-sdc-questionnaire-launchContext.html
+ */
+export const PATIENT_LAUNCH_CONTEXT = {
+  url: `${SDC}sdc-questionnaire-launchContext`,
+  extension: [
+    { url: 'name', valueCoding: { system: 'http://hl7.org/fhir/uv/sdc/CodeSystem/launchContext', code: 'patient' } },
+    { url: 'type', valueCode: 'Patient' },
+  ],
+};
+
+/** A date item `birth-date` prefilled from the launch's patient (FHIRPath initialExpression `%patient.birthDate`). */
+export const BIRTH_DATE_ITEM = {
+  linkId: 'birth-date',
+  text: 'Date of birth',
+  type: 'date',
+  extension: [
+    {
+      url: `${SDC}sdc-questionnaire-initialExpression`,
+      valueExpression: { language: 'text/fhirpath', expression: '%patient.birthDate' },
+    },
+  ],
+};

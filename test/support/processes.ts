@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
+import { createScratchDatabase, type ScratchDatabase } from './databases.js';
 
 export const repoRoot = path.resolve(import.meta.dirname, '..', '..');
 
@@ -49,4 +50,39 @@ export function spawnServer(env: Record<string, string>, entry = 'dist/apps/dtr-
     child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')),
   );
   return { child, output: () => output, ready, exited };
+}
+
+export interface RunningServer {
+  db: ScratchDatabase;
+  server: SpawnedServer;
+  /** The server's base URL (its ready line). */
+  url: string;
+  /** Stops the server (when still running) and drops its database. */
+  stop(): Promise<void>;
+}
+
+/**
+ * The built server alone (dist/, as `npm run start:server` runs it) on a scratch database of its own, a free port
+ * and `env` added; resolves once it is ready. Whatever was started is stopped again when it never gets that far.
+ */
+export async function startServer(
+  adminDatabaseUrl: string,
+  prefix: string,
+  env: Record<string, string> = {},
+): Promise<RunningServer> {
+  const db = await createScratchDatabase(adminDatabaseUrl, prefix);
+  const server = spawnServer({ DATABASE_URL: db.url, DTR_PORT: '0', ...env });
+  const stop = async () => {
+    if (server.child.exitCode === null && server.child.signalCode === null) {
+      server.child.kill('SIGTERM');
+      await server.exited;
+    }
+    await db.drop();
+  };
+  try {
+    return { db, server, url: await server.ready, stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
 }
