@@ -18,9 +18,12 @@ const SDC = 'http://hl7.org/fhir/uv/sdc/StructureDefinition/';
 const HCPCS = 'https://bluebutton.cms.gov/resources/codesystem/hcpcs';
 const PATIENT = 'cr-p1';
 const BIRTH_DATE = '1950-04-05';
-/** Ten thousand one-letter strings, each mapped to all ten thousand: a collection of a hundred million items. */
-const HUGE = `'${'a'.repeat(10_000)}'.toChars()`;
-const BUILDS_HUGE = `${HUGE}.select(${HUGE}).count() > 0`;
+/**
+ * `%numbers` holds ten thousand numbers; each selects all ten thousand again, so V8 builds one array of a hundred
+ * million in a single allocation (the shape that a worker thread's heap limit cannot stop: the process aborts).
+ */
+const NUMBERS = `'${'a'.repeat(10_000)}'.toChars().select(1)`;
+const BUILDS_HUGE = '%numbers.select(%numbers).count() > 0';
 
 const questionnaire = (id: string, title: string, ruled: Record<string, unknown>) => ({
   resourceType: 'Questionnaire',
@@ -39,6 +42,10 @@ const questionnaire = (id: string, title: string, ruled: Record<string, unknown>
         },
         { url: 'type', valueCode: 'Patient' },
       ],
+    },
+    {
+      url: 'http://hl7.org/fhir/StructureDefinition/variable',
+      valueExpression: { name: 'numbers', language: 'text/fhirpath', expression: NUMBERS },
     },
   ],
   item: [
