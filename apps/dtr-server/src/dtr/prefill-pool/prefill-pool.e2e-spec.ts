@@ -4,7 +4,8 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { ChildProcess } from 'node:child_process';
+import childProcesses, { type ChildProcess } from 'node:child_process';
+import { syncBuiltinESMExports } from 'node:module';
 import { type FhirResource, HttpFhirClient, QuestionnairePackage } from '@dtr/fhir';
 import { BundleReader, FhirClientReader, PatientDataReader, PrefillEngine, type PrefillResult } from '@dtr/prefill';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -91,29 +92,34 @@ function tapMessages(): {
   const fromWorkers: unknown[] = [];
   const overPorts: unknown[] = [];
   const workers = new Set<ChildProcess>();
-  const send = ChildProcess.prototype.send;
-  const emit = ChildProcess.prototype.emit;
-  ChildProcess.prototype.send = function (this: ChildProcess, ...args: unknown[]) {
-    workers.add(this);
-    const message = args[0] as { type?: string; payload?: object; body?: unknown };
-    if (message?.type === 'job') toWorkers.push({ type: 'job', ...message.payload });
-    else if (message?.type === 'answer') overPorts.push(message.body);
-    else toWorkers.push(message);
-    return (send as (...a: unknown[]) => boolean).apply(this, args);
-  } as typeof ChildProcess.prototype.send;
-  ChildProcess.prototype.emit = function (this: ChildProcess, event: string | symbol, ...args: unknown[]) {
-    const message = args[0] as { type?: string; body?: unknown };
-    if (event === 'message') fromWorkers.push(message?.type === 'ask' ? message.body : message);
-    return (emit as (...a: unknown[]) => boolean).call(this, event, ...args);
-  };
+  // The pool forks through node:child_process; its children get their `send` as their own property at the fork.
+  const cjs = childProcesses as { fork: typeof childProcesses.fork };
+  const fork = cjs.fork;
+  cjs.fork = ((...forkArgs: Parameters<typeof fork>) => {
+    const child = fork(...forkArgs);
+    workers.add(child);
+    const send = child.send.bind(child) as (...a: unknown[]) => boolean;
+    child.send = ((...args: unknown[]) => {
+      const message = args[0] as { type?: string; payload?: object; body?: unknown };
+      if (message?.type === 'job') toWorkers.push({ type: 'job', ...message.payload });
+      else if (message?.type === 'answer') overPorts.push(message.body);
+      else toWorkers.push(message);
+      return send(...args);
+    }) as typeof child.send;
+    child.prependListener('message', (message: { type?: string; body?: unknown }) =>
+      fromWorkers.push(message?.type === 'ask' ? message.body : message),
+    );
+    return child;
+  }) as typeof fork;
+  syncBuiltinESMExports();
   return {
     toWorkers,
     fromWorkers,
     overPorts,
     workers,
     restore: () => {
-      ChildProcess.prototype.send = send;
-      ChildProcess.prototype.emit = emit;
+      cjs.fork = fork;
+      syncBuiltinESMExports();
     },
   };
 }
