@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { TestBrowser } from './support/browser.js';
 import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
 import { deviceOrder, sandboxCoverage } from './support/fixtures.js';
-import { spawnServer, type SpawnedServer } from './support/processes.js';
+import { repoRoot, spawnServer, type SpawnedServer } from './support/processes.js';
 
 /**
  * A payer's expression that builds one huge collection (ten thousand items, each selecting the ten thousand again)
@@ -253,6 +253,62 @@ describe("a payer's logic that exhausts its memory stops in its own process, not
     expect(workers.length).toBeGreaterThanOrEqual(2);
     app.child.kill('SIGTERM');
     await app.exited;
+    const deadline = Date.now() + 10_000;
+    while (workers.some(alive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    expect(workers.filter(alive)).toEqual([]);
+  }, 60_000);
+
+  it('`dtr prefill` reports the exhausted heap and exits 1 instead of aborting', () => {
+    const run = spawnSync(
+      process.execPath,
+      [
+        path.join(repoRoot, 'bin/dtr.mjs'),
+        'prefill',
+        '--package',
+        path.join(dir, 'prefill'),
+        '--patient',
+        path.join(dir, 'patients.json'),
+        '--order',
+        `DeviceRequest/${ORDERS.prefill[0]}`,
+      ],
+      {
+        cwd: repoRoot,
+        encoding: 'utf8',
+        env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', DTR_PREFILL_WORKER_MEMORY_MB: '128' },
+        timeout: 120_000,
+      },
+    );
+    expect(run.status, run.stderr).toBe(1);
+    expect(run.stderr).toContain(
+      "dtr: the prefill needed more memory than its limit of 128 MB: the payer's logic (CQL or FHIRPath expressions) exhausted its resources; nothing was prefilled",
+    );
+    expect(run.stderr).not.toContain('FATAL ERROR');
+  }, 150_000);
+
+  it('a server killed outright (SIGKILL) leaves no worker process behind either', async () => {
+    // A process holding a pool of two workers, as the server does, killed without a chance to close it.
+    const holder = spawn(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `const { PrefillPool } = await import(${JSON.stringify(
+          path.join(repoRoot, 'dist/apps/dtr-server/src/dtr/prefill-pool/prefill-pool.js'),
+        )});
+        const pool = new PrefillPool({ size: 2 });
+        console.log(JSON.stringify(pool.pids));
+        setInterval(() => undefined, 1000);`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    const line = await new Promise<string>((resolve) =>
+      holder.stdout!.once('data', (chunk: Buffer) => resolve(String(chunk))),
+    );
+    const workers = JSON.parse(line) as number[];
+    expect(workers).toHaveLength(2);
+    expect(workers.every(alive)).toBe(true);
+    holder.kill('SIGKILL');
+    await new Promise((resolve) => holder.once('exit', resolve));
     const deadline = Date.now() + 10_000;
     while (workers.some(alive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
     expect(workers.filter(alive)).toEqual([]);
