@@ -240,7 +240,18 @@ export class PayerLogicPool implements OnApplicationShutdown {
           queued.reject(new DtrError('INTERNAL', `${this.options.name} workers cannot start: ${this.broken}`));
       return;
     }
-    this.slots[index] = this.spawn();
+    try {
+      this.slots[index] = this.spawn();
+    } catch (error) {
+      // The system refused a new process (out of process slots, say): the pool goes on with fewer workers.
+      this.slots.splice(index, 1);
+      this.broken =
+        this.slots.length === 0 ? `a worker process could not be started: ${(error as Error).message}` : undefined;
+      if (this.broken)
+        for (const queued of this.queue.splice(0))
+          queued.reject(new DtrError('INTERNAL', `${this.options.name} workers cannot start: ${this.broken}`));
+      return;
+    }
     this.dispatch();
   }
 

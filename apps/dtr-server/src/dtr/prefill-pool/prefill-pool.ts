@@ -80,11 +80,19 @@ export class PrefillPool implements OnApplicationShutdown {
 
   /** Prefills the job's questionnaires, in order; patient data is read with `reader` in the server. */
   run(job: PrefillJob, reader: PatientDataReader): Promise<PrefillResult[]> {
+    let indexes: number[] = [];
+    if (this.pool.size > 0) {
+      try {
+        indexes = indexesOf(job);
+      } catch (error) {
+        return Promise.reject(error as Error);
+      }
+    }
     const fixed = { ...job, now: job.now ?? new Date() };
     return this.pool.run<PrefillResult[]>({
       words: WORDS,
       inThread: () => new PrefillEngine(reader).runAll(job),
-      payload: (held) => this.payload(fixed, held),
+      payload: (held) => this.payload(fixed, indexes, held),
       onAsk: (body, answer) => serve(body, reader, answer),
     });
   }
@@ -99,16 +107,8 @@ export class PrefillPool implements OnApplicationShutdown {
   }
 
   /** The job for one worker: the package by key only when that worker already holds it. */
-  private payload(job: PrefillJob & { now: Date }, held: Set<string>): PrefillPayload {
-    const { pkg, questionnaires, now, ...rest } = job;
-    const indexes = questionnaires.map((questionnaire) => {
-      let i = pkg.questionnaires.indexOf(questionnaire);
-      if (i < 0)
-        i = pkg.questionnaires.findIndex((q) => pkg.questionnaireKey(q) === pkg.questionnaireKey(questionnaire));
-      if (i < 0)
-        throw new DtrError('INTERNAL', `questionnaire ${pkg.questionnaireKey(questionnaire)} is not in the package`);
-      return i;
-    });
+  private payload(job: PrefillJob & { now: Date }, indexes: number[], held: Set<string>): PrefillPayload {
+    const { pkg, questionnaires: _questionnaires, now, ...rest } = job;
     const { key, resources } = this.packageOf(pkg);
     const context: PrefillJobContext = { ...rest, now: now.toISOString() };
     const payload: PrefillPayload = {
@@ -136,6 +136,17 @@ export class PrefillPool implements OnApplicationShutdown {
     }
     return found;
   }
+}
+
+/** Where the job's questionnaires are in its package (a worker is sent indexes, and the package once). */
+function indexesOf({ pkg, questionnaires }: PrefillJob): number[] {
+  return questionnaires.map((questionnaire) => {
+    let i = pkg.questionnaires.indexOf(questionnaire);
+    if (i < 0) i = pkg.questionnaires.findIndex((q) => pkg.questionnaireKey(q) === pkg.questionnaireKey(questionnaire));
+    if (i < 0)
+      throw new DtrError('INTERNAL', `questionnaire ${pkg.questionnaireKey(questionnaire)} is not in the package`);
+    return i;
+  });
 }
 
 /** Answers one of the worker's reads or searches with the session's reader (which holds the EHR client). */
