@@ -89,8 +89,9 @@ export function registerPrefillCommand(program: Command): void {
       const started = performance.now();
       const input = await loadInput(options);
       const loaded = performance.now();
-      // The payer's logic runs in a worker thread under the deadline and memory limit the server uses, so a package
-      // that would never finish (a runaway regular expression, a huge expand) is stopped and reported.
+      // The payer's logic runs in a worker process under the deadline and memory limit the server uses, so a package
+      // that would never finish (a runaway regular expression, a huge expand) or that exhausts its heap (a huge
+      // collection, which aborts the process it runs in) is stopped and reported, and this command still answers.
       const pool = new PrefillPool({
         size: 1,
         deadlineMs: options.deadline,

@@ -55,11 +55,11 @@ import { QuestionnairesPageController } from './questionnaires-page.controller.j
           queueMax: config.prefillLimits.queueMax,
           memoryMb: config.prefillLimits.workerMemoryMb,
           stackMb: config.prefillLimits.workerStackMb,
-          onWorkerExit: ({ threadId, exitCode, reason }) =>
+          onWorkerExit: ({ pid, exitCode, signal, reason }) =>
             logger.entry(
               'warn',
               'prefill worker stopped; replaced',
-              { threadId, exitCode, ...(reason ? { reason } : {}) },
+              { pid, exitCode, signal, ...(reason ? { reason } : {}) },
               'PrefillPool',
             ),
         });
@@ -73,7 +73,7 @@ import { QuestionnairesPageController } from './questionnaires-page.controller.j
       },
     },
     {
-      // The form rules of every save (the payer's FHIRPath) run in worker threads under the prefill's limits.
+      // The form rules of every save (the payer's FHIRPath) run in worker processes under the prefill's limits.
       provide: FormRulesPool,
       inject: [APP_CONFIG, JsonLogger],
       useFactory: (config: AppConfig, logger: JsonLogger) =>
@@ -83,11 +83,11 @@ import { QuestionnairesPageController } from './questionnaires-page.controller.j
           queueMax: config.prefillLimits.queueMax,
           memoryMb: config.prefillLimits.workerMemoryMb,
           stackMb: config.prefillLimits.workerStackMb,
-          onWorkerExit: ({ threadId, exitCode, reason }) =>
+          onWorkerExit: ({ pid, exitCode, signal, reason }) =>
             logger.entry(
               'warn',
               'form rules worker stopped; replaced',
-              { threadId, exitCode, ...(reason ? { reason } : {}) },
+              { pid, exitCode, signal, ...(reason ? { reason } : {}) },
               'FormRulesPool',
             ),
         }),

@@ -72,7 +72,7 @@ function save(note: string, complete = false): ReviseJob {
 }
 const SUBJECT = { questionnaire: 'Pool check' };
 
-describe('FormRulesPool (built worker threads)', () => {
+describe('FormRulesPool (built worker processes)', () => {
   let Pool: PoolModule['FormRulesPool'];
 
   beforeAll(async () => {
@@ -127,12 +127,12 @@ describe('FormRulesPool (built worker threads)', () => {
         size: 1,
         queueMax: 1,
         deadlineMs: 1500,
-        onWorkerExit: ({ threadId }) => stopped.push(threadId),
+        onWorkerExit: ({ pid }) => stopped.push(pid),
       });
       try {
         // Once its worker is ready a job starts at once: the first runs, the second waits, the third is refused.
         await pool.run(save('a'), SUBJECT);
-        const [before] = pool.threadIds;
+        const [before] = pool.pids;
         const running = pool.run(save(HOSTILE), SUBJECT).catch((error: unknown) => error);
         const queued = pool.run(save(HOSTILE, true), SUBJECT).catch((error: unknown) => error);
         const refused = await pool.run(save('a'), SUBJECT).catch((error: unknown) => error);
@@ -152,7 +152,7 @@ describe('FormRulesPool (built worker threads)', () => {
               'nothing was stored here or in the EHR, and the draft saved before stands',
           });
         expect(stopped).toContain(before);
-        expect(pool.threadIds[0]).not.toBe(before);
+        expect(pool.pids[0]).not.toBe(before);
         expect(await pool.run(save('aa'), SUBJECT)).toMatchObject({ ok: true });
       } finally {
         await pool.close();
@@ -162,14 +162,14 @@ describe('FormRulesPool (built worker threads)', () => {
 
   it('close() stops the workers and refuses new jobs; size 0 runs the rules in the calling thread', async () => {
     const pool = new Pool({ size: 2 });
-    expect(pool.threadIds).toHaveLength(2);
+    expect(pool.pids).toHaveLength(2);
     await pool.close();
     await expect(pool.run(save('a'), SUBJECT)).rejects.toMatchObject({
       code: 'NOT_READY',
       message: 'the server is shutting down; the form was not saved',
     });
     const inline = new Pool({ size: 0 });
-    expect(inline.threadIds).toEqual([]);
+    expect(inline.pids).toEqual([]);
     expect(await inline.run(save('a'), SUBJECT)).toMatchObject({ ok: true });
     await inline.close();
   });

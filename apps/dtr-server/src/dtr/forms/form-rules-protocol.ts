@@ -56,16 +56,3 @@ export function evaluateFormRules(job: FormRulesJob): Revised | Merged {
   }
   return { ok: true, response: result.response };
 }
-
-/** Main → worker. */
-export interface FormRulesRequest {
-  type: 'job';
-  jobId: number;
-  job: FormRulesJob;
-}
-
-/** Worker → main. */
-export type FormRulesReply =
-  | { type: 'ready' }
-  | { type: 'done'; jobId: number; result: Revised | Merged }
-  | { type: 'failed'; jobId: number; message: string };

@@ -4,7 +4,8 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { MessagePort, Worker } from 'node:worker_threads';
+import childProcesses, { type ChildProcess } from 'node:child_process';
+import { syncBuiltinESMExports } from 'node:module';
 import { type FhirResource, HttpFhirClient, QuestionnairePackage } from '@dtr/fhir';
 import { BundleReader, FhirClientReader, PatientDataReader, PrefillEngine, type PrefillResult } from '@dtr/prefill';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -76,49 +77,49 @@ async function ehr(): Promise<{ server: Server; base: string; tokens: Array<stri
   return { server, base: `http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`, tokens };
 }
 
-/** Records every message the worker threads are sent and every data request that comes back from them. */
+/**
+ * Records every message the worker processes are sent (jobs with their payload spread, data replies) and every data
+ * request that comes back from them, on the server's side of the IPC channel.
+ */
 function tapMessages(): {
   toWorkers: unknown[];
   fromWorkers: unknown[];
   overPorts: unknown[];
-  workers: Set<Worker>;
+  workers: Set<ChildProcess>;
   restore: () => void;
 } {
   const toWorkers: unknown[] = [];
   const fromWorkers: unknown[] = [];
   const overPorts: unknown[] = [];
-  const workers = new Set<Worker>();
-  const post = Worker.prototype.postMessage;
-  const portPost = MessagePort.prototype.postMessage;
-  const on = MessagePort.prototype.on;
-  Worker.prototype.postMessage = function (this: Worker, value: unknown, transfer?: never) {
-    workers.add(this);
-    const { port: _port, ...rest } = value as { port?: unknown };
-    toWorkers.push(rest);
-    return post.call(this, value, transfer);
-  };
-  // Data replies go to the worker over the job's MessagePort, not through Worker.postMessage: watch both.
-  // (Worker.postMessage itself goes through a port too, so job messages also show up here.)
-  MessagePort.prototype.postMessage = function (this: MessagePort, value: unknown, transfer?: never) {
-    overPorts.push(value);
-    return portPost.call(this, value, transfer);
-  };
-  MessagePort.prototype.on = function (this: MessagePort, event: string, listener: (...args: unknown[]) => void) {
-    if (event !== 'message') return on.call(this, event, listener);
-    return on.call(this, event, (value: unknown) => {
-      fromWorkers.push(value);
-      listener(value);
-    });
-  } as typeof MessagePort.prototype.on;
+  const workers = new Set<ChildProcess>();
+  // The pool forks through node:child_process; its children get their `send` as their own property at the fork.
+  const cjs = childProcesses as { fork: typeof childProcesses.fork };
+  const fork = cjs.fork;
+  cjs.fork = ((...forkArgs: Parameters<typeof fork>) => {
+    const child = fork(...forkArgs);
+    workers.add(child);
+    const send = child.send.bind(child) as (...a: unknown[]) => boolean;
+    child.send = ((...args: unknown[]) => {
+      const message = args[0] as { type?: string; payload?: object; body?: unknown };
+      if (message?.type === 'job') toWorkers.push({ type: 'job', ...message.payload });
+      else if (message?.type === 'answer') overPorts.push(message.body);
+      else toWorkers.push(message);
+      return send(...args);
+    }) as typeof child.send;
+    child.prependListener('message', (message: { type?: string; body?: unknown }) =>
+      fromWorkers.push(message?.type === 'ask' ? message.body : message),
+    );
+    return child;
+  }) as typeof fork;
+  syncBuiltinESMExports();
   return {
     toWorkers,
     fromWorkers,
     overPorts,
     workers,
     restore: () => {
-      Worker.prototype.postMessage = post;
-      MessagePort.prototype.postMessage = portPost;
-      MessagePort.prototype.on = on;
+      cjs.fork = fork;
+      syncBuiltinESMExports();
     },
   };
 }
@@ -126,7 +127,7 @@ function tapMessages(): {
 const comparable = (results: PrefillResult[]) =>
   results.map((r) => ({ questionnaireResponse: r.questionnaireResponse, issues: r.issues }));
 
-describe('PrefillPool (built worker threads)', () => {
+describe('PrefillPool (built worker processes)', () => {
   let Pool: PoolModule['PrefillPool'];
   let server: Awaited<ReturnType<typeof ehr>>;
   const pkg = QuestionnairePackage.fromResources(fixture);
@@ -266,11 +267,11 @@ describe('PrefillPool (built worker threads)', () => {
         code: 'INTERNAL',
         message: expect.stringMatching(/^the prefill failed in its worker: .*not iterable/),
       });
-      const threads = pool.threadIds;
+      const threads = pool.pids;
       expect(comparable(await pool.run(job, reader()))).toEqual(
         comparable(await new PrefillEngine(reader()).runAll(job)),
       );
-      expect(pool.threadIds).toEqual(threads);
+      expect(pool.pids).toEqual(threads);
     } finally {
       await pool.close();
     }
@@ -278,10 +279,10 @@ describe('PrefillPool (built worker threads)', () => {
 
   it('a worker that dies mid-job fails that job with a DtrError and is replaced', async () => {
     const tap = tapMessages();
-    const exits: Array<{ threadId: number; exitCode: number }> = [];
+    const exits: Array<{ pid: number }> = [];
     const pool = new Pool({ size: 1, onWorkerExit: (e) => exits.push(e) });
     try {
-      // A reader whose first read never answers, so the job is in flight when its thread dies.
+      // A reader whose first read never answers, so the job is in flight when its process dies.
       let started!: () => void;
       const inFlight = new Promise<void>((resolve) => (started = resolve));
       const stalled = new (class extends PatientDataReader {
@@ -295,18 +296,20 @@ describe('PrefillPool (built worker threads)', () => {
       })();
       const running = pool.run(job, stalled).catch((error: unknown) => error);
       await inFlight;
-      const [before] = pool.threadIds;
+      const [before] = pool.pids;
       const [worker] = [...tap.workers];
-      await worker!.terminate();
+      worker!.kill('SIGKILL');
       const failure = await running;
       expect(failure).toMatchObject({
         name: 'DtrError',
-        code: 'INTERNAL',
-        message: expect.stringMatching(/prefill worker stopped unexpectedly/),
+        code: 'UPSTREAM_ERROR',
+        message: expect.stringMatching(
+          /stopped the process evaluating it \(signal SIGKILL\).*exhausted its resources; nothing was prefilled/,
+        ),
       });
-      expect(exits).toEqual([expect.objectContaining({ threadId: before })]);
-      expect(pool.threadIds).toHaveLength(1);
-      expect(pool.threadIds[0]).not.toBe(before);
+      expect(exits).toEqual([expect.objectContaining({ pid: before })]);
+      expect(pool.pids).toHaveLength(1);
+      expect(pool.pids[0]).not.toBe(before);
       // The replacement works (and is sent the package afresh).
       expect(comparable(await pool.run(job, reader()))).toEqual(
         comparable(await new PrefillEngine(reader()).runAll(job)),
@@ -334,7 +337,7 @@ describe('PrefillPool (built worker threads)', () => {
       const exits: Array<{ reason: string | undefined }> = [];
       const pool = new Pool({ size: 1, deadlineMs: 1500, onWorkerExit: (e) => exits.push(e) });
       try {
-        const [before] = pool.threadIds;
+        const [before] = pool.pids;
         // One worker: the well-behaved job waits behind the runaway regular expression.
         const [failure, fine] = await Promise.all([
           pool.run(jobFor('hostile-regex'), reader()).catch((error: unknown) => error),
@@ -348,8 +351,8 @@ describe('PrefillPool (built worker threads)', () => {
         expect((failure as Error).message).not.toMatch(/1948|Okafor|Grace/);
         expect(answersOf(fine)).toContain('"valueDate":"1948-07-09"');
         expect(answersOf(fine)).toContain('"valueInteger":42');
-        expect(pool.threadIds).toHaveLength(1);
-        expect(pool.threadIds[0]).not.toBe(before);
+        expect(pool.pids).toHaveLength(1);
+        expect(pool.pids[0]).not.toBe(before);
         expect(exits).toEqual([expect.objectContaining({ reason: expect.stringMatching(/deadline/) })]);
       } finally {
         await pool.close();
@@ -378,14 +381,14 @@ describe('PrefillPool (built worker threads)', () => {
     it('a worker past its memory limit fails its job naming the limit and is replaced', async () => {
       const pool = new Pool({ size: 1, memoryMb: 64, deadlineMs: 120_000 });
       try {
-        const [before] = pool.threadIds;
+        const [before] = pool.pids;
         const failure = await pool.run(jobFor('hostile-expand'), reader()).catch((error: unknown) => error);
         expect(failure).toMatchObject({
           name: 'DtrError',
           code: 'UPSTREAM_ERROR',
           message: expect.stringMatching(/more memory than its limit of 64 MB/),
         });
-        expect(pool.threadIds[0]).not.toBe(before);
+        expect(pool.pids[0]).not.toBe(before);
         expect(answersOf(await pool.run(jobFor('well-behaved'), reader()))).toContain('"valueInteger":42');
       } finally {
         await pool.close();
@@ -420,7 +423,7 @@ describe('PrefillPool (built worker threads)', () => {
     await pool.close();
     await expect(pool.run(job, reader())).rejects.toMatchObject({ code: 'NOT_READY' });
     const inline = new Pool({ size: 0 });
-    expect(inline.threadIds).toEqual([]);
+    expect(inline.pids).toEqual([]);
     expect(comparable(await inline.run(job, reader()))).toEqual(
       comparable(await new PrefillEngine(reader()).runAll(job)),
     );

@@ -1,12 +1,11 @@
 import { FHIR_ID, FHIR_RESOURCE_TYPE, type FhirResource } from '@dtr/fhir';
 import type { PrefillRequest, PrefillResult } from '@dtr/prefill';
-import type { MessagePort } from 'node:worker_threads';
 import { z } from 'zod';
 
 /**
- * The messages between the server's main thread and a prefill worker. The worker gets the package (plain JSON, once
- * per worker and package) and the launch context; it never gets the EHR's token: patient data reaches it only as the
- * answers to the reads and searches it asks the main thread for, over the job's own MessagePort.
+ * What a prefill job carries between the server and a prefill worker process (inside the PayerLogicPool's envelope).
+ * The worker gets the package (plain JSON, once per worker and package) and the launch context; it never gets the
+ * EHR's token: patient data reaches it only as the answers to the reads and searches it asks the server for.
  */
 
 /** What a worker needs to prefill: everything of a PrefillRequest except the package object and the reader. */
@@ -15,31 +14,23 @@ export type PrefillJobContext = Omit<PrefillRequest, 'pkg' | 'questionnaire' | '
   now: string;
 };
 
-/** Main → worker, on the worker's own port. `port` is transferred: the job's channel for data requests. */
-export interface JobMessage {
-  type: 'job';
-  jobId: number;
+/** Server → worker: the job's payload. */
+export interface PrefillPayload {
   packageKey: string;
   /** The package's resources; sent when the worker is not known to have this package already. */
   packageResources?: FhirResource[];
   /** Indexes into the package's questionnaires, in the order the answers are wanted. */
   questionnaires: number[];
   context: PrefillJobContext;
-  port: MessagePort;
 }
 
-/** Worker → main. */
-export type WorkerMessage =
-  | { type: 'ready' }
-  | { type: 'done'; jobId: number; results: PrefillResult[] }
-  | { type: 'failed'; jobId: number; code: string; message: string }
-  /** The worker no longer holds the package it was told it has (evicted): send the job again with it. */
-  | { type: 'need-package'; jobId: number };
+/** Worker → server: a finished job's result. */
+export type PrefillOutcome = PrefillResult[];
 
 const resourceType = z.string().regex(FHIR_RESOURCE_TYPE);
 
 /**
- * Worker → main on a job's port: the only two questions a worker may ask. Strict: anything else (another field, a
+ * Worker → server during a job: the only two questions a worker may ask. Strict: anything else (another field, a
  * URL, a header) is refused, so what crosses is exactly a resource type with an id or with search parameters.
  */
 export const dataRequest = z.discriminatedUnion('type', [
@@ -62,7 +53,7 @@ export const dataRequest = z.discriminatedUnion('type', [
 ]);
 export type DataRequest = z.infer<typeof dataRequest>;
 
-/** Main → worker on a job's port: the answer to one data request. */
+/** Server → worker during a job: the answer to one data request. */
 export type DataReply =
   | { id: number; ok: true; resources: FhirResource[] }
   /** `reason` names a failure the engine acts on (see CodeInUnsupportedError); the message is for people. */

@@ -1,11 +1,11 @@
 import { MessageChannel } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { CodeInUnsupportedError } from '@dtr/prefill';
-import { PortReader } from './port-reader.js';
+import { ChannelReader } from './channel-reader.js';
 import { type DataReply, dataRequest } from './prefill-protocol.js';
 
-/** The worker's side of the data channel, on one thread: what it sends, and what it makes of the answers. */
-describe('PortReader', () => {
+/** The worker's side of the data channel (a MessageChannel stands in for the IPC channel): what it sends, and what it makes of the answers. */
+describe('ChannelReader', () => {
   it('asks only for a resource type with an id or with search parameters, and resolves with the answers', async () => {
     const { port1: worker, port2: main } = new MessageChannel();
     const asked: unknown[] = [];
@@ -21,7 +21,8 @@ describe('PortReader', () => {
           : { id: request.id, ok: true, resources: [{ resourceType: 'Condition', id: 'c1' }] };
       main.postMessage(reply);
     });
-    const reader = new PortReader(worker);
+    const reader = new ChannelReader((request) => worker.postMessage(request));
+    worker.on('message', (reply: DataReply) => reader.deliver(reply));
     await expect(reader.read('Patient', 'p1')).resolves.toEqual({ resourceType: 'Patient', id: 'p1' });
     await expect(reader.read('Encounter', 'e9')).resolves.toBeUndefined();
     await expect(reader.search('Condition', { patient: 'p1', code: 'http://snomed.info/sct|1' })).resolves.toEqual([
@@ -35,6 +36,7 @@ describe('PortReader', () => {
     // Each is exactly what the main thread's strict schema accepts.
     for (const request of asked) expect(dataRequest.safeParse(request).success).toBe(true);
     reader.close();
+    worker.close();
     main.close();
   });
 
@@ -47,13 +49,15 @@ describe('PortReader', () => {
           : { id: request.id, ok: false, message: 'code:in is not supported, said the message only' };
       main.postMessage(reply);
     });
-    const reader = new PortReader(worker);
+    const reader = new ChannelReader((request) => worker.postMessage(request));
+    worker.on('message', (reply: DataReply) => reader.deliver(reply));
     const refused = reader.search('Condition', { patient: 'p1', 'code:in': 'http://example.org/vs' });
     await expect(refused).rejects.toBeInstanceOf(CodeInUnsupportedError);
     // A message that merely says so is not the typed refusal.
     const other = await reader.search('Condition', { patient: 'p1' }).catch((e: unknown) => e);
     expect(other).not.toBeInstanceOf(CodeInUnsupportedError);
     reader.close();
+    worker.close();
     main.close();
   });
 
@@ -64,12 +68,14 @@ describe('PortReader', () => {
       if (first) main.postMessage({ id: request.id, ok: false, message: 'EHR answered 503' } satisfies DataReply);
       first = false;
     });
-    const reader = new PortReader(worker);
+    const reader = new ChannelReader((request) => worker.postMessage(request));
+    worker.on('message', (reply: DataReply) => reader.deliver(reply));
     await expect(reader.search('Condition', { patient: 'p1' })).rejects.toThrow('EHR answered 503');
     const pending = reader.read('Patient', 'p1');
     await new Promise((resolve) => setTimeout(resolve, 20));
     reader.close();
     await expect(pending).rejects.toThrow('the prefill job ended');
+    worker.close();
     main.close();
   });
 
