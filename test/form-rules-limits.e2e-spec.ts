@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { TestBrowser } from './support/browser.js';
-import { hcpcsRules, type RunningDemo, startDemo } from './support/demo.js';
+import { packagesPerOrder, type RunningDemo, startDemo } from './support/demo.js';
 import { deviceOrder, sandboxCoverage } from './support/fixtures.js';
 import { launchSession, prepareForm } from './support/launch.js';
 
@@ -97,15 +97,7 @@ describe("bounds on a payer's form rules at each save, through the server", () =
   let ehr: string;
 
   beforeAll(async () => {
-    const packages = Object.fromEntries(
-      Object.entries(ORDERS).map(([name, [, code, content]]) => [
-        name,
-        {
-          Questionnaire: content,
-          rules: hcpcsRules({ description: name, code, questionnaire: `${content.url}|1.0.0` }),
-        },
-      ]),
-    );
+    const packages = packagesPerOrder(ORDERS);
     demo = await startDemo(
       inject('adminDatabaseUrl'),
       'dtr_form_rules',

@@ -1,12 +1,11 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { TestBrowser } from './support/browser.js';
-import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
-import { deviceOrder, sandboxCoverage } from './support/fixtures.js';
-import { repoRoot, spawnServer, type SpawnedServer } from './support/processes.js';
+import { packagesPerOrder, type RunningDemo, startDemo } from './support/demo.js';
+import { BIRTH_DATE_ITEM, deviceOrder, PATIENT_LAUNCH_CONTEXT, sandboxCoverage } from './support/fixtures.js';
+import { launchSession } from './support/launch.js';
+import { repoRoot, type SpawnedServer } from './support/processes.js';
 
 /**
  * A payer's expression that builds one huge collection (ten thousand items, each selecting the ten thousand again)
@@ -15,7 +14,6 @@ import { repoRoot, spawnServer, type SpawnedServer } from './support/processes.j
  * process and serves everyone else. The built server with the sandbox EHR and payer, over real HTTP.
  */
 const SDC = 'http://hl7.org/fhir/uv/sdc/StructureDefinition/';
-const HCPCS = 'https://bluebutton.cms.gov/resources/codesystem/hcpcs';
 const PATIENT = 'cr-p1';
 const BIRTH_DATE = '1950-04-05';
 /**
@@ -35,36 +33,13 @@ const questionnaire = (id: string, title: string, ruled: Record<string, unknown>
   title,
   status: 'active',
   extension: [
-    {
-      url: `${SDC}sdc-questionnaire-launchContext`,
-      extension: [
-        {
-          url: 'name',
-          valueCoding: { system: 'http://hl7.org/fhir/uv/sdc/CodeSystem/launchContext', code: 'patient' },
-        },
-        { url: 'type', valueCode: 'Patient' },
-      ],
-    },
+    PATIENT_LAUNCH_CONTEXT,
     {
       url: 'http://hl7.org/fhir/StructureDefinition/variable',
       valueExpression: { name: 'numbers', language: 'text/fhirpath', expression: NUMBERS },
     },
   ],
-  item: [
-    {
-      linkId: 'birth-date',
-      text: 'Date of birth',
-      type: 'date',
-      extension: [
-        {
-          url: `${SDC}sdc-questionnaire-initialExpression`,
-          valueExpression: { language: 'text/fhirpath', expression: '%patient.birthDate' },
-        },
-      ],
-    },
-    { linkId: 'note', text: 'Note for the payer', type: 'string' },
-    ruled,
-  ],
+  item: [BIRTH_DATE_ITEM, { linkId: 'note', text: 'Note for the payer', type: 'string' }, ruled],
 });
 const ruledBy = (extension: string, expression = BUILDS_HUGE) => ({
   linkId: 'huge',
@@ -124,79 +99,38 @@ const alive = (pid: number) => {
 };
 
 describe("a payer's logic that exhausts its memory stops in its own process, not the server's", () => {
-  let db: ScratchDatabase;
-  let dir: string;
+  let demo: RunningDemo;
   let app: SpawnedServer;
   let url: string;
-  let fhirBase: string;
+  let dir: string;
   let pid: number;
 
   beforeAll(async () => {
-    db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_payer_crash');
-    dir = mkdtempSync(path.join(tmpdir(), 'dtr-payer-crash-'));
-    writeFileSync(path.join(dir, 'patients.json'), JSON.stringify(BUNDLE));
-    for (const [name, [, code, content]] of Object.entries(ORDERS)) {
-      const folder = path.join(dir, name);
-      mkdirSync(folder);
-      writeFileSync(path.join(folder, 'Questionnaire.json'), JSON.stringify(content));
-      writeFileSync(
-        path.join(folder, 'rules.json'),
-        JSON.stringify({
-          rules: [{ description: name, codes: [{ system: HCPCS, code }], questionnaires: [`${content.url}|1.0.0`] }],
-        }),
-      );
-    }
-    app = spawnServer(
+    const packages = packagesPerOrder(ORDERS);
+    demo = await startDemo(
+      inject('adminDatabaseUrl'),
+      'dtr_payer_crash',
       {
-        DATABASE_URL: db.url,
-        DTR_PORT: '0',
-        SANDBOX_EHR_PORT: '0',
-        SANDBOX_PAYER_PORT: '0',
-        SANDBOX_BUNDLES: path.join(dir, 'patients.json'),
-        SANDBOX_PACKAGE_DIRS: Object.keys(ORDERS)
-          .map((name) => path.join(dir, name))
-          .join(','),
         DTR_PREFILL_WORKERS: '2',
         // Small heaps reach their limit fast; the deadline is far off, so the memory limit is what stops the logic.
         DTR_PREFILL_WORKER_MEMORY_MB: '128',
         DTR_PREFILL_DEADLINE_MS: '120000',
       },
-      'scripts/start.mjs',
+      { bundle: BUNDLE, packages },
     );
-    url = await app.ready;
+    ({ app, url } = demo);
+    dir = demo.dir!;
     pid = app.child.pid!;
-    const deadline = Date.now() + 30_000;
-    while (!/Sandbox payer: (http:\/\/\S+)/.test(app.output()) && Date.now() < deadline)
-      await new Promise((r) => setTimeout(r, 100));
-    fhirBase = /Sandbox EHR: (http:\/\/\S+)/.exec(app.output())![1]!;
   }, 120_000);
 
-  afterAll(async () => {
-    if (app && app.child.exitCode === null && app.child.signalCode === null) {
-      app.child.kill('SIGTERM');
-      await app.exited;
-    }
-    await db?.drop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  afterAll(() => demo?.stop());
 
-  async function launch(order: keyof typeof ORDERS): Promise<TestBrowser> {
-    const created = await fetch(`${new URL(fhirBase).origin}/_sandbox/launches`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({
-        patient: PATIENT,
-        user: 'cr-pr',
-        fhirContext: [{ reference: `DeviceRequest/${ORDERS[order][0]}` }],
-      }),
+  const launch = (order: keyof typeof ORDERS): Promise<TestBrowser> =>
+    launchSession(demo, {
+      patient: PATIENT,
+      user: 'cr-pr',
+      fhirContext: [{ reference: `DeviceRequest/${ORDERS[order][0]}` }],
     });
-    expect(created.status).toBe(200);
-    const { launch: code } = (await created.json()) as { launch: string };
-    const browser = new TestBrowser();
-    const hops = await browser.navigate(`${url}/launch?iss=${encodeURIComponent(fhirBase)}&launch=${code}`);
-    expect(hops.at(-1)!.url).toBe(`${url}/app`);
-    return browser;
-  }
 
   const prepare = (browser: TestBrowser) => browser.request(`${url}/api/session/questionnaires`, { method: 'POST' });
 

@@ -46,6 +46,21 @@ export function hcpcsRules(...rules: Array<{ code: string; questionnaire: string
   };
 }
 
+/**
+ * One sandbox payer package per entry of `orders` (name → [order id, HCPCS code, Questionnaire]): the Questionnaire,
+ * answered for that code (`url|1.0.0`).
+ */
+export function packagesPerOrder(
+  orders: Record<string, readonly [string, string, { url: string }]>,
+): Record<string, Record<string, unknown>> {
+  return Object.fromEntries(
+    Object.entries(orders).map(([name, [, code, content]]) => [
+      name,
+      { Questionnaire: content, rules: hcpcsRules({ description: name, code, questionnaire: `${content.url}|1.0.0` }) },
+    ]),
+  );
+}
+
 /** Writes the content into a new temporary folder; returns the folder and the sandbox settings that point at it. */
 function writeSandboxContent(prefix: string, content: SandboxContent, env: Record<string, string>) {
   const dir = mkdtempSync(path.join(tmpdir(), `${prefix}-`));

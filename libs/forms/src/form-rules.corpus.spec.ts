@@ -7,13 +7,13 @@ import { answerOrigins, completionProblems, reviseResponse } from './form-rules.
 import { shapeResponse } from './response-shape.js';
 import type { FormDefinition, ResponseMeta } from './form.types.js';
 import { editable, itemsWith, originsOf, valuesOf as valuesOfItem } from './test-forms.js';
+import { corpusPath } from '../../../test/support/corpus.js';
 
 // Content written by others (the Inferno DTR test kit), read where it lies (`../shared/corpus` beside the repository,
-// or DTR_CORPUS) and never copied here.
-const corpus = process.env['DTR_CORPUS'] ?? path.resolve(import.meta.dirname, '../../../../shared/corpus');
-const folder = path.join(corpus, 'packages', 'DinnerOrder');
+// or DTR_CORPUS_DIR) and never copied here.
+const folder = corpusPath('packages', 'DinnerOrder');
 const present = existsSync(path.join(folder, 'expected_QR_dinner_order_static.json'));
-const homeOxygen = path.join(corpus, 'packages', 'HomeOxygenTherapy');
+const homeOxygen = corpusPath('packages', 'HomeOxygenTherapy');
 const homeOxygenPresent = existsSync(path.join(homeOxygen, 'original'));
 
 /** The resources of a package as published (a $questionnaire-package Parameters or a Bundle). */
@@ -49,7 +49,7 @@ const matches = (expected: unknown, actual: unknown): boolean =>
 
 describe('DinnerOrder static questionnaire from the corpus', () => {
   if (!present)
-    it.skip(`SKIPPED: the corpus is absent (looked for ${folder}; set DTR_CORPUS); the DinnerOrder check did not run`, () => {});
+    it.skip(`SKIPPED: the corpus is absent (looked for ${folder}; set DTR_CORPUS_DIR); the DinnerOrder check did not run`, () => {});
 
   it.skipIf(!present)(
     `completes; its auto answers match the expected response in value and origin (${folder})`,
@@ -62,7 +62,7 @@ describe('DinnerOrder static questionnaire from the corpus', () => {
       const questionnaire = pkg.questionnaires.find(
         (q) => q['url'] === 'urn:inferno:dtr-test-kit:dinner-order-static',
       )!;
-      const bundle = JSON.parse(readFileSync(path.join(corpus, 'patients', 'dtr-pat015-inferno.json'), 'utf8'));
+      const bundle = JSON.parse(readFileSync(corpusPath('patients', 'dtr-pat015-inferno.json'), 'utf8'));
       const prefill = await new PrefillEngine(BundleReader.fromBundle(bundle)).run({
         pkg,
         questionnaire,
@@ -127,13 +127,13 @@ describe('DinnerOrder static questionnaire from the corpus', () => {
 
 describe('HomeOxygenTherapy package from the corpus, prefilled for pat015', () => {
   if (!homeOxygenPresent)
-    it.skip(`SKIPPED: the corpus is absent (looked for ${homeOxygen}; set DTR_CORPUS); the check did not run`, () => {});
+    it.skip(`SKIPPED: the corpus is absent (looked for ${homeOxygen}; set DTR_CORPUS_DIR); the check did not run`, () => {});
 
   it.skipIf(!homeOxygenPresent)(
     `each questionnaire's prefill saves untouched, all auto-client, and completion names the required items left empty (${homeOxygen})`,
     async () => {
       const pkg = QuestionnairePackage.fromResources(published(homeOxygen));
-      const bundle = JSON.parse(readFileSync(path.join(corpus, 'patients', 'dtr-pat015-inferno.json'), 'utf8'));
+      const bundle = JSON.parse(readFileSync(corpusPath('patients', 'dtr-pat015-inferno.json'), 'utf8'));
       const questionnaire = pkg.questionnaires.find((q) => q.id === 'HomeOxygenTherapy')!;
       const prefill = await new PrefillEngine(BundleReader.fromBundle(bundle)).run({
         pkg,

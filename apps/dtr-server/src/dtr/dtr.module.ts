@@ -25,6 +25,7 @@ import { FormRulesPool } from './forms/form-rules-pool.js';
 import { AdaptiveFormsUseCase } from './forms/adaptive-forms.usecase.js';
 import { CQL_COMPILE, CqlCompileWorker } from './prefill-pool/cql-compile-worker.js';
 import { PrefillPool } from './prefill-pool/prefill-pool.js';
+import type { WorkerExit } from './payer-logic-pool/payer-logic-pool.js';
 import { PayerClients } from './payer-clients.js';
 import { PrepareQuestionnairesUseCase } from './prepare-questionnaires.usecase.js';
 import { OrderContextController } from './order-context.controller.js';
@@ -49,20 +50,7 @@ import { QuestionnairesPageController } from './questionnaires-page.controller.j
       provide: PrefillPool,
       inject: [APP_CONFIG, JsonLogger],
       useFactory: (config: AppConfig, logger: JsonLogger) => {
-        const pool = new PrefillPool({
-          size: config.prefillWorkers,
-          deadlineMs: config.prefillLimits.deadlineMs,
-          queueMax: config.prefillLimits.queueMax,
-          memoryMb: config.prefillLimits.workerMemoryMb,
-          stackMb: config.prefillLimits.workerStackMb,
-          onWorkerExit: ({ pid, exitCode, signal, reason }) =>
-            logger.entry(
-              'warn',
-              'prefill worker stopped; replaced',
-              { pid, exitCode, signal, ...(reason ? { reason } : {}) },
-              'PrefillPool',
-            ),
-        });
+        const pool = new PrefillPool(poolOptions(config, logger, 'prefill worker', 'PrefillPool'));
         logger.entry(
           'info',
           pool.size > 0 ? 'prefill workers started' : 'prefill runs in the request thread',
@@ -77,20 +65,7 @@ import { QuestionnairesPageController } from './questionnaires-page.controller.j
       provide: FormRulesPool,
       inject: [APP_CONFIG, JsonLogger],
       useFactory: (config: AppConfig, logger: JsonLogger) =>
-        new FormRulesPool({
-          size: config.prefillWorkers,
-          deadlineMs: config.prefillLimits.deadlineMs,
-          queueMax: config.prefillLimits.queueMax,
-          memoryMb: config.prefillLimits.workerMemoryMb,
-          stackMb: config.prefillLimits.workerStackMb,
-          onWorkerExit: ({ pid, exitCode, signal, reason }) =>
-            logger.entry(
-              'warn',
-              'form rules worker stopped; replaced',
-              { pid, exitCode, signal, ...(reason ? { reason } : {}) },
-              'FormRulesPool',
-            ),
-        }),
+        new FormRulesPool(poolOptions(config, logger, 'form rules worker', 'FormRulesPool')),
     },
     {
       // CQL-only payer libraries are translated in a worker thread (started on first use).
@@ -147,3 +122,21 @@ import { QuestionnairesPageController } from './questionnaires-page.controller.j
   ],
 })
 export class DtrModule {}
+
+/** The limits of a payer-logic pool (prefill, form rules) from configuration; a worker that stops is logged. */
+function poolOptions(config: AppConfig, logger: JsonLogger, what: string, context: string) {
+  return {
+    size: config.prefillWorkers,
+    deadlineMs: config.prefillLimits.deadlineMs,
+    queueMax: config.prefillLimits.queueMax,
+    memoryMb: config.prefillLimits.workerMemoryMb,
+    stackMb: config.prefillLimits.workerStackMb,
+    onWorkerExit: ({ pid, exitCode, signal, reason }: WorkerExit) =>
+      logger.entry(
+        'warn',
+        `${what} stopped; replaced`,
+        { pid, exitCode, signal, ...(reason ? { reason } : {}) },
+        context,
+      ),
+  };
+}
