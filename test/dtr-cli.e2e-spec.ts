@@ -1,16 +1,11 @@
-import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import pg from 'pg';
 import { createDataSource } from '@dtr/persistence';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { composeServices } from '../apps/dtr-server/src/compose-services.js';
 import { loadAppConfig } from '../apps/dtr-server/src/config/app.config.js';
 import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
 import { makeTestPki, type TestPki } from './support/pki.js';
-import { repoRoot } from './support/processes.js';
+import { cliWorkspace } from './support/cli.js';
 import { leakedSecrets } from './support/secrets.js';
 
 const CLIENT_SECRET = `tenant-secret-${randomBytes(12).toString('hex')}`;
@@ -23,45 +18,20 @@ const CLIENT_SECRET = `tenant-secret-${randomBytes(12).toString('hex')}`;
 describe('dtr tenant and dtr payer on a real database, secrets sealed with the configured key ring', () => {
   let db: ScratchDatabase;
   let pki: TestPki;
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'dtr-cli-'));
-  const env: Record<string, string> = {
-    PATH: process.env['PATH'] ?? '/usr/bin:/bin',
-    HOME: process.env['HOME'] ?? '/root',
-    DTR_ENCRYPTION_KEYS: `k1:${randomBytes(32).toString('base64')}`,
-    DTR_DATA_DIR: path.join(dir, 'data'),
-  };
-  const dtr = (...args: string[]) => {
-    const run = spawnSync(process.execPath, [path.join(repoRoot, 'bin/dtr.mjs'), ...args], {
-      cwd: repoRoot,
-      env,
-      encoding: 'utf8',
-    });
-    return { code: run.status, stdout: run.stdout, stderr: run.stderr };
-  };
-  const jsonFile = (name: string, value: unknown) => {
-    const file = path.join(dir, name);
-    writeFileSync(file, JSON.stringify(value));
-    return file;
-  };
-  const dump = async (sql: string) => {
-    const client = new pg.Client({ connectionString: db.url });
-    await client.connect();
-    try {
-      return JSON.stringify((await client.query(sql)).rows);
-    } finally {
-      await client.end();
-    }
-  };
+  const cli = cliWorkspace('dtr-cli');
+  const { env, dump } = cli;
+  const dtr = (...args: string[]) => cli.dtr(args);
+  const jsonFile = (name: string, value: unknown) => cli.file(name, value as object);
 
   beforeAll(async () => {
     db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_cli');
-    env['DATABASE_URL'] = db.url;
+    cli.useDatabase(db.url);
     pki = makeTestPki();
   });
 
   afterAll(async () => {
     pki?.remove();
-    rmSync(dir, { recursive: true, force: true });
+    cli.remove();
     await db?.drop();
   });
 

@@ -1,13 +1,9 @@
-import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
 import { TestCertificateAuthority } from '@dtr/udap';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
-import { repoRoot } from './support/processes.js';
+import { cliWorkspace } from './support/cli.js';
 import { leakedSecrets } from './support/secrets.js';
 
 const SUPPLEMENT = 'https://dtr.example.org/udap/supplement';
@@ -22,44 +18,17 @@ const PASSPHRASE = `p12-${randomBytes(12).toString('hex')}`;
  */
 describe('dtr udap commands on a real database', () => {
   let db: ScratchDatabase;
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'dtr-udap-cli-'));
+  const cli = cliWorkspace('dtr-udap-cli');
+  const { dir, dtr, file, dump } = cli;
   const ca = TestCertificateAuthority.create('CLI Community CA');
   const ours = ca.issue({ sanUris: [SUPPLEMENT, DISCLOSE] });
-  const env: Record<string, string> = {
-    PATH: process.env['PATH'] ?? '/usr/bin:/bin',
-    HOME: process.env['HOME'] ?? '/root',
-    DTR_ENCRYPTION_KEYS: `k1:${randomBytes(32).toString('base64')}`,
-    DTR_DATA_DIR: path.join(dir, 'data'),
-  };
-  const dtr = (args: string[], extraEnv: Record<string, string> = {}) => {
-    const run = spawnSync(process.execPath, [path.join(repoRoot, 'bin/dtr.mjs'), ...args], {
-      cwd: repoRoot,
-      env: { ...env, ...extraEnv },
-      encoding: 'utf8',
-    });
-    return { code: run.status, stdout: run.stdout, stderr: run.stderr };
-  };
-  const file = (name: string, content: string | Buffer) => {
-    const target = path.join(dir, name);
-    writeFileSync(target, content);
-    return target;
-  };
-  const dump = async (sql: string) => {
-    const client = new pg.Client({ connectionString: db.url });
-    await client.connect();
-    try {
-      return JSON.stringify((await client.query(sql)).rows);
-    } finally {
-      await client.end();
-    }
-  };
 
   beforeAll(async () => {
     db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_udap_cli');
-    env['DATABASE_URL'] = db.url;
+    cli.useDatabase(db.url);
   });
   afterAll(async () => {
-    rmSync(dir, { recursive: true, force: true });
+    cli.remove();
     await db?.drop();
   });
 
