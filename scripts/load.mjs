@@ -3,12 +3,13 @@
 // each worker repeats launch (EHR launch, hop by hop) → prepare (payer package + prefill) → save a draft, for
 // LOAD_SECONDS (default 20) per level. Prints per step and level p50/p95/p99 latency (prepare includes waiting after
 // a 503 with Retry-After, the prefill queue shedding load, counted as `shed`), the HTTP requests per second our
-// server answered, failed flows, /health/live p99 sampled every 50 ms during the run, and the server's peak RSS.
+// server answered, failed flows, /health/live p99 sampled every 50 ms during the run, and the peak RSS of the server
+// with its worker processes.
 // Everything is ours: the sandbox EHR and payer (a child process), the DTR server (a child process, dist/), on
 // DATABASE_URL when set (a scratch database on that server, dropped at the end) or an embedded PostgreSQL.
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { json } from './lib/clinician.mjs';
@@ -38,20 +39,32 @@ const serve = () =>
     'load server',
   );
 
-/** Peak resident memory of a process, from /proc (Linux), in MiB; undefined elsewhere. */
+/**
+ * Resident memory of a process and its descendants (the server and its payer-logic worker processes), from /proc
+ * (Linux), in MiB; undefined elsewhere.
+ */
 function rssMiB(pid) {
   try {
     const kb = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
-    return kb ? Number(kb) / 1024 : undefined;
+    if (!kb) return undefined;
+    const children = readdirSync(`/proc/${pid}/task`).flatMap((task) =>
+      readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').split(' ').filter(Boolean),
+    );
+    return Number(kb) / 1024 + children.reduce((sum, child) => sum + (rssMiB(child) ?? 0), 0);
   } catch {
     return undefined;
   }
 }
 
-/** One worker: launch → prepare → save, again and again until `until`. */
-async function worker(serverUrl, ehrFhir, index, until, stats) {
+/**
+ * One worker of `concurrency`: launch → prepare → save, again and again until `until`. Each worker keeps to its own
+ * patients (those whose number is its index modulo `concurrency`): two clinicians saving the same patient's response
+ * at once is a real conflict (the EHR's 412, shown to the second), not load.
+ */
+async function worker(serverUrl, ehrFhir, index, concurrency, until, stats) {
+  const own = Math.floor(PATIENTS / concurrency);
   for (let round = 0; Date.now() < until; round++) {
-    const patient = `load-${1 + ((index * 7 + round) % PATIENTS)}`;
+    const patient = `load-${1 + index + concurrency * (round % own)}`;
     try {
       let t = performance.now();
       const jar = await launch(serverUrl, ehrFhir, {
@@ -108,7 +121,9 @@ async function level(serverUrl, ehrFhir, concurrency, seconds, serverPid) {
       await sleep(50);
     }
   })();
-  await Promise.all(Array.from({ length: concurrency }, (_, i) => worker(serverUrl, ehrFhir, i, until, stats)));
+  await Promise.all(
+    Array.from({ length: concurrency }, (_, i) => worker(serverUrl, ehrFhir, i, concurrency, until, stats)),
+  );
   await sampler;
   const elapsed = (Date.now() - started) / 1000;
   return { concurrency, stats, health, peak, rps: stats.requests / elapsed };
@@ -120,6 +135,8 @@ async function main() {
       stdio: ['ignore', 'ignore', 'inherit'],
     });
   const levels = (process.env.LOAD_LEVELS ?? '1,10,50').split(',').map(Number);
+  if (levels.some((n) => !Number.isInteger(n) || n < 1 || n > PATIENTS))
+    throw new Error(`LOAD_LEVELS must be whole numbers from 1 to ${PATIENTS} (one patient per session at least)`);
   const seconds = Number(process.env.LOAD_SECONDS ?? 20);
   const dir = mkdtempSync(path.join(tmpdir(), 'dtr-load-'));
   chmodSync(dir, 0o755);
