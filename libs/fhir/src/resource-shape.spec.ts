@@ -89,6 +89,14 @@ describe('checkedBundleResources', () => {
       }),
     ).toThrow('the patient bundle: entry 0 is malformed: a resource must be an object (it is a string)');
     expect(() =>
+      checkedBundleResources(
+        { entry: [{ resource: { resourceType: 'Patient', id: { __proto__: null } } }] },
+        'the patient bundle',
+        'INVALID_INPUT',
+        { elements: 'envelope' },
+      ),
+    ).toThrow('the patient bundle: entry 0 is malformed: Patient.id must be a string (it is an object)');
+    expect(() =>
       checkedBundleResources({ entry: [{ fullUrl: 7, resource: { resourceType: 'Patient' } }] }, 'b', 'INVALID_INPUT'),
     ).toThrow('b: Bundle.entry[0].fullUrl must be a string');
   });

@@ -9,14 +9,18 @@ import { fhirModelShapeProblems } from './fhir-model-shape.js';
 // `Patient.communication`, `reference` a string in a Reference and a Reference in `Consent.provision.actor`.
 // @see https://hl7.org/fhir/R4/json.html
 
-const kind = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'an array' : `a ${typeof v}`);
+const kind = (v: unknown): string =>
+  v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v === 'object' ? 'an object' : `a ${typeof v}`;
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-/** Why `value` is not an object with a resourceType, or undefined when it is. */
+/** Why `value` is not an object with a resourceType (and a string id, if any), or undefined when it is. */
 function envelopeProblem(value: unknown): string | undefined {
   if (!isObject(value)) return `a resource must be an object (it is ${kind(value)})`;
   if (typeof value['resourceType'] !== 'string' || !/^[A-Z][A-Za-z]{1,63}$/.test(value['resourceType']))
     return 'a resource must have a resourceType';
+  // Resource.id is a string in every type, and callers build references from it before any screening.
+  if (value['id'] !== undefined && typeof value['id'] !== 'string')
+    return `${value['resourceType']}.id must be a string (it is ${kind(value['id'])})`;
   return undefined;
 }
 
