@@ -19,6 +19,7 @@ type StoredQr = {
   item?: Item[];
 };
 
+const ADMIN = `adaptive-admin-${Date.now()}-token-0123456789`;
 const COVERAGE_INFORMATION = 'http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information';
 const sourceOf = (answer: Answer | undefined) =>
   answer?.extension?.find((e) => e.url.endsWith('information-origin'))?.extension?.find((e) => e.url === 'source')
@@ -54,6 +55,7 @@ describe('adaptive questionnaires in the form page', () => {
 
   beforeAll(async () => {
     demo = await startDemo(inject('adminDatabaseUrl'), 'dtr_adaptive', {
+      DTR_ADMIN_TOKEN: ADMIN,
       SANDBOX_PACKAGE_DIRS: path.join(repoRoot, 'apps/sandbox/fixtures/packages/adaptive-example'),
       SANDBOX_BUNDLES: path.join(repoRoot, 'apps/sandbox/fixtures/patients/adaptive-sleep-patients.json'),
     });
@@ -128,6 +130,7 @@ describe('adaptive questionnaires in the form page', () => {
       await payerSpeaks(version);
       registerPayer(demo, version);
       const before = (await nextQuestionCalls()).length;
+      const started = new Date().toISOString();
       let context = await browser.newContext();
       let page = await context.newPage();
       const formId = await openAdaptiveForm(page, patient);
@@ -213,6 +216,21 @@ describe('adaptive questionnaires in the form page', () => {
       expect(answerOf(qr, 'ahi')?.['valueDecimal']).toBe(22.5);
       expect(answerOf(qr, 'face-to-face-date')?.['valueDate']).toBe('2026-11-20');
       expect(qr.extension?.some((e) => e.url === COVERAGE_INFORMATION)).toBe(true);
+
+      // What each step's incremental prefill read from the EHR is audited as the first prefill is, naming the step.
+      const audit = (await (
+        await fetch(`${demo.url}/admin/audit?from=${encodeURIComponent(started)}&_count=1000`, {
+          headers: { authorization: `Bearer ${ADMIN}` },
+        })
+      ).json()) as { entry?: Array<{ resource: { subtype?: Array<{ code: string }>; outcomeDesc?: string } }> };
+      const access = (audit.entry ?? []).filter((e) => e.resource.subtype?.some((c) => c.code === 'ehr-data-access'));
+      const steps = access
+        .map((e) => (e.resource.outcomeDesc ?? '').split('; '))
+        .filter((d) => d.includes('step=next-question'));
+      expect(steps.length).toBeGreaterThan(0);
+      expect(
+        steps.every((d) => d.some((p) => p.startsWith('reads=')) && d.some((p) => p.startsWith('readHashes='))),
+      ).toBe(true);
     }, 180_000);
   }
 

@@ -21,6 +21,7 @@ import {
 import { OUTBOUND_POLICY } from '../smart/smart.module.js';
 import { FormSessionsService } from './forms/form-sessions.service.js';
 import { belongsTo, coverageInformationOf, ordersOfTask, relative, splitRef } from './order-context.js';
+import { auditEhrAccess } from './ehr-access-audit.js';
 import { CQL_COMPILE } from './prefill-pool/cql-compile-worker.js';
 import { PrefillPool } from './prefill-pool/prefill-pool.js';
 import { PayerClients } from './payer-clients.js';
@@ -169,7 +170,9 @@ export class PrepareQuestionnairesUseCase {
       session,
       payers.map((p) => p.payer.id),
     );
-    await this.auditAccess(session, reader, results);
+    await auditEhrAccess(this.audit, session, session.patient, reader, {
+      resources: Math.max(0, ...results.map((r) => r.stats.resourcesRead)),
+    });
     return {
       orders: working.orders.map(refOf),
       payers,
@@ -369,42 +372,5 @@ export class PrepareQuestionnairesUseCase {
       coverage,
       organizations.filter((o): o is FhirResource => Boolean(o)),
     );
-  }
-
-  /**
-   * What was read from the EHR for this prefill, for reasonableness review: per resource type the searches and reads
-   * made and the resources returned, with keyed hashes of what was read by id; no ids, no content.
-   */
-  private async auditAccess(
-    session: SessionRecord,
-    reader: FhirClientReader,
-    results: Array<{ stats: { resourcesRead: number } }>,
-  ): Promise<void> {
-    const byType = new Map<string, { searches: number; reads: number }>();
-    const count = (type: string) => byType.get(type) ?? byType.set(type, { searches: 0, reads: 0 }).get(type)!;
-    for (const s of reader.searches) count(s.resourceType).searches++;
-    for (const r of reader.reads) count(r.split('/')[0]!).reads++;
-    await this.audit.record({
-      kind: 'ehr-data-access',
-      action: 'R',
-      outcome: '0',
-      tenantId: session.tenantId,
-      sessionIdHash: session.idHash,
-      patientHash: this.audit.hash(`Patient/${session.patient}`),
-      agents: [
-        ...(session.fhirUser ? [{ type: 'user' as const, who: session.fhirUser, requestor: true }] : []),
-        { type: 'client', who: 'supplement', requestor: false },
-      ],
-      entities: [...byType].map(([type, n]) => ({ what: `${type}:query`, type, role: '24', detail: n })),
-      detail: {
-        searches: reader.searches.length,
-        reads: reader.reads.length,
-        resources: Math.max(0, ...results.map((r) => r.stats.resourcesRead)),
-        readHashes: reader.reads
-          .slice(0, 50)
-          .map((r) => this.audit.hash(r))
-          .join(','),
-      },
-    });
   }
 }

@@ -4,9 +4,10 @@ import { Clock, DtrError } from '@dtr/kernel';
 import { type FhirResource, QuestionnairePackage } from '@dtr/fhir';
 import { shapeResponse } from '@dtr/forms';
 import { PackageCache, PayerClient, PayerRegistry } from '@dtr/payer';
-import { FhirClientReader, type PrefillIssue, type PrefillResult } from '@dtr/prefill';
+import { FhirClientReader, type PrefillResult } from '@dtr/prefill';
 import { BackendServicesClient, type OutboundPolicy, type SessionRecord, SmartSessions } from '@dtr/smart';
 import { OUTBOUND_POLICY } from '../../smart/smart.module.js';
+import { auditEhrAccess } from '../ehr-access-audit.js';
 import { PrefillPool } from '../prefill-pool/prefill-pool.js';
 import {
   containedContent,
@@ -19,6 +20,7 @@ import {
 } from './adaptive.js';
 import { type FormDefinitionRecord, FormSessionRepository, type FormSession } from './form-session.repository.js';
 import { definitionOf, metaOf } from './form-view.js';
+import { issueOf } from './form-sessions.service.js';
 import { FormRulesPool, subjectOf } from './form-rules-pool.js';
 import { type FormOutcome, FormsUseCase } from './forms.usecase.js';
 
@@ -129,36 +131,6 @@ export class AdaptiveFormsUseCase {
     }
   }
 
-  /** What a step's prefill read from the EHR, audited as the first prefill is: counts per type and hashes, no PHI. */
-  private async auditAccess(session: SessionRecord, form: FormSession, reader: FhirClientReader): Promise<void> {
-    const byType = new Map<string, { searches: number; reads: number }>();
-    const count = (type: string) => byType.get(type) ?? byType.set(type, { searches: 0, reads: 0 }).get(type)!;
-    for (const s of reader.searches) count(s.resourceType).searches++;
-    for (const r of reader.reads) count(r.split('/')[0]!).reads++;
-    await this.audit.record({
-      kind: 'ehr-data-access',
-      action: 'R',
-      outcome: '0',
-      tenantId: session.tenantId,
-      sessionIdHash: session.idHash,
-      patientHash: this.audit.hash(`Patient/${form.patient}`),
-      agents: [
-        ...(session.fhirUser ? [{ type: 'user' as const, who: session.fhirUser, requestor: true }] : []),
-        { type: 'client', who: 'supplement', requestor: false },
-      ],
-      entities: [...byType].map(([type, n]) => ({ what: `${type}:query`, type, role: '24', detail: n })),
-      detail: {
-        step: 'next-question',
-        searches: reader.searches.length,
-        reads: reader.reads.length,
-        readHashes: reader.reads
-          .slice(0, 50)
-          .map((r) => this.audit.hash(r))
-          .join(','),
-      },
-    });
-  }
-
   private payerFailed(status: 502 | 504, message: string): NextQuestionOutcome {
     return { kind: 'payer-failed', status, message: `${message}. Your answers are kept here: ask again later.` };
   }
@@ -205,7 +177,7 @@ export class AdaptiveFormsUseCase {
         },
         reader,
       );
-      await this.auditAccess(session, form, reader);
+      await auditEhrAccess(this.audit, session, form.patient, reader, { step: 'next-question' });
       if (!result) return none;
       return {
         options: result.options,
@@ -227,13 +199,4 @@ export class AdaptiveFormsUseCase {
       };
     }
   }
-}
-
-function issueOf(issue: PrefillIssue): FormDefinitionRecord['issues'][number] {
-  return {
-    severity: issue.severity,
-    code: issue.code,
-    message: issue.message,
-    ...(issue.linkId ? { linkId: issue.linkId } : {}),
-  };
 }

@@ -370,7 +370,8 @@ function expressionsIn(value: unknown): string[] {
   );
 }
 
-function issueOf(issue: PrefillIssue): FormDefinitionRecord['issues'][number] {
+/** A prefill issue as a form stores it. */
+export function issueOf(issue: PrefillIssue): FormDefinitionRecord['issues'][number] {
   return {
     severity: issue.severity,
     code: issue.code,
