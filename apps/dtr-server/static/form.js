@@ -90,6 +90,16 @@
       );
     }
     document.getElementById('issues-section').hidden = !(current.issues && current.issues.length);
+    const rules = document.getElementById('server-rules');
+    rules.replaceChildren();
+    for (const rule of current.serverRules || []) {
+      const what = rule.name ? `variable %${rule.name}` : rule.kind;
+      const where = rule.linkId ? `${texts.get(rule.linkId) || rule.linkId}: ` : 'The questionnaire: ';
+      rules.appendChild(
+        el('li', `${where}${what}, because ${rule.reason}`, rule.linkId ? { 'data-link-id': rule.linkId } : {}),
+      );
+    }
+    document.getElementById('server-rules-section').hidden = !(current.serverRules && current.serverRules.length);
   }
 
   function renderConflict(current, texts) {
@@ -142,6 +152,16 @@
       if (!item || item.querySelector(':scope > .origin-badge')) continue;
       const badge = el('span', origin.origin, { class: 'origin-badge', title: 'Where this answer came from' });
       item.prepend(badge);
+    }
+    for (const rule of current.serverRules || []) {
+      const item = rule.linkId && renderedItem(rule.linkId);
+      if (!item || item.querySelector(':scope > .server-rule')) continue;
+      item.prepend(
+        el('p', `The payer's ${rule.kind} for this item is run by the server when you save, not on this page.`, {
+          class: 'server-rule',
+          role: 'note',
+        }),
+      );
     }
     for (const issue of current.issues || []) {
       const item = issue.linkId && renderedItem(issue.linkId);

@@ -46,6 +46,7 @@ export class FormPageController {
 <section id="origins-section"><h2>Where the answers came from</h2>
 <table id="origins"><thead><tr><th scope="col">Question</th><th scope="col">Origin</th><th scope="col">From the EHR</th></tr></thead><tbody></tbody></table></section>
 <section id="issues-section" hidden><h2>Prefill issues</h2><ul id="issues"></ul></section>
+<section id="server-rules-section" hidden><h2>Rules checked when you save</h2><p>These rules of the payer are not run on this page (they could stall it); the server runs them each time you save, and their results show then.</p><ul id="server-rules"></ul></section>
 </main>
 <script src="${LFORMS}/webcomponent/assets/lib/zone.min.js"></script>
 <script src="${LFORMS}/webcomponent/runtime.js"></script>

@@ -1,5 +1,11 @@
 import type { FhirResource } from '@dtr/fhir';
-import { answerOrigins, type FormDefinition, type ResponseMeta } from '@dtr/forms';
+import {
+  answerOrigins,
+  type FormDefinition,
+  pageQuestionnaire,
+  type ResponseMeta,
+  type ServerOnlyRule,
+} from '@dtr/forms';
 import { CONFLICT_MESSAGE } from './ehr-responses.js';
 import type { FormSession, FormStatus } from './form-session.repository.js';
 
@@ -18,7 +24,13 @@ export interface FormView {
   id: string;
   status: FormStatus;
   igVersion: FormSession['igVersion'];
+  /**
+   * The questionnaire as the page renders it: without the payer's expressions the page could not run safely (a
+   * regular expression that may backtrack without end), which the server evaluates at each save instead.
+   */
   questionnaire: FhirResource;
+  /** Each expression left to the server, with its item and why (libs/forms/src/browser-rules.ts). */
+  serverRules: ServerOnlyRule[];
   /** The package's value sets the questionnaire's items are bound to (the page offers their codes). */
   valueSets: FhirResource[];
   response: FhirResource;
@@ -96,11 +108,13 @@ function sourcesOf(resources: unknown[] | undefined): string[] | undefined {
 export function viewOf(form: FormSession): FormView {
   const response = form.draft ?? form.prefill;
   const { definition } = form;
+  const page = pageQuestionnaire(definition.questionnaire);
   return {
     id: form.id,
     status: form.status,
     igVersion: form.igVersion,
-    questionnaire: definition.questionnaire,
+    questionnaire: page.questionnaire,
+    serverRules: page.serverOnly,
     valueSets: definition.valueSets,
     response,
     issues: definition.issues,
