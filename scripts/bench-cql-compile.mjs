@@ -129,7 +129,8 @@ async function measure(url, jar, sampleMs) {
   running = false;
   await sampler;
   if (response.status !== 200) throw new Error(`prepare failed: ${response.status} ${JSON.stringify(body)}`);
-  const issues = JSON.stringify(body.packageIssues ?? []);
+  // Package issues are per payer (one payer here).
+  const issues = JSON.stringify((body.payers ?? []).flatMap((p) => p.packageIssues ?? []));
   if (!issues.includes('compiled-from-cql'))
     throw new Error(
       `the library was not compiled by the server: the measurement would not be of a compile (${issues})`,
