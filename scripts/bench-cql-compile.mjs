@@ -2,7 +2,7 @@
 // npm run bench:cql-compile — how responsive the server stays while it compiles a payer's CQL-only library. Starts
 // the sandbox EHR and payer (one process; the payer serves a generated package whose Library ships only CQL, 2000
 // defines) and the DTR server (another process, built dist/), launches a session and prepares it (the package is
-// retrieved, its library translated to ELM in the translator's worker thread, the questionnaire prefilled) while
+// retrieved, its library translated to ELM in the translator's worker process, the questionnaire prefilled) while
 // GET /health/live is sampled every few milliseconds. Prints the prepare duration and /health/live p50/p99/max, and
 // for comparison how long the same translation holds the thread it runs on (what every request would wait for, were
 // it compiled on the main thread). Uses DATABASE_URL when set, else an embedded PostgreSQL in .data/bench-cql-compile.
@@ -129,7 +129,8 @@ async function measure(url, jar, sampleMs) {
   running = false;
   await sampler;
   if (response.status !== 200) throw new Error(`prepare failed: ${response.status} ${JSON.stringify(body)}`);
-  const issues = JSON.stringify(body.packageIssues ?? []);
+  // Package issues are per payer (one payer here).
+  const issues = JSON.stringify((body.payers ?? []).flatMap((p) => p.packageIssues ?? []));
   if (!issues.includes('compiled-from-cql'))
     throw new Error(
       `the library was not compiled by the server: the measurement would not be of a compile (${issues})`,
@@ -197,7 +198,7 @@ async function main() {
       `bench:cql-compile: one prepare of a package whose library ships ${DEFINES} defines as CQL only (${Buffer.byteLength(cql)} bytes), GET /health/live every ${sampleMs} ms; ${availableParallelism()} cores`,
     );
     const { health, ms } = await measure(url, jar, sampleMs);
-    console.log(`prepare (retrieve, compile in the translator's worker, prefill): ${ms.toFixed(0)} ms`);
+    console.log(`prepare (retrieve, compile in the translator's process, prefill): ${ms.toFixed(0)} ms`);
     console.log(
       `/health/live meanwhile: n ${health.length}, p50 ${quantile(health, 0.5).toFixed(1)} ms, p99 ${quantile(health, 0.99).toFixed(1)} ms, max ${Math.max(...health).toFixed(1)} ms`,
     );

@@ -6,9 +6,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { repoRoot } from './support/processes.js';
 
 /**
- * `dtr package check` compiles a package's CQL-only libraries as the server does: in the translator's worker thread,
- * under DTR_CQL_COMPILE_DEADLINE_MS and DTR_CQL_MAX_BYTES. A payer's library that the translator would chew on for a
- * long time is reported (`cql-compile-failed`, naming the limit), and the check ends.
+ * `dtr package check` compiles a package's CQL-only libraries as the server does: in the translator's own process,
+ * under DTR_CQL_COMPILE_DEADLINE_MS, DTR_CQL_MAX_BYTES and DTR_PREFILL_WORKER_MEMORY_MB. A payer's library that the
+ * translator would chew on for a long time, or that makes it exhaust its heap, is reported (`cql-compile-failed`,
+ * naming the limit), and the check ends.
  */
 const DEFINES = 2000;
 
@@ -108,6 +109,35 @@ describe('npx dtr package check: CQL-only libraries within the limits', () => {
     expect(report).toMatchObject({ usable: true });
     expect(report.issues.filter((i) => i.severity !== 'information')).toEqual([]);
   });
+
+  it('reports a library that makes the translator exhaust its heap, and still checks the rest (exit 2, no crash)', async () => {
+    // The translator's test hook: CQL containing the marker makes it grow one array until its heap gives out, which
+    // in a worker thread aborts the whole command (V8 exit 134). Here only the translator's process dies.
+    const marked = path.join(dir, 'marked.json');
+    const bundle = cqlOnlyPackage();
+    const library = bundle.entry[1]!.resource as { content: Array<{ data: string }> };
+    const cql = Buffer.from(library.content[0]!.data, 'base64').toString('utf8');
+    library.content[0]!.data = Buffer.from(`${cql}\n// exhaust the translator`).toString('base64');
+    writeFileSync(marked, JSON.stringify(bundle));
+    const result = await check(marked, {
+      DTR_TEST_CQL_TRANSLATOR_EXHAUST_ON: '// exhaust the translator',
+      DTR_PREFILL_WORKER_MEMORY_MB: '128',
+    });
+    expect(result.code, result.stderr).toBe(2);
+    expect(result.stderr).not.toContain('FATAL ERROR');
+    const report = JSON.parse(result.stdout) as Report;
+    expect(report.issues).toContainEqual(
+      expect.objectContaining({
+        severity: 'error',
+        code: 'cql-compile-failed',
+        library: 'LargePayerLogic|1.0.0',
+        message:
+          'LargePayerLogic|1.0.0 ships CQL only and the translator failed: the translation needed more memory than its limit of 128 MB; the translator was restarted',
+      }),
+    );
+    // The rest of the check ran: the questionnaire's expression names a define the uncompiled library lacks.
+    expect(report.issues.length).toBeGreaterThan(1);
+  }, 60_000);
 
   it('refuses a limit that is not a positive whole number, naming the setting', async () => {
     const result = await check(file, { DTR_CQL_COMPILE_DEADLINE_MS: 'soon' });

@@ -150,7 +150,7 @@ export type CqlTranslate = (
 
 export interface CompileCqlOptions {
   /**
-   * The translation to use; by default translateCql on this thread. A server passes one that runs in a worker thread
+   * The translation to use; by default translateCql on this thread. A server passes one that runs in a worker process
    * with a deadline, so a large library does not block its other requests.
    */
   translate?: CqlTranslate;

@@ -10,7 +10,7 @@ import {
 } from '@dtr/fhir';
 import { loadPackageFromPath, resourcesOf } from '@dtr/payer';
 import { BundleReader, type PrefillResult } from '@dtr/prefill';
-import { CqlCompileWorker } from '../dtr/prefill-pool/cql-compile-worker.js';
+import { CqlCompilePool } from '../dtr/prefill-pool/cql-compile-pool.js';
 import { PREFILL_LIMIT_DEFAULTS, PrefillPool } from '../dtr/prefill-pool/prefill-pool.js';
 
 interface PrefillOptions {
@@ -43,11 +43,12 @@ function positiveIntFrom(name: string, value: string | undefined, fallback: numb
 }
 
 /**
- * A package's CQL-only libraries translated as the server translates them: in a worker thread, under the server's size
- * cap (DTR_CQL_MAX_BYTES) and deadline (DTR_CQL_COMPILE_DEADLINE_MS); a library past either is an issue, not a hang.
+ * A package's CQL-only libraries translated as the server translates them: in the translator's process, under the
+ * server's size cap (DTR_CQL_MAX_BYTES), deadline (DTR_CQL_COMPILE_DEADLINE_MS) and heap limit
+ * (DTR_PREFILL_WORKER_MEMORY_MB); a library past any of them is an issue, not a hang or a crash of this command.
  */
 export async function compileCqlOnlyInWorker(resources: FhirResource[]): ReturnType<typeof compileCqlOnlyLibraries> {
-  const compiler = new CqlCompileWorker({
+  const compiler = new CqlCompilePool({
     deadlineMs: positiveIntFrom('DTR_CQL_COMPILE_DEADLINE_MS', process.env['DTR_CQL_COMPILE_DEADLINE_MS'], 30_000),
     memoryMb: workerMemoryMb(),
   });

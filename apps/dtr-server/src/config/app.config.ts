@@ -224,7 +224,7 @@ export interface AppConfig {
   retention: RetentionWindows & { intervalMs: number };
   /** Prefill worker threads; 0 evaluates in the request thread (blocks the event loop while CQL runs). */
   prefillWorkers: number;
-  /** Bounds on the payer's logic: see PrefillPoolOptions and CqlCompileWorker. */
+  /** Bounds on the payer's logic: see PrefillPoolOptions and CqlCompilePool. */
   prefillLimits: {
     deadlineMs: number;
     queueMax: number;

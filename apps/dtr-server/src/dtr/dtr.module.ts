@@ -23,7 +23,7 @@ import { FormsController } from './forms/forms.controller.js';
 import { FormsUseCase } from './forms/forms.usecase.js';
 import { FormRulesPool } from './forms/form-rules-pool.js';
 import { AdaptiveFormsUseCase } from './forms/adaptive-forms.usecase.js';
-import { CQL_COMPILE, CqlCompileWorker } from './prefill-pool/cql-compile-worker.js';
+import { CQL_COMPILE, CqlCompilePool } from './prefill-pool/cql-compile-pool.js';
 import { PrefillPool } from './prefill-pool/prefill-pool.js';
 import type { WorkerExit } from './payer-logic-pool/payer-logic-pool.js';
 import { PayerClients } from './payer-clients.js';
@@ -68,19 +68,23 @@ import { QuestionnairesPageController } from './questionnaires-page.controller.j
         new FormRulesPool(poolOptions(config, logger, 'form rules worker', 'FormRulesPool')),
     },
     {
-      // CQL-only payer libraries are translated in a worker thread (started on first use).
-      provide: CqlCompileWorker,
-      inject: [APP_CONFIG],
-      useFactory: (config: AppConfig) =>
-        new CqlCompileWorker({
+      // CQL-only payer libraries are translated in a worker process of their own (started on first use, killed on
+      // application shutdown), under the prefill workers' heap and stack limits and queue cap.
+      provide: CqlCompilePool,
+      inject: [APP_CONFIG, JsonLogger],
+      useFactory: (config: AppConfig, logger: JsonLogger) =>
+        new CqlCompilePool({
           deadlineMs: config.cqlCompile.deadlineMs,
+          queueMax: config.prefillLimits.queueMax,
           memoryMb: config.prefillLimits.workerMemoryMb,
+          stackMb: config.prefillLimits.workerStackMb,
+          onWorkerExit: logExit(logger, 'CQL translator', 'CqlCompilePool'),
         }),
     },
     {
       provide: CQL_COMPILE,
-      inject: [CqlCompileWorker, APP_CONFIG],
-      useFactory: (compiler: CqlCompileWorker, config: AppConfig): CompileCqlOptions => ({
+      inject: [CqlCompilePool, APP_CONFIG],
+      useFactory: (compiler: CqlCompilePool, config: AppConfig): CompileCqlOptions => ({
         translate: compiler.translate,
         maxCqlBytes: config.cqlCompile.maxBytes,
       }),
@@ -131,12 +135,17 @@ function poolOptions(config: AppConfig, logger: JsonLogger, what: string, contex
     queueMax: config.prefillLimits.queueMax,
     memoryMb: config.prefillLimits.workerMemoryMb,
     stackMb: config.prefillLimits.workerStackMb,
-    onWorkerExit: ({ pid, exitCode, signal, reason }: WorkerExit) =>
-      logger.entry(
-        'warn',
-        `${what} stopped; replaced`,
-        { pid, exitCode, signal, ...(reason ? { reason } : {}) },
-        context,
-      ),
+    onWorkerExit: logExit(logger, what, context),
   };
+}
+
+/** Logs a worker process that stopped (it is replaced): its pid and why, never what it was evaluating. */
+function logExit(logger: JsonLogger, what: string, context: string) {
+  return ({ pid, exitCode, signal, reason }: WorkerExit) =>
+    logger.entry(
+      'warn',
+      `${what} stopped; replaced`,
+      { pid, exitCode, signal, ...(reason ? { reason } : {}) },
+      context,
+    );
 }

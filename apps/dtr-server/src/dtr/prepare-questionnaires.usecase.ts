@@ -22,7 +22,7 @@ import { OUTBOUND_POLICY } from '../smart/smart.module.js';
 import { FormSessionsService } from './forms/form-sessions.service.js';
 import { belongsTo, coverageInformationOf, ordersOfTask, relative, splitRef } from './order-context.js';
 import { auditEhrAccess } from './ehr-access-audit.js';
-import { CQL_COMPILE } from './prefill-pool/cql-compile-worker.js';
+import { CQL_COMPILE } from './prefill-pool/cql-compile-pool.js';
 import { PrefillPool } from './prefill-pool/prefill-pool.js';
 import { PayerClients } from './payer-clients.js';
 

@@ -115,7 +115,7 @@ function selectionKeyOf(request: PackageRequest, codes: string | undefined): str
  * cached), caches what comes back, validates the questionnaires in use, and reports blocking problems to the payer.
  */
 export class PackageRetrieval {
-  /** `compile`: how CQL-only libraries are translated (a server passes a worker thread's, with its size cap). */
+  /** `compile`: how CQL-only libraries are translated (a server passes its translator process's, with its size cap). */
   constructor(
     private readonly cache: PackageCache,
     private readonly compile: CompileCqlOptions = {},

@@ -43,6 +43,7 @@ export class FormRulesPool implements OnApplicationShutdown {
       ...options,
       name: 'form rules',
       workerFile: options.workerFile ?? defaultWorkerFile,
+      withoutWorkers: 'set DTR_PREFILL_WORKERS=0 to evaluate in-thread',
     });
   }
 

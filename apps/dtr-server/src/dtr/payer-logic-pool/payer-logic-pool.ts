@@ -42,6 +42,18 @@ export interface PayerLogicPoolOptions extends Partial<PayerLogicLimits> {
   workerFile: URL;
   /** What the workers evaluate, for the configuration and start-up errors: "prefill", "form rules". */
   name: string;
+  /**
+   * Start the worker processes with the first job instead of at once (a worker that is seldom needed, such as the CQL
+   * translator, costs no memory until then). Once started, they are kept and replaced like any others.
+   */
+  lazy?: boolean;
+  /** How to run without the workers, for the message when the worker's module is missing. */
+  withoutWorkers?: string;
+  /**
+   * Variables of this process's environment that the workers get (by name, when set). None by default: the workers
+   * get no environment, so the server's secrets stay out of them. Only for settings that are never secret.
+   */
+  passEnv?: readonly string[];
   onWorkerExit?: (event: WorkerExit) => void;
 }
 
@@ -114,6 +126,7 @@ export class PayerLogicPool implements OnApplicationShutdown {
   private closed = false;
   private startFailures = 0;
   private broken: string | undefined;
+  private started = false;
 
   constructor(private readonly options: PayerLogicPoolOptions) {
     if (!Number.isInteger(options.size) || options.size < 0)
@@ -128,9 +141,9 @@ export class PayerLogicPool implements OnApplicationShutdown {
     if (options.size > 0 && !existsSync(this.workerPath))
       throw new DtrError(
         'CONFIGURATION',
-        `the ${options.name} worker ${this.workerPath} does not exist: run the server from the build (npm run build), or set DTR_PREFILL_WORKERS=0 to evaluate in-thread`,
+        `the ${options.name} worker ${this.workerPath} does not exist: run the server from the build (npm run build)${options.withoutWorkers ? `, or ${options.withoutWorkers}` : ''}`,
       );
-    for (let i = 0; i < options.size; i++) this.slots.push(this.spawn());
+    if (!options.lazy) this.start();
   }
 
   /** Worker processes (0: jobs run in the calling thread). */
@@ -146,6 +159,7 @@ export class PayerLogicPool implements OnApplicationShutdown {
   run<R>(job: PayerLogicJob<R>): Promise<R> {
     if (this.closed) return Promise.reject(new DtrError('NOT_READY', job.words.shuttingDown));
     if (this.options.size === 0) return job.inThread();
+    this.start();
     if (this.broken)
       return Promise.reject(new DtrError('INTERNAL', `${this.options.name} workers cannot start: ${this.broken}`));
     if (this.queue.length >= this.limits.queueMax) {
@@ -182,13 +196,23 @@ export class PayerLogicPool implements OnApplicationShutdown {
     return this.close();
   }
 
+  /** Starts the worker processes, once (at construction, or with the first job of a lazy pool). */
+  private start(): void {
+    if (this.started) return;
+    this.started = true;
+    for (let i = 0; i < this.options.size; i++) this.slots.push(this.spawn());
+  }
+
   private spawn(): Slot {
+    // No environment beyond the time zone and what the pool's user names: the payer's logic needs no settings, and
+    // the server's secrets stay out of its process.
+    const env: NodeJS.ProcessEnv = {};
+    for (const name of ['TZ', ...(this.options.passEnv ?? [])]) if (process.env[name]) env[name] = process.env[name];
     const child = fork(this.workerPath, [], {
       // Explicit: the server's own flags (--inspect, a larger heap) are not inherited.
       execArgv: [`--max-old-space-size=${this.limits.memoryMb}`, `--stack-size=${this.limits.stackMb * 1024}`],
       serialization: 'advanced',
-      // No environment: the payer's logic needs no settings, and the server's secrets stay out of its process.
-      env: process.env['TZ'] ? { TZ: process.env['TZ'] } : {},
+      env,
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
     });
     let closed!: () => void;

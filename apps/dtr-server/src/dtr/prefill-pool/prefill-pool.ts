@@ -65,6 +65,7 @@ export class PrefillPool implements OnApplicationShutdown {
       ...options,
       name: 'prefill',
       workerFile: options.workerFile ?? defaultWorkerFile,
+      withoutWorkers: 'set DTR_PREFILL_WORKERS=0 to evaluate in-thread',
     });
   }
 
