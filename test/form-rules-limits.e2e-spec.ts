@@ -1,8 +1,10 @@
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { TestBrowser } from './support/browser.js';
+import { launchBrowser } from './support/chromium.js';
 import { packagesPerOrder, type RunningDemo, startDemo } from './support/demo.js';
 import { deviceOrder, sandboxCoverage } from './support/fixtures.js';
-import { launchSession, prepareForm } from './support/launch.js';
+import { launchSession, openFormFromEhrPage, prepareForm } from './support/launch.js';
 
 /**
  * A payer's form rules are hostile input at every save too: the calculatedExpression and enableWhenExpression of its
@@ -107,7 +109,12 @@ describe("bounds on a payer's form rules at each save, through the server", () =
     ({ url, ehr } = demo);
   }, 120_000);
 
-  afterAll(() => demo?.stop());
+  afterAll(async () => {
+    await chromium?.close();
+    await demo?.stop();
+  });
+
+  let chromium: Browser | undefined;
 
   /** A signed-in session for one of the orders, its package prepared: the browser and the form's API URL. */
   async function open(order: keyof typeof ORDERS): Promise<{ browser: TestBrowser; form: string }> {
@@ -219,4 +226,61 @@ describe("bounds on a payer's form rules at each save, through the server", () =
     expect(answerOf(view2.response, 'detail')).toBeUndefined();
     expect(answerOf(await inEhr(view2.ehr.id!), 'note')).toMatchObject([{ valueString: 'ab' }]);
   });
+
+  it("in a real browser: the page does not run the risky rule (typing stays live), the save gets 504 with the answers kept, and a normal save shows the server's value", async () => {
+    chromium = await launchBrowser();
+    const tab = await chromium.newPage();
+    await openFormFromEhrPage(tab, demo.demoUrl, {
+      patient: PATIENT,
+      questionnaire: 'rules-calculated',
+      order: 'DeviceRequest/fr-calc',
+    });
+    // The page says which rule it leaves to the server, and why, on the item and in the list.
+    expect(await tab.locator('#server-rules-section').isVisible()).toBe(true);
+    expect(await tab.locator('#server-rules li[data-link-id="note-ok"]').textContent()).toBe(
+      'The note is in the expected form: calculatedExpression, because its regular expression /^(a+)+$/ may backtrack without end: a repeated part repeats inside itself (nested quantifiers)',
+    );
+    expect(await tab.locator('p.server-rule').textContent()).toBe(
+      "The payer's calculatedExpression for this item is run by the server when you save, not on this page.",
+    );
+    const formUrl = new URL(`/api/session/questionnaire-responses/${tab.url().split('/').pop()}`, tab.url()).href;
+    const before = (await (await tab.request.get(formUrl)).json()) as FormView;
+    // Typing the note that makes the pattern backtrack: the renderer would evaluate it on each change and freeze the
+    // tab; the page does not, so the typing completes and the page answers.
+    const note = tab.locator('[id="note/1"]');
+    await note.fill(HOSTILE_NOTE);
+    await note.press('Tab');
+    expect(await tab.evaluate(() => document.getElementById('save')!.textContent)).toBeTruthy();
+
+    await tab.locator('#save').click();
+    await expect
+      .poll(() => tab.locator('#messages').textContent(), { timeout: 30_000 })
+      .toContain('Not saved (504): your answers are still on this page; save again later.');
+    expect(await tab.locator('#messages li').textContent()).toContain(
+      `the payer's rules of the questionnaire "Note check (calculated)"`,
+    );
+    expect(await note.inputValue()).toBe(HOSTILE_NOTE);
+    // Nothing was stored, here or in the EHR (the form may resume what an earlier test saved for this order).
+    const stopped = (await (await tab.request.get(formUrl)).json()) as FormView;
+    expect(stopped.ehr).toEqual(before.ehr);
+    expect(answerOf(stopped.response, 'note')).toEqual(answerOf(before.response, 'note'));
+    if (before.ehr.id) expect((await inEhr(before.ehr.id)).meta?.versionId).toBe(before.ehr.versionId);
+
+    // A note that matches: saved, and the server's calculated value is on the page.
+    await note.fill('aaa');
+    await note.press('Tab');
+    await tab.locator('#save').click();
+    await expect.poll(() => tab.locator('#messages').textContent(), { timeout: 30_000 }).toBe('Draft saved.');
+    const saved = (await (await tab.request.get(formUrl)).json()) as FormView;
+    expect(answerOf(saved.response, 'note-ok')).toMatchObject([{ valueBoolean: true }]);
+    expect(saved.ehr.versionId).toBeDefined();
+    expect(saved.ehr.versionId).not.toBe(before.ehr.versionId);
+    // The page shows it: the form rendered from the server's answer holds the value.
+    const shown = await tab.evaluate(() => {
+      const forms = (globalThis as unknown as { LForms: { Util: { getFormFHIRData: (...a: unknown[]) => unknown } } })
+        .LForms;
+      return forms.Util.getFormFHIRData('QuestionnaireResponse', 'R4', document.getElementById('form-container')) as Qr;
+    });
+    expect(answerOf(shown, 'note-ok')).toMatchObject([{ valueBoolean: true }]);
+  }, 120_000);
 });
