@@ -68,6 +68,11 @@ export class UdapServer {
     return this.options.tokenEndpoint;
   }
 
+  /** The scopes a client registered here holds, or undefined when it is not one of this server's UDAP clients. */
+  registeredScopes(clientId: string): string[] | undefined {
+    return this.registrar.client(clientId)?.scope.split(' ').filter(Boolean);
+  }
+
   /** The unsigned metadata document (without `signed_metadata`). */
   metadata(): Record<string, unknown> {
     const o = this.options;
