@@ -147,6 +147,14 @@ describe('UDAP registration with a payer and its Backend Services tokens', () =>
     expect(() => backendServicesRegistration(payer)).toThrow(
       /our UDAP client at payer udap-payer was cancelled on .*: register again with "dtr payer register-udap udap-payer --san <uri>"/,
     );
+    // What a clinician is told instead: plain words, no command.
+    expect(() => backendServicesRegistration(payer)).toThrow(
+      expect.objectContaining({
+        code: 'CONFIGURATION',
+        userMessage:
+          "UDAP payer (renamed) cannot be reached: this service's registration with this payer was cancelled, and an administrator must register it again",
+      }),
+    );
     await expect(registration.register('udap-payer', { cancel: true }, 'tester')).rejects.toThrow(
       'payer udap-payer has no UDAP registration to cancel',
     );

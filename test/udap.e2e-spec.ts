@@ -496,7 +496,7 @@ describe('UDAP against the sandbox EHR and payer', () => {
     );
   });
 
-  it('cancels the payer and the disclose registrations: token requests to the payer then fail here with what to run', async () => {
+  it('cancels the payer and the disclose registrations: the clinician is told the payer cannot be reached until an administrator registers again, the log says what to run', async () => {
     const payerCancel = dtr('payer', 'register-udap', 'sandbox-payer', '--cancel');
     expect(payerCancel.code, payerCancel.stderr).toBe(0);
     expect(JSON.parse(payerCancel.stdout)).toMatchObject({ status: 'cancelled' });
@@ -508,22 +508,22 @@ describe('UDAP against the sandbox EHR and payer', () => {
     expect(tenant.registrations.map((r) => r.purpose)).toEqual(['supplement']);
 
     await repeatable(`${payer}/_sandbox/requests`, { method: 'DELETE' });
-    const created = await fetch(`${ehr}/_sandbox/launches`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({
-        patient: 'udap-p1',
-        user: 'pr-1',
-        fhirContext: [{ reference: 'DeviceRequest/udap-order' }, { reference: 'Coverage/udap-cov' }],
-      }),
-    });
-    const { launch } = (await created.json()) as { launch: string };
-    const browser = new TestBrowser();
-    await browser.navigate(`${url}/launch?iss=${encodeURIComponent(ehrFhirBase)}&launch=${launch}`);
+    const browser = await launchSession(target(), context);
+    const told =
+      "Sandbox Health Plan cannot be reached: this service's registration with this payer was cancelled, and an administrator must register it again";
     const prepared = await browser.request(`${url}/api/session/questionnaires`, { method: 'POST' });
-    // A configuration problem: the clinician sees a request id, the operator's log says what to run.
     expect(prepared.status).toBe(500);
-    const requestId = /quote request id ([0-9a-f-]{36})/.exec(prepared.body)![1]!;
+    const outcome = JSON.parse(prepared.body) as { issue: Array<{ code: string; diagnostics: string }> };
+    expect(outcome.issue).toHaveLength(1);
+    expect(outcome.issue[0]!.diagnostics).toMatch(new RegExp(`^${told} \\(request id [0-9a-f-]{36}\\)$`));
+    const page = await browser.request(`${url}/app/questionnaires`, { method: 'POST' });
+    expect(page.status).toBe(500);
+    expect(page.headers['content-type']).toMatch(/^text\/html/);
+    expect(page.body).toContain(`<p id="message">${told.replace("'", '&#39;')} (request id `);
+    // Neither answer carries the operator's instructions.
+    for (const seen of [prepared.body, page.body]) expect(seen).not.toMatch(/register-udap|--san|dtr payer/);
+    // The log line of that request id has them.
+    const requestId = /\(request id ([0-9a-f-]{36})\)/.exec(outcome.issue[0]!.diagnostics)![1]!;
     const logged = app
       .output()
       .split('\n')
@@ -531,5 +531,34 @@ describe('UDAP against the sandbox EHR and payer', () => {
     expect(logged).toContain('our UDAP client at payer sandbox-payer was cancelled on');
     expect(logged).toContain('register again with \\"dtr payer register-udap sandbox-payer --san <uri>\\"');
     expect((await requests(payer)).filter((r) => r.method === 'POST' && r.path.endsWith('/token'))).toEqual([]);
+
+    // A patient also covered by the second payer (registered with private_key_jwt): its questionnaires come, and the
+    // cancelled payer's part says the same plain words (the operator's log has the whole message).
+    const both = await launchSession(target(), {
+      patient: 'pat-two-payers',
+      user: 'pr-1',
+      fhirContext: [{ reference: 'DeviceRequest/dr-pat-two-payers-1' }],
+    });
+    const two = await both.request(`${url}/api/session/questionnaires`, { method: 'POST' });
+    expect(two.status, two.body).toBe(200);
+    const parts = (
+      JSON.parse(two.body) as { payers: Array<{ payer: { id: string }; error?: string; questionnaires: unknown[] }> }
+    ).payers;
+    expect(parts.map((p) => [p.payer.id, p.error, p.questionnaires.length > 0])).toEqual([
+      ['sandbox-payer', told, false],
+      ['sandbox-payer-2', undefined, true],
+    ]);
+    const twoPage = await both.request(`${url}/app/questionnaires`, { method: 'POST' });
+    expect(twoPage.status).toBe(200);
+    expect(twoPage.body).toContain(
+      `<p class="payer-error" role="alert">Could not get this payer's questionnaires: ${told.replace("'", '&#39;')}</p>`,
+    );
+    expect(twoPage.body).not.toMatch(/register-udap|--san|dtr payer/);
+    expect(
+      app
+        .output()
+        .split('\n')
+        .filter((line) => line.includes('"payerId":"sandbox-payer"') && line.includes('dtr payer register-udap')),
+    ).toHaveLength(2);
   });
 });
