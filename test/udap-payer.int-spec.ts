@@ -11,43 +11,56 @@ import {
   UdapIdentityStore,
   UdapRegistrar,
 } from '@dtr/smart';
-import { TestCertificateAuthority } from '@dtr/udap';
 import type { DataSource } from 'typeorm';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { loadSandboxOptions } from '../apps/sandbox/src/sandbox.config.js';
+import { type RunningSandbox, startSandbox } from '../apps/sandbox/src/sandbox.js';
+import { fingerprint } from '../apps/sandbox/src/shared/request-log.js';
+import { SANDBOX_COMMUNITY_URI } from '../apps/sandbox/src/udap/index.js';
 import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
-import { startUdapTestServer, type UdapTestServer } from './support/udap-test-server.js';
 
 const PAYER_SAN = 'https://dtr.example.org/udap/payers';
-const COMMUNITY = 'https://community.example.org/udap';
+const COMMUNITY = SANDBOX_COMMUNITY_URI;
 const policy: OutboundPolicy = { allowInsecureLoopback: true };
 
 /**
  * `dtr payer register-udap` and the payer's token requests: a payer registered with private_key_jwt moves to UDAP
  * (client_credentials, its Backend Services scopes), keeps its client id when registered again, and once cancelled
- * its token requests are refused here with what to run. Real PostgreSQL, real HTTP (test/support/udap-test-server.ts).
+ * its token requests are refused here with what to run. Real PostgreSQL, real HTTP: the sandbox payer in UDAP mode,
+ * whose request log shows the software statements it received and the authentication tokens it accepted.
  */
 describe('UDAP registration with a payer and its Backend Services tokens', () => {
   let db: ScratchDatabase;
   let dataSource: DataSource;
-  let udap: UdapTestServer;
+  let sandbox: RunningSandbox;
   let payers: PayerRegistry;
   let registration: PayerUdapRegistration;
   let tokens: BackendServicesClient;
   const clock = new FixedClock(new Date());
-  const community = TestCertificateAuthority.create('Payer Test Community');
+  /** The software statements the payer's registration endpoint received, in order. */
+  const statements = () =>
+    sandbox.payer.peer.log
+      .all()
+      .filter((r) => r.method === 'POST' && r.path.endsWith('/register'))
+      .map((r) => r.softwareStatement!);
 
   beforeAll(async () => {
-    udap = await startUdapTestServer();
-    await udap.serveMetadata('payer', community.issue({ sanUris: [udap.base('payer')] }));
+    sandbox = await startSandbox(
+      loadSandboxOptions({
+        SANDBOX_EHR_PORT: '0',
+        SANDBOX_PAYER_PORT: '0',
+        SANDBOX_PATIENTS: '1',
+      } as NodeJS.ProcessEnv),
+    );
     db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_udap_payer');
     await migrate(db.url);
     dataSource = createDataSource({ url: db.url });
     await dataSource.initialize();
     const box = new KeyRingSecretBox(new Map([['k', randomBytes(32)]]));
     const identities = new UdapIdentityStore(dataSource, box, clock);
-    const ours = community.issue({ sanUris: [PAYER_SAN] });
+    const ours = sandbox.udap.ca.issue({ sanUris: [PAYER_SAN] });
     await identities.add({ pkcs12: ours.pkcs12('secret passphrase'), passphrase: 'secret passphrase' });
-    await identities.addAnchor(COMMUNITY, community.anchorPem);
+    await identities.addAnchor(COMMUNITY, sandbox.udap.anchorPem);
     payers = new PayerRegistry(dataSource, policy, box);
     registration = new PayerUdapRegistration(
       payers,
@@ -62,7 +75,7 @@ describe('UDAP registration with a payer and its Backend Services tokens', () =>
     await payers.upsert({
       id: 'udap-payer',
       name: 'UDAP payer',
-      fhirBase: udap.base('payer'),
+      fhirBase: sandbox.payer.fhirBase,
       tokenEndpoint: 'http://127.0.0.1:9/old-token',
       clientId: 'placeholder',
       signingAlg: 'ES384',
@@ -72,13 +85,13 @@ describe('UDAP registration with a payer and its Backend Services tokens', () =>
   afterAll(async () => {
     await dataSource?.destroy();
     await db?.drop();
-    await udap?.close();
+    await sandbox?.close();
   });
 
   it('registers for client_credentials with the payer scopes; the client id and the signed token endpoint are stored', async () => {
     const result = await registration.register('udap-payer', { san: PAYER_SAN, community: COMMUNITY }, 'tester');
     expect(result).toMatchObject({ status: 'registered', grantType: 'client_credentials' });
-    expect(udap.statements.at(-1)).toMatchObject({
+    expect(statements().at(-1)).toMatchObject({
       iss: PAYER_SAN,
       grant_types: ['client_credentials'],
       scope: 'system/Questionnaire.rs system/Library.rs system/ValueSet.rs',
@@ -87,20 +100,28 @@ describe('UDAP registration with a payer and its Backend Services tokens', () =>
     expect(payer).toMatchObject({
       authMethod: 'udap',
       clientId: result.clientId,
-      tokenEndpoint: `${udap.base('payer')}/token`,
+      tokenEndpoint: sandbox.payer.tokenEndpoint,
       udap: { san: PAYER_SAN, community: COMMUNITY, cancelledAt: null },
     });
   });
 
   it('asks its tokens with a UDAP assertion carrying hl7-b2b; the payer read and put back keeps UDAP', async () => {
     const payer = (await payers.get('udap-payer'))!;
-    await expect(tokens.token(backendServicesRegistration(payer))).resolves.toMatch(/^at-/);
-    expect(udap.assertions.at(-1)).toMatchObject({
-      udap: '1',
-      grant: 'client_credentials',
-      claims: {
-        iss: payer.clientId,
-        extensions: { 'hl7-b2b': { purpose_of_use: ['urn:oid:2.16.840.1.113883.5.8#TREAT'] } },
+    const mark = sandbox.payer.peer.log.mark();
+    const token = await tokens.token(backendServicesRegistration(payer));
+    const [seen, ...more] = sandbox.payer.peer.log.since(mark).filter((r) => r.path.endsWith('/token'));
+    expect(more).toEqual([]);
+    expect(seen).toMatchObject({
+      status: 200,
+      clientId: payer.clientId,
+      tokenFingerprint: fingerprint(token),
+      grant: { type: 'client_credentials' },
+      udapAuthentication: {
+        udap: '1',
+        claims: {
+          iss: payer.clientId,
+          extensions: { 'hl7-b2b': { purpose_of_use: ['urn:oid:2.16.840.1.113883.5.8#TREAT'] } },
+        },
       },
     });
     // The payer as read (its UDAP registration shown) can be put back: the registration is kept, not replaced.
@@ -120,11 +141,19 @@ describe('UDAP registration with a payer and its Backend Services tokens', () =>
   it('cancels: the payer gets empty grant_types, then token requests are refused here with what to run', async () => {
     const result = await registration.register('udap-payer', { cancel: true }, 'tester');
     expect(result.status).toBe('cancelled');
-    expect(udap.statements.at(-1)).toMatchObject({ iss: PAYER_SAN, grant_types: [] });
+    expect(statements().at(-1)).toMatchObject({ iss: PAYER_SAN, grant_types: [] });
     const payer = (await payers.get('udap-payer'))!;
     expect(payer.udap?.cancelledAt).toEqual(expect.any(String));
     expect(() => backendServicesRegistration(payer)).toThrow(
       /our UDAP client at payer udap-payer was cancelled on .*: register again with "dtr payer register-udap udap-payer --san <uri>"/,
+    );
+    // What a clinician is told instead: plain words, no command.
+    expect(() => backendServicesRegistration(payer)).toThrow(
+      expect.objectContaining({
+        code: 'CONFIGURATION',
+        userMessage:
+          "UDAP payer (renamed) cannot be reached: this service's registration with this payer was cancelled, and an administrator must register it again",
+      }),
     );
     await expect(registration.register('udap-payer', { cancel: true }, 'tester')).rejects.toThrow(
       'payer udap-payer has no UDAP registration to cancel',

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { TestBrowser } from './support/browser.js';
 import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
 import { deviceOrder, sandboxCoverage } from './support/fixtures.js';
+import { launchSession, prepareForm } from './support/launch.js';
 import { repoRoot, spawnServer, type SpawnedServer } from './support/processes.js';
 import { leakedSecrets } from './support/secrets.js';
 
@@ -26,6 +27,15 @@ const BUNDLE = {
     { resourceType: 'Practitioner', id: 'udap-pr', name: [{ family: 'Moreau', given: ['Lea'] }] },
     sandboxCoverage('udap-cov', 'udap-p1'),
     deviceOrder('udap-order', 'udap-p1'),
+    {
+      resourceType: 'Condition',
+      id: 'udap-copd',
+      clinicalStatus: {
+        coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: 'active' }],
+      },
+      code: { coding: [{ system: 'http://snomed.info/sct', code: '13645005' }] },
+      subject: { reference: 'Patient/udap-p1' },
+    },
   ].map((resource) => ({ resource })),
 };
 
@@ -50,14 +60,25 @@ interface Logged {
   status?: number;
   clientId?: string;
   tokenIssuedHere?: boolean;
+  grant?: { type: string; refreshTokenFingerprint?: string };
+  udapAuthentication?: { header: Json; claims: Json; udap: string | null };
 }
+
+/** Whether the `x5c` of a UDAP authentication token starts with a certificate naming `san` as a SAN URI. */
+const signedAs = (logged: Logged, san: string) =>
+  new X509Certificate(Buffer.from((logged.udapAuthentication!.header['x5c'] as string[])[0]!, 'base64')).subjectAltName
+    ?.split(', ')
+    .includes(`URI:${san}`);
 
 /**
  * UDAP end to end over real HTTP: our server and the sandbox (`npm start`), its EHR and payer in UDAP mode. Our
  * certificate (two SAN URIs, from the sandbox community's CA, as PKCS#12) and the community anchor are added; the
  * tenant's two identities and the payer are registered with `register-udap`; a launch (with Tiered OAuth) and a
  * package retrieval then authenticate with UDAP (the sandbox applies its UDAP checks to every `udap-` client, and its
- * request log names the client). Refusals on our side come from the sandbox's metadata fault modes. The sandbox's own
+ * request log names the client and shows the authentication token it accepted). The EHR's tokens live 10 seconds,
+ * less than the 30 seconds before expiry at which a session renews them, so every use of a session's token refreshes it
+ * (and the EHR rotates refresh tokens): refreshes are seen without waiting. The tenant then moves to system-level
+ * disclosure over UDAP and a form is sent. Refusals on our side come from the sandbox's metadata fault modes. The sandbox's own
  * refusals of a replayed jti, a replayed statement and a statement with two grant types are in
  * apps/sandbox/src/udap/udap.e2e-spec.ts ("refuses authentication tokens: replayed jti…", "refuses a replayed software
  * statement", "refuses registrations, each naming its cause").
@@ -114,6 +135,8 @@ describe('UDAP against the sandbox EHR and payer', () => {
         SANDBOX_EHR_PORT: '0',
         SANDBOX_PAYER_PORT: '0',
         SANDBOX_BUNDLES: path.join(dir, 'patient.json'),
+        SANDBOX_TOKEN_TTL_SECONDS: '10',
+        SANDBOX_ROTATE_REFRESH_TOKENS: '1',
       },
       'scripts/start.mjs',
     );
@@ -308,7 +331,8 @@ describe('UDAP against the sandbox EHR and payer', () => {
     const ehrTokens = ehrLog.filter(
       (r) => r.method === 'POST' && r.path.endsWith('/token') && !r.path.startsWith('/idp'),
     );
-    expect(ehrTokens.map((r) => r.status)).toEqual([200]);
+    expect(ehrTokens.map((r) => r.status)).toEqual(ehrTokens.map(() => 200));
+    expect(ehrTokens.filter((r) => r.grant?.type === 'authorization_code')).toHaveLength(1);
     const reads = ehrLog.filter((r) => r.path.startsWith('/fhir/') && r.tokenIssuedHere);
     expect(reads.length).toBeGreaterThan(0);
     expect(new Set(reads.map((r) => r.clientId))).toEqual(new Set([supplementClient]));
@@ -322,7 +346,157 @@ describe('UDAP against the sandbox EHR and payer', () => {
     expect(operations.map((r) => [r.clientId, r.status])).toEqual([[payerClient, 200]]);
   });
 
-  it('cancels the payer and the disclose registrations: token requests to the payer then fail here with what to run', async () => {
+  const target = () => ({ url, fhirBase: ehrFhirBase });
+  const context = {
+    patient: 'udap-p1',
+    user: 'pr-1',
+    fhirContext: [{ reference: 'DeviceRequest/udap-order' }, { reference: 'Coverage/udap-cov' }],
+  };
+  const ehrTokenRequests = (log: Logged[]) => log.filter((r) => r.method === 'POST' && r.path === '/auth/token');
+
+  it('a UDAP-launched session refreshes its EHR token with the refresh_token grant and a UDAP assertion; each rotated refresh token is spent once', async () => {
+    await repeatable(`${ehr}/_sandbox/requests`, { method: 'DELETE' });
+    const browser = await launchSession(target(), context);
+    await prepareForm(target(), browser);
+
+    const log = await requests(ehr);
+    const [exchange, ...refreshes] = ehrTokenRequests(log);
+    expect(exchange).toMatchObject({
+      status: 200,
+      grant: { type: 'authorization_code' },
+      udapAuthentication: { udap: '1', claims: { iss: supplementClient } },
+    });
+    expect(refreshes.length).toBeGreaterThan(0);
+    for (const refresh of refreshes) {
+      expect(refresh).toMatchObject({
+        status: 200,
+        grant: { type: 'refresh_token', refreshTokenFingerprint: expect.any(String) },
+        udapAuthentication: {
+          udap: '1',
+          claims: { iss: supplementClient, sub: supplementClient, aud: `${ehr}/auth/token` },
+        },
+      });
+      // A user-facing client's assertion: no hl7-b2b (that is for client_credentials).
+      expect(refresh.udapAuthentication!.claims).not.toHaveProperty('extensions');
+      expect(signedAs(refresh, SUPPLEMENT)).toBe(true);
+    }
+    // Each refresh presented the refresh token the one before it was given: none twice (a reuse revokes the grant).
+    const presented = refreshes.map((r) => r.grant!.refreshTokenFingerprint);
+    expect(new Set(presented).size).toBe(presented.length);
+    const reads = log.filter((r) => r.path.startsWith('/fhir/'));
+    expect(reads.length).toBeGreaterThan(0);
+    expect(reads.filter((r) => !(r.tokenIssuedHere && r.clientId === supplementClient && r.status === 200))).toEqual(
+      [],
+    );
+  });
+
+  it('discloses at system level over UDAP: the disclose identity, registered again for client_credentials, asks its tokens with hl7-b2b, writes the EHR copy, and the form reaches the payer', async () => {
+    const view = (await (await admin('GET', '/admin/tenants/sandbox-ehr')).json()) as Json & {
+      registrations: Array<Json & { purpose: string }>;
+    };
+    const supplement = view.registrations.find((r) => r.purpose === 'supplement')!;
+    const scopes = ['system/QuestionnaireResponse.cu', 'system/DocumentReference.c', 'system/Provenance.c'];
+    const put = await admin('PUT', '/admin/tenants/sandbox-ehr', {
+      name: view['name'],
+      fhirBase: view['fhirBase'],
+      discloseMode: 'system',
+      udapIdp: view['udapIdp'],
+      supplement: {
+        clientId: supplementClient,
+        authMethod: 'udap',
+        udapSan: SUPPLEMENT,
+        scopes: supplement['scopes'],
+        redirectUri: supplement['redirectUri'],
+      },
+      disclose: {
+        clientId: discloseClient,
+        authMethod: 'udap',
+        udapSan: DISCLOSE,
+        scopes,
+        redirectUri: view.registrations.find((r) => r.purpose === 'disclose')!['redirectUri'],
+      },
+    });
+    expect(put.status, await put.clone().text()).toBe(200);
+    const again = dtr('tenant', 'register-udap', 'sandbox-ehr', '--purpose', 'disclose', '--san', DISCLOSE);
+    expect(again.code, again.stderr).toBe(0);
+    expect(JSON.parse(again.stdout)).toMatchObject({
+      status: 'modified',
+      grantType: 'client_credentials',
+      clientId: discloseClient,
+    });
+
+    await repeatable(`${ehr}/_sandbox/requests`, { method: 'DELETE' });
+    const browser = await launchSession(target(), context);
+    const { formId } = await prepareForm(target(), browser);
+    const api = (suffix = '') => `${url}/api/session/questionnaire-responses/${formId}${suffix}`;
+    const { response } = JSON.parse((await browser.request(api())).body) as { response: Json & { item?: Json[] } };
+    response.item = [
+      ...(response.item ?? []).filter((i) => i['linkId'] !== 'delivery-system'),
+      {
+        linkId: 'delivery-system',
+        answer: [{ valueCoding: { system: 'http://example.org/dtr/CodeSystem/oxygen-delivery', code: 'liquid' } }],
+      },
+    ];
+    const completed = await browser.request(api('/$complete'), {
+      method: 'POST',
+      headers: { 'content-type': 'application/fhir+json' },
+      body: JSON.stringify(response),
+    });
+    expect(completed.status, completed.body).toBe(200);
+    const sent = await browser.request(api('/$send'), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ choices: {} }),
+    });
+    expect(sent.status, sent.body).toBe(202);
+    const submission = (JSON.parse(sent.body) as { id: string }).id;
+    let state = '';
+    for (const deadline = Date.now() + 20_000; !['delivered', 'dead'].includes(state) && Date.now() < deadline;) {
+      await new Promise((r) => setTimeout(r, 100));
+      state = (JSON.parse((await browser.request(`${url}/api/session/submissions/${submission}`)).body) as Json)[
+        'state'
+      ] as string;
+    }
+    expect(state).toBe('delivered');
+
+    const log = await requests(ehr);
+    const systemTokens = ehrTokenRequests(log).filter((r) => r.grant?.type === 'client_credentials');
+    expect(systemTokens.length).toBeGreaterThan(0);
+    for (const token of systemTokens) {
+      expect(token).toMatchObject({
+        status: 200,
+        udapAuthentication: {
+          udap: '1',
+          claims: {
+            iss: discloseClient,
+            sub: discloseClient,
+            aud: `${ehr}/auth/token`,
+            extensions: {
+              'hl7-b2b': {
+                version: '1',
+                organization_id: expect.any(String),
+                organization_name: 'DTR test organization',
+                purpose_of_use: ['urn:oid:2.16.840.1.113883.5.8#TREAT'],
+              },
+            },
+          },
+        },
+      });
+      expect(signedAs(token, DISCLOSE)).toBe(true);
+    }
+    // The copy was written into the EHR with the system disclose token of our UDAP disclose client.
+    const writes = log.filter((r) => r.path.startsWith('/fhir') && ['POST', 'PUT'].includes(r.method));
+    expect(writes.filter((r) => r.clientId === discloseClient).length).toBeGreaterThan(0);
+    expect(writes.filter((r) => r.status! >= 300)).toEqual([]);
+    const copies = (await (await repeatable(`${ehr}/_sandbox/store/DocumentReference`)).json()) as {
+      entry?: Array<{ resource: { identifier?: Array<{ value: string }> } }>;
+    };
+    expect((copies.entry ?? []).filter((e) => e.resource.identifier?.some((i) => i.value === submission))).toHaveLength(
+      1,
+    );
+  });
+
+  it('cancels the payer and the disclose registrations: the clinician is told the payer cannot be reached until an administrator registers again, the log says what to run', async () => {
     const payerCancel = dtr('payer', 'register-udap', 'sandbox-payer', '--cancel');
     expect(payerCancel.code, payerCancel.stderr).toBe(0);
     expect(JSON.parse(payerCancel.stdout)).toMatchObject({ status: 'cancelled' });
@@ -334,22 +508,22 @@ describe('UDAP against the sandbox EHR and payer', () => {
     expect(tenant.registrations.map((r) => r.purpose)).toEqual(['supplement']);
 
     await repeatable(`${payer}/_sandbox/requests`, { method: 'DELETE' });
-    const created = await fetch(`${ehr}/_sandbox/launches`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({
-        patient: 'udap-p1',
-        user: 'pr-1',
-        fhirContext: [{ reference: 'DeviceRequest/udap-order' }, { reference: 'Coverage/udap-cov' }],
-      }),
-    });
-    const { launch } = (await created.json()) as { launch: string };
-    const browser = new TestBrowser();
-    await browser.navigate(`${url}/launch?iss=${encodeURIComponent(ehrFhirBase)}&launch=${launch}`);
+    const browser = await launchSession(target(), context);
+    const told =
+      "Sandbox Health Plan cannot be reached: this service's registration with this payer was cancelled, and an administrator must register it again";
     const prepared = await browser.request(`${url}/api/session/questionnaires`, { method: 'POST' });
-    // A configuration problem: the clinician sees a request id, the operator's log says what to run.
     expect(prepared.status).toBe(500);
-    const requestId = /quote request id ([0-9a-f-]{36})/.exec(prepared.body)![1]!;
+    const outcome = JSON.parse(prepared.body) as { issue: Array<{ code: string; diagnostics: string }> };
+    expect(outcome.issue).toHaveLength(1);
+    expect(outcome.issue[0]!.diagnostics).toMatch(new RegExp(`^${told} \\(request id [0-9a-f-]{36}\\)$`));
+    const page = await browser.request(`${url}/app/questionnaires`, { method: 'POST' });
+    expect(page.status).toBe(500);
+    expect(page.headers['content-type']).toMatch(/^text\/html/);
+    expect(page.body).toContain(`<p id="message">${told.replace("'", '&#39;')} (request id `);
+    // Neither answer carries the operator's instructions.
+    for (const seen of [prepared.body, page.body]) expect(seen).not.toMatch(/register-udap|--san|dtr payer/);
+    // The log line of that request id has them.
+    const requestId = /\(request id ([0-9a-f-]{36})\)/.exec(outcome.issue[0]!.diagnostics)![1]!;
     const logged = app
       .output()
       .split('\n')
@@ -357,5 +531,34 @@ describe('UDAP against the sandbox EHR and payer', () => {
     expect(logged).toContain('our UDAP client at payer sandbox-payer was cancelled on');
     expect(logged).toContain('register again with \\"dtr payer register-udap sandbox-payer --san <uri>\\"');
     expect((await requests(payer)).filter((r) => r.method === 'POST' && r.path.endsWith('/token'))).toEqual([]);
+
+    // A patient also covered by the second payer (registered with private_key_jwt): its questionnaires come, and the
+    // cancelled payer's part says the same plain words (the operator's log has the whole message).
+    const both = await launchSession(target(), {
+      patient: 'pat-two-payers',
+      user: 'pr-1',
+      fhirContext: [{ reference: 'DeviceRequest/dr-pat-two-payers-1' }],
+    });
+    const two = await both.request(`${url}/api/session/questionnaires`, { method: 'POST' });
+    expect(two.status, two.body).toBe(200);
+    const parts = (
+      JSON.parse(two.body) as { payers: Array<{ payer: { id: string }; error?: string; questionnaires: unknown[] }> }
+    ).payers;
+    expect(parts.map((p) => [p.payer.id, p.error, p.questionnaires.length > 0])).toEqual([
+      ['sandbox-payer', told, false],
+      ['sandbox-payer-2', undefined, true],
+    ]);
+    const twoPage = await both.request(`${url}/app/questionnaires`, { method: 'POST' });
+    expect(twoPage.status).toBe(200);
+    expect(twoPage.body).toContain(
+      `<p class="payer-error" role="alert">Could not get this payer's questionnaires: ${told.replace("'", '&#39;')}</p>`,
+    );
+    expect(twoPage.body).not.toMatch(/register-udap|--san|dtr payer/);
+    expect(
+      app
+        .output()
+        .split('\n')
+        .filter((line) => line.includes('"payerId":"sandbox-payer"') && line.includes('dtr payer register-udap')),
+    ).toHaveLength(2);
   });
 });

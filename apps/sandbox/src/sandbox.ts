@@ -70,6 +70,7 @@ export async function startSandbox(options: SandboxOptions): Promise<RunningSand
       peer: ehrPeer,
       resources,
       discloseClients: options.ehrClients.filter((c) => c.mayDisclose).map((c) => c.clientId),
+      registeredScopes: (clientId) => udap.udap.ehr.registeredScopes(clientId),
       introspect: async (token) => (auth ? auth.introspect(token) : undefined),
     });
     auth = await createEhrAuthServer({

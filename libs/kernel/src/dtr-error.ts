@@ -32,6 +32,11 @@ export interface DtrErrorOptions {
   details?: Readonly<Record<string, string | number | boolean>>;
   /** FHIRPath-like locations of the problem in the input, for OperationOutcome.issue.expression. */
   expression?: readonly string[];
+  /**
+   * For an error whose message is for the operator (CONFIGURATION, INTERNAL): what a user is told instead, in plain
+   * words (no command lines, secrets or data). Without it a user is told only that an internal error occurred.
+   */
+  userMessage?: string;
 }
 
 export class DtrError extends Error {
@@ -39,12 +44,22 @@ export class DtrError extends Error {
   readonly code: DtrErrorCode;
   readonly details: Readonly<Record<string, string | number | boolean>>;
   readonly expression: readonly string[];
+  readonly userMessage: string | undefined;
 
   constructor(code: DtrErrorCode, message: string, options: DtrErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
     this.details = options.details ?? {};
     this.expression = options.expression ?? [];
+    this.userMessage = options.userMessage;
+  }
+
+  /**
+   * What a caller may be shown: the message, which is ours and safe, for input, access and peer problems; for our own
+   * faults (CONFIGURATION, INTERNAL), whose message is for the operator, only the `userMessage`, if any.
+   */
+  get publicMessage(): string | undefined {
+    return this.code === 'CONFIGURATION' || this.code === 'INTERNAL' ? this.userMessage : this.message;
   }
 
   get httpStatus(): number {

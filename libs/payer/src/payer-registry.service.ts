@@ -135,13 +135,17 @@ function toPayer(stored: StoredPayer): Payer {
 
 /**
  * The Backend Services registration our token requests to `payer` use: private_key_jwt, or UDAP with the SAN URI it
- * was registered as. A cancelled UDAP client is refused here, before any request, with what to run.
+ * was registered as. A cancelled UDAP client is refused here, before any request: the operator's log gets what to
+ * run, a user is told in plain words that an administrator must register this service with the payer again.
  */
 export function backendServicesRegistration(payer: Payer, connection?: typeof fetch): BackendServicesRegistration {
   if (payer.authMethod === 'udap' && payer.udap?.cancelledAt)
     throw new DtrError(
       'CONFIGURATION',
       `our UDAP client at payer ${payer.id} was cancelled on ${payer.udap.cancelledAt}: register again with "dtr payer register-udap ${payer.id} --san <uri>"`,
+      {
+        userMessage: `${payer.name} cannot be reached: this service's registration with this payer was cancelled, and an administrator must register it again`,
+      },
     );
   return {
     tokenEndpoint: payer.tokenEndpoint,

@@ -1,5 +1,5 @@
 import { AuditLog } from '@dtr/audit';
-import { Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable, Optional } from '@nestjs/common';
 import { Clock, DtrError } from '@dtr/kernel';
 import {
   type CompileCqlOptions,
@@ -18,6 +18,8 @@ import {
   type SessionRecord,
   SmartSessions,
 } from '@dtr/smart';
+import { problemFields } from '../http/operation-outcome.js';
+import { JsonLogger } from '../logging/json-logger.js';
 import { OUTBOUND_POLICY } from '../smart/smart.module.js';
 import { FormSessionsService } from './forms/form-sessions.service.js';
 import { belongsTo, coverageInformationOf, ordersOfTask, relative, splitRef } from './order-context.js';
@@ -116,6 +118,8 @@ export class PrepareQuestionnairesUseCase {
     private readonly payerClients: PayerClients,
     /** How CQL-only libraries are compiled: in a worker with a size cap (see DtrModule); `{}` on this thread. */
     @Inject(CQL_COMPILE) compile: CompileCqlOptions,
+    /** Where a payer that failed beside others that did not is told (one failing alone is the request's error). */
+    @Optional() private readonly logger?: JsonLogger,
   ) {
     this.retrieval = new PackageRetrieval(cache, compile);
   }
@@ -146,6 +150,7 @@ export class PrepareQuestionnairesUseCase {
     const payers: PayerQuestionnaires[] = [];
     const results: Evaluated = [];
     let firstError: unknown;
+    const failures: Array<[number, unknown]> = [];
     for (const group of groups) {
       try {
         const prepared = await this.forPayer(session, reader, working, group);
@@ -154,17 +159,20 @@ export class PrepareQuestionnairesUseCase {
       } catch (error) {
         // With several payers, one that fails does not hide the others' questionnaires; it says why instead.
         firstError ??= error;
+        failures.push([groups.indexOf(group), error]);
         payers.push({
           payer: { id: group.payer.id, name: group.payer.name },
           coverages: group.coverages.map(refOf),
           questionnaires: [],
           packageIssues: [],
           payerOutcomes: [],
-          error: error instanceof DtrError ? error.message : 'the questionnaires could not be prepared',
+          error:
+            (error instanceof DtrError ? error.publicMessage : undefined) ?? 'the questionnaires could not be prepared',
         });
       }
     }
     if (payers.every((p) => p.error !== undefined)) throw firstError;
+    for (const [i, failure] of failures) this.logPayerFailure(groups[i]!.payer.id, failure);
     // Forms of a payer that failed this time are kept (a draft is never lost); those of payers not involved go.
     await this.forms.retainPayers(
       session,
@@ -179,6 +187,15 @@ export class PrepareQuestionnairesUseCase {
       unmatchedCoverages: unmatched,
       dataRead: { searches: reader.searches.length, reads: reader.reads.length },
     };
+  }
+
+  /** The whole message of a payer's failure (what to do, for the operator), with the request id the user is shown. */
+  private logPayerFailure(payerId: string, error: unknown): void {
+    const level = DtrError.is(error) && error.httpStatus < 500 ? 'warn' : 'error';
+    this.logger?.entry(level, error instanceof DtrError ? error.message : 'payer questionnaires not prepared', {
+      payerId,
+      ...problemFields(error),
+    });
   }
 
   /** The coverages grouped by registered payer (in the order they came); those of no registered payer apart. */

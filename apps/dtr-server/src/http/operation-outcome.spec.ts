@@ -36,4 +36,23 @@ describe('toOperationOutcome', () => {
       expect(result.body.issue[0]?.diagnostics).toContain('req-12345678');
     }
   });
+
+  it("tells a user a configuration error's plain words when it has them, never the operator's instructions", () => {
+    const error = new DtrError('CONFIGURATION', 'run "dtr payer register-udap p1 --san <uri>"', {
+      userMessage: 'Payer One cannot be reached: an administrator must register this service with it again',
+    });
+    const result = requestContext.run({ requestId: 'req-12345678' }, () => toOperationOutcome(error));
+    expect(result).toMatchObject({ status: 500, internal: true });
+    expect(result.body.issue).toEqual([
+      {
+        severity: 'error',
+        code: 'exception',
+        diagnostics:
+          'Payer One cannot be reached: an administrator must register this service with it again (request id req-12345678)',
+      },
+    ]);
+    // Without plain words, only that an internal error occurred.
+    const bare = toOperationOutcome(new DtrError('CONFIGURATION', 'run "dtr tenant put"'));
+    expect(JSON.stringify(bare.body)).not.toContain('dtr tenant put');
+  });
 });

@@ -42,14 +42,15 @@ export function toOperationOutcome(error: unknown): { status: number; body: Oper
       body: outcome(error.issueType, error.message, error.expression.length > 0 ? [...error.expression] : undefined),
     };
   }
-  if (error instanceof DtrError && error.code !== 'INTERNAL' && error.code !== 'CONFIGURATION') {
-    // Upstream and availability errors: the message is ours and safe (never the upstream's text); the request id lets
-    // an operator find the log line with the upstream status and code.
+  if (error instanceof DtrError && error.publicMessage !== undefined) {
+    // Upstream and availability errors, and our own faults that say what a user may know of them: the message is ours
+    // and safe (never the upstream's text, never the operator's instructions); the request id lets an operator find the
+    // log line with the whole message, the upstream status and code.
     const requestId = currentRequestId();
     return {
       status: error.httpStatus,
       internal: true,
-      body: outcome(error.issueType, `${error.message}${requestId ? ` (request id ${requestId})` : ''}`),
+      body: outcome(error.issueType, `${error.publicMessage}${requestId ? ` (request id ${requestId})` : ''}`),
     };
   }
   if (error instanceof HttpException && error.getStatus() < 500) {

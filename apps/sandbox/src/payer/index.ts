@@ -1,7 +1,7 @@
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { PAYER_PATHS, type SandboxClientConfig } from '../shared/clients.js';
 import type { PeerServer } from '../shared/peer-server.js';
-import { fingerprint, type RecordedRequest } from '../shared/request-log.js';
+import { fingerprint, notedUdapAuthentication, type RecordedRequest } from '../shared/request-log.js';
 import { type Bundle, type FhirResource, PayerHttpError, operationOutcome } from './fhir.types.js';
 import { type LoggedErrors, readLogErrorsInput } from './log-errors.usecase.js';
 import { nextQuestion, nextQuestionOutput, readNextQuestionInput } from './next-question.usecase.js';
@@ -171,6 +171,8 @@ function mountTokenEndpoint(peer: PeerServer, auth: PayerAuth, { issued, secrets
     const entry = tokenRequests.get(ctx.req);
     const clientId = ctx.oidc?.client?.clientId;
     if (entry && clientId) entry.clientId = clientId;
+    const grantType = ctx.oidc?.params?.['grant_type'];
+    if (entry && typeof grantType === 'string') entry.grant = { type: grantType };
   };
   auth.provider.on('grant.success', (ctx) => {
     clientOf(ctx);
@@ -185,7 +187,12 @@ function mountTokenEndpoint(peer: PeerServer, auth: PayerAuth, { issued, secrets
   auth.provider.on('grant.error', (ctx) => clientOf(ctx));
   const callback = auth.provider.callback();
   peer.app.use(PAYER_PATHS.auth, (req: Request, res: Response) => {
-    tokenRequests.set(req, record(peer, req, res));
+    const entry = record(peer, req, res);
+    tokenRequests.set(req, entry);
+    res.once('finish', () => {
+      const udap = notedUdapAuthentication(res.locals);
+      if (udap) entry.udapAuthentication = udap;
+    });
     callback(req, res);
   });
 }

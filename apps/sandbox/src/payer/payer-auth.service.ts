@@ -58,7 +58,7 @@ interface ClientAdapter {
 export interface OidcContext {
   req: object;
   body?: unknown;
-  oidc?: { client?: { clientId?: string } };
+  oidc?: { client?: { clientId?: string }; params?: Record<string, unknown> };
 }
 interface OidcModule {
   default: new (issuer: string, configuration: Record<string, unknown>) => OidcProvider;

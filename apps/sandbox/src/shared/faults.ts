@@ -41,6 +41,11 @@ export interface FaultSettings {
    * is not the server's base URL.
    */
   udapMetadata?: 'bad-signature' | 'untrusted-anchor' | 'expired-certificate' | 'san-mismatch';
+  /**
+   * UDAP discovery leaves these out of `udap_profiles_supported` (e.g. `udap_to`: a server that does not offer Tiered
+   * OAuth); the server's behaviour is unchanged.
+   */
+  udapProfilesOmitted?: string[];
   /** Only apply the faults to requests whose path starts with one of these (default: all). */
   paths?: string[];
 }

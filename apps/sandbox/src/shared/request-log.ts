@@ -30,6 +30,34 @@ export interface RecordedRequest {
    * token exchanged twice, by two instances racing, is visible). Never the token itself.
    */
   grant?: { type: string; refreshTokenFingerprint?: string };
+  /**
+   * At a UDAP registration endpoint: the claims of the software statement posted, as sent (whether or not it was
+   * accepted; never its signature). Absent when the body held no readable JWT.
+   */
+  softwareStatement?: Record<string, unknown>;
+  /**
+   * At a token endpoint: the UDAP authentication token that passed the sandbox's checks (its JOSE header, `x5c`
+   * included, and its claims; never the signature), with the form's `udap` value.
+   */
+  udapAuthentication?: UdapAuthenticationSeen;
+}
+
+export interface UdapAuthenticationSeen {
+  header: Record<string, unknown>;
+  claims: Record<string, unknown>;
+  udap: string | null;
+}
+
+const UDAP_SEEN = 'sandboxUdapAuthentication';
+
+/** Left on the response by a UDAP token guard, for the log entry the authorization server behind it makes. */
+export function noteUdapAuthentication(locals: Record<string, unknown>, seen: UdapAuthenticationSeen): void {
+  locals[UDAP_SEEN] = seen;
+}
+
+/** What {@link noteUdapAuthentication} left on this response, if anything. */
+export function notedUdapAuthentication(locals: Record<string, unknown>): UdapAuthenticationSeen | undefined {
+  return locals[UDAP_SEEN] as UdapAuthenticationSeen | undefined;
 }
 
 export function fingerprint(token: string): string {

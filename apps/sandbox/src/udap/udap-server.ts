@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
-import { type JWK, SignJWT, decodeJwt, exportJWK, importPKCS8 } from 'jose';
+import { type JWK, SignJWT, decodeJwt, decodeProtectedHeader, exportJWK, importPKCS8 } from 'jose';
 import type { PeerServer } from '../shared/peer-server.js';
+import { noteUdapAuthentication } from '../shared/request-log.js';
 import { SANDBOX_COMMUNITY_URI, type SandboxUdapCommunity, type UdapMetadataFault } from './community.js';
 import { type UdapClient, UdapRegistrar } from './registration.js';
 import { JtiLedger, UDAP_SIGNING_ALGS, UdapJwtRefused, audienceIs, checkLifetime, verifyUdapJwt } from './udap-jwt.js';
@@ -40,7 +41,7 @@ export interface UdapServerOptions {
 const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 
 /**
- * One sandbox server's UDAP side: `GET {base}/.well-known/udap` with signed metadata (and the `udapMetadata` faults),
+ * One sandbox server's UDAP side: `GET {base}/.well-known/udap` with signed metadata (and the `udapMetadata` and `udapProfilesOmitted` faults),
  * the dynamic registration endpoint, and the checks of UDAP authentication tokens in front of the token endpoint.
  * @see https://hl7.org/fhir/us/udap-security/discovery.html
  */
@@ -65,6 +66,11 @@ export class UdapServer {
 
   get tokenEndpoint(): string {
     return this.options.tokenEndpoint;
+  }
+
+  /** The scopes a client registered here holds, or undefined when it is not one of this server's UDAP clients. */
+  registeredScopes(clientId: string): string[] | undefined {
+    return this.registrar.client(clientId)?.scope.split(' ').filter(Boolean);
   }
 
   /** The unsigned metadata document (without `signed_metadata`). */
@@ -140,8 +146,11 @@ export class UdapServer {
       const faults = peer.faults.current;
       const applies = !faults.paths || faults.paths.some((p) => req.path.startsWith(p));
       const fault = applies ? faults.udapMetadata : undefined;
+      const omitted = new Set(applies ? (faults.udapProfilesOmitted ?? []) : []);
+      const metadata = this.metadata();
+      const profiles = (metadata['udap_profiles_supported'] as string[]).filter((p) => !omitted.has(p));
       this.signedMetadata(fault)
-        .then((signed) => res.json({ ...this.metadata(), signed_metadata: signed }))
+        .then((signed) => res.json({ ...metadata, udap_profiles_supported: profiles, signed_metadata: signed }))
         .catch(next);
     });
   }
@@ -153,6 +162,8 @@ export class UdapServer {
       (req: Request, res: Response, next: NextFunction) => {
         // In the peer's request log with the client it registered, modified or cancelled (tests read what was asked).
         const entry = this.options.peer.log.start({ method: req.method, path: req.path, query: {} });
+        const statement = statementClaims(req.body);
+        if (statement) entry.softwareStatement = statement;
         this.registrar
           .register(req.body)
           .then((answer) => {
@@ -205,7 +216,15 @@ export class UdapServer {
         );
         if (!named && !params.has('udap')) return next();
         this.checkAssertion(params)
-          .then(() => next())
+          .then((claims) => {
+            // For the entry the authorization server makes of this request (tests read what authenticated it).
+            noteUdapAuthentication(res.locals, {
+              header: decodeProtectedHeader(assertion) as Record<string, unknown>,
+              claims,
+              udap: params.get('udap'),
+            });
+            next();
+          })
           .catch((error: unknown) => {
             if (!(error instanceof UdapJwtRefused)) return next(error);
             // Recorded as the provider records the requests it answers (it never sees this one).
@@ -227,7 +246,8 @@ export class UdapServer {
     ];
   }
 
-  private async checkAssertion(params: URLSearchParams): Promise<void> {
+  /** The claims of a UDAP authentication token that passes every check; else UdapJwtRefused. */
+  private async checkAssertion(params: URLSearchParams): Promise<Record<string, unknown>> {
     const now = new Date();
     if (params.get('udap') !== '1') throw new UdapJwtRefused('bad-claims', 'udap=1 is required of UDAP clients');
     if (params.get('client_assertion_type') !== ASSERTION_TYPE)
@@ -255,6 +275,7 @@ export class UdapServer {
       this.registrar.rekey(client.clientId, jwk);
       await this.sync(client.clientId, { ...client, jwk });
     }
+    return claims;
   }
 
   private async sync(clientId: string, client: UdapClient | undefined): Promise<void> {
@@ -275,6 +296,18 @@ export class UdapServer {
 }
 
 type Handlers = Array<express.RequestHandler | express.ErrorRequestHandler>;
+
+/** The claims of the software statement a registration body carries, unverified (for the request log only). */
+function statementClaims(body: unknown): Record<string, unknown> | undefined {
+  const statement =
+    typeof body === 'object' && body !== null ? (body as Record<string, unknown>)['software_statement'] : undefined;
+  if (typeof statement !== 'string') return undefined;
+  try {
+    return decodeJwt(statement);
+  } catch {
+    return undefined;
+  }
+}
 
 /** A body the parser could not read (not JSON, too large): a 400 in the endpoint's own error format. */
 function unreadableBody(error: string, description: string): express.ErrorRequestHandler {

@@ -109,6 +109,18 @@ describe('sandbox UDAP discovery', () => {
     },
   );
 
+  it('fault udapProfilesOmitted leaves those profiles out of the metadata (an EHR without Tiered OAuth)', async () => {
+    const put = await fetch(`${sandbox.ehr.peer.origin}/_sandbox/faults`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ udapProfilesOmitted: ['udap_to'] }),
+    });
+    expect(put.status).toBe(200);
+    const { body } = await metadataOf(sandbox.ehr.fhirBase);
+    expect(body['udap_profiles_supported']).toEqual(['udap_dcr', 'udap_authn', 'udap_authz']);
+    expect(await refusalOf(sandbox.ehr.fhirBase, body['signed_metadata'] as string)).toBeUndefined();
+  });
+
   it('serves the community anchor and issues client certificates over HTTP, validating the request', async () => {
     const anchor = await (await fetch(`${sandbox.ehr.peer.origin}/udap/anchor.pem`)).text();
     expect(anchor).toBe(sandbox.udap.anchorPem);
@@ -173,14 +185,36 @@ describe('sandbox UDAP registration and token endpoint (payer, client_credential
     expect(answer.status).toBe(201);
     clientId = answer.body['client_id'] as string;
     expect(clientId).toEqual(expect.any(String));
+    // Logged with the client made and the statement's claims (what a test of a client reads back).
     expect(sandbox.payer.peer.log.since(mark)).toEqual([
-      expect.objectContaining({ method: 'POST', path: '/auth/register', status: 201, clientId }),
+      expect.objectContaining({
+        method: 'POST',
+        path: '/auth/register',
+        status: 201,
+        clientId,
+        softwareStatement: expect.objectContaining({ iss: san, sub: san, grant_types: ['client_credentials'] }),
+      }),
     ]);
     expect(answer.body['grant_types']).toEqual(['client_credentials']);
     expect(answer.body['token_endpoint_auth_method']).toBe('private_key_jwt');
     expect(answer.body['iss']).toBeUndefined();
+    const asked = sandbox.payer.peer.log.mark();
     const token = await askToken(await assertion(), { scope: 'system/ValueSet.rs' });
     expect(token.status, JSON.stringify(token.body)).toBe(200);
+    // The token request is logged with the authentication token that passed (header with x5c, claims, udap=1).
+    expect(sandbox.payer.peer.log.since(asked)).toEqual([
+      expect.objectContaining({
+        path: '/auth/token',
+        status: 200,
+        clientId,
+        grant: { type: 'client_credentials' },
+        udapAuthentication: {
+          header: expect.objectContaining({ alg: 'RS256', x5c: clientCert.x5c }),
+          claims: expect.objectContaining({ iss: clientId, extensions: HL7_B2B }),
+          udap: '1',
+        },
+      }),
+    ]);
     const fhir = await fetch(`${sandbox.payer.fhirBase}/ValueSet/$expand?url=http://example.org/none`, {
       headers: { authorization: `Bearer ${String(token.body['access_token'])}` },
     });

@@ -2,12 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { AuditLog } from '@dtr/audit';
 import { FixedClock } from '@dtr/kernel';
 import { createDataSource, migrate } from '@dtr/persistence';
-import { TestCertificateAuthority } from '@dtr/udap';
 import { generateKeyPair } from 'jose';
 import type { DataSource } from 'typeorm';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { loadSandboxOptions } from '../../../../apps/sandbox/src/sandbox.config.js';
+import { type RunningSandbox, startSandbox } from '../../../../apps/sandbox/src/sandbox.js';
+import type { RecordedRequest } from '../../../../apps/sandbox/src/shared/request-log.js';
+import { SANDBOX_COMMUNITY_URI } from '../../../../apps/sandbox/src/udap/index.js';
 import { createScratchDatabase, type ScratchDatabase } from '../../../../test/support/databases.js';
-import { startUdapTestServer, type UdapTestServer } from '../../../../test/support/udap-test-server.js';
 import { BackendServicesClient } from '../backend-services.js';
 import { LaunchService } from '../launch/launch.service.js';
 import { SessionStore } from '../sessions/session-store.js';
@@ -22,36 +24,42 @@ import { UdapRegistrar } from './udap-registrar.js';
 
 const SUPPLEMENT = 'https://dtr.example.org/udap/supplement';
 const DISCLOSE = 'https://dtr.example.org/udap/disclose';
-const COMMUNITY = 'https://community.example.org/udap';
+const COMMUNITY = SANDBOX_COMMUNITY_URI;
 const policy: OutboundPolicy = { allowInsecureLoopback: true };
 
 /**
- * Our registrations and client authentication against a UDAP authorization server over real HTTP (see
- * test/support/udap-test-server.ts). Variants: `good`, `tampered` (metadata altered after signing), `stranger` (signed
- * under another community's CA), `plain` (no Tiered OAuth).
+ * Our registrations and client authentication against the sandbox EHR in UDAP mode over real HTTP: its signed
+ * metadata, its strict registration endpoint and the UDAP checks in front of its token endpoint. What we sent is read
+ * from its request log (the software statements posted, the authentication tokens it accepted); its metadata faults
+ * (`udapMetadata`, `udapProfilesOmitted`) stand for a server whose metadata must be refused or offers no Tiered OAuth.
  */
 describe('UDAP registration of our identities and UDAP client authentication (real PostgreSQL, real HTTP)', () => {
   let db: ScratchDatabase;
   let dataSource: DataSource;
-  let udap: UdapTestServer;
+  let sandbox: RunningSandbox;
   const clock = new FixedClock(new Date());
-  const community = TestCertificateAuthority.create('Registration Test Community');
-  const stranger = TestCertificateAuthority.create('Stranger Community');
-  const ours = community.issue({ sanUris: [SUPPLEMENT, DISCLOSE] });
+  let ours: ReturnType<RunningSandbox['udap']['ca']['issue']>;
   let identities: UdapIdentityStore;
   let tenants: TenantRegistry;
   let registration: TenantUdapRegistration;
   let audit: AuditLog;
 
-  const base = (variant: string) => udap.base(variant);
+  const ehrLog = (): RecordedRequest[] => sandbox.ehr.peer.log.all();
+  /** The software statements the EHR's registration endpoint received, in order. */
+  const statements = () =>
+    ehrLog()
+      .filter((r) => r.method === 'POST' && r.path.endsWith('/register'))
+      .map((r) => r.softwareStatement!);
 
   beforeAll(async () => {
-    udap = await startUdapTestServer();
-    const { base, serveMetadata } = udap;
-    await serveMetadata('good', community.issue({ sanUris: [base('good')] }));
-    await serveMetadata('tampered', community.issue({ sanUris: [base('tampered')] }), true);
-    await serveMetadata('stranger', stranger.issue({ sanUris: [base('stranger')] }));
-    await serveMetadata('plain', community.issue({ sanUris: [base('plain')] }), false, ['udap_dcr', 'udap_authn']);
+    sandbox = await startSandbox(
+      loadSandboxOptions({
+        SANDBOX_EHR_PORT: '0',
+        SANDBOX_PAYER_PORT: '0',
+        SANDBOX_PATIENTS: '1',
+      } as NodeJS.ProcessEnv),
+    );
+    ours = sandbox.udap.ca.issue({ sanUris: [SUPPLEMENT, DISCLOSE] });
 
     db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_udap_reg');
     await migrate(db.url);
@@ -60,7 +68,7 @@ describe('UDAP registration of our identities and UDAP client authentication (re
     const box = new KeyRingSecretBox(new Map([['k', randomBytes(32)]]));
     identities = new UdapIdentityStore(dataSource, box, clock);
     await identities.add({ certificatePem: ours.certificatePem, privateKeyPem: ours.privateKeyPem });
-    await identities.addAnchor(COMMUNITY, community.anchorPem);
+    await identities.addAnchor(COMMUNITY, sandbox.udap.anchorPem);
     tenants = new TenantRegistry(dataSource, box, policy);
     audit = new AuditLog(dataSource, randomBytes(32), clock);
     registration = new TenantUdapRegistration(tenants, new UdapRegistrar(identities, policy, clock), audit, {
@@ -68,34 +76,33 @@ describe('UDAP registration of our identities and UDAP client authentication (re
       contacts: ['mailto:ops@dtr.example.org'],
       logoUri: 'https://dtr.example.org/logo.png',
     });
-    for (const variant of ['good', 'tampered', 'stranger', 'plain']) {
-      await tenants.upsert({
-        id: `ehr-${variant}`,
-        name: `EHR ${variant}`,
-        fhirBase: base(variant),
-        discloseMode: 'system',
-        udapIdp: 'https://idp.example.org',
-        supplement: {
-          clientId: `${variant}-supplement`,
-          authMethod: 'private_key_jwt',
-          signingAlg: 'ES384',
-          scopes: ['launch', 'openid', 'fhirUser', 'patient/*.rs', 'user/QuestionnaireResponse.cu'],
-          redirectUri: 'http://127.0.0.1:3000/callback',
-        },
-        disclose: {
-          clientId: `${variant}-disclose`,
-          authMethod: 'private_key_jwt',
-          signingAlg: 'ES384',
-          scopes: ['system/QuestionnaireResponse.c', 'system/DocumentReference.c'],
-          redirectUri: 'http://127.0.0.1:3000/callback',
-        },
-      });
-    }
+    await tenants.upsert({
+      id: 'ehr-good',
+      name: 'Sandbox EHR',
+      fhirBase: sandbox.ehr.fhirBase,
+      discloseMode: 'system',
+      udapIdp: 'https://idp.example.org',
+      supplement: {
+        clientId: 'placeholder-supplement',
+        authMethod: 'private_key_jwt',
+        signingAlg: 'ES384',
+        scopes: ['launch', 'openid', 'fhirUser', 'patient/*.rs', 'user/QuestionnaireResponse.cu'],
+        redirectUri: 'http://127.0.0.1:3000/callback',
+      },
+      disclose: {
+        clientId: 'placeholder-disclose',
+        authMethod: 'private_key_jwt',
+        signingAlg: 'ES384',
+        scopes: ['system/QuestionnaireResponse.c', 'system/DocumentReference.c'],
+        redirectUri: 'http://127.0.0.1:3000/callback',
+      },
+    });
   });
+  afterEach(() => sandbox.ehr.peer.faults.clear());
   afterAll(async () => {
     await dataSource?.destroy();
     await db?.drop();
-    await udap?.close();
+    await sandbox?.close();
   });
 
   it('registers both identities of a tenant from one certificate with two SAN URIs: launch with authorization_code, system disclosure with client_credentials', async () => {
@@ -114,11 +121,11 @@ describe('UDAP registration of our identities and UDAP client authentication (re
     expect(supplement).toMatchObject({ status: 'registered', grantType: 'authorization_code', previousClientId: null });
     expect(disclose).toMatchObject({ status: 'registered', grantType: 'client_credentials' });
     expect(supplement.clientId).not.toBe(disclose.clientId);
-    const [launchStatement, systemStatement] = udap.statements;
+    const [launchStatement, systemStatement] = statements();
     expect(launchStatement).toMatchObject({
       iss: SUPPLEMENT,
       sub: SUPPLEMENT,
-      aud: `${base('good')}/register`,
+      aud: `${sandbox.ehr.auth.issuer}/register`,
       grant_types: ['authorization_code', 'refresh_token'],
       redirect_uris: ['http://127.0.0.1:3000/callback'],
       logo_uri: 'https://dtr.example.org/logo.png',
@@ -164,7 +171,7 @@ describe('UDAP registration of our identities and UDAP client authentication (re
       'tester',
     );
     expect(again).toMatchObject({ status: 'modified', clientId: before, previousClientId: before });
-    expect(udap.statements.at(-1)).toMatchObject({ client_name: 'DTR renamed' });
+    expect(statements().at(-1)).toMatchObject({ client_name: 'DTR renamed' });
     const events = await audit.search({ kind: 'udap-registration' });
     expect(events.map((e) => [e.action, e.outcome, e.detail?.['status']])).toEqual(
       expect.arrayContaining([
@@ -185,8 +192,9 @@ describe('UDAP registration of our identities and UDAP client authentication (re
         purposeOfUse: ['urn:oid:2.16.840.1.113883.5.8#TREAT'],
       },
     });
+    const mark = sandbox.ehr.peer.log.mark();
     const registrationOf = {
-      tokenEndpoint: `${base('good')}/token`,
+      tokenEndpoint: `${sandbox.ehr.auth.issuer}/token`,
       clientId: credentials.clientId,
       authMethod: 'udap' as const,
       udapSan: credentials.udapSan!,
@@ -194,17 +202,21 @@ describe('UDAP registration of our identities and UDAP client authentication (re
       scopes: credentials.scopes,
     };
     const token = await client.token(registrationOf);
-    expect(token).toMatch(/^at-/);
+    // A token the EHR issued to our UDAP disclose client, with the scopes it was registered for.
+    expect(await sandbox.ehr.auth.introspect(token)).toMatchObject({
+      clientId: credentials.clientId,
+      scopes: expect.arrayContaining(credentials.scopes),
+    });
     expect(await client.token(registrationOf)).toBe(token);
-    expect(udap.assertions).toHaveLength(1);
-    const [seen] = udap.assertions;
-    expect(seen!.udap).toBe('1');
-    expect(seen!.grant).toBe('client_credentials');
-    expect(seen!.header['x5c']).toEqual(ours.x5c.slice(0, (seen!.header['x5c'] as string[]).length));
-    expect(seen!.claims).toMatchObject({
+    const requests = sandbox.ehr.peer.log.since(mark).filter((r) => r.path.endsWith('/token'));
+    expect(requests.map((r) => [r.grant?.type, r.status])).toEqual([['client_credentials', 200]]);
+    const seen = requests[0]!.udapAuthentication!;
+    expect(seen.udap).toBe('1');
+    expect(seen.header['x5c']).toEqual(ours.x5c.slice(0, (seen.header['x5c'] as string[]).length));
+    expect(seen.claims).toMatchObject({
       iss: credentials.clientId,
       sub: credentials.clientId,
-      aud: `${base('good')}/token`,
+      aud: `${sandbox.ehr.auth.issuer}/token`,
       extensions: {
         'hl7-b2b': {
           version: '1',
@@ -218,7 +230,7 @@ describe('UDAP registration of our identities and UDAP client authentication (re
   it('cancels: the EHR gets empty grant_types, the registration is forgotten, and using it says what to run', async () => {
     const cancelled = await registration.register('ehr-good', 'disclose', { cancel: true }, 'tester');
     expect(cancelled.status).toBe('cancelled');
-    expect(udap.statements.at(-1)).toMatchObject({ iss: DISCLOSE, grant_types: [] });
+    expect(statements().at(-1)).toMatchObject({ iss: DISCLOSE, grant_types: [] });
     expect((await tenants.get('ehr-good'))!.registrations.map((r) => r.purpose)).toEqual(['supplement']);
     await expect(tenants.credentialsFor('ehr-good', 'disclose')).rejects.toThrow(
       /tenant ehr-good has no disclose registration .*UDAP client was cancelled.*dtr tenant register-udap/,
@@ -226,83 +238,67 @@ describe('UDAP registration of our identities and UDAP client authentication (re
   });
 
   it('refuses metadata whose signature does not check out, or that chains to another community, and stores nothing', async () => {
-    const count = udap.statements.length;
+    const count = statements().length;
+    const before = (await tenants.get('ehr-good'))!.registrations;
+    const base = sandbox.ehr.fhirBase.replace(/[.]/g, '\\.');
+    sandbox.ehr.peer.faults.set({ udapMetadata: 'bad-signature' });
     await expect(
-      registration.register('ehr-tampered', 'supplement', { san: SUPPLEMENT, community: COMMUNITY }, 'tester'),
-    ).rejects.toThrow(
-      /^the UDAP metadata of http:\/\/127\.0\.0\.1:\d+\/tampered\/fhir was refused: .*\(udap: bad-signature\)/,
-    );
+      registration.register('ehr-good', 'supplement', { san: SUPPLEMENT, community: COMMUNITY }, 'tester'),
+    ).rejects.toThrow(new RegExp(`^the UDAP metadata of ${base} was refused: .*\\(udap: bad-signature\\)`));
+    // Signed by a certificate of a CA outside the community.
+    sandbox.ehr.peer.faults.set({ udapMetadata: 'untrusted-anchor' });
     await expect(
-      registration.register('ehr-stranger', 'supplement', { san: SUPPLEMENT, community: COMMUNITY }, 'tester'),
+      registration.register('ehr-good', 'supplement', { san: SUPPLEMENT, community: COMMUNITY }, 'tester'),
     ).rejects.toThrow(/was refused: .*\(udap: untrusted-anchor\)/);
-    expect(udap.statements).toHaveLength(count);
-    expect((await tenants.get('ehr-tampered'))!.registrations.every((r) => r.authMethod === 'private_key_jwt')).toBe(
-      true,
-    );
+    expect(statements()).toHaveLength(count);
+    expect((await tenants.get('ehr-good'))!.registrations).toEqual(before);
     const failures = (await audit.search({ kind: 'udap-registration' })).filter((e) => e.outcome === '8');
     expect(failures.map((e) => e.detail?.['udap'])).toEqual(
       expect.arrayContaining(['bad-signature', 'untrusted-anchor']),
     );
   });
 
-  it('launch: the idp and the udap scope are sent when the EHR offers udap_to (Tiered OAuth), and the code is exchanged with a UDAP assertion; without udap_to the launch goes on without them, said once', async () => {
+  it('launch: the idp and the udap scope are sent when the EHR offers udap_to (Tiered OAuth); without udap_to the launch goes on without them, said once', async () => {
     const box = new KeyRingSecretBox(new Map([['k', randomBytes(32)]]));
-    const skipped: Array<[string, string]> = [];
-    const launches = new LaunchService(
-      dataSource,
-      tenants,
-      new SmartDiscovery(policy, clock),
-      new SessionStore(dataSource, box, clock),
-      box,
-      clock,
-      {
-        policy,
-        // The private_key_jwt tenant's key (only its authorization request is built here).
-        keys: { privateKey: async () => ({ key: (await generateKeyPair('ES384')).privateKey, kid: 'k' }) },
-        udap: { identities, b2b: { organizationId: 'https://dtr.example.org', purposeOfUse: ['TREAT'] } },
-        udapDiscovery: new UdapRegistrar(identities, policy, clock),
-        onTieredOAuthSkipped: (tenantId, reason) => skipped.push([tenantId, reason]),
-      },
+    /** A launch service of a new process (its UDAP metadata not yet cached), telling `skipped` why an idp was not sent. */
+    const launchService = (skipped: Array<[string, string]>) =>
+      new LaunchService(
+        dataSource,
+        tenants,
+        new SmartDiscovery(policy, clock),
+        new SessionStore(dataSource, box, clock),
+        box,
+        clock,
+        {
+          policy,
+          keys: { privateKey: async () => ({ key: (await generateKeyPair('ES384')).privateKey, kid: 'k' }) },
+          udap: { identities, b2b: { organizationId: 'https://dtr.example.org', purposeOfUse: ['TREAT'] } },
+          udapDiscovery: new UdapRegistrar(identities, policy, clock),
+          onTieredOAuthSkipped: (tenantId, reason) => skipped.push([tenantId, reason]),
+        },
+      );
+    const offeredSkips: Array<[string, string]> = [];
+    const offered = new URL(
+      (await launchService(offeredSkips).startStandaloneLaunch('ehr-good', 'browser-1')).authorizationUrl,
     );
-    const offered = new URL((await launches.startStandaloneLaunch('ehr-good', 'browser-1')).authorizationUrl);
-    expect(offered.origin + offered.pathname).toBe(`${base('good')}/authorize`);
+    expect(offered.origin + offered.pathname).toBe(`${sandbox.ehr.auth.issuer}/auth`);
     expect(offered.searchParams.get('idp')).toBe('https://idp.example.org');
     expect(offered.searchParams.get('scope')!.split(' ')).toEqual(expect.arrayContaining(['openid', 'udap']));
     expect(offered.searchParams.get('client_id')).toBe(
       (await tenants.credentialsFor('ehr-good', 'supplement')).clientId,
     );
+    expect(offeredSkips).toEqual([]);
 
-    await tenants.upsert({ ...(await putOf('ehr-plain')), udapIdp: 'https://idp.example.org' });
+    sandbox.ehr.peer.faults.set({ udapProfilesOmitted: ['udap_to'] });
+    const skipped: Array<[string, string]> = [];
+    const launches = launchService(skipped);
     for (const binding of ['browser-2', 'browser-3']) {
-      const plain = new URL((await launches.startStandaloneLaunch('ehr-plain', binding)).authorizationUrl);
+      const plain = new URL((await launches.startStandaloneLaunch('ehr-good', binding)).authorizationUrl);
       expect(plain.searchParams.has('idp')).toBe(false);
       expect(plain.searchParams.get('scope')!.split(' ')).not.toContain('udap');
     }
-    expect(skipped).toEqual([['ehr-plain', 'the EHR does not list udap_to in udap_profiles_supported']]);
+    expect(skipped).toEqual([['ehr-good', 'the EHR does not list udap_to in udap_profiles_supported']]);
   });
-
-  /** A tenant's current settings as `upsert` takes them (private_key_jwt registrations). */
-  async function putOf(id: string): Promise<Record<string, unknown>> {
-    const view = (await tenants.get(id))!;
-    const registration = (purpose: string) => {
-      const r = view.registrations.find((x) => x.purpose === purpose)!;
-      return {
-        clientId: r.clientId,
-        authMethod: 'private_key_jwt',
-        signingAlg: 'ES384',
-        scopes: r.scopes,
-        redirectUri: r.redirectUri,
-      };
-    };
-    return {
-      id,
-      name: view.name,
-      fhirBase: view.fhirBase,
-      discloseMode: view.discloseMode,
-      supplement: registration('supplement'),
-      disclose: registration('disclose'),
-    };
-  }
 
   it('refuses to register as a SAN URI no certificate of ours names', async () => {
     await expect(

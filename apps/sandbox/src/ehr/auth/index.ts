@@ -4,7 +4,7 @@ import express, { type Request, type Response } from 'express';
 import { decodeJwt, exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { EHR_PATHS, type SandboxClientConfig } from '../../shared/clients.js';
 import type { PeerServer } from '../../shared/peer-server.js';
-import { fingerprint, type RecordedRequest } from '../../shared/request-log.js';
+import { fingerprint, notedUdapAuthentication, type RecordedRequest } from '../../shared/request-log.js';
 import type { AccessTokenInfo } from '../../shared/tokens.js';
 
 /**
@@ -657,6 +657,8 @@ function mountEndpoints(peer: PeerServer, provider: Provider, state: AuthState):
       entry.status = res.statusCode;
       const grant = (req as Request & { sandboxGrant?: RecordedRequest['grant'] }).sandboxGrant;
       if (grant) entry.grant = grant;
+      const udap = notedUdapAuthentication(res.locals);
+      if (udap) entry.udapAuthentication = udap;
     });
     callback(req, res);
   });

@@ -28,10 +28,26 @@ export interface EhrFhirOptions {
   resources: Resource[];
   /** Client ids allowed to write DocumentReference and Provenance (the disclosure identity). */
   discloseClients?: string[];
+  /**
+   * The scopes a client registered at run time (UDAP dynamic registration) asked for, undefined for others: one that
+   * registered a write scope on DocumentReference or Provenance is a disclosure identity too.
+   */
+  registeredScopes?: (clientId: string) => string[] | undefined;
 }
 
 /** What only the disclosure identity may write. */
 const DISCLOSURE_TYPES = new Set(['DocumentReference', 'Provenance']);
+
+/** A SMART v1 or v2 scope that lets its holder create or update a disclosure type. */
+const DISCLOSURE_WRITE =
+  /^(?:patient|user|system)\/(?:DocumentReference|Provenance|\*)\.(?:write|\*|[rds]*[cu][cruds]*)$/;
+
+/** Whether `clientId` is a disclosure identity: configured as one, or registered (UDAP) with a disclosure write scope. */
+function isDiscloser(options: EhrFhirOptions, clientId: string | undefined): boolean {
+  if (!clientId) return false;
+  if ((options.discloseClients ?? []).includes(clientId)) return true;
+  return (options.registeredScopes?.(clientId) ?? []).some((scope) => DISCLOSURE_WRITE.test(scope));
+}
 
 export interface EhrFhirServer {
   baseUrl: string;
@@ -402,7 +418,7 @@ function writer(ehr: Ehr): Write {
     const granted = allow(res, type, method === 'POST' ? 'c' : 'u');
     if (!granted) return { status: 403 };
     const client = (res.locals['token'] as AccessTokenInfo).clientId;
-    if (DISCLOSURE_TYPES.has(type) && !(options.discloseClients ?? []).includes(client ?? ''))
+    if (DISCLOSURE_TYPES.has(type) && !isDiscloser(options, client))
       return {
         status: 403,
         error: [
