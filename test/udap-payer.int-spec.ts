@@ -13,11 +13,8 @@ import {
 } from '@dtr/smart';
 import type { DataSource } from 'typeorm';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { loadSandboxOptions } from '../apps/sandbox/src/sandbox.config.js';
-import { type RunningSandbox, startSandbox } from '../apps/sandbox/src/sandbox.js';
-import { fingerprint } from '../apps/sandbox/src/shared/request-log.js';
-import { SANDBOX_COMMUNITY_URI } from '../apps/sandbox/src/udap/index.js';
 import { createScratchDatabase, type ScratchDatabase } from './support/databases.js';
+import { type RunningSandbox, SANDBOX_COMMUNITY_URI, startUdapSandbox, fingerprint } from './support/udap-sandbox.js';
 
 const PAYER_SAN = 'https://dtr.example.org/udap/payers';
 const COMMUNITY = SANDBOX_COMMUNITY_URI;
@@ -45,13 +42,7 @@ describe('UDAP registration with a payer and its Backend Services tokens', () =>
       .map((r) => r.softwareStatement!);
 
   beforeAll(async () => {
-    sandbox = await startSandbox(
-      loadSandboxOptions({
-        SANDBOX_EHR_PORT: '0',
-        SANDBOX_PAYER_PORT: '0',
-        SANDBOX_PATIENTS: '1',
-      } as NodeJS.ProcessEnv),
-    );
+    sandbox = await startUdapSandbox();
     db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_udap_payer');
     await migrate(db.url);
     dataSource = createDataSource({ url: db.url });

@@ -5,11 +5,13 @@ import { createDataSource, migrate } from '@dtr/persistence';
 import { generateKeyPair } from 'jose';
 import type { DataSource } from 'typeorm';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
-import { loadSandboxOptions } from '../../../../apps/sandbox/src/sandbox.config.js';
-import { type RunningSandbox, startSandbox } from '../../../../apps/sandbox/src/sandbox.js';
-import type { RecordedRequest } from '../../../../apps/sandbox/src/shared/request-log.js';
-import { SANDBOX_COMMUNITY_URI } from '../../../../apps/sandbox/src/udap/index.js';
 import { createScratchDatabase, type ScratchDatabase } from '../../../../test/support/databases.js';
+import {
+  type RunningSandbox,
+  SANDBOX_COMMUNITY_URI,
+  startUdapSandbox,
+  type RecordedRequest,
+} from '../../../../test/support/udap-sandbox.js';
 import { BackendServicesClient } from '../backend-services.js';
 import { LaunchService } from '../launch/launch.service.js';
 import { SessionStore } from '../sessions/session-store.js';
@@ -52,13 +54,7 @@ describe('UDAP registration of our identities and UDAP client authentication (re
       .map((r) => r.softwareStatement!);
 
   beforeAll(async () => {
-    sandbox = await startSandbox(
-      loadSandboxOptions({
-        SANDBOX_EHR_PORT: '0',
-        SANDBOX_PAYER_PORT: '0',
-        SANDBOX_PATIENTS: '1',
-      } as NodeJS.ProcessEnv),
-    );
+    sandbox = await startUdapSandbox();
     ours = sandbox.udap.ca.issue({ sanUris: [SUPPLEMENT, DISCLOSE] });
 
     db = await createScratchDatabase(inject('adminDatabaseUrl'), 'dtr_udap_reg');
