@@ -1,6 +1,6 @@
 import type { DeliveryResult, DeliverySender, Submission } from '@dtr/disclosure';
 import { readCapped } from '@dtr/fhir';
-import { parseUntrustedJson } from '@dtr/kernel';
+import { DtrError, parseUntrustedJson } from '@dtr/kernel';
 import { backendServicesRegistration, mutualTlsFetch, type PayerRegistry } from '@dtr/payer';
 import { assertOutboundUrl, type BackendServicesClient, type OutboundPolicy, outboundFetch } from '@dtr/smart';
 
@@ -43,6 +43,10 @@ export class PayerDelivery implements DeliverySender {
         signal: AbortSignal.timeout(this.timeoutMs),
       });
     } catch (error) {
+      // Our own configuration stands in the way (a cancelled UDAP registration): its plain words, kept for a retry
+      // once an administrator has registered again; the operator's message is in the log.
+      if (DtrError.is(error) && error.code === 'CONFIGURATION' && error.userMessage)
+        return { kind: 'retry', error: error.userMessage };
       const timedOut = error instanceof Error && (error.name === 'TimeoutError' || error.name === 'AbortError');
       return { kind: 'retry', error: timedOut ? 'the payer did not answer in time' : 'the payer could not be reached' };
     }
