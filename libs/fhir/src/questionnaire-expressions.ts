@@ -14,6 +14,14 @@ const EXPRESSION_EXTENSIONS = new Map<string, string>([
   [CQF_EXPRESSION, 'cqf-expression'],
 ]);
 
+/**
+ * The kind of an extension whose value is an Expression (`calculatedExpression`, `variable`, `cqf-expression`, …) by
+ * its URL, a misspelled scheme (`hhttp://`) forgiven; undefined for any other extension.
+ */
+export function expressionKindOf(url: string): string | undefined {
+  return EXPRESSION_EXTENSIONS.get(normaliseExtensionUrl(url).url);
+}
+
 export interface ExpressionRef {
   kind: string;
   language: string;

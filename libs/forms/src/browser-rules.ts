@@ -1,3 +1,4 @@
+import { expressionKindOf } from '@dtr/fhir';
 import { regexBacktrackRisk } from './regex-risk.js';
 
 /**
@@ -11,19 +12,6 @@ import { regexBacktrackRisk } from './regex-risk.js';
  * is not a literal, or a literal whose shape may backtrack (./regex-risk.ts); and when it uses a variable so left.
  */
 
-const SDC = 'http://hl7.org/fhir/uv/sdc/StructureDefinition/';
-/** Extensions whose Expression the renderer evaluates in the page. */
-const EVALUATED_IN_PAGE = new Map<string, string>([
-  [`${SDC}sdc-questionnaire-calculatedExpression`, 'calculatedExpression'],
-  [`${SDC}sdc-questionnaire-enableWhenExpression`, 'enableWhenExpression'],
-  [`${SDC}sdc-questionnaire-answerExpression`, 'answerExpression'],
-  [`${SDC}sdc-questionnaire-initialExpression`, 'initialExpression'],
-  [`${SDC}sdc-questionnaire-candidateExpression`, 'candidateExpression'],
-  [`${SDC}sdc-questionnaire-contextExpression`, 'contextExpression'],
-  [`${SDC}sdc-questionnaire-itemPopulationContext`, 'itemPopulationContext'],
-  ['http://hl7.org/fhir/StructureDefinition/variable', 'variable'],
-  ['http://hl7.org/fhir/StructureDefinition/cqf-expression', 'cqf-expression'],
-]);
 const REGEX_FUNCTIONS = new Set(['matches', 'matchesFull', 'replaceMatches']);
 
 /** A payer rule the page does not evaluate: the server does, at each save. */
@@ -141,7 +129,7 @@ export function pageQuestionnaire<T extends object>(
     for (const { node, linkId } of nodes) {
       if (!Array.isArray(node.extension)) continue;
       const kept = (node.extension as Extension[]).filter((extension) => {
-        const kind = typeof extension?.url === 'string' ? EVALUATED_IN_PAGE.get(extension.url) : undefined;
+        const kind = typeof extension?.url === 'string' ? expressionKindOf(extension.url) : undefined;
         const expression = extension?.valueExpression?.expression;
         const language = extension?.valueExpression?.language;
         if (!kind || typeof expression !== 'string' || language !== 'text/fhirpath') return true;
