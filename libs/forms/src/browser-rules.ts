@@ -133,19 +133,14 @@ export function pageQuestionnaire<T extends object>(
         const expression = extension?.valueExpression?.expression;
         const language = extension?.valueExpression?.language;
         if (!kind || typeof expression !== 'string' || language !== 'text/fhirpath') return true;
-        const name =
-          typeof extension.valueExpression?.name === 'string' ? (extension.valueExpression.name as string) : undefined;
         const variable = variablesUsed(expression).find((v) => leftOut.has(v));
         const reason =
           pageRisk(expression) ?? (variable ? `it uses %${variable}, which the server evaluates` : undefined);
         if (!reason) return true;
-        if (kind === 'variable' && name) leftOut.add(name);
-        serverOnly.push({
-          ...(linkId ? { linkId } : {}),
-          kind,
-          ...(kind === 'variable' && name ? { name } : {}),
-          reason,
-        });
+        // A variable left out is named, so that what uses it is left out too.
+        const name = kind === 'variable' ? extension.valueExpression?.name : undefined;
+        if (typeof name === 'string') leftOut.add(name);
+        serverOnly.push({ ...(linkId ? { linkId } : {}), kind, ...(typeof name === 'string' ? { name } : {}), reason });
         changed = true;
         return false;
       });

@@ -149,8 +149,7 @@ export class PrepareQuestionnairesUseCase {
     const { groups, unmatched } = await this.groupByPayer(reader, working.coverages);
     const payers: PayerQuestionnaires[] = [];
     const results: Evaluated = [];
-    let firstError: unknown;
-    const failures: Array<[number, unknown]> = [];
+    const failures: Array<{ payerId: string; error: unknown }> = [];
     for (const group of groups) {
       try {
         const prepared = await this.forPayer(session, reader, working, group);
@@ -158,8 +157,7 @@ export class PrepareQuestionnairesUseCase {
         results.push(...prepared.results);
       } catch (error) {
         // With several payers, one that fails does not hide the others' questionnaires; it says why instead.
-        firstError ??= error;
-        failures.push([groups.indexOf(group), error]);
+        failures.push({ payerId: group.payer.id, error });
         payers.push({
           payer: { id: group.payer.id, name: group.payer.name },
           coverages: group.coverages.map(refOf),
@@ -171,8 +169,12 @@ export class PrepareQuestionnairesUseCase {
         });
       }
     }
-    if (payers.every((p) => p.error !== undefined)) throw firstError;
-    for (const [i, failure] of failures) this.logPayerFailure(groups[i]!.payer.id, failure);
+    if (payers.every((p) => p.error !== undefined)) {
+      // The first failure is the request's error (logged with it); every other one is logged here.
+      for (const { payerId, error } of failures.slice(1)) this.logPayerFailure(payerId, error);
+      throw failures[0]!.error;
+    }
+    for (const { payerId, error } of failures) this.logPayerFailure(payerId, error);
     // Forms of a payer that failed this time are kept (a draft is never lost); those of payers not involved go.
     await this.forms.retainPayers(
       session,

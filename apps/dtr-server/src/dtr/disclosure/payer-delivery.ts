@@ -45,8 +45,7 @@ export class PayerDelivery implements DeliverySender {
     } catch (error) {
       // Our own configuration stands in the way (a cancelled UDAP registration): its plain words, kept for a retry
       // once an administrator has registered again; the operator's message is in the log.
-      if (DtrError.is(error) && error.code === 'CONFIGURATION' && error.userMessage)
-        return { kind: 'retry', error: error.userMessage };
+      if (DtrError.is(error) && error.userMessage) return { kind: 'retry', error: error.userMessage };
       const timedOut = error instanceof Error && (error.name === 'TimeoutError' || error.name === 'AbortError');
       return { kind: 'retry', error: timedOut ? 'the payer did not answer in time' : 'the payer could not be reached' };
     }
